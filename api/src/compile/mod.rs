@@ -1,0 +1,144 @@
+//! Objects → [`Snapshot`]: the one pure function every Weir process uses to turn Kubernetes
+//! objects into what the data plane serves.
+//!
+//! Every problem is collected (not just the first), each naming the file, object and field.
+//! Any error rejects the whole compile: the caller keeps serving its last good snapshot.
+//! References to things that may appear later (a Service not created yet) are warnings, not
+//! errors, and requests to them get the status the specs ask for.
+
+mod backends;
+mod gateway;
+mod ingress;
+
+use std::collections::BTreeMap;
+
+use crate::{
+    error::{ConfigError, ConfigErrors, Location},
+    model::{Route, Snapshot},
+    objects::{Object, ObjectKey, Objects},
+};
+
+pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
+pub use ingress::{INGRESS_CLASS, MAX_BODY_ANNOTATION};
+
+/// The GatewayClass name Weir serves.
+pub const GATEWAY_CLASS: &str = "weir";
+
+/// Compiles `objects` into a snapshot, or every reason it could not.
+pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
+    let mut cx = Context::new(objects);
+    ingress::compile_all(&mut cx);
+    gateway::compile_all(&mut cx);
+    cx.finish()
+}
+
+/// State shared by the compile passes: the objects, and what has been built so far.
+struct Context<'a> {
+    objects: &'a Objects,
+    routes: Vec<Route>,
+    default_routes: Vec<Route>,
+    clusters: BTreeMap<String, crate::model::Cluster>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Context<'a> {
+    fn new(objects: &'a Objects) -> Self {
+        Self {
+            objects,
+            routes: Vec::new(),
+            default_routes: Vec::new(),
+            clusters: BTreeMap::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn error(
+        &mut self,
+        location: &Location,
+        object: &ObjectKey,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors
+            .push(ConfigError::new(location, object, field, message));
+    }
+
+    fn warn(&mut self, object: &ObjectKey, message: impl std::fmt::Display) {
+        self.warnings.push(format!("{object}: {message}"));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a Object, &'a Location)> + 'a {
+        self.objects.iter()
+    }
+
+    fn finish(mut self) -> Result<Snapshot, ConfigErrors> {
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        self.default_routes.sort_by(|a, b| a.order.cmp(&b.order));
+        let mut defaults = self.default_routes.into_iter();
+        let default_route = defaults.next();
+        for ignored in defaults {
+            self.warnings.push(format!(
+                "{}: defaultBackend ignored: an older Ingress already sets one ({})",
+                ignored.order.object,
+                default_route
+                    .as_ref()
+                    .map(|r| r.order.object.as_str())
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(Snapshot {
+            routes: self.routes,
+            clusters: self.clusters,
+            default_route,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// Normalises a path prefix to whole segments without a trailing slash (`/` stays `/`).
+fn normalise_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// `metadata.creationTimestamp` as sortable text (objects from files have none: sort first).
+fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Annotations shared by Ingress and HTTPRoute.
+fn max_body(
+    cx: &mut Context<'_>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &ObjectKey,
+    location: &Location,
+) -> Option<u64> {
+    let value = meta.annotations.as_ref()?.get(MAX_BODY_ANNOTATION)?;
+    match crate::duration::parse_bytes(value) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.error(
+                location,
+                key,
+                format!("metadata.annotations[{MAX_BODY_ANNOTATION}]"),
+                e,
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

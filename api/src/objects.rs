@@ -1,0 +1,255 @@
+//! The Kubernetes objects Weir reads, as the maintained Rust types (k8s-openapi, gateway-api),
+//! each with the place it came from.
+
+use std::{collections::BTreeMap, fmt};
+
+use gateway_api::apis::standard::{
+    gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+};
+use k8s_openapi::{
+    api::{
+        core::v1::{Namespace, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::{Ingress, IngressClass},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ConfigError, Location};
+
+/// `Kind namespace/name`: how errors, metrics and logs name an object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectKey {
+    /// The object's kind, e.g. `HTTPRoute`.
+    pub kind: &'static str,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One object Weir understands.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    /// `v1 Namespace`: its labels select routes for Gateway listeners.
+    Namespace(Namespace),
+    /// `v1 Service`: ports and their names and protocols.
+    Service(Service),
+    /// `discovery.k8s.io/v1 EndpointSlice`: where a Service's endpoints are.
+    EndpointSlice(EndpointSlice),
+    /// `networking.k8s.io/v1 Ingress`.
+    Ingress(Ingress),
+    /// `networking.k8s.io/v1 IngressClass`: which class is the cluster default.
+    IngressClass(IngressClass),
+    /// `gateway.networking.k8s.io/v1 Gateway`.
+    Gateway(Gateway),
+    /// `gateway.networking.k8s.io/v1 HTTPRoute`.
+    HttpRoute(HttpRoute),
+    /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
+    ReferenceGrant(ReferenceGrant),
+}
+
+impl Object {
+    fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+        }
+    }
+
+    /// The kind as Kubernetes spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::Gateway(_) => "Gateway",
+            Object::HttpRoute(_) => "HTTPRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
+        }
+    }
+
+    /// `Kind namespace/name`.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Reads one object from its JSON form (as parsed from YAML). Kinds Weir does not use give
+    /// `Ok(None)`; a known kind that does not fit its schema gives an error naming the field.
+    pub fn from_value(
+        value: serde_json::Value,
+        location: &Location,
+    ) -> Result<Option<Object>, ConfigError> {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("<unnamed>")
+            .to_string();
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let label = if namespace.is_empty() {
+            format!("{kind} {name}")
+        } else {
+            format!("{kind} {namespace}/{name}")
+        };
+        if api_version.is_empty() || kind.is_empty() {
+            return Err(ConfigError::new(
+                location,
+                "-",
+                "apiVersion/kind",
+                "every object needs apiVersion and kind",
+            ));
+        }
+        let object = match (api_version, kind) {
+            ("v1", "Namespace") => Object::Namespace(typed(value, location, &label)?),
+            ("v1", "Service") => Object::Service(typed(value, location, &label)?),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                Object::EndpointSlice(typed(value, location, &label)?)
+            }
+            ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(value, location, &label)?),
+            ("networking.k8s.io/v1", "IngressClass") => {
+                Object::IngressClass(typed(value, location, &label)?)
+            }
+            ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
+                Object::Gateway(typed(value, location, &label)?)
+            }
+            ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
+                Object::HttpRoute(typed(value, location, &label)?)
+            }
+            (
+                "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
+                "ReferenceGrant",
+            ) => Object::ReferenceGrant(typed(value, location, &label)?),
+            _ => return Ok(None),
+        };
+        if object
+            .metadata()
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Err(ConfigError::new(
+                location,
+                label,
+                "metadata.name",
+                "is required",
+            ));
+        }
+        Ok(Some(object))
+    }
+}
+
+fn typed<T: DeserializeOwned>(
+    value: serde_json::Value,
+    location: &Location,
+    label: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        ConfigError::new(location, label, field, e.into_inner().to_string())
+    })
+}
+
+/// A set of objects, keyed by kind/namespace/name, each with where it came from. Namespaced
+/// objects without a namespace are put in `default`, as `kubectl apply` would.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    objects: BTreeMap<ObjectKey, (Object, Location)>,
+}
+
+impl Objects {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces an object. A second object with the same kind/namespace/name is an
+    /// error naming both places, because which one wins would be a guess.
+    pub fn insert(&mut self, mut object: Object, location: Location) -> Result<(), ConfigError> {
+        let cluster_scoped = matches!(object, Object::Namespace(_) | Object::IngressClass(_));
+        if !cluster_scoped {
+            let meta = match &mut object {
+                Object::Service(o) => &mut o.metadata,
+                Object::EndpointSlice(o) => &mut o.metadata,
+                Object::Ingress(o) => &mut o.metadata,
+                Object::Gateway(o) => &mut o.metadata,
+                Object::HttpRoute(o) => &mut o.metadata,
+                Object::ReferenceGrant(o) => &mut o.metadata,
+                Object::Namespace(o) => &mut o.metadata,
+                Object::IngressClass(o) => &mut o.metadata,
+            };
+            if meta.namespace.as_deref().unwrap_or_default().is_empty() {
+                meta.namespace = Some("default".to_string());
+            }
+        }
+        let key = object.key();
+        if let Some((_, previous)) = self.objects.get(&key) {
+            if previous.file.is_some() && *previous != location {
+                return Err(ConfigError::new(
+                    &location,
+                    &key,
+                    "metadata.name",
+                    format!("the same object is also defined in {previous}"),
+                ));
+            }
+        }
+        self.objects.insert(key, (object, location));
+        Ok(())
+    }
+
+    /// Removes an object (the Kubernetes source calls this on delete events).
+    pub fn remove(&mut self, key: &ObjectKey) -> Option<Object> {
+        self.objects.remove(key).map(|(o, _)| o)
+    }
+
+    /// Every object with its location, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Object, &Location)> {
+        self.objects.values().map(|(o, l)| (o, l))
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}

@@ -1,0 +1,189 @@
+//! weir-ingress: the north-south gateway.
+//!
+//! ```text
+//!  --config-dir DIR ──watch──▶ compile ──▶ ConfigStore ◀── admin (/config /readyz /metrics)
+//!                                              │
+//!  clients ──▶ --listen ──▶ server ──▶ stack::handle ──▶ backends (pooled h1 / h2c)
+//! ```
+//!
+//! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes)
+//! from a directory, serves them, reloads on change without dropping a connection, and on
+//! SIGTERM stops being ready, drains in-flight requests and exits 0.
+
+mod stack;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use tokio::net::TcpListener;
+use weir_proxy::{
+    access_log::AccessLog,
+    admin::{serve_admin, AdminState},
+    config::{reload, watch_dir, ConfigStore, WatchSettings},
+    metrics::Metrics,
+    server::{serve, ServerSettings},
+    upstream::{Upstream, UpstreamSettings},
+};
+
+/// Weir's north-south gateway: serves Kubernetes Ingress and Gateway API routes.
+#[derive(Parser, Debug)]
+#[command(name = "weir-ingress", version, about)]
+struct Args {
+    /// Directory of Kubernetes objects (multi-document YAML), watched for changes.
+    #[arg(long, env = "WEIR_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// Address for client traffic (HTTP/1.1 and h2c).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz, /config and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Write one JSON access-log line per request to stdout.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    access_log: String,
+    /// Largest request header block accepted; larger gets 431.
+    #[arg(long, default_value = "64Ki", value_parser = parse_size)]
+    max_header_bytes: u64,
+    /// Close a client connection that doesn't send its request headers within this time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// On SIGTERM, wait this long for in-flight requests before closing connections.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// On SIGTERM, keep accepting (but report not ready) this long first, so load balancers
+    /// see the readiness change before connections are refused.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    /// Give up connecting to a backend after this long (502).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weir_api::duration::parse_duration(s)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    weir_api::duration::parse_bytes(s)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let workers = if args.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        args.workers
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("weir-worker")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let store = Arc::new(ConfigStore::new(metrics.clone()));
+    if !args.config_dir.is_dir() {
+        bail!(
+            "--config-dir {}: not a directory",
+            args.config_dir.display()
+        );
+    }
+    if let Err(errors) = reload(&args.config_dir, &store) {
+        bail!(
+            "the configuration in {} is invalid:\n{errors}",
+            args.config_dir.display()
+        );
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("binding --admin {}", args.admin))?;
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, "weir-ingress serving");
+
+    let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
+        .context("starting the access-log writer")?;
+    let upstream_settings = UpstreamSettings {
+        connect_timeout: args.connect_timeout,
+        ..UpstreamSettings::default()
+    };
+    let gateway = Arc::new(stack::Gateway {
+        store: store.clone(),
+        upstream: Upstream::new(&upstream_settings, &metrics),
+        metrics: metrics.clone(),
+        access_log,
+        max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
+    });
+
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let accepting = Arc::new(AtomicBool::new(true));
+    let admin_state = AdminState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        accepting: accepting.clone(),
+    };
+    let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
+    let watcher = tokio::spawn(watch_dir(
+        args.config_dir.clone(),
+        store,
+        WatchSettings::default(),
+    ));
+
+    let settings = ServerSettings {
+        header_read_timeout: args.header_read_timeout,
+        drain_timeout: args.drain_timeout,
+        ..ServerSettings::default()
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        move |client, req| stack::handle(gateway.clone(), client, req),
+        settings,
+        metrics,
+        shutdown.clone(),
+    ));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no longer ready, draining connections");
+    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(args.shutdown_delay).await;
+    let _ = shutdown_tx.send(true);
+    server.await.context("the server task failed")?;
+    watcher.abort();
+    admin_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,571 @@
+//! The ingress request pipeline, top to bottom. Every request goes through these stages in
+//! this order; each stage is a function in `weir-proxy` (or below) and returns early with a
+//! [`ProxyError`] that becomes the client's response.
+//!
+//! 1. identify:   x-request-id, W3C traceparent                 (proxy::headers)
+//! 2. limit:      header block size → 431                        (proxy::headers::size)
+//! 3. normalise:  path → 400 if malformed                        (proxy::normalize)
+//! 4. route:      host + path + method/headers/query → 404       (proxy::router)
+//! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
+//! 6. redirect:   RequestRedirect answers here                   (redirect)
+//! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
+//! 8. endpoint:   peak-EWMA P2C or round robin → 503             (proxy::balance)
+//! 9. rewrite:    hop-by-hop out, X-Forwarded-*, URLRewrite, RequestHeaderModifier
+//! 10. mirror:    RequestMirror copies, fire and forget          (mirror)
+//! 11. send:      pooled h1 / h2c with timeouts → 502 / 504      (proxy::upstream)
+//! 12. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
+//! 13. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use weir_api::model::{Forward, PathMatch, PathRewrite, Protocol, Redirect, Route, RouteAction};
+use weir_proxy::{
+    access_log::{now_rfc3339, AccessLog, Entry},
+    balance::Endpoint,
+    body::{self, boxed, Body, Limited, Observed, TooLarge},
+    config::{Active, ConfigStore},
+    error::{ProxyError, Side, ERROR_HEADER},
+    headers,
+    metrics::{status_class, Metrics},
+    normalize::normalize_path,
+    router::RequestView,
+    upstream::Upstream,
+};
+
+/// Bodies up to this size are copied to mirrors; larger ones are mirrored without a body.
+const MIRROR_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Everything the pipeline uses, shared by all connections.
+pub struct Gateway {
+    /// The active configuration.
+    pub store: Arc<ConfigStore>,
+    /// Backend connection pools.
+    pub upstream: Upstream,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The access log.
+    pub access_log: AccessLog,
+    /// Largest request header block accepted (bytes).
+    pub max_header_bytes: usize,
+}
+
+/// What is known about a request as it moves through the stages, for the log and metrics.
+#[derive(Default)]
+struct Exchange {
+    route: Option<Arc<str>>,
+    backend: Option<String>,
+    endpoint: Option<SocketAddr>,
+    upstream_wait: Option<std::time::Duration>,
+    attempts: u32,
+}
+
+/// Handles one request end to end.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ClientAddr(client));
+    let request_id = headers::request_id(&mut parts.headers);
+    let trace_id = headers::traceparent(&mut parts.headers);
+    let host = request_host(&parts);
+    let method = parts.method.clone();
+    let protocol = format!("{:?}", parts.version);
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes_in = content_length(&parts).unwrap_or(0);
+    let mut logged_path = parts.uri.path().to_string();
+    let mut x = Exchange::default();
+
+    let result = proxy(&gw, &mut x, &mut logged_path, &host, parts, body).await;
+    let (mut response, error) = match result {
+        Ok(response) => (response, None),
+        Err(e) => {
+            let side = match e.side() {
+                Side::Downstream => "downstream",
+                Side::Upstream => "upstream",
+                Side::Internal => "internal",
+            };
+            gw.metrics
+                .errors
+                .with_label_values(&[e.reason(), side])
+                .inc();
+            (e.response(), Some(e.reason()))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(headers::REQUEST_ID, v);
+    }
+
+    // Metrics at response headers: what a client waits for.
+    let status = response.status();
+    let to_headers = started.elapsed();
+    let route_label = x.route.as_deref().unwrap_or("none");
+    gw.metrics
+        .requests
+        .with_label_values(&[route_label, status_class(status)])
+        .inc();
+    gw.metrics
+        .request_duration
+        .with_label_values(&[route_label, status_class(status)])
+        .observe(to_headers.as_secs_f64());
+    gw.metrics.overhead.observe(
+        to_headers
+            .saturating_sub(x.upstream_wait.unwrap_or_default())
+            .as_secs_f64(),
+    );
+
+    if !gw.access_log.enabled() {
+        return response;
+    }
+    let log = gw.access_log.clone();
+    let time = now_rfc3339();
+    let (parts, body) = response.into_parts();
+    let error = error.map(str::to_string).or_else(|| {
+        parts
+            .headers
+            .get(ERROR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let observed = Observed::new(body, move |bytes_out| {
+        log.log(&Entry {
+            time,
+            client,
+            protocol: &protocol,
+            method: method.as_str(),
+            host: &host,
+            path: &logged_path,
+            status: status.as_u16(),
+            route: x.route.as_deref(),
+            backend: x.backend.as_deref(),
+            endpoint: x.endpoint,
+            error: error.as_deref(),
+            attempts: x.attempts,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            upstream_ms: x.upstream_wait.map(|d| d.as_secs_f64() * 1e3),
+            bytes_in,
+            bytes_out,
+            request_id: &request_id,
+            trace_id: &trace_id,
+            user_agent: user_agent.as_deref(),
+        });
+    });
+    Response::from_parts(parts, boxed(observed))
+}
+
+async fn proxy(
+    gw: &Gateway,
+    x: &mut Exchange,
+    logged_path: &mut String,
+    host: &str,
+    mut parts: Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    // 2. limit
+    if headers::size(&parts.headers) > gw.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    // 3. normalise
+    let path = normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)?;
+    logged_path.clone_from(&path);
+    // 4. route
+    let active = gw.store.load();
+    let view = RequestView {
+        host,
+        path: &path,
+        query: parts.uri.query(),
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let route = active
+        .router
+        .route(&view)
+        .cloned()
+        .ok_or(ProxyError::NoRoute)?;
+    x.route = Some(route.name.clone());
+    // 5. body limit
+    let body: Body = match route.max_request_body {
+        Some(limit) if content_length(&parts).is_some_and(|n| n > limit) => {
+            return Err(ProxyError::BodyTooLarge)
+        }
+        Some(limit) => boxed(Limited::new(body, limit)),
+        None => boxed(body),
+    };
+    match &route.action {
+        // 6. redirect
+        RouteAction::Redirect(r) => Ok(redirect(r, &route, host, &path, &parts)),
+        RouteAction::Forward(f) => {
+            forward(gw, x, &active, &route, f, host, path, &mut parts, body).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    gw: &Gateway,
+    x: &mut Exchange,
+    active: &Active,
+    route: &Route,
+    f: &Forward,
+    host: &str,
+    path: String,
+    parts: &mut Parts,
+    body: Body,
+) -> Result<Response<Body>, ProxyError> {
+    let deadline = f.timeouts.request.map(|t| tokio::time::Instant::now() + t);
+    // 7. backend
+    let cluster = pick_backend(f).ok_or(ProxyError::BackendNotFound)?;
+    x.backend = Some(cluster.to_string());
+    let pool = active
+        .pools
+        .get(cluster)
+        .filter(|p| p.cluster.resolved)
+        .ok_or(ProxyError::BackendNotFound)?;
+    // 8. endpoint
+    let endpoint: Arc<Endpoint> = pool
+        .pick(None)
+        .cloned()
+        .ok_or(ProxyError::NoHealthyEndpoint)?;
+    x.endpoint = Some(endpoint.addr);
+
+    // 9. rewrite
+    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    let downstream_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    let client_addr = x_client(parts);
+    headers::set_forwarded(&mut parts.headers, client_addr, "http", host);
+    let mut upstream_host = host_header(parts, host);
+    let mut upstream_path = path.clone();
+    if let Some(rewrite) = &f.rewrite {
+        if let Some(h) = &rewrite.hostname {
+            upstream_host = h.clone();
+        }
+        if let Some(p) = &rewrite.path {
+            upstream_path = rewrite_path(p, route, &path);
+        }
+    }
+    headers::modify(&mut parts.headers, &f.request_headers);
+    if let Ok(v) = HeaderValue::from_str(&upstream_host) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path,
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(endpoint.addr.to_string())
+        .path_and_query(path_and_query.as_str())
+        .build()
+        .map_err(|_| ProxyError::BadRequest)?;
+    parts.version = match pool.cluster.protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::H2c => Version::HTTP_2,
+    };
+
+    // 10. mirror
+    let body = if f.mirrors.is_empty() {
+        body
+    } else {
+        mirror(gw, active, f, parts, &path_and_query, body).await?
+    };
+
+    // 11. send
+    let mut request = Request::from_parts(clone_parts(parts), body);
+    *request.uri_mut() = uri;
+    let client = gw.upstream.client(pool.cluster.protocol);
+    let timeout = match (deadline, f.timeouts.backend_request) {
+        (Some(d), Some(b)) => Some(d.min(tokio::time::Instant::now() + b)),
+        (Some(d), None) => Some(d),
+        (None, Some(b)) => Some(tokio::time::Instant::now() + b),
+        (None, None) => None,
+    };
+    x.attempts = 1;
+    let in_flight = endpoint.start();
+    let sent = Instant::now();
+    let outcome = match timeout {
+        Some(at) => tokio::time::timeout_at(at, client.request(request))
+            .await
+            .map_err(|_| ProxyError::Timeout),
+        None => Ok(client.request(request).await),
+    };
+    x.upstream_wait = Some(sent.elapsed());
+    let response = match outcome {
+        Ok(Ok(response)) => {
+            in_flight.success();
+            response
+        }
+        Ok(Err(e)) => {
+            in_flight.failure();
+            return Err(classify(&e));
+        }
+        Err(e) => {
+            in_flight.failure();
+            return Err(e);
+        }
+    };
+
+    // 12. respond
+    let (mut rparts, rbody) = response.into_parts();
+    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let (Some(downstream), Some(upstream)) = (
+            downstream_upgrade,
+            rparts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        ) {
+            tokio::spawn(splice(downstream, upstream));
+        }
+    }
+    headers::strip_hop_by_hop(&mut rparts.headers, switching);
+    headers::modify(&mut rparts.headers, &f.response_headers);
+    Ok(Response::from_parts(rparts, boxed(rbody)))
+}
+
+/// Copies bytes both ways between an upgraded client connection and backend connection.
+async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+        return;
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Maps a client error to what the user sees.
+fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::ConnectFailed;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<TooLarge>() {
+            return ProxyError::BodyTooLarge;
+        }
+        source = err.source();
+    }
+    ProxyError::BackendReset
+}
+
+/// Picks a cluster by weight; `None` when no backend has weight (the Gateway API's 500).
+fn pick_backend(f: &Forward) -> Option<&str> {
+    let total: u64 = f.backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for b in &f.backends {
+        if n < u64::from(b.weight) {
+            return Some(&b.cluster);
+        }
+        n -= u64::from(b.weight);
+    }
+    None
+}
+
+/// Sends copies of the request to the route's mirrors; returns the body for the real request.
+async fn mirror(
+    gw: &Gateway,
+    active: &Active,
+    f: &Forward,
+    parts: &Parts,
+    path_and_query: &str,
+    body: Body,
+) -> Result<Body, ProxyError> {
+    let small = content_length(parts).is_some_and(|n| n <= MIRROR_BODY_LIMIT);
+    let (bytes, body) = if small {
+        let collected = body
+            .collect()
+            .await
+            .map_err(|_| ProxyError::BadRequest)?
+            .to_bytes();
+        (Some(collected), None)
+    } else {
+        (None, Some(body))
+    };
+    for m in &f.mirrors {
+        if fastrand::u32(..1_000_000) >= m.per_million {
+            continue;
+        }
+        let Some(pool) = active.pools.get(&m.cluster) else {
+            continue;
+        };
+        let Some(endpoint) = pool.pick(None) else {
+            continue;
+        };
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(endpoint.addr.to_string())
+            .path_and_query(path_and_query)
+            .build()
+        else {
+            continue;
+        };
+        let mut copy = Request::from_parts(
+            clone_parts(parts),
+            body::full(bytes.clone().unwrap_or_default()),
+        );
+        *copy.uri_mut() = uri;
+        if bytes.is_none() {
+            copy.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        let client = gw.upstream.client(pool.cluster.protocol).clone();
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                if let Ok(response) = client.request(copy).await {
+                    let _ = response.into_body().collect().await;
+                }
+            });
+            let _ = sent.await;
+        });
+    }
+    Ok(match (bytes, body) {
+        (Some(b), _) => body::full(b),
+        (None, Some(body)) => body,
+        (None, None) => body::empty(),
+    })
+}
+
+fn clone_parts(parts: &Parts) -> Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+/// Builds a `RequestRedirect` response.
+fn redirect(r: &Redirect, route: &Route, host: &str, path: &str, parts: &Parts) -> Response<Body> {
+    let request_port = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    // A scheme change without a port goes to the scheme's well-known port.
+    let port = r.port.or(if r.scheme.is_some() {
+        None
+    } else {
+        request_port
+    });
+    let port = match (scheme, port) {
+        ("http", Some(80)) | ("https", Some(443)) | (_, None) => String::new(),
+        (_, Some(p)) => format!(":{p}"),
+    };
+    let target_path = match &r.path {
+        Some(p) => rewrite_path(p, route, path),
+        None => path.to_string(),
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = format!(
+        "{scheme}://{}{port}{target_path}{query}",
+        r.hostname.as_deref().unwrap_or(host)
+    );
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Applies a path rewrite: the whole path, or the part the route's prefix matched.
+fn rewrite_path(rewrite: &PathRewrite, route: &Route, path: &str) -> String {
+    match rewrite {
+        PathRewrite::Full(p) => p.clone(),
+        PathRewrite::Prefix(replacement) => {
+            let prefix = match &route.matcher.path {
+                PathMatch::Prefix(p) if p != "/" => p.as_str(),
+                _ => "",
+            };
+            let rest = path.get(prefix.len()..).unwrap_or_default();
+            let joined = match (replacement.ends_with('/'), rest.starts_with('/')) {
+                (true, true) => format!("{}{rest}", replacement.trim_end_matches('/')),
+                (false, false) if !rest.is_empty() => format!("{replacement}/{rest}"),
+                _ => format!("{replacement}{rest}"),
+            };
+            if joined.is_empty() {
+                "/".to_string()
+            } else {
+                joined
+            }
+        }
+    }
+}
+
+/// The request's host: `:authority` (HTTP/2) or `Host`, lowercase, without the port.
+fn request_host(parts: &Parts) -> String {
+    let raw = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default();
+    let without_port = match raw.find(']') {
+        Some(end) => &raw[..=end], // [v6]:port
+        None => match raw.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        },
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The `Host` value to send upstream: the client's own (with its port), as nginx's
+/// `proxy_set_header Host $host` does, or the authority of an HTTP/2 request.
+fn host_header(parts: &Parts, host: &str) -> String {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| host.to_string())
+}
+
+fn x_client(parts: &Parts) -> SocketAddr {
+    parts
+        .extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// The client's address, carried in request extensions.
+#[derive(Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+fn content_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

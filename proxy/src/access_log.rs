@@ -1,0 +1,136 @@
+//! The access log: one JSON line per request on stdout, written by a dedicated thread so a slow
+//! terminal or pipe never stalls a request. When the writer falls behind, lines are dropped and
+//! counted (`weir_access_log_dropped_total`) rather than blocking traffic.
+//!
+//! Only the fields below are logged. Headers are not, so `Authorization`, `Cookie` and API keys
+//! never reach the log; nor does the query string, which often carries tokens.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+};
+
+use serde::Serialize;
+
+/// One request, as logged.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// Client address.
+    pub client: SocketAddr,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: &'a str,
+    /// Request method.
+    pub method: &'a str,
+    /// `Host` (or `:authority`).
+    pub host: &'a str,
+    /// Normalised path, without the query.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Route name, when one matched.
+    pub route: Option<&'a str>,
+    /// Backend cluster.
+    pub backend: Option<&'a str>,
+    /// Endpoint address.
+    pub endpoint: Option<SocketAddr>,
+    /// `x-weir-error` reason, when Weir produced the response.
+    pub error: Option<&'a str>,
+    /// Tries made to the backend.
+    pub attempts: u32,
+    /// Until the last response byte, in milliseconds.
+    pub duration_ms: f64,
+    /// Waiting on the backend for response headers, in milliseconds.
+    pub upstream_ms: Option<f64>,
+    /// Request body bytes (as declared by `content-length`).
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// W3C trace id.
+    pub trace_id: &'a str,
+    /// `User-Agent`.
+    pub user_agent: Option<&'a str>,
+}
+
+/// Where access-log lines go.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    dropped: prometheus::IntCounter,
+}
+
+impl AccessLog {
+    /// Starts the writer thread on stdout. `enabled: false` gives a log that discards.
+    pub fn stdout(enabled: bool, dropped: prometheus::IntCounter) -> std::io::Result<Self> {
+        if !enabled {
+            return Ok(Self { tx: None, dropped });
+        }
+        let (tx, rx) = sync_channel(16 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx))?;
+        Ok(Self {
+            tx: Some(tx),
+            dropped,
+        })
+    }
+
+    /// Logs one request.
+    pub fn log(&self, entry: &Entry<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(entry) else {
+            return;
+        };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped.inc(),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// True when lines are written somewhere.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+fn write_lines(rx: Receiver<String>) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    while let Ok(line) = rx.recv() {
+        let _ = writeln!(out, "{line}");
+        // Batch what is already queued, then flush so lines show up promptly.
+        while let Ok(line) = rx.try_recv() {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds (no date crate needed for this one format).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}

@@ -1,0 +1,152 @@
+//! The configuration a proxy is serving, swapped atomically.
+//!
+//! A request loads the [`Active`] config once and uses it to the end, so a reload in the middle
+//! of a request never mixes two versions, and nothing on the connection (keep-alive, an open
+//! WebSocket) depends on the config: routes are swapped in place under live connections.
+
+mod watch;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use weir_api::{error::ConfigErrors, Snapshot};
+
+pub use watch::{reload, watch_dir, WatchSettings};
+
+use crate::{
+    balance::{Endpoint, Pool},
+    metrics::Metrics,
+    router::Router,
+};
+
+/// One version of the configuration, ready to serve.
+pub struct Active {
+    /// Increases by one per accepted change; 0 before the first.
+    pub version: u64,
+    /// The compiled snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// The route index over it.
+    pub router: Router,
+    /// Running clusters by name.
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+/// The last reload's outcome, shown at `/config`.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// Unix time of the last accepted change.
+    pub last_accepted: Option<u64>,
+    /// Unix time of the last rejected change.
+    pub last_rejected: Option<u64>,
+    /// Why it was rejected: every error, with file, object and field.
+    pub errors: Vec<weir_api::ConfigError>,
+}
+
+/// Holds the active configuration and swaps in new versions.
+pub struct ConfigStore {
+    active: ArcSwap<Active>,
+    status: Mutex<ReloadStatus>,
+    metrics: Metrics,
+}
+
+impl ConfigStore {
+    /// An empty store (version 0, no routes: every request gets 404).
+    pub fn new(metrics: Metrics) -> Self {
+        let empty = Active {
+            version: 0,
+            snapshot: Arc::default(),
+            router: Router::default(),
+            pools: HashMap::new(),
+        };
+        Self {
+            active: ArcSwap::from_pointee(empty),
+            status: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The configuration to use for one request.
+    pub fn load(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// True once a configuration has been accepted.
+    pub fn loaded(&self) -> bool {
+        self.active.load().version > 0
+    }
+
+    /// Makes `snapshot` the active configuration and returns its version. Endpoint state
+    /// (latency, in-flight counts) carries over by address.
+    pub fn install(&self, snapshot: Snapshot) -> u64 {
+        let previous = self.active.load();
+        let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
+            .pools
+            .values()
+            .flat_map(|p| p.endpoints().iter().map(|e| (e.addr, e.clone())))
+            .collect();
+        let pools = snapshot
+            .clusters
+            .iter()
+            .map(|(name, cluster)| {
+                (
+                    name.clone(),
+                    Arc::new(Pool::new(cluster.clone(), &endpoints)),
+                )
+            })
+            .collect();
+        let version = previous.version + 1;
+        let router = Router::new(&snapshot);
+        self.active.store(Arc::new(Active {
+            version,
+            snapshot: Arc::new(snapshot),
+            router,
+            pools,
+        }));
+        self.metrics.config_version.set(version as i64);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_accepted = Some(unix_now());
+        status.errors.clear();
+        version
+    }
+
+    /// Records a rejected change; the active configuration stays.
+    pub fn reject(&self, errors: &ConfigErrors) {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["rejected"])
+            .inc();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_rejected = Some(unix_now());
+        status.errors = errors.0.clone();
+    }
+
+    /// The `/config` page: version, snapshot, and the last reload's outcome.
+    pub fn describe(&self) -> serde_json::Value {
+        let active = self.load();
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        serde_json::json!({
+            "version": active.version,
+            "reload": status,
+            "snapshot": &*active.snapshot,
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

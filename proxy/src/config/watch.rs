@@ -1,0 +1,90 @@
+//! Watching a directory of objects and reloading when it changes.
+//!
+//! The directory is polled (file names, sizes and modification times) rather than watched
+//! with inotify: polling sees every way a file can change, including the atomic symlink swap
+//! Kubernetes uses for ConfigMap volumes, and costs a few `stat` calls per interval.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use super::ConfigStore;
+
+/// How the directory is watched.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    /// How often to look for changes.
+    pub interval: Duration,
+    /// Wait this long after a change is seen, so an editor's several writes are read once.
+    pub settle: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(200),
+            settle: Duration::from_millis(50),
+        }
+    }
+}
+
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut entries: Fingerprint = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            // metadata() follows symlinks, so a ConfigMap's swapped target is seen.
+            let meta = std::fs::metadata(e.path()).ok()?;
+            Some((e.path(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Loads and compiles `dir`, installing the result or recording why not. Returns the new
+/// version, or the errors.
+pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, weir_api::error::ConfigErrors> {
+    let result = weir_api::load_dir(dir).and_then(|objects| weir_api::compile(&objects));
+    match result {
+        Ok(snapshot) => {
+            for warning in &snapshot.warnings {
+                tracing::warn!(%warning, "configuration warning");
+            }
+            let version = store.install(snapshot);
+            tracing::info!(version, dir = %dir.display(), "configuration applied");
+            Ok(version)
+        }
+        Err(errors) => {
+            store.reject(&errors);
+            for e in &errors.0 {
+                tracing::error!(error = %e, "configuration rejected; the last good configuration keeps serving");
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// Polls `dir` forever, reloading on change. Runs until its task is dropped.
+pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSettings) {
+    let mut seen = fingerprint(&dir);
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = fingerprint(&dir);
+        if now == seen {
+            continue;
+        }
+        tokio::time::sleep(settings.settle).await;
+        seen = fingerprint(&dir);
+        let (dir, store) = (dir.clone(), store.clone());
+        // Reading and compiling touches the disk and may take a while for big configs.
+        let _ = tokio::task::spawn_blocking(move || reload(&dir, &store)).await;
+    }
+}

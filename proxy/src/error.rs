@@ -1,0 +1,130 @@
+//! Every way a proxied request can fail, what the client sees for it, and which side was at
+//! fault. One function, [`ProxyError::response`], turns an error into a response: a status, a
+//! short body, and an `x-weir-error` reason. Internal detail never reaches the client; it goes
+//! to the log.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{full, Body};
+
+/// The header that names why Weir (not the backend) produced a response.
+pub const ERROR_HEADER: &str = "x-weir-error";
+
+/// Who caused a failure, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong.
+    Downstream,
+    /// The backend failed.
+    Upstream,
+    /// Configuration or Weir itself.
+    Internal,
+}
+
+/// Why a request did not reach a backend, or did not come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyError {
+    /// 400: the request could not be understood (malformed path, bad host).
+    BadRequest,
+    /// 404: no route matches.
+    NoRoute,
+    /// 413: the body is larger than the route allows.
+    BodyTooLarge,
+    /// 431: the headers are larger than allowed.
+    HeadersTooLarge,
+    /// 500: the route points at a backend that does not exist (or has no weight).
+    BackendNotFound,
+    /// 503: the backend has no ready endpoint.
+    NoHealthyEndpoint,
+    /// 502: connecting to the backend failed.
+    ConnectFailed,
+    /// 502: the backend closed or reset the connection, or answered with garbage.
+    BackendReset,
+    /// 504: the backend did not answer in time.
+    Timeout,
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BackendNotFound => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectFailed | ProxyError::BackendReset => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-weir-error` value: short, stable, machine-readable.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest => "bad-request",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::BodyTooLarge => "body-too-large",
+            ProxyError::HeadersTooLarge => "headers-too-large",
+            ProxyError::BackendNotFound => "backend-not-found",
+            ProxyError::NoHealthyEndpoint => "no-healthy-endpoint",
+            ProxyError::ConnectFailed => "connect-failed",
+            ProxyError::BackendReset => "backend-reset",
+            ProxyError::Timeout => "timeout",
+        }
+    }
+
+    /// Who was at fault.
+    pub fn side(self) -> Side {
+        match self {
+            ProxyError::BadRequest | ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge => {
+                Side::Downstream
+            }
+            ProxyError::NoRoute | ProxyError::BackendNotFound => Side::Internal,
+            ProxyError::NoHealthyEndpoint
+            | ProxyError::ConnectFailed
+            | ProxyError::BackendReset
+            | ProxyError::Timeout => Side::Upstream,
+        }
+    }
+
+    /// The response the client gets.
+    pub fn response(self) -> Response<Body> {
+        let text = match self {
+            ProxyError::BadRequest => "bad request\n",
+            ProxyError::NoRoute => "no route for this request\n",
+            ProxyError::BodyTooLarge => "request body too large\n",
+            ProxyError::HeadersTooLarge => "request headers too large\n",
+            ProxyError::BackendNotFound => "backend not found\n",
+            ProxyError::NoHealthyEndpoint => "no healthy endpoint\n",
+            ProxyError::ConnectFailed => "backend connection failed\n",
+            ProxyError::BackendReset => "backend connection reset\n",
+            ProxyError::Timeout => "backend timed out\n",
+        };
+        let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        if self == ProxyError::BodyTooLarge
+            || self == ProxyError::HeadersTooLarge
+            || self == ProxyError::BadRequest
+        {
+            // The rest of the request may still be on the wire; don't try to read past it.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -1,0 +1,225 @@
+//! Header work on the way through: hop-by-hop removal, `X-Forwarded-*`, request ids, W3C
+//! trace context, and the Gateway API header modifiers.
+
+use std::net::SocketAddr;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use weir_api::model::HeaderModifier;
+
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those `Connection` names. `upgrade` keeps
+/// `Connection: upgrade` and `Upgrade` for a protocol switch; `TE: trailers` is kept (gRPC).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("trailers")));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// True for an HTTP/1.1 protocol-switch request (WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Sets `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
+pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, host: &str) {
+    let ip = client.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+}
+
+/// Returns the request's `x-request-id`, generating and setting one when absent or unusable.
+pub fn request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !id.is_empty() && id.len() <= 128 {
+            return id.to_string();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    headers.insert(
+        REQUEST_ID,
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid")),
+    );
+    id
+}
+
+/// Continues the caller's W3C trace (a new span id, same trace id and flags) or starts one.
+/// Returns the trace id.
+pub fn traceparent(headers: &mut HeaderMap) -> String {
+    let span = format!("{:016x}", fastrand::u64(1..));
+    let incoming = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let (trace, flags) = match incoming {
+        Some((trace, flags)) => (trace.to_string(), flags.to_string()),
+        None => (format!("{:032x}", fastrand::u128(1..)), "01".to_string()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        headers.insert(TRACEPARENT, v);
+    }
+    trace
+}
+
+/// `(trace-id, flags)` of a valid version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace != "0".repeat(32)
+        && parent != "0".repeat(16);
+    valid.then_some((trace, flags))
+}
+
+/// Applies a Gateway API header modifier: set, then add, then remove.
+pub fn modify(headers: &mut HeaderMap, m: &HeaderModifier) {
+    for (name, value) in &m.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &m.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    for name in &m.remove {
+        headers.remove(name.as_str());
+    }
+}
+
+/// Total size of the header block as it would appear on the wire (names, values, `: `, CRLF).
+pub fn size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(
+            h.get("x-secret-hop").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get("connection").is_none()
+        );
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn trace_context_is_continued_or_started() {
+        let mut h = HeaderMap::new();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert(TRACEPARENT, HeaderValue::from_static(parent));
+        assert_eq!(traceparent(&mut h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let next = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+        assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"));
+        assert_ne!(next, parent);
+
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        );
+        let started = traceparent(&mut bad);
+        assert_eq!(started.len(), 32);
+        assert_ne!(started, "0".repeat(32));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1:5000".parse().unwrap(),
+            "http",
+            "shop.example.com",
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+    }
+}

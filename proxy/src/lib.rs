@@ -1,0 +1,23 @@
+//! weir-proxy: the data-plane engine that the ingress gateway and the sidecar share.
+//!
+//! ```text
+//!  client ─▶ server (h1/h2c, limits, drain) ─▶ role stack (ingress/src/stack.rs) ─▶ upstream pool ─▶ backend
+//!                                              │ normalize → router → filters → balance
+//!                                              └ headers, metrics, access_log on the way
+//!  config::watch_dir ─▶ weir_api::compile ─▶ ConfigStore (atomic swap) ─▶ every new request
+//! ```
+//!
+//! One concern per module; each role assembles them in one place.
+
+pub mod access_log;
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod normalize;
+pub mod router;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,173 @@
+//! Prometheus metrics for the data plane, in one registry served at the admin `/metrics`.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric a proxy process exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status class (`2xx`…).
+    pub requests: IntCounterVec,
+    /// Whole-request latency by route and status class, until the response headers.
+    pub request_duration: HistogramVec,
+    /// Time spent in Weir itself: the request latency minus the time waiting on the backend.
+    pub overhead: Histogram,
+    /// Responses Weir produced itself, by `x-weir-error` reason and side at fault.
+    pub errors: IntCounterVec,
+    /// Open client connections.
+    pub downstream_connections: IntGauge,
+    /// Client connections accepted since start.
+    pub downstream_accepted: IntCounter,
+    /// Open connections to backends.
+    pub upstream_connections: IntGauge,
+    /// Connection attempts to backends by result (`ok`, `error`).
+    pub upstream_connects: IntCounterVec,
+    /// Version of the configuration being served.
+    pub config_version: IntGauge,
+    /// Reload attempts by result (`ok`, `rejected`).
+    pub config_reloads: IntCounterVec,
+    /// Access-log lines dropped because the writer could not keep up.
+    pub access_log_dropped: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        // 100 µs .. ~52 s: proxy latencies span from sub-millisecond to long timeouts.
+        let latency = exponential_buckets(0.0001, 2.0, 20).unwrap_or_default();
+        // 5 µs .. ~80 ms: Weir's own overhead should live at the bottom of this range.
+        let overhead_buckets = exponential_buckets(0.000005, 2.0, 15).unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "weir_requests_total",
+                "Requests handled, by route and status class",
+            ),
+            &["route", "status"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_request_duration_seconds",
+                "Time from request to response headers",
+            )
+            .buckets(latency),
+            &["route", "status"],
+        );
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "weir_overhead_seconds",
+                "Time spent in Weir per request, excluding the backend",
+            )
+            .buckets(overhead_buckets),
+        );
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "weir_proxy_errors_total",
+                "Responses Weir produced itself, by reason and side at fault",
+            ),
+            &["reason", "side"],
+        );
+        let upstream_connects = IntCounterVec::new(
+            Opts::new(
+                "weir_upstream_connects_total",
+                "Connection attempts to backends, by result",
+            ),
+            &["result"],
+        );
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "weir_config_reloads_total",
+                "Configuration reload attempts, by result",
+            ),
+            &["result"],
+        );
+        // The names and label sets above are constants that Prometheus accepts; a failure here
+        // is a programming error caught by every test run, so panicking is the right answer.
+        #[allow(clippy::expect_used)]
+        let metrics = Metrics {
+            requests: requests.expect("valid metric"),
+            request_duration: request_duration.expect("valid metric"),
+            overhead: overhead.expect("valid metric"),
+            errors: errors.expect("valid metric"),
+            downstream_connections: IntGauge::new(
+                "weir_downstream_connections",
+                "Open client connections",
+            )
+            .expect("valid metric"),
+            downstream_accepted: IntCounter::new(
+                "weir_downstream_connections_total",
+                "Client connections accepted",
+            )
+            .expect("valid metric"),
+            upstream_connections: IntGauge::new(
+                "weir_upstream_connections",
+                "Open connections to backends",
+            )
+            .expect("valid metric"),
+            upstream_connects: upstream_connects.expect("valid metric"),
+            config_version: IntGauge::new(
+                "weir_config_version",
+                "Version of the configuration being served",
+            )
+            .expect("valid metric"),
+            config_reloads: config_reloads.expect("valid metric"),
+            access_log_dropped: IntCounter::new(
+                "weir_access_log_dropped_total",
+                "Access-log lines dropped because the writer could not keep up",
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    #[allow(clippy::expect_used)]
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.overhead.clone()),
+            Box::new(self.errors.clone()),
+            Box::new(self.downstream_connections.clone()),
+            Box::new(self.downstream_accepted.clone()),
+            Box::new(self.upstream_connections.clone()),
+            Box::new(self.upstream_connects.clone()),
+            Box::new(self.config_version.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.access_log_dropped.clone()),
+        ];
+        for c in collectors {
+            // Distinct names in a fresh registry: registration cannot collide.
+            self.registry.register(c).expect("metric registered once");
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric data, which the types rule out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`, `4xx`, … for a status code.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

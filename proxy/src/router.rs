@@ -1,0 +1,209 @@
+//! The route table: picks the route for a request in the order the Gateway API defines.
+//!
+//! Hosts first: an exact host, then the most specific wildcard, then routes for any host.
+//! Inside one host, the Gateway API precedence: an `Exact` path, then the longest prefix
+//! (regular expressions rank with prefixes by the length of their pattern, after a prefix of the
+//! same length), then a method match, then more header matches, then more query matches, then
+//! the oldest object, then `namespace/name`, then rule and match order.
+//!
+//! Lookup does a hash probe per path segment boundary rather than scanning routes, so its cost
+//! does not grow with the number of routes (see `benches/route_lookup.rs`).
+
+use std::{cmp::Ordering, collections::HashMap, sync::Arc};
+
+use weir_api::model::{HostMatch, PathMatch, Route, Snapshot};
+
+/// What the router looks at in a request.
+pub struct RequestView<'a> {
+    /// Lowercase host without port.
+    pub host: &'a str,
+    /// Normalised path without query.
+    pub path: &'a str,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Request headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// An immutable index over a snapshot's routes.
+#[derive(Default)]
+pub struct Router {
+    exact_hosts: HashMap<String, Table>,
+    /// `(suffix, table)`, longest suffix first.
+    wildcard_hosts: Vec<(String, Table)>,
+    any_host: Table,
+    fallback: Option<Arc<Route>>,
+}
+
+/// Routes of one host bucket.
+#[derive(Default)]
+struct Table {
+    exact: HashMap<String, Vec<Arc<Route>>>,
+    prefix: HashMap<String, Vec<Arc<Route>>>,
+    /// Regex routes, longest pattern first.
+    regex: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// Builds the index.
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let mut router = Router {
+            fallback: snapshot.default_route.clone().map(Arc::new),
+            ..Router::default()
+        };
+        let mut wildcards: HashMap<String, Table> = HashMap::new();
+        for route in &snapshot.routes {
+            let route = Arc::new(route.clone());
+            for host in &route.hosts {
+                let table = match host {
+                    HostMatch::Exact(h) => router.exact_hosts.entry(h.clone()).or_default(),
+                    HostMatch::Wildcard(suffix) => wildcards.entry(suffix.clone()).or_default(),
+                    HostMatch::Any => &mut router.any_host,
+                };
+                table.insert(route.clone());
+            }
+        }
+        router.wildcard_hosts = wildcards.into_iter().collect();
+        router
+            .wildcard_hosts
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        for table in router
+            .exact_hosts
+            .values_mut()
+            .chain(router.wildcard_hosts.iter_mut().map(|(_, t)| t))
+            .chain(std::iter::once(&mut router.any_host))
+        {
+            table.sort();
+        }
+        router
+    }
+
+    /// The route for a request, if any.
+    pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact_hosts.get(req.host).and_then(|t| t.route(req)) {
+            return Some(route);
+        }
+        for (suffix, table) in &self.wildcard_hosts {
+            if req.host.len() > suffix.len() && req.host.ends_with(suffix.as_str()) {
+                if let Some(route) = table.route(req) {
+                    return Some(route);
+                }
+            }
+        }
+        self.any_host.route(req).or(self.fallback.as_ref())
+    }
+}
+
+impl Table {
+    fn insert(&mut self, route: Arc<Route>) {
+        match &route.matcher.path {
+            PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(route),
+            PathMatch::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(route),
+            PathMatch::Regex(_) => self.regex.push(route),
+        }
+    }
+
+    fn sort(&mut self) {
+        for bucket in self.exact.values_mut().chain(self.prefix.values_mut()) {
+            bucket.sort_by(|a, b| precedence(a, b));
+        }
+        self.regex.sort_by(|a, b| {
+            regex_len(b)
+                .cmp(&regex_len(a))
+                .then_with(|| precedence(a, b))
+        });
+    }
+
+    fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact.get(req.path).and_then(|b| first_match(b, req)) {
+            return Some(route);
+        }
+        // Prefix candidates, longest first: the whole path, then each segment boundary, then "/".
+        let path = req.path.trim_end_matches('/');
+        let mut regex = self.regex.iter().peekable();
+        let mut end = path.len();
+        loop {
+            let candidate = if end == 0 { "/" } else { &path[..end] };
+            // A regex whose pattern is longer than this prefix outranks it.
+            while let Some(r) = regex.next_if(|r| regex_len(r) > candidate.len()) {
+                if regex_matches(r, req) {
+                    return Some(r);
+                }
+            }
+            if let Some(route) = self.prefix.get(candidate).and_then(|b| first_match(b, req)) {
+                return Some(route);
+            }
+            if end == 0 {
+                break;
+            }
+            end = path[..end].rfind('/').unwrap_or(0);
+        }
+        regex.find(|r| regex_matches(r, req))
+    }
+}
+
+fn regex_len(route: &Route) -> usize {
+    match &route.matcher.path {
+        PathMatch::Regex(r) => r.as_str().len() - "^(?:)$".len(),
+        _ => 0,
+    }
+}
+
+fn regex_matches(route: &Route, req: &RequestView<'_>) -> bool {
+    matches!(&route.matcher.path, PathMatch::Regex(r) if r.is_match(req.path))
+        && conditions_hold(route, req)
+}
+
+fn first_match<'r>(bucket: &'r [Arc<Route>], req: &RequestView<'_>) -> Option<&'r Arc<Route>> {
+    bucket.iter().find(|r| conditions_hold(r, req))
+}
+
+/// Method, header and query conditions (the path was matched by the index).
+fn conditions_hold(route: &Route, req: &RequestView<'_>) -> bool {
+    let m = &route.matcher;
+    if m.method
+        .as_deref()
+        .is_some_and(|method| method != req.method.as_str())
+    {
+        return false;
+    }
+    let headers_ok = m.headers.iter().all(|h| {
+        req.headers
+            .get_all(h.name.as_str())
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| h.value.matches(v)))
+    });
+    headers_ok
+        && m.query
+            .iter()
+            .all(|q| query_value(req.query, &q.name).is_some_and(|v| q.value.matches(&v)))
+}
+
+/// The first value of query parameter `name`, percent-decoded.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Gateway API precedence between routes whose paths are equally specific.
+fn precedence(a: &Route, b: &Route) -> Ordering {
+    let (ma, mb) = (&a.matcher, &b.matcher);
+    mb.method
+        .is_some()
+        .cmp(&ma.method.is_some())
+        .then(mb.headers.len().cmp(&ma.headers.len()))
+        .then(mb.query.len().cmp(&ma.query.len()))
+        .then_with(|| a.order.cmp(&b.order))
+}
+
+#[cfg(test)]
+mod tests;

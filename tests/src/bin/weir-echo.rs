@@ -1,0 +1,170 @@
+//! weir-echo: a small backend for the quickstart and the end-to-end tests.
+//!
+//! Serves HTTP/1.1 and h2c on `--listen` and answers:
+//! - any path: 200 with a JSON echo of the request (`backend`, `method`, `path`, `query`,
+//!   `headers`, `body_bytes`);
+//! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
+//! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
+//! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    listen: SocketAddr,
+    /// Name reported in every answer, to tell backends apart.
+    #[arg(long, default_value = "echo")]
+    name: String,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    println!(
+        "weir-echo {} listening on {}",
+        args.name,
+        listener.local_addr()?
+    );
+    let name: &'static str = Box::leak(args.name.into_boxed_str());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| answer(name, req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if req.headers().contains_key(http::header::UPGRADE) {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut response = Response::new(full(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        let protocol = req
+            .headers()
+            .get(http::header::UPGRADE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("websocket"));
+        response
+            .headers_mut()
+            .insert(http::header::UPGRADE, protocol);
+        return Ok(response);
+    }
+    if let Some(ms) = path
+        .strip_prefix("/sleep/")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if grpc {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static(name));
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(bytes)),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_stream(frames)).boxed_unsync();
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        return Ok(response);
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let echo = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "version": format!("{:?}", parts.version),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_bytes": bytes.len(),
+    });
+    let mut response = Response::new(full(Bytes::from(format!("{echo}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert("x-backend", HeaderValue::from_static(name));
+    Ok(response)
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+/// A stream over a vector of frames, without pulling in a stream crate.
+fn futures_stream<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T> + Unpin {
+    struct Iter<T>(std::vec::IntoIter<T>);
+    impl<T: Unpin> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Iter(items.into_iter())
+}
