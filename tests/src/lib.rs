@@ -1,1 +1,434 @@
+//! Helpers for Weir's end-to-end tests: start the real binaries on loopback and talk to them.
+//!
+//! ```ignore
+//! let echo = Echo::start("v1");
+//! let dir = ConfigDir::new().with("app.yaml", &service("shop", &[&echo]));
+//! let weir = Weir::start(&dir);
+//! let res = weir.get("shop.example.com", "/").await;
+//! ```
 
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+/// Path of a binary built from this workspace (next to the test executable's `deps/`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `weir-echo` backend; killed on drop.
+pub struct Echo {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Echo {
+    /// Starts a backend that reports `name`.
+    pub fn start(name: &str) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(binary("weir-echo"))
+            .args(["--listen", &addr.to_string(), "--name", name])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start weir-echo");
+        wait_for_port(addr);
+        Self { addr, child }
+    }
+
+    /// How many requests it has served.
+    pub async fn served(&self) -> u64 {
+        let res = request(self.addr, "echo", "/__requests", &[], Bytes::new(), "GET").await;
+        String::from_utf8_lossy(&res.body)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory of YAML objects.
+pub struct ConfigDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl ConfigDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("weir-test-{}-{:x}", std::process::id(), rand_u64()));
+        std::fs::create_dir_all(&path).expect("create config dir");
+        Self { path }
+    }
+
+    /// Writes (or replaces) a file, atomically (write then rename), as `kubectl cp` or a
+    /// ConfigMap update would.
+    pub fn write(&self, name: &str, yaml: &str) {
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, self.path.join(name)).expect("rename config");
+    }
+
+    /// Builder form of [`ConfigDir::write`].
+    pub fn with(self, name: &str, yaml: &str) -> Self {
+        self.write(name, yaml);
+        self
+    }
+}
+
+impl Default for ConfigDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// YAML for a Service `name` in namespace `default` (port 80, named `http`) and an
+/// EndpointSlice with the given backends as ready endpoints.
+pub fn service(name: &str, backends: &[&Echo]) -> String {
+    service_with(
+        name,
+        &backends.iter().map(|b| (b.addr, true)).collect::<Vec<_>>(),
+        "",
+    )
+}
+
+/// Like [`service`], with explicit endpoints (address, ready) and extra Service port YAML
+/// (e.g. `appProtocol: kubernetes.io/h2c`). All endpoints must share one port.
+pub fn service_with(name: &str, endpoints: &[(SocketAddr, bool)], port_extra: &str) -> String {
+    let port = endpoints.first().map(|(a, _)| a.port()).unwrap_or(1);
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, ready)| {
+            format!(
+                "- addresses: [\"{}\"]\n  conditions: {{ready: {ready}}}\n",
+                a.ip()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: {port}\n    {port_extra}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{eps}"
+    )
+}
+
+/// YAML for a Gateway `gw` of class weir in `default`, listening for HTTP on port 80.
+pub fn gateway() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n".to_string()
+}
+
+/// YAML for an HTTPRoute `name` attached to `gw`, with the given `rules:` body (indented by 2).
+pub fn http_route(name: &str, hostnames: &[&str], rules: &str) -> String {
+    let hosts = hostnames
+        .iter()
+        .map(|h| format!("\"{h}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{hosts}]\n  rules:\n{rules}"
+    )
+}
+
+/// A running `weir-ingress`; killed on drop (if still running).
+pub struct Weir {
+    /// Traffic address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Weir {
+    /// Starts `weir-ingress --config-dir dir` and waits until it is ready.
+    pub fn start(dir: &ConfigDir) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Same, with extra flags.
+    pub fn start_with(dir: &ConfigDir, extra: &[&str]) -> Self {
+        let mut weir = Self::spawn(dir, extra);
+        weir.wait_ready();
+        weir
+    }
+
+    /// Starts without waiting (for tests of startup failures).
+    pub fn spawn(dir: &ConfigDir, extra: &[&str]) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut child = Command::new(binary("weir-ingress"))
+            .arg("--config-dir")
+            .arg(&dir.path)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--admin",
+                &admin.to_string(),
+                "--workers",
+                "2",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir-ingress");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        Self {
+            addr,
+            admin,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "weir-ingress exited with {status}:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            if std::net::TcpStream::connect(self.admin).is_ok()
+                && std::net::TcpStream::connect(self.addr).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir-ingress not ready:\n{}",
+                self.stderr().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Access-log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Raw stdout lines so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Log lines (stderr) so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// GET `path` with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        request(self.addr, host, path, &[], Bytes::new(), "GET").await
+    }
+
+    /// A request with headers and a body.
+    pub async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        request(self.addr, host, path, headers, body.into(), method).await
+    }
+
+    /// GET an admin page.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        request(self.admin, "admin", path, &[], Bytes::new(), "GET").await
+    }
+
+    /// The active config version (from `/config`).
+    pub async fn version(&self) -> u64 {
+        self.admin_get("/config").await.json()["version"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most `within`) until the config version is at least `version`.
+    pub async fn wait_version(&self, version: u64, within: Duration) -> Duration {
+        let start = Instant::now();
+        while self.version().await < version {
+            assert!(
+                start.elapsed() < within,
+                "config version {version} not reached within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir-ingress did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Which weir-echo backend answered.
+    pub fn backend(&self) -> String {
+        self.json()["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    method: &str,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let res = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = res.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}

@@ -5,9 +5,17 @@
 //!   `headers`, `body_bytes`);
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
-//! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers.
+//! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers;
+//! - `/__requests`: how many other requests it has served (tests use it to see mirrors).
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 use bytes::Bytes;
 use clap::Parser;
@@ -58,6 +66,12 @@ async fn answer(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/__requests" {
+        return Ok(Response::new(full(Bytes::from(
+            SERVED.load(Ordering::SeqCst).to_string(),
+        ))));
+    }
+    SERVED.fetch_add(1, Ordering::SeqCst);
     if req.headers().contains_key(http::header::UPGRADE) {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

@@ -1,0 +1,120 @@
+//! What a client gets when things go wrong: a status, a short body, and `x-weir-error`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use weir_e2e::{free_port, gateway, http_route, service, service_with, ConfigDir, Echo, Weir};
+
+fn route(name: &str, backend: &str, extra: &str) -> String {
+    http_route(
+        name,
+        &[&format!("{name}.example.com")],
+        &format!("  - backendRefs: [{{name: {backend}, port: 80}}]\n{extra}"),
+    )
+}
+
+#[tokio::test]
+async fn each_failure_has_its_status_and_reason() {
+    let app = Echo::start("app");
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = ConfigDir::new()
+        .with(
+            "svc.yaml",
+            &[
+                service("app", &[&app]),
+                service_with("dead", &[(dead, true)], ""),
+                service_with("unready", &[(app.addr, false)], ""),
+            ]
+            .join("---\n"),
+        )
+        .with("gw.yaml", &gateway())
+        .with(
+            "routes.yaml",
+            &[
+                route("refused", "dead", ""),
+                route("unready", "unready", ""),
+                route("missing", "no-such-service", ""),
+                route("slow", "app", "    timeouts: {request: 300ms}\n"),
+                route("small", "app", "").replace("name: small, namespace: default}", "name: small, namespace: default, annotations: {weir.dev/max-request-body: 1Ki}}"),
+            ]
+            .join("---\n"),
+        );
+    let weir = Weir::start(&dir);
+    let cases = [
+        ("nothing.example.com", "/", 404, "no-route"),
+        ("refused.example.com", "/", 502, "connect-failed"),
+        ("unready.example.com", "/", 503, "no-healthy-endpoint"),
+        ("missing.example.com", "/", 500, "backend-not-found"),
+        ("slow.example.com", "/sleep/3000", 504, "timeout"),
+    ];
+    for (host, path, status, reason) in cases {
+        let reply = weir.get(host, path).await;
+        assert_eq!(reply.status, status, "{host}{path}: {:?}", reply.body);
+        assert_eq!(reply.header("x-weir-error"), Some(reason), "{host}{path}");
+        assert!(
+            !reply.body.is_empty() && reply.body.len() < 100,
+            "a short body"
+        );
+    }
+    assert_eq!(weir.get("slow.example.com", "/sleep/10").await.status, 200);
+
+    let big = weir
+        .send("POST", "small.example.com", "/", &[], vec![b'x'; 4096])
+        .await;
+    assert_eq!(big.status, 413);
+    assert_eq!(big.header("x-weir-error"), Some("body-too-large"));
+    let fits = weir
+        .send("POST", "small.example.com", "/", &[], vec![b'x'; 512])
+        .await;
+    assert_eq!(fits.status, 200);
+    assert_eq!(fits.json()["body_bytes"], 512);
+
+    let huge = "h".repeat(70 * 1024);
+    let too_big = weir
+        .send("GET", "small.example.com", "/", &[("x-huge", &huge)], "")
+        .await;
+    assert_eq!(too_big.status, 431);
+    assert_eq!(too_big.header("x-weir-error"), Some("headers-too-large"));
+
+    let metrics = String::from_utf8_lossy(&weir.admin_get("/metrics").await.body).into_owned();
+    assert!(
+        metrics.contains("weir_proxy_errors_total{reason=\"connect-failed\",side=\"upstream\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("weir_proxy_errors_total{reason=\"timeout\",side=\"upstream\"} 1"));
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Echo::start("app");
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("app", &[&app]))
+        .with("gw.yaml", &gateway())
+        .with("r.yaml", &route("a", "app", ""));
+    let weir = Weir::start_with(&dir, &["--header-read-timeout", "500ms"]);
+    let mut conn = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n")
+        .await
+        .unwrap(); // never finishes
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 5s");
+}
+
+#[tokio::test]
+async fn invalid_config_at_startup_is_refused_with_the_field_named() {
+    let dir = ConfigDir::new().with("gw.yaml", &gateway()).with(
+        "bad.yaml",
+        &http_route("broken", &["b.example.com"], "  - matches: [{path: {type: RegularExpression, value: \"/(unclosed\"}}]\n    backendRefs: [{name: x, port: 80}]\n"),
+    );
+    let mut weir = Weir::spawn(&dir, &[]);
+    let code = weir.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1));
+    let stderr = weir.stderr().join("\n");
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+    assert!(stderr.contains("HTTPRoute default/broken"), "{stderr}");
+    assert!(
+        stderr.contains("spec.rules[0].matches[0].path.value"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,167 @@
+//! HTTP/2 (h2c), gRPC trailers, WebSocket upgrades, forwarded headers and tracing headers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_e2e::{gateway, http_route, service, service_with, ConfigDir, Echo, Weir};
+
+fn setup(app: &Echo, grpc: &Echo) -> ConfigDir {
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /grpc.Echo}}]
+    backendRefs: [{name: grpc, port: 80}]
+  - backendRefs: [{name: app, port: 80}]
+";
+    ConfigDir::new()
+        .with(
+            "svc.yaml",
+            &[
+                service("app", &[app]),
+                service_with(
+                    "grpc",
+                    &[(grpc.addr, true)],
+                    "appProtocol: kubernetes.io/h2c",
+                ),
+            ]
+            .join("---\n"),
+        )
+        .with("gw.yaml", &gateway())
+        .with("route.yaml", &http_route("p", &[], rules)) // any host: h2 clients send :authority 127.0.0.1
+}
+
+#[tokio::test]
+async fn h2c_clients_and_grpc_with_trailers() {
+    let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
+    let dir = setup(&app, &grpc);
+    let weir = Weir::start(&dir);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+
+    // HTTP/2 from the client, HTTP/1.1 to a plain backend.
+    let req = http::Request::get(format!("http://{}/h2", weir.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (echo["backend"].as_str(), echo["version"].as_str()),
+        (Some("app"), Some("HTTP/1.1"))
+    );
+
+    // gRPC over h2c end to end, trailers included.
+    let req = http::Request::post(format!("http://{}/grpc.Echo/Say", weir.addr))
+        .header("host", "p.example.com")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x05hello")))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let collected = res.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("gRPC trailers must pass through");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(
+        trailers.get("grpc-message").unwrap(),
+        "grpc",
+        "the h2c backend answered"
+    );
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x05hello");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_proxied_both_ways() {
+    let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
+    let dir = setup(&app, &grpc);
+    let weir = Weir::start(&dir);
+    let mut ws = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: p.example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // A masked WebSocket text frame "hi" goes through untouched and comes back.
+    let frame = [0x81u8, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    for _ in 0..3 {
+        ws.write_all(&frame).await.unwrap();
+        let mut back = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, frame);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_ids_and_trace_context() {
+    let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
+    let dir = setup(&app, &grpc);
+    let weir = Weir::start(&dir);
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = weir
+        .send(
+            "GET",
+            "p.example.com",
+            "/x",
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("traceparent", parent),
+                ("connection", "x-hop"),
+                ("x-hop", "secret"),
+                ("keep-alive", "timeout=5"),
+            ],
+            "",
+        )
+        .await;
+    let echo = reply.json();
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "p.example.com");
+    assert!(
+        h.get("x-hop").is_none() && h.get("keep-alive").is_none(),
+        "hop-by-hop headers must not pass: {h}"
+    );
+    let sent = h["traceparent"].as_str().unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent != parent,
+        "{sent}"
+    );
+    let id = h["x-request-id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        reply.header("x-request-id"),
+        Some(id),
+        "the client sees the same request id"
+    );
+
+    let kept = weir
+        .send(
+            "GET",
+            "p.example.com",
+            "/x",
+            &[("x-request-id", "abc-123")],
+            "",
+        )
+        .await;
+    assert_eq!(kept.json()["headers"]["x-request-id"], "abc-123");
+}
