@@ -512,7 +512,7 @@ fn service_ref(
     let namespace = namespace.unwrap_or(&key.namespace).to_string();
     let group = group.unwrap_or("");
     let kind = kind.unwrap_or("Service");
-    if group != "" || kind != "Service" {
+    if !group.is_empty() || kind != "Service" {
         cx.warn(
             key,
             format!("backend {group}/{kind} {name} is not a Service; requests to it get 500"),
@@ -609,17 +609,14 @@ fn apply_filter(
                 .request_redirect
                 .as_ref()
                 .ok_or_else(|| missing("requestRedirect"))?;
-            let path = match &r.path {
-                None => None,
-                Some(p) => Some(match p.r#type {
-                    RedirectPathType::ReplaceFullPath => {
-                        PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
-                    }
-                    RedirectPathType::ReplacePrefixMatch => {
-                        PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
-                    }
-                }),
-            };
+            let path = r.path.as_ref().map(|p| match p.r#type {
+                RedirectPathType::ReplaceFullPath => {
+                    PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
+                }
+                RedirectPathType::ReplacePrefixMatch => {
+                    PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
+                }
+            });
             let port = match r.port {
                 None => None,
                 Some(p) => Some(u16::try_from(p).map_err(|_| {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs Weir's whole test suite on a fresh Debian machine with only the Rust toolchain:
+# installs what the tests need, then formatting, clippy, and every test (unit and end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> one crypto provider: nothing may depend on ring"
+if cargo tree --workspace -i ring >/dev/null 2>&1; then echo "ring is in the dependency graph"; exit 1; fi
+echo "==> build (the end-to-end tests start these binaries)"
+cargo build --workspace --bins --locked
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
