@@ -1,1 +1,246 @@
+use crate::{
+    compile,
+    load::load_str,
+    model::{HostMatch, PathMatch, Protocol, RouteAction},
+    Objects, Snapshot,
+};
 
+fn objects(yaml: &str) -> Objects {
+    let mut objects = Objects::new();
+    let mut errors = Vec::new();
+    load_str(yaml, "test.yaml", &mut objects, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    objects
+}
+
+fn ok(yaml: &str) -> Snapshot {
+    compile(&objects(yaml)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    compile(&objects(yaml))
+        .expect_err("should be rejected")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+const BACKEND: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: shop}
+spec:
+  ports: [{name: web, port: 80, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: app-a, namespace: shop, labels: {kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{name: web, port: 8080}]
+endpoints:
+- addresses: [10.0.0.1]
+- addresses: [10.0.0.2]
+  conditions: {ready: false}
+- addresses: [10.0.0.3]
+  conditions: {ready: true}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: web, protocol: HTTP, port: 80, hostname: '*.example.com'}
+";
+
+fn route(rules: &str) -> String {
+    format!(
+        "{BACKEND}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rules}"
+    )
+}
+
+#[test]
+fn endpoints_come_from_slices_and_only_ready_ones() {
+    let snapshot = ok(&route("  - backendRefs: [{name: app, port: 80}]\n"));
+    let cluster = &snapshot.clusters["shop/app:80"];
+    assert!(cluster.resolved);
+    assert_eq!(cluster.protocol, Protocol::H2c);
+    let addrs: Vec<String> = cluster.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(addrs, ["10.0.0.1:8080", "10.0.0.3:8080"]);
+    // No route hostnames: the listener's hostname applies.
+    assert_eq!(
+        snapshot.routes[0].hosts,
+        [HostMatch::Wildcard(".example.com".into())]
+    );
+}
+
+#[test]
+fn route_hostnames_intersect_the_listener() {
+    let yaml = route("  - backendRefs: [{name: app, port: 80}]\n").replace(
+        "  parentRefs: [{name: gw}]\n",
+        "  parentRefs: [{name: gw}]\n  hostnames: [shop.example.com, other.org]\n",
+    );
+    let snapshot = ok(&yaml);
+    assert_eq!(
+        snapshot.routes[0].hosts,
+        [HostMatch::Exact("shop.example.com".into())]
+    );
+}
+
+#[test]
+fn errors_name_the_file_object_and_field() {
+    let errs = errors(&route(
+        "  - matches: [{path: {type: PathPrefix, value: no-slash}}]\n    backendRefs: [{name: app, port: 80}]\n  - matches: [{headers: [{name: 'bad header', value: x}]}]\n  - timeouts: {request: forever}\n",
+    ));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "test.yaml (document 4): HTTPRoute shop/r: spec.rules[0].matches[0].path.value:"
+        ),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("spec.rules[1].matches[0].headers[0].name"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("spec.rules[2].timeouts.request"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn replace_prefix_match_needs_a_prefix_match() {
+    let errs = errors(&route(
+        "  - matches: [{path: {type: Exact, value: /a}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]\n    backendRefs: [{name: app, port: 80}]\n",
+    ));
+    assert!(
+        errs[0].contains("ReplacePrefixMatch needs a PathPrefix match"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unsupported_filters_are_refused_not_ignored() {
+    let errs = errors(&route("  - filters: [{type: CORS, cors: {allowOrigins: ['*']}}]\n    backendRefs: [{name: app, port: 80}]\n"));
+    assert!(
+        errs[0].contains("spec.rules[0].filters[0].type") && errs[0].contains("CORS"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn schema_errors_name_the_field_path() {
+    let mut objects = Objects::new();
+    let mut errs = Vec::new();
+    load_str(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: eighty}]\n",
+        "svc.yaml",
+        &mut objects,
+        &mut errs,
+    );
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].object, "Service s");
+    assert_eq!(errs[0].field, "spec.ports[0].port");
+}
+
+#[test]
+fn cross_namespace_backends_need_a_reference_grant() {
+    let other = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: intruder, namespace: elsewhere}
+spec:
+  parentRefs: [{name: gw, namespace: shop}]
+  rules: [{backendRefs: [{name: app, namespace: shop, port: 80}]}]
+";
+    let yaml = BACKEND.replace("listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: '*.example.com'}", "listeners:\n  - {name: web, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}");
+    let denied = ok(&format!("{yaml}{other}"));
+    let RouteAction::Forward(f) = &denied.routes[0].action else {
+        panic!()
+    };
+    assert!(
+        !denied.clusters[&f.backends[0].cluster].resolved,
+        "no grant: unresolved (500)"
+    );
+
+    let grant = "
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow, namespace: shop}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: elsewhere}]
+  to: [{group: '', kind: Service}]
+";
+    let allowed = ok(&format!("{yaml}{other}{grant}"));
+    let RouteAction::Forward(f) = &allowed.routes[0].action else {
+        panic!()
+    };
+    assert_eq!(f.backends[0].cluster, "shop/app:80");
+    assert!(allowed.clusters["shop/app:80"].resolved);
+}
+
+#[test]
+fn routes_from_other_namespaces_need_allowed_routes() {
+    let yaml = format!(
+        "{BACKEND}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: other}}\nspec:\n  parentRefs: [{{name: gw, namespace: shop}}]\n  rules: [{{}}]\n"
+    );
+    let snapshot = ok(&yaml);
+    assert!(
+        snapshot.routes.is_empty(),
+        "listener allows Same namespace only"
+    );
+    assert!(
+        snapshot.warnings.iter().any(|w| w.contains("not attached")),
+        "{:?}",
+        snapshot.warnings
+    );
+}
+
+#[test]
+fn ingress_prefixes_are_normalised_and_other_classes_ignored() {
+    let yaml = format!(
+        "{BACKEND}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: i, namespace: shop}}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: Shop.Example.com
+    http:
+      paths: [{{path: /api/, pathType: Prefix, backend: {{service: {{name: app, port: {{name: web}}}}}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: not-ours, namespace: shop}}
+spec:
+  ingressClassName: nginx
+  rules: [{{http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}]}}}}]
+"
+    );
+    let snapshot = ok(&yaml);
+    assert_eq!(snapshot.routes.len(), 1);
+    assert_eq!(
+        snapshot.routes[0].hosts,
+        [HostMatch::Exact("shop.example.com".into())]
+    );
+    assert!(matches!(&snapshot.routes[0].matcher.path, PathMatch::Prefix(p) if p == "/api"));
+}
+
+#[test]
+fn a_duplicate_object_is_an_error() {
+    let mut objects = Objects::new();
+    let mut errs = Vec::new();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n";
+    load_str(svc, "one.yaml", &mut objects, &mut errs);
+    load_str(svc, "two.yaml", &mut objects, &mut errs);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("one.yaml"), "{}", errs[0]);
+}
