@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# bench/run.sh — Weir side by side with nginx and HAProxy on this machine, in one run.
+#
+# Everything stays on loopback and every load run is bounded (DURATION seconds each). Uses the
+# peer kit in ../shared/bench (installs nginx, HAProxy, wrk from Debian on first use):
+#   backend nginx on 127.0.0.1:18080, nginx proxy :18081, HAProxy :18082, weir-ingress :18085;
+#   each proxy pinned alone to CPU 1 with one worker; backend and load generator on CPU 0.
+# Prints requests/s, p50, p99 and CPU µs per request for each target, then the memory of
+# 10,000 idle keep-alive connections and of a gateway holding 5,000 HTTPRoutes.
+#   REPS=5 DURATION=10 bench/run.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
+[ -d "$kit" ] || { echo "peer kit not found at $kit (set WEIR_BENCH_KIT)"; exit 1; }
+. "$kit/scripts/common.sh"
+REPS=${REPS:-5}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ROUTES=${ROUTES:-5000}
+work=${WEIR_BENCH_DIR:-/tmp/weir-bench}
+mkdir -p "$work/config" "$work/routes"
+
+bash "$kit/setup.sh" >/dev/null
+(cd "$root" && cargo build --release -q -p weir-ingress)
+weir=$root/target/release/weir-ingress
+
+# The same backend the peers use, as Kubernetes objects.
+cat > "$work/config/bench.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: 18080}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: bench}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: all, namespace: bench}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: backend, port: 80}]}]
+YAML
+
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  "$kit/scripts/stop_peers.sh" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+PEERS="backend nginx-proxy haproxy" "$kit/scripts/start_peers.sh" >/dev/null
+ulimit -n "$(ulimit -Hn)"
+
+start_weir() {  # start_weir CONFIG_DIR PORT ADMIN_PORT -> sets WEIR_PID
+  taskset -c "$PROXY_CPU" "$weir" --config-dir "$1" --listen "127.0.0.1:$2" --admin "127.0.0.1:$3" \
+    --workers 1 --access-log off > "$work/weir-$2.log" 2>&1 &
+  WEIR_PID=$!
+  pids+=("$WEIR_PID")
+  for _ in $(seq 600); do curl -fs "http://127.0.0.1:$3/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "weir-ingress did not become ready; see $work/weir-$2.log"; exit 1
+}
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+
+start_weir "$work/config" 18085 19905
+base=$(rss_kb "$WEIR_PID")
+echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
+"$kit/scripts/compare.sh" -r "$REPS" \
+  direct=http://127.0.0.1:18080/ \
+  nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
+  haproxy=http://127.0.0.1:18082/,pid=haproxy \
+  weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+
+echo "== memory: $IDLE_CONNS idle keep-alive client connections (N rss_before_kb rss_held_kb rss_after_kb bytes_per_conn slab_delta_kb)"
+printf 'weir   '; "$kit/scripts/mem_idle.sh" 18085 "$WEIR_PID" "$IDLE_CONNS" 2>/dev/null
+printf 'nginx  '; "$kit/scripts/mem_idle.sh" 18081 "$(cat "$RUN/nginx-proxy.pid")" "$IDLE_CONNS" 2>/dev/null
+printf 'haproxy '; "$kit/scripts/mem_idle.sh" 18082 "$(cat "$RUN/haproxy.pid")" "$IDLE_CONNS" 2>/dev/null
+
+echo "== memory: a gateway holding $ROUTES HTTPRoutes (each with its own hostname and 2 rules)"
+python3 - "$work/routes" "$ROUTES" <<'PY'
+import sys
+out, n = sys.argv[1], int(sys.argv[2])
+with open(f"{out}/routes.yaml", "w") as f:
+    f.write(open(sys.argv[1] + "/../config/bench.yaml").read())
+    for i in range(n):
+        f.write(f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r{i}, namespace: bench}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [app{i}.example.com]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /api/v{i % 7}}}}}, headers: [{{name: x-tenant, value: t{i}}}]}}]
+    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-route, value: r{i}}}]}}}}]
+    backendRefs: [{{name: backend, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: backend, port: 80}}]
+""")
+PY
+start_weir "$work/routes" 18086 19906
+curl -fs -H "Host: app4999.example.com" http://127.0.0.1:18086/ >/dev/null && echo "routing through route 4999 works"
+echo "weir with 1 route: ${base} KiB RSS; with $ROUTES HTTPRoutes: $(rss_kb "$WEIR_PID") KiB RSS"
