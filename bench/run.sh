@@ -101,7 +101,7 @@ spec:
   parentRefs: [{{name: gw}}]
   hostnames: [app{i}.example.com]
   rules:
-  - matches: [{{path: {{type: PathPrefix, value: /api/v{i % 7}}}}}, headers: [{{name: x-tenant, value: t{i}}}]}}]
+  - matches: [{{path: {{type: PathPrefix, value: /api/v{i % 7}}}, headers: [{{name: x-tenant, value: t{i}}}]}}]
     filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-route, value: r{i}}}]}}}}]
     backendRefs: [{{name: backend, port: 80}}]
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]

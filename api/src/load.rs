@@ -69,22 +69,29 @@ pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
 
 /// Parses the documents of one file into `objects`, collecting problems in `errors`.
 pub fn load_str(text: &str, file: &str, objects: &mut Objects, errors: &mut Vec<ConfigError>) {
-    let documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
-        Ok(docs) => docs,
-        Err(e) => {
-            let location = Location {
-                file: Some(file.to_string()),
-                document: None,
-            };
-            errors.push(ConfigError::new(
-                &location,
-                "-",
-                "-",
-                format!("invalid YAML: {e}"),
-            ));
-            return;
-        }
+    // serde-saphyr's default budget (1,024 documents per file) is a guard against document
+    // storms; a `kubectl get -o yaml` dump of a big cluster legitimately has many more. The
+    // alias and depth limits (billion-laughs protection) and the 256 MiB input cap stay.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! { max_documents: 1_000_000, max_nodes: 50_000_000, max_events: 200_000_000 },
     };
+    let documents: Vec<serde_json::Value> =
+        match serde_saphyr::from_multiple_with_options(text, options) {
+            Ok(docs) => docs,
+            Err(e) => {
+                let location = Location {
+                    file: Some(file.to_string()),
+                    document: None,
+                };
+                errors.push(ConfigError::new(
+                    &location,
+                    "-",
+                    "-",
+                    format!("invalid YAML: {e}"),
+                ));
+                return;
+            }
+        };
     for (index, document) in documents.into_iter().enumerate() {
         let location = Location {
             file: Some(file.to_string()),
