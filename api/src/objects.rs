@@ -75,6 +75,19 @@ impl Object {
         }
     }
 
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
+            Object::IngressClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+        }
+    }
+
     /// The kind as Kubernetes spells it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -204,16 +217,7 @@ impl Objects {
     pub fn insert(&mut self, mut object: Object, location: Location) -> Result<(), ConfigError> {
         let cluster_scoped = matches!(object, Object::Namespace(_) | Object::IngressClass(_));
         if !cluster_scoped {
-            let meta = match &mut object {
-                Object::Service(o) => &mut o.metadata,
-                Object::EndpointSlice(o) => &mut o.metadata,
-                Object::Ingress(o) => &mut o.metadata,
-                Object::Gateway(o) => &mut o.metadata,
-                Object::HttpRoute(o) => &mut o.metadata,
-                Object::ReferenceGrant(o) => &mut o.metadata,
-                Object::Namespace(o) => &mut o.metadata,
-                Object::IngressClass(o) => &mut o.metadata,
-            };
+            let meta = object.metadata_mut();
             if meta.namespace.as_deref().unwrap_or_default().is_empty() {
                 meta.namespace = Some("default".to_string());
             }
