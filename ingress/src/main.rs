@@ -11,7 +11,6 @@
 //! SIGTERM stops being ready, drains in-flight requests and exits 0.
 
 mod stack;
-
 use std::{
     net::SocketAddr,
     path::PathBuf,

@@ -1,15 +1,26 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge, detected from
 //! the first bytes) with upgrades, and drain gracefully on shutdown.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::{pin, Pin},
+    sync::Arc,
+    time::Duration,
+};
 
 use http::{Request, Response};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
 };
-use tokio::{net::TcpListener, sync::watch};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
 
 use crate::{body::Body, metrics::Metrics};
 
@@ -51,20 +62,20 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_buffer)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(settings.max_buffer as u32)
         .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let protocols = Arc::new(Protocols { http1, http2 });
+    // Every connection task holds a sender; when the last one is gone, the drain is complete.
+    let (drained_tx, mut drained) = mpsc::channel::<Infallible>(1);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -83,27 +94,156 @@ pub async fn serve<H, F>(
         metrics.downstream_accepted.inc();
         metrics.downstream_connections.inc();
         let handler = handler.clone();
+        // hyper keeps a slot the size of the service future for the connection's whole life;
+        // boxing the handler's (large) future keeps that slot pointer-sized on idle connections.
         let service = service_fn(move |req| {
-            let response = handler(peer, req);
+            let response = Box::pin(handler(peer, req));
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let protocols = protocols.clone();
         let gauge = metrics.downstream_connections.clone();
+        let shutdown = shutdown.clone();
+        let drained_tx = drained_tx.clone();
+        let sniff_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tokio::time::timeout(sniff_timeout, sniff(&stream)).await {
+                Ok(Ok(Some(Protocol::Http2))) => {
+                    let conn = protocols
+                        .http2
+                        .serve_connection(TokioIo::new(stream), service);
+                    until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+                }
+                Ok(Ok(Some(Protocol::Http1))) => {
+                    let conn = protocols
+                        .http1
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+                }
+                // Closed before sending anything, a socket error, or silence for the whole
+                // header-read timeout: nothing to answer.
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Ok(()),
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             gauge.dec();
+            drop(drained_tx);
         });
     }
     drop(listener);
+    drop(drained_tx);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = drained.recv() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(settings.drain_timeout) => {
             tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
         }
+    }
+}
+
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 prior knowledge from HTTP/1 by peeking at the first bytes, without consuming
+/// them, so hyper reads the connection from its first byte into a buffer of its usual size.
+/// `None` when the client closed without sending anything.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // A prefix of the preface so far (it rarely arrives split): peeking again would return
+        // the same bytes at once, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drives a connection to its end; when shutdown begins, asks it to finish gracefully (finish
+/// in-flight requests, then close) and keeps driving it.
+async fn until_shutdown<C, E>(
+    mut conn: Pin<&mut C>,
+    mut shutdown: Shutdown,
+    graceful: fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        stopping = stopping(&mut shutdown) => {
+            if !stopping {
+                // The process is not managing shutdown: run until the client is done.
+                return conn.await;
+            }
+        }
+    }
+    graceful(conn.as_mut());
+    conn.await
+}
+
+/// Waits for shutdown to begin; `false` when the sender is gone and it never will.
+async fn stopping(shutdown: &mut Shutdown) -> bool {
+    shutdown.wait_for(|stop| *stop).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Connects a client to a fresh listener and returns both ends.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn sniff_tells_h2_prior_knowledge_from_http1_even_when_the_preface_arrives_split() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(matches!(sniff(&server).await, Ok(Some(Protocol::Http1))));
+
+        // "POST" shares its first letter with the preface.
+        let (mut client, server) = pair().await;
+        client.write_all(b"POST /x HTTP/1.1\r\n").await.unwrap();
+        assert!(matches!(sniff(&server).await, Ok(Some(Protocol::Http1))));
+
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..7]).await.unwrap();
+        let sniffing = tokio::spawn(async move { sniff(&server).await.map(|p| (p, server)) });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client.write_all(&H2_PREFACE[7..]).await.unwrap();
+        let (protocol, server) = sniffing.await.unwrap().unwrap();
+        assert!(matches!(protocol, Some(Protocol::Http2)));
+        // Nothing was consumed: hyper will read the preface itself.
+        let mut buf = [0u8; 24];
+        assert_eq!(server.peek(&mut buf).await.unwrap(), 24);
+
+        let (client, server) = pair().await;
+        drop(client);
+        assert!(matches!(sniff(&server).await, Ok(None)));
     }
 }
