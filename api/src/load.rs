@@ -75,58 +75,85 @@ pub fn load_str(text: &str, file: &str, objects: &mut Objects, errors: &mut Vec<
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! { max_documents: 1_000_000, max_nodes: 50_000_000, max_events: 200_000_000 },
     };
-    let documents: Vec<serde_json::Value> =
-        match serde_saphyr::from_multiple_with_options(text, options) {
-            Ok(docs) => docs,
-            Err(e) => {
-                let location = Location {
-                    file: Some(file.to_string()),
-                    document: None,
-                };
-                errors.push(ConfigError::new(
-                    &location,
-                    "-",
-                    "-",
-                    format!("invalid YAML: {e}"),
-                ));
-                return;
-            }
-        };
-    for (index, document) in documents.into_iter().enumerate() {
+    let documents: Documents = match serde_saphyr::from_str_multiple_with_options(text, options) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let location = Location {
+                file: Some(file.to_string()),
+                document: None,
+            };
+            errors.push(ConfigError::new(
+                &location,
+                "-",
+                "-",
+                format!("invalid YAML: {e}"),
+            ));
+            return;
+        }
+    };
+    for (index, document) in documents.0.into_iter().enumerate() {
         let location = Location {
             file: Some(file.to_string()),
             document: Some(index),
         };
-        let items = match document {
-            serde_json::Value::Null => continue,
-            serde_json::Value::Object(ref map)
-                if map.get("kind").and_then(|k| k.as_str()) == Some("List") =>
-            {
-                match map.get("items") {
-                    Some(serde_json::Value::Array(items)) => items.clone(),
-                    _ => {
-                        errors.push(ConfigError::new(
-                            &location,
-                            "List",
-                            "items",
-                            "a List needs an items array",
-                        ));
-                        continue;
-                    }
-                }
-            }
-            other => vec![other],
-        };
-        for item in items {
-            match Object::from_value(item, &location) {
-                Ok(Some(object)) => {
+        for item in document {
+            match item {
+                Ok(object) => {
                     if let Err(e) = objects.insert(object, location.clone()) {
                         errors.push(e);
                     }
                 }
-                Ok(None) => {}
-                Err(e) => errors.push(e),
+                Err(mut e) => {
+                    e.location.file = location.file.clone();
+                    errors.push(e);
+                }
             }
         }
     }
+}
+
+/// The documents of one file, each turned into typed objects as soon as the parser yields it,
+/// so a large file never holds all its documents as generic JSON values at once (for 5,000
+/// routes that intermediate form was most of the gateway's peak memory).
+#[derive(Default)]
+struct Documents(Vec<Vec<Result<Object, ConfigError>>>);
+
+impl Extend<serde_json::Value> for Documents {
+    fn extend<I: IntoIterator<Item = serde_json::Value>>(&mut self, values: I) {
+        for value in values {
+            let location = Location {
+                file: None,
+                document: Some(self.0.len()),
+            };
+            self.0.push(typed(value, &location));
+        }
+    }
+}
+
+/// One document's objects: itself, or the items of a `kind: List`. Kinds Weir does not use
+/// are left out.
+fn typed(document: serde_json::Value, location: &Location) -> Vec<Result<Object, ConfigError>> {
+    let items = match document {
+        serde_json::Value::Null => return Vec::new(),
+        serde_json::Value::Object(mut map)
+            if map.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+        {
+            match map.remove("items") {
+                Some(serde_json::Value::Array(items)) => items,
+                _ => {
+                    return vec![Err(ConfigError::new(
+                        location,
+                        "List",
+                        "items",
+                        "a List needs an items array",
+                    ))]
+                }
+            }
+        }
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| Object::from_value(item, location).transpose())
+        .collect()
 }
