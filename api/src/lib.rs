@@ -13,6 +13,7 @@
 //! the object and the field that was wrong.
 
 pub mod compile;
+pub mod crds;
 pub mod duration;
 pub mod error;
 pub mod load;

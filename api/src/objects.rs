@@ -16,7 +16,10 @@ use k8s_openapi::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::error::{ConfigError, Location};
+use crate::{
+    crds::TrafficPolicy,
+    error::{ConfigError, Location},
+};
 
 /// `Kind namespace/name`: how errors, metrics and logs name an object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -59,6 +62,8 @@ pub enum Object {
     HttpRoute(HttpRoute),
     /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
     ReferenceGrant(ReferenceGrant),
+    /// `weir.dev/v1alpha1 TrafficPolicy`: resilience for Services.
+    TrafficPolicy(TrafficPolicy),
 }
 
 impl Object {
@@ -72,6 +77,7 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::TrafficPolicy(o) => &o.metadata,
         }
     }
 
@@ -85,6 +91,7 @@ impl Object {
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::TrafficPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -99,6 +106,7 @@ impl Object {
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::TrafficPolicy(_) => "TrafficPolicy",
         }
     }
 
@@ -168,6 +176,9 @@ impl Object {
                 "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
                 "ReferenceGrant",
             ) => Object::ReferenceGrant(typed(value, location, &label)?),
+            ("weir.dev/v1alpha1", "TrafficPolicy") => {
+                Object::TrafficPolicy(typed(value, location, &label)?)
+            }
             _ => return Ok(None),
         };
         if object

@@ -9,29 +9,36 @@
 //! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
 //! 6. redirect:   RequestRedirect answers here                   (redirect)
 //! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
-//! 8. endpoint:   peak-EWMA P2C or round robin → 503             (proxy::balance)
-//! 9. rewrite:    hop-by-hop out, X-Forwarded-*, URLRewrite, RequestHeaderModifier
-//! 10. mirror:    RequestMirror copies, fire and forget          (mirror)
-//! 11. send:      pooled h1 / h2c with timeouts → 502 / 504      (proxy::upstream)
-//! 12. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
-//! 13. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
+//! 8. rewrite:    hop-by-hop out, X-Forwarded-*, URLRewrite, RequestHeaderModifier
+//! 9. mirror:     RequestMirror copies, fire and forget          (mirror)
+//! 10. send:      pending cap → endpoint → try → retry in budget (proxy::resilience::retry)
+//!     (the cluster's TrafficPolicy: balancer, breaker, health, deadlines) → 502 / 503 / 504
+//! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
+//! 12. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use weir_api::model::{Forward, PathMatch, PathRewrite, Protocol, Redirect, Route, RouteAction};
+use weir_api::model::{
+    Balancer, Forward, PathMatch, PathRewrite, Protocol, Redirect, Route, RouteAction,
+};
 use weir_proxy::{
     access_log::{now_rfc3339, AccessLog, Entry},
-    balance::Endpoint,
+    balance::Pool,
     body::{self, boxed, Body, Limited, Observed, TooLarge},
     config::{Active, ConfigStore},
-    error::{ProxyError, Side, ERROR_HEADER},
+    error::{is_grpc, ProxyError, Side, ERROR_HEADER},
     headers,
     metrics::{status_class, Metrics},
     normalize::normalize_path,
+    resilience::{
+        retry::{self, Deadlines, Outgoing, Replay, Report, REPLAY_LIMIT},
+        ring::request_key,
+    },
     router::RequestView,
     upstream::Upstream,
 };
@@ -83,6 +90,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let bytes_in = content_length(&parts).unwrap_or(0);
+    let grpc = is_grpc(&parts.headers);
     let mut logged_path = parts.uri.path().to_string();
     let mut x = Exchange::default();
 
@@ -99,7 +107,12 @@ pub async fn handle(
                 .errors
                 .with_label_values(&[e.reason(), side])
                 .inc();
-            (e.response(), Some(e.reason()))
+            let response = if grpc {
+                e.grpc_response()
+            } else {
+                e.response()
+            };
+            (response, Some(e.reason()))
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -222,7 +235,10 @@ async fn forward(
     parts: &mut Parts,
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
-    let deadline = f.timeouts.request.map(|t| tokio::time::Instant::now() + t);
+    let deadlines = Deadlines {
+        request: f.timeouts.request.map(|t| tokio::time::Instant::now() + t),
+        per_try: f.timeouts.backend_request,
+    };
     // 7. backend
     let cluster = pick_backend(f).ok_or(ProxyError::BackendNotFound)?;
     x.backend = Some(cluster.to_string());
@@ -231,14 +247,8 @@ async fn forward(
         .get(cluster)
         .filter(|p| p.cluster.resolved)
         .ok_or(ProxyError::BackendNotFound)?;
-    // 8. endpoint
-    let endpoint: Arc<Endpoint> = pool
-        .pick(None)
-        .cloned()
-        .ok_or(ProxyError::NoHealthyEndpoint)?;
-    x.endpoint = Some(endpoint.addr);
 
-    // 9. rewrite
+    // 8. rewrite
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     let downstream_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -266,60 +276,36 @@ async fn forward(
         Some(q) => format!("{upstream_path}?{q}"),
         None => upstream_path,
     };
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.addr.to_string())
-        .path_and_query(path_and_query.as_str())
-        .build()
-        .map_err(|_| ProxyError::BadRequest)?;
     parts.version = match pool.cluster.protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2c => Version::HTTP_2,
     };
 
-    // 10. mirror
+    // 9. mirror
     let body = if f.mirrors.is_empty() {
         body
     } else {
         mirror(gw, active, f, parts, &path_and_query, body).await?
     };
 
-    // 11. send
-    let mut request = Request::from_parts(clone_parts(parts), body);
-    *request.uri_mut() = uri;
-    let client = gw.upstream.client(pool.cluster.protocol);
-    let timeout = match (deadline, f.timeouts.backend_request) {
-        (Some(d), Some(b)) => Some(d.min(tokio::time::Instant::now() + b)),
-        (Some(d), None) => Some(d),
-        (None, Some(b)) => Some(tokio::time::Instant::now() + b),
-        (None, None) => None,
+    // 10. send, with the cluster's retries, breaker and timeouts
+    let mut out = Outgoing {
+        parts: clone_parts(parts),
+        body: replayable(pool, parts, body, upgrade).await?,
     };
-    x.attempts = 1;
-    let in_flight = endpoint.start();
-    let sent = Instant::now();
-    let outcome = match timeout {
-        Some(at) => tokio::time::timeout_at(at, client.request(request))
-            .await
-            .map_err(|_| ProxyError::Timeout),
-        None => Ok(client.request(request).await),
+    out.parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
+    let key = match &pool.cluster.balancer {
+        Balancer::ConsistentHash(k) => request_key(k, &parts.headers, client_addr.ip()),
+        _ => None,
     };
-    x.upstream_wait = Some(sent.elapsed());
-    let response = match outcome {
-        Ok(Ok(response)) => {
-            in_flight.success();
-            response
-        }
-        Ok(Err(e)) => {
-            in_flight.failure();
-            return Err(classify(&e));
-        }
-        Err(e) => {
-            in_flight.failure();
-            return Err(e);
-        }
-    };
+    let mut report = Report::default();
+    let sent = retry::send(&gw.upstream, pool, out, deadlines, key, &mut report).await;
+    x.attempts = report.attempts;
+    x.endpoint = report.endpoint;
+    x.upstream_wait = Some(report.upstream_wait);
+    let response = sent?;
 
-    // 12. respond
+    // 11. respond
     let (mut rparts, rbody) = response.into_parts();
     let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
@@ -346,19 +332,35 @@ async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     }
 }
 
-/// Maps a client error to what the user sees.
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    if e.is_connect() {
-        return ProxyError::ConnectFailed;
+/// The body as the attempt loop needs it: buffered when the cluster may retry and the body is
+/// small (or absent), streamed otherwise.
+async fn replayable(
+    pool: &Pool,
+    parts: &Parts,
+    body: Body,
+    upgrade: bool,
+) -> Result<Replay, ProxyError> {
+    let retries = pool
+        .cluster
+        .resilience
+        .retry
+        .as_ref()
+        .is_some_and(|r| r.attempts > 1);
+    if upgrade || !retries {
+        return Ok(Replay::Once(Some(body)));
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if err.is::<TooLarge>() {
-            return ProxyError::BodyTooLarge;
+    let small = body.is_end_stream() || content_length(parts).is_some_and(|n| n <= REPLAY_LIMIT);
+    if !small {
+        return Ok(Replay::Once(Some(body)));
+    }
+    let bytes = body.collect().await.map_err(|e| {
+        if e.is::<TooLarge>() {
+            ProxyError::BodyTooLarge
+        } else {
+            ProxyError::BadRequest
         }
-        source = err.source();
-    }
-    ProxyError::BackendReset
+    })?;
+    Ok(Replay::Bytes(bytes.to_bytes()))
 }
 
 /// Picks a cluster by weight; `None` when no backend has weight (the Gateway API's 500).
@@ -404,7 +406,7 @@ async fn mirror(
         let Some(pool) = active.pools.get(&m.cluster) else {
             continue;
         };
-        let Some(endpoint) = pool.pick(None) else {
+        let Ok(endpoint) = pool.pick(&[], None) else {
             continue;
         };
         let Ok(uri) = Uri::builder()

@@ -43,6 +43,9 @@ pub enum ProxyError {
     BackendReset,
     /// 504: the backend did not answer in time.
     Timeout,
+    /// 503: every endpoint is ejected by the circuit breaker, or the cluster's pending-request
+    /// cap is reached; the request failed fast without touching the backend.
+    CircuitOpen,
 }
 
 impl ProxyError {
@@ -54,7 +57,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BackendNotFound => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyEndpoint | ProxyError::CircuitOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectFailed | ProxyError::BackendReset => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -72,6 +77,7 @@ impl ProxyError {
             ProxyError::ConnectFailed => "connect-failed",
             ProxyError::BackendReset => "backend-reset",
             ProxyError::Timeout => "timeout",
+            ProxyError::CircuitOpen => "circuit-open",
         }
     }
 
@@ -85,7 +91,8 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed
             | ProxyError::BackendReset
-            | ProxyError::Timeout => Side::Upstream,
+            | ProxyError::Timeout
+            | ProxyError::CircuitOpen => Side::Upstream,
         }
     }
 
@@ -101,6 +108,7 @@ impl ProxyError {
             ProxyError::ConnectFailed => "backend connection failed\n",
             ProxyError::BackendReset => "backend connection reset\n",
             ProxyError::Timeout => "backend timed out\n",
+            ProxyError::CircuitOpen => "backend unavailable (circuit open)\n",
         };
         let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
         *response.status_mut() = self.status();
@@ -119,6 +127,46 @@ impl ProxyError {
         }
         response
     }
+
+    /// The gRPC status code a gRPC client gets for this error.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            ProxyError::BadRequest => 3, // INVALID_ARGUMENT
+            ProxyError::NoRoute | ProxyError::BackendNotFound => 12, // UNIMPLEMENTED
+            ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            ProxyError::Timeout => 4,    // DEADLINE_EXCEEDED
+            ProxyError::NoHealthyEndpoint
+            | ProxyError::ConnectFailed
+            | ProxyError::BackendReset
+            | ProxyError::CircuitOpen => 14, // UNAVAILABLE
+        }
+    }
+
+    /// The response for a gRPC request: HTTP 200 with `grpc-status` and `grpc-message` in the
+    /// headers (a trailers-only response), as gRPC clients expect, plus `x-weir-error`.
+    pub fn grpc_response(self) -> Response<Body> {
+        let mut response = Response::new(crate::body::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        headers.insert("grpc-message", HeaderValue::from_static(self.reason()));
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        response
+    }
+}
+
+/// Whether a request is gRPC (its errors are reported as gRPC statuses).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 impl std::fmt::Display for ProxyError {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod normalize;
+pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod upstream;

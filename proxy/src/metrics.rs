@@ -2,7 +2,7 @@
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric a proxy process exports.
@@ -31,6 +31,16 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Access-log lines dropped because the writer could not keep up.
     pub access_log_dropped: IntCounter,
+    /// Retries sent, by cluster.
+    pub retries: IntCounterVec,
+    /// Retries not sent because the cluster's retry budget was spent, by cluster.
+    pub retry_budget_exhausted: IntCounterVec,
+    /// Endpoints ejected by the circuit breaker, by cluster.
+    pub ejections: IntCounterVec,
+    /// Breaker state per endpoint: 0 closed, 1 open (ejected), 2 half-open.
+    pub endpoint_state: IntGaugeVec,
+    /// Active health check results by cluster and result (`pass`, `fail`).
+    pub health_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -84,6 +94,31 @@ impl Metrics {
             ),
             &["result"],
         );
+        let by_cluster =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["cluster"]);
+        let retries = by_cluster("weir_retries_total", "Retries sent, by cluster");
+        let retry_budget_exhausted = by_cluster(
+            "weir_retry_budget_exhausted_total",
+            "Retries not sent because the retry budget was spent, by cluster",
+        );
+        let ejections = by_cluster(
+            "weir_endpoint_ejections_total",
+            "Endpoints ejected by the circuit breaker, by cluster",
+        );
+        let endpoint_state = IntGaugeVec::new(
+            Opts::new(
+                "weir_endpoint_state",
+                "Circuit breaker state per endpoint: 0 closed, 1 open, 2 half-open",
+            ),
+            &["cluster", "endpoint"],
+        );
+        let health_checks = IntCounterVec::new(
+            Opts::new(
+                "weir_health_checks_total",
+                "Active health checks, by cluster and result",
+            ),
+            &["cluster", "result"],
+        );
         // The names and label sets above are constants that Prometheus accepts; a failure here
         // is a programming error caught by every test run, so panicking is the right answer.
         #[allow(clippy::expect_used)]
@@ -119,6 +154,11 @@ impl Metrics {
                 "Access-log lines dropped because the writer could not keep up",
             )
             .expect("valid metric"),
+            retries: retries.expect("valid metric"),
+            retry_budget_exhausted: retry_budget_exhausted.expect("valid metric"),
+            ejections: ejections.expect("valid metric"),
+            endpoint_state: endpoint_state.expect("valid metric"),
+            health_checks: health_checks.expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -139,6 +179,11 @@ impl Metrics {
             Box::new(self.config_version.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.access_log_dropped.clone()),
+            Box::new(self.retries.clone()),
+            Box::new(self.retry_budget_exhausted.clone()),
+            Box::new(self.ejections.clone()),
+            Box::new(self.endpoint_state.clone()),
+            Box::new(self.health_checks.clone()),
         ];
         for c in collectors {
             // Distinct names in a fresh registry: registration cannot collide.
@@ -152,6 +197,12 @@ impl Metrics {
         // Encoding into a Vec only fails on invalid metric data, which the types rule out.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

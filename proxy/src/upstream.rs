@@ -20,7 +20,11 @@ use hyper_util::{
 use tokio::net::TcpStream;
 use weir_api::model::Protocol;
 
-use crate::{body::Body, metrics::Metrics};
+use crate::{
+    body::{Body, TooLarge},
+    error::ProxyError,
+    metrics::Metrics,
+};
 
 /// The two client pools a proxy keeps.
 #[derive(Clone)]
@@ -179,4 +183,19 @@ impl Write for Counted {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// Maps a client error to what the user sees.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::ConnectFailed;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<TooLarge>() {
+            return ProxyError::BodyTooLarge;
+        }
+        source = err.source();
+    }
+    ProxyError::BackendReset
 }

@@ -82,7 +82,15 @@ impl<'a> Context<'a> {
             namespace: namespace.to_string(),
             name: service.to_string(),
         };
-        let balancer = self.balancer(svc, &key, location);
+        let policy = self
+            .traffic
+            .get(&(namespace.to_string(), service.to_string()))
+            .cloned();
+        let annotated = self.balancer(svc, &key, location);
+        let (balancer, resilience) = match policy {
+            Some(p) => (p.balancer.unwrap_or(annotated), p.resilience),
+            None => (annotated, Default::default()),
+        };
         let protocol = match svc_port.app_protocol.as_deref() {
             Some("kubernetes.io/h2c" | "h2c" | "grpc") => Protocol::H2c,
             _ => Protocol::Http1,
@@ -102,12 +110,17 @@ impl<'a> Context<'a> {
                 balancer,
                 resolved: true,
                 endpoints,
+                resilience,
             },
         );
         name
     }
 
-    fn find_service(&self, namespace: &str, name: &str) -> Option<(&'a Service, &'a Location)> {
+    pub(super) fn find_service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(&'a Service, &'a Location)> {
         self.iter().find_map(|(o, l)| match o {
             Object::Service(s)
                 if s.metadata.namespace.as_deref() == Some(namespace)

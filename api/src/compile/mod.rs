@@ -9,8 +9,9 @@
 mod backends;
 mod gateway;
 mod ingress;
+mod policy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     error::{ConfigError, ConfigErrors, Location},
@@ -27,6 +28,7 @@ pub const GATEWAY_CLASS: &str = "weir";
 /// Compiles `objects` into a snapshot, or every reason it could not.
 pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     let mut cx = Context::new(objects);
+    policy::compile_all(&mut cx);
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
     cx.finish()
@@ -38,6 +40,8 @@ struct Context<'a> {
     routes: Vec<Route>,
     default_routes: Vec<Route>,
     clusters: BTreeMap<String, crate::model::Cluster>,
+    /// TrafficPolicies by the `(namespace, service)` they apply to.
+    traffic: HashMap<(String, String), policy::Attached>,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
 }
@@ -49,6 +53,7 @@ impl<'a> Context<'a> {
             routes: Vec::new(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
+            traffic: HashMap::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }

@@ -22,6 +22,7 @@ pub use watch::{reload, watch_dir, WatchSettings};
 use crate::{
     balance::{Endpoint, Pool},
     metrics::Metrics,
+    resilience::health,
     router::Router,
 };
 
@@ -95,10 +96,14 @@ impl ConfigStore {
             .clusters
             .iter()
             .map(|(name, cluster)| {
-                (
-                    name.clone(),
-                    Arc::new(Pool::new(cluster.clone(), &endpoints)),
-                )
+                let pool = Arc::new(Pool::new(
+                    cluster.clone(),
+                    &endpoints,
+                    previous.pools.get(name).map(|p| &**p),
+                    &self.metrics,
+                ));
+                health::spawn(&pool);
+                (name.clone(), pool)
             })
             .collect();
         let version = previous.version + 1;

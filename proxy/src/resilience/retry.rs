@@ -1,0 +1,214 @@
+//! The attempt loop: admit the request to its cluster, pick an endpoint, send with the per-try
+//! deadline, feed the breaker, and retry — to another endpoint, after a jittered backoff, only
+//! while the policy, the method, the body, the deadline and the retry budget all allow it.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{request::Parts, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use weir_api::model::RetryPolicy;
+
+use super::budget::backoff;
+use crate::{
+    balance::{Endpoint, Pool},
+    body::{self, Body},
+    error::ProxyError,
+    upstream::{classify, Upstream},
+};
+
+/// Request bodies up to this size are kept so the request can be retried.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// A request ready to go to some endpoint of a cluster: everything but the authority.
+pub struct Outgoing {
+    /// Method, version, headers; the URI's path and query.
+    pub parts: Parts,
+    /// The body.
+    pub body: Replay,
+}
+
+/// A request body that can be sent again, or only once.
+pub enum Replay {
+    /// Buffered (or empty): every try gets a copy.
+    Bytes(Bytes),
+    /// Streamed: the first try takes it, so there is no retry.
+    Once(Option<Body>),
+}
+
+impl Replay {
+    fn take(&mut self) -> Body {
+        match self {
+            Replay::Bytes(b) => body::full(b.clone()),
+            Replay::Once(b) => b.take().unwrap_or_else(body::empty),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Replay::Bytes(_))
+    }
+}
+
+/// Deadlines from the route (Gateway API `timeouts`); the cluster's policy may tighten them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deadlines {
+    /// The whole request (`timeouts.request`).
+    pub request: Option<tokio::time::Instant>,
+    /// One try (`timeouts.backendRequest`).
+    pub per_try: Option<Duration>,
+}
+
+/// What happened, for the access log and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// Tries made.
+    pub attempts: u32,
+    /// The endpoint of the last try.
+    pub endpoint: Option<SocketAddr>,
+    /// Time spent waiting on backends, over all tries.
+    pub upstream_wait: Duration,
+}
+
+/// Sends `out` to an endpoint of `pool`, retrying as the cluster's TrafficPolicy allows.
+/// `key` is the consistent-hash key, if the cluster hashes.
+pub async fn send(
+    upstream: &Upstream,
+    pool: &Pool,
+    mut out: Outgoing,
+    deadlines: Deadlines,
+    key: Option<u64>,
+    report: &mut Report,
+) -> Result<Response<Incoming>, ProxyError> {
+    let resilience = &pool.cluster.resilience;
+    let deadline = match (deadlines.request, resilience.timeout) {
+        (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
+        (d, t) => d.or_else(|| t.map(|t| tokio::time::Instant::now() + t)),
+    };
+    let retry = resilience.retry.as_ref();
+    let per_try = retry.and_then(|r| r.per_try_timeout).or(deadlines.per_try);
+    let retry_method = retry.is_some_and(|r| r.non_idempotent || idempotent(&out.parts.method));
+    let _pending = pool.admit()?;
+    if let Some(budget) = &pool.budget {
+        budget.deposit(Instant::now());
+    }
+    let client = upstream.client(pool.cluster.protocol);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    loop {
+        report.attempts += 1;
+        let endpoint = pool.pick(&tried, key)?.clone();
+        report.endpoint = Some(endpoint.addr);
+        let request = build(&mut out, endpoint.addr)?;
+        let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sent = Instant::now();
+        let outcome = attempt(client, request, &endpoint, try_deadline).await;
+        report.upstream_wait += sent.elapsed();
+        let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
+        let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
+        if success || endpoint_failure {
+            pool.record(&endpoint, success);
+        }
+        let worth_retrying = match (&outcome, retry) {
+            (_, None) => false,
+            (Ok(response), Some(r)) => r.retry_on.status(response.status().as_u16()),
+            (Err(e), Some(r)) => retryable(*e, r, deadline),
+        };
+        let more = worth_retrying
+            && retry_method
+            && out.body.replayable()
+            && retry.is_some_and(|r| report.attempts < r.attempts)
+            && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
+        if !more {
+            return outcome;
+        }
+        if pool
+            .budget
+            .as_ref()
+            .is_some_and(|b| !b.withdraw(Instant::now()))
+        {
+            pool.metrics.budget_exhausted.inc();
+            return outcome;
+        }
+        pool.metrics.retries.inc();
+        drop(outcome);
+        tried.push(endpoint.addr);
+        if let Some(r) = retry {
+            let pause = backoff(r.backoff_base, r.backoff_max, report.attempts);
+            let wake = tokio::time::Instant::now() + pause;
+            tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+        }
+    }
+}
+
+/// One try, bounded by `deadline`; feeds the endpoint's latency estimate.
+async fn attempt(
+    client: &hyper_util::client::legacy::Client<crate::upstream::CountingConnector, Body>,
+    request: Request<Body>,
+    endpoint: &std::sync::Arc<Endpoint>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let in_flight = endpoint.start();
+    let result = match deadline {
+        Some(at) => tokio::time::timeout_at(at, client.request(request))
+            .await
+            .map_err(|_| ProxyError::Timeout),
+        None => Ok(client.request(request).await),
+    };
+    match result {
+        Ok(Ok(response)) => {
+            in_flight.success();
+            Ok(response)
+        }
+        Ok(Err(e)) => {
+            in_flight.failure();
+            Err(classify(&e))
+        }
+        Err(e) => {
+            in_flight.failure();
+            Err(e)
+        }
+    }
+}
+
+/// Whether a failed try may be retried: the condition is in `retryOn`, and a timeout was the
+/// try's own (not the request's deadline).
+fn retryable(e: ProxyError, r: &RetryPolicy, deadline: Option<tokio::time::Instant>) -> bool {
+    match e {
+        ProxyError::ConnectFailed => r.retry_on.connect_failure,
+        ProxyError::BackendReset => r.retry_on.reset,
+        ProxyError::Timeout => {
+            r.retry_on.timeout && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+        }
+        _ => false,
+    }
+}
+
+/// The request for one try: a copy of the parts, pointed at `addr`.
+fn build(out: &mut Outgoing, addr: SocketAddr) -> Result<Request<Body>, ProxyError> {
+    let path_and_query = out.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest)?;
+    let mut request = Request::new(out.body.take());
+    *request.method_mut() = out.parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = out.parts.version;
+    *request.headers_mut() = out.parts.headers.clone();
+    Ok(request)
+}
+
+/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
