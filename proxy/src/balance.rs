@@ -510,6 +510,27 @@ mod tests {
     }
 
     #[test]
+    fn consistent_hash_keeps_keys_home_and_spreads_them() {
+        let p = pool(
+            3,
+            Balancer::ConsistentHash(weir_api::model::HashKey::SourceIp),
+        );
+        let mut homes = std::collections::HashSet::new();
+        for k in 0..30u64 {
+            let key = crate::resilience::ring::hash(&k);
+            let home = p.pick(&[], Some(key)).unwrap().addr;
+            assert_eq!(p.pick(&[], Some(key)).unwrap().addr, home);
+            assert_ne!(
+                p.pick(&[home], Some(key)).unwrap().addr,
+                home,
+                "a retry moves on"
+            );
+            homes.insert(home);
+        }
+        assert_eq!(homes.len(), 3);
+    }
+
+    #[test]
     fn state_survives_a_rebuild() {
         let p = pool(2, Balancer::PeakEwma);
         let _g = p.endpoints[0].start();

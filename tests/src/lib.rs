@@ -61,7 +61,24 @@ pub struct Echo {
 impl Echo {
     /// Starts a backend that reports `name`.
     pub fn start(name: &str) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], free_port())))
+    }
+
+    /// Starts backends on 127.0.0.1, 127.0.0.2, ... sharing one port, so they can be the
+    /// endpoints of one Service.
+    pub fn group(names: &[&str]) -> Vec<Self> {
+        let port = free_port();
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                Self::start_at(name, SocketAddr::from(([127, 0, 0, i as u8 + 1], port)))
+            })
+            .collect()
+    }
+
+    /// Starts a backend that reports `name` on `addr`.
+    pub fn start_at(name: &str, addr: SocketAddr) -> Self {
         let child = Command::new(binary("weir-echo"))
             .args(["--listen", &addr.to_string(), "--name", name])
             .stdout(Stdio::null())
@@ -69,6 +86,13 @@ impl Echo {
             .expect("start weir-echo");
         wait_for_port(addr);
         Self { addr, child }
+    }
+
+    /// Switches how it answers: `ok`, `fail` (503), `reset`, `hang` or `unhealthy`.
+    pub async fn mode(&self, mode: &str) {
+        let path = format!("/__mode/{mode}");
+        let res = request(self.addr, "echo", &path, &[], Bytes::new(), "PUT").await;
+        assert_eq!(res.status, StatusCode::OK, "mode {mode}");
     }
 
     /// How many requests it has served.
@@ -164,6 +188,30 @@ pub fn service_with(name: &str, endpoints: &[(SocketAddr, bool)], port_extra: &s
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: {port}\n    {port_extra}\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{eps}"
     )
+}
+
+/// YAML for a TrafficPolicy `name` in `default` targeting Service `service`, with `spec`
+/// lines (indented by 2) after the targetRefs.
+pub fn traffic_policy(name: &str, service: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n{spec}"
+    )
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, at most `within`; panics with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// YAML for a Gateway `gw` of class weir in `default`, listening for HTTP on port 80.
@@ -301,6 +349,26 @@ impl Weir {
     /// GET an admin page.
     pub async fn admin_get(&self, path: &str) -> Reply {
         request(self.admin, "admin", path, &[], Bytes::new(), "GET").await
+    }
+
+    /// The value of one series from `/metrics`, e.g. `weir_retries_total{cluster="default/a:80"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.admin_get("/metrics").await.body;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The errors of the last rejected reload, once there are some (at most 5 s).
+    pub async fn reload_errors(&self) -> Vec<serde_json::Value> {
+        eventually(Duration::from_secs(5), "a rejected reload", || async {
+            let config = self.admin_get("/config").await.json();
+            config["reload"]["errors"]
+                .as_array()
+                .filter(|e| !e.is_empty())
+                .cloned()
+        })
+        .await
     }
 
     /// The active config version (from `/config`).

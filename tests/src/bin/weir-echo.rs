@@ -6,16 +6,27 @@
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
 //! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers;
-//! - `/__requests`: how many other requests it has served (tests use it to see mirrors).
+//! - `/__requests`: how many other requests it has served (tests use it to see mirrors);
+//! - `/healthz`: 200, or 503 in the `unhealthy` and `fail` modes (not counted as served);
+//! - `PUT /__mode/MODE`: from now on every request is answered by MODE: `ok` (the above),
+//!   `fail` (503), `reset` (the connection is closed without an answer), `hang` (no answer
+//!   for an hour) or `unhealthy` (only `/healthz` fails). Tests make backends fail on command.
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, AtomicU8, Ordering},
     time::Duration,
 };
 
 static SERVED: AtomicU64 = AtomicU64::new(0);
+static MODE: AtomicU8 = AtomicU8::new(MODE_OK);
+const MODES: [&str; 5] = ["ok", "fail", "reset", "hang", "unhealthy"];
+const MODE_OK: u8 = 0;
+const MODE_FAIL: u8 = 1;
+const MODE_RESET: u8 = 2;
+const MODE_HANG: u8 = 3;
+const MODE_UNHEALTHY: u8 = 4;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -64,14 +75,41 @@ async fn main() -> anyhow::Result<()> {
 async fn answer(
     name: &'static str,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path().to_string();
     if path == "/__requests" {
         return Ok(Response::new(full(Bytes::from(
             SERVED.load(Ordering::SeqCst).to_string(),
         ))));
     }
+    if let Some(mode) = path.strip_prefix("/__mode/") {
+        let Some(i) = MODES.iter().position(|m| *m == mode) else {
+            return Ok(status(StatusCode::BAD_REQUEST));
+        };
+        MODE.store(i as u8, Ordering::SeqCst);
+        return Ok(Response::new(full(Bytes::from(format!(
+            "{name} mode {mode}\n"
+        )))));
+    }
+    let mode = MODE.load(Ordering::SeqCst);
+    if path == "/healthz" {
+        let failing = mode == MODE_UNHEALTHY || mode == MODE_FAIL;
+        return Ok(status(if failing {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }));
+    }
     SERVED.fetch_add(1, Ordering::SeqCst);
+    match mode {
+        MODE_FAIL => return Ok(status(StatusCode::SERVICE_UNAVAILABLE)),
+        MODE_RESET => return Err(std::io::Error::other("reset mode: closing without answer")),
+        MODE_HANG => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(status(StatusCode::GATEWAY_TIMEOUT));
+        }
+        _ => {}
+    }
     if req.headers().contains_key(http::header::UPGRADE) {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -162,6 +200,12 @@ async fn answer(
         .headers_mut()
         .insert("x-backend", HeaderValue::from_static(name));
     Ok(response)
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(format!("{code}\n"))));
+    *response.status_mut() = code;
+    response
 }
 
 fn full(bytes: Bytes) -> Body {
