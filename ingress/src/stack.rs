@@ -289,15 +289,16 @@ async fn forward(
     };
 
     // 10. send, with the cluster's retries, breaker and timeouts
-    let mut out = Outgoing {
-        parts: clone_parts(parts),
-        body: replayable(pool, parts, body, upgrade).await?,
-    };
-    out.parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
     let key = match &pool.cluster.balancer {
         Balancer::ConsistentHash(k) => request_key(k, &parts.headers, client_addr.ip()),
         _ => None,
     };
+    let body = replayable(pool, parts, body, upgrade).await?;
+    let mut out = Outgoing {
+        parts: take_parts(parts),
+        body,
+    };
+    out.parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
     let mut report = Report::default();
     let sent = retry::send(&gw.upstream, pool, out, deadlines, key, &mut report).await;
     x.attempts = report.attempts;
@@ -440,6 +441,15 @@ async fn mirror(
         (None, Some(body)) => body,
         (None, None) => body::empty(),
     })
+}
+
+/// Moves method, version and headers out of `parts` (which are not used again).
+fn take_parts(parts: &mut Parts) -> Parts {
+    let (mut taken, ()) = Request::new(()).into_parts();
+    taken.method = parts.method.clone();
+    taken.version = parts.version;
+    taken.headers = std::mem::take(&mut parts.headers);
+    taken
 }
 
 fn clone_parts(parts: &Parts) -> Parts {

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{created, Context};
 use crate::{
-    crds::{CircuitBreaker, HealthCheck, LoadBalancer, Retry, TrafficPolicy},
+    crds::{CircuitBreaker, HealthCheck, LoadBalancer, Retry, TargetRef, TrafficPolicy},
     duration::parse_duration,
     error::Location,
     model::{
@@ -43,19 +43,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         let Some(attached) = v.policy(policy) else {
             continue;
         };
-        for (i, target) in policy.spec.target_refs.iter().enumerate() {
-            if !target.group.is_empty() || target.kind != "Service" {
-                cx.error(
-                    location,
-                    &key,
-                    format!("spec.targetRefs[{i}]"),
-                    format!(
-                        "a TrafficPolicy targets Services (group \"\", kind Service), not {:?}/{:?}",
-                        target.group, target.kind
-                    ),
-                );
-                continue;
-            }
+        for target in policy.spec.target_refs.iter().filter(|t| is_service(t)) {
             let service = (key.namespace.clone(), target.name.clone());
             if cx.find_service(&service.0, &service.1).is_none() {
                 cx.warn(
@@ -66,22 +54,31 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                     ),
                 );
             }
-            match cx.traffic.get(&service) {
-                Some(existing) if existing.order <= attached.order => cx.warn(
-                    &key,
-                    format!(
-                        "ignored for Service {}/{}: {} is older and already applies",
-                        service.0,
-                        service.1,
-                        existing.resilience.policy.as_deref().unwrap_or_default()
-                    ),
-                ),
-                _ => {
-                    cx.traffic.insert(service, attached.clone());
+            let (winner, loser) = match cx.traffic.get(&service) {
+                Some(existing) if existing.order <= attached.order => {
+                    (existing.clone(), attached.clone())
                 }
-            }
+                Some(existing) => (attached.clone(), existing.clone()),
+                None => {
+                    cx.traffic.insert(service, attached.clone());
+                    continue;
+                }
+            };
+            let name = |a: &Attached| a.resilience.policy.clone().unwrap_or_default();
+            cx.warnings.push(format!(
+                "TrafficPolicy {}: ignored for Service {}/{}: TrafficPolicy {} is older and applies",
+                name(&loser),
+                service.0,
+                service.1,
+                name(&winner)
+            ));
+            cx.traffic.insert(service, winner);
         }
     }
+}
+
+fn is_service(target: &TargetRef) -> bool {
+    target.group.is_empty() && target.kind == "Service"
 }
 
 /// Turns one policy's spec into model values, reporting every bad field.
@@ -97,6 +94,17 @@ impl Validator<'_, '_, '_> {
         let spec = &policy.spec;
         if spec.target_refs.is_empty() {
             self.error("spec.targetRefs", "at least one target is required");
+        }
+        for (i, target) in spec.target_refs.iter().enumerate() {
+            if !is_service(target) {
+                self.error(
+                    format!("spec.targetRefs[{i}]"),
+                    format!(
+                        "a TrafficPolicy targets Services (group \"\", kind Service), not {:?}/{:?}",
+                        target.group, target.kind
+                    ),
+                );
+            }
         }
         let timeout = spec
             .timeout

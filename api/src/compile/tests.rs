@@ -244,3 +244,96 @@ fn a_duplicate_object_is_an_error() {
     assert_eq!(errs.len(), 1);
     assert!(errs[0].message.contains("one.yaml"), "{}", errs[0]);
 }
+
+fn with_policies(policies: &[(&str, &str, &str)]) -> String {
+    let mut yaml = route("  - backendRefs: [{name: app, port: 80}]\n");
+    for (name, created, spec) in policies {
+        yaml.push_str(&format!(
+            "---\napiVersion: weir.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: shop, creationTimestamp: \"{created}\"}}\nspec:\n{spec}"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn a_traffic_policy_reaches_the_clusters_of_its_service_with_defaults_filled_in() {
+    let snapshot = ok(&with_policies(&[(
+        "p",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{group: \"\", kind: Service, name: app}]\n  timeout: 5s\n  retry: {attempts: 3, retryOn: [reset, \"503\", 5xx]}\n  circuitBreaker: {}\n  loadBalancer: {algorithm: leastRequest}\n",
+    )]));
+    let cluster = &snapshot.clusters["shop/app:80"];
+    let r = &cluster.resilience;
+    assert_eq!(r.policy.as_deref(), Some("shop/p"));
+    assert_eq!(r.timeout, Some(std::time::Duration::from_secs(5)));
+    let retry = r.retry.as_ref().unwrap();
+    assert_eq!(retry.attempts, 3);
+    assert!(retry.retry_on.reset && !retry.retry_on.connect_failure);
+    assert!(
+        retry.retry_on.status(503) && retry.retry_on.status(500) && !retry.retry_on.status(404)
+    );
+    assert!((retry.budget_ratio - 0.2).abs() < 1e-9);
+    let breaker = r.breaker.as_ref().unwrap();
+    assert_eq!(
+        (
+            breaker.consecutive_failures,
+            breaker.max_ejection_percent,
+            breaker.half_open_probes
+        ),
+        (5, 50, 5)
+    );
+    assert_eq!(cluster.balancer, crate::model::Balancer::LeastRequest);
+}
+
+#[test]
+fn the_oldest_policy_on_a_service_wins_and_the_other_is_a_warning() {
+    let target = "  targetRefs: [{group: \"\", kind: Service, name: app}]\n";
+    let snapshot = ok(&with_policies(&[
+        (
+            "newer",
+            "2026-02-01T00:00:00Z",
+            &format!("{target}  timeout: 1s\n"),
+        ),
+        (
+            "older",
+            "2026-01-01T00:00:00Z",
+            &format!("{target}  timeout: 9s\n"),
+        ),
+    ]));
+    let r = &snapshot.clusters["shop/app:80"].resilience;
+    assert_eq!(r.policy.as_deref(), Some("shop/older"));
+    assert!(
+        snapshot
+            .warnings
+            .iter()
+            .any(|w| w.contains("TrafficPolicy shop/newer") && w.contains("shop/older")),
+        "{:?}",
+        snapshot.warnings
+    );
+}
+
+#[test]
+fn traffic_policy_errors_name_the_field() {
+    let errs = errors(&with_policies(&[(
+        "p",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{group: apps, kind: Deployment, name: app}]\n  timeout: soon\n  retry: {retryOn: [sometimes], backoff: {base: 1s, max: 10ms}}\n  circuitBreaker: {maxEjectionPercent: 101, halfOpenProbes: 0}\n  healthCheck: {path: healthz, interval: 0s}\n  loadBalancer: {algorithm: consistentHash}\n",
+    )]));
+    for field in [
+        "spec.targetRefs[0]",
+        "spec.timeout",
+        "spec.retry.retryOn[0]",
+        "spec.retry.backoff.max",
+        "spec.circuitBreaker.maxEjectionPercent",
+        "spec.circuitBreaker.halfOpenProbes",
+        "spec.healthCheck.path",
+        "spec.healthCheck.interval",
+        "spec.loadBalancer.hashOn",
+    ] {
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(&format!("TrafficPolicy shop/p: {field}: "))),
+            "{field} missing in {errs:#?}"
+        );
+    }
+}

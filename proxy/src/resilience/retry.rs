@@ -100,7 +100,8 @@ pub async fn send(
         report.attempts += 1;
         let endpoint = pool.pick(&tried, key)?.clone();
         report.endpoint = Some(endpoint.addr);
-        let request = build(&mut out, endpoint.addr)?;
+        let last = retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
+        let request = build(&mut out, endpoint.addr, last)?;
         let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -188,8 +189,9 @@ fn retryable(e: ProxyError, r: &RetryPolicy, deadline: Option<tokio::time::Insta
     }
 }
 
-/// The request for one try: a copy of the parts, pointed at `addr`.
-fn build(out: &mut Outgoing, addr: SocketAddr) -> Result<Request<Body>, ProxyError> {
+/// The request for one try, pointed at `addr`: a copy of the headers, or the headers
+/// themselves when this is the `last` try there can be.
+fn build(out: &mut Outgoing, addr: SocketAddr, last: bool) -> Result<Request<Body>, ProxyError> {
     let path_and_query = out.parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")
@@ -201,7 +203,11 @@ fn build(out: &mut Outgoing, addr: SocketAddr) -> Result<Request<Body>, ProxyErr
     *request.method_mut() = out.parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = out.parts.version;
-    *request.headers_mut() = out.parts.headers.clone();
+    *request.headers_mut() = if last {
+        std::mem::take(&mut out.parts.headers)
+    } else {
+        out.parts.headers.clone()
+    };
     Ok(request)
 }
 
