@@ -4,6 +4,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -17,6 +18,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
+use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpStream;
 use weir_api::model::Protocol;
 
@@ -60,7 +62,11 @@ impl Upstream {
         http.enforce_http(true);
         let connector = CountingConnector {
             inner: http,
-            metrics: metrics.clone(),
+            metrics: Arc::new(ConnectMetrics {
+                open: metrics.upstream_connections.clone(),
+                ok: metrics.upstream_connects.with_label_values(&["ok"]),
+                failed: metrics.upstream_connects.with_label_values(&["error"]),
+            }),
         };
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
@@ -86,11 +92,19 @@ impl Upstream {
     }
 }
 
-/// An HTTP connector that counts connections in the metrics.
+/// An HTTP connector that counts connections in the metrics. The client clones its connector
+/// for every request (even when a pooled connection is used), so the handles sit behind one
+/// `Arc` rather than cloning every metric.
 #[derive(Clone)]
 pub struct CountingConnector {
     inner: HttpConnector,
-    metrics: Metrics,
+    metrics: Arc<ConnectMetrics>,
+}
+
+struct ConnectMetrics {
+    open: IntGauge,
+    ok: IntCounter,
+    failed: IntCounter,
 }
 
 impl tower::Service<Uri> for CountingConnector {
@@ -108,18 +122,15 @@ impl tower::Service<Uri> for CountingConnector {
         Box::pin(async move {
             match connecting.await {
                 Ok(io) => {
-                    metrics.upstream_connects.with_label_values(&["ok"]).inc();
-                    metrics.upstream_connections.inc();
+                    metrics.ok.inc();
+                    metrics.open.inc();
                     Ok(Counted {
                         io,
-                        gauge: metrics.upstream_connections.clone(),
+                        gauge: metrics.open.clone(),
                     })
                 }
                 Err(e) => {
-                    metrics
-                        .upstream_connects
-                        .with_label_values(&["error"])
-                        .inc();
+                    metrics.failed.inc();
                     Err(e)
                 }
             }
@@ -130,7 +141,7 @@ impl tower::Service<Uri> for CountingConnector {
 /// A backend connection that decrements the open-connection gauge when it closes.
 pub struct Counted {
     io: TokioIo<TcpStream>,
-    gauge: prometheus::IntGauge,
+    gauge: IntGauge,
 }
 
 impl Drop for Counted {
