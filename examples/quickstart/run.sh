@@ -26,7 +26,7 @@ Weir is serving $here on http://$listen (admin on http://$admin). Try:
   curl -si -H 'Host: shop.example.com' http://$listen/old-shop         # 301 redirect
   curl -s -H 'Host: api.example.com' http://$listen/api/orders         # the Ingress route
   curl -si http://$listen/nothing-here                                 # 404, x-weir-error: no-route
-  curl -si -H 'Host: shop.example.com' http://$listen/sleep/2500       # 504 from policy.yaml's 2s timeout
+  curl -si -H 'Host: shop.example.com' http://$listen/sleep/2500       # 504 after 1.5s: policy.yaml's perTryTimeout
                                                                        # (10% go to the canary: no policy, 200)
   curl -s http://$admin/config                                         # the active snapshot
   curl -s http://$admin/metrics | grep -E 'weir_requests_total|weir_retries_total'
