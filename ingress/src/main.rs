@@ -91,16 +91,22 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.workers
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // Like nginx's workers: one single-threaded runtime per worker thread, all accepting from
+    // the same listening socket. A request stays on one thread from accept to response, so no
+    // work-stealing machinery is paid for on every wake-up. This thread is worker 0 and also
+    // runs the admin listener, the config watcher and signal handling.
+    let runtime = worker_runtime().context("starting the runtime")?;
+    runtime.block_on(run(args, workers))
+}
+
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .thread_name("weir-worker")
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let store = Arc::new(ConfigStore::new(metrics.clone()));
     if !args.config_dir.is_dir() {
@@ -115,8 +121,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.config_dir.display()
         );
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let admin = TcpListener::bind(args.admin)
         .await
@@ -156,9 +162,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         ..ServerSettings::default()
     };
+    let handler = move |client, req| stack::handle(gateway.clone(), client, req);
+    let mut others = Vec::new();
+    for worker in 1..workers {
+        let listener = listener
+            .try_clone()
+            .context("sharing the listener with a worker")?;
+        let (handler, settings, metrics, shutdown) = (
+            handler.clone(),
+            settings.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let runtime = worker_runtime().context("starting a worker runtime")?;
+        others.push(
+            std::thread::Builder::new()
+                .name(format!("weir-worker-{worker}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => serve(l, handler, settings, metrics, shutdown).await,
+                            Err(e) => {
+                                tracing::error!(error = %e, worker, "worker could not listen")
+                            }
+                        }
+                    })
+                })
+                .context("starting a worker thread")?,
+        );
+    }
+    let listener = TcpListener::from_std(listener).context("listening")?;
     let server = tokio::spawn(serve(
         listener,
-        move |client, req| stack::handle(gateway.clone(), client, req),
+        handler,
         settings,
         metrics,
         shutdown.clone(),
@@ -170,6 +206,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = shutdown_tx.send(true);
     server.await.context("the server task failed")?;
+    tokio::task::spawn_blocking(move || {
+        for worker in others {
+            let _ = worker.join();
+        }
+    })
+    .await
+    .context("waiting for the workers")?;
     watcher.abort();
     admin_task.abort();
     tracing::info!("stopped");
