@@ -420,3 +420,34 @@ async fn an_invalid_policy_is_rejected_naming_the_field_and_the_last_good_one_st
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flapping_endpoint_is_kept_out_longer_each_time_and_clients_see_no_errors() {
+    let echoes = Echo::group(&["steady", "flappy"]);
+    echoes[1].mode("flap").await; // 503 and 200 by turns, 200 ms each
+    let policy = traffic_policy(
+        "p",
+        "app",
+        "  retry: {attempts: 2, retryOn: [\"503\"], backoff: {base: 1ms, max: 1ms}, budget: {percent: 100}}\n  circuitBreaker: {consecutiveFailures: 2, baseEjectionTime: 300ms, halfOpenProbes: 3, maxEjectionPercent: 50}\n  loadBalancer: {algorithm: roundRobin}\n",
+    );
+    let (_dir, weir) = setup(&[("app", service("app", &[&echoes[0], &echoes[1]]), policy)]);
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let reply = weir.get(&host("app"), "/").await;
+        assert_eq!(reply.status, 200, "a retry hides every failure");
+        requests += 1;
+    }
+    let ejections = weir
+        .metric("weir_endpoint_ejections_total{cluster=\"default/app:80\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(ejections >= 1.0, "the flapping endpoint was ejected");
+    // A fixed 300 ms ejection would allow about 6 in 3 s; growing ejections (300 ms, 600 ms,
+    // 900 ms, ...) fit at most 4, and half-open probes that fail re-eject at once.
+    assert!(
+        ejections <= 5.0,
+        "{ejections} ejections in 3 s: the breaker is flapping"
+    );
+    assert!(requests > 50);
+}

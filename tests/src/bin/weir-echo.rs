@@ -10,7 +10,8 @@
 //! - `/healthz`: 200, or 503 in the `unhealthy` and `fail` modes (not counted as served);
 //! - `PUT /__mode/MODE`: from now on every request is answered by MODE: `ok` (the above),
 //!   `fail` (503), `reset` (the connection is closed without an answer), `hang` (no answer
-//!   for an hour) or `unhealthy` (only `/healthz` fails). Tests make backends fail on command.
+//!   for an hour), `unhealthy` (only `/healthz` fails) or `flap` (`fail` and `ok` by turns,
+//!   200 ms each). Tests make backends fail on command.
 
 use std::{
     convert::Infallible,
@@ -21,12 +22,15 @@ use std::{
 
 static SERVED: AtomicU64 = AtomicU64::new(0);
 static MODE: AtomicU8 = AtomicU8::new(MODE_OK);
-const MODES: [&str; 5] = ["ok", "fail", "reset", "hang", "unhealthy"];
+const MODES: [&str; 6] = ["ok", "fail", "reset", "hang", "unhealthy", "flap"];
 const MODE_OK: u8 = 0;
 const MODE_FAIL: u8 = 1;
 const MODE_RESET: u8 = 2;
 const MODE_HANG: u8 = 3;
 const MODE_UNHEALTHY: u8 = 4;
+const MODE_FLAP: u8 = 5;
+/// In `flap` mode, the backend alternates between failing and working this often.
+const FLAP_PERIOD_MS: u128 = 200;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -91,7 +95,18 @@ async fn answer(
             "{name} mode {mode}\n"
         )))));
     }
-    let mode = MODE.load(Ordering::SeqCst);
+    let mut mode = MODE.load(Ordering::SeqCst);
+    if mode == MODE_FLAP {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        mode = if (now / FLAP_PERIOD_MS) % 2 == 0 {
+            MODE_FAIL
+        } else {
+            MODE_OK
+        };
+    }
     if path == "/healthz" {
         let failing = mode == MODE_UNHEALTHY || mode == MODE_FAIL;
         return Ok(status(if failing {
