@@ -101,7 +101,7 @@ async fn answer(
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        mode = if (now / FLAP_PERIOD_MS) % 2 == 0 {
+        mode = if (now / FLAP_PERIOD_MS).is_multiple_of(2) {
             MODE_FAIL
         } else {
             MODE_OK
