@@ -63,6 +63,8 @@ pub struct Gateway {
 /// What is known about a request as it moves through the stages, for the log and metrics.
 #[derive(Default)]
 struct Exchange {
+    /// The client's address (as accepted; X-Forwarded-For adds it).
+    client: Option<SocketAddr>,
     route: Option<Arc<str>>,
     backend: Option<String>,
     endpoint: Option<SocketAddr>,
@@ -78,21 +80,27 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(ClientAddr(client));
     let request_id = headers::request_id(&mut parts.headers);
     let trace_id = headers::traceparent(&mut parts.headers);
     let host = request_host(&parts);
     let method = parts.method.clone();
-    let protocol = format!("{:?}", parts.version);
-    let user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let protocol = version_name(parts.version);
+    let user_agent = if gw.access_log.enabled() {
+        parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    } else {
+        None
+    };
     let bytes_in = content_length(&parts).unwrap_or(0);
     let grpc = is_grpc(&parts.headers);
     let mut logged_path = parts.uri.path().to_string();
-    let mut x = Exchange::default();
+    let mut x = Exchange {
+        client: Some(client),
+        ..Exchange::default()
+    };
 
     let result = proxy(&gw, &mut x, &mut logged_path, &host, parts, body).await;
     let (mut response, error) = match result {
@@ -154,7 +162,7 @@ pub async fn handle(
         log.log(&Entry {
             time,
             client,
-            protocol: &protocol,
+            protocol,
             method: method.as_str(),
             host: &host,
             path: &logged_path,
@@ -256,7 +264,9 @@ async fn forward(
         None
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let client_addr = x_client(parts);
+    let client_addr = x
+        .client
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     headers::set_forwarded(&mut parts.headers, client_addr, "http", host);
     let mut upstream_host = host_header(parts, host);
     let mut upstream_path = path.clone();
@@ -560,17 +570,17 @@ fn host_header(parts: &Parts, host: &str) -> String {
         .unwrap_or_else(|| host.to_string())
 }
 
-fn x_client(parts: &Parts) -> SocketAddr {
-    parts
-        .extensions
-        .get::<ClientAddr>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+/// `HTTP/1.1`, `HTTP/2`, ... for the access log.
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
 }
-
-/// The client's address, carried in request extensions.
-#[derive(Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
 
 fn content_length(parts: &Parts) -> Option<u64> {
     parts
