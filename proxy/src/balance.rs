@@ -41,6 +41,8 @@ const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 pub struct Endpoint {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
     ewma: Mutex<Ewma>,
     breaker: Mutex<Breaker>,
@@ -62,6 +64,8 @@ impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
+            authority: http::uri::Authority::try_from(addr.to_string().as_str())
+                .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
             in_flight: AtomicUsize::new(0),
             ewma: Mutex::new(Ewma {
                 nanos: DEFAULT_RTT.as_nanos() as f64,

@@ -8,7 +8,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{request::Parts, Method, Request, Response, Uri};
+use http::{
+    request::Parts,
+    uri::{Authority, PathAndQuery, Scheme},
+    Method, Request, Response, Uri,
+};
 use hyper::body::Incoming;
 use weir_api::model::RetryPolicy;
 
@@ -101,7 +105,7 @@ pub async fn send(
         let endpoint = pool.pick(&tried, key)?.clone();
         report.endpoint = Some(endpoint.addr);
         let last = retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
-        let request = build(&mut out, endpoint.addr, last)?;
+        let request = build(&mut out, &endpoint.authority, last)?;
         let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -189,16 +193,24 @@ fn retryable(e: ProxyError, r: &RetryPolicy, deadline: Option<tokio::time::Insta
     }
 }
 
-/// The request for one try, pointed at `addr`: a copy of the headers, or the headers
+/// The request for one try, pointed at `authority`: a copy of the headers, or the headers
 /// themselves when this is the `last` try there can be.
-fn build(out: &mut Outgoing, addr: SocketAddr, last: bool) -> Result<Request<Body>, ProxyError> {
-    let path_and_query = out.parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest)?;
+fn build(
+    out: &mut Outgoing,
+    authority: &Authority,
+    last: bool,
+) -> Result<Request<Body>, ProxyError> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(
+        out.parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest)?;
     let mut request = Request::new(out.body.take());
     *request.method_mut() = out.parts.method.clone();
     *request.uri_mut() = uri;
