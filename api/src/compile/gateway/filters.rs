@@ -1,0 +1,201 @@
+//! HTTPRoute filters: header modifiers, URL rewrites, redirects and mirrors.
+
+use super::{rules::service_ref, *};
+
+/// A bad filter field: (field path, message).
+type FilterError = (String, String);
+
+pub(super) fn apply_filter(
+    cx: &mut Context<'_>,
+    filter: &HttpRouteRulesFilters,
+    key: &ObjectKey,
+    forward: &mut Forward,
+    redirect: &mut Option<Redirect>,
+) -> Result<(), FilterError> {
+    let missing = |name: &str| {
+        (
+            format!(".{name}"),
+            format!("type is {name} but the {name} field is missing"),
+        )
+    };
+    let lower = |s: &str| s.to_ascii_lowercase();
+    match filter.r#type {
+        FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier => {
+            let (target, value) = if filter.r#type == FilterType::RequestHeaderModifier {
+                let m = filter
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("requestHeaderModifier"))?;
+                (&mut forward.request_headers, serde_json::to_value(m))
+            } else {
+                let m = filter
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("responseHeaderModifier"))?;
+                (&mut forward.response_headers, serde_json::to_value(m))
+            };
+            // Both modifier types have the same shape; read them through one form.
+            let m: HeaderModifierSpec = value
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| (String::new(), "unreadable header modifier".to_string()))?;
+            for (list, out) in [(&m.set, &mut target.set), (&m.add, &mut target.add)] {
+                for h in list {
+                    check_header(&h.name, &h.value)?;
+                    out.push((lower(&h.name), h.value.clone()));
+                }
+            }
+            for name in &m.remove {
+                check_header(name, "")?;
+                target.remove.push(lower(name));
+            }
+        }
+        FilterType::RequestRedirect => {
+            let r = filter
+                .request_redirect
+                .as_ref()
+                .ok_or_else(|| missing("requestRedirect"))?;
+            let path = r.path.as_ref().map(|p| match p.r#type {
+                RedirectPathType::ReplaceFullPath => {
+                    PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
+                }
+                RedirectPathType::ReplacePrefixMatch => {
+                    PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
+                }
+            });
+            let port = match r.port {
+                None => None,
+                Some(p) => Some(u16::try_from(p).map_err(|_| {
+                    (
+                        ".requestRedirect.port".to_string(),
+                        format!("{p} is not a port"),
+                    )
+                })?),
+            };
+            let status = u16::try_from(r.status_code.unwrap_or(302)).unwrap_or(0);
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Err((
+                    ".requestRedirect.statusCode".into(),
+                    "use 301, 302, 303, 307 or 308".into(),
+                ));
+            }
+            let scheme = r
+                .scheme
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string));
+            *redirect = Some(Redirect {
+                scheme,
+                hostname: r.hostname.as_deref().map(lower),
+                port,
+                path,
+                status,
+            });
+        }
+        FilterType::UrlRewrite => {
+            let r = filter
+                .url_rewrite
+                .as_ref()
+                .ok_or_else(|| missing("urlRewrite"))?;
+            let path = r.path.as_ref().map(|p| match p.r#type {
+                RewritePathType::ReplaceFullPath => {
+                    PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
+                }
+                RewritePathType::ReplacePrefixMatch => {
+                    PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
+                }
+            });
+            forward.rewrite = Some(UrlRewrite {
+                hostname: r.hostname.as_deref().map(lower),
+                path,
+            });
+        }
+        FilterType::RequestMirror => {
+            let m = filter
+                .request_mirror
+                .as_ref()
+                .ok_or_else(|| missing("requestMirror"))?;
+            let b = &m.backend_ref;
+            let port = b.port.ok_or_else(|| {
+                (
+                    ".requestMirror.backendRef.port".into(),
+                    "a port is required".into(),
+                )
+            })?;
+            let per_million = match (&m.percent, &m.fraction) {
+                (Some(p), _) if (0..=100).contains(p) => (*p as u32) * 10_000,
+                (Some(_), _) => {
+                    return Err((
+                        ".requestMirror.percent".into(),
+                        "must be between 0 and 100".into(),
+                    ))
+                }
+                (None, Some(f)) => {
+                    let denominator = f.denominator.unwrap_or(100);
+                    if denominator <= 0 || f.numerator < 0 || f.numerator > denominator {
+                        return Err((
+                            ".requestMirror.fraction".into(),
+                            "numerator must be between 0 and a positive denominator".into(),
+                        ));
+                    }
+                    ((f.numerator as u64 * 1_000_000) / denominator as u64) as u32
+                }
+                (None, None) => 1_000_000,
+            };
+            let cluster = service_ref(
+                cx,
+                key,
+                b.group.as_deref(),
+                b.kind.as_deref(),
+                b.namespace.as_deref(),
+                &b.name,
+                port,
+            );
+            forward.mirrors.push(Mirror {
+                cluster,
+                per_million,
+            });
+        }
+        FilterType::ExtensionRef | FilterType::Cors => {
+            let name = if filter.r#type == FilterType::Cors {
+                "CORS"
+            } else {
+                "ExtensionRef"
+            };
+            return Err((
+                ".type".into(),
+                format!("filter type {name} is not supported by Weir"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), FilterError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err((String::new(), format!("{name:?} is not a header name")));
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err((
+            String::new(),
+            format!("the value for {name} is not a valid header value"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct HeaderModifierSpec {
+    #[serde(default)]
+    set: Vec<NameValue>,
+    #[serde(default)]
+    add: Vec<NameValue>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct NameValue {
+    name: String,
+    value: String,
+}

@@ -1,0 +1,183 @@
+//! HTTPRoute rules: their backends (Services, ReferenceGrants) and filters, as a route action.
+
+use super::*;
+use filters::apply_filter;
+
+pub(super) fn rule_action(
+    cx: &mut Context<'_>,
+    rule: &HttpRouteRules,
+    key: &ObjectKey,
+    location: &Location,
+    field: &str,
+) -> Option<RouteAction> {
+    let mut forward = Forward::default();
+    let mut redirect = None;
+    let mut ok = true;
+    for (i, filter) in rule.filters.iter().flatten().enumerate() {
+        let field = format!("{field}.filters[{i}]");
+        match apply_filter(cx, filter, key, &mut forward, &mut redirect) {
+            Ok(()) => {}
+            Err((sub, message)) => {
+                cx.error(location, key, format!("{field}{sub}"), message);
+                ok = false;
+            }
+        }
+    }
+    if redirect.is_some() && forward.rewrite.is_some() {
+        cx.error(
+            location,
+            key,
+            format!("{field}.filters"),
+            "RequestRedirect and URLRewrite cannot be used together",
+        );
+        ok = false;
+    }
+    if let Some(timeouts) = &rule.timeouts {
+        let mut parse =
+            |value: &Option<String>, name: &str| match value.as_deref().map(parse_duration) {
+                None => None,
+                Some(Ok(d)) if d.is_zero() => None, // 0s disables the timeout, as the spec says
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    cx.error(location, key, format!("{field}.timeouts.{name}"), e);
+                    ok = false;
+                    None
+                }
+            };
+        forward.timeouts = Timeouts {
+            request: parse(&timeouts.request, "request"),
+            backend_request: parse(&timeouts.backend_request, "backendRequest"),
+        };
+        if let (Some(req), Some(backend)) =
+            (forward.timeouts.request, forward.timeouts.backend_request)
+        {
+            if backend > req {
+                cx.error(
+                    location,
+                    key,
+                    format!("{field}.timeouts.backendRequest"),
+                    "must not be longer than timeouts.request",
+                );
+                ok = false;
+            }
+        }
+    }
+    for (i, backend) in rule.backend_refs.iter().flatten().enumerate() {
+        let field = format!("{field}.backendRefs[{i}]");
+        if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            cx.error(
+                location,
+                key,
+                format!("{field}.filters"),
+                "per-backend filters are not supported; put filters on the rule",
+            );
+            ok = false;
+            continue;
+        }
+        let weight = backend.weight.unwrap_or(1);
+        let Ok(weight) = u32::try_from(weight) else {
+            cx.error(
+                location,
+                key,
+                format!("{field}.weight"),
+                "must be between 0 and 1000000",
+            );
+            ok = false;
+            continue;
+        };
+        let Some(port) = backend.port else {
+            cx.error(
+                location,
+                key,
+                format!("{field}.port"),
+                "a port is required for a Service backend",
+            );
+            ok = false;
+            continue;
+        };
+        let cluster = service_ref(
+            cx,
+            key,
+            backend.group.as_deref(),
+            backend.kind.as_deref(),
+            backend.namespace.as_deref(),
+            &backend.name,
+            port,
+        );
+        forward.backends.push(WeightedBackend { cluster, weight });
+    }
+    if !ok {
+        return None;
+    }
+    match redirect {
+        Some(redirect) => {
+            if !forward.backends.is_empty() {
+                cx.warn(
+                    key,
+                    format!("{field}: backendRefs are ignored on a rule with RequestRedirect"),
+                );
+            }
+            Some(RouteAction::Redirect(redirect))
+        }
+        None => Some(RouteAction::Forward(forward)),
+    }
+}
+
+/// A Service reference from an HTTPRoute: other kinds, and other namespaces without a
+/// `ReferenceGrant`, resolve to nothing (500s), as the Gateway API asks.
+pub(super) fn service_ref(
+    cx: &mut Context<'_>,
+    key: &ObjectKey,
+    group: Option<&str>,
+    kind: Option<&str>,
+    namespace: Option<&str>,
+    name: &str,
+    port: i32,
+) -> String {
+    let namespace = namespace.unwrap_or(&key.namespace).to_string();
+    let group = group.unwrap_or("");
+    let kind = kind.unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        cx.warn(
+            key,
+            format!("backend {group}/{kind} {name} is not a Service; requests to it get 500"),
+        );
+        return unresolved(cx, format!("{namespace}/{kind}/{name}:{port}"));
+    }
+    if namespace != key.namespace && !granted(cx, &key.namespace, &namespace, name) {
+        cx.warn(key, format!("no ReferenceGrant in {namespace} allows HTTPRoutes from {} to use Service {name}; requests to it get 500", key.namespace));
+        return unresolved(
+            cx,
+            format!(
+                "{namespace}/{name}:{port} (not granted to {})",
+                key.namespace
+            ),
+        );
+    }
+    cx.cluster(key, &namespace, name, PortRef::Number(port))
+}
+
+fn unresolved(cx: &mut Context<'_>, name: String) -> String {
+    cx.clusters
+        .entry(name.clone())
+        .or_insert_with(|| crate::model::Cluster {
+            name: name.clone(),
+            ..Default::default()
+        });
+    name
+}
+
+fn granted(cx: &Context<'_>, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+    cx.iter().any(|(o, _)| match o {
+        Object::ReferenceGrant(g) if g.metadata.namespace.as_deref() == Some(to_namespace) => {
+            g.spec.from.iter().any(|f| {
+                f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_namespace
+            }) && g.spec.to.iter().any(|t| {
+                t.group.is_empty()
+                    && t.kind == "Service"
+                    && t.name.as_deref().is_none_or(|n| n == service)
+            })
+        }
+        _ => false,
+    })
+}
