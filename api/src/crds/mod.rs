@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use traffic_policy::{
-    Backoff, CircuitBreaker, HashOn, HealthCheck, LoadBalancer, Retry, RetryBudget, TrafficPolicy,
-    TrafficPolicySpec,
+    Backoff, CircuitBreaker, HashOn, HealthCheck, LoadBalancer, PolicyStatus, Retry, RetryBudget,
+    TrafficPolicy, TrafficPolicySpec,
 };
 
 /// A Gateway API style reference to the object a policy applies to, in the policy's namespace.
