@@ -61,15 +61,13 @@ pub struct Gateway {
 }
 
 /// What is known about a request as it moves through the stages, for the log and metrics.
-#[derive(Default)]
 struct Exchange {
     /// The client's address (as accepted; X-Forwarded-For adds it).
-    client: Option<SocketAddr>,
+    client: SocketAddr,
     route: Option<Arc<str>>,
     backend: Option<String>,
-    endpoint: Option<SocketAddr>,
-    upstream_wait: Option<std::time::Duration>,
-    attempts: u32,
+    /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
+    sent: Report,
 }
 
 /// Handles one request end to end.
@@ -98,8 +96,10 @@ pub async fn handle(
     let grpc = is_grpc(&parts.headers);
     let mut logged_path = parts.uri.path().to_string();
     let mut x = Exchange {
-        client: Some(client),
-        ..Exchange::default()
+        client,
+        route: None,
+        backend: None,
+        sent: Report::default(),
     };
 
     let result = proxy(&gw, &mut x, &mut logged_path, &host, parts, body).await;
@@ -141,7 +141,7 @@ pub async fn handle(
         .observe(to_headers.as_secs_f64());
     gw.metrics.overhead.observe(
         to_headers
-            .saturating_sub(x.upstream_wait.unwrap_or_default())
+            .saturating_sub(x.sent.upstream_wait)
             .as_secs_f64(),
     );
 
@@ -169,11 +169,11 @@ pub async fn handle(
             status: status.as_u16(),
             route: x.route.as_deref(),
             backend: x.backend.as_deref(),
-            endpoint: x.endpoint,
+            endpoint: x.sent.endpoint,
             error: error.as_deref(),
-            attempts: x.attempts,
+            attempts: x.sent.attempts,
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
-            upstream_ms: x.upstream_wait.map(|d| d.as_secs_f64() * 1e3),
+            upstream_ms: (x.sent.attempts > 0).then_some(x.sent.upstream_wait.as_secs_f64() * 1e3),
             bytes_in,
             bytes_out,
             request_id: &request_id,
@@ -264,9 +264,7 @@ async fn forward(
         None
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let client_addr = x
-        .client
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let client_addr = x.client;
     headers::set_forwarded(&mut parts.headers, client_addr, "http", host);
     let mut upstream_host = host_header(parts, host);
     let mut upstream_path = path.clone();
@@ -309,12 +307,7 @@ async fn forward(
         body,
     };
     out.parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
-    let mut report = Report::default();
-    let sent = retry::send(&gw.upstream, pool, out, deadlines, key, &mut report).await;
-    x.attempts = report.attempts;
-    x.endpoint = report.endpoint;
-    x.upstream_wait = Some(report.upstream_wait);
-    let response = sent?;
+    let response = retry::send(&gw.upstream, pool, out, deadlines, key, &mut x.sent).await?;
 
     // 11. respond
     let (mut rparts, rbody) = response.into_parts();

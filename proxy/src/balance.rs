@@ -90,7 +90,7 @@ impl Endpoint {
         unhealthy_after: u32,
         healthy_after: u32,
     ) -> Option<bool> {
-        let mut streak = self.health_streak.lock().unwrap_or_else(|p| p.into_inner());
+        let mut streak = crate::lock(&self.health_streak);
         *streak = match (passed, *streak) {
             (true, s) if s > 0 => s.saturating_add(1),
             (true, _) => 1,
@@ -118,11 +118,7 @@ impl Endpoint {
         if self.state.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        let state = self
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .state(now);
+        let state = crate::lock(&self.breaker).state(now);
         self.state.store(state.gauge() as u8, Ordering::Relaxed);
         match state {
             State::Closed => true,
@@ -153,9 +149,7 @@ impl Endpoint {
     }
 
     fn observe(&self, rtt: Duration) {
-        // A poisoned lock only means another request panicked mid-update; the value is a
-        // plain number and still usable.
-        let mut e = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = crate::lock(&self.ewma);
         let now = Instant::now();
         let sample = rtt.as_nanos() as f64;
         if sample > e.nanos {
@@ -169,7 +163,7 @@ impl Endpoint {
     }
 
     fn cost(&self) -> f64 {
-        let ewma = self.ewma.lock().unwrap_or_else(|p| p.into_inner()).nanos;
+        let ewma = crate::lock(&self.ewma).nanos;
         ewma * (self.in_flight() as f64 + 1.0)
     }
 }
@@ -391,26 +385,14 @@ impl Pool {
         let Some(policy) = &self.cluster.resilience.breaker else {
             return;
         };
-        if success && endpoint.state.load(Ordering::Relaxed) == 0 {
-            // Closed and fine: only the failure count needs resetting, which a closed
-            // breaker with no recent failure does not have. Keep the lock off the hot path.
-            let mut b = endpoint.breaker.lock().unwrap_or_else(|p| p.into_inner());
-            b.success(policy, Instant::now());
-            return;
-        }
         let now = Instant::now();
-        let may_eject = {
+        let changed = if success {
+            crate::lock(&endpoint.breaker).success(policy, now)
+        } else {
+            // The ejection cap is only consulted when a failure could eject.
             let ejected = self.endpoints.iter().filter(|e| e.ejected()).count();
             let cap = (self.endpoints.len() * policy.max_ejection_percent as usize / 100).max(1);
-            ejected < cap
-        };
-        let changed = {
-            let mut b = endpoint.breaker.lock().unwrap_or_else(|p| p.into_inner());
-            if success {
-                b.success(policy, now)
-            } else {
-                b.failure(policy, now, may_eject)
-            }
+            crate::lock(&endpoint.breaker).failure(policy, now, ejected < cap)
         };
         if let Some(state) = changed {
             endpoint.state.store(state.gauge() as u8, Ordering::Relaxed);

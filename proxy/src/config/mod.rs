@@ -116,7 +116,7 @@ impl ConfigStore {
         }));
         self.metrics.config_version.set(version as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = crate::lock(&self.status);
         status.last_accepted = Some(unix_now());
         status.errors.clear();
         version
@@ -128,7 +128,7 @@ impl ConfigStore {
             .config_reloads
             .with_label_values(&["rejected"])
             .inc();
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = crate::lock(&self.status);
         status.last_rejected = Some(unix_now());
         status.errors = errors.0.clone();
     }
@@ -136,11 +136,7 @@ impl ConfigStore {
     /// The `/config` page: version, snapshot, and the last reload's outcome.
     pub fn describe(&self) -> serde_json::Value {
         let active = self.load();
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let status = crate::lock(&self.status).clone();
         serde_json::json!({
             "version": active.version,
             "reload": status,

@@ -62,7 +62,7 @@ impl RetryBudget {
     /// Counts a request (first tries only).
     pub fn deposit(&self, now: Instant) {
         let second = self.second(now);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::lock(&self.slots);
         slots.advance(second);
         slots.requests[(second % WINDOW as u64) as usize] += 1;
     }
@@ -70,7 +70,7 @@ impl RetryBudget {
     /// Takes one retry from the budget; false when it is spent.
     pub fn withdraw(&self, now: Instant) -> bool {
         let second = self.second(now);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::lock(&self.slots);
         slots.advance(second);
         let requests: u64 = slots.requests.iter().map(|&n| u64::from(n)).sum();
         let retries: u64 = slots.retries.iter().map(|&n| u64::from(n)).sum();
