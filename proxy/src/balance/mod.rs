@@ -10,10 +10,10 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use prometheus::IntCounter;
@@ -22,182 +22,12 @@ use weir_api::model::{Balancer, Cluster};
 use crate::{
     error::ProxyError,
     metrics::Metrics,
-    resilience::{
-        breaker::{Breaker, State},
-        budget::RetryBudget,
-        ring::Ring,
-    },
+    resilience::{breaker::State, budget::RetryBudget, ring::Ring},
 };
 
-/// How long a latency sample takes to decay (EWMA time constant).
-const DECAY: Duration = Duration::from_secs(10);
-/// The latency assumed for an endpoint that has not answered yet.
-const DEFAULT_RTT: Duration = Duration::from_millis(1);
-/// The latency recorded for a failed connection, so the balancer steers away at once.
-const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+mod endpoint;
 
-/// One backend address and what the balancer knows about it.
-#[derive(Debug)]
-pub struct Endpoint {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `addr` as a URI authority, made once rather than per request.
-    pub authority: http::uri::Authority,
-    in_flight: AtomicUsize,
-    ewma: Mutex<Ewma>,
-    breaker: Mutex<Breaker>,
-    /// Mirrors the breaker's state (`State::gauge`) so picking needs no lock while closed.
-    state: AtomicU8,
-    /// False while active health checks fail.
-    healthy: AtomicBool,
-    /// Health check results in a row: positive passes, negative failures.
-    health_streak: Mutex<i32>,
-}
-
-#[derive(Debug)]
-struct Ewma {
-    nanos: f64,
-    updated: Instant,
-}
-
-impl Endpoint {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            authority: http::uri::Authority::try_from(addr.to_string().as_str())
-                .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
-            in_flight: AtomicUsize::new(0),
-            ewma: Mutex::new(Ewma {
-                nanos: DEFAULT_RTT.as_nanos() as f64,
-                updated: Instant::now(),
-            }),
-            breaker: Mutex::new(Breaker::default()),
-            state: AtomicU8::new(0),
-            healthy: AtomicBool::new(true),
-            health_streak: Mutex::new(0),
-        }
-    }
-
-    /// Whether active health checks consider it healthy.
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Records one health check result; returns the new health if it changed.
-    pub fn health_check(
-        &self,
-        passed: bool,
-        unhealthy_after: u32,
-        healthy_after: u32,
-    ) -> Option<bool> {
-        let mut streak = crate::lock(&self.health_streak);
-        *streak = match (passed, *streak) {
-            (true, s) if s > 0 => s.saturating_add(1),
-            (true, _) => 1,
-            (false, s) if s < 0 => s.saturating_sub(1),
-            (false, _) => -1,
-        };
-        let healthy = self.healthy();
-        let flip = if healthy {
-            *streak <= -(unhealthy_after as i32)
-        } else {
-            *streak >= healthy_after as i32
-        };
-        flip.then(|| {
-            self.healthy.store(!healthy, Ordering::Relaxed);
-            !healthy
-        })
-    }
-
-    /// May a request go here now? Closed and healthy, or half-open with nothing in flight
-    /// (a single probe at a time).
-    fn usable(&self, now: Instant) -> bool {
-        if !self.healthy() {
-            return false;
-        }
-        if self.state.load(Ordering::Relaxed) == 0 {
-            return true;
-        }
-        let state = crate::lock(&self.breaker).state(now);
-        self.state.store(state.gauge() as u8, Ordering::Relaxed);
-        match state {
-            State::Closed => true,
-            State::HalfOpen => self.in_flight() == 0,
-            State::Open => false,
-        }
-    }
-
-    /// Ejected or half-open (counts against the cluster's ejection cap).
-    fn ejected(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != 0
-    }
-
-    /// Marks a request started; the guard ends it (and feeds the latency) when dropped or
-    /// observed.
-    pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            endpoint: self.clone(),
-            started: Instant::now(),
-            done: false,
-        }
-    }
-
-    /// Requests currently outstanding.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    fn observe(&self, rtt: Duration) {
-        let mut e = crate::lock(&self.ewma);
-        let now = Instant::now();
-        let sample = rtt.as_nanos() as f64;
-        if sample > e.nanos {
-            e.nanos = sample; // peak-sensitive: jump up at once, decay slowly
-        } else {
-            let elapsed = now.saturating_duration_since(e.updated).as_secs_f64();
-            let w = (-elapsed / DECAY.as_secs_f64()).exp();
-            e.nanos = e.nanos * w + sample * (1.0 - w);
-        }
-        e.updated = now;
-    }
-
-    fn cost(&self) -> f64 {
-        let ewma = crate::lock(&self.ewma).nanos;
-        ewma * (self.in_flight() as f64 + 1.0)
-    }
-}
-
-/// An outstanding request on an endpoint.
-pub struct InFlight {
-    endpoint: Arc<Endpoint>,
-    started: Instant,
-    done: bool,
-}
-
-impl InFlight {
-    /// Records how long the endpoint took to answer (response headers).
-    pub fn success(mut self) {
-        self.endpoint.observe(self.started.elapsed());
-        self.done = true;
-    }
-
-    /// Records a failure (connection refused, reset, timeout): a latency penalty.
-    pub fn failure(mut self) {
-        self.endpoint
-            .observe(FAILURE_PENALTY.max(self.started.elapsed()));
-        self.done = true;
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.done {
-            self.endpoint.observe(self.started.elapsed());
-        }
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub use endpoint::{Endpoint, InFlight};
 
 /// A cluster as the data plane runs it: its endpoints with state, the algorithm, and the
 /// resilience state of its TrafficPolicy.
@@ -385,17 +215,11 @@ impl Pool {
         let Some(policy) = &self.cluster.resilience.breaker else {
             return;
         };
-        let now = Instant::now();
-        let changed = if success {
-            crate::lock(&endpoint.breaker).success(policy, now)
-        } else {
-            // The ejection cap is only consulted when a failure could eject.
+        let changed = endpoint.record(policy, success, || {
             let ejected = self.endpoints.iter().filter(|e| e.ejected()).count();
-            let cap = (self.endpoints.len() * policy.max_ejection_percent as usize / 100).max(1);
-            crate::lock(&endpoint.breaker).failure(policy, now, ejected < cap)
-        };
+            ejected < (self.endpoints.len() * policy.max_ejection_percent as usize / 100).max(1)
+        });
         if let Some(state) = changed {
-            endpoint.state.store(state.gauge() as u8, Ordering::Relaxed);
             if state == State::Open {
                 self.metrics.ejections.inc();
                 tracing::warn!(cluster = %self.cluster.name, endpoint = %endpoint.addr, "endpoint ejected");
@@ -412,7 +236,7 @@ impl ClusterMetrics {
         self.all
             .endpoint_state
             .with_label_values(&[cluster, &endpoint.addr.to_string()])
-            .set(i64::from(endpoint.state.load(Ordering::Relaxed)));
+            .set(endpoint.state_gauge());
     }
 
     /// Counts a health check result.
@@ -435,93 +259,4 @@ impl Drop for Pending {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(n: u16, balancer: Balancer) -> Pool {
-        let cluster = Cluster {
-            name: "t".into(),
-            balancer,
-            resolved: true,
-            endpoints: (0..n)
-                .map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i)))
-                .collect(),
-            ..Cluster::default()
-        };
-        Pool::new(cluster, &HashMap::new(), None, &Metrics::new())
-    }
-
-    #[test]
-    fn round_robin_visits_every_endpoint_evenly() {
-        let p = pool(4, Balancer::RoundRobin);
-        let mut counts = HashMap::new();
-        for _ in 0..400 {
-            *counts.entry(p.pick(&[], None).unwrap().addr).or_insert(0) += 1;
-        }
-        assert_eq!(counts.len(), 4);
-        assert!(counts.values().all(|&c| c == 100), "{counts:?}");
-    }
-
-    #[test]
-    fn ewma_steers_away_from_a_slow_endpoint() {
-        let p = pool(2, Balancer::PeakEwma);
-        let slow = p.endpoints[0].clone();
-        slow.observe(Duration::from_millis(500));
-        let mut slow_picks = 0;
-        for _ in 0..1000 {
-            if p.pick(&[], None).unwrap().addr == slow.addr {
-                slow_picks += 1;
-            }
-        }
-        // With two endpoints, P2C compares both every time: the slow one is never chosen.
-        assert_eq!(slow_picks, 0);
-    }
-
-    #[test]
-    fn ewma_counts_outstanding_requests() {
-        let p = pool(2, Balancer::PeakEwma);
-        let busy = p.endpoints[0].clone();
-        let _guards: Vec<_> = (0..10).map(|_| busy.start()).collect();
-        assert_ne!(p.pick(&[], None).unwrap().addr, busy.addr);
-    }
-
-    #[test]
-    fn exclusion_and_empty() {
-        let p = pool(2, Balancer::RoundRobin);
-        let first = p.endpoints[0].addr;
-        for _ in 0..10 {
-            assert_ne!(p.pick(&[first], None).unwrap().addr, first);
-        }
-        assert!(pool(0, Balancer::PeakEwma).pick(&[], None).is_err());
-    }
-
-    #[test]
-    fn consistent_hash_keeps_keys_home_and_spreads_them() {
-        let p = pool(
-            3,
-            Balancer::ConsistentHash(weir_api::model::HashKey::SourceIp),
-        );
-        let mut homes = std::collections::HashSet::new();
-        for k in 0..30u64 {
-            let key = crate::resilience::ring::hash(&k);
-            let home = p.pick(&[], Some(key)).unwrap().addr;
-            assert_eq!(p.pick(&[], Some(key)).unwrap().addr, home);
-            assert_ne!(
-                p.pick(&[home], Some(key)).unwrap().addr,
-                home,
-                "a retry moves on"
-            );
-            homes.insert(home);
-        }
-        assert_eq!(homes.len(), 3);
-    }
-
-    #[test]
-    fn state_survives_a_rebuild() {
-        let p = pool(2, Balancer::PeakEwma);
-        let _g = p.endpoints[0].start();
-        let previous = p.endpoints.iter().map(|e| (e.addr, e.clone())).collect();
-        let again = Pool::new(p.cluster.clone(), &previous, Some(&p), &Metrics::new());
-        assert_eq!(again.endpoints[0].in_flight(), 1);
-    }
-}
+mod tests;
