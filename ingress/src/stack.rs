@@ -10,7 +10,8 @@
 //! 6. redirect:   RequestRedirect answers here                   (redirect)
 //! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
 //! 8. rewrite:    hop-by-hop out, X-Forwarded-*, URLRewrite, RequestHeaderModifier
-//! 9. mirror:     RequestMirror copies, fire and forget          (mirror)
+//! 9. mirror:     RequestMirror copies, fire and forget          (replayable, mirror)
+//!    (a body up to 64 KiB is read once, for mirrors and retries alike)
 //! 10. send:      pending cap → endpoint → try → retry in budget (proxy::resilience::retry)
 //!     (the cluster's TrafficPolicy: balancer, breaker, health, deadlines) → 502 / 503 / 504
 //! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
@@ -42,9 +43,6 @@ use weir_proxy::{
     router::RequestView,
     upstream::Upstream,
 };
-
-/// Bodies up to this size are copied to mirrors; larger ones are mirrored without a body.
-const MIRROR_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Everything the pipeline uses, shared by all connections.
 pub struct Gateway {
@@ -289,19 +287,15 @@ async fn forward(
         Protocol::H2c => Version::HTTP_2,
     };
 
-    // 9. mirror
-    let body = if f.mirrors.is_empty() {
-        body
-    } else {
-        mirror(gw, active, f, parts, &path_and_query, body).await?
-    };
+    // 9. mirror (a small body is read once for mirrors and retries alike)
+    let body = replayable(pool, f, parts, body, upgrade).await?;
+    mirror(gw, active, f, parts, &path_and_query, &body);
 
     // 10. send, with the cluster's retries, breaker and timeouts
     let key = match &pool.cluster.balancer {
         Balancer::ConsistentHash(k) => request_key(k, &parts.headers, client_addr.ip()),
         _ => None,
     };
-    let body = replayable(pool, parts, body, upgrade).await?;
     let mut out = Outgoing {
         parts: take_parts(parts),
         body,
@@ -336,10 +330,11 @@ async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     }
 }
 
-/// The body as the attempt loop needs it: buffered when the cluster may retry and the body is
-/// small (or absent), streamed otherwise.
+/// The body, read into memory when mirrors or the cluster's retries need copies of it and it
+/// is small (or absent); streamed otherwise (then it is sent once, and mirrors get none).
 async fn replayable(
     pool: &Pool,
+    f: &Forward,
     parts: &Parts,
     body: Body,
     upgrade: bool,
@@ -350,11 +345,9 @@ async fn replayable(
         .retry
         .as_ref()
         .is_some_and(|r| r.attempts > 1);
-    if upgrade || !retries {
-        return Ok(Replay::Once(Some(body)));
-    }
     let small = body.is_end_stream() || content_length(parts).is_some_and(|n| n <= REPLAY_LIMIT);
-    if !small {
+    let copies_needed = retries || !f.mirrors.is_empty();
+    if upgrade || !small || !copies_needed {
         return Ok(Replay::Once(Some(body)));
     }
     let bytes = body.collect().await.map_err(|e| {
@@ -383,25 +376,19 @@ fn pick_backend(f: &Forward) -> Option<&str> {
     None
 }
 
-/// Sends copies of the request to the route's mirrors; returns the body for the real request.
-async fn mirror(
+/// Sends copies of the request to the route's mirrors, fire and forget. A streamed body is
+/// not copied: mirrors then get the request without it.
+fn mirror(
     gw: &Gateway,
     active: &Active,
     f: &Forward,
     parts: &Parts,
     path_and_query: &str,
-    body: Body,
-) -> Result<Body, ProxyError> {
-    let small = content_length(parts).is_some_and(|n| n <= MIRROR_BODY_LIMIT);
-    let (bytes, body) = if small {
-        let collected = body
-            .collect()
-            .await
-            .map_err(|_| ProxyError::BadRequest)?
-            .to_bytes();
-        (Some(collected), None)
-    } else {
-        (None, Some(body))
+    body: &Replay,
+) {
+    let bytes = match body {
+        Replay::Bytes(b) => Some(b),
+        Replay::Once(_) => None,
     };
     for m in &f.mirrors {
         if fastrand::u32(..1_000_000) >= m.per_million {
@@ -415,7 +402,7 @@ async fn mirror(
         };
         let Ok(uri) = Uri::builder()
             .scheme("http")
-            .authority(endpoint.addr.to_string())
+            .authority(endpoint.authority.clone())
             .path_and_query(path_and_query)
             .build()
         else {
@@ -423,7 +410,7 @@ async fn mirror(
         };
         let mut copy = Request::from_parts(
             clone_parts(parts),
-            body::full(bytes.clone().unwrap_or_default()),
+            body::full(bytes.cloned().unwrap_or_default()),
         );
         *copy.uri_mut() = uri;
         if bytes.is_none() {
@@ -439,11 +426,6 @@ async fn mirror(
             let _ = sent.await;
         });
     }
-    Ok(match (bytes, body) {
-        (Some(b), _) => body::full(b),
-        (None, Some(body)) => body,
-        (None, None) => body::empty(),
-    })
 }
 
 /// Moves method, version and headers out of `parts` (which are not used again).

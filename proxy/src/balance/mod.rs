@@ -1,5 +1,6 @@
 //! Choosing an endpoint: power of two choices over peak-EWMA latency (the Finagle/Linkerd
-//! balancer: a slow or loaded endpoint gets less traffic, quickly), or plain round robin.
+//! balancer: a slow or loaded endpoint gets less traffic, quickly), round robin, least
+//! outstanding requests, or a consistent-hash ring.
 //!
 //! Endpoint state (in-flight count, latency estimate, breaker, health) is keyed by address and
 //! carried across config reloads, so a reload does not reset what the balancer has learned.
