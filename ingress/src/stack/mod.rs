@@ -19,18 +19,15 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use weir_api::model::{
-    Balancer, Forward, PathMatch, PathRewrite, Protocol, Redirect, Route, RouteAction,
-};
+use weir_api::model::{Balancer, Forward, Protocol, Route, RouteAction};
 use weir_proxy::{
     access_log::{now_rfc3339, AccessLog, Entry},
     balance::Pool,
-    body::{self, boxed, Body, Limited, Observed, TooLarge},
+    body::{boxed, Body, Limited, Observed, TooLarge},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, Side, ERROR_HEADER},
     headers,
@@ -43,6 +40,12 @@ use weir_proxy::{
     router::RequestView,
     upstream::Upstream,
 };
+
+mod filters;
+mod request;
+
+use filters::{mirror, redirect, rewrite_path};
+use request::{content_length, host_header, request_host, take_parts, version_name};
 
 /// Everything the pipeline uses, shared by all connections.
 pub struct Gateway {
@@ -374,195 +377,4 @@ fn pick_backend(f: &Forward) -> Option<&str> {
         n -= u64::from(b.weight);
     }
     None
-}
-
-/// Sends copies of the request to the route's mirrors, fire and forget. A streamed body is
-/// not copied: mirrors then get the request without it.
-fn mirror(
-    gw: &Gateway,
-    active: &Active,
-    f: &Forward,
-    parts: &Parts,
-    path_and_query: &str,
-    body: &Replay,
-) {
-    let bytes = match body {
-        Replay::Bytes(b) => Some(b),
-        Replay::Once(_) => None,
-    };
-    for m in &f.mirrors {
-        if fastrand::u32(..1_000_000) >= m.per_million {
-            continue;
-        }
-        let Some(pool) = active.pools.get(&m.cluster) else {
-            continue;
-        };
-        let Ok(endpoint) = pool.pick(&[], None) else {
-            continue;
-        };
-        let Ok(uri) = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-        else {
-            continue;
-        };
-        let mut copy = Request::from_parts(
-            clone_parts(parts),
-            body::full(bytes.cloned().unwrap_or_default()),
-        );
-        *copy.uri_mut() = uri;
-        if bytes.is_none() {
-            copy.headers_mut().remove(header::CONTENT_LENGTH);
-        }
-        let client = gw.upstream.client(pool.cluster.protocol).clone();
-        tokio::spawn(async move {
-            let sent = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-                if let Ok(response) = client.request(copy).await {
-                    let _ = response.into_body().collect().await;
-                }
-            });
-            let _ = sent.await;
-        });
-    }
-}
-
-/// Moves method, version and headers out of `parts` (which are not used again).
-fn take_parts(parts: &mut Parts) -> Parts {
-    let (mut taken, ()) = Request::new(()).into_parts();
-    taken.method = parts.method.clone();
-    taken.version = parts.version;
-    taken.headers = std::mem::take(&mut parts.headers);
-    taken
-}
-
-fn clone_parts(parts: &Parts) -> Parts {
-    let (mut copy, ()) = Request::new(()).into_parts();
-    copy.method = parts.method.clone();
-    copy.uri = parts.uri.clone();
-    copy.version = parts.version;
-    copy.headers = parts.headers.clone();
-    copy
-}
-
-/// Builds a `RequestRedirect` response.
-fn redirect(r: &Redirect, route: &Route, host: &str, path: &str, parts: &Parts) -> Response<Body> {
-    let request_port = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse::<u16>().ok());
-    let scheme = r.scheme.as_deref().unwrap_or("http");
-    // A scheme change without a port goes to the scheme's well-known port.
-    let port = r.port.or(if r.scheme.is_some() {
-        None
-    } else {
-        request_port
-    });
-    let port = match (scheme, port) {
-        ("http", Some(80)) | ("https", Some(443)) | (_, None) => String::new(),
-        (_, Some(p)) => format!(":{p}"),
-    };
-    let target_path = match &r.path {
-        Some(p) => rewrite_path(p, route, path),
-        None => path.to_string(),
-    };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let location = format!(
-        "{scheme}://{}{port}{target_path}{query}",
-        r.hostname.as_deref().unwrap_or(host)
-    );
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-}
-
-/// Applies a path rewrite: the whole path, or the part the route's prefix matched.
-fn rewrite_path(rewrite: &PathRewrite, route: &Route, path: &str) -> String {
-    match rewrite {
-        PathRewrite::Full(p) => p.clone(),
-        PathRewrite::Prefix(replacement) => {
-            let prefix = match &route.matcher.path {
-                PathMatch::Prefix(p) if p != "/" => p.as_str(),
-                _ => "",
-            };
-            let rest = path.get(prefix.len()..).unwrap_or_default();
-            let joined = match (replacement.ends_with('/'), rest.starts_with('/')) {
-                (true, true) => format!("{}{rest}", replacement.trim_end_matches('/')),
-                (false, false) if !rest.is_empty() => format!("{replacement}/{rest}"),
-                _ => format!("{replacement}{rest}"),
-            };
-            if joined.is_empty() {
-                "/".to_string()
-            } else {
-                joined
-            }
-        }
-    }
-}
-
-/// The request's host: `:authority` (HTTP/2) or `Host`, lowercase, without the port.
-fn request_host(parts: &Parts) -> String {
-    let raw = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or_default();
-    let without_port = match raw.find(']') {
-        Some(end) => &raw[..=end], // [v6]:port
-        None => match raw.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => raw,
-        },
-    };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The `Host` value to send upstream: the client's own (with its port), as nginx's
-/// `proxy_set_header Host $host` does, or the authority of an HTTP/2 request.
-fn host_header(parts: &Parts, host: &str) -> String {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| host.to_string())
-}
-
-/// `HTTP/1.1`, `HTTP/2`, ... for the access log.
-fn version_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP",
-    }
-}
-
-fn content_length(parts: &Parts) -> Option<u64> {
-    parts
-        .headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
