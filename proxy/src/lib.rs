@@ -1,7 +1,7 @@
 //! weir-proxy: the data-plane engine that the ingress gateway and the sidecar share.
 //!
 //! ```text
-//!  client ─▶ server (h1/h2c, limits, drain) ─▶ role stack (ingress/src/stack.rs) ─▶ upstream pool ─▶ backend
+//!  client ─▶ server (h1/h2c, limits, drain) ─▶ role stack (ingress/src/stack/) ─▶ upstream pool ─▶ backend
 //!                                              │ normalize → router → filters → balance
 //!                                              └ headers, metrics, access_log on the way
 //!  config::watch_dir ─▶ weir_api::compile ─▶ ConfigStore (atomic swap) ─▶ every new request
