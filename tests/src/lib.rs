@@ -334,6 +334,13 @@ impl Weir {
         request(self.addr, host, path, &[], Bytes::new(), "GET").await
     }
 
+    /// A GET that runs in the background, for requests that must be in flight while the test
+    /// does something else.
+    pub fn get_in_background(&self, host: &str, path: &str) -> tokio::task::JoinHandle<Reply> {
+        let (addr, host, path) = (self.addr, host.to_string(), path.to_string());
+        tokio::spawn(async move { request(addr, &host, &path, &[], Bytes::new(), "GET").await })
+    }
+
     /// A request with headers and a body.
     pub async fn send(
         &self,
@@ -381,13 +388,10 @@ impl Weir {
     /// Waits (at most `within`) until the config version is at least `version`.
     pub async fn wait_version(&self, version: u64, within: Duration) -> Duration {
         let start = Instant::now();
-        while self.version().await < version {
-            assert!(
-                start.elapsed() < within,
-                "config version {version} not reached within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(within, &format!("config version {version}"), || async {
+            (self.version().await >= version).then_some(())
+        })
+        .await;
         start.elapsed()
     }
 

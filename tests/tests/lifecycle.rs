@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use weir_e2e::{gateway, http_route, service, ConfigDir, Echo, Weir};
+use weir_e2e::{eventually, gateway, http_route, service, ConfigDir, Echo, Weir};
 
 fn setup(app: &Echo) -> ConfigDir {
     ConfigDir::new()
@@ -26,17 +26,7 @@ async fn sigterm_fails_readiness_finishes_in_flight_requests_and_exits_zero() {
     assert_eq!(weir.admin_get("/readyz").await.status, 200);
 
     let addr = weir.addr;
-    let slow = tokio::spawn(async move {
-        weir_e2e::request(
-            addr,
-            "r.example.com",
-            "/sleep/2000",
-            &[],
-            Default::default(),
-            "GET",
-        )
-        .await
-    });
+    let slow = weir.get_in_background("r.example.com", "/sleep/2000");
     tokio::time::sleep(Duration::from_millis(300)).await;
     weir.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -62,18 +52,7 @@ async fn drain_is_bounded() {
     let app = Echo::start("app");
     let dir = setup(&app);
     let mut weir = Weir::start_with(&dir, &["--drain-timeout", "500ms"]);
-    let addr = weir.addr;
-    let _stuck = tokio::spawn(async move {
-        weir_e2e::request(
-            addr,
-            "r.example.com",
-            "/sleep/30000",
-            &[],
-            Default::default(),
-            "GET",
-        )
-        .await
-    });
+    let _stuck = weir.get_in_background("r.example.com", "/sleep/30000");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = std::time::Instant::now();
     weir.signal("TERM");
@@ -131,16 +110,10 @@ async fn admin_pages_and_access_log() {
     }
 
     // Access log lines arrive shortly after the responses.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while weir.access_log().len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "access log: {:?}",
-            weir.stdout()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let lines = weir.access_log();
+    let lines = eventually(Duration::from_secs(5), "three access log lines", || async {
+        Some(weir.access_log()).filter(|lines| lines.len() >= 3)
+    })
+    .await;
     let first = lines
         .iter()
         .find(|l| l["request_id"] == id.as_str())

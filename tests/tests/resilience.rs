@@ -310,18 +310,7 @@ async fn requests_fail_fast_when_every_endpoint_is_ejected_or_too_many_are_pendi
     assert_eq!(grpc.header("grpc-status"), Some("14"), "UNAVAILABLE");
     assert_eq!(grpc.header("x-weir-error"), Some("circuit-open"));
 
-    let (addr, slow_host) = (weir.addr, host("slow"));
-    let pending = tokio::spawn(async move {
-        weir_e2e::request(
-            addr,
-            &slow_host,
-            "/sleep/1500",
-            &[],
-            Default::default(),
-            "GET",
-        )
-        .await
-    });
+    let pending = weir.get_in_background(&host("slow"), "/sleep/1500");
     eventually(
         Duration::from_secs(2),
         "the slow request at the backend",

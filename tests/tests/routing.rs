@@ -1,7 +1,7 @@
 //! Routing as a client sees it: hosts, Gateway API precedence, Ingress paths, weights,
 //! filters, and path normalisation.
 
-use weir_e2e::{gateway, http_route, service, ConfigDir, Echo, Weir};
+use weir_e2e::{eventually, gateway, http_route, service, ConfigDir, Echo, Weir};
 
 #[tokio::test]
 async fn gateway_api_precedence_picks_the_most_specific_match() {
@@ -290,14 +290,12 @@ async fn filters_modify_rewrite_redirect_and_mirror() {
     );
 
     // The mirror gets its copy shortly after (fire and forget).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while shadow.served().await < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the mirror never received the copy"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the mirror received the copy",
+        || async { (shadow.served().await >= 1).then_some(()) },
+    )
+    .await;
     assert_eq!(app.served().await, 1);
 }
 
