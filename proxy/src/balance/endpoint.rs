@@ -96,14 +96,14 @@ impl Endpoint {
 
     /// May a request go here now? Closed and healthy, or half-open with nothing in flight
     /// (a single probe at a time).
-    pub(super) fn usable(&self, now: Instant) -> bool {
+    pub(super) fn usable(&self) -> bool {
         if !self.healthy() {
             return false;
         }
         if self.state.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        let state = crate::lock(&self.breaker).state(now);
+        let state = crate::lock(&self.breaker).state(Instant::now());
         self.state.store(state.gauge() as u8, Ordering::Relaxed);
         match state {
             State::Closed => true,

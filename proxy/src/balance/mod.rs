@@ -14,7 +14,6 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Instant,
 };
 
 use prometheus::IntCounter;
@@ -134,8 +133,7 @@ impl Pool {
         tried: &[SocketAddr],
         key: Option<u64>,
     ) -> Result<&Arc<Endpoint>, ProxyError> {
-        let now = Instant::now();
-        let ok = |e: &Arc<Endpoint>| e.usable(now);
+        let ok = |e: &Arc<Endpoint>| e.usable();
         let fresh = |e: &Arc<Endpoint>| !tried.contains(&e.addr);
         let n = self.endpoints.len();
         if n == 0 {
