@@ -21,6 +21,10 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+mod yaml;
+
+pub use yaml::{gateway, http_route, service, service_with, traffic_policy, ConfigDir};
+
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -112,92 +116,6 @@ impl Drop for Echo {
     }
 }
 
-/// A temporary directory of YAML objects.
-pub struct ConfigDir {
-    /// The directory.
-    pub path: PathBuf,
-}
-
-impl ConfigDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("weir-test-{}-{:x}", std::process::id(), rand_u64()));
-        std::fs::create_dir_all(&path).expect("create config dir");
-        Self { path }
-    }
-
-    /// Writes (or replaces) a file, atomically (write then rename), as `kubectl cp` or a
-    /// ConfigMap update would.
-    pub fn write(&self, name: &str, yaml: &str) {
-        let tmp = self.path.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, yaml).expect("write config");
-        std::fs::rename(&tmp, self.path.join(name)).expect("rename config");
-    }
-
-    /// Builder form of [`ConfigDir::write`].
-    pub fn with(self, name: &str, yaml: &str) -> Self {
-        self.write(name, yaml);
-        self
-    }
-}
-
-impl Default for ConfigDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ConfigDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
-}
-
-/// YAML for a Service `name` in namespace `default` (port 80, named `http`) and an
-/// EndpointSlice with the given backends as ready endpoints.
-pub fn service(name: &str, backends: &[&Echo]) -> String {
-    service_with(
-        name,
-        &backends.iter().map(|b| (b.addr, true)).collect::<Vec<_>>(),
-        "",
-    )
-}
-
-/// Like [`service`], with explicit endpoints (address, ready) and extra Service port YAML
-/// (e.g. `appProtocol: kubernetes.io/h2c`). All endpoints must share one port.
-pub fn service_with(name: &str, endpoints: &[(SocketAddr, bool)], port_extra: &str) -> String {
-    let port = endpoints.first().map(|(a, _)| a.port()).unwrap_or(1);
-    let eps: String = endpoints
-        .iter()
-        .map(|(a, ready)| {
-            format!(
-                "- addresses: [\"{}\"]\n  conditions: {{ready: {ready}}}\n",
-                a.ip()
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: {port}\n    {port_extra}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{eps}"
-    )
-}
-
-/// YAML for a TrafficPolicy `name` in `default` targeting Service `service`, with `spec`
-/// lines (indented by 2) after the targetRefs.
-pub fn traffic_policy(name: &str, service: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n{spec}"
-    )
-}
-
 /// Polls `check` every 20 ms until it returns `Some`, at most `within`; panics with `what`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
@@ -212,23 +130,6 @@ where
         assert!(start.elapsed() < within, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// YAML for a Gateway `gw` of class weir in `default`, listening for HTTP on port 80.
-pub fn gateway() -> String {
-    "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n".to_string()
-}
-
-/// YAML for an HTTPRoute `name` attached to `gw`, with the given `rules:` body (indented by 2).
-pub fn http_route(name: &str, hostnames: &[&str], rules: &str) -> String {
-    let hosts = hostnames
-        .iter()
-        .map(|h| format!("\"{h}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{hosts}]\n  rules:\n{rules}"
-    )
 }
 
 /// A running `weir-ingress`; killed on drop (if still running).
