@@ -16,8 +16,41 @@ pub struct Snapshot {
     /// Serves requests no route matched (the oldest `Ingress.spec.defaultBackend`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Route>,
+    /// Certificates for the TLS listener, chosen by SNI; one per Secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsCertificate>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
+}
+
+/// A certificate and key from a `kubernetes.io/tls` Secret, and the SNI names it serves. The
+/// proxy parses and checks it; a bad one is refused there and the previous one keeps serving.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// The Secret, `namespace/name`.
+    pub secret: String,
+    /// The names it is offered for; `Any` makes it the certificate for clients without SNI
+    /// and for names no other certificate has.
+    pub hosts: Vec<HostMatch>,
+    /// The objects that asked for it (`Ingress ns/name`, `Gateway ns/name listener https`).
+    pub used_by: Vec<String>,
+    /// `tls.crt`: the PEM chain, leaf first (empty when the Secret has none).
+    #[serde(skip)]
+    pub chain: SecretBytes,
+    /// `tls.key`: the PEM private key (empty when the Secret has none).
+    #[serde(skip)]
+    pub key: SecretBytes,
+}
+
+/// Bytes from a Secret: shared, never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub Arc<[u8]>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
 }
 
 /// Which requests a route is for, by `Host`.

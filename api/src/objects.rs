@@ -8,7 +8,7 @@ use gateway_api::apis::standard::{
 };
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, Service},
+        core::v1::{Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -52,6 +52,8 @@ pub enum Object {
     Service(Service),
     /// `discovery.k8s.io/v1 EndpointSlice`: where a Service's endpoints are.
     EndpointSlice(EndpointSlice),
+    /// `v1 Secret`: TLS certificates, API keys, JWKS. Its data is never shown or logged.
+    Secret(Secret),
     /// `networking.k8s.io/v1 Ingress`.
     Ingress(Ingress),
     /// `networking.k8s.io/v1 IngressClass`: which class is the cluster default.
@@ -72,6 +74,7 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
@@ -86,6 +89,7 @@ impl Object {
             Object::Namespace(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
@@ -101,6 +105,7 @@ impl Object {
             Object::Namespace(_) => "Namespace",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
             Object::Gateway(_) => "Gateway",
@@ -159,6 +164,7 @@ impl Object {
         let object = match (api_version, kind) {
             ("v1", "Namespace") => Object::Namespace(typed(value, location, &label)?),
             ("v1", "Service") => Object::Service(typed(value, location, &label)?),
+            ("v1", "Secret") => Object::Secret(typed(value, location, &label)?),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 Object::EndpointSlice(typed(value, location, &label)?)
             }

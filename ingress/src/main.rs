@@ -3,7 +3,8 @@
 //! ```text
 //!  --config-dir DIR ──watch──▶ compile ──▶ ConfigStore ◀── admin (/config /readyz /metrics)
 //!                                              │
-//!  clients ──▶ --listen ──▶ server ──▶ stack::handle ──▶ backends (pooled h1 / h2c)
+//!  clients ──▶ --listen ──────▶ server ──▶ stack::handle ──▶ backends (pooled h1 / h2c)
+//!          └─▶ --listen-tls ──▶ TLS (SNI → certificate from Secrets) ──┘
 //! ```
 //!
 //! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes)
@@ -26,7 +27,7 @@ use weir_proxy::{
     admin::{serve_admin, AdminState},
     config::{reload, watch_dir, ConfigStore, WatchSettings},
     metrics::Metrics,
-    server::{serve, ServerSettings},
+    server::{serve, Peer, ServerSettings, Shutdown},
     upstream::{Upstream, UpstreamSettings},
 };
 
@@ -40,6 +41,10 @@ struct Args {
     /// Address for client traffic (HTTP/1.1 and h2c).
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address for HTTPS (HTTP/1.1 and HTTP/2 by ALPN), with certificates from the Secrets
+    /// that Ingress `spec.tls` and Gateway HTTPS listeners name, chosen by SNI.
+    #[arg(long)]
+    listen_tls: Option<SocketAddr>,
     /// Address for /healthz, /readyz, /config and /metrics.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
@@ -121,13 +126,20 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
             args.config_dir.display()
         );
     }
-    let listener = std::net::TcpListener::bind(args.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let plain = bind(args.listen, "--listen")?;
+    let tls = args
+        .listen_tls
+        .map(|addr| bind(addr, "--listen-tls"))
+        .transpose()?;
     let admin = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("binding --admin {}", args.admin))?;
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, "weir-ingress serving");
+    tracing::info!(
+        listen = %plain.local_addr()?,
+        listen_tls = ?tls.as_ref().map(|l| l.local_addr()).transpose()?,
+        admin = %admin.local_addr()?,
+        "weir-ingress serving"
+    );
 
     let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
         .context("starting the access-log writer")?;
@@ -153,52 +165,47 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = tokio::spawn(watch_dir(
         args.config_dir.clone(),
-        store,
+        store.clone(),
         WatchSettings::default(),
     ));
 
-    let settings = ServerSettings {
+    let plain_settings = ServerSettings {
         header_read_timeout: args.header_read_timeout,
         drain_timeout: args.drain_timeout,
         ..ServerSettings::default()
     };
+    let mut listeners = vec![(plain, plain_settings.clone())];
+    if let Some(tls) = tls {
+        let config = store
+            .certs
+            .server_config()
+            .context("building the TLS configuration")?;
+        let settings = ServerSettings {
+            tls: Some(config),
+            ..plain_settings
+        };
+        listeners.push((tls, settings));
+    }
     let handler = move |client, req| stack::handle(gateway.clone(), client, req);
     let mut others = Vec::new();
     for worker in 1..workers {
-        let listener = listener
-            .try_clone()
-            .context("sharing the listener with a worker")?;
-        let (handler, settings, metrics, shutdown) = (
-            handler.clone(),
-            settings.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
+        let listeners = listeners
+            .iter()
+            .map(|(l, s)| Ok((l.try_clone()?, s.clone())))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("sharing the listeners with a worker")?;
+        let (handler, metrics, shutdown) = (handler.clone(), metrics.clone(), shutdown.clone());
         let runtime = worker_runtime().context("starting a worker runtime")?;
         others.push(
             std::thread::Builder::new()
                 .name(format!("weir-worker-{worker}"))
                 .spawn(move || {
-                    runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(l) => serve(l, handler, settings, metrics, shutdown).await,
-                            Err(e) => {
-                                tracing::error!(error = %e, worker, "worker could not listen")
-                            }
-                        }
-                    })
+                    runtime.block_on(serve_all(listeners, handler, metrics, shutdown));
                 })
                 .context("starting a worker thread")?,
         );
     }
-    let listener = TcpListener::from_std(listener).context("listening")?;
-    let server = tokio::spawn(serve(
-        listener,
-        handler,
-        settings,
-        metrics,
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(serve_all(listeners, handler, metrics, shutdown.clone()));
 
     wait_for_signal().await?;
     tracing::info!("shutting down: no longer ready, draining connections");
@@ -217,6 +224,40 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .with_context(|| format!("binding {flag} {addr}"))
+}
+
+/// Serves every listener on this worker's runtime until shutdown has drained them all.
+async fn serve_all<H, F>(
+    listeners: Vec<(std::net::TcpListener, ServerSettings)>,
+    handler: H,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) where
+    H: Fn(Peer, http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<weir_proxy::body::Body>> + Send + 'static,
+{
+    let mut servers = tokio::task::JoinSet::new();
+    for (listener, settings) in listeners {
+        match TcpListener::from_std(listener) {
+            Ok(l) => {
+                servers.spawn(serve(
+                    l,
+                    handler.clone(),
+                    settings,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "a worker could not listen"),
+        }
+    }
+    while servers.join_next().await.is_some() {}
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

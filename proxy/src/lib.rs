@@ -21,6 +21,7 @@ pub mod normalize;
 pub mod resilience;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 /// Locks a mutex whose data stays valid even if a holder panicked (counters, estimates,

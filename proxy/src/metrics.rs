@@ -41,6 +41,18 @@ pub struct Metrics {
     pub endpoint_state: IntGaugeVec,
     /// Active health check results by cluster and result (`pass`, `fail`).
     pub health_checks: IntCounterVec,
+    /// TLS handshakes on the TLS listener by result (`ok`, `error`, `timeout`).
+    pub tls_handshakes: IntCounterVec,
+    /// When each served certificate expires (Unix seconds), by Secret.
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// Authentication decisions by result (`allowed`, `anonymous`, `missing`, `invalid`,
+    /// `forbidden`).
+    pub auth_decisions: IntCounterVec,
+    /// JWKS fetches by provider and result (`ok`, `error`).
+    pub jwks_fetches: IntCounterVec,
+    /// Rate-limit decisions by limit and result (`allowed`, `limited`, `fallback`,
+    /// `unavailable`).
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,6 +131,41 @@ impl Metrics {
             ),
             &["cluster", "result"],
         );
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "weir_tls_handshakes_total",
+                "TLS handshakes on the TLS listener, by result",
+            ),
+            &["result"],
+        );
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "weir_tls_certificate_expiry_timestamp_seconds",
+                "When each served certificate expires, by Secret",
+            ),
+            &["secret"],
+        );
+        let auth_decisions = IntCounterVec::new(
+            Opts::new(
+                "weir_auth_decisions_total",
+                "Authentication decisions, by result",
+            ),
+            &["result"],
+        );
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "weir_jwks_fetches_total",
+                "JWKS fetches, by provider and result",
+            ),
+            &["provider", "result"],
+        );
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "weir_rate_limit_decisions_total",
+                "Rate-limit decisions, by limit and result",
+            ),
+            &["limit", "result"],
+        );
         // The names and label sets above are constants that Prometheus accepts; a failure here
         // is a programming error caught by every test run, so panicking is the right answer.
         #[allow(clippy::expect_used)]
@@ -159,6 +206,11 @@ impl Metrics {
             ejections: ejections.expect("valid metric"),
             endpoint_state: endpoint_state.expect("valid metric"),
             health_checks: health_checks.expect("valid metric"),
+            tls_handshakes: tls_handshakes.expect("valid metric"),
+            tls_certificate_expiry: tls_certificate_expiry.expect("valid metric"),
+            auth_decisions: auth_decisions.expect("valid metric"),
+            jwks_fetches: jwks_fetches.expect("valid metric"),
+            rate_limit_decisions: rate_limit_decisions.expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -184,6 +236,11 @@ impl Metrics {
             Box::new(self.ejections.clone()),
             Box::new(self.endpoint_state.clone()),
             Box::new(self.health_checks.clone()),
+            Box::new(self.tls_handshakes.clone()),
+            Box::new(self.tls_certificate_expiry.clone()),
+            Box::new(self.auth_decisions.clone()),
+            Box::new(self.jwks_fetches.clone()),
+            Box::new(self.rate_limit_decisions.clone()),
         ];
         for c in collectors {
             // Distinct names in a fresh registry: registration cannot collide.

@@ -1,5 +1,6 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge, detected from
-//! the first bytes) with upgrades, and drain gracefully on shutdown.
+//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 with upgrades, and drain gracefully
+//! on shutdown. In cleartext, HTTP/2 is h2c prior knowledge, detected from the first bytes; over
+//! TLS, ALPN chooses.
 
 use std::{
     convert::Infallible,
@@ -34,6 +35,18 @@ pub struct ServerSettings {
     pub max_buffer: usize,
     /// On shutdown, wait at most this long for in-flight requests.
     pub drain_timeout: Duration,
+    /// Terminate TLS with this configuration (the handshake must finish within
+    /// `header_read_timeout`); cleartext when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Who sent a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The client's address as accepted.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
 }
 
 impl Default for ServerSettings {
@@ -42,6 +55,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             max_buffer: 256 * 1024,
             drain_timeout: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -58,7 +72,7 @@ pub async fn serve<H, F>(
     metrics: Metrics,
     mut shutdown: Shutdown,
 ) where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -94,35 +108,55 @@ pub async fn serve<H, F>(
         metrics.downstream_accepted.inc();
         metrics.downstream_connections.inc();
         let handler = handler.clone();
+        let tls = settings.tls.clone();
+        let client = Peer {
+            addr: peer,
+            tls: tls.is_some(),
+        };
         // hyper keeps a slot the size of the service future for the connection's whole life;
         // boxing the handler's (large) future keeps that slot pointer-sized on idle connections.
         let service = service_fn(move |req| {
-            let response = Box::pin(handler(peer, req));
+            let response = Box::pin(handler(client, req));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let protocols = protocols.clone();
         let gauge = metrics.downstream_connections.clone();
+        let handshakes = tls.as_ref().map(|_| metrics.tls_handshakes.clone());
         let shutdown = shutdown.clone();
         let drained_tx = drained_tx.clone();
-        let sniff_timeout = settings.header_read_timeout;
+        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(sniff_timeout, sniff(&stream)).await {
-                Ok(Ok(Some(Protocol::Http2))) => {
-                    let conn = protocols
-                        .http2
-                        .serve_connection(TokioIo::new(stream), service);
-                    until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+            let result = match tls.zip(handshakes) {
+                Some((config, handshakes)) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(handshake_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            handshakes.with_label_values(&["ok"]).inc();
+                            let protocol = match stream.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            protocols.serve(stream, protocol, service, shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            handshakes.with_label_values(&["error"]).inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            handshakes.with_label_values(&["timeout"]).inc();
+                            Ok(())
+                        }
+                    }
                 }
-                Ok(Ok(Some(Protocol::Http1))) => {
-                    let conn = protocols
-                        .http1
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
-                }
-                // Closed before sending anything, a socket error, or silence for the whole
-                // header-read timeout: nothing to answer.
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Ok(()),
+                None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
+                    Ok(Ok(Some(protocol))) => {
+                        protocols.serve(stream, protocol, service, shutdown).await
+                    }
+                    // Closed before sending anything, a socket error, or silence for the whole
+                    // header-read timeout: nothing to answer.
+                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Ok(()),
+                },
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -144,6 +178,37 @@ pub async fn serve<H, F>(
 struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    /// Serves one connection with `protocol` until it ends (gracefully after shutdown begins).
+    async fn serve<I, S>(
+        &self,
+        io: I,
+        protocol: Protocol,
+        service: S,
+        shutdown: Shutdown,
+    ) -> Result<(), hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match protocol {
+            Protocol::Http2 => {
+                let conn = self.http2.serve_connection(TokioIo::new(io), service);
+                until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+            }
+            Protocol::Http1 => {
+                let conn = self
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+            }
+        }
+    }
 }
 
 enum Protocol {

@@ -21,9 +21,12 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+pub mod tls;
 mod yaml;
 
-pub use yaml::{gateway, http_route, service, service_with, traffic_policy, ConfigDir};
+pub use yaml::{
+    gateway, http_route, ingress_tls, service, service_with, tls_secret, traffic_policy, ConfigDir,
+};
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).
 pub fn binary(name: &str) -> PathBuf {
@@ -136,6 +139,8 @@ where
 pub struct Weir {
     /// Traffic address.
     pub addr: SocketAddr,
+    /// HTTPS traffic address.
+    pub tls: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
     child: Child,
@@ -160,6 +165,7 @@ impl Weir {
     pub fn spawn(dir: &ConfigDir, extra: &[&str]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(binary("weir-ingress"))
             .arg("--config-dir")
             .arg(&dir.path)
@@ -168,6 +174,8 @@ impl Weir {
                 &addr.to_string(),
                 "--admin",
                 &admin.to_string(),
+                "--listen-tls",
+                &tls.to_string(),
                 "--workers",
                 "2",
             ])
@@ -180,6 +188,7 @@ impl Weir {
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
         Self {
             addr,
+            tls,
             admin,
             child,
             stdout,

@@ -107,3 +107,21 @@ pub fn http_route(name: &str, hostnames: &[&str], rules: &str) -> String {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{hosts}]\n  rules:\n{rules}"
     )
 }
+
+/// YAML for a `kubernetes.io/tls` Secret `name` in `default` holding `cert`.
+pub fn tls_secret(name: &str, cert: &crate::tls::Issued) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent(&cert.chain),
+        indent(&cert.key)
+    )
+}
+
+/// YAML for an Ingress `name` of class weir in `default`: `host` → Service `service` port 80,
+/// with TLS from Secret `secret` for `host`.
+pub fn ingress_tls(name: &str, host: &str, service: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ingressClassName: weir\n  tls: [{{hosts: [\"{host}\"], secretName: {secret}}}]\n  rules:\n  - host: \"{host}\"\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n"
+    )
+}

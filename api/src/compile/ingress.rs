@@ -21,45 +21,47 @@ const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-cl
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let weir_is_default = cx.iter().any(|(o, _)| match o {
-        Object::IngressClass(c) => {
-            c.metadata.name.as_deref() == Some(INGRESS_CLASS)
-                && c.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                    .map(String::as_str)
-                    == Some("true")
-        }
-        _ => false,
-    });
     let ingresses: Vec<_> = cx
         .iter()
         .filter_map(|(o, l)| match o {
-            Object::Ingress(i) => Some((i, l)),
+            Object::Ingress(i) if is_ours(cx, i) => Some((i, l)),
             _ => None,
         })
         .collect();
     for (ingress, location) in ingresses {
-        let class = ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress_class_name.as_deref())
-            .or_else(|| {
-                ingress
-                    .metadata
-                    .annotations
-                    .as_ref()?
-                    .get(LEGACY_CLASS_ANNOTATION)
-                    .map(String::as_str)
-            });
-        let ours = match class {
-            Some(class) => class == INGRESS_CLASS,
-            None => weir_is_default,
-        };
-        if ours {
-            compile_one(cx, ingress, location);
-        }
+        compile_one(cx, ingress, location);
+    }
+}
+
+/// Whether Weir serves `ingress`: its class is `weir`, or it names none and `weir` is the
+/// cluster's default IngressClass.
+pub(super) fn is_ours(cx: &Context<'_>, ingress: &Ingress) -> bool {
+    let class = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ingress
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(LEGACY_CLASS_ANNOTATION)
+                .map(String::as_str)
+        });
+    match class {
+        Some(class) => class == INGRESS_CLASS,
+        None => cx.iter().any(|(o, _)| match o {
+            Object::IngressClass(c) => {
+                c.metadata.name.as_deref() == Some(INGRESS_CLASS)
+                    && c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                        .map(String::as_str)
+                        == Some("true")
+            }
+            _ => false,
+        }),
     }
 }
 

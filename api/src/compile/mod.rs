@@ -10,6 +10,8 @@ mod backends;
 mod gateway;
 mod ingress;
 mod policy;
+mod secrets;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +23,7 @@ use crate::{
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
 pub use ingress::{INGRESS_CLASS, MAX_BODY_ANNOTATION};
+pub use tls::{TLS_CERT_KEY, TLS_KEY_KEY};
 
 /// The GatewayClass name Weir serves.
 pub const GATEWAY_CLASS: &str = "weir";
@@ -31,6 +34,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     policy::compile_all(&mut cx);
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
+    tls::compile_all(&mut cx);
     cx.finish()
 }
 
@@ -40,6 +44,7 @@ struct Context<'a> {
     routes: Vec<Route>,
     default_routes: Vec<Route>,
     clusters: BTreeMap<String, crate::model::Cluster>,
+    tls: Vec<crate::model::TlsCertificate>,
     /// TrafficPolicies by the `(namespace, service)` they apply to.
     traffic: HashMap<(String, String), policy::Attached>,
     errors: Vec<ConfigError>,
@@ -53,6 +58,7 @@ impl<'a> Context<'a> {
             routes: Vec::new(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
+            tls: Vec::new(),
             traffic: HashMap::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -99,6 +105,7 @@ impl<'a> Context<'a> {
             routes: self.routes,
             clusters: self.clusters,
             default_route,
+            tls: self.tls,
             warnings: self.warnings,
         })
     }

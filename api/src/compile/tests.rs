@@ -337,3 +337,90 @@ fn traffic_policy_errors_name_the_field() {
         );
     }
 }
+
+const TLS_GATEWAY: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: shop}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - name: a
+    protocol: HTTPS
+    port: 443
+    hostname: a.example.com
+    tls: {certificateRefs: [{name: shared}]}
+  - name: b
+    protocol: HTTPS
+    port: 443
+    tls: {certificateRefs: [{name: elsewhere, namespace: certs}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: i, namespace: shop}
+spec:
+  ingressClassName: weir
+  tls: [{hosts: ['*.b.example.com'], secretName: shared}, {secretName: missing}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shared, namespace: shop}
+type: kubernetes.io/tls
+data: {tls.crt: Y2VydA==}
+stringData: {tls.key: key}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: elsewhere, namespace: certs}
+type: kubernetes.io/tls
+stringData: {tls.crt: c, tls.key: k}
+";
+
+#[test]
+fn tls_certificates_come_from_secrets_named_by_ingresses_and_https_listeners() {
+    let snapshot = ok(TLS_GATEWAY);
+    // One certificate per Secret, with every name asked of it.
+    assert_eq!(snapshot.tls.len(), 1, "{:?}", snapshot.tls);
+    let shared = &snapshot.tls[0];
+    assert_eq!(shared.secret, "shop/shared");
+    assert_eq!(
+        shared.hosts,
+        vec![
+            HostMatch::Exact("a.example.com".into()),
+            HostMatch::Wildcard(".b.example.com".into())
+        ]
+    );
+    assert_eq!(&*shared.chain.0, b"cert", "data is base64-decoded");
+    assert_eq!(&*shared.key.0, b"key", "stringData is read too");
+    assert!(!serde_json::to_string(&snapshot)
+        .unwrap()
+        .contains("\"key\""));
+    let warnings = snapshot.warnings.join("\n");
+    assert!(
+        warnings.contains("Secret shop/missing not found: Ingress shop/i"),
+        "{warnings}"
+    );
+    assert!(
+        warnings
+            .contains("certs/elsewhere is in another namespace and no ReferenceGrant allows it"),
+        "{warnings}"
+    );
+
+    // A ReferenceGrant in the Secret's namespace lets the Gateway use it; a listener without
+    // a hostname makes it the default certificate.
+    let granted = format!("{TLS_GATEWAY}---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: certs}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: shop}}]\n  to: [{{group: '', kind: Secret}}]\n");
+    let snapshot = ok(&granted);
+    let elsewhere = snapshot
+        .tls
+        .iter()
+        .find(|c| c.secret == "certs/elsewhere")
+        .unwrap();
+    assert_eq!(elsewhere.hosts, vec![HostMatch::Any]);
+}
+
+#[test]
+fn an_https_listener_without_certificates_is_an_error() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: shop}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: s, protocol: HTTPS, port: 443}]\n";
+    let errors = errors(yaml);
+    assert!(errors[0].contains("spec.listeners[0].tls"), "{errors:?}");
+}

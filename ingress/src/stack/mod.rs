@@ -17,7 +17,7 @@
 //! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
 //! 12. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -38,6 +38,7 @@ use weir_proxy::{
         ring::request_key,
     },
     router::RequestView,
+    server::Peer,
     upstream::Upstream,
 };
 
@@ -63,8 +64,8 @@ pub struct Gateway {
 
 /// What is known about a request as it moves through the stages, for the log and metrics.
 struct Exchange {
-    /// The client's address (as accepted; X-Forwarded-For adds it).
-    client: SocketAddr,
+    /// The client (as accepted; X-Forwarded-For adds its address).
+    client: Peer,
     route: Option<Arc<str>>,
     backend: Option<String>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
@@ -72,11 +73,7 @@ struct Exchange {
 }
 
 /// Handles one request end to end.
-pub async fn handle(
-    gw: Arc<Gateway>,
-    client: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&mut parts.headers);
@@ -162,7 +159,7 @@ pub async fn handle(
     let observed = Observed::new(body, move |bytes_out| {
         log.log(&Entry {
             time,
-            client,
+            client: client.addr,
             protocol,
             method: method.as_str(),
             host: &host,
@@ -265,8 +262,9 @@ async fn forward(
         None
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let client_addr = x.client;
-    headers::set_forwarded(&mut parts.headers, client_addr, "http", host);
+    let client_addr = x.client.addr;
+    let scheme = if x.client.tls { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, client_addr, scheme, host);
     let mut upstream_host = host_header(parts, host);
     let mut upstream_path = path.clone();
     if let Some(rewrite) = &f.rewrite {

@@ -24,6 +24,7 @@ use crate::{
     metrics::Metrics,
     resilience::health,
     router::Router,
+    tls::{CertStatus, CertStore},
 };
 
 /// One version of the configuration, ready to serve.
@@ -48,6 +49,9 @@ pub struct ReloadStatus {
     pub last_rejected: Option<u64>,
     /// Why it was rejected: every error, with file, object and field.
     pub errors: Vec<weir_api::ConfigError>,
+    /// Each certificate's outcome at the last accepted change (a refused one keeps serving
+    /// its previous content).
+    pub certificates: Vec<CertStatus>,
 }
 
 /// Holds the active configuration and swaps in new versions.
@@ -55,6 +59,8 @@ pub struct ConfigStore {
     active: ArcSwap<Active>,
     status: Mutex<ReloadStatus>,
     metrics: Metrics,
+    /// Certificates for the TLS listener, updated with each accepted change.
+    pub certs: Arc<CertStore>,
 }
 
 impl ConfigStore {
@@ -69,6 +75,7 @@ impl ConfigStore {
         Self {
             active: ArcSwap::from_pointee(empty),
             status: Mutex::default(),
+            certs: Arc::new(CertStore::new(metrics.clone())),
             metrics,
         }
     }
@@ -106,6 +113,7 @@ impl ConfigStore {
                 (name.clone(), pool)
             })
             .collect();
+        let certificates = self.certs.update(&snapshot.tls);
         let version = previous.version + 1;
         let router = Router::new(&snapshot);
         self.active.store(Arc::new(Active {
@@ -119,6 +127,7 @@ impl ConfigStore {
         let mut status = crate::lock(&self.status);
         status.last_accepted = Some(unix_now());
         status.errors.clear();
+        status.certificates = certificates;
         version
     }
 

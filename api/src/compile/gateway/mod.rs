@@ -381,4 +381,5 @@ fn string_match(value: &str, is_regex: bool) -> Result<StringMatch, String> {
 mod filters;
 mod rules;
 
+pub(super) use rules::granted;
 use rules::rule_action;

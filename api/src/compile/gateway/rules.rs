@@ -144,7 +144,13 @@ pub(super) fn service_ref(
         );
         return unresolved(cx, format!("{namespace}/{kind}/{name}:{port}"));
     }
-    if namespace != key.namespace && !granted(cx, &key.namespace, &namespace, name) {
+    if namespace != key.namespace
+        && !granted(
+            cx,
+            ("HTTPRoute", &key.namespace),
+            ("Service", &namespace, name),
+        )
+    {
         cx.warn(key, format!("no ReferenceGrant in {namespace} allows HTTPRoutes from {} to use Service {name}; requests to it get 500", key.namespace));
         return unresolved(
             cx,
@@ -167,15 +173,22 @@ fn unresolved(cx: &mut Context<'_>, name: String) -> String {
     name
 }
 
-fn granted(cx: &Context<'_>, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+/// Whether a ReferenceGrant in `to.1` lets objects of kind `from.0` in namespace `from.1`
+/// refer to the core object `to.0` named `to.2`.
+pub(in crate::compile) fn granted(
+    cx: &Context<'_>,
+    from: (&str, &str),
+    to: (&str, &str, &str),
+) -> bool {
+    let ((from_kind, from_namespace), (to_kind, to_namespace, to_name)) = (from, to);
     cx.iter().any(|(o, _)| match o {
         Object::ReferenceGrant(g) if g.metadata.namespace.as_deref() == Some(to_namespace) => {
             g.spec.from.iter().any(|f| {
-                f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_namespace
+                f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_namespace
             }) && g.spec.to.iter().any(|t| {
                 t.group.is_empty()
-                    && t.kind == "Service"
-                    && t.name.as_deref().is_none_or(|n| n == service)
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == to_name)
             })
         }
         _ => false,

@@ -1,0 +1,164 @@
+//! Certificates for the TLS listener: `Ingress.spec.tls` and Gateway `HTTPS` listeners name
+//! `kubernetes.io/tls` Secrets; each Secret becomes one [`TlsCertificate`] with every SNI name
+//! it was asked to serve.
+//!
+//! A Secret that does not exist yet is a warning (the listener has no certificate for those
+//! names until it appears). The certificate itself is parsed and checked by the proxy, which
+//! keeps serving the previous one when a new one is bad.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::gateways::GatewayListenersTlsMode as TlsMode;
+
+use super::{gateway::granted, ingress::host_match, secrets, Context, GATEWAY_CLASS};
+use crate::{
+    error::Location,
+    model::{HostMatch, TlsCertificate},
+    objects::{Object, ObjectKey},
+};
+
+/// Secret key holding the PEM certificate chain.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Secret key holding the PEM private key.
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+#[derive(Default)]
+struct Wanted {
+    hosts: Vec<HostMatch>,
+    used_by: Vec<String>,
+}
+
+pub(super) fn compile_all(cx: &mut Context<'_>) {
+    // Secret `namespace/name` → who wants it for which names, in object order.
+    let mut wanted: BTreeMap<(String, String), Wanted> = BTreeMap::new();
+    let objects: Vec<_> = cx.iter().collect();
+    for (object, location) in objects {
+        match object {
+            Object::Ingress(ingress) if super::ingress::is_ours(cx, ingress) => {
+                let key = object.key();
+                for (i, tls) in ingress
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.tls.iter().flatten())
+                    .enumerate()
+                {
+                    let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                        continue;
+                    };
+                    let hosts = hosts(cx, tls.hosts.iter().flatten(), &key, location, |h| {
+                        format!("spec.tls[{i}].hosts[{h}]")
+                    });
+                    let w = wanted
+                        .entry((key.namespace.clone(), secret.to_string()))
+                        .or_default();
+                    w.hosts.extend(hosts);
+                    w.used_by.push(key.to_string());
+                }
+            }
+            Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
+                let key = object.key();
+                for (l, listener) in gateway.spec.listeners.iter().enumerate() {
+                    if listener.protocol != "HTTPS" {
+                        continue;
+                    }
+                    let field = format!("spec.listeners[{l}].tls");
+                    let Some(tls) = &listener.tls else {
+                        cx.error(
+                            location,
+                            &key,
+                            field,
+                            "an HTTPS listener needs tls.certificateRefs",
+                        );
+                        continue;
+                    };
+                    if matches!(tls.mode, Some(TlsMode::Passthrough)) {
+                        cx.warn(
+                            &key,
+                            format!(
+                                "listener {}: only tls.mode Terminate is supported; skipped",
+                                listener.name
+                            ),
+                        );
+                        continue;
+                    }
+                    let hosts = hosts(cx, listener.hostname.iter(), &key, location, |_| {
+                        format!("spec.listeners[{l}].hostname")
+                    });
+                    for (r, cert) in tls.certificate_refs.iter().flatten().enumerate() {
+                        let kind_ok = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
+                            && cert.group.as_deref().unwrap_or("").is_empty();
+                        if !kind_ok {
+                            cx.error(
+                                location,
+                                &key,
+                                format!("{field}.certificateRefs[{r}]"),
+                                "only core Secrets are supported",
+                            );
+                            continue;
+                        }
+                        let namespace = cert.namespace.clone().unwrap_or(key.namespace.clone());
+                        if namespace != key.namespace
+                            && !granted(
+                                cx,
+                                ("Gateway", &key.namespace),
+                                ("Secret", &namespace, &cert.name),
+                            )
+                        {
+                            cx.warn(
+                                &key,
+                                format!(
+                                    "listener {}: Secret {namespace}/{} is in another namespace and no ReferenceGrant allows it",
+                                    listener.name, cert.name
+                                ),
+                            );
+                            continue;
+                        }
+                        let w = wanted.entry((namespace, cert.name.clone())).or_default();
+                        w.hosts.extend(hosts.iter().cloned());
+                        w.used_by.push(format!("{key} listener {}", listener.name));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((namespace, name), mut w) in wanted {
+        let Some(secret) = cx.find_secret(&namespace, &name) else {
+            let users = w.used_by.join(", ");
+            cx.warnings.push(format!(
+                "Secret {namespace}/{name} not found: {users} has no certificate for it yet"
+            ));
+            continue;
+        };
+        w.hosts.sort();
+        w.hosts.dedup();
+        cx.tls.push(TlsCertificate {
+            secret: format!("{namespace}/{name}"),
+            hosts: w.hosts,
+            used_by: w.used_by,
+            chain: secrets::value(secret, TLS_CERT_KEY),
+            key: secrets::value(secret, TLS_KEY_KEY),
+        });
+    }
+}
+
+/// SNI names; none named means any (`[Any]`).
+fn hosts<'h>(
+    cx: &mut Context<'_>,
+    names: impl Iterator<Item = &'h String>,
+    key: &ObjectKey,
+    location: &Location,
+    field: impl Fn(usize) -> String,
+) -> Vec<HostMatch> {
+    let mut out = Vec::new();
+    for (i, name) in names.enumerate() {
+        match host_match(name) {
+            Ok(h) => out.push(h),
+            Err(e) => cx.error(location, key, field(i), e),
+        }
+    }
+    if out.is_empty() {
+        out.push(HostMatch::Any);
+    }
+    out
+}

@@ -1,0 +1,251 @@
+//! TLS termination: certificates from Secrets, chosen per handshake by SNI (exact name, then
+//! the most specific wildcard, then the default), swapped on reload without a restart.
+//!
+//! Each Secret is parsed once per change. A Secret whose new content is bad (not PEM, key not
+//! matching the certificate, expired) is refused with an error naming it, and the certificate
+//! it had before keeps serving; the rest of the configuration is applied as usual.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use arc_swap::ArcSwap;
+use rustls::{
+    crypto::{aws_lc_rs, CryptoProvider},
+    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
+    sign::CertifiedKey,
+    ServerConfig,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use serde::Serialize;
+use weir_api::model::{HostMatch, SecretBytes, TlsCertificate};
+
+use crate::metrics::Metrics;
+
+/// Resumable sessions kept per process (stateful resumption for TLS 1.2 clients without
+/// ticket support; tickets need no server state).
+const SESSION_CACHE: usize = 16 * 1024;
+
+/// The certificates being served and the last good one of each Secret.
+pub struct CertStore {
+    serving: ArcSwap<Certs>,
+    loaded: Mutex<HashMap<String, Loaded>>,
+    provider: Arc<CryptoProvider>,
+    metrics: Metrics,
+}
+
+/// The SNI index.
+#[derive(Default)]
+struct Certs {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By suffix with its leading dot (`.example.com`).
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+/// A Secret's certificate as last accepted.
+struct Loaded {
+    chain: SecretBytes,
+    key: SecretBytes,
+    certified: Arc<CertifiedKey>,
+    not_after: i64,
+}
+
+/// What happened to one certificate at the last reload, for `/config`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertStatus {
+    /// The Secret, `namespace/name`.
+    pub secret: String,
+    /// Its expiry, Unix seconds (of the certificate being served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// Why the new content was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `current`, `previous` (the new content was refused) or `none`.
+    pub serving: &'static str,
+}
+
+impl CertStore {
+    /// An empty store: handshakes fail until a certificate is loaded.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            serving: ArcSwap::from_pointee(Certs::default()),
+            loaded: Mutex::default(),
+            provider: Arc::new(aws_lc_rs::default_provider()),
+            metrics,
+        }
+    }
+
+    /// Serves `certs` from now on; returns each one's outcome.
+    pub fn update(&self, certs: &[TlsCertificate]) -> Vec<CertStatus> {
+        let mut loaded = crate::lock(&self.loaded);
+        let mut next: HashMap<String, Loaded> = HashMap::new();
+        let mut statuses = Vec::new();
+        let mut index = Certs::default();
+        for cert in certs {
+            let previous = loaded.remove(&cert.secret);
+            let unchanged = previous
+                .as_ref()
+                .is_some_and(|p| p.chain == cert.chain && p.key == cert.key);
+            let (accepted, error) = if unchanged {
+                (previous, None)
+            } else {
+                match self.parse(cert) {
+                    Ok(new) => (Some(new), None),
+                    Err(e) => {
+                        tracing::error!(secret = %cert.secret, error = %e, "certificate refused; the previous one (if any) keeps serving");
+                        (previous, Some(e))
+                    }
+                }
+            };
+            let serving = match (&accepted, &error) {
+                (None, _) => "none",
+                (Some(_), Some(_)) => "previous",
+                (Some(_), None) => "current",
+            };
+            statuses.push(CertStatus {
+                secret: cert.secret.clone(),
+                not_after: accepted.as_ref().map(|l| l.not_after),
+                error,
+                serving,
+            });
+            if let Some(l) = accepted {
+                self.metrics
+                    .tls_certificate_expiry
+                    .with_label_values(&[&cert.secret])
+                    .set(l.not_after);
+                index.add(&cert.hosts, &l.certified);
+                next.insert(cert.secret.clone(), l);
+            }
+        }
+        // Secrets no longer referenced are forgotten.
+        for gone in loaded.keys() {
+            let _ = self
+                .metrics
+                .tls_certificate_expiry
+                .remove_label_values(&[gone]);
+        }
+        if index.default.is_none() {
+            // Clients without SNI (or with a name nobody serves) get the first certificate.
+            index.default = certs
+                .iter()
+                .find_map(|c| next.get(&c.secret))
+                .map(|l| l.certified.clone());
+        }
+        *loaded = next;
+        self.serving.store(Arc::new(index));
+        statuses
+    }
+
+    fn parse(&self, cert: &TlsCertificate) -> Result<Loaded, String> {
+        let name = &cert.secret;
+        if cert.chain.0.is_empty() {
+            return Err(format!(
+                "Secret {name} has no {}",
+                weir_api::compile::TLS_CERT_KEY
+            ));
+        }
+        if cert.key.0.is_empty() {
+            return Err(format!(
+                "Secret {name} has no {}",
+                weir_api::compile::TLS_KEY_KEY
+            ));
+        }
+        let chain = CertificateDer::pem_slice_iter(&cert.chain.0)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("Secret {name}: tls.crt is not a PEM certificate chain: {e}"))?;
+        if chain.is_empty() {
+            return Err(format!("Secret {name}: tls.crt holds no certificate"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&cert.key.0)
+            .map_err(|e| format!("Secret {name}: tls.key is not a PEM private key: {e}"))?;
+        let not_after = {
+            let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+                .map_err(|e| format!("Secret {name}: tls.crt: {e}"))?;
+            leaf.validity().not_after.timestamp()
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        if not_after < now {
+            return Err(format!(
+                "Secret {name}: the certificate expired {} s ago",
+                now - not_after
+            ));
+        }
+        let certified = CertifiedKey::from_der(chain, key, &self.provider)
+            .map_err(|e| format!("Secret {name}: {e}"))?;
+        Ok(Loaded {
+            chain: cert.chain.clone(),
+            key: cert.key.clone(),
+            certified: Arc::new(certified),
+            not_after,
+        })
+    }
+
+    /// The certificate for an SNI name (`None`: no SNI).
+    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.serving.load();
+        if let Some(name) = sni {
+            let name = name.to_ascii_lowercase();
+            if let Some(c) = certs.exact.get(&name) {
+                return Some(c.clone());
+            }
+            // `a.b.example.com` tries `.b.example.com`, then `.example.com`, then `.com`.
+            let mut rest = name.as_str();
+            while let Some(dot) = rest[1..].find('.').map(|i| i + 1) {
+                rest = &rest[dot..];
+                if let Some(c) = certs.wildcard.get(rest) {
+                    return Some(c.clone());
+                }
+            }
+        }
+        certs.default.clone()
+    }
+
+    /// A server configuration that picks certificates from this store: TLS 1.2 and 1.3, ALPN
+    /// h2 and http/1.1, session tickets and a session cache for resumption.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = aws_lc_rs::Ticketer::new()?;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        Ok(Arc::new(config))
+    }
+}
+
+impl Certs {
+    fn add(&mut self, hosts: &[HostMatch], cert: &Arc<CertifiedKey>) {
+        for host in hosts {
+            // The first Secret to claim a name keeps it.
+            let _ = match host {
+                HostMatch::Exact(h) => self.exact.entry(h.clone()).or_insert(cert.clone()),
+                HostMatch::Wildcard(s) => self.wildcard.entry(s.clone()).or_insert(cert.clone()),
+                HostMatch::Any => self.default.get_or_insert(cert.clone()),
+            };
+        }
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.pick(hello.server_name())
+    }
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertStore")
+    }
+}
+
+#[cfg(test)]
+mod tests;
