@@ -82,6 +82,109 @@ pub struct Route {
     pub action: RouteAction,
     /// Largest request body accepted (`weir.dev/max-request-body` annotation); `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// Who may use the route (an AuthPolicy targeting its HTTPRoute or Ingress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Arc<Auth>>,
+    /// Rate limits, all of which must pass (every RateLimitPolicy targeting its object).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<Arc<RateLimit>>,
+}
+
+/// Authentication for a route, from an AuthPolicy.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// The policy, `namespace/name`.
+    pub policy: String,
+    /// JWT identity providers, by issuer.
+    pub jwt: Vec<Arc<JwtProvider>>,
+    /// API keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeys>,
+    /// Refuse requests without credentials; otherwise they pass anonymously.
+    pub required: bool,
+    /// Headers removed from every request (lowercase): the forwarded-claim headers and
+    /// `x-weir-client`, so a client cannot set them.
+    pub strip_headers: Vec<String>,
+}
+
+/// An identity provider whose tokens a route accepts.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProvider {
+    /// Identity of its key cache across reloads: `namespace/policy/provider` plus the source.
+    pub id: String,
+    /// `spec.jwt.providers[].name`.
+    pub name: String,
+    /// The required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (empty: not checked).
+    pub audiences: Vec<String>,
+    /// Where the keys come from.
+    pub jwks: Jwks,
+    /// Claim → header name (lowercase).
+    pub forward_claims: Vec<(String, String)>,
+    /// Scopes a token must have.
+    pub required_scopes: Vec<String>,
+    /// Allowed clock skew on `exp` and `nbf`.
+    pub clock_skew: Duration,
+}
+
+/// Where an identity provider's keys come from.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Jwks {
+    /// Fetched from this `https://` URL and refreshed.
+    Uri(String),
+    /// A JWKS document given in the policy or a Secret.
+    Static(#[serde(skip)] SecretBytes),
+}
+
+/// API keys for a route.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeys {
+    /// The header carrying the key (lowercase).
+    pub header: String,
+    /// Client name → key.
+    #[serde(skip)]
+    pub keys: Vec<(String, SecretBytes)>,
+}
+
+/// A rate limit on a route.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Identity of its counters: `namespace/policy/limit`.
+    pub id: String,
+    /// `spec.limits[].name`.
+    pub name: String,
+    /// What is counted separately.
+    pub key: LimitKey,
+    /// Requests allowed per `per`.
+    pub requests: u64,
+    /// The period.
+    pub per: Duration,
+    /// Requests allowed at once above the rate.
+    pub burst: u64,
+    /// Counted across all gateways in Redis (else per process).
+    pub global: bool,
+    /// When Redis cannot answer: count locally (`true`) or answer 503.
+    pub fail_open: bool,
+}
+
+/// What a rate limit counts by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitKey {
+    /// A verified JWT claim.
+    Claim(String),
+    /// A request header (lowercase name).
+    Header(String),
+    /// The client's IP address.
+    ClientIp,
+    /// Everyone on the route together.
+    Route,
 }
 
 /// Ordering key for routes whose matches are equally specific.

@@ -17,7 +17,7 @@ use k8s_openapi::{
 use serde::de::DeserializeOwned;
 
 use crate::{
-    crds::TrafficPolicy,
+    crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy},
     error::{ConfigError, Location},
 };
 
@@ -66,6 +66,10 @@ pub enum Object {
     ReferenceGrant(ReferenceGrant),
     /// `weir.dev/v1alpha1 TrafficPolicy`: resilience for Services.
     TrafficPolicy(TrafficPolicy),
+    /// `weir.dev/v1alpha1 AuthPolicy`: JWT and API-key authentication for routes.
+    AuthPolicy(AuthPolicy),
+    /// `weir.dev/v1alpha1 RateLimitPolicy`: local and global rate limits for routes.
+    RateLimitPolicy(RateLimitPolicy),
 }
 
 impl Object {
@@ -81,6 +85,8 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::TrafficPolicy(o) => &o.metadata,
+            Object::AuthPolicy(o) => &o.metadata,
+            Object::RateLimitPolicy(o) => &o.metadata,
         }
     }
 
@@ -96,6 +102,8 @@ impl Object {
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
             Object::TrafficPolicy(o) => &mut o.metadata,
+            Object::AuthPolicy(o) => &mut o.metadata,
+            Object::RateLimitPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -112,6 +120,8 @@ impl Object {
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::TrafficPolicy(_) => "TrafficPolicy",
+            Object::AuthPolicy(_) => "AuthPolicy",
+            Object::RateLimitPolicy(_) => "RateLimitPolicy",
         }
     }
 
@@ -184,6 +194,12 @@ impl Object {
             ) => Object::ReferenceGrant(typed(value, location, &label)?),
             ("weir.dev/v1alpha1", "TrafficPolicy") => {
                 Object::TrafficPolicy(typed(value, location, &label)?)
+            }
+            ("weir.dev/v1alpha1", "AuthPolicy") => {
+                Object::AuthPolicy(typed(value, location, &label)?)
+            }
+            ("weir.dev/v1alpha1", "RateLimitPolicy") => {
+                Object::RateLimitPolicy(typed(value, location, &label)?)
             }
             _ => return Ok(None),
         };

@@ -11,12 +11,14 @@
 //! from a directory, serves them, reloads on change without dropping a connection, and on
 //! SIGTERM stops being ready, drains in-flight requests and exits 0.
 
-mod stack;
 use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
+};
+use weir_ingress::{
+    auth::jwks::HttpsClient, ratelimit::redis::GlobalStore, security::Registry, stack,
 };
 
 use anyhow::{bail, Context as _};
@@ -70,6 +72,16 @@ struct Args {
     /// Give up connecting to a backend after this long (502).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Redis for `scope: global` rate limits (`redis://host:6379`, `rediss://` for TLS).
+    /// Several comma-separated URLs with --redis-cluster name a cluster's seed nodes.
+    #[arg(long, env = "WEIR_REDIS", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// The --redis URLs are a Redis Cluster.
+    #[arg(long)]
+    redis_cluster: bool,
+    /// A global limit whose Redis call takes longer falls back (failureMode).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    redis_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -113,7 +125,14 @@ fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let store = Arc::new(ConfigStore::new(metrics.clone()));
+    let global = (!args.redis.is_empty())
+        .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
+    let registry = Registry::new(metrics.clone(), jwks_client(), global);
+    let store = Arc::new(
+        ConfigStore::new(metrics.clone()).with_role(Box::new(move |snapshot| {
+            Arc::new(registry.prepare(snapshot))
+        })),
+    );
     if !args.config_dir.is_dir() {
         bail!(
             "--config-dir {}: not a directory",
@@ -224,6 +243,27 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTPS client for JWKS fetches: the system's trust roots (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` override them), HTTPS only.
+fn jwks_client() -> HttpsClient {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "no trusted root certificates found: JWKS fetches will fail");
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    let connector = builder.https_only().enable_http1().enable_http2().build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
 }
 
 fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {

@@ -39,6 +39,8 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
                 },
                 action: RouteAction::Forward(Forward::default()),
                 max_request_body: None,
+                auth: None,
+                limits: Vec::new(),
             });
         }
     }

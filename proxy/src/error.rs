@@ -46,6 +46,14 @@ pub enum ProxyError {
     /// 503: every endpoint is ejected by the circuit breaker, or the cluster's pending-request
     /// cap is reached; the request failed fast without touching the backend.
     CircuitOpen,
+    /// 401: credentials are missing or invalid.
+    Unauthenticated,
+    /// 403: the credentials are valid but lack a required scope.
+    Forbidden,
+    /// 429: a rate limit is spent.
+    RateLimited,
+    /// 503: a global rate limit could not be checked (Redis down) and fails closed.
+    RateLimitUnavailable,
 }
 
 impl ProxyError {
@@ -57,9 +65,12 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BackendNotFound => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthyEndpoint | ProxyError::CircuitOpen => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyEndpoint
+            | ProxyError::CircuitOpen
+            | ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ConnectFailed | ProxyError::BackendReset => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -78,16 +89,25 @@ impl ProxyError {
             ProxyError::BackendReset => "backend-reset",
             ProxyError::Timeout => "timeout",
             ProxyError::CircuitOpen => "circuit-open",
+            ProxyError::Unauthenticated => "unauthenticated",
+            ProxyError::Forbidden => "forbidden",
+            ProxyError::RateLimited => "rate-limited",
+            ProxyError::RateLimitUnavailable => "rate-limit-unavailable",
         }
     }
 
     /// Who was at fault.
     pub fn side(self) -> Side {
         match self {
-            ProxyError::BadRequest | ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge => {
-                Side::Downstream
-            }
-            ProxyError::NoRoute | ProxyError::BackendNotFound => Side::Internal,
+            ProxyError::BadRequest
+            | ProxyError::BodyTooLarge
+            | ProxyError::HeadersTooLarge
+            | ProxyError::Unauthenticated
+            | ProxyError::Forbidden
+            | ProxyError::RateLimited => Side::Downstream,
+            ProxyError::NoRoute
+            | ProxyError::BackendNotFound
+            | ProxyError::RateLimitUnavailable => Side::Internal,
             ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed
             | ProxyError::BackendReset
@@ -109,6 +129,10 @@ impl ProxyError {
             ProxyError::BackendReset => "backend connection reset\n",
             ProxyError::Timeout => "backend timed out\n",
             ProxyError::CircuitOpen => "backend unavailable (circuit open)\n",
+            ProxyError::Unauthenticated => "authentication required\n",
+            ProxyError::Forbidden => "forbidden\n",
+            ProxyError::RateLimited => "rate limit exceeded\n",
+            ProxyError::RateLimitUnavailable => "rate limit unavailable\n",
         };
         let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
         *response.status_mut() = self.status();
@@ -133,12 +157,15 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => 3, // INVALID_ARGUMENT
             ProxyError::NoRoute | ProxyError::BackendNotFound => 12, // UNIMPLEMENTED
-            ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
-            ProxyError::Timeout => 4,    // DEADLINE_EXCEEDED
+            ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED
+            ProxyError::Unauthenticated => 16, // UNAUTHENTICATED
+            ProxyError::Forbidden => 7,        // PERMISSION_DENIED
+            ProxyError::Timeout => 4,          // DEADLINE_EXCEEDED
             ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed
             | ProxyError::BackendReset
-            | ProxyError::CircuitOpen => 14, // UNAVAILABLE
+            | ProxyError::CircuitOpen
+            | ProxyError::RateLimitUnavailable => 14, // UNAVAILABLE
         }
     }
 

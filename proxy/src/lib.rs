@@ -26,6 +26,6 @@ pub mod upstream;
 
 /// Locks a mutex whose data stays valid even if a holder panicked (counters, estimates,
 /// status): a poisoned lock is used as it is rather than taking the proxy down with it.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -92,6 +92,8 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 order: order(usize::MAX, 0),
                 action: forward(cluster),
                 max_request_body,
+                auth: None,
+                limits: Vec::new(),
             });
         }
     }
@@ -152,6 +154,8 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 order: order(r, p),
                 action: forward(cluster),
                 max_request_body,
+                auth: None,
+                limits: Vec::new(),
             });
         }
     }

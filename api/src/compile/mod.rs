@@ -11,6 +11,7 @@ mod gateway;
 mod ingress;
 mod policy;
 mod secrets;
+mod security;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use crate::{
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
 pub use ingress::{INGRESS_CLASS, MAX_BODY_ANNOTATION};
+pub use security::{CLIENT_HEADER, JWKS_SECRET_KEY};
 pub use tls::{TLS_CERT_KEY, TLS_KEY_KEY};
 
 /// The GatewayClass name Weir serves.
@@ -34,6 +36,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     policy::compile_all(&mut cx);
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
+    security::compile_all(&mut cx);
     tls::compile_all(&mut cx);
     cx.finish()
 }

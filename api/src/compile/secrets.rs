@@ -34,3 +34,17 @@ pub(super) fn value(secret: &Secret, key: &str) -> SecretBytes {
         .map(|v| SecretBytes(Arc::from(v.0.as_slice())))
         .unwrap_or_default()
 }
+
+/// Every entry of a Secret, `stringData` winning over `data`, in key order.
+pub(super) fn entries(secret: &Secret) -> Vec<(String, SecretBytes)> {
+    let mut all: std::collections::BTreeMap<String, SecretBytes> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), SecretBytes(Arc::from(v.0.as_slice()))))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        all.insert(k.clone(), SecretBytes(Arc::from(v.as_bytes())));
+    }
+    all.into_iter().collect()
+}

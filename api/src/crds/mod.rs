@@ -2,11 +2,15 @@
 //! types with OpenAPI schemas. They are read like any other object; `compile` turns them into
 //! the plain model.
 
+mod auth_policy;
+mod rate_limit_policy;
 mod traffic_policy;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use auth_policy::{ApiKeys, AuthPolicy, AuthPolicySpec, JwksSource, Jwt, JwtProvider};
+pub use rate_limit_policy::{Empty, Limit, LimitKey, Rate, RateLimitPolicy, RateLimitPolicySpec};
 pub use traffic_policy::{
     Backoff, CircuitBreaker, HashOn, HealthCheck, LoadBalancer, PolicyStatus, Retry, RetryBudget,
     TrafficPolicy, TrafficPolicySpec,
@@ -21,5 +25,28 @@ pub struct TargetRef {
     /// Kind of the target, e.g. `Service`.
     pub kind: String,
     /// Name of the target.
+    pub name: String,
+}
+
+/// A reference to the route a policy applies to, in the policy's namespace: a Gateway API
+/// `HTTPRoute` or a `networking.k8s.io` `Ingress`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTargetRef {
+    /// `gateway.networking.k8s.io` or `networking.k8s.io`.
+    #[schemars(regex(pattern = r"^(gateway\.networking\.k8s\.io|networking\.k8s\.io)$"))]
+    pub group: String,
+    /// `HTTPRoute` or `Ingress`.
+    #[schemars(regex(pattern = r"^(HTTPRoute|Ingress)$"))]
+    pub kind: String,
+    /// Name of the route.
+    pub name: String,
+}
+
+/// A Secret in the policy's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// The Secret's name.
     pub name: String,
 }

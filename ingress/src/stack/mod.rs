@@ -6,6 +6,8 @@
 //! 2. limit:      header block size → 431                        (proxy::headers::size)
 //! 3. normalise:  path → 400 if malformed                        (proxy::normalize)
 //! 4. route:      host + path + method/headers/query → 404       (proxy::router)
+//!    4a. auth:   JWT / API key → 401 / 403, claims to headers    (crate::auth)
+//!    4b. limit:  every rate limit of the route → 429 / 503       (crate::ratelimit)
 //! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
 //! 6. redirect:   RequestRedirect answers here                   (redirect)
 //! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
@@ -19,11 +21,15 @@
 
 use std::{sync::Arc, time::Instant};
 
-use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode, Version};
+use http::{
+    header, request::Parts, HeaderName, HeaderValue, Request, Response, StatusCode, Version,
+};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use weir_api::model::{Balancer, Forward, Protocol, Route, RouteAction};
+
+use crate::security::Guards;
 use weir_proxy::{
     access_log::{now_rfc3339, AccessLog, Entry},
     balance::Pool,
@@ -43,6 +49,7 @@ use weir_proxy::{
 };
 
 mod filters;
+mod guard;
 mod request;
 
 use filters::{mirror, redirect, rewrite_path};
@@ -63,13 +70,15 @@ pub struct Gateway {
 }
 
 /// What is known about a request as it moves through the stages, for the log and metrics.
-struct Exchange {
+pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
     route: Option<Arc<str>>,
     backend: Option<String>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
     sent: Report,
+    /// Headers for the client's response, whatever it is (rate-limit state, challenges).
+    extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Handles one request end to end.
@@ -98,6 +107,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
         route: None,
         backend: None,
         sent: Report::default(),
+        extra: Vec::new(),
     };
 
     let result = proxy(&gw, &mut x, &mut logged_path, &host, parts, body).await;
@@ -123,6 +133,9 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(headers::REQUEST_ID, v);
+    }
+    for (name, value) in x.extra.drain(..) {
+        response.headers_mut().insert(name, value);
     }
 
     // Metrics at response headers: what a client waits for.
@@ -212,6 +225,18 @@ async fn proxy(
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     x.route = Some(route.name.clone());
+    // 4a. authenticate, 4b. rate limit
+    if route.auth.is_some() || !route.limits.is_empty() {
+        let guard = active
+            .role
+            .as_ref()
+            .and_then(|r| r.downcast_ref::<Guards>())
+            .and_then(|g| g.get(&route.name))
+            .cloned();
+        if let Some(guard) = guard {
+            guard::check(gw, x, &guard, &mut parts.headers).await?;
+        }
+    }
     // 5. body limit
     let body: Body = match route.max_request_body {
         Some(limit) if content_length(&parts).is_some_and(|n| n > limit) => {

@@ -7,6 +7,7 @@
 mod watch;
 
 use std::{
+    any::Any,
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -37,7 +38,13 @@ pub struct Active {
     pub router: Router,
     /// Running clusters by name.
     pub pools: HashMap<String, Arc<Pool>>,
+    /// What the role built from this snapshot (see [`ConfigStore::with_role`]).
+    pub role: Option<Arc<dyn Any + Send + Sync>>,
 }
+
+/// Builds a role's own runtime state for a snapshot (key caches, rate limiters), once per
+/// accepted change; the stack finds it in [`Active::role`].
+pub type Prepare = Box<dyn Fn(&Snapshot) -> Arc<dyn Any + Send + Sync> + Send + Sync>;
 
 /// The last reload's outcome, shown at `/config`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -61,6 +68,7 @@ pub struct ConfigStore {
     metrics: Metrics,
     /// Certificates for the TLS listener, updated with each accepted change.
     pub certs: Arc<CertStore>,
+    prepare: Option<Prepare>,
 }
 
 impl ConfigStore {
@@ -71,13 +79,21 @@ impl ConfigStore {
             snapshot: Arc::default(),
             router: Router::default(),
             pools: HashMap::new(),
+            role: None,
         };
         Self {
             active: ArcSwap::from_pointee(empty),
             status: Mutex::default(),
             certs: Arc::new(CertStore::new(metrics.clone())),
             metrics,
+            prepare: None,
         }
+    }
+
+    /// Runs `prepare` on every accepted snapshot before it is served.
+    pub fn with_role(mut self, prepare: Prepare) -> Self {
+        self.prepare = Some(prepare);
+        self
     }
 
     /// The configuration to use for one request.
@@ -116,11 +132,13 @@ impl ConfigStore {
         let certificates = self.certs.update(&snapshot.tls);
         let version = previous.version + 1;
         let router = Router::new(&snapshot);
+        let role = self.prepare.as_ref().map(|p| p(&snapshot));
         self.active.store(Arc::new(Active {
             version,
             snapshot: Arc::new(snapshot),
             router,
             pools,
+            role,
         }));
         self.metrics.config_version.set(version as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();

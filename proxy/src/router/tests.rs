@@ -24,6 +24,8 @@ fn route(name: &str, host: HostMatch, path: PathMatch) -> Route {
         },
         action: RouteAction::Forward(Forward::default()),
         max_request_body: None,
+        auth: None,
+        limits: Vec::new(),
     }
 }
 

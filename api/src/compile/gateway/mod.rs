@@ -260,6 +260,8 @@ fn compile_route(
                 },
                 action: action.clone(),
                 max_request_body,
+                auth: None,
+                limits: Vec::new(),
             });
         }
     }

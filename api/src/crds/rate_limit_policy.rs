@@ -1,0 +1,101 @@
+//! `RateLimitPolicy`: how many requests a client, tenant or route may send, counted in each
+//! gateway process (`local`) or across all of them in Redis (`global`).
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{PolicyStatus, RouteTargetRef};
+
+/// Rate limits for the HTTPRoutes or Ingresses named in `targetRefs`. Every limit that applies
+/// must pass.
+///
+/// ```yaml
+/// apiVersion: weir.dev/v1alpha1
+/// kind: RateLimitPolicy
+/// metadata: {name: shop, namespace: shop}
+/// spec:
+///   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop}]
+///   failureMode: open
+///   limits:
+///   - {name: per-user, key: {claim: sub}, rate: {requests: 100, per: 1m}, burst: 20, scope: global}
+/// ```
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "RateLimitPolicy",
+    namespaced,
+    status = "PolicyStatus",
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitPolicySpec {
+    /// The HTTPRoutes or Ingresses in this namespace the limits apply to.
+    #[schemars(length(min = 1))]
+    pub target_refs: Vec<RouteTargetRef>,
+    /// When Redis cannot answer in time: `open` (default) counts locally instead, `closed`
+    /// answers 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(open|closed)$"))]
+    pub failure_mode: Option<String>,
+    /// The limits; all must pass.
+    #[schemars(length(min = 1))]
+    pub limits: Vec<Limit>,
+}
+
+/// One limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limit {
+    /// A name for headers, logs and metrics; unique in the policy.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// What is counted separately.
+    pub key: LimitKey,
+    /// The sustained rate.
+    pub rate: Rate,
+    /// Requests allowed at once above the rate (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// `local` (default): per gateway process; `global`: one count across all, in Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(local|global)$"))]
+    pub scope: Option<String>,
+}
+
+/// What a limit counts by. Exactly one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitKey {
+    /// A claim of the verified JWT (an AuthPolicy must verify it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// A request header (requests without it share one count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The client's address.
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<Empty>,
+    /// The route: one count for everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Empty>,
+}
+
+/// `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `requests` per `per`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per period (at least 1).
+    #[schemars(range(min = 1))]
+    pub requests: u64,
+    /// The period, e.g. `1s`, `1m`, `1h`.
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub per: String,
+}

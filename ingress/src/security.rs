@@ -1,0 +1,158 @@
+//! The ingress's per-snapshot state for AuthPolicies and RateLimitPolicies: built once per
+//! accepted configuration (the store's role hook), looked up by route per request.
+//!
+//! What must outlive a reload does: a JWT provider's fetched keys (by provider and source) and
+//! a limit's local buckets (by limit and rate) carry over to the next snapshot, so a reload
+//! neither refetches every JWKS nor resets every count.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use weir_api::{
+    model::{Jwks, JwtProvider},
+    Snapshot,
+};
+use weir_proxy::{lock, metrics::Metrics};
+
+use crate::{
+    auth::{
+        jwks::{HttpsClient, KeySource},
+        Authenticator,
+    },
+    ratelimit::{
+        gcra::{LocalBuckets, Params},
+        redis::GlobalStore,
+        Limiter,
+    },
+};
+
+/// What a route enforces before its request is forwarded.
+pub struct RouteGuard {
+    /// Authentication, if an AuthPolicy applies.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Rate limits; all must pass.
+    pub limits: Vec<Limiter>,
+}
+
+/// Route guards for one snapshot, by route name.
+#[derive(Default)]
+pub struct Guards {
+    routes: HashMap<Arc<str>, Arc<RouteGuard>>,
+}
+
+impl Guards {
+    /// The guard of a route, if it has one.
+    pub fn get(&self, route: &str) -> Option<&Arc<RouteGuard>> {
+        self.routes.get(route)
+    }
+}
+
+/// Long-lived state shared by every snapshot's guards.
+pub struct Registry {
+    metrics: Metrics,
+    client: HttpsClient,
+    global: Option<Arc<GlobalStore>>,
+    sources: Mutex<HashMap<String, Arc<KeySource>>>,
+    buckets: Mutex<HashMap<String, Arc<LocalBuckets>>>,
+}
+
+impl Registry {
+    /// A registry fetching JWKS with `client` and counting global limits in `global`.
+    pub fn new(metrics: Metrics, client: HttpsClient, global: Option<Arc<GlobalStore>>) -> Self {
+        Self {
+            metrics,
+            client,
+            global,
+            sources: Mutex::default(),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Builds the guards for `snapshot`, reusing key sources and buckets that still apply.
+    pub fn prepare(&self, snapshot: &Snapshot) -> Guards {
+        let mut old_sources = std::mem::take(&mut *lock(&self.sources));
+        let mut old_buckets = std::mem::take(&mut *lock(&self.buckets));
+        let mut sources: HashMap<String, Arc<KeySource>> = HashMap::new();
+        let mut buckets: HashMap<String, Arc<LocalBuckets>> = HashMap::new();
+        let mut authenticators: HashMap<String, Arc<Authenticator>> = HashMap::new();
+        let mut guards = Guards::default();
+        let mut warned_global = false;
+        let routes = snapshot.routes.iter().chain(snapshot.default_route.iter());
+        for route in routes {
+            if route.auth.is_none() && route.limits.is_empty() {
+                continue;
+            }
+            let auth = route.auth.as_ref().map(|auth| {
+                authenticators
+                    .entry(auth.policy.clone())
+                    .or_insert_with(|| {
+                        let keys = auth
+                            .jwt
+                            .iter()
+                            .map(|p| self.source(p, &mut old_sources, &mut sources))
+                            .collect();
+                        Arc::new(Authenticator::new(auth.clone(), keys))
+                    })
+                    .clone()
+            });
+            let limits = route
+                .limits
+                .iter()
+                .map(|limit| {
+                    if limit.global && self.global.is_none() && !warned_global {
+                        warned_global = true;
+                        tracing::warn!(limit = %limit.id, "a global rate limit is configured but weir-ingress has no --redis: counting in this process only");
+                    }
+                    let p = Params::of(limit);
+                    let id = format!("{} {}/{}", limit.id, p.interval, p.tau);
+                    let local = buckets
+                        .entry(id.clone())
+                        .or_insert_with(|| old_buckets.remove(&id).unwrap_or_default())
+                        .clone();
+                    Limiter::new(limit.clone(), local, self.global.clone())
+                })
+                .collect();
+            guards
+                .routes
+                .insert(route.name.clone(), Arc::new(RouteGuard { auth, limits }));
+        }
+        *lock(&self.sources) = sources;
+        *lock(&self.buckets) = buckets;
+        guards
+    }
+
+    fn source(
+        &self,
+        provider: &JwtProvider,
+        old: &mut HashMap<String, Arc<KeySource>>,
+        new: &mut HashMap<String, Arc<KeySource>>,
+    ) -> Arc<KeySource> {
+        let id = match &provider.jwks {
+            Jwks::Uri(_) => provider.id.clone(),
+            Jwks::Static(bytes) => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes.0);
+                format!("{} {:?}", provider.id, &digest.as_ref()[..8])
+            }
+        };
+        if let Some(s) = new.get(&id) {
+            return s.clone();
+        }
+        let source = old.remove(&id).unwrap_or_else(|| match &provider.jwks {
+            Jwks::Uri(uri) => {
+                KeySource::remote(&provider.name, uri, self.client.clone(), self.metrics.clone())
+            }
+            Jwks::Static(bytes) => {
+                let (source, error) =
+                    KeySource::fixed(&provider.name, &bytes.0, self.metrics.clone());
+                if let Some(e) = error {
+                    tracing::error!(provider = %provider.id, error = %e, "JWKS refused: this provider's tokens are refused");
+                }
+                source
+            }
+        });
+        new.insert(id, source.clone());
+        source
+    }
+}
