@@ -21,11 +21,13 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+pub mod redis;
 pub mod tls;
 mod yaml;
 
 pub use yaml::{
-    gateway, http_route, ingress_tls, service, service_with, tls_secret, traffic_policy, ConfigDir,
+    gateway, http_route, ingress_tls, route_policy, service, service_with, tls_secret,
+    traffic_policy, ConfigDir,
 };
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).
@@ -161,8 +163,19 @@ impl Weir {
         weir
     }
 
+    /// Same, with extra flags and environment variables.
+    pub fn start_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut weir = Self::spawn_with_env(dir, extra, env);
+        weir.wait_ready();
+        weir
+    }
+
     /// Starts without waiting (for tests of startup failures).
     pub fn spawn(dir: &ConfigDir, extra: &[&str]) -> Self {
+        Self::spawn_with_env(dir, extra, &[])
+    }
+
+    fn spawn_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -180,6 +193,7 @@ impl Weir {
                 "2",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

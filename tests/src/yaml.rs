@@ -125,3 +125,11 @@ pub fn ingress_tls(name: &str, host: &str, service: &str, secret: &str) -> Strin
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ingressClassName: weir\n  tls: [{{hosts: [\"{host}\"], secretName: {secret}}}]\n  rules:\n  - host: \"{host}\"\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n"
     )
 }
+
+/// YAML for a weir.dev policy of `kind` named `name` in `default`, targeting HTTPRoute
+/// `route`, with `spec` lines (indented by 2) after the targetRefs.
+pub fn route_policy(kind: &str, name: &str, route: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]\n{spec}"
+    )
+}
