@@ -38,6 +38,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A JWKS larger than this is refused.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
+/// When requests last made the source fetch.
+#[derive(Default)]
+struct Triggered {
+    /// A token with a `kid` not among the keys we have.
+    unknown_kid: Option<Instant>,
+    /// A token arriving before any key was fetched (the IdP started after the gateway).
+    no_keys: Option<Instant>,
+}
+
+/// Between two request-triggered fetches while no key has been fetched yet.
+const MIN_REFETCH_WITHOUT_KEYS: Duration = Duration::from_secs(1);
+
 /// One usable public key.
 pub struct Key {
     /// `kid`, if the JWK has one.
@@ -53,8 +65,9 @@ pub struct KeySource {
     provider: String,
     uri: Option<String>,
     keys: ArcSwap<Vec<Key>>,
-    /// Serialises fetches; holds when the last one started.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises fetches; holds when the last ones triggered by requests started
+    /// (scheduled refreshes don't count against that budget).
+    fetching: tokio::sync::Mutex<Triggered>,
     client: Option<HttpsClient>,
     metrics: Metrics,
 }
@@ -71,7 +84,7 @@ impl KeySource {
             provider: provider.to_string(),
             uri: None,
             keys: ArcSwap::from_pointee(keys),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::default(),
             client: None,
             metrics,
         });
@@ -85,7 +98,7 @@ impl KeySource {
             provider: provider.to_string(),
             uri: Some(uri.to_string()),
             keys: ArcSwap::from_pointee(Vec::new()),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::default(),
             client: Some(client),
             metrics,
         });
@@ -98,19 +111,31 @@ impl KeySource {
         self.keys.load_full()
     }
 
-    /// Fetches again because a token named a `kid` we don't have, unless a fetch started
-    /// less than [`MIN_REFETCH`] ago (then whatever it brought is used). Returns the keys.
+    /// Fetches again because a token named a `kid` we don't have, unless a fetch for that
+    /// reason started less than [`MIN_REFETCH`] ago (1 s while no key was ever fetched).
+    /// Returns the keys.
     pub async fn refetch_for_unknown_kid(&self) -> Arc<Vec<Key>> {
         if self.uri.is_none() {
             return self.keys();
         }
+        let seen = self.keys();
         let Ok(mut last) = tokio::time::timeout(FETCH_TIMEOUT, self.fetching.lock()).await else {
             return self.keys();
         };
-        if last.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
+        // A fetch that finished while we waited (the first one at startup, or another
+        // request's) already brought whatever there is.
+        if !Arc::ptr_eq(&seen, &self.keys.load()) {
             return self.keys();
         }
-        *last = Some(Instant::now());
+        let (when, min) = if seen.is_empty() {
+            (&mut last.no_keys, MIN_REFETCH_WITHOUT_KEYS)
+        } else {
+            (&mut last.unknown_kid, MIN_REFETCH)
+        };
+        if when.is_some_and(|t| t.elapsed() < min) {
+            return self.keys();
+        }
+        *when = Some(Instant::now());
         let _ = self.fetch().await;
         self.keys()
     }
@@ -148,8 +173,7 @@ async fn refresh_loop(source: Weak<KeySource>) {
     loop {
         let Some(s) = source.upgrade() else { return };
         let wait = {
-            let mut last = s.fetching.lock().await;
-            *last = Some(Instant::now());
+            let _serialised = s.fetching.lock().await;
             match s.fetch().await {
                 Ok(ttl) => {
                     backoff = Duration::from_secs(1);
