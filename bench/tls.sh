@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/tls.sh — HTTPS: weir-ingress vs nginx with the same ECDSA P-256 certificate, in one run.
+#
+# Both proxy to the peer kit's backend (nginx on 127.0.0.1:18080), one worker each, pinned to
+# CPU 1; the clients run on CPU 0. Measures full TLS handshakes per second and resumed ones
+# (openssl s_time, one sequential client, connections per wall-clock second: a single client
+# core is the limit as much as the proxy is, so read it as a side-by-side, not a ceiling), and keep-alive HTTPS requests/s (wrk, 50 connections).
+#   DURATION=5 bench/tls.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
+. "$kit/scripts/common.sh"
+DURATION=${DURATION:-5}
+work=${WEIR_BENCH_DIR:-/tmp/weir-bench-tls}
+rm -rf "$work" && mkdir -p "$work/config" "$work/nginx"
+bash "$kit/setup.sh" >/dev/null
+(cd "$root" && cargo build --release -q -p weir-ingress)
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+indent() { sed 's/^/    /' "$1"; }
+cat > "$work/config/bench.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: 18080}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-tls, namespace: bench}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(indent "$work/cert.pem")
+  tls.key: |
+$(indent "$work/key.pem")
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench, namespace: bench}
+spec:
+  ingressClassName: weir
+  tls: [{secretName: bench-tls}]
+  defaultBackend: {service: {name: backend, port: {number: 80}}}
+YAML
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:18080; keepalive 64; }
+  server {
+    listen 127.0.0.1:18443 ssl http2;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -s stop 2>/dev/null || true; "$kit/scripts/stop_peers.sh" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+PEERS=backend "$kit/scripts/start_peers.sh" >/dev/null
+taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
+taskset -c 1 "$root/target/release/weir-ingress" --config-dir "$work/config" --listen 127.0.0.1:18096 \
+  --listen-tls 127.0.0.1:18444 --admin 127.0.0.1:18097 --workers 1 --access-log off 2>"$work/weir.log" &
+pids+=($!)
+sleep 1
+
+printf '%-8s %18s %18s %22s\n' target "handshakes/s new" "handshakes/s resumed" "keep-alive HTTPS req/s"
+for target in nginx:18443 weir:18444; do
+  name=${target%%:*}; port=${target##*:}
+  new=$(taskset -c 0 openssl s_time -connect 127.0.0.1:$port -new -time "$DURATION" 2>/dev/null | awk '/real seconds/ {printf "%.0f", $1/$4; exit}')
+  reused=$(taskset -c 0 openssl s_time -connect 127.0.0.1:$port -reuse -time "$DURATION" 2>/dev/null | awk '/real seconds/ {printf "%.0f", $1/$4; exit}')
+  rps=$(taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" "https://127.0.0.1:$port/" 2>/dev/null | awk '/Requests\/sec/ {print $2}')
+  printf '%-8s %18s %18s %22s\n' "$name" "$new" "$reused" "$rps"
+done
