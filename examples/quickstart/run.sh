@@ -24,7 +24,10 @@ Weir is serving $here on http://$listen (admin on http://$admin). Try:
   curl -s -H 'Host: shop.example.com' http://$listen/hello            # 90% shop-v1, 10% shop-canary
   curl -s -H 'Host: shop.example.com' -H 'x-canary: always' http://$listen/   # always the canary
   curl -si -H 'Host: shop.example.com' http://$listen/old-shop         # 301 redirect
-  curl -s -H 'Host: api.example.com' http://$listen/api/orders         # the Ingress route
+  curl -s -H 'Host: api.example.com' -H 'X-API-Key: demo-key-1' http://$listen/api/orders
+                                                                       # the Ingress route (security.yaml: API key,
+                                                                       # RateLimit-* headers; the 4th call in a minute gets 429)
+  curl -si -H 'Host: api.example.com' http://$listen/api/orders        # 401 without a key
   curl -si http://$listen/nothing-here                                 # 404, x-weir-error: no-route
   curl -si -H 'Host: shop.example.com' http://$listen/sleep/2500       # 504 after 1.5s: policy.yaml's perTryTimeout
                                                                        # (10% go to the canary: no policy, 200)

@@ -424,3 +424,81 @@ fn an_https_listener_without_certificates_is_an_error() {
     let errors = errors(yaml);
     assert!(errors[0].contains("spec.listeners[0].tls"), "{errors:?}");
 }
+
+#[test]
+fn auth_and_rate_limit_policies_attach_to_their_routes_and_bad_fields_are_named() {
+    let policies = "---
+apiVersion: weir.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: a, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  jwt: {providers: [{name: idp, issuer: 'https://idp', jwks: {uri: 'https://idp/jwks'}, forwardClaims: {sub: X-User}}]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: l, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  limits: [{name: u, key: {claim: sub}, rate: {requests: 10, per: 1m}, burst: 5, scope: global}]
+";
+    let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + policies));
+    let r = &snapshot.routes[0];
+    let auth = r.auth.as_ref().expect("auth attached");
+    assert_eq!(auth.policy, "shop/a");
+    assert!(auth.required);
+    assert_eq!(auth.strip_headers, vec!["x-user", "x-weir-client"]);
+    assert_eq!(r.limits.len(), 1);
+    assert_eq!(r.limits[0].id, "shop/l/u");
+    assert!(r.limits[0].global && r.limits[0].fail_open);
+
+    let bad = "---
+apiVersion: weir.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: b, namespace: shop}
+spec:
+  targetRefs: [{group: '', kind: Service, name: r}]
+  jwt: {providers: [{name: idp, issuer: i, jwks: {uri: 'http://idp/jwks'}}, {name: x, issuer: i, jwks: {inline: '{}', uri: 'https://a'}}]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: m, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  failureMode: sometimes
+  limits: [{name: u, key: {}, rate: {requests: 1, per: 0s}}, {name: u, key: {route: {}}, rate: {requests: 1, per: 1s}}]
+";
+    let errors = errors(&(route("  - backendRefs: [{name: app, port: 80}]\n") + bad)).join("\n");
+    for expected in [
+        "AuthPolicy shop/b: spec.targetRefs[0]",
+        "spec.jwt.providers[0].jwks.uri: \"http://idp/jwks\" is not an https:// URL",
+        "spec.jwt.providers[1].issuer",
+        "spec.jwt.providers[1].jwks: exactly one of uri, inline or secretRef",
+        "RateLimitPolicy shop/m: spec.failureMode",
+        "spec.limits[0].key: exactly one of claim, header, clientIP or route",
+        "spec.limits[1].name: \"u\" is also the name of limits[0]",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn the_quickstart_compiles_and_protects_its_api_route() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+    let objects = crate::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = compile(&objects).unwrap_or_else(|e| panic!("{e}"));
+    let api = snapshot
+        .routes
+        .iter()
+        .find(|r| r.name.starts_with("ingress:demo/api:"))
+        .expect("the api Ingress route");
+    assert!(api
+        .auth
+        .as_ref()
+        .and_then(|a| a.api_keys.as_ref())
+        .is_some_and(|k| k.keys.len() == 2));
+    assert_eq!(api.limits.len(), 1);
+}
