@@ -132,8 +132,7 @@ impl Registry {
         let id = match &provider.jwks {
             Jwks::Uri(_) => provider.id.clone(),
             Jwks::Static(bytes) => {
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes.0);
-                format!("{} {:?}", provider.id, &digest.as_ref()[..8])
+                format!("{} {:?}", provider.id, &crate::sha256(&bytes.0)[..8])
             }
         };
         if let Some(s) = new.get(&id) {

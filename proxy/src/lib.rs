@@ -24,6 +24,14 @@ pub mod server;
 pub mod tls;
 pub mod upstream;
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// Locks a mutex whose data stays valid even if a holder panicked (counters, estimates,
 /// status): a poisoned lock is used as it is rather than taking the proxy down with it.
 pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

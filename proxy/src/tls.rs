@@ -8,7 +8,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::SystemTime,
 };
 
 use arc_swap::ArcSwap;
@@ -168,10 +167,7 @@ impl CertStore {
                 .map_err(|e| format!("Secret {name}: tls.crt: {e}"))?;
             leaf.validity().not_after.timestamp()
         };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        let now = crate::unix_now() as i64;
         if not_after < now {
             return Err(format!(
                 "Secret {name}: the certificate expired {} s ago",

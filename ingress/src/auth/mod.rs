@@ -15,7 +15,6 @@ pub mod jwks;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +23,8 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use weir_api::model::{Auth, JwtProvider};
 use weir_proxy::lock;
+
+use crate::sha256;
 
 use jwks::KeySource;
 
@@ -201,7 +202,7 @@ impl Authenticator {
 
     async fn verify(&self, token: &str) -> Result<(Arc<Verified>, &JwtProvider), Denied> {
         let digest = sha256(token.as_bytes());
-        let now = unix_now();
+        let now = weir_proxy::unix_now();
         let shard = &self.cache[usize::from(digest[0]) % SHARDS];
         if let Some(hit) = lock(shard).get(&digest).cloned() {
             let provider = &self.providers[hit.provider].0;
@@ -331,18 +332,4 @@ fn claim_text(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }

@@ -111,8 +111,7 @@ fn redis_key(limit: &str, value: &str) -> String {
     if plain {
         format!("weir:rl:{{{limit}|{value}}}")
     } else {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-        let hex: String = digest.as_ref()[..16]
+        let hex: String = crate::sha256(value.as_bytes())[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

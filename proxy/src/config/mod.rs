@@ -11,7 +11,6 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::SystemTime,
 };
 
 use arc_swap::ArcSwap;
@@ -143,7 +142,7 @@ impl ConfigStore {
         self.metrics.config_version.set(version as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         let mut status = crate::lock(&self.status);
-        status.last_accepted = Some(unix_now());
+        status.last_accepted = Some(crate::unix_now());
         status.errors.clear();
         status.certificates = certificates;
         version
@@ -156,7 +155,7 @@ impl ConfigStore {
             .with_label_values(&["rejected"])
             .inc();
         let mut status = crate::lock(&self.status);
-        status.last_rejected = Some(unix_now());
+        status.last_rejected = Some(crate::unix_now());
         status.errors = errors.0.clone();
     }
 
@@ -170,11 +169,4 @@ impl ConfigStore {
             "snapshot": &*active.snapshot,
         })
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
