@@ -89,7 +89,12 @@ fn bench(c: &mut Criterion) {
     let metrics = Metrics::new();
     let cached = Authenticator::new(auth.clone(), vec![source.clone()]);
     rt.block_on(cached.check(&mut headers(&bearer))).unwrap();
-    let local = Limiter::new(limit(false), Arc::new(LocalBuckets::default()), None);
+    let local = Limiter::new(
+        limit(false),
+        Arc::new(LocalBuckets::default()),
+        None,
+        &metrics,
+    );
     let ip = "10.0.0.1".parse().unwrap();
 
     let mut g = c.benchmark_group("security");
@@ -111,7 +116,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let key = key_of(&local.limit, &identity, &HeaderMap::new(), ip);
             assert!(matches!(
-                rt.block_on(local.check(&key, &metrics)),
+                rt.block_on(local.check(&key)),
                 Outcome::Allowed(_)
             ));
         })
@@ -122,7 +127,7 @@ fn bench(c: &mut Criterion) {
             let identity = rt.block_on(cached.check(&mut h)).unwrap();
             let key = key_of(&local.limit, &identity, &h, ip);
             assert!(matches!(
-                rt.block_on(local.check(&key, &metrics)),
+                rt.block_on(local.check(&key)),
                 Outcome::Allowed(_)
             ));
         })
@@ -151,13 +156,18 @@ fn global_latency(rt: &tokio::runtime::Runtime, metrics: &Metrics) {
     };
     rt.block_on(async {
         let store = GlobalStore::connect(vec![format!("redis://127.0.0.1:{port}")], false, Duration::from_millis(100));
-        let limiter = Limiter::new(limit(true), Arc::new(LocalBuckets::default()), Some(store));
+        let limiter = Limiter::new(
+            limit(true),
+            Arc::new(LocalBuckets::default()),
+            Some(store),
+            metrics,
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut samples = Vec::with_capacity(20_000);
         let mut fallbacks = 0;
         for i in 0..22_000u32 {
             let start = std::time::Instant::now();
-            let outcome = limiter.check(&format!("user{}", i % 100), metrics).await;
+            let outcome = limiter.check(&format!("user{}", i % 100)).await;
             let took = start.elapsed();
             if i >= 2_000 {
                 samples.push(took);

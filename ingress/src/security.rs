@@ -111,7 +111,7 @@ impl Registry {
                         .entry(id.clone())
                         .or_insert_with(|| old_buckets.remove(&id).unwrap_or_default())
                         .clone();
-                    Limiter::new(limit.clone(), local, self.global.clone())
+                    Limiter::new(limit.clone(), local, self.global.clone(), &self.metrics)
                 })
                 .collect();
             guards

@@ -94,6 +94,8 @@ impl Identity {
 /// A cached verification.
 struct Verified {
     claims: Arc<Value>,
+    /// The provider's `forwardClaims` as headers, built once per token.
+    forward: Vec<(HeaderName, HeaderValue)>,
     /// `exp`, Unix seconds.
     exp: u64,
     provider: usize,
@@ -105,8 +107,8 @@ pub struct Authenticator {
     providers: Vec<(Arc<JwtProvider>, Arc<KeySource>)>,
     strip: Vec<HeaderName>,
     api_key_header: Option<HeaderName>,
-    /// SHA-256 of each API key, with its client name.
-    api_keys: Vec<([u8; 32], String)>,
+    /// SHA-256 of each API key, with its client name (and that as a header value).
+    api_keys: Vec<([u8; 32], String, Option<HeaderValue>)>,
     cache: Vec<Mutex<HashMap<[u8; 32], Arc<Verified>>>>,
 }
 
@@ -127,7 +129,10 @@ impl Authenticator {
             .api_keys
             .iter()
             .flat_map(|a| a.keys.iter())
-            .map(|(client, key)| (sha256(&key.0), client.clone()))
+            .map(|(client, key)| {
+                let header = HeaderValue::from_str(client).ok();
+                (sha256(&key.0), client.clone(), header)
+            })
             .collect();
         Self {
             auth,
@@ -154,31 +159,21 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .map(str::to_string);
         if let Some(token) = bearer.filter(|_| !self.providers.is_empty()) {
-            let (verified, provider) = self.verify(&token).await?;
-            for (claim, header) in &provider.forward_claims {
-                if let Some(v) = verified
-                    .claims
-                    .get(claim)
-                    .and_then(claim_text)
-                    .and_then(|v| HeaderValue::from_str(&v).ok())
-                {
-                    if let Ok(name) = HeaderName::try_from(header.as_str()) {
-                        headers.insert(name, v);
-                    }
-                }
+            let verified = self.verify(&token).await?;
+            for (name, value) in &verified.forward {
+                headers.insert(name.clone(), value.clone());
             }
             return Ok(Identity::Token(verified.claims.clone()));
         }
         if let Some(name) = &self.api_key_header {
             if let Some(key) = headers.get(name) {
-                let client = self
+                let (client, header) = self
                     .api_key_client(key.as_bytes())
                     .ok_or_else(|| Denied::Invalid("unknown API key".to_string()))?;
-                let client = client.to_string();
-                if let Ok(v) = HeaderValue::from_str(&client) {
-                    headers.insert(weir_api::compile::CLIENT_HEADER, v);
+                if let Some(v) = header {
+                    headers.insert(weir_api::compile::CLIENT_HEADER, v.clone());
                 }
-                return Ok(Identity::Client(client));
+                return Ok(Identity::Client(client.to_string()));
             }
         }
         if self.auth.required {
@@ -189,25 +184,25 @@ impl Authenticator {
     }
 
     /// Compares against every key without stopping early, in constant time per key.
-    fn api_key_client(&self, presented: &[u8]) -> Option<&str> {
+    fn api_key_client(&self, presented: &[u8]) -> Option<(&str, &Option<HeaderValue>)> {
         let digest = sha256(presented);
         let mut found = None;
-        for (key, client) in &self.api_keys {
+        for (key, client, header) in &self.api_keys {
             if bool::from(key.ct_eq(&digest)) {
-                found = Some(client.as_str());
+                found = Some((client.as_str(), header));
             }
         }
         found
     }
 
-    async fn verify(&self, token: &str) -> Result<(Arc<Verified>, &JwtProvider), Denied> {
+    async fn verify(&self, token: &str) -> Result<Arc<Verified>, Denied> {
         let digest = sha256(token.as_bytes());
         let now = weir_proxy::unix_now();
         let shard = &self.cache[usize::from(digest[0]) % SHARDS];
         if let Some(hit) = lock(shard).get(&digest).cloned() {
             let provider = &self.providers[hit.provider].0;
             if hit.exp + provider.clock_skew.as_secs() >= now {
-                return Ok((hit, provider));
+                return Ok(hit);
             }
         }
         let header = jsonwebtoken::decode_header(token)
@@ -266,7 +261,19 @@ impl Authenticator {
                     if let Err(missing) = scopes_ok(&data.claims, &provider.required_scopes) {
                         return Err(Denied::Forbidden(missing));
                     }
+                    let forward = provider
+                        .forward_claims
+                        .iter()
+                        .filter_map(|(claim, header)| {
+                            let value = claim_text(data.claims.get(claim)?)?;
+                            Some((
+                                HeaderName::try_from(header.as_str()).ok()?,
+                                HeaderValue::from_str(&value).ok()?,
+                            ))
+                        })
+                        .collect();
                     let verified = Arc::new(Verified {
+                        forward,
                         claims: Arc::new(data.claims),
                         exp,
                         provider: index,
@@ -279,7 +286,7 @@ impl Authenticator {
                         }
                     }
                     cache.insert(digest, verified.clone());
-                    return Ok((verified, provider));
+                    return Ok(verified);
                 }
                 Err(e) => last = Some(e),
             }

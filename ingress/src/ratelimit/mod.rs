@@ -9,6 +9,7 @@ pub mod redis;
 use std::{net::IpAddr, sync::Arc};
 
 use http::HeaderMap;
+use prometheus::IntCounter;
 use weir_api::model::{LimitKey, RateLimit};
 use weir_proxy::metrics::Metrics;
 
@@ -23,6 +24,15 @@ pub struct Limiter {
     params: Params,
     local: Arc<LocalBuckets>,
     global: Option<Arc<GlobalStore>>,
+    /// `weir_rate_limit_decisions_total` for this limit, resolved once, not per request.
+    counted: Counters,
+}
+
+struct Counters {
+    allowed: IntCounter,
+    limited: IntCounter,
+    fallback: IntCounter,
+    unavailable: IntCounter,
 }
 
 /// What a limit said.
@@ -42,17 +52,29 @@ impl Limiter {
         limit: Arc<RateLimit>,
         local: Arc<LocalBuckets>,
         global: Option<Arc<GlobalStore>>,
+        metrics: &Metrics,
     ) -> Self {
+        let counter = |result: &str| {
+            metrics
+                .rate_limit_decisions
+                .with_label_values(&[&limit.id, result])
+        };
         Self {
             params: Params::of(&limit),
             global: global.filter(|_| limit.global),
+            counted: Counters {
+                allowed: counter("allowed"),
+                limited: counter("limited"),
+                fallback: counter("fallback"),
+                unavailable: counter("unavailable"),
+            },
             limit,
             local,
         }
     }
 
     /// Counts one request under `key`.
-    pub async fn check(&self, key: &str, metrics: &Metrics) -> Outcome {
+    pub async fn check(&self, key: &str) -> Outcome {
         let decision = match &self.global {
             Some(store) => match store
                 .check(self.params, &redis_key(&self.limit.id, key))
@@ -60,30 +82,23 @@ impl Limiter {
             {
                 Ok(d) => d,
                 Err(redis::Unavailable) if self.limit.fail_open => {
-                    self.count(metrics, "fallback");
+                    self.counted.fallback.inc();
                     self.local.check(self.params, key)
                 }
                 Err(redis::Unavailable) => {
-                    self.count(metrics, "unavailable");
+                    self.counted.unavailable.inc();
                     return Outcome::Unavailable;
                 }
             },
             None => self.local.check(self.params, key),
         };
         if decision.allowed {
-            self.count(metrics, "allowed");
+            self.counted.allowed.inc();
             Outcome::Allowed(decision)
         } else {
-            self.count(metrics, "limited");
+            self.counted.limited.inc();
             Outcome::Limited(decision)
         }
-    }
-
-    fn count(&self, metrics: &Metrics, result: &str) {
-        metrics
-            .rate_limit_decisions
-            .with_label_values(&[&self.limit.id, result])
-            .inc();
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn check(
     let mut tightest: Option<Decision> = None;
     for limiter in &guard.limits {
         let key = key_of(&limiter.limit, &identity, headers, x.client.addr.ip());
-        match limiter.check(&key, &gw.metrics).await {
+        match limiter.check(&key).await {
             Outcome::Allowed(d) => {
                 if tightest.is_none_or(|t| d.remaining < t.remaining) {
                     tightest = Some(d);
