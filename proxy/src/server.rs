@@ -23,6 +23,8 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+use prometheus::IntCounter;
+
 use crate::{body::Body, metrics::Metrics};
 
 /// Limits and timeouts for client connections.
@@ -88,6 +90,10 @@ pub async fn serve<H, F>(
         .max_header_list_size(settings.max_buffer as u32)
         .max_concurrent_streams(1024);
     let protocols = Arc::new(Protocols { http1, http2 });
+    let tls = settings
+        .tls
+        .clone()
+        .map(|config| Arc::new(Terminator::new(config, &metrics)));
     // Every connection task holds a sender; when the last one is gone, the drain is complete.
     let (drained_tx, mut drained) = mpsc::channel::<Infallible>(1);
     loop {
@@ -108,7 +114,7 @@ pub async fn serve<H, F>(
         metrics.downstream_accepted.inc();
         metrics.downstream_connections.inc();
         let handler = handler.clone();
-        let tls = settings.tls.clone();
+        let tls = tls.clone();
         let client = Peer {
             addr: peer,
             tls: tls.is_some(),
@@ -121,34 +127,17 @@ pub async fn serve<H, F>(
         });
         let protocols = protocols.clone();
         let gauge = metrics.downstream_connections.clone();
-        let handshakes = tls.as_ref().map(|_| metrics.tls_handshakes.clone());
         let shutdown = shutdown.clone();
         let drained_tx = drained_tx.clone();
         let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            let result = match tls.zip(handshakes) {
-                Some((config, handshakes)) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(handshake_timeout, accept).await {
-                        Ok(Ok(stream)) => {
-                            handshakes.with_label_values(&["ok"]).inc();
-                            let protocol = match stream.get_ref().1.alpn_protocol() {
-                                Some(b"h2") => Protocol::Http2,
-                                _ => Protocol::Http1,
-                            };
-                            protocols.serve(stream, protocol, service, shutdown).await
-                        }
-                        Ok(Err(e)) => {
-                            handshakes.with_label_values(&["error"]).inc();
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            handshakes.with_label_values(&["timeout"]).inc();
-                            Ok(())
-                        }
+            let result = match tls {
+                Some(tls) => match tls.accept(stream, handshake_timeout, peer).await {
+                    Some((stream, protocol)) => {
+                        protocols.serve(stream, protocol, service, shutdown).await
                     }
-                }
+                    None => Ok(()),
+                },
                 None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
                     Ok(Ok(Some(protocol))) => {
                         protocols.serve(stream, protocol, service, shutdown).await
@@ -171,6 +160,55 @@ pub async fn serve<H, F>(
         _ = drained.recv() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(settings.drain_timeout) => {
             tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+}
+
+/// TLS termination for a listener, with its handshake counters resolved once.
+struct Terminator {
+    acceptor: tokio_rustls::TlsAcceptor,
+    ok: IntCounter,
+    error: IntCounter,
+    timeout: IntCounter,
+}
+
+impl Terminator {
+    fn new(config: Arc<rustls::ServerConfig>, metrics: &Metrics) -> Self {
+        let counter = |result: &str| metrics.tls_handshakes.with_label_values(&[result]);
+        Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            ok: counter("ok"),
+            error: counter("error"),
+            timeout: counter("timeout"),
+        }
+    }
+
+    /// The handshake, within `timeout`; the stream and the protocol ALPN chose, or `None` when
+    /// it failed (counted, logged at debug).
+    async fn accept(
+        &self,
+        stream: TcpStream,
+        timeout: Duration,
+        peer: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Protocol)> {
+        match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                self.ok.inc();
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                Some((stream, protocol))
+            }
+            Ok(Err(e)) => {
+                self.error.inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.timeout.inc();
+                None
+            }
         }
     }
 }
