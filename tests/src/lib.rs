@@ -375,6 +375,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response (a body that fails midway reads as what arrived: nothing).
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     /// The body as JSON (panics with the body text if it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
@@ -417,15 +432,5 @@ pub async fn request(
         .await
         .expect("request timed out")
         .expect("request failed");
-    let (parts, body) = res.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply::read(res).await
 }

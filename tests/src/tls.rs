@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
@@ -187,18 +187,8 @@ pub async fn https_get(
         send.send_request(req).await
     }
     .map_err(|e| e.to_string())?;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
     Ok(HttpsReply {
-        reply: Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        },
+        reply: Reply::read(response).await,
         leaf,
         alpn,
         version,

@@ -25,22 +25,23 @@ async fn get_as(weir: &Weir, host: &str, user: &str) -> weir_e2e::Reply {
     .await
 }
 
-#[tokio::test]
-async fn a_local_limit_counts_each_key_and_answers_429_with_retry_after() {
-    let app = Echo::start("app");
-    let dir = ConfigDir::new()
-        .with("svc.yaml", &service("app", &[&app]))
+/// Service `app`, a Gateway, HTTPRoute `shop` for shop.example.com, and RateLimitPolicy
+/// `name` on it with `spec`.
+fn shop_limited_by(app: &Echo, name: &str, spec: &str) -> ConfigDir {
+    ConfigDir::new()
+        .with("svc.yaml", &service("app", &[app]))
         .with("gw.yaml", &gateway())
         .with("route.yaml", &app_route("shop", "shop.example.com"))
         .with(
             "limit.yaml",
-            &route_policy(
-                "RateLimitPolicy",
-                "per-user",
-                "shop",
-                "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, burst: 2}\n  - {name: route, key: {route: {}}, rate: {requests: 1000, per: 1s}, burst: 100}\n",
-            ),
-        );
+            &route_policy("RateLimitPolicy", name, "shop", spec),
+        )
+}
+
+#[tokio::test]
+async fn a_local_limit_counts_each_key_and_answers_429_with_retry_after() {
+    let app = Echo::start("app");
+    let dir = shop_limited_by(&app, "per-user", "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, burst: 2}\n  - {name: route, key: {route: {}}, rate: {requests: 1000, per: 1s}, burst: 100}\n");
     let weir = Weir::start(&dir);
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -88,19 +89,7 @@ async fn three_gateways_share_one_global_limit_in_redis() {
     let redis = Redis::start();
     let app = Echo::start("app");
     // 100 at once and a refill too slow to matter during the test: exactly 100 may pass.
-    let dir = ConfigDir::new()
-        .with("svc.yaml", &service("app", &[&app]))
-        .with("gw.yaml", &gateway())
-        .with("route.yaml", &app_route("shop", "shop.example.com"))
-        .with(
-            "limit.yaml",
-            &route_policy(
-                "RateLimitPolicy",
-                "global",
-                "shop",
-                "  failureMode: closed\n  limits:\n  - {name: all, key: {route: {}}, rate: {requests: 100, per: 1h}, burst: 99, scope: global}\n",
-            ),
-        );
+    let dir = shop_limited_by(&app, "global", "  failureMode: closed\n  limits:\n  - {name: all, key: {route: {}}, rate: {requests: 100, per: 1h}, burst: 99, scope: global}\n");
     let url = redis.url();
     let flags = ["--redis", url.as_str(), "--redis-timeout", "1s"];
     let gateways = [
