@@ -97,8 +97,8 @@ async fn three_gateways_share_one_global_limit_in_redis() {
         Weir::start_with(&dir, &flags),
         Weir::start_with(&dir, &flags),
     ];
-    // Wait until each is connected (a closed limit answers 503 until then)... using a
-    // different route key would spend the budget, so probe the metric instead.
+    // Wait until each is connected (a closed limit answers 503 until then); a probe request
+    // would spend the budget, so read the log instead.
     for weir in &gateways {
         eventually(Duration::from_secs(10), "connected to Redis", || async {
             let s = weir.stderr().join("\n");
