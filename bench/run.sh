@@ -13,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
 [ -d "$kit" ] || { echo "peer kit not found at $kit (set WEIR_BENCH_KIT)"; exit 1; }
 . "$kit/scripts/common.sh"
+. "$root/bench/objects.sh"
 REPS=${REPS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-5000}
@@ -24,26 +25,7 @@ bash "$kit/setup.sh" >/dev/null
 weir=$root/target/release/weir-ingress
 
 # The same backend the peers use, as Kubernetes objects.
-cat > "$work/config/bench.yaml" <<'YAML'
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec:
-  ports: [{name: http, port: 80}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: 18080}]
-endpoints: [{addresses: [127.0.0.1]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: bench}
-spec:
-  gatewayClassName: weir
-  listeners: [{name: http, protocol: HTTP, port: 80}]
+{ backend_objects; cat <<'YAML'
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -52,6 +34,7 @@ spec:
   parentRefs: [{name: gw}]
   rules: [{backendRefs: [{name: backend, port: 80}]}]
 YAML
+} > "$work/config/bench.yaml"
 
 pids=()
 cleanup() {

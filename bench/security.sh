@@ -13,6 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
 . "$kit/scripts/common.sh"
+. "$root/bench/objects.sh"
 DURATION=${DURATION:-5}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-security}
 rm -rf "$work" && mkdir -p "$work/config" "$work/accuracy"
@@ -22,26 +23,10 @@ bin=$root/target/release
 token=$("$bin/weir-token" --jwks "$work/jwks.json" --iss https://idp.bench --aud bench --sub alice)
 jwks=$(cat "$work/jwks.json")
 
-backend_yaml='apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: 18080}]
-endpoints: [{addresses: [127.0.0.1]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: bench}
-spec: {gatewayClassName: weir, listeners: [{name: http, protocol: HTTP, port: 80}]}'
 route() { printf -- '---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: %s, namespace: bench}\nspec: {parentRefs: [{name: gw}], hostnames: [%s.bench], rules: [{backendRefs: [{name: backend, port: 80}]}]}\n' "$1" "$1"; }
 auth() { printf -- "---\napiVersion: weir.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: %s, namespace: bench}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: %s}]\n  jwt: {providers: [{name: idp, issuer: 'https://idp.bench', audiences: [bench], jwks: {inline: '%s'}, forwardClaims: {sub: X-User-Id}}]}\n" "$1" "$1" "$jwks"; }
 limit() { printf -- "---\napiVersion: weir.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s, namespace: bench}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: %s}]\n  limits: [{name: users, key: {claim: sub}, rate: {requests: %s, per: %s}, burst: %s, scope: %s}]\n" "$1" "$1" "$2" "$3" "$4" "$5"; }
-{ echo "$backend_yaml"; route plain; route jwt; route global; auth jwt; auth global
+{ backend_objects; route plain; route jwt; route global; auth jwt; auth global
   limit jwt 100000000 1s 100000000 local; limit global 100000000 1s 100000000 global; } > "$work/config/bench.yaml"
 
 pids=()
@@ -64,7 +49,7 @@ for r in plain jwt global; do
 done
 
 # Global accuracy: three gateways, one limit of 100 per 10 s, heavy load on all three.
-{ echo "$backend_yaml"; route global; auth global; limit global 100 10s 0 global; } > "$work/accuracy/bench.yaml"
+{ backend_objects; route global; auth global; limit global 100 10s 0 global; } > "$work/accuracy/bench.yaml"
 ports=(18110 18112 18114)
 for p in "${ports[@]}"; do
   "$bin/weir-ingress" --config-dir "$work/accuracy" --listen 127.0.0.1:$p --admin 127.0.0.1:$((p+1)) \

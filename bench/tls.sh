@@ -10,6 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
 . "$kit/scripts/common.sh"
+. "$root/bench/objects.sh"
 DURATION=${DURATION:-5}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-tls}
 rm -rf "$work" && mkdir -p "$work/config" "$work/nginx"
@@ -20,18 +21,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 indent() { sed 's/^/    /' "$1"; }
-cat > "$work/config/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: 18080}]
-endpoints: [{addresses: [127.0.0.1]}]
+{ backend_objects; cat <<YAML
 ---
 apiVersion: v1
 kind: Secret
@@ -51,6 +41,7 @@ spec:
   tls: [{secretName: bench-tls}]
   defaultBackend: {service: {name: backend, port: {number: 80}}}
 YAML
+} > "$work/config/bench.yaml"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx/nginx.pid;

@@ -1,0 +1,25 @@
+# Sourced by the bench scripts: the peer kit's backend (nginx on 127.0.0.1:18080) as the
+# Kubernetes objects weir-ingress reads, in namespace `bench`, with a Gateway `gw` of class weir.
+backend_objects() {
+  cat <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: 18080}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: bench}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+YAML
+}
