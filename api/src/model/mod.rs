@@ -1,0 +1,295 @@
+//! The compiled configuration snapshot: plain Rust, no Kubernetes or protobuf types. A value
+//! that exists here is valid; [`compile`](crate::compile) is the only way to make one from
+//! objects. It serializes to JSON for the admin `/config` page (it never holds secrets).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+mod cluster;
+mod security;
+
+pub use cluster::{
+    Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience, RetryOn,
+    RetryPolicy,
+};
+pub use security::{
+    ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
+};
+/// Everything a gateway needs to serve: the routes and the clusters they point at.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Routes from every Ingress and attached HTTPRoute, unordered; the router orders them.
+    pub routes: Vec<Route>,
+    /// Backend clusters by name (`namespace/service:port`).
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Serves requests no route matched (the oldest `Ingress.spec.defaultBackend`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<Route>,
+    /// Certificates for the TLS listener, chosen by SNI; one per Secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsCertificate>,
+    /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
+    pub warnings: Vec<String>,
+}
+
+/// Which requests a route is for, by `Host`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HostMatch {
+    /// `shop.example.com` (lowercase, no port).
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`: matches one or more labels.
+    Wildcard(String),
+    /// Any host.
+    Any,
+}
+
+/// One match of one rule: the unit the router orders and picks.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Stable name for metrics and logs: `httproute:ns/name:rule` or `ingress:ns/name:rule`.
+    pub name: Arc<str>,
+    /// Hosts this route answers; never empty (`[Any]` when the object named none).
+    pub hosts: Vec<HostMatch>,
+    /// The request conditions.
+    pub matcher: RouteMatch,
+    /// Tie-breaker after the Gateway API precedence rules: older object first, then
+    /// `namespace/name`, then rule and match index.
+    pub order: RouteOrder,
+    /// What happens to a request that matched.
+    pub action: RouteAction,
+    /// Largest request body accepted (`weir.dev/max-request-body` annotation); `None`: no limit.
+    pub max_request_body: Option<u64>,
+    /// Who may use the route (an AuthPolicy targeting its HTTPRoute or Ingress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Arc<Auth>>,
+    /// Rate limits, all of which must pass (every RateLimitPolicy targeting its object).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<Arc<RateLimit>>,
+}
+
+/// Ordering key for routes whose matches are equally specific.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteOrder {
+    /// `metadata.creationTimestamp` as RFC 3339 (empty sorts first: objects from files).
+    pub created: String,
+    /// `namespace/name` of the object.
+    pub object: String,
+    /// Index of the rule in the object.
+    pub rule: usize,
+    /// Index of the match in the rule.
+    pub matcher: usize,
+}
+
+/// Conditions on a request. All of them must hold.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// The path condition, on the normalised path.
+    pub path: PathMatch,
+    /// The method, if restricted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Header conditions (names lowercase).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions (names exact, case-sensitive).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatch>,
+}
+
+/// A path condition.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    /// The whole path, exactly.
+    Exact(String),
+    /// Whole path segments: `/a` matches `/a` and `/a/b`, never `/ab`. Stored without a
+    /// trailing slash (`/` stays `/`).
+    Prefix(String),
+    /// A regular expression that must match the whole path.
+    Regex(#[serde(with = "regex_text")] Regex),
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch::Prefix("/".to_string())
+    }
+}
+
+/// A named value condition for headers and query parameters.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// Header name (lowercase) or query parameter name.
+    pub name: String,
+    /// What the value must be.
+    pub value: StringMatch,
+}
+
+/// How a value is compared.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    /// Byte for byte.
+    Exact(String),
+    /// Whole-value regular expression.
+    Regex(#[serde(with = "regex_text")] Regex),
+}
+
+impl StringMatch {
+    /// True when `value` satisfies this condition.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StringMatch::Exact(s) => s == value,
+            StringMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// A compiled, anchored regular expression (shared: cloning a snapshot doesn't recompile).
+pub type Regex = Arc<regex::Regex>;
+
+mod regex_text {
+    pub(super) fn serialize<S: serde::Serializer>(
+        r: &super::Regex,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(r.as_str())
+    }
+}
+
+/// What a matched route does.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteAction {
+    /// Answer with a redirect (`RequestRedirect`).
+    Redirect(Redirect),
+    /// Send to backends.
+    Forward(Forward),
+}
+
+/// `RequestRedirect`: each `None` keeps the request's own value.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    /// New host name.
+    pub hostname: Option<String>,
+    /// New port; when the scheme changes and no port is given, the scheme's default is used.
+    pub port: Option<u16>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+    /// 301, 302 (default), 303, 307 or 308.
+    pub status: u16,
+}
+
+/// Rewriting a path: the whole of it or the part the `PathPrefix` matched.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathRewrite {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the matched prefix (only valid on a `Prefix` match).
+    Prefix(String),
+}
+
+/// Forwarding to weighted backends, with the filters that apply on the way.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    /// Backends with weights; a weight of 0 gets no traffic. No backend with a weight: 500.
+    pub backends: Vec<WeightedBackend>,
+    /// `RequestHeaderModifier`.
+    pub request_headers: HeaderModifier,
+    /// `ResponseHeaderModifier`.
+    pub response_headers: HeaderModifier,
+    /// `URLRewrite`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<UrlRewrite>,
+    /// `RequestMirror`: copies sent and forgotten.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    /// `timeouts`.
+    pub timeouts: Timeouts,
+}
+
+/// A backend and its share of traffic.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedBackend {
+    /// Key into [`Snapshot::clusters`].
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// Set, add and remove headers (names lowercase).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    /// Replace (or add) these headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    /// Append these values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Remove these headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderModifier {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `URLRewrite`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlRewrite {
+    /// New `Host` sent to the backend.
+    pub hostname: Option<String>,
+    /// New path sent to the backend.
+    pub path: Option<PathRewrite>,
+}
+
+/// `RequestMirror`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// Key into [`Snapshot::clusters`].
+    pub cluster: String,
+    /// Share of requests mirrored, in parts per million (1_000_000 = all).
+    pub per_million: u32,
+}
+
+/// Route timeouts (`HTTPRoute.spec.rules[].timeouts`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Whole request, from arrival to the response headers.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+    /// One request to a backend.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<Duration>,
+}
+
+mod opt_duration {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! North-south security in the snapshot: TLS certificates, authentication and rate limits.
+//! Secret material is held in [`SecretBytes`] and never serialized or printed.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+use super::HostMatch;
+
+/// A certificate and key from a `kubernetes.io/tls` Secret, and the SNI names it serves. The
+/// proxy parses and checks it; a bad one is refused there and the previous one keeps serving.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// The Secret, `namespace/name`.
+    pub secret: String,
+    /// The names it is offered for; `Any` makes it the certificate for clients without SNI
+    /// and for names no other certificate has.
+    pub hosts: Vec<HostMatch>,
+    /// The objects that asked for it (`Ingress ns/name`, `Gateway ns/name listener https`).
+    pub used_by: Vec<String>,
+    /// `tls.crt`: the PEM chain, leaf first (empty when the Secret has none).
+    #[serde(skip)]
+    pub chain: SecretBytes,
+    /// `tls.key`: the PEM private key (empty when the Secret has none).
+    #[serde(skip)]
+    pub key: SecretBytes,
+}
+
+/// Bytes from a Secret: shared, never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub Arc<[u8]>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
+/// Authentication for a route, from an AuthPolicy.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// The policy, `namespace/name`.
+    pub policy: String,
+    /// JWT identity providers, by issuer.
+    pub jwt: Vec<Arc<JwtProvider>>,
+    /// API keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeys>,
+    /// Refuse requests without credentials; otherwise they pass anonymously.
+    pub required: bool,
+    /// Headers removed from every request (lowercase): the forwarded-claim headers and
+    /// `x-weir-client`, so a client cannot set them.
+    pub strip_headers: Vec<String>,
+}
+
+/// An identity provider whose tokens a route accepts.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProvider {
+    /// Identity of its key cache across reloads: `namespace/policy/provider` plus the source.
+    pub id: String,
+    /// `spec.jwt.providers[].name`.
+    pub name: String,
+    /// The required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (empty: not checked).
+    pub audiences: Vec<String>,
+    /// Where the keys come from.
+    pub jwks: Jwks,
+    /// Claim → header name (lowercase).
+    pub forward_claims: Vec<(String, String)>,
+    /// Scopes a token must have.
+    pub required_scopes: Vec<String>,
+    /// Allowed clock skew on `exp` and `nbf`.
+    pub clock_skew: Duration,
+}
+
+/// Where an identity provider's keys come from.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Jwks {
+    /// Fetched from this `https://` URL and refreshed.
+    Uri(String),
+    /// A JWKS document given in the policy or a Secret.
+    Static(#[serde(skip)] SecretBytes),
+}
+
+/// API keys for a route.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeys {
+    /// The header carrying the key (lowercase).
+    pub header: String,
+    /// Client name → key.
+    #[serde(skip)]
+    pub keys: Vec<(String, SecretBytes)>,
+}
+
+/// A rate limit on a route.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Identity of its counters: `namespace/policy/limit`.
+    pub id: String,
+    /// `spec.limits[].name`.
+    pub name: String,
+    /// What is counted separately.
+    pub key: LimitKey,
+    /// Requests allowed per `per`.
+    pub requests: u64,
+    /// The period.
+    pub per: Duration,
+    /// Requests allowed at once above the rate.
+    pub burst: u64,
+    /// Counted across all gateways in Redis (else per process).
+    pub global: bool,
+    /// When Redis cannot answer: count locally (`true`) or answer 503.
+    pub fail_open: bool,
+}
+
+/// What a rate limit counts by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitKey {
+    /// A verified JWT claim.
+    Claim(String),
+    /// A request header (lowercase name).
+    Header(String),
+    /// The client's IP address.
+    ClientIp,
+    /// Everyone on the route together.
+    Route,
+}
