@@ -19,6 +19,8 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod objects;
+pub mod proto;
+pub mod wire;
 
 pub use compile::compile;
 pub use error::{ConfigError, Location};

@@ -3,10 +3,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How to talk to a cluster's endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Protocol {
     /// HTTP/1.1 with keep-alive.
@@ -17,7 +17,7 @@ pub enum Protocol {
 }
 
 /// One Service port and its ready endpoints.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
     /// `namespace/service:port`.
@@ -36,7 +36,7 @@ pub struct Cluster {
 }
 
 /// Load-balancing algorithm (Service annotation `weir.dev/load-balancer`, or a TrafficPolicy).
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Balancer {
     /// Power of two choices over peak-EWMA latency times outstanding requests (`ewma`).
@@ -51,7 +51,7 @@ pub enum Balancer {
 }
 
 /// What a consistent hash is computed from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum HashKey {
     /// A request header (lowercase name).
@@ -64,7 +64,7 @@ pub enum HashKey {
 
 /// How the data plane protects a cluster and itself when endpoints fail (a TrafficPolicy).
 /// The default is what a cluster without a policy gets: one try, no breaker, no checks.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resilience {
     /// `namespace/name` of the TrafficPolicy this came from.
@@ -85,7 +85,7 @@ pub struct Resilience {
 }
 
 /// Retry settings, validated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Tries in all (≥ 1).
@@ -107,7 +107,7 @@ pub struct RetryPolicy {
 }
 
 /// The failures a retry is attempted for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryOn {
     /// The connection could not be made.
@@ -130,7 +130,7 @@ impl RetryOn {
 }
 
 /// Circuit breaking, validated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BreakerPolicy {
     /// Failures in a row that eject an endpoint.
@@ -148,7 +148,7 @@ pub struct BreakerPolicy {
 }
 
 /// Active health checking, validated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckPolicy {
     /// Path requested with GET.

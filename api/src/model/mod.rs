@@ -1,10 +1,11 @@
 //! The compiled configuration snapshot: plain Rust, no Kubernetes or protobuf types. A value
 //! that exists here is valid; [`compile`](crate::compile) is the only way to make one from
-//! objects. It serializes to JSON for the admin `/config` page (it never holds secrets).
+//! objects. It serializes to JSON for the admin `/config` page (secrets redacted) and to the
+//! controller's binary wire encoding ([`crate::wire`]).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod cluster;
 mod security;
@@ -17,7 +18,7 @@ pub use security::{
     ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
 };
 /// Everything a gateway needs to serve: the routes and the clusters they point at.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Routes from every Ingress and attached HTTPRoute, unordered; the router orders them.
     pub routes: Vec<Route>,
@@ -27,14 +28,14 @@ pub struct Snapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Route>,
     /// Certificates for the TLS listener, chosen by SNI; one per Secret.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsCertificate>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
 }
 
 /// Which requests a route is for, by `Host`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum HostMatch {
     /// `shop.example.com` (lowercase, no port).
@@ -46,7 +47,7 @@ pub enum HostMatch {
 }
 
 /// One match of one rule: the unit the router orders and picks.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// Stable name for metrics and logs: `httproute:ns/name:rule` or `ingress:ns/name:rule`.
@@ -66,12 +67,12 @@ pub struct Route {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Arc<Auth>>,
     /// Rate limits, all of which must pass (every RateLimitPolicy targeting its object).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Arc<RateLimit>>,
 }
 
 /// Ordering key for routes whose matches are equally specific.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteOrder {
     /// `metadata.creationTimestamp` as RFC 3339 (empty sorts first: objects from files).
@@ -85,7 +86,7 @@ pub struct RouteOrder {
 }
 
 /// Conditions on a request. All of them must hold.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
     /// The path condition, on the normalised path.
@@ -94,15 +95,15 @@ pub struct RouteMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Header conditions (names lowercase).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<ValueMatch>,
     /// Query parameter conditions (names exact, case-sensitive).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<ValueMatch>,
 }
 
 /// A path condition.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PathMatch {
     /// The whole path, exactly.
@@ -121,7 +122,7 @@ impl Default for PathMatch {
 }
 
 /// A named value condition for headers and query parameters.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ValueMatch {
     /// Header name (lowercase) or query parameter name.
@@ -131,7 +132,7 @@ pub struct ValueMatch {
 }
 
 /// How a value is compared.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// Byte for byte.
@@ -154,16 +155,27 @@ impl StringMatch {
 pub type Regex = Arc<regex::Regex>;
 
 mod regex_text {
+    use serde::Deserialize;
+
     pub(super) fn serialize<S: serde::Serializer>(
         r: &super::Regex,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(r.as_str())
     }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<super::Regex, D::Error> {
+        let text = String::deserialize(d)?;
+        regex::Regex::new(&text)
+            .map(std::sync::Arc::new)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a matched route does.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RouteAction {
     /// Answer with a redirect (`RequestRedirect`).
@@ -173,7 +185,7 @@ pub enum RouteAction {
 }
 
 /// `RequestRedirect`: each `None` keeps the request's own value.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Redirect {
     /// `http` or `https`.
@@ -189,7 +201,7 @@ pub struct Redirect {
 }
 
 /// Rewriting a path: the whole of it or the part the `PathPrefix` matched.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PathRewrite {
     /// Replace the whole path.
@@ -199,7 +211,7 @@ pub enum PathRewrite {
 }
 
 /// Forwarding to weighted backends, with the filters that apply on the way.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Forward {
     /// Backends with weights; a weight of 0 gets no traffic. No backend with a weight: 500.
@@ -212,14 +224,14 @@ pub struct Forward {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<UrlRewrite>,
     /// `RequestMirror`: copies sent and forgotten.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
     /// `timeouts`.
     pub timeouts: Timeouts,
 }
 
 /// A backend and its share of traffic.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightedBackend {
     /// Key into [`Snapshot::clusters`].
@@ -229,17 +241,17 @@ pub struct WeightedBackend {
 }
 
 /// Set, add and remove headers (names lowercase).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderModifier {
     /// Replace (or add) these headers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
     /// Append these values.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<(String, String)>,
     /// Remove these headers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 
@@ -251,7 +263,7 @@ impl HeaderModifier {
 }
 
 /// `URLRewrite`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UrlRewrite {
     /// New `Host` sent to the backend.
@@ -261,7 +273,7 @@ pub struct UrlRewrite {
 }
 
 /// `RequestMirror`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mirror {
     /// Key into [`Snapshot::clusters`].
@@ -271,14 +283,14 @@ pub struct Mirror {
 }
 
 /// Route timeouts (`HTTPRoute.spec.rules[].timeouts`).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
     /// Whole request, from arrival to the response headers.
-    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
     /// One request to a backend.
-    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<Duration>,
 }
 
@@ -291,5 +303,18 @@ mod opt_duration {
             Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
             None => s.serialize_none(),
         }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        use serde::Deserialize;
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        text.strip_suffix("ms")
+            .and_then(|ms| ms.parse().ok())
+            .map(|ms| Some(std::time::Duration::from_millis(ms)))
+            .ok_or_else(|| serde::de::Error::custom(format!("not a duration in ms: {text:?}")))
     }
 }

@@ -1,15 +1,16 @@
 //! North-south security in the snapshot: TLS certificates, authentication and rate limits.
-//! Secret material is held in [`SecretBytes`] and never serialized or printed.
+//! Secret material is held in [`SecretBytes`]: never printed, and carried only by the binary
+//! wire encoding (see [`crate::wire`]).
 
 use std::{sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::HostMatch;
 
 /// A certificate and key from a `kubernetes.io/tls` Secret, and the SNI names it serves. The
 /// proxy parses and checks it; a bad one is refused there and the previous one keeps serving.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsCertificate {
     /// The Secret, `namespace/name`.
@@ -20,14 +21,16 @@ pub struct TlsCertificate {
     /// The objects that asked for it (`Ingress ns/name`, `Gateway ns/name listener https`).
     pub used_by: Vec<String>,
     /// `tls.crt`: the PEM chain, leaf first (empty when the Secret has none).
-    #[serde(skip)]
     pub chain: SecretBytes,
     /// `tls.key`: the PEM private key (empty when the Secret has none).
-    #[serde(skip)]
     pub key: SecretBytes,
 }
 
 /// Bytes from a Secret: shared, never printed.
+///
+/// A human-readable serializer (the JSON of the admin `/config` page, logs) gets only
+/// `"<N secret bytes>"`; a binary one (the controller's wire encoding, which is how a node
+/// receives its certificates) gets the bytes. Reading the redacted text back is refused.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretBytes(pub Arc<[u8]>);
 
@@ -37,8 +40,39 @@ impl std::fmt::Debug for SecretBytes {
     }
 }
 
+impl Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(&format_args!("{self:?}"))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = SecretBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("secret bytes (only binary encodings carry them)")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<SecretBytes, E> {
+                Ok(SecretBytes(v.into()))
+            }
+        }
+        if d.is_human_readable() {
+            return Err(serde::de::Error::custom(
+                "secret bytes are only carried by binary encodings",
+            ));
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
 /// Authentication for a route, from an AuthPolicy.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Auth {
     /// The policy, `namespace/name`.
@@ -56,7 +90,7 @@ pub struct Auth {
 }
 
 /// An identity provider whose tokens a route accepts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtProvider {
     /// Identity of its key cache across reloads: `namespace/policy/provider` plus the source.
@@ -78,28 +112,27 @@ pub struct JwtProvider {
 }
 
 /// Where an identity provider's keys come from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Jwks {
     /// Fetched from this `https://` URL and refreshed.
     Uri(String),
     /// A JWKS document given in the policy or a Secret.
-    Static(#[serde(skip)] SecretBytes),
+    Static(SecretBytes),
 }
 
 /// API keys for a route.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeys {
     /// The header carrying the key (lowercase).
     pub header: String,
     /// Client name → key.
-    #[serde(skip)]
     pub keys: Vec<(String, SecretBytes)>,
 }
 
 /// A rate limit on a route.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimit {
     /// Identity of its counters: `namespace/policy/limit`.
@@ -121,7 +154,7 @@ pub struct RateLimit {
 }
 
 /// What a rate limit counts by.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum LimitKey {
     /// A verified JWT claim.

@@ -1,0 +1,94 @@
+//! How a node's view travels in [`ConfigUpdate::payload`](crate::proto::ConfigUpdate): the
+//! model's own serde encoding in MessagePack, with named fields so that a node one version
+//! older or newer than the controller ignores fields it doesn't know instead of misreading
+//! them. Secrets ([`SecretBytes`](crate::model::SecretBytes)) travel as bytes here and nowhere
+//! else: the human-readable encodings redact them.
+//!
+//! Encoding is deterministic for a given snapshot (clusters are in a `BTreeMap`, everything
+//! else in compile order), so the controller can tell that a change left a view as it was by
+//! comparing bytes.
+
+use crate::Snapshot;
+
+/// [`ConfigUpdate::encoding`](crate::proto::ConfigUpdate) of an ingress view.
+pub const SNAPSHOT_ENCODING: &str = "application/vnd.weir.snapshot.v1+msgpack";
+
+/// Encodes a snapshot for the wire.
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    // Writing into a Vec cannot fail, and every model type serializes.
+    rmp_serde::to_vec_named(snapshot).expect("a snapshot always encodes")
+}
+
+/// Decodes a snapshot, or says what was wrong with the payload.
+pub fn decode(encoding: &str, payload: &[u8]) -> Result<Snapshot, String> {
+    if encoding != SNAPSHOT_ENCODING {
+        return Err(format!(
+            "unknown encoding {encoding:?} (this node reads {SNAPSHOT_ENCODING:?})"
+        ));
+    }
+    rmp_serde::from_slice(payload).map_err(|e| format!("payload does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quickstart() -> Snapshot {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+        let objects = crate::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        crate::compile(&objects).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_snapshot_survives_the_wire_with_its_secrets() {
+        let snapshot = quickstart();
+        let decoded = decode(SNAPSHOT_ENCODING, &encode(&snapshot)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&decoded).unwrap(),
+            serde_json::to_value(&snapshot).unwrap()
+        );
+        let keys = |s: &Snapshot| {
+            s.routes
+                .iter()
+                .filter_map(|r| r.auth.as_ref()?.api_keys.as_ref())
+                .flat_map(|k| k.keys.iter().map(|(_, key)| key.0.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(!keys(&snapshot).is_empty(), "the quickstart has API keys");
+        assert_eq!(keys(&decoded), keys(&snapshot), "secret bytes travel");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_json_and_cannot_be_read_back_from_it() {
+        let snapshot = quickstart();
+        let json = serde_json::to_string(&snapshot).unwrap();
+        for key in snapshot
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.as_ref()?.api_keys.as_ref())
+            .flat_map(|k| &k.keys)
+        {
+            let key = std::str::from_utf8(&key.1 .0).unwrap();
+            assert!(!json.contains(key), "{key} leaked into {json}");
+        }
+        assert!(json.contains("secret bytes>"));
+        let err = serde_json::from_str::<Snapshot>(&json).unwrap_err();
+        assert!(err.to_string().contains("only carried by binary encodings"), "{err}");
+    }
+
+    #[test]
+    fn the_same_objects_always_encode_to_the_same_bytes() {
+        let first = encode(&quickstart());
+        for _ in 0..5 {
+            assert!(encode(&quickstart()) == first);
+        }
+    }
+
+    #[test]
+    fn a_foreign_encoding_or_bad_payload_is_named() {
+        let err = decode("application/json", b"{}").unwrap_err();
+        assert!(err.contains("unknown encoding \"application/json\""), "{err}");
+        let err = decode(SNAPSHOT_ENCODING, b"\xc1").unwrap_err();
+        assert!(err.starts_with("payload does not decode"), "{err}");
+    }
+}
