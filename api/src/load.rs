@@ -13,6 +13,18 @@ use crate::{
 /// Kinds Weir does not use are ignored; everything else must parse, and all problems are
 /// reported together.
 pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
+    let (objects, errors) = load_dir_partial(dir);
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`load_dir`], but keeps every object that did load next to the errors, for a caller
+/// that applies the rest of the configuration and keeps the last good version of what failed
+/// (the controller).
+pub fn load_dir_partial(dir: &Path) -> (Objects, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut objects = Objects::new();
     let entries = match std::fs::read_dir(dir) {
@@ -22,12 +34,13 @@ pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
                 file: Some(dir.display().to_string()),
                 document: None,
             };
-            return Err(ConfigErrors(vec![ConfigError::new(
+            errors.push(ConfigError::new(
                 &location,
                 "-",
                 "-",
                 format!("cannot read directory: {e}"),
-            )]));
+            ));
+            return (objects, errors);
         }
     };
     let mut files: Vec<_> = entries
@@ -60,11 +73,28 @@ pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
             }
         }
     }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (objects, errors)
+}
+
+/// What a directory looks like to a watcher: each entry's path, size and modification time.
+pub type Fingerprint = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// Fingerprints `dir`. Watchers poll this rather than use inotify: polling sees every way a
+/// file can change, including the atomic symlink swap Kubernetes uses for ConfigMap volumes,
+/// and costs a few `stat` calls per interval.
+pub fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut entries: Fingerprint = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            // metadata() follows symlinks, so a ConfigMap's swapped target is seen.
+            let meta = std::fs::metadata(e.path()).ok()?;
+            Some((e.path(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    entries.sort();
+    entries
 }
 
 /// Parses the documents of one file into `objects`, collecting problems in `errors`.

@@ -275,6 +275,11 @@ impl Objects {
         self.objects.remove(key).map(|(o, _)| o)
     }
 
+    /// The object with this key, and where it came from.
+    pub fn get(&self, key: &ObjectKey) -> Option<(&Object, &Location)> {
+        self.objects.get(key).map(|(o, l)| (o, l))
+    }
+
     /// Every object with its location, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Object, &Location)> {
         self.objects.values().map(|(o, l)| (o, l))

@@ -1,4 +1,10 @@
-//! The parts of the controller the binary and its tests share.
+//! weir-controller: Weir's control plane. It compiles the cluster's objects (or a directory of
+//! them) into one versioned snapshot, streams each data-plane node its view over gRPC, and is
+//! the certificate authority that signs workload certificates.
+
+pub mod ca;
+pub mod identity;
+pub mod tokens;
 
 use kube::CustomResourceExt;
 use weir_api::crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy};

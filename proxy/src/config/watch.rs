@@ -1,14 +1,13 @@
-//! Watching a directory of objects and reloading when it changes.
-//!
-//! The directory is polled (file names, sizes and modification times) rather than watched
-//! with inotify: polling sees every way a file can change, including the atomic symlink swap
-//! Kubernetes uses for ConfigMap volumes, and costs a few `stat` calls per interval.
+//! Watching a directory of objects and reloading when it changes. The directory is polled
+//! (see [`weir_api::load::fingerprint`]).
 
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
+
+use weir_api::load::fingerprint;
 
 use super::ConfigStore;
 
@@ -28,23 +27,6 @@ impl Default for WatchSettings {
             settle: Duration::from_millis(50),
         }
     }
-}
-
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
-
-fn fingerprint(dir: &Path) -> Fingerprint {
-    let mut entries: Fingerprint = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            // metadata() follows symlinks, so a ConfigMap's swapped target is seen.
-            let meta = std::fs::metadata(e.path()).ok()?;
-            Some((e.path(), meta.len(), meta.modified().ok()))
-        })
-        .collect();
-    entries.sort();
-    entries
 }
 
 /// Loads and compiles `dir`, installing the result or recording why not. Returns the new

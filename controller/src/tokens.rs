@@ -1,0 +1,104 @@
+//! Proof of identity in directory mode: ES256 tokens the controller signs itself, shaped like
+//! the projected ServiceAccount tokens of a cluster (`sub: system:serviceaccount:NS:SA`,
+//! `aud: weir`), so nodes read and send them the same way in both modes.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::ServiceAccount;
+
+/// The audience every token a node presents must name.
+pub const AUDIENCE: &str = "weir";
+/// The issuer of the tokens the controller signs.
+pub const ISSUER: &str = "weir-controller";
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// The controller's token-signing key.
+pub struct TokenKey {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl TokenKey {
+    /// A key from its PKCS#8 PEM (P-256).
+    pub fn from_pem(private_pem: &str) -> anyhow::Result<Self> {
+        let pair = rcgen::KeyPair::from_pem(private_pem)?;
+        Ok(Self {
+            encoding: EncodingKey::from_ec_der(&pair.serialize_der()),
+            decoding: DecodingKey::from_ec_der(pair.public_key_raw()),
+        })
+    }
+
+    /// Signs a token for `account`, valid for `ttl`.
+    pub fn sign(&self, account: &ServiceAccount, ttl: Duration) -> anyhow::Result<String> {
+        let now = unix_now();
+        let claims = Claims {
+            iss: ISSUER.to_string(),
+            sub: account.username(),
+            aud: AUDIENCE.to_string(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// The ServiceAccount a token proves, or why it proves nothing.
+    pub fn verify(&self, token: &str) -> Result<ServiceAccount, String> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| format!("token refused: {e}"))?;
+        ServiceAccount::from_username(&data.claims.sub).ok_or_else(|| {
+            format!(
+                "token refused: sub {:?} is not a ServiceAccount",
+                data.claims.sub
+            )
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TokenKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        TokenKey::from_pem(&pair.serialize_pem()).unwrap()
+    }
+
+    #[test]
+    fn a_signed_token_proves_its_account_and_only_to_its_key() {
+        let (key, other) = (key(), key());
+        let web: ServiceAccount = "shop/web".parse().unwrap();
+        let token = key.sign(&web, Duration::from_secs(60)).unwrap();
+        assert_eq!(key.verify(&token).unwrap(), web);
+        let err = other.verify(&token).unwrap_err();
+        assert!(err.contains("InvalidSignature"), "{err}");
+        let err = key.verify("not.a.token").unwrap_err();
+        assert!(err.starts_with("token refused"), "{err}");
+    }
+}
