@@ -1,13 +1,38 @@
 //! weir-controller: Weir's control plane. It compiles the cluster's objects (or a directory of
 //! them) into one versioned snapshot, streams each data-plane node its view over gRPC, and is
 //! the certificate authority that signs workload certificates.
+//!
+//! ```text
+//!  source (directory) ──objects──▶ Compiler ──Snapshot──▶ Views ──ConfigUpdate──▶ nodes
+//!                                  (bad objects keep        (encoded once,     (ACK / NACK)
+//!                                   their last good one)     shared)
+//!  nodes ──CSR + token──▶ Identity ──▶ Authority ──▶ certificate + trust bundle
+//! ```
 
+pub mod admin;
 pub mod ca;
+pub mod compiler;
+pub mod grpc;
 pub mod identity;
+pub mod metrics;
+pub mod source;
+pub mod state;
 pub mod tokens;
+pub mod views;
+
+use std::{sync::Mutex, time::Instant};
 
 use kube::CustomResourceExt;
-use weir_api::crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy};
+use serde::Serialize;
+use weir_api::{
+    crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy},
+    ConfigError, Objects,
+};
+
+use crate::{
+    ca::Authority, compiler::Compiler, compiler::Rejection, identity::ServiceAccount,
+    metrics::Metrics, tokens::TokenKey, views::Views,
+};
 
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
 pub fn crds_yaml() -> anyhow::Result<String> {
@@ -24,4 +49,106 @@ pub fn crds_yaml() -> anyhow::Result<String> {
         out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
+}
+
+/// Everything the sources, the gRPC services and the admin pages share.
+pub struct Controller {
+    /// The encoded views nodes watch.
+    pub views: Views,
+    /// The controller's metrics.
+    pub metrics: Metrics,
+    /// The CA.
+    pub authority: Authority,
+    /// Checks the tokens nodes present.
+    pub tokens: TokenKey,
+    /// The ServiceAccounts allowed to receive the ingress view.
+    pub ingress_accounts: Vec<ServiceAccount>,
+    compiler: Mutex<Compiler>,
+    status: Mutex<CompileStatus>,
+}
+
+/// The last compile's outcome, at the admin `/status` page.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileStatus {
+    /// Accepted compiles so far; 0 before the first.
+    pub version: u64,
+    /// Objects whose current version was refused, with why and what serves instead.
+    pub rejected: Vec<Rejection>,
+    /// Warnings of the last accepted compile.
+    pub warnings: Vec<String>,
+    /// Errors of the last compile that produced nothing (the previous snapshot serves).
+    pub errors: Vec<ConfigError>,
+}
+
+impl Controller {
+    /// A controller with nothing compiled yet.
+    pub fn new(
+        authority: Authority,
+        tokens: TokenKey,
+        ingress_accounts: Vec<ServiceAccount>,
+    ) -> Self {
+        Self {
+            views: Views::default(),
+            metrics: Metrics::new(),
+            authority,
+            tokens,
+            ingress_accounts,
+            compiler: Mutex::default(),
+            status: Mutex::default(),
+        }
+    }
+
+    /// Compiles a new set of objects from a source and publishes the views it changes.
+    pub fn apply(&self, objects: Objects, load_errors: Vec<ConfigError>) {
+        let started = Instant::now();
+        let result = lock(&self.compiler).compile(objects, load_errors);
+        self.metrics
+            .compile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let mut status = lock(&self.status);
+        match result {
+            Ok(compiled) => {
+                for rejection in &compiled.rejected {
+                    for error in &rejection.errors {
+                        tracing::error!(%error, serving = rejection.serving, "object refused; the rest of the change applies");
+                    }
+                }
+                let changed = self.views.publish(&compiled.snapshot);
+                status.version += 1;
+                status.rejected = compiled.rejected;
+                status.warnings = compiled.snapshot.warnings;
+                status.errors.clear();
+                self.metrics.snapshot_version.set(status.version as i64);
+                self.metrics
+                    .rejected_objects
+                    .set(status.rejected.len() as i64);
+                tracing::info!(
+                    version = status.version,
+                    ingress_view_changed = changed,
+                    "configuration compiled"
+                );
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    tracing::error!(%error, "configuration refused; the last good snapshot keeps serving");
+                }
+                status.errors = errors.0;
+            }
+        }
+    }
+
+    /// True once a snapshot has been compiled.
+    pub fn ready(&self) -> bool {
+        lock(&self.status).version > 0
+    }
+
+    /// The last compile's outcome.
+    pub fn status(&self) -> CompileStatus {
+        lock(&self.status).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

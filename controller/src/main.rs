@@ -1,28 +1,177 @@
 //! weir-controller: Weir's control plane.
 //!
-//! Built so far: `weir-controller crds`, which prints the CustomResourceDefinitions of Weir's
-//! own resources, generated from their Rust types (`api/src/crds`). `manifests/crds/` holds
-//! that output; a test fails when the two differ. Watching the cluster, compiling snapshots and
-//! streaming them to the proxies (`run`) is the controller issue's remaining work.
+//! - `weir-controller run --config-dir DIR --state-dir STATE`: compiles the objects in DIR,
+//!   streams each node its view over gRPC (TLS, with a serving certificate from its own CA),
+//!   and signs workload certificates.
+//! - `weir-controller token --state-dir STATE --namespace NS --service-account SA`: prints a
+//!   token that proves that ServiceAccount to this controller (directory mode).
+//! - `weir-controller crds`: prints the CustomResourceDefinitions of Weir's resources.
 
-use clap::{Parser, Subcommand};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use weir_api::proto::{
+    config_discovery_server::ConfigDiscoveryServer, identity_server::IdentityServer,
+};
+use weir_controller::{
+    admin, ca::Authority, grpc::Services, identity::ServiceAccount, source, state::StateDir,
+    Controller,
+};
 
 #[derive(Parser)]
 #[command(name = "weir-controller", version, about)]
-struct Args {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile the objects, serve config streams and certificates.
+    Run(Run),
+    /// Print a token proving a ServiceAccount to this controller (directory mode).
+    Token(Token),
     /// Print the CustomResourceDefinitions of Weir's resources as multi-document YAML.
     Crds,
 }
 
+#[derive(Args)]
+struct Run {
+    /// Read the objects from the YAML files in this directory (watched for changes).
+    #[arg(long)]
+    config_dir: PathBuf,
+    /// Where the CA root and the token-signing key are kept between runs.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// gRPC listener (TLS) for config streams and certificates.
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    grpc: SocketAddr,
+    /// Admin listener: /healthz, /readyz, /metrics, /status.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin: SocketAddr,
+    /// Names in the gRPC serving certificate (the names nodes dial).
+    #[arg(
+        long = "grpc-name",
+        default_value = "localhost,127.0.0.1,weir-controller.weir-system.svc",
+        value_delimiter = ','
+    )]
+    grpc_names: Vec<String>,
+    /// ServiceAccounts (NAMESPACE/NAME) allowed to receive the ingress view, which holds TLS
+    /// private keys and API keys.
+    #[arg(
+        long = "ingress-account",
+        default_value = "weir-system/weir-ingress",
+        value_delimiter = ','
+    )]
+    ingress_accounts: Vec<ServiceAccount>,
+    /// Wait this long after a change is seen before compiling, so several writes compile once.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Lifetime of workload certificates.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    cert_lifetime: Duration,
+}
+
+#[derive(Args)]
+struct Token {
+    /// The state directory of the controller that will check the token.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The ServiceAccount's namespace.
+    #[arg(long)]
+    namespace: String,
+    /// The ServiceAccount's name.
+    #[arg(long)]
+    service_account: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weir_api::duration::parse_duration(s)
+}
+
 fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+    match Cli::parse().command {
         Command::Crds => print!("{}", weir_controller::crds_yaml()?),
+        Command::Token(args) => {
+            let account: ServiceAccount = format!("{}/{}", args.namespace, args.service_account)
+                .parse()
+                .map_err(anyhow::Error::msg)?;
+            let key = StateDir::open(&args.state_dir)?.token_key()?;
+            println!("{}", key.sign(&account, args.ttl)?);
+        }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            tokio::runtime::Runtime::new()?.block_on(run(args))?;
+        }
     }
     Ok(())
+}
+
+async fn run(args: Run) -> anyhow::Result<()> {
+    let state = StateDir::open(&args.state_dir)?;
+    let root = state.root(&args.trust_domain)?;
+    let authority = Authority::new(&root, Vec::new(), &args.trust_domain, args.cert_lifetime)?;
+    let (cert, key) = authority
+        .serving_certificate(&args.grpc_names)
+        .context("cannot make the gRPC serving certificate")?;
+    let controller = Arc::new(Controller::new(
+        authority,
+        state.token_key()?,
+        args.ingress_accounts,
+    ));
+
+    let admin_listener = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on --admin {}", args.admin))?;
+    let grpc_listener = tokio::net::TcpListener::bind(args.grpc)
+        .await
+        .with_context(|| format!("cannot listen on --grpc {}", args.grpc))?;
+    tracing::info!(
+        grpc = %args.grpc,
+        admin = %args.admin,
+        trust_bundle = %state.bundle_path().display(),
+        config_dir = %args.config_dir.display(),
+        "weir-controller started"
+    );
+
+    tokio::spawn(source::watch_dir(
+        args.config_dir,
+        controller.clone(),
+        args.debounce,
+    ));
+    tokio::spawn(admin::serve(admin_listener, controller.clone()));
+
+    let services = Services(controller);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ConfigDiscoveryServer::new(services.clone()))
+        .add_service(IdentityServer::new(services))
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await?;
+    tracing::info!("weir-controller stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -1,0 +1,119 @@
+//! One compile for every node, with a bad object kept out instead of the whole change.
+//!
+//! `weir_api::compile` rejects a set of objects as a whole. The controller must do better:
+//! the rest of a change applies, and a bad object's last good version keeps serving. So a
+//! compile that fails is retried with each offending object swapped for its last good
+//! version (or, when it never had one, left out) until the set compiles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use weir_api::{error::ConfigErrors, ConfigError, ObjectKey, Objects, Snapshot};
+
+/// At most this many retries per compile; each one changes at least one object.
+const MAX_ROUNDS: usize = 16;
+
+/// Compiles objects, remembering the last accepted version of each.
+#[derive(Default)]
+pub struct Compiler {
+    last_good: Objects,
+}
+
+/// A compile that produced a snapshot, and what was kept out of it.
+pub struct Compiled {
+    /// The snapshot every node's view is cut from.
+    pub snapshot: Snapshot,
+    /// Objects whose current version was refused.
+    pub rejected: Vec<Rejection>,
+}
+
+/// One refused object.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// `Kind namespace/name` (or `-` with the file, when the object could not be read).
+    pub object: String,
+    /// Every reason, with file and field.
+    pub errors: Vec<ConfigError>,
+    /// `previous` when its last good version is still serving, `none` when it never had one.
+    pub serving: &'static str,
+}
+
+impl Compiler {
+    /// Compiles `objects`; `load_errors` are the documents that did not even parse (their
+    /// file's objects keep their last good versions).
+    pub fn compile(
+        &mut self,
+        mut objects: Objects,
+        load_errors: Vec<ConfigError>,
+    ) -> Result<Compiled, ConfigErrors> {
+        let mut errors: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();
+        let mut restored: BTreeSet<ObjectKey> = BTreeSet::new();
+        for error in load_errors {
+            if let Some(file) = &error.location.file {
+                for (object, location) in self.last_good.iter() {
+                    let key = object.key();
+                    if location.file.as_ref() == Some(file) && objects.get(&key).is_none() {
+                        let _ = objects.insert(object.clone(), location.clone());
+                        restored.insert(key);
+                    }
+                }
+            }
+            errors.entry(error.object.clone()).or_default().push(error);
+        }
+        for _ in 0..MAX_ROUNDS {
+            let failed = match weir_api::compile(&objects) {
+                Ok(snapshot) => {
+                    self.last_good = objects;
+                    let rejected = errors
+                        .into_iter()
+                        .map(|(object, errors)| {
+                            let serving = if restored.iter().any(|k| k.to_string() == object) {
+                                "previous"
+                            } else {
+                                "none"
+                            };
+                            Rejection {
+                                object,
+                                errors,
+                                serving,
+                            }
+                        })
+                        .collect();
+                    return Ok(Compiled { snapshot, rejected });
+                }
+                Err(failed) => failed,
+            };
+            let keys: HashMap<String, ObjectKey> = objects
+                .iter()
+                .map(|(o, _)| (o.key().to_string(), o.key()))
+                .collect();
+            let mut changed = false;
+            for error in &failed.0 {
+                let Some(key) = keys.get(&error.object) else {
+                    continue;
+                };
+                errors
+                    .entry(error.object.clone())
+                    .or_default()
+                    .push(error.clone());
+                let previous = self.last_good.get(key);
+                if restored.contains(key) || previous.is_none() {
+                    changed |= objects.remove(key).is_some();
+                    restored.remove(key);
+                } else if let Some((object, location)) = previous {
+                    let _ = objects.insert(object.clone(), location.clone());
+                    restored.insert(key.clone());
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Err(failed);
+            }
+        }
+        Err(ConfigErrors(errors.into_values().flatten().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

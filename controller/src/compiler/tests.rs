@@ -1,0 +1,106 @@
+use weir_api::load::load_str;
+
+use super::*;
+
+const BASE: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: shop}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: web, protocol: HTTP, port: 80}]
+";
+
+fn route(name: &str, path_type: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: {path_type}, value: /{name}}}}}]
+    backendRefs: [{{name: app, port: 80}}]
+"
+    )
+}
+
+fn load(files: &[(&str, String)]) -> (Objects, Vec<ConfigError>) {
+    let mut objects = Objects::new();
+    let mut errors = Vec::new();
+    for (file, text) in files {
+        load_str(text, file, &mut objects, &mut errors);
+    }
+    (objects, errors)
+}
+
+fn paths(snapshot: &Snapshot) -> Vec<String> {
+    let mut names: Vec<String> = snapshot.routes.iter().map(|r| r.name.to_string()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_bad_object_keeps_its_last_good_version_and_the_rest_applies() {
+    let mut compiler = Compiler::default();
+    let (objects, errors) = load(&[("a.yaml", format!("{BASE}{}", route("a", "PathPrefix")))]);
+    let first = compiler.compile(objects, errors).unwrap();
+    assert_eq!(paths(&first.snapshot), ["httproute:shop/a:0"]);
+    assert!(first.rejected.is_empty());
+
+    // Route a breaks (a regex that does not compile) while route b is added.
+    let broken = route("a", "RegularExpression").replace("value: /a", "value: '/a('");
+    let (objects, errors) = load(&[("a.yaml", format!("{BASE}{broken}{}", route("b", "Exact")))]);
+    let second = compiler.compile(objects, errors).unwrap();
+    assert_eq!(
+        paths(&second.snapshot),
+        ["httproute:shop/a:0", "httproute:shop/b:0"],
+        "b applies and a keeps serving"
+    );
+    assert_eq!(second.rejected.len(), 1);
+    let rejection = &second.rejected[0];
+    assert_eq!(rejection.object, "HTTPRoute shop/a");
+    assert_eq!(rejection.serving, "previous");
+    assert!(
+        rejection.errors[0].field.contains("spec.rules[0].matches[0].path"),
+        "{:?}",
+        rejection.errors
+    );
+
+    // A new object that was never good is simply left out.
+    let never = route("c", "RegularExpression").replace("value: /c", "value: '/c('");
+    let (objects, errors) = load(&[(
+        "a.yaml",
+        format!("{BASE}{}{}{never}", route("a", "PathPrefix"), route("b", "Exact")),
+    )]);
+    let third = compiler.compile(objects, errors).unwrap();
+    assert_eq!(paths(&third.snapshot), ["httproute:shop/a:0", "httproute:shop/b:0"]);
+    assert_eq!(third.rejected[0].object, "HTTPRoute shop/c");
+    assert_eq!(third.rejected[0].serving, "none");
+}
+
+#[test]
+fn a_file_that_does_not_parse_keeps_its_objects() {
+    let mut compiler = Compiler::default();
+    let files = [
+        ("base.yaml", BASE.to_string()),
+        ("a.yaml", route("a", "PathPrefix")),
+    ];
+    let (objects, errors) = load(&files);
+    compiler.compile(objects, errors).unwrap();
+
+    let files = [
+        ("base.yaml", BASE.to_string()),
+        ("a.yaml", "kind: [unclosed".to_string()),
+    ];
+    let (objects, errors) = load(&files);
+    let compiled = compiler.compile(objects, errors).unwrap();
+    assert_eq!(paths(&compiled.snapshot), ["httproute:shop/a:0"]);
+    assert!(compiled.rejected[0].errors[0].message.contains("invalid YAML"));
+}

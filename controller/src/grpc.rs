@@ -1,0 +1,212 @@
+//! The gRPC services: `ConfigDiscovery` (config streams) and `Identity` (the CA).
+//!
+//! Every call must carry a token in `authorization: Bearer …`; the ServiceAccount it proves is
+//! who the caller is. A config stream is only opened for a node whose Hello names that same
+//! account, and an ingress view only for the accounts allowed to be an ingress: the ingress
+//! view holds TLS private keys and API keys.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{metadata::MetadataMap, Request, Response, Status, Streaming};
+use weir_api::proto::{
+    config_discovery_server::ConfigDiscovery, identity_server::Identity, watch_request::Kind,
+    CertifyRequest, CertifyResponse, ConfigUpdate, Hello, Role, WatchRequest,
+};
+
+use crate::{ca::Refused, identity::ServiceAccount, Controller};
+
+/// Both services over one shared controller.
+#[derive(Clone)]
+pub struct Services(pub Arc<Controller>);
+
+impl Services {
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<ServiceAccount, Status> {
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("send the node's token as `authorization: Bearer <token>`")
+            })?;
+        self.0.tokens.verify(token).map_err(Status::unauthenticated)
+    }
+
+    fn refuse(&self, reason: &str, status: Status) -> Status {
+        self.0
+            .metrics
+            .streams_refused
+            .with_label_values(&[reason])
+            .inc();
+        tracing::warn!(reason, message = status.message(), "config stream refused");
+        status
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigDiscovery for Services {
+    type WatchStream = UpdateStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let caller = self
+            .authenticate(request.metadata())
+            .map_err(|s| self.refuse("unauthenticated", s))?;
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(WatchRequest {
+                kind: Some(Kind::Hello(hello)),
+            }) => hello,
+            _ => {
+                return Err(self.refuse(
+                    "no-hello",
+                    Status::invalid_argument("the first message on a stream must be a Hello"),
+                ))
+            }
+        };
+        if hello.namespace != caller.namespace || hello.service_account != caller.name {
+            return Err(self.refuse(
+                "identity-mismatch",
+                Status::permission_denied(format!(
+                    "the Hello says {}/{}, but the token proves {caller}",
+                    hello.namespace, hello.service_account
+                )),
+            ));
+        }
+        let role = Role::try_from(hello.role).unwrap_or(Role::Unspecified);
+        let views = match role {
+            Role::Ingress if self.0.ingress_accounts.contains(&caller) => self.0.views.ingress(),
+            Role::Ingress => {
+                return Err(self.refuse(
+                    "not-an-ingress",
+                    Status::permission_denied(format!(
+                        "ServiceAccount {caller} may not be an ingress (allowed: {})",
+                        self.0
+                            .ingress_accounts
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                ))
+            }
+            Role::Sidecar => {
+                return Err(self.refuse(
+                    "sidecar",
+                    Status::unimplemented("this controller does not serve sidecar views yet"),
+                ))
+            }
+            Role::Unspecified => {
+                return Err(self.refuse(
+                    "no-role",
+                    Status::invalid_argument("the Hello must name a role"),
+                ))
+            }
+        };
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(serve_stream(self.0.clone(), hello, role, inbound, views, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the node every new version of its view and reads its ACKs and NACKs, until either
+/// side goes away.
+async fn serve_stream(
+    controller: Arc<Controller>,
+    hello: Hello,
+    role: Role,
+    mut inbound: Streaming<WatchRequest>,
+    mut views: tokio::sync::watch::Receiver<Option<Arc<crate::views::View>>>,
+    tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
+) {
+    let role_name = role.as_str_name().trim_start_matches("ROLE_").to_lowercase();
+    let connected = controller
+        .metrics
+        .connected_nodes
+        .with_label_values(&[&role_name, &hello.node_version]);
+    connected.inc();
+    let node = format!("{}/{} ({})", hello.namespace, hello.pod, role_name);
+    tracing::info!(%node, version = %hello.node_version, "node connected");
+    views.mark_changed();
+    let mut sent: Option<Arc<crate::views::View>> = None;
+    loop {
+        tokio::select! {
+            changed = views.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(view) = views.borrow_and_update().clone() else { continue };
+                let update = ConfigUpdate {
+                    version: view.version,
+                    encoding: view.encoding.to_string(),
+                    payload: view.payload.to_vec(),
+                };
+                sent = Some(view);
+                if tx.send(Ok(update)).await.is_err() {
+                    break;
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
+                    controller.metrics.acks.with_label_values(&[&role_name, "ack"]).inc();
+                    if let Some(view) = sent.as_ref().filter(|v| v.version == ack.version) {
+                        controller.metrics.push_seconds.observe(view.published.elapsed().as_secs_f64());
+                    }
+                    tracing::debug!(%node, version = ack.version, "applied");
+                }
+                Ok(Some(WatchRequest { kind: Some(Kind::Nack(nack)) })) => {
+                    controller.metrics.acks.with_label_values(&[&role_name, "nack"]).inc();
+                    tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
+                }
+                Ok(Some(_)) => {
+                    let _ = tx.send(Err(Status::invalid_argument("after the Hello, send only Ack or Nack"))).await;
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    connected.dec();
+    tracing::info!(%node, "node disconnected");
+}
+
+#[tonic::async_trait]
+impl Identity for Services {
+    async fn certify(
+        &self,
+        request: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
+        let certificates = &self.0.metrics.certificates;
+        let caller = self.authenticate(request.metadata()).inspect_err(|_| {
+            certificates.with_label_values(&["unauthenticated"]).inc();
+        })?;
+        let authority = &self.0.authority;
+        match authority.certify(&request.get_ref().csr_pem, &caller) {
+            Ok(issued) => {
+                certificates.with_label_values(&["issued"]).inc();
+                tracing::info!(spiffe_id = %issued.spiffe_id, "certificate issued");
+                Ok(Response::new(CertifyResponse {
+                    certificate_pem: issued.certificate_pem,
+                    trust_bundle_pem: authority.bundle().to_vec(),
+                    not_after: issued.not_after,
+                    spiffe_id: issued.spiffe_id,
+                }))
+            }
+            Err(refused) => {
+                certificates.with_label_values(&["refused"]).inc();
+                tracing::warn!(%caller, reason = %refused, "certificate refused");
+                Err(match refused {
+                    Refused::WrongIdentity { .. } | Refused::ExtraNames(_) => {
+                        Status::permission_denied(refused.to_string())
+                    }
+                    _ => Status::invalid_argument(refused.to_string()),
+                })
+            }
+        }
+    }
+}
