@@ -73,7 +73,10 @@ mod tests {
         }
         assert!(json.contains("secret bytes>"));
         let err = serde_json::from_str::<Snapshot>(&json).unwrap_err();
-        assert!(err.to_string().contains("only carried by binary encodings"), "{err}");
+        assert!(
+            err.to_string().contains("only carried by binary encodings"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -87,7 +90,10 @@ mod tests {
     #[test]
     fn a_foreign_encoding_or_bad_payload_is_named() {
         let err = decode("application/json", b"{}").unwrap_err();
-        assert!(err.contains("unknown encoding \"application/json\""), "{err}");
+        assert!(
+            err.contains("unknown encoding \"application/json\""),
+            "{err}"
+        );
         let err = decode(SNAPSHOT_ENCODING, b"\xc1").unwrap_err();
         assert!(err.starts_with("payload does not decode"), "{err}");
     }

@@ -23,7 +23,10 @@ async fn ready(State(controller): State<Arc<Controller>>) -> impl IntoResponse {
     if controller.ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no snapshot compiled yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no snapshot compiled yet\n",
+        )
     }
 }
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{pem::PemObject, CertificateSigningRequestDer};
 use time::OffsetDateTime;
@@ -80,9 +80,10 @@ impl Root {
         params
             .distinguished_name
             .push(DnType::OrganizationName, "weir");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("Weir root CA for {trust_domain}"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("Weir root CA for {trust_domain}"),
+        );
         // Workload certificates are signed by the root itself: no intermediates below it.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -146,8 +147,7 @@ impl Authority {
         if !rest.is_empty() {
             return Err(Refused::Malformed("trailing bytes".into()));
         }
-        csr.verify_signature()
-            .map_err(|_| Refused::BadSignature)?;
+        csr.verify_signature().map_err(|_| Refused::BadSignature)?;
         let spki = &csr.certification_request_info.subject_pki;
         check_key_type(spki)?;
         let expected = caller.spiffe_id(&self.trust_domain);
@@ -157,12 +157,10 @@ impl Authority {
             .map_err(|e| Refused::KeyType(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            expected
-                .clone()
-                .try_into()
-                .map_err(|_| Refused::Malformed(format!("{expected} is not a valid URI")))?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(expected.clone().try_into().map_err(|_| {
+                Refused::Malformed(format!("{expected} is not a valid URI"))
+            })?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -211,10 +209,7 @@ fn check_key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<
         return Ok(());
     }
     if algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
+        let curve = algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
         return match curve {
             Some(curve) if curve == OID_EC_P256 => Ok(()),
             Some(curve) => Err(Refused::KeyType(format!("EC with curve {curve}"))),

@@ -109,7 +109,14 @@ impl ConfigDiscovery for Services {
             }
         };
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(serve_stream(self.0.clone(), hello, role, inbound, views, tx));
+        tokio::spawn(serve_stream(
+            self.0.clone(),
+            hello,
+            role,
+            inbound,
+            views,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -124,7 +131,10 @@ async fn serve_stream(
     mut views: tokio::sync::watch::Receiver<Option<Arc<crate::views::View>>>,
     tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
 ) {
-    let role_name = role.as_str_name().trim_start_matches("ROLE_").to_lowercase();
+    let role_name = role
+        .as_str_name()
+        .trim_start_matches("ROLE_")
+        .to_lowercase();
     let connected = controller
         .metrics
         .connected_nodes
@@ -133,6 +143,7 @@ async fn serve_stream(
     let node = format!("{}/{} ({})", hello.namespace, hello.pod, role_name);
     tracing::info!(%node, version = %hello.node_version, "node connected");
     views.mark_changed();
+    let connected_at = std::time::Instant::now();
     let mut sent: Option<Arc<crate::views::View>> = None;
     loop {
         tokio::select! {
@@ -155,7 +166,9 @@ async fn serve_stream(
                 Ok(Some(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
                     controller.metrics.acks.with_label_values(&[&role_name, "ack"]).inc();
                     if let Some(view) = sent.as_ref().filter(|v| v.version == ack.version) {
-                        controller.metrics.push_seconds.observe(view.published.elapsed().as_secs_f64());
+                        // From publication, or from connecting for a view older than the stream.
+                        let since = view.published.max(connected_at);
+                        controller.metrics.push_seconds.observe(since.elapsed().as_secs_f64());
                     }
                     tracing::debug!(%node, version = ack.version, "applied");
                 }

@@ -49,8 +49,11 @@ impl std::str::FromStr for ServiceAccount {
 
     /// `NAMESPACE/NAME`, as flags take it.
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::from_username(&format!("system:serviceaccount:{}", s.replacen('/', ":", 1)))
-            .ok_or_else(|| format!("{s:?} is not NAMESPACE/SERVICEACCOUNT"))
+        Self::from_username(&format!(
+            "system:serviceaccount:{}",
+            s.replacen('/', ":", 1)
+        ))
+        .ok_or_else(|| format!("{s:?} is not NAMESPACE/SERVICEACCOUNT"))
     }
 }
 
@@ -61,7 +64,10 @@ mod tests {
     #[test]
     fn usernames_and_spiffe_ids() {
         let sa = ServiceAccount::from_username("system:serviceaccount:shop:web").unwrap();
-        assert_eq!(sa.spiffe_id("cluster.local"), "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(
+            sa.spiffe_id("cluster.local"),
+            "spiffe://cluster.local/ns/shop/sa/web"
+        );
         assert_eq!(sa.username(), "system:serviceaccount:shop:web");
         assert_eq!("shop/web".parse::<ServiceAccount>().unwrap(), sa);
         for bad in [

@@ -17,6 +17,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
+use weir_api::proto::Role;
 use weir_ingress::{
     auth::jwks::HttpsClient, ratelimit::redis::GlobalStore, security::Registry, stack,
 };
@@ -28,6 +29,7 @@ use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
     config::{reload, watch_dir, ConfigStore, WatchSettings},
+    control::{self, ControlSettings},
     metrics::Metrics,
     server::{serve, Peer, ServerSettings, Shutdown},
     upstream::{Upstream, UpstreamSettings},
@@ -37,9 +39,34 @@ use weir_proxy::{
 #[derive(Parser, Debug)]
 #[command(name = "weir-ingress", version, about)]
 struct Args {
-    /// Directory of Kubernetes objects (multi-document YAML), watched for changes.
-    #[arg(long, env = "WEIR_CONFIG_DIR")]
-    config_dir: PathBuf,
+    /// Directory of Kubernetes objects (multi-document YAML), watched for changes: the
+    /// standalone gateway, with no controller.
+    #[arg(
+        long,
+        env = "WEIR_CONFIG_DIR",
+        required_unless_present = "controller",
+        conflicts_with = "controller"
+    )]
+    config_dir: Option<PathBuf>,
+    /// The controller to get configuration from (`https://host:15010`) instead of a directory.
+    #[arg(long, env = "WEIR_CONTROLLER", requires = "identity_token_file")]
+    controller: Option<String>,
+    /// The controller's trust bundle (PEM); without it the system roots are used.
+    #[arg(long, env = "WEIR_CONTROLLER_CA")]
+    controller_ca: Option<PathBuf>,
+    /// The token that proves this gateway's ServiceAccount to the controller (re-read at every
+    /// connect, as the kubelet rotates projected tokens).
+    #[arg(long, env = "WEIR_IDENTITY_TOKEN_FILE")]
+    identity_token_file: Option<PathBuf>,
+    /// This gateway's namespace, as its token proves it.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
+    namespace: String,
+    /// This gateway's ServiceAccount, as its token proves it.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "weir-ingress")]
+    service_account: String,
+    /// This gateway's pod name, for the controller's logs (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Address for client traffic (HTTP/1.1 and h2c).
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -92,6 +119,44 @@ fn parse_size(s: &str) -> Result<u64, String> {
     weir_api::duration::parse_bytes(s)
 }
 
+/// Where the configuration comes from.
+enum Source {
+    Dir(PathBuf),
+    Controller(ControlSettings),
+}
+
+fn config_source(args: &Args) -> anyhow::Result<Source> {
+    let Some(url) = &args.controller else {
+        let dir = args.config_dir.clone().unwrap_or_default();
+        if !dir.is_dir() {
+            bail!("--config-dir {}: not a directory", dir.display());
+        }
+        return Ok(Source::Dir(dir));
+    };
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        bail!("--controller {url:?}: use https://HOST:PORT");
+    }
+    let ca_pem = args
+        .controller_ca
+        .as_ref()
+        .map(|f| std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display())))
+        .transpose()?;
+    let pod = args.pod_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "weir-ingress".to_string())
+    });
+    Ok(Source::Controller(ControlSettings {
+        url: url.clone(),
+        ca_pem,
+        token_file: args.identity_token_file.clone().unwrap_or_default(),
+        role: Role::Ingress,
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        pod,
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -133,17 +198,14 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
             Arc::new(registry.prepare(snapshot))
         })),
     );
-    if !args.config_dir.is_dir() {
-        bail!(
-            "--config-dir {}: not a directory",
-            args.config_dir.display()
-        );
-    }
-    if let Err(errors) = reload(&args.config_dir, &store) {
-        bail!(
-            "the configuration in {} is invalid:\n{errors}",
-            args.config_dir.display()
-        );
+    let source = config_source(&args)?;
+    if let Source::Dir(dir) = &source {
+        if let Err(errors) = reload(dir, &store) {
+            bail!(
+                "the configuration in {} is invalid:\n{errors}",
+                dir.display()
+            );
+        }
     }
     let plain = bind(args.listen, "--listen")?;
     let tls = args
@@ -182,11 +244,10 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         accepting: accepting.clone(),
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
-    let watcher = tokio::spawn(watch_dir(
-        args.config_dir.clone(),
-        store.clone(),
-        WatchSettings::default(),
-    ));
+    let watcher = match source {
+        Source::Dir(dir) => tokio::spawn(watch_dir(dir, store.clone(), WatchSettings::default())),
+        Source::Controller(settings) => tokio::spawn(control::follow(settings, store.clone())),
+    };
 
     let plain_settings = ServerSettings {
         header_read_timeout: args.header_read_timeout,

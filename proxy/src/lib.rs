@@ -14,6 +14,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod headers;
 pub mod metrics;

@@ -287,10 +287,18 @@ pub struct Mirror {
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
     /// Whole request, from arrival to the response headers.
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request: Option<Duration>,
     /// One request to a backend.
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_request: Option<Duration>,
 }
 

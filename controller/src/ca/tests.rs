@@ -40,7 +40,11 @@ fn uri(s: &str) -> SanType {
 fn a_csr_for_the_proven_identity_yields_a_certificate_rustls_accepts() {
     let ca = authority();
     for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ED25519] {
-        let request = csr(alg, vec![uri("spiffe://cluster.local/ns/shop/sa/web")], false);
+        let request = csr(
+            alg,
+            vec![uri("spiffe://cluster.local/ns/shop/sa/web")],
+            false,
+        );
         let issued = ca.certify(&request, &web()).unwrap();
         assert_eq!(issued.spiffe_id, "spiffe://cluster.local/ns/shop/sa/web");
 
@@ -66,7 +70,8 @@ fn a_csr_for_the_proven_identity_yields_a_certificate_rustls_accepts() {
             vec![GeneralName::URI("spiffe://cluster.local/ns/shop/sa/web")]
         );
         assert!(!cert.is_ca());
-        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        let lifetime =
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime as u64, (DAY + BACKDATE).as_secs());
     }
 }

@@ -68,7 +68,9 @@ fn a_bad_object_keeps_its_last_good_version_and_the_rest_applies() {
     assert_eq!(rejection.object, "HTTPRoute shop/a");
     assert_eq!(rejection.serving, "previous");
     assert!(
-        rejection.errors[0].field.contains("spec.rules[0].matches[0].path"),
+        rejection.errors[0]
+            .field
+            .contains("spec.rules[0].matches[0].path"),
         "{:?}",
         rejection.errors
     );
@@ -77,10 +79,17 @@ fn a_bad_object_keeps_its_last_good_version_and_the_rest_applies() {
     let never = route("c", "RegularExpression").replace("value: /c", "value: '/c('");
     let (objects, errors) = load(&[(
         "a.yaml",
-        format!("{BASE}{}{}{never}", route("a", "PathPrefix"), route("b", "Exact")),
+        format!(
+            "{BASE}{}{}{never}",
+            route("a", "PathPrefix"),
+            route("b", "Exact")
+        ),
     )]);
     let third = compiler.compile(objects, errors).unwrap();
-    assert_eq!(paths(&third.snapshot), ["httproute:shop/a:0", "httproute:shop/b:0"]);
+    assert_eq!(
+        paths(&third.snapshot),
+        ["httproute:shop/a:0", "httproute:shop/b:0"]
+    );
     assert_eq!(third.rejected[0].object, "HTTPRoute shop/c");
     assert_eq!(third.rejected[0].serving, "none");
 }
@@ -102,5 +111,7 @@ fn a_file_that_does_not_parse_keeps_its_objects() {
     let (objects, errors) = load(&files);
     let compiled = compiler.compile(objects, errors).unwrap();
     assert_eq!(paths(&compiled.snapshot), ["httproute:shop/a:0"]);
-    assert!(compiled.rejected[0].errors[0].message.contains("invalid YAML"));
+    assert!(compiled.rejected[0].errors[0]
+        .message
+        .contains("invalid YAML"));
 }

@@ -1,0 +1,229 @@
+//! The client side of the controller's `ConfigDiscovery` stream: connect, say who we are,
+//! apply each version or say why not, and keep serving the last good one while the controller
+//! is away, reconnecting with exponential backoff and full jitter.
+//!
+//! The node is ready (`/readyz`) once its first snapshot is applied, not before. The token is
+//! read from its file at every connect, because projected ServiceAccount tokens are rotated
+//! on disk by the kubelet.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use weir_api::{
+    error::{ConfigError, ConfigErrors, Location},
+    proto::{
+        config_discovery_client::ConfigDiscoveryClient, watch_request::Kind, Ack, ConfigUpdate,
+        Hello, Nack, Role, WatchRequest,
+    },
+};
+
+use crate::config::ConfigStore;
+
+/// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// A connection attempt that takes longer than this has failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How to reach the controller and who this node is.
+#[derive(Clone, Debug)]
+pub struct ControlSettings {
+    /// `https://host:port` (or `http://` for a controller without TLS).
+    pub url: String,
+    /// PEM roots the controller's certificate is checked against (its trust bundle).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The file holding this node's token.
+    pub token_file: PathBuf,
+    /// What this node is.
+    pub role: Role,
+    /// Its namespace, ServiceAccount and pod name, as the token proves them.
+    pub namespace: String,
+    /// Its ServiceAccount.
+    pub service_account: String,
+    /// Its pod (or host) name, for the controller's logs.
+    pub pod: String,
+}
+
+/// Follows the controller forever, installing every version it sends into `store`.
+pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut last_payload: Option<Vec<u8>> = None;
+    loop {
+        match stream_once(&settings, &store, &mut last_payload).await {
+            Ok(applied) => {
+                tracing::warn!(url = %settings.url, "the controller closed the config stream; reconnecting");
+                if applied {
+                    backoff = MIN_BACKOFF;
+                }
+            }
+            Err(StreamError { error, applied }) => {
+                tracing::warn!(url = %settings.url, %error, "config stream failed; the current configuration keeps serving");
+                if applied {
+                    backoff = MIN_BACKOFF;
+                }
+            }
+        }
+        // Full jitter: a restarted controller is not met by every node at the same instant.
+        let wait = backoff.mul_f64(fastrand::f64());
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct StreamError {
+    error: String,
+    /// Whether the stream got as far as applying a version before it failed.
+    applied: bool,
+}
+
+/// One connection: returns after the stream ends, saying whether anything was applied.
+async fn stream_once(
+    settings: &ControlSettings,
+    store: &Arc<ConfigStore>,
+    last_payload: &mut Option<Vec<u8>>,
+) -> Result<bool, StreamError> {
+    let fail = |error: String| StreamError {
+        error,
+        applied: false,
+    };
+    let token = std::fs::read_to_string(&settings.token_file).map_err(|e| {
+        fail(format!(
+            "cannot read {}: {e}",
+            settings.token_file.display()
+        ))
+    })?;
+    let mut endpoint = Endpoint::from_shared(settings.url.clone())
+        .map_err(|e| fail(format!("bad controller URL {:?}: {e}", settings.url)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if settings.url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &settings.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| fail(format!("TLS settings: {e}")))?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| fail(format!("cannot connect: {}", error_chain(&e))))?;
+    let mut client = ConfigDiscoveryClient::new(channel);
+
+    let (tx, rx) = mpsc::channel(4);
+    let hello = Hello {
+        role: settings.role as i32,
+        namespace: settings.namespace.clone(),
+        service_account: settings.service_account.clone(),
+        pod: settings.pod.clone(),
+        node_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let _ = tx
+        .send(WatchRequest {
+            kind: Some(Kind::Hello(hello)),
+        })
+        .await;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+        fail(format!(
+            "{} does not hold a token",
+            settings.token_file.display()
+        ))
+    })?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut updates = client
+        .watch(request)
+        .await
+        .map_err(|s| fail(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    tracing::info!(url = %settings.url, "connected to the controller");
+
+    let mut applied = false;
+    loop {
+        let update = match updates.message().await {
+            Ok(Some(update)) => update,
+            Ok(None) => return Ok(applied),
+            Err(status) => {
+                return Err(StreamError {
+                    error: format!("{:?}: {}", status.code(), status.message()),
+                    applied,
+                })
+            }
+        };
+        let version = update.version;
+        let reply = match apply(store, update, last_payload, &settings.url).await {
+            Ok(()) => {
+                applied = true;
+                Kind::Ack(Ack { version })
+            }
+            Err(error) => Kind::Nack(Nack { version, error }),
+        };
+        if tx.send(WatchRequest { kind: Some(reply) }).await.is_err() {
+            return Ok(applied);
+        }
+    }
+}
+
+/// Decodes and installs one version. The same payload as the one being served (a reconnect
+/// to an unchanged view) is acknowledged without being installed again.
+async fn apply(
+    store: &Arc<ConfigStore>,
+    update: ConfigUpdate,
+    last_payload: &mut Option<Vec<u8>>,
+    url: &str,
+) -> Result<(), String> {
+    if last_payload.as_deref() == Some(update.payload.as_slice()) {
+        return Ok(());
+    }
+    let (store2, url) = (store.clone(), url.to_string());
+    // Decoding and building the router for a big snapshot takes a while: off the worker.
+    let (update, result) = tokio::task::spawn_blocking(move || {
+        let result = match weir_api::wire::decode(&update.encoding, &update.payload) {
+            Ok(snapshot) => {
+                for warning in &snapshot.warnings {
+                    tracing::warn!(%warning, "configuration warning");
+                }
+                let local = store2.install(snapshot);
+                tracing::info!(
+                    version = update.version,
+                    local_version = local,
+                    "configuration from the controller applied"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                let location = Location {
+                    file: Some(format!("controller {url}")),
+                    document: None,
+                };
+                let refused = ConfigError::new(&location, "-", "payload", error.clone());
+                store2.reject(&ConfigErrors(vec![refused]));
+                tracing::error!(version = update.version, %error, "configuration from the controller refused; the current one keeps serving");
+                Err(error)
+            }
+        };
+        (update, result)
+    })
+    .await
+    .map_err(|e| format!("applying failed: {e}"))?;
+    if result.is_ok() {
+        *last_payload = Some(update.payload);
+    }
+    result
+}
+
+/// An error and its sources on one line (tonic's transport errors hide the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
