@@ -21,11 +21,13 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+mod controller;
 pub mod idp;
 pub mod redis;
 pub mod tls;
 mod yaml;
 
+pub use controller::Controller;
 pub use yaml::{
     gateway, http_route, ingress_tls, route_policy, service, service_with, tls_secret,
     traffic_policy, ConfigDir,
@@ -177,12 +179,34 @@ impl Weir {
     }
 
     fn spawn_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let source = ["--config-dir".into(), dir.path.display().to_string()];
+        Self::spawn_from(&source, extra, env)
+    }
+
+    /// Starts `weir-ingress --controller …` connected to `controller` with `token_file`, and
+    /// waits until it listens (not until it has a configuration: see [`Weir::wait_ready`]).
+    pub fn connect(controller: &Controller, token_file: &Path, extra: &[&str]) -> Self {
+        let source = [
+            "--controller".to_string(),
+            format!("https://{}", controller.grpc),
+            "--controller-ca".to_string(),
+            controller.bundle().display().to_string(),
+            "--identity-token-file".to_string(),
+            token_file.display().to_string(),
+            "--pod-name".to_string(),
+            "ingress-0".to_string(),
+        ];
+        let mut weir = Self::spawn_from(&source, extra, &[]);
+        weir.wait_listening();
+        weir
+    }
+
+    fn spawn_from(source: &[String], extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(binary("weir-ingress"))
-            .arg("--config-dir")
-            .arg(&dir.path)
+            .args(source)
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -211,7 +235,19 @@ impl Weir {
         }
     }
 
+    /// Waits (at most 10 s) until `/readyz` says ready: it has a configuration.
+    pub async fn wait_ready_config(&self) {
+        eventually(Duration::from_secs(10), "weir-ingress ready", || async {
+            (self.admin_get("/readyz").await.status == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+
     fn wait_ready(&mut self) {
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -352,7 +388,9 @@ impl Drop for Weir {
     }
 }
 
-fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {

@@ -1,0 +1,157 @@
+//! A running `weir-controller run --config-dir` on loopback, with its own state directory.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+
+use crate::{binary, collect_lines, free_port, request, ConfigDir};
+
+/// A running controller; killed on drop. Its state directory is removed on drop.
+pub struct Controller {
+    /// The gRPC (TLS) address.
+    pub grpc: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+    state: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Controller {
+    /// Starts a controller on `dir` with a fresh state directory and waits until it is ready.
+    pub fn start(dir: &ConfigDir) -> Self {
+        let state = dir.path.with_extension("state");
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut controller = Self {
+            grpc,
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            state,
+            config: dir.path.clone(),
+            child: None,
+            stderr: Arc::default(),
+        };
+        controller.restart();
+        controller
+    }
+
+    /// Kills the process (as a crash would: no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same addresses, config and state (same CA, same token key).
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut child = Command::new(binary("weir-controller"))
+            .args(["run", "--config-dir"])
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--grpc", &self.grpc.to_string()])
+            .args(["--admin", &self.admin.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir-controller");
+        self.stderr = collect_lines(child.stderr.take().expect("stderr"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.grpc).is_err()
+            || std::net::TcpStream::connect(self.admin).is_err()
+        {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("weir-controller exited with {status}:\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir-controller not listening:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its trust bundle (the CA root), for `--controller-ca`.
+    pub fn bundle(&self) -> PathBuf {
+        self.state.join("ca.crt")
+    }
+
+    /// Writes a token proving `namespace/service_account` to a file and returns its path.
+    pub fn token_file(&self, namespace: &str, service_account: &str) -> PathBuf {
+        let token = self.token(namespace, service_account);
+        let path = self
+            .state
+            .join(format!("{namespace}.{service_account}.token"));
+        std::fs::write(&path, token).expect("write token");
+        path
+    }
+
+    /// A token proving `namespace/service_account`, from `weir-controller token`.
+    pub fn token(&self, namespace: &str, service_account: &str) -> String {
+        let out = Command::new(binary("weir-controller"))
+            .args(["token", "--state-dir"])
+            .arg(&self.state)
+            .args([
+                "--namespace",
+                namespace,
+                "--service-account",
+                service_account,
+            ])
+            .output()
+            .expect("run weir-controller token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    }
+
+    /// GET an admin page.
+    pub async fn admin_get(&self, path: &str) -> crate::Reply {
+        request(self.admin, "admin", path, &[], Bytes::new(), "GET").await
+    }
+
+    /// `/status`, parsed.
+    pub async fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").await.json()
+    }
+
+    /// The value of one series from `/metrics`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.admin_get("/metrics").await.body;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Where its files live (for tests that read the CA).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}

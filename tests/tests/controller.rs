@@ -1,0 +1,310 @@
+//! The controller end to end: the real `weir-controller` in directory mode, a real
+//! `weir-ingress` connected to it over gRPC with TLS, and the CA signing over gRPC.
+
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, KeyPair, SanType};
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, UnixTime},
+    server::WebPkiClientVerifier,
+    RootCertStore,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use weir_api::proto::{identity_client::IdentityClient, CertifyRequest};
+use weir_e2e::{
+    eventually, gateway, http_route, route_policy, service, ConfigDir, Controller, Echo, Weir,
+};
+
+fn route(name: &str, host: &str) -> String {
+    http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
+}
+
+/// A config dir with one backend, the Gateway and a route for shop.example.com.
+fn base(app: &Echo) -> ConfigDir {
+    ConfigDir::new()
+        .with("svc.yaml", &service("app", &[app]))
+        .with("gw.yaml", &gateway())
+        .with("shop.yaml", &route("shop", "shop.example.com"))
+}
+
+async fn connected_ingress(controller: &Controller) -> Weir {
+    let token = controller.token_file("weir-system", "weir-ingress");
+    let weir = Weir::connect(controller, &token, &[]);
+    weir.wait_ready_config().await;
+    weir
+}
+
+async fn status_of(weir: &Weir, host: &str) -> u16 {
+    weir.get(host, "/").await.status.as_u16()
+}
+
+#[tokio::test]
+async fn an_httproute_created_is_routable_through_a_connected_ingress_within_a_second() {
+    let app = Echo::start("app");
+    let dir = base(&app);
+    let controller = Controller::start(&dir);
+    let weir = connected_ingress(&controller).await;
+    assert_eq!(status_of(&weir, "shop.example.com").await, 200);
+    assert_eq!(status_of(&weir, "new.example.com").await, 404);
+
+    let written = Instant::now();
+    dir.write("new.yaml", &route("new", "new.example.com"));
+    eventually(
+        Duration::from_secs(1),
+        "the new route is served",
+        || async { (status_of(&weir, "new.example.com").await == 200).then_some(()) },
+    )
+    .await;
+    let took = written.elapsed();
+    println!("object change to served: {took:?}");
+
+    // The node acknowledged both versions it was sent.
+    let acks = controller
+        .metric(r#"weir_controller_acks_total{result="ack",role="ingress"}"#)
+        .await;
+    assert_eq!(acks, Some(2.0));
+    let nodes = controller
+        .metric(r#"weir_controller_connected_nodes{node_version="0.1.0",role="ingress"}"#)
+        .await;
+    assert_eq!(nodes, Some(1.0));
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_refused_with_its_reason_while_the_last_good_one_keeps_serving() {
+    let app = Echo::start("app");
+    let keys = "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, namespace: default}\nstringData: {mobile: k-mobile-123}\n";
+    let policy = |header: &str| {
+        route_policy(
+            "AuthPolicy",
+            "shop",
+            "shop",
+            &format!("  apiKeys: {{secretRef: {{name: keys}}, header: '{header}'}}\n"),
+        )
+    };
+    let dir = base(&app)
+        .with("keys.yaml", keys)
+        .with("auth.yaml", &policy("X-API-Key"));
+    let controller = Controller::start(&dir);
+    let weir = connected_ingress(&controller).await;
+    let with_key = |weir: &Weir| {
+        let weir = weir.addr;
+        async move {
+            weir_e2e::request(
+                weir,
+                "shop.example.com",
+                "/",
+                &[("x-api-key", "k-mobile-123")],
+                bytes::Bytes::new(),
+                "GET",
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    assert_eq!(status_of(&weir, "shop.example.com").await, 401);
+    assert_eq!(with_key(&weir).await, 200);
+
+    // The policy breaks while another route is added in the same change.
+    dir.write("auth.yaml", &policy("not a header"));
+    dir.write("new.yaml", &route("new", "new.example.com"));
+    eventually(
+        Duration::from_secs(5),
+        "the rest of the change applies",
+        || async { (status_of(&weir, "new.example.com").await == 200).then_some(()) },
+    )
+    .await;
+    let status = controller.status().await;
+    let rejected = &status["rejected"][0];
+    assert_eq!(rejected["object"], "AuthPolicy default/shop", "{status}");
+    assert_eq!(rejected["serving"], "previous", "{status}");
+    let error = &rejected["errors"][0];
+    assert_eq!(error["field"], "spec.apiKeys.header", "{status}");
+    assert!(
+        error["message"].as_str().unwrap().contains("not a header"),
+        "{status}"
+    );
+    // The last good policy still protects the route.
+    assert_eq!(status_of(&weir, "shop.example.com").await, 401);
+    assert_eq!(with_key(&weir).await, 200);
+
+    // Fixed: the rejection clears.
+    dir.write("auth.yaml", &policy("X-Key"));
+    eventually(
+        Duration::from_secs(5),
+        "the fixed policy applies",
+        || async {
+            let status = controller.status().await;
+            status["rejected"].as_array()?.is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_ingress_keeps_serving_while_the_controller_is_away_and_resyncs_when_it_returns() {
+    let app = Echo::start("app");
+    let dir = base(&app);
+    let mut controller = Controller::start(&dir);
+    let weir = connected_ingress(&controller).await;
+
+    controller.kill();
+    for _ in 0..20 {
+        assert_eq!(status_of(&weir, "shop.example.com").await, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = weir.admin_get("/readyz").await.status;
+    assert_eq!(ready, 200, "a node without its controller stays ready");
+
+    // Changed while the controller was down; picked up when it returns.
+    dir.write("new.yaml", &route("new", "new.example.com"));
+    controller.restart();
+    eventually(Duration::from_secs(20), "resync after restart", || async {
+        (status_of(&weir, "new.example.com").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(&weir, "shop.example.com").await, 200);
+}
+
+#[tokio::test]
+async fn a_node_gets_nothing_until_it_proves_it_may_be_an_ingress() {
+    let app = Echo::start("app");
+    let dir = base(&app);
+    let controller = Controller::start(&dir);
+
+    // A valid token for a workload account: not allowed the ingress view (it has keys).
+    let web = controller.token_file("shop", "web");
+    let weir = Weir::connect(
+        &controller,
+        &web,
+        &["--namespace", "shop", "--service-account", "web"],
+    );
+    eventually(Duration::from_secs(5), "the refusal", || async {
+        controller
+            .metric(r#"weir_controller_streams_refused_total{reason="not-an-ingress"}"#)
+            .await
+    })
+    .await;
+    assert_eq!(weir.admin_get("/readyz").await.status, 503);
+    assert_eq!(status_of(&weir, "shop.example.com").await, 404);
+
+    // A token that claims a different account than the Hello.
+    let ingress = controller.token_file("weir-system", "weir-ingress");
+    let liar = Weir::connect(&controller, &ingress, &["--service-account", "other"]);
+    eventually(Duration::from_secs(5), "the refusal", || async {
+        controller
+            .metric(r#"weir_controller_streams_refused_total{reason="identity-mismatch"}"#)
+            .await
+    })
+    .await;
+    assert_eq!(liar.admin_get("/readyz").await.status, 503);
+
+    // A token from another controller's key.
+    let forged = ConfigDir::new();
+    let other = Controller::start(&forged);
+    let foreign = other.token_file("weir-system", "weir-ingress");
+    let stranger = Weir::connect(&controller, &foreign, &[]);
+    eventually(Duration::from_secs(5), "the refusal", || async {
+        controller
+            .metric(r#"weir_controller_streams_refused_total{reason="unauthenticated"}"#)
+            .await
+    })
+    .await;
+    assert_eq!(stranger.admin_get("/readyz").await.status, 503);
+}
+
+async fn identity_client(controller: &Controller) -> IdentityClient<tonic::transport::Channel> {
+    let ca = std::fs::read(controller.bundle()).unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", controller.grpc))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    IdentityClient::new(channel)
+}
+
+fn csr_for(spiffe_id: &str) -> String {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into().unwrap())];
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn certify_request(csr: String, token: &str) -> tonic::Request<CertifyRequest> {
+    let mut request = tonic::Request::new(CertifyRequest { csr_pem: csr });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn the_ca_signs_only_the_identity_a_token_proves() {
+    let dir = ConfigDir::new();
+    let controller = Controller::start(&dir);
+    let mut client = identity_client(&controller).await;
+    let token = controller.token("shop", "web");
+
+    let refused = client
+        .certify(certify_request(
+            csr_for("spiffe://cluster.local/ns/shop/sa/admin"),
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("the caller proved spiffe://cluster.local/ns/shop/sa/web"),
+        "{refused:?}"
+    );
+    let anonymous = client
+        .certify(tonic::Request::new(CertifyRequest {
+            csr_pem: csr_for("spiffe://cluster.local/ns/shop/sa/web"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+
+    let issued = client
+        .certify(certify_request(
+            csr_for("spiffe://cluster.local/ns/shop/sa/web"),
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.spiffe_id, "spiffe://cluster.local/ns/shop/sa/web");
+    let mut roots = RootCertStore::empty();
+    for root in &issued.trust_bundle_pem {
+        roots
+            .add(CertificateDer::from_pem_slice(root.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let leaf = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .unwrap()
+        .verify_client_cert(&leaf, &[], UnixTime::now())
+        .expect("rustls accepts the certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(
+        san.general_names,
+        vec![x509_parser::extensions::GeneralName::URI(
+            "spiffe://cluster.local/ns/shop/sa/web"
+        )]
+    );
+    let in_a_day = UnixTime::now().as_secs() as i64 + 24 * 3600;
+    assert!((issued.not_after - in_a_day).abs() < 60, "24 h by default");
+    assert_eq!(
+        controller
+            .metric(r#"weir_controller_certificates_total{result="issued"}"#)
+            .await,
+        Some(1.0)
+    );
+}
