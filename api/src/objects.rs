@@ -17,7 +17,7 @@ use k8s_openapi::{
 use serde::de::DeserializeOwned;
 
 use crate::{
-    crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy},
+    crds::{AccessPolicy, AuthPolicy, MeshTLSPolicy, RateLimitPolicy, TrafficPolicy},
     error::{ConfigError, Location},
 };
 
@@ -70,6 +70,10 @@ pub enum Object {
     AuthPolicy(AuthPolicy),
     /// `weir.dev/v1alpha1 RateLimitPolicy`: local and global rate limits for routes.
     RateLimitPolicy(RateLimitPolicy),
+    /// `weir.dev/v1alpha1 MeshTLSPolicy`: the mTLS mode of meshed workloads (sidecars).
+    MeshTLSPolicy(MeshTLSPolicy),
+    /// `weir.dev/v1alpha1 AccessPolicy`: who may call meshed workloads (sidecars).
+    AccessPolicy(AccessPolicy),
 }
 
 impl Object {
@@ -87,6 +91,8 @@ impl Object {
             Object::TrafficPolicy(o) => &o.metadata,
             Object::AuthPolicy(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
+            Object::MeshTLSPolicy(o) => &o.metadata,
+            Object::AccessPolicy(o) => &o.metadata,
         }
     }
 
@@ -104,6 +110,8 @@ impl Object {
             Object::TrafficPolicy(o) => &mut o.metadata,
             Object::AuthPolicy(o) => &mut o.metadata,
             Object::RateLimitPolicy(o) => &mut o.metadata,
+            Object::MeshTLSPolicy(o) => &mut o.metadata,
+            Object::AccessPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -122,6 +130,8 @@ impl Object {
             Object::TrafficPolicy(_) => "TrafficPolicy",
             Object::AuthPolicy(_) => "AuthPolicy",
             Object::RateLimitPolicy(_) => "RateLimitPolicy",
+            Object::MeshTLSPolicy(_) => "MeshTLSPolicy",
+            Object::AccessPolicy(_) => "AccessPolicy",
         }
     }
 
@@ -197,6 +207,12 @@ impl Object {
             }
             ("weir.dev/v1alpha1", "AuthPolicy") => {
                 Object::AuthPolicy(typed(value, location, &label)?)
+            }
+            ("weir.dev/v1alpha1", "MeshTLSPolicy") => {
+                Object::MeshTLSPolicy(typed(value, location, &label)?)
+            }
+            ("weir.dev/v1alpha1", "AccessPolicy") => {
+                Object::AccessPolicy(typed(value, location, &label)?)
             }
             ("weir.dev/v1alpha1", "RateLimitPolicy") => {
                 Object::RateLimitPolicy(typed(value, location, &label)?)

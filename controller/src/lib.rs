@@ -25,7 +25,7 @@ use std::{sync::Mutex, time::Instant};
 use kube::CustomResourceExt;
 use serde::Serialize;
 use weir_api::{
-    crds::{AuthPolicy, RateLimitPolicy, TrafficPolicy},
+    crds::{AccessPolicy, AuthPolicy, MeshTLSPolicy, RateLimitPolicy, TrafficPolicy},
     ConfigError, Objects,
 };
 
@@ -37,7 +37,9 @@ use crate::{
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
 pub fn crds_yaml() -> anyhow::Result<String> {
     let crds = [
+        AccessPolicy::crd(),
         AuthPolicy::crd(),
+        MeshTLSPolicy::crd(),
         RateLimitPolicy::crd(),
         TrafficPolicy::crd(),
     ];

@@ -9,6 +9,7 @@
 mod backends;
 mod gateway;
 mod ingress;
+mod mesh;
 mod policy;
 mod secrets;
 mod security;
@@ -37,6 +38,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
     security::compile_all(&mut cx);
+    mesh::compile_all(&mut cx);
     tls::compile_all(&mut cx);
     cx.finish()
 }

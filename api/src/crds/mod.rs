@@ -2,14 +2,21 @@
 //! types with OpenAPI schemas. They are read like any other object; `compile` turns them into
 //! the plain model.
 
+mod access_policy;
 mod auth_policy;
+mod mesh_tls_policy;
 mod rate_limit_policy;
 mod traffic_policy;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use access_policy::{
+    AccessDefault, AccessMethod, AccessPath, AccessPolicy, AccessPolicySpec, AccessPort,
+    AccessRule, AccessSource, AccessTarget,
+};
 pub use auth_policy::{ApiKeys, AuthPolicy, AuthPolicySpec, JwksSource, Jwt, JwtProvider};
+pub use mesh_tls_policy::{MeshTLSMode, MeshTLSPolicy, MeshTLSPolicySpec};
 pub use rate_limit_policy::{Empty, Limit, LimitKey, Rate, RateLimitPolicy, RateLimitPolicySpec};
 pub use traffic_policy::{
     Backoff, CircuitBreaker, HashOn, HealthCheck, LoadBalancer, PolicyStatus, Retry, RetryBudget,

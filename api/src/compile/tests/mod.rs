@@ -339,3 +339,61 @@ fn traffic_policy_errors_name_the_field() {
 }
 
 mod security;
+
+#[test]
+fn mesh_policies_load_and_bad_access_rules_are_named() {
+    let good = "
+apiVersion: weir.dev/v1alpha1
+kind: MeshTLSPolicy
+metadata: {name: default, namespace: shop}
+spec: {mode: STRICT}
+---
+apiVersion: weir.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: backend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: backend}}
+  default: deny
+  rules:
+  - from: [{serviceAccount: frontend}, {namespace: monitoring}]
+    to: [{methods: [GET], paths: [/api/*], ports: [8080]}]
+";
+    ok(good);
+    let bad = "
+apiVersion: weir.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: backend, namespace: shop}
+spec:
+  rules:
+  - from: [{identity: 'spiffe://cluster.local/shop/web'}, {namespace: a, serviceAccount: b}]
+    to: [{methods: [get], paths: ['/a*/b'], ports: [70000]}]
+";
+    let errors = errors(bad);
+    for expected in [
+        "spec.rules[0].from[0]: \"spiffe://cluster.local/shop/web\" is not a SPIFFE ID",
+        "spec.rules[0].from[1]: set exactly one of identity, namespace or serviceAccount",
+        "spec.rules[0].to[0].methods[0]: \"get\" is not an HTTP method in uppercase",
+        "spec.rules[0].to[0].paths[0]: \"/a*/b\" must start with / and may only end with *",
+        "spec.rules[0].to[0].ports[0]: 70000 is not a port",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errors:#?}"
+        );
+    }
+    let mode = "
+apiVersion: weir.dev/v1alpha1
+kind: MeshTLSPolicy
+metadata: {name: default, namespace: shop}
+spec: {mode: strict}
+";
+    let mut objects = Objects::new();
+    let mut load_errors = Vec::new();
+    load_str(mode, "mesh.yaml", &mut objects, &mut load_errors);
+    assert!(
+        load_errors[0]
+            .to_string()
+            .contains("spec.mode: unknown variant `strict`"),
+        "{load_errors:?}"
+    );
+}
