@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Payloads are shared by every stream that sends them: `Bytes`, not a copy per node.
+        .bytes(".weir.v1alpha1.ConfigUpdate.payload")
+        .compile_fds(descriptors)?;
     Ok(())
 }

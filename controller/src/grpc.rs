@@ -155,7 +155,7 @@ async fn serve_stream(
                 let update = ConfigUpdate {
                     version: view.version,
                     encoding: view.encoding.to_string(),
-                    payload: view.payload.to_vec(),
+                    payload: view.payload.clone(),
                 };
                 sent = Some(view);
                 if tx.send(Ok(update)).await.is_err() {

@@ -69,6 +69,9 @@ struct Run {
         value_delimiter = ','
     )]
     ingress_accounts: Vec<ServiceAccount>,
+    /// How often the config directory is looked at for changes.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    poll_interval: Duration,
     /// Wait this long after a change is seen before compiling, so several writes compile once.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     debounce: Duration,
@@ -150,6 +153,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
     tokio::spawn(source::watch_dir(
         args.config_dir,
         controller.clone(),
+        args.poll_interval,
         args.debounce,
     ));
     tokio::spawn(admin::serve(admin_listener, controller.clone()));

@@ -7,12 +7,15 @@ use weir_api::load::{fingerprint, load_dir_partial};
 
 use crate::Controller;
 
-/// How often the directory is looked at.
-const POLL: Duration = Duration::from_millis(100);
-
-/// Loads `dir` now, then again after every change, waiting `debounce` after a change is seen
-/// so that several writes are compiled once. Runs until its task is dropped.
-pub async fn watch_dir(dir: PathBuf, controller: Arc<Controller>, debounce: Duration) {
+/// Loads `dir` now, then again after every change (looking every `poll`), waiting `debounce`
+/// after a change is seen so that several writes are compiled once. Runs until its task is
+/// dropped.
+pub async fn watch_dir(
+    dir: PathBuf,
+    controller: Arc<Controller>,
+    poll: Duration,
+    debounce: Duration,
+) {
     let mut seen = None;
     loop {
         let now = fingerprint(&dir);
@@ -29,6 +32,6 @@ pub async fn watch_dir(dir: PathBuf, controller: Arc<Controller>, debounce: Dura
             })
             .await;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }

@@ -14,7 +14,7 @@ pub struct View {
     /// `ConfigUpdate.encoding`.
     pub encoding: &'static str,
     /// `ConfigUpdate.payload`, shared by every stream.
-    pub payload: Arc<[u8]>,
+    pub payload: bytes::Bytes,
     /// When it was published, for the push-latency metric.
     pub published: Instant,
 }

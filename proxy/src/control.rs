@@ -26,6 +26,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// A connection attempt that takes longer than this has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest snapshot accepted.
+const MAX_SNAPSHOT: usize = 512 << 20;
 
 /// How to reach the controller and who this node is.
 #[derive(Clone, Debug)]
@@ -49,7 +51,7 @@ pub struct ControlSettings {
 /// Follows the controller forever, installing every version it sends into `store`.
 pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
     let mut backoff = MIN_BACKOFF;
-    let mut last_payload: Option<Vec<u8>> = None;
+    let mut last_payload: Option<bytes::Bytes> = None;
     loop {
         match stream_once(&settings, &store, &mut last_payload).await {
             Ok(applied) => {
@@ -82,7 +84,7 @@ struct StreamError {
 async fn stream_once(
     settings: &ControlSettings,
     store: &Arc<ConfigStore>,
-    last_payload: &mut Option<Vec<u8>>,
+    last_payload: &mut Option<bytes::Bytes>,
 ) -> Result<bool, StreamError> {
     let fail = |error: String| StreamError {
         error,
@@ -112,7 +114,8 @@ async fn stream_once(
         .connect()
         .await
         .map_err(|e| fail(format!("cannot connect: {}", error_chain(&e))))?;
-    let mut client = ConfigDiscoveryClient::new(channel);
+    // A big cluster's snapshot is larger than tonic's 4 MiB default.
+    let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT);
 
     let (tx, rx) = mpsc::channel(4);
     let hello = Hello {
@@ -173,10 +176,10 @@ async fn stream_once(
 async fn apply(
     store: &Arc<ConfigStore>,
     update: ConfigUpdate,
-    last_payload: &mut Option<Vec<u8>>,
+    last_payload: &mut Option<bytes::Bytes>,
     url: &str,
 ) -> Result<(), String> {
-    if last_payload.as_deref() == Some(update.payload.as_slice()) {
+    if last_payload.as_ref() == Some(&update.payload) {
         return Ok(());
     }
     let (store2, url) = (store.clone(), url.to_string());
