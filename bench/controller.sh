@@ -19,7 +19,7 @@ CHANGES=${CHANGES:-100}
 NODES=${NODES:-1000}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-controller}
 rm -rf "$work" && mkdir -p "$work/config" "$work/big"
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 bash "$kit/setup.sh" >/dev/null
 (cd "$root" && cargo build --release -q -p weir-controller -p weir-ingress -p weir-e2e --bins)
 bin=$root/target/release
@@ -41,10 +41,10 @@ controller() {  # controller CONFIG_DIR LOG
 }
 controller "$work/config" "$work/controller.log"
 "$bin/weir-controller" token --state-dir "$work/state" --namespace weir-system --service-account weir-ingress > "$work/token"
-target=(--controller https://127.0.0.1:18150 --ca "$work/state/ca.crt" --token "$work/token")
+target=(--controller https://127.0.0.1:18150 --ca "$work/state/trust-bundle.pem" --token "$work/token")
 
 echo "== 1. object change → served by a connected ingress ($CHANGES changes, under load)"
-"$bin/weir-ingress" --controller https://127.0.0.1:18150 --controller-ca "$work/state/ca.crt" \
+"$bin/weir-ingress" --controller https://127.0.0.1:18150 --controller-ca "$work/state/trust-bundle.pem" \
   --identity-token-file "$work/token" --listen 127.0.0.1:18152 --admin 127.0.0.1:18153 \
   --workers 1 --access-log off 2>"$work/ingress.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf 127.0.0.1:18153/readyz >/dev/null && break; sleep 0.1; done
@@ -63,7 +63,7 @@ echo "controller RSS with $NODES nodes: $(awk '/VmRSS/ {print $2, $3}' /proc/$co
 
 echo "== 3. certificates signed per second"
 "$bin/weir-controller" token --state-dir "$work/state" --namespace bench --service-account app > "$work/app.token"
-"$bin/weir-fleet" certs --controller https://127.0.0.1:18150 --ca "$work/state/ca.crt" \
+"$bin/weir-fleet" certs --controller https://127.0.0.1:18150 --ca "$work/state/trust-bundle.pem" \
   --token "$work/app.token" --account bench/app --seconds 5 --concurrency 16
 
 echo "== 2b. $NODES simulated nodes, 10,000 routes and 10,000 endpoints"

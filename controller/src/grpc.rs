@@ -147,6 +147,7 @@ async fn serve_stream(
     let mut sent: Option<Arc<crate::views::View>> = None;
     loop {
         tokio::select! {
+            () = controller.closed() => break,
             changed = views.changed() => {
                 if changed.is_err() {
                     break;

@@ -67,6 +67,7 @@ pub struct Controller {
     pub ingress_accounts: Vec<ServiceAccount>,
     compiler: Mutex<Compiler>,
     status: Mutex<CompileStatus>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The last compile's outcome, at the admin `/status` page.
@@ -98,7 +99,19 @@ impl Controller {
             ingress_accounts,
             compiler: Mutex::default(),
             status: Mutex::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every config stream (nodes reconnect, to another replica if there is one), so a
+    /// shutdown does not wait on streams that never end by themselves.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Controller::close`] has been called.
+    pub async fn closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|closing| *closing).await;
     }
 
     /// Compiles a new set of objects from a source and publishes the views it changes.

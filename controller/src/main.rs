@@ -16,7 +16,12 @@ use weir_api::proto::{
     config_discovery_server::ConfigDiscoveryServer, identity_server::IdentityServer,
 };
 use weir_controller::{
-    admin, ca::Authority, grpc::Services, identity::ServiceAccount, source, state::StateDir,
+    admin,
+    ca::{Authority, Root},
+    grpc::Services,
+    identity::ServiceAccount,
+    source,
+    state::StateDir,
     Controller,
 };
 
@@ -30,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile the objects, serve config streams and certificates.
-    Run(Run),
+    Run(Box<Run>),
     /// Print a token proving a ServiceAccount to this controller (directory mode).
     Token(Token),
     /// Print the CustomResourceDefinitions of Weir's resources as multi-document YAML.
@@ -75,6 +80,17 @@ struct Run {
     /// Wait this long after a change is seen before compiling, so several writes compile once.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     debounce: Duration,
+    /// Sign with this root certificate (PEM) instead of the one kept in the state directory;
+    /// needs --ca-key.
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (PKCS#8 PEM).
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// More roots (PEM files) to put in the trust bundle next to the signing root: the old
+    /// root during a rotation, so certificates it signed stay trusted until they expire.
+    #[arg(long = "extra-root")]
+    extra_roots: Vec<PathBuf>,
     /// Lifetime of workload certificates.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     cert_lifetime: Duration,
@@ -112,12 +128,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .init();
-            tokio::runtime::Runtime::new()?.block_on(run(args))?;
+            tokio::runtime::Runtime::new()?.block_on(run(*args))?;
         }
     }
     Ok(())
@@ -125,8 +142,24 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Run) -> anyhow::Result<()> {
     let state = StateDir::open(&args.state_dir)?;
-    let root = state.root(&args.trust_domain)?;
-    let authority = Authority::new(&root, Vec::new(), &args.trust_domain, args.cert_lifetime)?;
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let root = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => Root {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        },
+        _ => state.root(&args.trust_domain)?,
+    };
+    let extra_roots = args
+        .extra_roots
+        .iter()
+        .map(read)
+        .collect::<Result<_, _>>()?;
+    let authority = Authority::new(&root, extra_roots, &args.trust_domain, args.cert_lifetime)
+        .context("the CA root cannot sign")?;
+    let bundle = state.write_bundle(authority.bundle())?;
     let (cert, key) = authority
         .serving_certificate(&args.grpc_names)
         .context("cannot make the gRPC serving certificate")?;
@@ -145,7 +178,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
     tracing::info!(
         grpc = %args.grpc,
         admin = %args.admin,
-        trust_bundle = %state.bundle_path().display(),
+        trust_bundle = %bundle.display(),
         config_dir = %args.config_dir.display(),
         "weir-controller started"
     );
@@ -158,14 +191,18 @@ async fn run(args: Run) -> anyhow::Result<()> {
     ));
     tokio::spawn(admin::serve(admin_listener, controller.clone()));
 
-    let services = Services(controller);
+    let services = Services(controller.clone());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ConfigDiscoveryServer::new(services.clone()))
         .add_service(IdentityServer::new(services))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing config streams");
+            controller.close();
+        })
         .await?;
     tracing::info!("weir-controller stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //! STATE/ca.crt      the root certificate (the trust bundle nodes are given)
 //! STATE/ca.key      its private key (0600)
 //! STATE/token.key   the key tokens are signed with (0600)
+//! STATE/trust-bundle.pem   the roots nodes check the controller against, rewritten at start
 //! ```
 
 use std::{
@@ -65,9 +66,15 @@ impl StateDir {
         TokenKey::from_pem(&pem).with_context(|| format!("{} is not a P-256 key", path.display()))
     }
 
-    /// Where the trust bundle is, for nodes started on this machine (`--controller-ca`).
-    pub fn bundle_path(&self) -> PathBuf {
-        self.dir.join("ca.crt")
+    /// Writes the trust bundle for nodes started on this machine (`--controller-ca`) and
+    /// returns its path.
+    pub fn write_bundle(&self, roots: &[String]) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join("trust-bundle.pem");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, roots.concat())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 }
 

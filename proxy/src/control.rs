@@ -230,3 +230,72 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_api::{wire, Snapshot};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn update(version: u64, encoding: &str, payload: Vec<u8>) -> ConfigUpdate {
+        ConfigUpdate {
+            version,
+            encoding: encoding.to_string(),
+            payload: payload.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_that_does_not_decode_is_refused_and_the_served_one_stays() {
+        let store = Arc::new(ConfigStore::new(Metrics::new()));
+        let mut last = None;
+        let good = wire::encode(&Snapshot::default());
+        let url = "https://controller:15010";
+        apply(
+            &store,
+            update(1, wire::SNAPSHOT_ENCODING, good.clone()),
+            &mut last,
+            url,
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.load().version, 1);
+
+        let err = apply(
+            &store,
+            update(2, "text/yaml", b"routes: []".to_vec()),
+            &mut last,
+            url,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("unknown encoding \"text/yaml\""), "{err}");
+        assert_eq!(
+            store.load().version,
+            1,
+            "the previous version keeps serving"
+        );
+        let described = store.describe();
+        let error = &described["reload"]["errors"][0];
+        assert_eq!(
+            error["location"]["file"],
+            "controller https://controller:15010"
+        );
+        assert!(error["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown encoding"));
+
+        // A reconnect re-sends the same view: acknowledged, not installed again.
+        apply(
+            &store,
+            update(1, wire::SNAPSHOT_ENCODING, good),
+            &mut last,
+            url,
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.load().version, 1);
+    }
+}

@@ -49,6 +49,27 @@ impl Controller {
         }
     }
 
+    /// Sends SIGTERM and waits (at most `within`) for the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir-controller did not exit within {within:?} of SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts it again on the same addresses, config and state (same CA, same token key).
     pub fn restart(&mut self) {
         self.kill();
@@ -83,7 +104,7 @@ impl Controller {
 
     /// Its trust bundle (the CA root), for `--controller-ca`.
     pub fn bundle(&self) -> PathBuf {
-        self.state.join("ca.crt")
+        self.state.join("trust-bundle.pem")
     }
 
     /// Writes a token proving `namespace/service_account` to a file and returns its path.

@@ -34,16 +34,22 @@ async fn connected_ingress(controller: &Controller) -> Weir {
     weir
 }
 
+/// A backend, its config, a controller on it and an ingress connected to that.
+async fn running() -> (Echo, ConfigDir, Controller, Weir) {
+    let app = Echo::start("app");
+    let dir = base(&app);
+    let controller = Controller::start(&dir);
+    let weir = connected_ingress(&controller).await;
+    (app, dir, controller, weir)
+}
+
 async fn status_of(weir: &Weir, host: &str) -> u16 {
     weir.get(host, "/").await.status.as_u16()
 }
 
 #[tokio::test]
 async fn an_httproute_created_is_routable_through_a_connected_ingress_within_a_second() {
-    let app = Echo::start("app");
-    let dir = base(&app);
-    let controller = Controller::start(&dir);
-    let weir = connected_ingress(&controller).await;
+    let (_app, dir, controller, weir) = running().await;
     assert_eq!(status_of(&weir, "shop.example.com").await, 200);
     assert_eq!(status_of(&weir, "new.example.com").await, 404);
 
@@ -143,10 +149,7 @@ async fn an_invalid_policy_is_refused_with_its_reason_while_the_last_good_one_ke
 
 #[tokio::test]
 async fn the_ingress_keeps_serving_while_the_controller_is_away_and_resyncs_when_it_returns() {
-    let app = Echo::start("app");
-    let dir = base(&app);
-    let mut controller = Controller::start(&dir);
-    let weir = connected_ingress(&controller).await;
+    let (_app, dir, mut controller, weir) = running().await;
 
     controller.kill();
     for _ in 0..20 {
@@ -163,6 +166,13 @@ async fn the_ingress_keeps_serving_while_the_controller_is_away_and_resyncs_when
         (status_of(&weir, "new.example.com").await == 200).then_some(())
     })
     .await;
+    assert_eq!(status_of(&weir, "shop.example.com").await, 200);
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_config_streams_and_the_controller_exits() {
+    let (_app, _dir, mut controller, weir) = running().await;
+    assert_eq!(controller.terminate(Duration::from_secs(5)), Some(0));
     assert_eq!(status_of(&weir, "shop.example.com").await, 200);
 }
 

@@ -176,17 +176,17 @@ async fn nodes(target: Target, count: usize, dir: PathBuf, changes: usize) -> an
         });
     }
     wait_all(&versions, 1).await;
-    let mut current = *versions[0].borrow();
+    let first = *versions[0].borrow();
     println!(
-        "{count} nodes connected and at version {current} in {:.2}s",
+        "{count} nodes connected and at version {first} in {:.2}s",
         started.elapsed().as_secs_f64()
     );
     let mut samples = Vec::new();
     for i in 1..=changes {
         let t0 = Instant::now();
         write_change(&dir, i)?;
-        let last = wait_all(&versions, current + 1).await;
-        current += 1;
+        // Every change makes the next version of the view.
+        let last = wait_all(&versions, first + i as u64).await;
         samples.push(last - t0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
