@@ -1,22 +1,32 @@
 //! How a node's view travels in [`ConfigUpdate::payload`](crate::proto::ConfigUpdate): the
 //! model's own serde encoding in MessagePack, with named fields so that a node one version
 //! older or newer than the controller ignores fields it doesn't know instead of misreading
-//! them. Secrets ([`SecretBytes`](crate::model::SecretBytes)) travel as bytes here and nowhere
-//! else: the human-readable encodings redact them.
+//! them, compressed with zstd (named-field MessagePack of 10,000 routes is ~3 MB and
+//! compresses more than tenfold; it is compressed once per change, not once per node). Secrets
+//! ([`SecretBytes`](crate::model::SecretBytes)) travel as bytes here and nowhere else: the
+//! human-readable encodings redact them.
 //!
 //! Encoding is deterministic for a given snapshot (clusters are in a `BTreeMap`, everything
-//! else in compile order), so the controller can tell that a change left a view as it was by
-//! comparing bytes.
+//! else in compile order, zstd at a fixed level), so the controller can tell that a change
+//! left a view as it was by comparing bytes.
+
+use std::io::Read;
 
 use crate::Snapshot;
 
 /// [`ConfigUpdate::encoding`](crate::proto::ConfigUpdate) of an ingress view.
-pub const SNAPSHOT_ENCODING: &str = "application/vnd.weir.snapshot.v1+msgpack";
+pub const SNAPSHOT_ENCODING: &str = "application/vnd.weir.snapshot.v1+msgpack+zstd";
+
+/// The largest decoded snapshot a node accepts (a guard against decompression bombs).
+pub const MAX_DECODED: u64 = 1 << 30;
+
+const LEVEL: i32 = 3;
 
 /// Encodes a snapshot for the wire.
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     // Writing into a Vec cannot fail, and every model type serializes.
-    rmp_serde::to_vec_named(snapshot).expect("a snapshot always encodes")
+    let plain = rmp_serde::to_vec_named(snapshot).expect("a snapshot always encodes");
+    zstd::bulk::compress(&plain, LEVEL).expect("compressing into memory cannot fail")
 }
 
 /// Decodes a snapshot, or says what was wrong with the payload.
@@ -26,7 +36,19 @@ pub fn decode(encoding: &str, payload: &[u8]) -> Result<Snapshot, String> {
             "unknown encoding {encoding:?} (this node reads {SNAPSHOT_ENCODING:?})"
         ));
     }
-    rmp_serde::from_slice(payload).map_err(|e| format!("payload does not decode: {e}"))
+    let decoder = zstd::stream::read::Decoder::new(payload)
+        .map_err(|e| format!("payload does not decompress: {e}"))?;
+    let mut plain = Vec::new();
+    decoder
+        .take(MAX_DECODED + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("payload does not decompress: {e}"))?;
+    if plain.len() as u64 > MAX_DECODED {
+        return Err(format!(
+            "payload decompresses to more than {MAX_DECODED} bytes"
+        ));
+    }
+    rmp_serde::from_slice(&plain).map_err(|e| format!("payload does not decode: {e}"))
 }
 
 #[cfg(test)]
@@ -95,6 +117,9 @@ mod tests {
             "{err}"
         );
         let err = decode(SNAPSHOT_ENCODING, b"\xc1").unwrap_err();
+        assert!(err.starts_with("payload does not decompress"), "{err}");
+        let not_msgpack = zstd::bulk::compress(b"\xc1", 3).unwrap();
+        let err = decode(SNAPSHOT_ENCODING, &not_msgpack).unwrap_err();
         assert!(err.starts_with("payload does not decode"), "{err}");
     }
 }
