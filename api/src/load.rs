@@ -1,7 +1,10 @@
 //! Reading objects from a directory of multi-document YAML files, as `kubectl get -o yaml`
 //! writes them (single objects, `---`-separated documents, or a `kind: List`).
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
 use crate::{
     error::{ConfigError, ConfigErrors, Location},
@@ -25,25 +28,72 @@ pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
 /// that applies the rest of the configuration and keeps the last good version of what failed
 /// (the controller).
 pub fn load_dir_partial(dir: &Path) -> (Objects, Vec<ConfigError>) {
-    let mut errors = Vec::new();
-    let mut objects = Objects::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            let location = Location {
-                file: Some(dir.display().to_string()),
-                document: None,
+    DirCache::default().load(dir)
+}
+
+/// Loads a directory again and again, parsing only the files whose size or modification time
+/// changed since the last load (the controller reloads a big directory on every change).
+#[derive(Default)]
+pub struct DirCache {
+    files: std::collections::HashMap<PathBuf, CachedFile>,
+}
+
+struct CachedFile {
+    stamp: (u64, Option<SystemTime>),
+    objects: Objects,
+    errors: Vec<ConfigError>,
+}
+
+impl DirCache {
+    /// Every object in `dir` and every problem, as [`load_dir_partial`] gives them.
+    pub fn load(&mut self, dir: &Path) -> (Objects, Vec<ConfigError>) {
+        let mut errors = Vec::new();
+        let mut objects = Objects::new();
+        let files = match config_files(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                let location = Location {
+                    file: Some(dir.display().to_string()),
+                    document: None,
+                };
+                errors.push(ConfigError::new(
+                    &location,
+                    "-",
+                    "-",
+                    format!("cannot read directory: {e}"),
+                ));
+                return (objects, errors);
+            }
+        };
+        self.files.retain(|path, _| files.contains(path));
+        for file in files {
+            let stamp = std::fs::metadata(&file)
+                .map(|m| (m.len(), m.modified().ok()))
+                .unwrap_or_default();
+            let cached = match self.files.get(&file) {
+                Some(cached) if cached.stamp == stamp => cached,
+                _ => {
+                    let parsed = parse_file(&file, stamp);
+                    self.files
+                        .entry(file.clone())
+                        .insert_entry(parsed)
+                        .into_mut()
+                }
             };
-            errors.push(ConfigError::new(
-                &location,
-                "-",
-                "-",
-                format!("cannot read directory: {e}"),
-            ));
-            return (objects, errors);
+            errors.extend(cached.errors.iter().cloned());
+            for (object, location) in cached.objects.iter() {
+                if let Err(e) = objects.insert(object.clone(), location.clone()) {
+                    errors.push(e);
+                }
+            }
         }
-    };
-    let mut files: Vec<_> = entries
+        (objects, errors)
+    }
+}
+
+/// The `*.yaml`/`*.yml`/`*.json` files directly in `dir`, hidden ones skipped, sorted.
+fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let hidden = p
@@ -55,29 +105,36 @@ pub fn load_dir_partial(dir: &Path) -> (Objects, Vec<ConfigError>) {
         })
         .collect();
     files.sort();
-    for file in files {
-        let name = file.display().to_string();
-        match std::fs::read_to_string(&file) {
-            Ok(text) => load_str(&text, &name, &mut objects, &mut errors),
-            Err(e) => {
-                let location = Location {
-                    file: Some(name),
-                    document: None,
-                };
-                errors.push(ConfigError::new(
-                    &location,
-                    "-",
-                    "-",
-                    format!("cannot read file: {e}"),
-                ));
-            }
+    Ok(files)
+}
+
+fn parse_file(file: &Path, stamp: (u64, Option<SystemTime>)) -> CachedFile {
+    let name = file.display().to_string();
+    let (mut objects, mut errors) = (Objects::new(), Vec::new());
+    match std::fs::read_to_string(file) {
+        Ok(text) => load_str(&text, &name, &mut objects, &mut errors),
+        Err(e) => {
+            let location = Location {
+                file: Some(name),
+                document: None,
+            };
+            errors.push(ConfigError::new(
+                &location,
+                "-",
+                "-",
+                format!("cannot read file: {e}"),
+            ));
         }
     }
-    (objects, errors)
+    CachedFile {
+        stamp,
+        objects,
+        errors,
+    }
 }
 
 /// What a directory looks like to a watcher: each entry's path, size and modification time.
-pub type Fingerprint = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 /// Fingerprints `dir`. Watchers poll this rather than use inotify: polling sees every way a
 /// file can change, including the atomic symlink swap Kubernetes uses for ConfigMap volumes,
@@ -186,4 +243,49 @@ fn typed(document: serde_json::Value, location: &Location) -> Vec<Result<Object,
         .into_iter()
         .filter_map(|item| Object::from_value(item, location).transpose())
         .collect()
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn names(objects: &Objects) -> Vec<String> {
+        objects.iter().map(|(o, _)| o.key().to_string()).collect()
+    }
+
+    fn service(name: &str) -> String {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{ports: [{{port: 80}}]}}\n")
+    }
+
+    #[test]
+    fn a_cached_directory_sees_every_change_and_only_reparses_changed_files() {
+        let dir = std::env::temp_dir().join(format!("weir-dircache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), service("a")).unwrap();
+        std::fs::write(dir.join("b.yaml"), service("b")).unwrap();
+        let mut cache = DirCache::default();
+        let (objects, errors) = cache.load(&dir);
+        assert!(errors.is_empty());
+        assert_eq!(names(&objects), ["Service shop/a", "Service shop/b"]);
+
+        std::fs::write(dir.join("b.yaml"), service("b2")).unwrap();
+        std::fs::write(dir.join("c.yaml"), service("a")).unwrap();
+        let (objects, errors) = cache.load(&dir);
+        assert_eq!(names(&objects), ["Service shop/a", "Service shop/b2"]);
+        assert!(
+            errors[0]
+                .message
+                .contains("the same object is also defined in"),
+            "a duplicate across files is still caught: {errors:?}"
+        );
+
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        std::fs::remove_file(dir.join("c.yaml")).unwrap();
+        let (objects, errors) = cache.load(&dir);
+        assert!(errors.is_empty());
+        assert_eq!(names(&objects), ["Service shop/b2"]);
+        assert_eq!(cache.files.len(), 1, "removed files leave the cache");
+        assert_eq!(load_dir_partial(&dir).0.len(), objects.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use weir_api::load::{fingerprint, load_dir_partial};
+use weir_api::load::{fingerprint, DirCache};
 
 use crate::Controller;
 
@@ -17,6 +17,7 @@ pub async fn watch_dir(
     debounce: Duration,
 ) {
     let mut seen = None;
+    let cache = Arc::new(std::sync::Mutex::new(DirCache::default()));
     loop {
         let now = fingerprint(&dir);
         if seen.as_ref() != Some(&now) {
@@ -24,10 +25,10 @@ pub async fn watch_dir(
                 tokio::time::sleep(debounce).await;
             }
             seen = Some(fingerprint(&dir));
-            let (dir, controller) = (dir.clone(), controller.clone());
+            let (dir, controller, cache) = (dir.clone(), controller.clone(), cache.clone());
             // Reading and compiling touches the disk and takes a while for big configs.
             let _ = tokio::task::spawn_blocking(move || {
-                let (objects, errors) = load_dir_partial(&dir);
+                let (objects, errors) = cache.lock().unwrap_or_else(|e| e.into_inner()).load(&dir);
                 controller.apply(objects, errors);
             })
             .await;
