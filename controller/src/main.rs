@@ -11,7 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{server::TcpIncoming, Identity, Server, ServerTlsConfig};
 use weir_api::proto::{
     config_discovery_server::ConfigDiscoveryServer, identity_server::IdentityServer,
 };
@@ -192,7 +192,8 @@ async fn run(args: Run) -> anyhow::Result<()> {
     tokio::spawn(admin::serve(admin_listener, controller.clone()));
 
     let services = Services(controller.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // Small unary replies (certificates) must not wait out Nagle's algorithm and delayed ACKs.
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
