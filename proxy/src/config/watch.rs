@@ -3,11 +3,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use weir_api::load::fingerprint;
+use weir_api::{
+    error::ConfigErrors,
+    load::{fingerprint, DirCache},
+};
 
 use super::ConfigStore;
 
@@ -31,8 +34,22 @@ impl Default for WatchSettings {
 
 /// Loads and compiles `dir`, installing the result or recording why not. Returns the new
 /// version, or the errors.
-pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, weir_api::error::ConfigErrors> {
-    let result = weir_api::load_dir(dir).and_then(|objects| weir_api::compile(&objects));
+pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
+    reload_cached(&mut DirCache::default(), dir, store)
+}
+
+/// [`reload`], re-parsing only the files that changed since `cache` last read `dir`.
+fn reload_cached(
+    cache: &mut DirCache,
+    dir: &Path,
+    store: &ConfigStore,
+) -> Result<u64, ConfigErrors> {
+    let (objects, errors) = cache.load(dir);
+    let result = if errors.is_empty() {
+        weir_api::compile(&objects)
+    } else {
+        Err(ConfigErrors(errors))
+    };
     match result {
         Ok(snapshot) => {
             for warning in &snapshot.warnings {
@@ -55,6 +72,7 @@ pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, weir_api::error::C
 /// Polls `dir` forever, reloading on change. Runs until its task is dropped.
 pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSettings) {
     let mut seen = fingerprint(&dir);
+    let cache = Arc::new(Mutex::new(DirCache::default()));
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -65,8 +83,11 @@ pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSet
         }
         tokio::time::sleep(settings.settle).await;
         seen = fingerprint(&dir);
-        let (dir, store) = (dir.clone(), store.clone());
+        let (dir, store, cache) = (dir.clone(), store.clone(), cache.clone());
         // Reading and compiling touches the disk and may take a while for big configs.
-        let _ = tokio::task::spawn_blocking(move || reload(&dir, &store)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            reload_cached(&mut crate::lock(&cache), &dir, &store)
+        })
+        .await;
     }
 }
