@@ -48,7 +48,8 @@ struct Args {
         conflicts_with = "controller"
     )]
     config_dir: Option<PathBuf>,
-    /// The controller to get configuration from (`https://host:15010`) instead of a directory.
+    /// The controller to get configuration from (`https://host:15010`, always TLS) instead of
+    /// a directory.
     #[arg(long, env = "WEIR_CONTROLLER", requires = "identity_token_file")]
     controller: Option<String>,
     /// The controller's trust bundle (PEM); without it the system roots are used.
@@ -133,13 +134,26 @@ fn config_source(args: &Args) -> anyhow::Result<Source> {
         }
         return Ok(Source::Dir(dir));
     };
-    if !url.starts_with("https://") && !url.starts_with("http://") {
-        bail!("--controller {url:?}: use https://HOST:PORT");
+    if !url.starts_with("https://") {
+        bail!(
+            "--controller {url:?}: the config stream carries TLS private keys, so it only runs over TLS: use https://HOST:PORT"
+        );
     }
     let ca_pem = args
         .controller_ca
         .as_ref()
-        .map(|f| std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display())))
+        .map(|f| {
+            let pem =
+                std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .filter(|c| c.is_ok())
+                .count();
+            if certs == 0 {
+                bail!("--controller-ca {}: no PEM certificate in it", f.display());
+            }
+            Ok(pem)
+        })
         .transpose()?;
     let pod = args.pod_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")

@@ -32,7 +32,7 @@ const MAX_SNAPSHOT: usize = 512 << 20;
 /// How to reach the controller and who this node is.
 #[derive(Clone, Debug)]
 pub struct ControlSettings {
-    /// `https://host:port` (or `http://` for a controller without TLS).
+    /// `https://host:port`: the stream carries TLS private keys, so it is only spoken over TLS.
     pub url: String,
     /// PEM roots the controller's certificate is checked against (its trust bundle).
     pub ca_pem: Option<Vec<u8>>,
@@ -101,15 +101,13 @@ async fn stream_once(
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
-    if settings.url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &settings.ca_pem {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| fail(format!("TLS settings: {e}")))?;
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &settings.ca_pem {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
     }
+    endpoint = endpoint
+        .tls_config(tls)
+        .map_err(|e| fail(format!("TLS settings: {e}")))?;
     let channel = endpoint
         .connect()
         .await

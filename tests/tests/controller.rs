@@ -318,3 +318,30 @@ async fn the_ca_signs_only_the_identity_a_token_proves() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_plaintext_controller_url_or_an_empty_trust_bundle_is_refused_at_start() {
+    let dir = ConfigDir::new().with("ca.pem", "not a certificate\n");
+    let token = dir.path.join("token");
+    std::fs::write(&token, "x").unwrap();
+    let run = |url: &str, ca: &std::path::Path| {
+        let out = std::process::Command::new(weir_e2e::binary("weir-ingress"))
+            .args(["--controller", url, "--controller-ca"])
+            .arg(ca)
+            .arg("--identity-token-file")
+            .arg(&token)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let ca = dir.path.join("ca.pem");
+    let plaintext = run("http://127.0.0.1:15010", &ca);
+    assert!(
+        plaintext.contains("only runs over TLS: use https://HOST:PORT"),
+        "{plaintext}"
+    );
+    let empty = run("https://127.0.0.1:15010", &ca);
+    assert!(empty.contains("no PEM certificate in it"), "{empty}");
+}
