@@ -48,16 +48,33 @@ impl Compiler {
         load_errors: Vec<ConfigError>,
     ) -> Result<Compiled, ConfigErrors> {
         let mut errors: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();
-        let mut restored: BTreeSet<ObjectKey> = BTreeSet::new();
+        // What serves its last good version instead, by the name errors give it.
+        let mut restored: BTreeSet<String> = BTreeSet::new();
+        let broken_files: BTreeSet<String> = load_errors
+            .iter()
+            .filter_map(|e| e.location.file.clone())
+            .collect();
+        let mut restored_files = BTreeSet::new();
+        for (object, location) in self.last_good.iter() {
+            let key = object.key();
+            let Some(file) = location.file.as_ref().filter(|f| broken_files.contains(*f)) else {
+                continue;
+            };
+            if objects.get(&key).is_none() {
+                let _ = objects.insert(object.clone(), location.clone());
+                restored.insert(key.to_string());
+                restored_files.insert(file.clone());
+            }
+        }
         for error in load_errors {
-            if let Some(file) = &error.location.file {
-                for (object, location) in self.last_good.iter() {
-                    let key = object.key();
-                    if location.file.as_ref() == Some(file) && objects.get(&key).is_none() {
-                        let _ = objects.insert(object.clone(), location.clone());
-                        restored.insert(key);
-                    }
-                }
+            // A document that did not parse is served by its file's previous objects.
+            if error
+                .location
+                .file
+                .as_ref()
+                .is_some_and(|f| restored_files.contains(f))
+            {
+                restored.insert(error.object.clone());
             }
             errors.entry(error.object.clone()).or_default().push(error);
         }
@@ -68,7 +85,7 @@ impl Compiler {
                     let rejected = errors
                         .into_iter()
                         .map(|(object, errors)| {
-                            let serving = if restored.iter().any(|k| k.to_string() == object) {
+                            let serving = if restored.contains(&object) {
                                 "previous"
                             } else {
                                 "none"
@@ -97,14 +114,16 @@ impl Compiler {
                     .entry(error.object.clone())
                     .or_default()
                     .push(error.clone());
-                let previous = self.last_good.get(key);
-                if restored.contains(key) || previous.is_none() {
-                    changed |= objects.remove(key).is_some();
-                    restored.remove(key);
-                } else if let Some((object, location)) = previous {
-                    let _ = objects.insert(object.clone(), location.clone());
-                    restored.insert(key.clone());
-                    changed = true;
+                match self.last_good.get(key) {
+                    Some((object, location)) if !restored.contains(&error.object) => {
+                        let _ = objects.insert(object.clone(), location.clone());
+                        restored.insert(error.object.clone());
+                        changed = true;
+                    }
+                    _ => {
+                        changed |= objects.remove(key).is_some();
+                        restored.remove(&error.object);
+                    }
                 }
             }
             if !changed {

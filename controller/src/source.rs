@@ -17,7 +17,7 @@ pub async fn watch_dir(
     debounce: Duration,
 ) {
     let mut seen = None;
-    let cache = Arc::new(std::sync::Mutex::new(DirCache::default()));
+    let mut cache = DirCache::default();
     loop {
         let now = fingerprint(&dir);
         if seen.as_ref() != Some(&now) {
@@ -25,13 +25,16 @@ pub async fn watch_dir(
                 tokio::time::sleep(debounce).await;
             }
             seen = Some(fingerprint(&dir));
-            let (dir, controller, cache) = (dir.clone(), controller.clone(), cache.clone());
-            // Reading and compiling touches the disk and takes a while for big configs.
-            let _ = tokio::task::spawn_blocking(move || {
-                let (objects, errors) = cache.lock().unwrap_or_else(|e| e.into_inner()).load(&dir);
+            let (dir, controller) = (dir.clone(), controller.clone());
+            // Reading and compiling touches the disk and takes a while for big configs. The
+            // cache goes along and comes back.
+            cache = tokio::task::spawn_blocking(move || {
+                let (objects, errors) = cache.load(&dir);
                 controller.apply(objects, errors);
+                cache
             })
-            .await;
+            .await
+            .unwrap_or_default();
         }
         tokio::time::sleep(poll).await;
     }

@@ -53,18 +53,12 @@ pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
     let mut backoff = MIN_BACKOFF;
     let mut last_payload: Option<bytes::Bytes> = None;
     loop {
-        match stream_once(&settings, &store, &mut last_payload).await {
-            Ok(applied) => {
-                tracing::warn!(url = %settings.url, "the controller closed the config stream; reconnecting");
-                if applied {
-                    backoff = MIN_BACKOFF;
-                }
+        match stream_once(&settings, &store, &mut last_payload, &mut backoff).await {
+            Ok(()) => {
+                tracing::warn!(url = %settings.url, "the controller closed the config stream; reconnecting")
             }
-            Err(StreamError { error, applied }) => {
-                tracing::warn!(url = %settings.url, %error, "config stream failed; the current configuration keeps serving");
-                if applied {
-                    backoff = MIN_BACKOFF;
-                }
+            Err(error) => {
+                tracing::warn!(url = %settings.url, %error, "config stream failed; the current configuration keeps serving")
             }
         }
         // Full jitter: a restarted controller is not met by every node at the same instant.
@@ -74,30 +68,18 @@ pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
     }
 }
 
-struct StreamError {
-    error: String,
-    /// Whether the stream got as far as applying a version before it failed.
-    applied: bool,
-}
-
-/// One connection: returns after the stream ends, saying whether anything was applied.
+/// One connection, until the stream ends. A stream that gets as far as applying a version
+/// resets `backoff`: the next reconnect after it is quick again.
 async fn stream_once(
     settings: &ControlSettings,
     store: &Arc<ConfigStore>,
     last_payload: &mut Option<bytes::Bytes>,
-) -> Result<bool, StreamError> {
-    let fail = |error: String| StreamError {
-        error,
-        applied: false,
-    };
-    let token = std::fs::read_to_string(&settings.token_file).map_err(|e| {
-        fail(format!(
-            "cannot read {}: {e}",
-            settings.token_file.display()
-        ))
-    })?;
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let token = std::fs::read_to_string(&settings.token_file)
+        .map_err(|e| format!("cannot read {}: {e}", settings.token_file.display()))?;
     let mut endpoint = Endpoint::from_shared(settings.url.clone())
-        .map_err(|e| fail(format!("bad controller URL {:?}: {e}", settings.url)))?
+        .map_err(|e| format!("bad controller URL {:?}: {e}", settings.url))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -107,11 +89,11 @@ async fn stream_once(
     }
     endpoint = endpoint
         .tls_config(tls)
-        .map_err(|e| fail(format!("TLS settings: {e}")))?;
+        .map_err(|e| format!("TLS settings: {e}"))?;
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| fail(format!("cannot connect: {}", error_chain(&e))))?;
+        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
     // A big cluster's snapshot is larger than tonic's 4 MiB default.
     let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT);
 
@@ -129,44 +111,35 @@ async fn stream_once(
         })
         .await;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let bearer = format!("Bearer {}", token.trim()).parse().map_err(|_| {
-        fail(format!(
-            "{} does not hold a token",
-            settings.token_file.display()
-        ))
-    })?;
+    let bearer = format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| format!("{} does not hold a token", settings.token_file.display()))?;
     request.metadata_mut().insert("authorization", bearer);
     let mut updates = client
         .watch(request)
         .await
-        .map_err(|s| fail(format!("{:?}: {}", s.code(), s.message())))?
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
     tracing::info!(url = %settings.url, "connected to the controller");
 
-    let mut applied = false;
-    loop {
-        let update = match updates.message().await {
-            Ok(Some(update)) => update,
-            Ok(None) => return Ok(applied),
-            Err(status) => {
-                return Err(StreamError {
-                    error: format!("{:?}: {}", status.code(), status.message()),
-                    applied,
-                })
-            }
-        };
+    while let Some(update) = updates
+        .message()
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+    {
         let version = update.version;
         let reply = match apply(store, update, last_payload, &settings.url).await {
             Ok(()) => {
-                applied = true;
+                *backoff = MIN_BACKOFF;
                 Kind::Ack(Ack { version })
             }
             Err(error) => Kind::Nack(Nack { version, error }),
         };
         if tx.send(WatchRequest { kind: Some(reply) }).await.is_err() {
-            return Ok(applied);
+            break;
         }
     }
+    Ok(())
 }
 
 /// Decodes and installs one version. The same payload as the one being served (a reconnect
@@ -180,15 +153,12 @@ async fn apply(
     if last_payload.as_ref() == Some(&update.payload) {
         return Ok(());
     }
-    let (store2, url) = (store.clone(), url.to_string());
+    let (store, url, payload) = (store.clone(), url.to_string(), update.payload.clone());
     // Decoding and building the router for a big snapshot takes a while: off the worker.
-    let (update, result) = tokio::task::spawn_blocking(move || {
-        let result = match weir_api::wire::decode(&update.encoding, &update.payload) {
+    tokio::task::spawn_blocking(move || {
+        match weir_api::wire::decode(&update.encoding, &update.payload) {
             Ok(snapshot) => {
-                for warning in &snapshot.warnings {
-                    tracing::warn!(%warning, "configuration warning");
-                }
-                let local = store2.install(snapshot);
+                let local = store.install(snapshot);
                 tracing::info!(
                     version = update.version,
                     local_version = local,
@@ -202,19 +172,16 @@ async fn apply(
                     document: None,
                 };
                 let refused = ConfigError::new(&location, "-", "payload", error.clone());
-                store2.reject(&ConfigErrors(vec![refused]));
+                store.reject(&ConfigErrors(vec![refused]));
                 tracing::error!(version = update.version, %error, "configuration from the controller refused; the current one keeps serving");
                 Err(error)
             }
-        };
-        (update, result)
+        }
     })
     .await
-    .map_err(|e| format!("applying failed: {e}"))?;
-    if result.is_ok() {
-        *last_payload = Some(update.payload);
-    }
-    result
+    .map_err(|e| format!("applying failed: {e}"))??;
+    *last_payload = Some(payload);
+    Ok(())
 }
 
 /// An error and its sources on one line (tonic's transport errors hide the cause).

@@ -153,10 +153,7 @@ impl Controller {
 
     /// The value of one series from `/metrics`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self.admin_get("/metrics").await.body;
-        String::from_utf8_lossy(&text)
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        crate::metric(self.admin, series).await
     }
 
     /// Its log so far.

@@ -321,10 +321,7 @@ impl Weir {
 
     /// The value of one series from `/metrics`, e.g. `weir_retries_total{cluster="default/a:80"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self.admin_get("/metrics").await.body;
-        String::from_utf8_lossy(&text)
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        metric(self.admin, series).await
     }
 
     /// The errors of the last rejected reload, once there are some (at most 5 s).
@@ -386,6 +383,16 @@ impl Drop for Weir {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series from the `/metrics` page of the admin listener at `admin`.
+pub(crate) async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let text = request(admin, "admin", "/metrics", &[], Bytes::new(), "GET")
+        .await
+        .body;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 pub(crate) fn collect_lines(

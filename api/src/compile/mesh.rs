@@ -8,20 +8,20 @@ use regex::Regex;
 
 use super::Context;
 use crate::{
-    crds::{AccessPolicy, AccessSource},
+    crds::{
+        AccessPolicy, AccessSource, NAMESPACE_PATTERN, SERVICE_ACCOUNT_PATTERN, SPIFFE_ID_PATTERN,
+    },
     error::Location,
     objects::{Object, ObjectKey},
 };
 
-static SPIFFE_ID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^spiffe://[a-z0-9._-]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+$").expect("valid regex")
-});
-static NAMESPACE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("valid regex"));
-static SERVICE_ACCOUNT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-        .expect("valid regex")
-});
+static SPIFFE_ID: LazyLock<Regex> = LazyLock::new(|| pattern(SPIFFE_ID_PATTERN));
+static NAMESPACE: LazyLock<Regex> = LazyLock::new(|| pattern(NAMESPACE_PATTERN));
+static SERVICE_ACCOUNT: LazyLock<Regex> = LazyLock::new(|| pattern(SERVICE_ACCOUNT_PATTERN));
+
+fn pattern(text: &str) -> Regex {
+    Regex::new(text).expect("the CRD's patterns are valid regular expressions")
+}
 
 /// Checks every AccessPolicy (a MeshTLSPolicy's fields are fully checked by its types).
 pub(super) fn compile_all(cx: &mut Context<'_>) {

@@ -75,6 +75,14 @@ pub struct AccessRule {
     pub to: Vec<AccessTarget>,
 }
 
+/// What `from[].identity` must look like (the schema's pattern and the directory check).
+pub const SPIFFE_ID_PATTERN: &str = r"^spiffe://[a-z0-9._-]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+$";
+/// What `from[].namespace` must look like.
+pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// What `from[].serviceAccount` must look like: `NAME` or `NAMESPACE/NAME`.
+pub const SERVICE_ACCOUNT_PATTERN: &str =
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+
 /// A caller, by exactly one of identity, namespace or ServiceAccount.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -82,11 +90,11 @@ pub struct AccessRule {
 pub struct AccessSource {
     /// A SPIFFE ID, `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^spiffe://[a-z0-9._-]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+$"))]
+    #[schemars(regex(pattern = SPIFFE_ID_PATTERN))]
     pub identity: Option<String>,
     /// Every workload of this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(regex(pattern = NAMESPACE_PATTERN))]
     pub namespace: Option<String>,
     /// A ServiceAccount: `NAME` (in the policy's namespace) or `NAMESPACE/NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -106,8 +106,11 @@ impl ConfigStore {
     }
 
     /// Makes `snapshot` the active configuration and returns its version. Endpoint state
-    /// (latency, in-flight counts) carries over by address.
+    /// (latency, in-flight counts) carries over by address. Its warnings are logged.
     pub fn install(&self, snapshot: Snapshot) -> u64 {
+        for warning in &snapshot.warnings {
+            tracing::warn!(%warning, "configuration warning");
+        }
         let previous = self.active.load();
         let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .pools

@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -52,9 +52,6 @@ fn reload_cached(
     };
     match result {
         Ok(snapshot) => {
-            for warning in &snapshot.warnings {
-                tracing::warn!(%warning, "configuration warning");
-            }
             let version = store.install(snapshot);
             tracing::info!(version, dir = %dir.display(), "configuration applied");
             Ok(version)
@@ -72,7 +69,7 @@ fn reload_cached(
 /// Polls `dir` forever, reloading on change. Runs until its task is dropped.
 pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSettings) {
     let mut seen = fingerprint(&dir);
-    let cache = Arc::new(Mutex::new(DirCache::default()));
+    let mut cache = DirCache::default();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,11 +80,14 @@ pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSet
         }
         tokio::time::sleep(settings.settle).await;
         seen = fingerprint(&dir);
-        let (dir, store, cache) = (dir.clone(), store.clone(), cache.clone());
-        // Reading and compiling touches the disk and may take a while for big configs.
-        let _ = tokio::task::spawn_blocking(move || {
-            reload_cached(&mut crate::lock(&cache), &dir, &store)
+        let (dir, store) = (dir.clone(), store.clone());
+        // Reading and compiling touches the disk and may take a while for big configs. The
+        // cache goes along and comes back.
+        cache = tokio::task::spawn_blocking(move || {
+            let _ = reload_cached(&mut cache, &dir, &store);
+            cache
         })
-        .await;
+        .await
+        .unwrap_or_default();
     }
 }
