@@ -155,6 +155,10 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
 }
 
 /// Parses the documents of one file into `objects`, collecting problems in `errors`.
+///
+/// Documents are read one at a time and turned into typed objects as soon as the parser
+/// yields them, so a large file never holds all its documents as generic JSON values at once
+/// (for 5,000 routes that intermediate form was most of the gateway's peak memory).
 pub fn load_str(text: &str, file: &str, objects: &mut Objects, errors: &mut Vec<ConfigError>) {
     // serde-saphyr's default budget (1,024 documents per file) is a guard against document
     // storms; a `kubectl get -o yaml` dump of a big cluster legitimately has many more. The
@@ -162,57 +166,35 @@ pub fn load_str(text: &str, file: &str, objects: &mut Objects, errors: &mut Vec<
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! { max_documents: 1_000_000, max_nodes: 50_000_000, max_events: 200_000_000 },
     };
-    let documents: Documents = match serde_saphyr::from_str_multiple_with_options(text, options) {
-        Ok(docs) => docs,
-        Err(e) => {
-            let location = Location {
-                file: Some(file.to_string()),
-                document: None,
-            };
-            errors.push(ConfigError::new(
-                &location,
-                "-",
-                "-",
-                format!("invalid YAML: {e}"),
-            ));
-            return;
-        }
-    };
-    for (index, document) in documents.0.into_iter().enumerate() {
+    let mut reader = text.as_bytes();
+    let documents = serde_saphyr::read_with_options::<_, serde_json::Value>(&mut reader, options);
+    for (index, document) in documents.enumerate() {
         let location = Location {
             file: Some(file.to_string()),
             document: Some(index),
         };
-        for item in document {
+        let document = match document {
+            Ok(document) => document,
+            Err(e) => {
+                // The parser stops at the first broken document; the ones before it stand.
+                errors.push(ConfigError::new(
+                    &location,
+                    "-",
+                    "-",
+                    format!("invalid YAML: {e}"),
+                ));
+                return;
+            }
+        };
+        for item in typed(document, &location) {
             match item {
                 Ok(object) => {
                     if let Err(e) = objects.insert(object, location.clone()) {
                         errors.push(e);
                     }
                 }
-                Err(mut e) => {
-                    e.location.file = location.file.clone();
-                    errors.push(e);
-                }
+                Err(e) => errors.push(e),
             }
-        }
-    }
-}
-
-/// The documents of one file, each turned into typed objects as soon as the parser yields it,
-/// so a large file never holds all its documents as generic JSON values at once (for 5,000
-/// routes that intermediate form was most of the gateway's peak memory).
-#[derive(Default)]
-struct Documents(Vec<Vec<Result<Object, ConfigError>>>);
-
-impl Extend<serde_json::Value> for Documents {
-    fn extend<I: IntoIterator<Item = serde_json::Value>>(&mut self, values: I) {
-        for value in values {
-            let location = Location {
-                file: None,
-                document: Some(self.0.len()),
-            };
-            self.0.push(typed(value, &location));
         }
     }
 }
