@@ -21,6 +21,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+pub mod apiserver;
 mod controller;
 pub mod idp;
 pub mod redis;

@@ -1,0 +1,570 @@
+//! A small Kubernetes API server for tests, faithful for exactly the calls Weir makes.
+//!
+//! These machines cannot run a real API server, so the controller's Kubernetes mode is tested
+//! against this one, through a kubeconfig, as the real binary. It follows the API conventions
+//! rather than what is convenient:
+//!
+//! - one cluster-wide `resourceVersion` counter, like etcd's revision; every write bumps it,
+//!   a no-op update does not;
+//! - list: label and field selectors, `limit` + `continue` pages consistent at the first page's
+//!   version, `resourceVersion` + `resourceVersionMatch`, `410 Gone` for a compacted version;
+//! - watch: from a `resourceVersion` (replaying what happened since), from "now" (synthetic
+//!   ADDED events first), `BOOKMARK`s when asked, `timeoutSeconds`, an `ERROR` event with a 410
+//!   `Status` for a compacted version, and ADDED/DELETED when an object starts or stops
+//!   matching a selector;
+//! - get, create (with `generateName`), update with optimistic concurrency (409 on a stale
+//!   `resourceVersion`), merge patch (RFC 7386) and JSON patch (RFC 6902), delete;
+//! - the status subresource: a write to the object ignores `status`, a write to `/status`
+//!   changes only `status`; `generation` moves when anything but metadata and status changes;
+//! - `TokenReview` with audiences;
+//! - errors as `Status` objects with reason and code; every request needs the bearer token.
+//!
+//! Tests drive it directly (`apply`, `get`, `delete`, `compact`, `expire_watches`) and read
+//! what the controller did (`requests`).
+
+mod selector;
+mod store;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+pub use store::ApiError;
+use store::{Change, Query, Resource, Store, RESOURCES};
+
+/// The bearer token the kubeconfig carries.
+const ADMIN_TOKEN: &str = "weir-test-admin";
+
+/// A running test API server on loopback.
+pub struct ApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Dropped with the server, which stops its thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    changes: broadcast::Sender<Arc<Change>>,
+    /// Bumped to end every open watch.
+    expire: tokio::sync::watch::Sender<u64>,
+    tokens: Mutex<HashMap<String, Reviewed>>,
+    requests: Mutex<Vec<String>>,
+    /// How often open watches get a BOOKMARK, in milliseconds.
+    bookmark_every: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Reviewed {
+    username: String,
+    audiences: Vec<String>,
+}
+
+impl ApiServer {
+    /// Starts a server with an empty store on its own thread, so it keeps answering whatever
+    /// the test's runtime is doing.
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            changes: broadcast::channel(65_536).0,
+            expire: tokio::sync::watch::Sender::new(0),
+            tokens: Mutex::default(),
+            requests: Mutex::default(),
+            bookmark_every: AtomicU64::new(500),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = shared.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let accept = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let shared = serving.clone();
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |request| {
+                                let shared = shared.clone();
+                                async move { Ok::<_, Infallible>(handle(shared, request).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Self {
+            addr,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig for this server (with the admin token) into `dir`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{}\"}}\n\
+             users:\n- name: admin\n  user: {{token: {ADMIN_TOKEN}}}\ncontexts:\n\
+             - name: test\n  context: {{cluster: test, user: admin, namespace: default}}\n\
+             current-context: test\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// Creates or updates every object in a multi-document YAML text, as `kubectl apply`
+    /// would (status included, so tests can also play the part of other controllers).
+    pub fn apply(&self, yaml: &str) {
+        let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("test YAML parses");
+        for value in documents.into_iter().filter(|v| !v.is_null()) {
+            let resource =
+                Resource::of(&value).unwrap_or_else(|| panic!("unknown kind in {value}"));
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| resource.namespaced.then(|| "default".to_string()));
+            let changes = self
+                .lock()
+                .apply(resource, namespace.as_deref(), value)
+                .unwrap_or_else(|e| panic!("apply refused: {}", e.message));
+            self.publish(changes);
+        }
+    }
+
+    /// The stored object, if there is one.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let resource = Resource::by_kind(api_version, kind)?;
+        self.lock()
+            .get(resource, Some(namespace).filter(|n| !n.is_empty()), name)
+            .ok()
+    }
+
+    /// Every stored object of a kind, in every namespace.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let Some(resource) = Resource::by_kind(api_version, kind) else {
+            return Vec::new();
+        };
+        self.lock()
+            .list(resource, None, &Query::default())
+            .ok()
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Deletes an object; false when it was not there.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        let Some(resource) = Resource::by_kind(api_version, kind) else {
+            return false;
+        };
+        let result = self
+            .lock()
+            .delete(resource, Some(namespace).filter(|n| !n.is_empty()), name);
+        match result {
+            Ok((_, changes)) => {
+                self.publish(changes);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Forgets the history before now, as etcd compaction does: watches and list pages from an
+    /// older version get `410 Gone`.
+    pub fn compact(&self) {
+        self.lock().compact();
+    }
+
+    /// Sets how often watches that asked for bookmarks get one (500 ms by default; the real
+    /// server sends one about every minute). Applies to watches opened after the call.
+    pub fn bookmark_every(&self, every: Duration) {
+        self.shared
+            .bookmark_every
+            .store(every.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Ends every open watch, as an API server restart or a load balancer would.
+    pub fn expire_watches(&self) {
+        self.shared.expire.send_modify(|n| *n += 1);
+    }
+
+    /// Lets `token` authenticate as `namespace/service_account` for these audiences.
+    pub fn add_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        service_account: &str,
+        audiences: &[&str],
+    ) {
+        self.shared.tokens.lock().expect("tokens").insert(
+            token.to_string(),
+            Reviewed {
+                username: format!("system:serviceaccount:{namespace}:{service_account}"),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            },
+        );
+    }
+
+    /// Every request so far, as `METHOD /path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.requests.lock().expect("requests").clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.shared.store.lock().expect("store")
+    }
+
+    fn publish(&self, changes: Vec<Arc<Change>>) {
+        for change in changes {
+            let _ = self.shared.changes.send(change);
+        }
+    }
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+    let line = format!(
+        "{} {}",
+        request.method(),
+        request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    shared.requests.lock().expect("requests").push(line);
+    match serve(&shared, request).await {
+        Ok(response) => response,
+        Err(error) => json_response(error.code, &error.status()),
+    }
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let authorized = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {ADMIN_TOKEN}"));
+    if !authorized {
+        return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
+    }
+    let target = Target::parse(request.uri().path())?;
+    let query = Query::parse(request.uri().query().unwrap_or_default())?;
+    let method = request.method().clone();
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?
+        .to_bytes();
+    let parse_body = || {
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+    };
+
+    if target.resource.plural == "tokenreviews" {
+        return match method {
+            Method::POST => Ok(json_response(201, &review(shared, parse_body()?)?)),
+            _ => Err(ApiError::method_not_allowed()),
+        };
+    }
+    let namespace = target.namespace.as_deref();
+    let resource = target.resource;
+    let (status, value, changes) = {
+        let mut store = shared.store.lock().expect("store");
+        match (
+            &method,
+            target.name.as_deref(),
+            target.subresource.as_deref(),
+        ) {
+            (&Method::GET, None, None) if query.watch => {
+                drop(store);
+                return watch(shared, resource, target.namespace, query);
+            }
+            (&Method::GET, None, None) => (200, store.list(resource, namespace, &query)?, vec![]),
+            (&Method::GET, Some(name), None | Some("status")) => {
+                (200, store.get(resource, namespace, name)?, vec![])
+            }
+            (&Method::POST, None, None) => {
+                let (object, changes) = store.create(resource, namespace, parse_body()?)?;
+                (201, object, changes)
+            }
+            (&Method::PUT, Some(name), sub) => {
+                let (object, changes) =
+                    store.update(resource, namespace, name, sub, parse_body()?)?;
+                (200, object, changes)
+            }
+            (&Method::PATCH, Some(name), sub) => {
+                let patched = store.patch(resource, namespace, name, sub, &content_type, &body)?;
+                let (object, changes) = store.update(resource, namespace, name, sub, patched)?;
+                (200, object, changes)
+            }
+            (&Method::DELETE, Some(name), None) => {
+                let (object, changes) = store.delete(resource, namespace, name)?;
+                (200, object, changes)
+            }
+            (_, _, Some(sub)) if sub != "status" => {
+                return Err(ApiError::not_found(format!(
+                    "the server could not find the requested resource ({sub})"
+                )))
+            }
+            _ => return Err(ApiError::method_not_allowed()),
+        }
+    };
+    for change in changes {
+        let _ = shared.changes.send(change);
+    }
+    Ok(json_response(status, &value))
+}
+
+/// Where a request points: `/api/v1/...` or `/apis/GROUP/VERSION/...`, then
+/// `[namespaces/NS/]PLURAL[/NAME[/SUBRESOURCE]]`.
+struct Target {
+    resource: &'static Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Target {
+    fn parse(path: &str) -> Result<Self, ApiError> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] => ("", *version, rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => return Err(ApiError::not_found(format!("no such path {path}"))),
+        };
+        let find = |plural: &str| {
+            RESOURCES
+                .iter()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        };
+        let (namespace, rest) = match rest {
+            ["namespaces", namespace, plural, rest @ ..] if find(plural).is_some() => {
+                (Some(namespace.to_string()), [&[*plural][..], rest].concat())
+            }
+            _ => (None, rest.to_vec()),
+        };
+        let (plural, name, subresource) = match rest.as_slice() {
+            [plural] => (*plural, None, None),
+            [plural, name] => (*plural, Some(name.to_string()), None),
+            [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+            _ => return Err(ApiError::not_found(format!("no such path {path}"))),
+        };
+        let resource = find(plural).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the server could not find the requested resource {group}/{version} {plural}"
+            ))
+        })?;
+        if resource.namespaced && namespace.is_none() && name.is_some() {
+            return Err(ApiError::not_found(format!(
+                "{} is namespaced: use /namespaces/NAMESPACE/{plural}/{}",
+                resource.kind,
+                name.unwrap_or_default()
+            )));
+        }
+        if !resource.namespaced && namespace.is_some() {
+            return Err(ApiError::not_found(format!(
+                "{} is cluster-scoped",
+                resource.kind
+            )));
+        }
+        Ok(Self {
+            resource,
+            namespace,
+            name,
+            subresource,
+        })
+    }
+}
+
+fn review(shared: &Shared, mut body: Value) -> Result<Value, ApiError> {
+    let token = body
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("TokenReview", "", "spec.token: Required value"))?;
+    let wanted: Vec<String> = body
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let known = shared.tokens.lock().expect("tokens").get(token).cloned();
+    let status = match known {
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        Some(reviewed) => {
+            let audiences: Vec<&String> = if wanted.is_empty() {
+                reviewed.audiences.iter().collect()
+            } else {
+                wanted
+                    .iter()
+                    .filter(|a| reviewed.audiences.contains(a))
+                    .collect()
+            };
+            if audiences.is_empty() {
+                json!({"authenticated": false, "error": "invalid bearer token, token audiences are invalid"})
+            } else {
+                let parts: Vec<&str> = reviewed.username.split(':').collect();
+                json!({
+                    "authenticated": true,
+                    "audiences": audiences,
+                    "user": {
+                        "username": reviewed.username,
+                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", parts[2]), "system:authenticated"],
+                    },
+                })
+            }
+        }
+    };
+    body["status"] = status;
+    Ok(body)
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    resource: &'static Resource,
+    namespace: Option<String>,
+    query: Query,
+) -> Result<Response<Body>, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let mut expire = shared.expire.subscribe();
+    let (mut changes, backlog, mut seen) = {
+        let store = shared.store.lock().expect("store");
+        // Subscribing under the lock: nothing can happen between the backlog and the stream.
+        let changes = shared.changes.subscribe();
+        let from = query.resource_version.filter(|v| *v != 0);
+        match store.since(resource, namespace.as_deref(), &query, from) {
+            Ok(backlog) => (changes, backlog, store.revision()),
+            Err(gone) => {
+                let line = watch_line("ERROR", &gone.status());
+                return Ok(stream_response(Box::pin(futures_once(line))));
+            }
+        }
+    };
+    let timeout = query.timeout.unwrap_or(Duration::from_secs(1800));
+    let bookmarks = query.bookmarks;
+    let bookmark_every = Duration::from_millis(shared.bookmark_every.load(Ordering::Relaxed));
+    tokio::spawn(async move {
+        for (kind, object) in backlog {
+            if tx.send(watch_line(kind, &object)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(bookmark_every);
+        let mut bookmarked = seen;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = expire.changed() => return,
+                _ = tick.tick(), if bookmarks => {
+                    if seen > bookmarked {
+                        bookmarked = seen;
+                        let mark = json!({
+                            "kind": resource.kind,
+                            "apiVersion": resource.api_version(),
+                            "metadata": {"resourceVersion": seen.to_string()},
+                        });
+                        if tx.send(watch_line("BOOKMARK", &mark)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                change = changes.recv() => {
+                    // A watcher that fell this far behind is ended; it resumes from its
+                    // last version like any client whose watch closed.
+                    let Ok(change) = change else { return };
+                    seen = change.revision;
+                    if let Some((kind, object)) = change.seen_by(resource, namespace.as_deref(), &query) {
+                        if tx.send(watch_line(kind, &object)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(stream_response(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
+}
+
+fn futures_once(line: Bytes) -> impl tokio_stream::Stream<Item = Bytes> {
+    tokio_stream::iter([line])
+}
+
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn stream_response(
+    lines: std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Bytes> + Send>>,
+) -> Response<Body> {
+    use tokio_stream::StreamExt;
+    let body = StreamBody::new(lines.map(|line| Ok::<_, Infallible>(Frame::data(line))));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed_unsync(body))
+        .expect("response")
+}
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(value).expect("json"))).boxed_unsync())
+        .expect("response")
+}
