@@ -1,7 +1,10 @@
 //! The Kubernetes objects Weir reads, as the maintained Rust types (k8s-openapi, gateway-api),
 //! each with the place it came from.
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
 
 use gateway_api::apis::standard::{
     gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
@@ -77,7 +80,8 @@ pub enum Object {
 }
 
 impl Object {
-    fn metadata(&self) -> &ObjectMeta {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::Namespace(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
@@ -309,5 +313,106 @@ impl Objects {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// Every Secret (`namespace`, `name`) these objects refer to, whether it exists or not:
+    /// Ingress TLS, Gateway listener certificates, AuthPolicy JWKS and API keys. The
+    /// Kubernetes source watches exactly these, never every Secret in the cluster.
+    pub fn secret_refs(&self) -> BTreeSet<(String, String)> {
+        let mut refs = BTreeSet::new();
+        for (object, _) in self.iter() {
+            let namespace = object.metadata().namespace.clone().unwrap_or_default();
+            let mut add = |ns: Option<&String>, name: &str| {
+                refs.insert((ns.unwrap_or(&namespace).clone(), name.to_string()));
+            };
+            match object {
+                Object::Ingress(i) => {
+                    let tls = i.spec.iter().flat_map(|s| s.tls.iter().flatten());
+                    for name in tls.filter_map(|t| t.secret_name.as_deref()) {
+                        add(None, name);
+                    }
+                }
+                Object::Gateway(g) => {
+                    let certs = g.spec.listeners.iter().flat_map(|l| {
+                        l.tls
+                            .iter()
+                            .flat_map(|t| t.certificate_refs.iter().flatten())
+                    });
+                    for cert in certs.filter(|c| c.kind.as_deref().unwrap_or("Secret") == "Secret")
+                    {
+                        add(cert.namespace.as_ref(), &cert.name);
+                    }
+                }
+                Object::AuthPolicy(p) => {
+                    let jwks = p.spec.jwt.iter().flat_map(|j| j.providers.iter());
+                    for secret in jwks.filter_map(|p| p.jwks.secret_ref.as_ref()) {
+                        add(None, &secret.name);
+                    }
+                    if let Some(keys) = &p.spec.api_keys {
+                        add(None, &keys.secret_ref.name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        refs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::load_str;
+
+    #[test]
+    fn secret_refs_are_the_secrets_configuration_names_and_only_those() {
+        let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+spec:
+  tls: [{hosts: [shop.example.com], secretName: shop-tls}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 443
+    tls:
+      certificateRefs: [{name: wildcard}, {name: shared, namespace: certs}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: auth, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  jwt: {providers: [{name: idp, issuer: "https://idp", jwks: {secretRef: {name: jwks}}}]}
+  apiKeys: {secretRef: {name: keys}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated, namespace: shop}
+"#;
+        let (mut objects, mut errors) = (super::Objects::new(), Vec::new());
+        load_str(yaml, "refs.yaml", &mut objects, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let refs: Vec<String> = objects
+            .secret_refs()
+            .into_iter()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "certs/shared",
+                "infra/wildcard",
+                "shop/jwks",
+                "shop/keys",
+                "shop/shop-tls"
+            ]
+        );
     }
 }

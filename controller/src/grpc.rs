@@ -22,7 +22,7 @@ use crate::{ca::Refused, identity::ServiceAccount, Controller};
 pub struct Services(pub Arc<Controller>);
 
 impl Services {
-    fn authenticate(&self, metadata: &MetadataMap) -> Result<ServiceAccount, Status> {
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<ServiceAccount, Status> {
         let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -30,7 +30,11 @@ impl Services {
             .ok_or_else(|| {
                 Status::unauthenticated("send the node's token as `authorization: Bearer <token>`")
             })?;
-        self.0.tokens.verify(token).map_err(Status::unauthenticated)
+        self.0
+            .authenticator
+            .authenticate(token)
+            .await
+            .map_err(Status::unauthenticated)
     }
 
     fn refuse(&self, reason: &str, status: Status) -> Status {
@@ -56,6 +60,7 @@ impl ConfigDiscovery for Services {
     ) -> Result<Response<UpdateStream>, Status> {
         let caller = self
             .authenticate(request.metadata())
+            .await
             .map_err(|s| self.refuse("unauthenticated", s))?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
@@ -196,9 +201,12 @@ impl Identity for Services {
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
         let certificates = &self.0.metrics.certificates;
-        let caller = self.authenticate(request.metadata()).inspect_err(|_| {
-            certificates.with_label_values(&["unauthenticated"]).inc();
-        })?;
+        let caller = self
+            .authenticate(request.metadata())
+            .await
+            .inspect_err(|_| {
+                certificates.with_label_values(&["unauthenticated"]).inc();
+            })?;
         let authority = &self.0.authority;
         match authority.certify(&request.get_ref().csr_pem, &caller) {
             Ok(issued) => {

@@ -14,6 +14,7 @@ pub mod ca;
 pub mod compiler;
 pub mod grpc;
 pub mod identity;
+pub mod kubernetes;
 pub mod metrics;
 pub mod source;
 pub mod state;
@@ -31,7 +32,7 @@ use weir_api::{
 
 use crate::{
     ca::Authority, compiler::Compiler, compiler::Rejection, identity::ServiceAccount,
-    metrics::Metrics, tokens::TokenKey, views::Views,
+    metrics::Metrics, tokens::Authenticator, views::Views,
 };
 
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
@@ -62,7 +63,7 @@ pub struct Controller {
     /// The CA.
     pub authority: Authority,
     /// Checks the tokens nodes present.
-    pub tokens: TokenKey,
+    pub authenticator: Authenticator,
     /// The ServiceAccounts allowed to receive the ingress view.
     pub ingress_accounts: Vec<ServiceAccount>,
     compiler: Mutex<Compiler>,
@@ -88,14 +89,14 @@ impl Controller {
     /// A controller with nothing compiled yet.
     pub fn new(
         authority: Authority,
-        tokens: TokenKey,
+        authenticator: Authenticator,
         ingress_accounts: Vec<ServiceAccount>,
     ) -> Self {
         Self {
             views: Views::default(),
             metrics: Metrics::new(),
             authority,
-            tokens,
+            authenticator,
             ingress_accounts,
             compiler: Mutex::default(),
             status: Mutex::default(),

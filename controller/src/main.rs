@@ -20,8 +20,9 @@ use weir_controller::{
     ca::{Authority, Root},
     grpc::Services,
     identity::ServiceAccount,
-    source,
+    kubernetes, source,
     state::StateDir,
+    tokens::Authenticator,
     Controller,
 };
 
@@ -45,11 +46,36 @@ enum Command {
 #[derive(Args)]
 struct Run {
     /// Read the objects from the YAML files in this directory (watched for changes).
+    #[arg(
+        long,
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    config_dir: Option<PathBuf>,
+    /// Watch the objects in the cluster (in-cluster configuration, or --kubeconfig).
     #[arg(long)]
-    config_dir: PathBuf,
-    /// Where the CA root and the token-signing key are kept between runs.
-    #[arg(long)]
-    state_dir: PathBuf,
+    kubernetes: bool,
+    /// The kubeconfig to use with --kubernetes instead of the in-cluster configuration.
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// Where the CA root and the token-signing key are kept between runs (directory mode);
+    /// with --kubernetes, only the trust bundle is written there.
+    #[arg(long, required_unless_present = "kubernetes")]
+    state_dir: Option<PathBuf>,
+    /// The Secret (NAMESPACE/NAME) that keeps the CA root with --kubernetes; created on first
+    /// start.
+    #[arg(long, default_value = "weir-system/weir-ca")]
+    ca_secret: String,
+    /// This replica's name, the holder identity of the status Lease.
+    #[arg(long, env = "POD_NAME", default_value = "weir-controller")]
+    pod_name: String,
+    /// The Lease (NAMESPACE/NAME) whose holder writes status with --kubernetes.
+    #[arg(long, default_value = "weir-system/weir-controller")]
+    status_lease: String,
+    /// Addresses (IPs or hostnames) the ingress is reached at, written to Ingress and Gateway
+    /// status.
+    #[arg(long = "status-address", value_delimiter = ',')]
+    status_addresses: Vec<String>,
     /// The SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -140,17 +166,35 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn split_name(flag: &str, value: &str) -> anyhow::Result<(String, String)> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => anyhow::bail!("{flag} {value:?} is not NAMESPACE/NAME"),
+    }
+}
+
 async fn run(args: Run) -> anyhow::Result<()> {
-    let state = StateDir::open(&args.state_dir)?;
+    let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
+    let client = match args.kubernetes {
+        true => Some(kubernetes::client(args.kubeconfig.as_deref()).await?),
+        false => None,
+    };
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let root = match (&args.ca_cert, &args.ca_key) {
-        (Some(cert), Some(key)) => Root {
+    let root = match (&args.ca_cert, &args.ca_key, &client, &state) {
+        (Some(cert), Some(key), _, _) => Root {
             cert_pem: read(cert)?,
             key_pem: read(key)?,
         },
-        _ => state.root(&args.trust_domain)?,
+        (_, _, Some(client), _) => {
+            let (namespace, name) = split_name("--ca-secret", &args.ca_secret)?;
+            kubernetes::ca_root(client, &namespace, &name, &args.trust_domain).await?
+        }
+        (_, _, None, Some(state)) => state.root(&args.trust_domain)?,
+        (_, _, None, None) => anyhow::bail!("--state-dir is required without --kubernetes"),
     };
     let extra_roots = args
         .extra_roots
@@ -159,13 +203,23 @@ async fn run(args: Run) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let authority = Authority::new(&root, extra_roots, &args.trust_domain, args.cert_lifetime)
         .context("the CA root cannot sign")?;
-    let bundle = state.write_bundle(authority.bundle())?;
+    let bundle = match &state {
+        Some(state) => Some(state.write_bundle(authority.bundle())?),
+        None => None,
+    };
     let (cert, key) = authority
         .serving_certificate(&args.grpc_names)
         .context("cannot make the gRPC serving certificate")?;
+    let authenticator = match (&client, &state) {
+        (Some(client), _) => {
+            Authenticator::Reviewed(kubernetes::TokenReviewer::new(client.clone()))
+        }
+        (None, Some(state)) => Authenticator::Signed(state.token_key()?),
+        (None, None) => anyhow::bail!("--state-dir is required without --kubernetes"),
+    };
     let controller = Arc::new(Controller::new(
         authority,
-        state.token_key()?,
+        authenticator,
         args.ingress_accounts,
     ));
 
@@ -178,17 +232,42 @@ async fn run(args: Run) -> anyhow::Result<()> {
     tracing::info!(
         grpc = %args.grpc,
         admin = %args.admin,
-        trust_bundle = %bundle.display(),
-        config_dir = %args.config_dir.display(),
+        trust_bundle = ?bundle,
+        source = if client.is_some() { "kubernetes" } else { "directory" },
         "weir-controller started"
     );
 
-    tokio::spawn(source::watch_dir(
-        args.config_dir,
-        controller.clone(),
-        args.poll_interval,
-        args.debounce,
-    ));
+    match (client, args.config_dir) {
+        (Some(client), _) => {
+            let (lease_namespace, lease_name) = split_name("--status-lease", &args.status_lease)?;
+            let status = kubernetes::status::Writer::start(
+                client.clone(),
+                controller.clone(),
+                kubernetes::status::Settings {
+                    identity: args.pod_name,
+                    lease_namespace,
+                    lease_name,
+                    lease_duration: Duration::from_secs(15),
+                    addresses: args.status_addresses,
+                },
+            );
+            tokio::spawn(kubernetes::watch(
+                client,
+                controller.clone(),
+                args.debounce,
+                Some(status),
+            ));
+        }
+        (None, Some(dir)) => {
+            tokio::spawn(source::watch_dir(
+                dir,
+                controller.clone(),
+                args.poll_interval,
+                args.debounce,
+            ));
+        }
+        (None, None) => anyhow::bail!("give --config-dir or --kubernetes"),
+    }
     tokio::spawn(admin::serve(admin_listener, controller.clone()));
 
     let services = Services(controller.clone());

@@ -74,6 +74,24 @@ impl TokenKey {
     }
 }
 
+/// How the controller checks the token a node presents.
+pub enum Authenticator {
+    /// Directory mode: tokens this controller signed.
+    Signed(TokenKey),
+    /// Kubernetes: projected ServiceAccount tokens, checked with TokenReview.
+    Reviewed(crate::kubernetes::TokenReviewer),
+}
+
+impl Authenticator {
+    /// The ServiceAccount a token proves, or why it proves nothing.
+    pub async fn authenticate(&self, token: &str) -> Result<ServiceAccount, String> {
+        match self {
+            Self::Signed(key) => key.verify(token),
+            Self::Reviewed(reviewer) => reviewer.review(token).await,
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

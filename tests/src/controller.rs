@@ -1,4 +1,5 @@
-//! A running `weir-controller run --config-dir` on loopback, with its own state directory.
+//! A running `weir-controller run` on loopback (`--config-dir`, or `--kubernetes` against the
+//! test API server), with its own state directory.
 
 use std::{
     net::SocketAddr,
@@ -9,8 +10,11 @@ use std::{
 };
 
 use bytes::Bytes;
+use rcgen::{CertificateParams, KeyPair, SanType};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use weir_api::proto::{identity_client::IdentityClient, CertifyRequest};
 
-use crate::{binary, collect_lines, free_port, request, ConfigDir};
+use crate::{apiserver::ApiServer, binary, collect_lines, free_port, request, ConfigDir};
 
 /// A running controller; killed on drop. Its state directory is removed on drop.
 pub struct Controller {
@@ -19,7 +23,8 @@ pub struct Controller {
     /// The admin address.
     pub admin: SocketAddr,
     state: PathBuf,
-    config: PathBuf,
+    /// The source flags and any extra flags.
+    args: Vec<String>,
     child: Option<Child>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -27,13 +32,29 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller on `dir` with a fresh state directory and waits until it is ready.
     pub fn start(dir: &ConfigDir) -> Self {
-        let state = dir.path.with_extension("state");
-        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let args = vec!["--config-dir".to_string(), dir.path.display().to_string()];
+        Self::launch(dir.path.with_extension("state"), args)
+    }
+
+    /// Starts a controller in Kubernetes mode against `api` (through a kubeconfig), with
+    /// `extra` flags, and waits until it listens. `dir` holds its kubeconfig and state.
+    pub fn start_kubernetes(api: &ApiServer, dir: &Path, extra: &[&str]) -> Self {
+        let kubeconfig = api.kubeconfig(dir);
+        let mut args = vec![
+            "--kubernetes".to_string(),
+            "--kubeconfig".to_string(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::launch(dir.join("state"), args)
+    }
+
+    fn launch(state: PathBuf, args: Vec<String>) -> Self {
         let mut controller = Self {
-            grpc,
+            grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             state,
-            config: dir.path.clone(),
+            args,
             child: None,
             stderr: Arc::default(),
         };
@@ -74,8 +95,8 @@ impl Controller {
     pub fn restart(&mut self) {
         self.kill();
         let mut child = Command::new(binary("weir-controller"))
-            .args(["run", "--config-dir"])
-            .arg(&self.config)
+            .arg("run")
+            .args(&self.args)
             .arg("--state-dir")
             .arg(&self.state)
             .args(["--grpc", &self.grpc.to_string()])
@@ -100,6 +121,19 @@ impl Controller {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A client of its `Identity` service, trusting its bundle.
+    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+        let ca = std::fs::read(self.bundle()).expect("trust bundle");
+        let channel = Endpoint::from_shared(format!("https://{}", self.grpc))
+            .expect("endpoint")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect to the controller");
+        IdentityClient::new(channel)
     }
 
     /// Its trust bundle (the CA root), for `--controller-ca`.
@@ -172,4 +206,25 @@ impl Drop for Controller {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A CSR (fresh P-256 key) asking for `spiffe_id` as its only URI SAN.
+pub fn csr_for(spiffe_id: &str) -> String {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into().expect("URI"))];
+    params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .expect("CSR")
+}
+
+/// A `Certify` call with `token` as its bearer token.
+pub fn certify_request(csr: String, token: &str) -> tonic::Request<CertifyRequest> {
+    let mut request = tonic::Request::new(CertifyRequest { csr_pem: csr });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
 }

@@ -28,10 +28,10 @@ pub mod redis;
 pub mod tls;
 mod yaml;
 
-pub use controller::Controller;
+pub use controller::{certify_request, csr_for, Controller};
 pub use yaml::{
-    gateway, http_route, ingress_tls, route_policy, service, service_with, tls_secret,
-    traffic_policy, ConfigDir,
+    api_key_policy, gateway, http_route, ingress_tls, route_policy, service, service_with,
+    tls_secret, traffic_policy, ConfigDir, API_KEYS,
 };
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).

@@ -133,3 +133,16 @@ pub fn route_policy(kind: &str, name: &str, route: &str, spec: &str) -> String {
         "apiVersion: weir.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]\n{spec}"
     )
 }
+
+/// A Secret `default/keys` with one API key: client `mobile`, key `k-mobile-123`.
+pub const API_KEYS: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, namespace: default}\nstringData: {mobile: k-mobile-123}\n";
+
+/// An AuthPolicy `default/shop` on the route `shop`: API keys from [`API_KEYS`] in `header`.
+pub fn api_key_policy(header: &str) -> String {
+    route_policy(
+        "AuthPolicy",
+        "shop",
+        "shop",
+        &format!("  apiKeys: {{secretRef: {{name: keys}}, header: '{header}'}}\n"),
+    )
+}

@@ -3,16 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, UnixTime},
     server::WebPkiClientVerifier,
     RootCertStore,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use weir_api::proto::{identity_client::IdentityClient, CertifyRequest};
+use weir_api::proto::CertifyRequest;
 use weir_e2e::{
-    eventually, gateway, http_route, route_policy, service, ConfigDir, Controller, Echo, Weir,
+    api_key_policy, certify_request, csr_for, eventually, gateway, http_route, service, ConfigDir,
+    Controller, Echo, Weir, API_KEYS,
 };
 
 fn route(name: &str, host: &str) -> String {
@@ -78,15 +77,8 @@ async fn an_httproute_created_is_routable_through_a_connected_ingress_within_a_s
 #[tokio::test]
 async fn an_invalid_policy_is_refused_with_its_reason_while_the_last_good_one_keeps_serving() {
     let app = Echo::start("app");
-    let keys = "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, namespace: default}\nstringData: {mobile: k-mobile-123}\n";
-    let policy = |header: &str| {
-        route_policy(
-            "AuthPolicy",
-            "shop",
-            "shop",
-            &format!("  apiKeys: {{secretRef: {{name: keys}}, header: '{header}'}}\n"),
-        )
-    };
+    let keys = API_KEYS;
+    let policy = api_key_policy;
     let dir = base(&app)
         .with("keys.yaml", keys)
         .with("auth.yaml", &policy("X-API-Key"));
@@ -223,38 +215,11 @@ async fn a_node_gets_nothing_until_it_proves_it_may_be_an_ingress() {
     assert_eq!(stranger.admin_get("/readyz").await.status, 503);
 }
 
-async fn identity_client(controller: &Controller) -> IdentityClient<tonic::transport::Channel> {
-    let ca = std::fs::read(controller.bundle()).unwrap();
-    let channel = Endpoint::from_shared(format!("https://{}", controller.grpc))
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    IdentityClient::new(channel)
-}
-
-fn csr_for(spiffe_id: &str) -> String {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into().unwrap())];
-    params.serialize_request(&key).unwrap().pem().unwrap()
-}
-
-fn certify_request(csr: String, token: &str) -> tonic::Request<CertifyRequest> {
-    let mut request = tonic::Request::new(CertifyRequest { csr_pem: csr });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn the_ca_signs_only_the_identity_a_token_proves() {
     let dir = ConfigDir::new();
     let controller = Controller::start(&dir);
-    let mut client = identity_client(&controller).await;
+    let mut client = controller.identity_client().await;
     let token = controller.token("shop", "web");
 
     let refused = client

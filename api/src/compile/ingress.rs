@@ -24,7 +24,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     let ingresses: Vec<_> = cx
         .iter()
         .filter_map(|(o, l)| match o {
-            Object::Ingress(i) if is_ours(cx, i) => Some((i, l)),
+            Object::Ingress(i) if is_ours(cx.objects, i) => Some((i, l)),
             _ => None,
         })
         .collect();
@@ -35,7 +35,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
 
 /// Whether Weir serves `ingress`: its class is `weir`, or it names none and `weir` is the
 /// cluster's default IngressClass.
-pub(super) fn is_ours(cx: &Context<'_>, ingress: &Ingress) -> bool {
+pub fn is_ours(objects: &crate::Objects, ingress: &Ingress) -> bool {
     let class = ingress
         .spec
         .as_ref()
@@ -50,7 +50,7 @@ pub(super) fn is_ours(cx: &Context<'_>, ingress: &Ingress) -> bool {
         });
     match class {
         Some(class) => class == INGRESS_CLASS,
-        None => cx.iter().any(|(o, _)| match o {
+        None => objects.iter().any(|(o, _)| match o {
             Object::IngressClass(c) => {
                 c.metadata.name.as_deref() == Some(INGRESS_CLASS)
                     && c.metadata

@@ -34,7 +34,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     let objects: Vec<_> = cx.iter().collect();
     for (object, location) in objects {
         match object {
-            Object::Ingress(ingress) if super::ingress::is_ours(cx, ingress) => {
+            Object::Ingress(ingress) if super::ingress::is_ours(cx.objects, ingress) => {
                 let key = object.key();
                 for (i, tls) in ingress
                     .spec

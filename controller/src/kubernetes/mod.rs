@@ -1,0 +1,401 @@
+//! The Kubernetes source: kube-runtime watchers for every kind Weir compiles, and for only
+//! the Secrets that configuration refers to.
+//!
+//! Each kind is followed by its own watcher into one cache of typed objects (an object that
+//! does not fit its schema is kept as the error that says why, so it is reported like a bad
+//! file in directory mode). Nothing is compiled until every kind has been listed once, so a
+//! node is never sent a configuration with half the cluster missing. After that every change
+//! wakes the compile loop, which waits `debounce` so a burst compiles once.
+
+mod review;
+pub mod status;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use kube::{
+    api::{ApiResource, DynamicObject},
+    runtime::{watcher, WatchStreamExt},
+    Api, Client,
+};
+use tokio::{sync::Notify, task::JoinHandle};
+use weir_api::{ConfigError, Location, Object, Objects};
+
+pub use review::TokenReviewer;
+
+use crate::{ca::Root, Controller};
+
+/// How long a newly referenced Secret may take to be listed before the configuration is
+/// compiled without it (it then counts as missing, with a warning, until it arrives).
+const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// A kind the controller watches.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+) -> Kind {
+    Kind {
+        group,
+        version,
+        kind,
+        plural,
+    }
+}
+
+/// Every kind Weir compiles, except Secrets (watched one by one, when referenced).
+pub const WATCHED: &[Kind] = &[
+    kind("", "v1", "Namespace", "namespaces"),
+    kind("", "v1", "Service", "services"),
+    kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    kind("networking.k8s.io", "v1", "Ingress", "ingresses"),
+    kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
+    kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
+    kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1beta1",
+        "ReferenceGrant",
+        "referencegrants",
+    ),
+    kind("weir.dev", "v1alpha1", "TrafficPolicy", "trafficpolicies"),
+    kind("weir.dev", "v1alpha1", "AuthPolicy", "authpolicies"),
+    kind(
+        "weir.dev",
+        "v1alpha1",
+        "RateLimitPolicy",
+        "ratelimitpolicies",
+    ),
+    kind("weir.dev", "v1alpha1", "MeshTLSPolicy", "meshtlspolicies"),
+    kind("weir.dev", "v1alpha1", "AccessPolicy", "accesspolicies"),
+];
+
+const SECRET: Kind = kind("", "v1", "Secret", "secrets");
+
+impl Kind {
+    /// kube's description of the resource.
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            api_version: if self.group.is_empty() {
+                self.version.to_string()
+            } else {
+                format!("{}/{}", self.group, self.version)
+            },
+            kind: self.kind.to_string(),
+            plural: self.plural.to_string(),
+        }
+    }
+}
+
+/// A client from `--kubeconfig`, or the in-cluster configuration (falling back to the
+/// default kubeconfig, as kubectl does).
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster configuration and no kubeconfig")?,
+    };
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+type Key = (&'static str, String, String);
+
+/// What the watchers have seen.
+#[derive(Default)]
+struct Cache {
+    objects: BTreeMap<Key, Result<Object, ConfigError>>,
+    /// Kinds (and Secrets, by `ns/name`) listed at least once.
+    synced: BTreeSet<String>,
+}
+
+/// The cache, and the bell that rings when it changes.
+#[derive(Clone, Default)]
+struct Shared {
+    cache: Arc<Mutex<Cache>>,
+    changed: Arc<Notify>,
+}
+
+/// Follows the cluster until the task is dropped: compiles every change into `controller`,
+/// and (through `status`) reports what was refused on the objects themselves.
+pub async fn watch(
+    client: Client,
+    controller: Arc<Controller>,
+    debounce: Duration,
+    status: Option<status::Writer>,
+) {
+    let shared = Shared::default();
+    let mut tasks: Vec<JoinHandle<()>> = WATCHED
+        .iter()
+        .map(|kind| {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
+            tokio::spawn(follow(
+                api,
+                watcher::Config::default(),
+                *kind,
+                kind.kind.to_string(),
+                shared.clone(),
+            ))
+        })
+        .collect();
+    let mut secrets: HashMap<(String, String), (JoinHandle<()>, Instant)> = HashMap::new();
+    loop {
+        shared.changed.notified().await;
+        tokio::time::sleep(debounce).await;
+        // Watch exactly the Secrets the configuration refers to.
+        let wanted = {
+            let cache = lock(&shared.cache);
+            if WATCHED.iter().any(|k| !cache.synced.contains(k.kind)) {
+                continue;
+            }
+            collect(&cache).0.secret_refs()
+        };
+        secrets.retain(|key, (task, _)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+                let mut cache = lock(&shared.cache);
+                cache
+                    .objects
+                    .remove(&("Secret", key.0.clone(), key.1.clone()));
+                cache.synced.remove(&format!("{}/{}", key.0, key.1));
+            }
+            keep
+        });
+        for (namespace, name) in &wanted {
+            secrets
+                .entry((namespace.clone(), name.clone()))
+                .or_insert_with(|| {
+                    let api = Api::<DynamicObject>::namespaced_with(
+                        client.clone(),
+                        namespace,
+                        &SECRET.api_resource(),
+                    );
+                    let config =
+                        watcher::Config::default().fields(&format!("metadata.name={name}"));
+                    let task = tokio::spawn(follow(
+                        api,
+                        config,
+                        SECRET,
+                        format!("{namespace}/{name}"),
+                        shared.clone(),
+                    ));
+                    (task, Instant::now())
+                });
+        }
+        let waiting = {
+            let cache = lock(&shared.cache);
+            secrets.iter().any(|((ns, name), (_, started))| {
+                !cache.synced.contains(&format!("{ns}/{name}"))
+                    && started.elapsed() < SECRET_SYNC_WAIT
+            })
+        };
+        if waiting {
+            // The Secret's first list rings the bell again; if it never comes, look again
+            // once the wait is over.
+            let changed = shared.changed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SECRET_SYNC_WAIT).await;
+                changed.notify_one();
+            });
+            continue;
+        }
+        let (objects, errors) = {
+            let cache = lock(&shared.cache);
+            collect(&cache)
+        };
+        let controller = controller.clone();
+        let seen = objects.clone();
+        let _ = tokio::task::spawn_blocking(move || controller.apply(objects, errors)).await;
+        if let Some(status) = &status {
+            status.report(seen);
+        }
+        tasks.retain(|t| !t.is_finished());
+    }
+}
+
+fn collect(cache: &Cache) -> (Objects, Vec<ConfigError>) {
+    let mut objects = Objects::new();
+    let mut errors = Vec::new();
+    for result in cache.objects.values() {
+        match result {
+            Ok(object) => {
+                if let Err(e) = objects.insert(object.clone(), Location::default()) {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e.clone()),
+        }
+    }
+    (objects, errors)
+}
+
+/// Follows one watch into the cache. `sync` names it in `Cache::synced`.
+async fn follow(
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    kind: Kind,
+    sync: String,
+    shared: Shared,
+) {
+    let resource = kind.api_resource();
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut relisted: Option<BTreeMap<Key, Result<Object, ConfigError>>> = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => relisted = Some(BTreeMap::new()),
+            Ok(watcher::Event::InitApply(object)) => {
+                let (key, typed) = typed(object, &resource, kind.kind);
+                relisted.get_or_insert_default().insert(key, typed);
+            }
+            Ok(watcher::Event::InitDone) => {
+                let fresh = relisted.take().unwrap_or_default();
+                let mut cache = lock(&shared.cache);
+                // A relist replaces everything of this kind (or this Secret): what is not in
+                // it was deleted while the watch was away.
+                let prefix_ns = (kind.kind == "Secret").then(|| sync.split_once('/'));
+                cache.objects.retain(|(k, ns, name), _| {
+                    *k != kind.kind
+                        || match prefix_ns {
+                            Some(Some((n, m))) => ns != n || name != m,
+                            _ => false,
+                        }
+                });
+                cache.objects.extend(fresh);
+                cache.synced.insert(sync.clone());
+                drop(cache);
+                shared.changed.notify_one();
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                let (key, typed) = typed(object, &resource, kind.kind);
+                lock(&shared.cache).objects.insert(key, typed);
+                shared.changed.notify_one();
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let (key, _) = typed(object, &resource, kind.kind);
+                lock(&shared.cache).objects.remove(&key);
+                shared.changed.notify_one();
+            }
+            Err(error) => {
+                tracing::warn!(kind = kind.kind, watch = %sync, %error, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+/// The typed object (or why it does not fit its kind) and its cache key.
+fn typed(
+    object: DynamicObject,
+    resource: &ApiResource,
+    kind: &'static str,
+) -> (Key, Result<Object, ConfigError>) {
+    let key = (
+        kind,
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut value = serde_json::to_value(&object).unwrap_or_default();
+    value["apiVersion"] = resource.api_version.clone().into();
+    value["kind"] = resource.kind.clone().into();
+    let typed = match Object::from_value(value, &Location::default()) {
+        Ok(Some(object)) => Ok(object),
+        Ok(None) => Err(ConfigError::new(
+            &Location::default(),
+            format!("{kind} {}/{}", key.1, key.2),
+            "kind",
+            "not a kind Weir reads",
+        )),
+        Err(e) => Err(e),
+    };
+    (key, typed)
+}
+
+/// The CA root kept in a Secret (`kubernetes.io/tls`): read it, or make one and store it. Two
+/// replicas starting together both try; the one that loses the create reads the winner's.
+pub async fn ca_root(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    trust_domain: &str,
+) -> anyhow::Result<Root> {
+    use k8s_openapi::{api::core::v1::Secret, ByteString};
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let read = |secret: Secret| -> anyhow::Result<Root> {
+        let data = secret.data.unwrap_or_default();
+        let field = |key: &str| {
+            data.get(key)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .with_context(|| format!("Secret {namespace}/{name} has no {key}"))
+        };
+        Ok(Root {
+            cert_pem: field("tls.crt")?,
+            key_pem: field("tls.key")?,
+        })
+    };
+    if let Some(secret) = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read Secret {namespace}/{name}"))?
+    {
+        return read(secret);
+    }
+    let root = Root::generate(trust_domain)?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "weir-controller".to_string(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(BTreeMap::from([
+            (
+                "tls.crt".to_string(),
+                ByteString(root.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                ByteString(root.key_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    match api.create(&Default::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = %format!("{namespace}/{name}"), "generated the CA root");
+            Ok(root)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => read(api.get(name).await?),
+        Err(e) => Err(e).with_context(|| format!("cannot create Secret {namespace}/{name}")),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,327 @@
+//! The controller in Kubernetes mode: the real `weir-controller --kubernetes` against the test
+//! API server through a kubeconfig, a real `weir-ingress` connected to it with a token the API
+//! server reviews, status written back to the objects.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::Value;
+use weir_e2e::{
+    api_key_policy, apiserver::ApiServer, certify_request, csr_for, eventually, gateway,
+    http_route, service, Controller, Echo, Weir, API_KEYS,
+};
+
+const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n";
+const INGRESS_TOKEN: &str = "projected-token-of-weir-ingress";
+
+fn route(name: &str, host: &str) -> String {
+    http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
+}
+
+struct Cluster {
+    api: ApiServer,
+    dir: PathBuf,
+    _app: Echo,
+    controller: Controller,
+    weir: Weir,
+}
+
+/// A cluster with one backend, the Gateway and a route for shop.example.com; the controller
+/// on it and an ingress connected to the controller.
+async fn cluster(extra: &[&str]) -> Cluster {
+    let api = ApiServer::start();
+    let app = Echo::start("app");
+    api.apply(NAMESPACES);
+    api.apply(&service("app", &[&app]));
+    api.apply(&gateway());
+    api.apply(&route("shop", "shop.example.com"));
+    api.add_token(INGRESS_TOKEN, "weir-system", "weir-ingress", &["weir"]);
+    let dir = std::env::temp_dir().join(format!("weir-k8s-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec![
+        "--status-address",
+        "203.0.113.7",
+        "--pod-name",
+        "controller-0",
+    ];
+    args.extend(extra);
+    let controller = Controller::start_kubernetes(&api, &dir, &args);
+    let token = dir.join("ingress-token");
+    std::fs::write(&token, INGRESS_TOKEN).unwrap();
+    let weir = Weir::connect(&controller, &token, &[]);
+    weir.wait_ready_config().await;
+    Cluster {
+        api,
+        dir,
+        _app: app,
+        controller,
+        weir,
+    }
+}
+
+async fn status_of(weir: &Weir, host: &str) -> u16 {
+    weir.get(host, "/").await.status.as_u16()
+}
+
+fn condition<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
+    conditions
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
+    let cluster = cluster(&[]).await;
+    let weir = &cluster.weir;
+    assert_eq!(status_of(weir, "shop.example.com").await, 200);
+    assert_eq!(status_of(weir, "new.example.com").await, 404);
+
+    let created = std::time::Instant::now();
+    cluster.api.apply(&route("new", "new.example.com"));
+    eventually(
+        Duration::from_secs(5),
+        "the new route is served",
+        || async { (status_of(weir, "new.example.com").await == 200).then_some(()) },
+    )
+    .await;
+    println!(
+        "created in the API server to served: {:?}",
+        created.elapsed()
+    );
+
+    // The status writer holds the Lease and reports on the route and the Gateway.
+    let route = eventually(Duration::from_secs(10), "the route's status", || async {
+        let route = cluster.api.get(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "default",
+            "new",
+        )?;
+        let parent = &route["status"]["parents"][0];
+        (condition(&parent["conditions"], "Accepted")["status"] == "True").then_some(route)
+    })
+    .await;
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "weir.dev/gateway-controller");
+    assert_eq!(parent["parentRef"]["name"], "gw");
+    assert_eq!(
+        condition(&parent["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
+    assert_eq!(
+        condition(&parent["conditions"], "Accepted")["observedGeneration"],
+        1
+    );
+    let gateway = eventually(Duration::from_secs(5), "the Gateway's status", || async {
+        let gw = cluster
+            .api
+            .get("gateway.networking.k8s.io/v1", "Gateway", "default", "gw")?;
+        (gw["status"]["listeners"][0]["attachedRoutes"] == 2).then_some(gw)
+    })
+    .await;
+    assert_eq!(
+        condition(&gateway["status"]["conditions"], "Programmed")["status"],
+        "True"
+    );
+    assert_eq!(gateway["status"]["addresses"][0]["value"], "203.0.113.7");
+    let lease = cluster
+        .api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "weir-system",
+            "weir-controller",
+        )
+        .expect("the status Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "controller-0");
+
+    // The CA root was made once and kept in the cluster.
+    let ca = cluster
+        .api
+        .get("v1", "Secret", "weir-system", "weir-ca")
+        .expect("CA Secret");
+    assert_eq!(ca["type"], "kubernetes.io/tls");
+    // Secrets are read one by one, never listed across the cluster.
+    let listed_all = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/secrets") && !r.contains("metadata.name"))
+        .filter(|r| !r.contains("/secrets/weir-ca"))
+        .collect::<Vec<_>>();
+    assert!(listed_all.is_empty(), "{listed_all:?}");
+
+    // Deleted in the cluster: gone from the ingress.
+    assert!(cluster.api.delete(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "default",
+        "new"
+    ));
+    eventually(
+        Duration::from_secs(5),
+        "the deleted route is gone",
+        || async { (status_of(weir, "new.example.com").await == 404).then_some(()) },
+    )
+    .await;
+}
+
+/// Waits for the AuthPolicy `default/shop` to have `Accepted` with this status; returns it.
+async fn policy_accepted(api: &ApiServer, status: &str) -> Value {
+    let what = format!("AuthPolicy condition Accepted={status}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let p = api.get("weir.dev/v1alpha1", "AuthPolicy", "default", "shop")?;
+        let accepted = condition(&p["status"]["conditions"], "Accepted").clone();
+        (accepted["status"] == status).then_some(accepted)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_invalid_policy_gets_a_false_condition_and_an_event_while_traffic_flows() {
+    let cluster = cluster(&[]).await;
+    let weir = &cluster.weir;
+    let policy = api_key_policy;
+    cluster.api.apply(API_KEYS);
+    cluster.api.apply(&policy("X-API-Key"));
+    eventually(Duration::from_secs(5), "the policy applies", || async {
+        (status_of(weir, "shop.example.com").await == 401).then_some(())
+    })
+    .await;
+    let accepted = policy_accepted(&cluster.api, "True").await;
+    assert_eq!(accepted["reason"], "Accepted");
+
+    // Broken: the condition says why, an Event is recorded, the last good policy still
+    // protects the route and the rest of the cluster's changes still apply.
+    cluster.api.apply(&policy("not a header"));
+    cluster.api.apply(&route("new", "new.example.com"));
+    let refused = policy_accepted(&cluster.api, "False").await;
+    assert_eq!(refused["reason"], "Invalid");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.apiKeys.header") && message.contains("not a header"),
+        "{message}"
+    );
+    assert_eq!(refused["observedGeneration"], 2);
+    assert_ne!(refused["lastTransitionTime"], Value::Null);
+    assert_eq!(status_of(weir, "shop.example.com").await, 401);
+    eventually(
+        Duration::from_secs(5),
+        "the rest of the change applies",
+        || async { (status_of(weir, "new.example.com").await == 200).then_some(()) },
+    )
+    .await;
+    let events = eventually(Duration::from_secs(5), "a Warning Event", || async {
+        let events = cluster.api.list("events.k8s.io/v1", "Event");
+        let found: Vec<Value> = events
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == "shop" && e["regarding"]["kind"] == "AuthPolicy")
+            .collect();
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(events[0]["type"], "Warning");
+    assert!(
+        events[0]["note"].as_str().unwrap().contains("not a header"),
+        "{events:?}"
+    );
+
+    // Fixed: Accepted again.
+    cluster.api.apply(&policy("X-Key"));
+    eventually(Duration::from_secs(10), "Accepted=True again", || async {
+        let p = cluster
+            .api
+            .get("weir.dev/v1alpha1", "AuthPolicy", "default", "shop")?;
+        (condition(&p["status"]["conditions"], "Accepted")["status"] == "True").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_ingress_keeps_serving_through_a_controller_restart_and_an_api_server_compaction() {
+    let mut cluster = cluster(&[]).await;
+    cluster.controller.kill();
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+    cluster.api.apply(&route("later", "later.example.com"));
+    cluster.controller.restart();
+    eventually(
+        Duration::from_secs(10),
+        "resynced after the restart",
+        || async { (status_of(&cluster.weir, "later.example.com").await == 200).then_some(()) },
+    )
+    .await;
+
+    // The API server forgets its history and drops every watch: the controller lists again
+    // and picks up what changed meanwhile.
+    cluster.api.compact();
+    cluster.api.expire_watches();
+    cluster.api.apply(&route("after", "after.example.com"));
+    eventually(
+        Duration::from_secs(10),
+        "caught up after the compaction",
+        || async { (status_of(&cluster.weir, "after.example.com").await == 200).then_some(()) },
+    )
+    .await;
+    assert!(cluster.dir.exists());
+}
+
+#[tokio::test]
+async fn certificates_are_signed_for_the_identity_the_api_server_reviewed() {
+    let cluster = cluster(&[]).await;
+    cluster.api.add_token("web-token", "shop", "web", &["weir"]);
+    cluster
+        .api
+        .add_token("vault-token", "shop", "web", &["vault"]);
+    let mut client = cluster.controller.identity_client().await;
+    let web = "spiffe://cluster.local/ns/shop/sa/web";
+
+    let other = client
+        .certify(certify_request(
+            csr_for("spiffe://cluster.local/ns/shop/sa/admin"),
+            "web-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    let wrong_audience = client
+        .certify(certify_request(csr_for(web), "vault-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wrong_audience.code(),
+        tonic::Code::Unauthenticated,
+        "{wrong_audience:?}"
+    );
+
+    let issued = client
+        .certify(certify_request(csr_for(web), "web-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.spiffe_id, web);
+    // Signed by the root kept in the weir-ca Secret.
+    let secret = cluster
+        .api
+        .get("v1", "Secret", "weir-system", "weir-ca")
+        .unwrap();
+    let root_pem = secret["data"]["tls.crt"].as_str().unwrap();
+    use base64::Engine;
+    let root_pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(root_pem)
+            .unwrap(),
+    )
+    .unwrap();
+    let bundle: Vec<&str> = issued.trust_bundle_pem.iter().map(|p| p.trim()).collect();
+    assert_eq!(bundle, [root_pem.trim()]);
+    let reviews = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("tokenreviews"))
+        .count();
+    assert!(
+        reviews >= 3,
+        "every token was reviewed by the API server ({reviews})"
+    );
+}
