@@ -6,8 +6,11 @@ use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 use weir_e2e::{
-    api_key_policy, apiserver::ApiServer, certify_request, csr_for, eventually, gateway,
-    http_route, service, Controller, Echo, Weir, API_KEYS,
+    api_key_policy,
+    apiserver::ApiServer,
+    certify_request, csr_for, eventually, gateway, http_route, ingress_tls, service,
+    tls::{https_get, KeyType, Pki},
+    tls_secret, Controller, Echo, Weir, API_KEYS,
 };
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n";
@@ -235,6 +238,70 @@ async fn an_invalid_policy_gets_a_false_condition_and_an_event_while_traffic_flo
         (condition(&p["status"]["conditions"], "Accepted")["status"] == "True").then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_secret_created_after_the_ingress_that_names_it_is_picked_up() {
+    let cluster = cluster(&[]).await;
+    let pki = Pki::new();
+    let cert = pki.issue(&["shop.example.com"], KeyType::Ecdsa);
+    let client = pki.client(&["http/1.1"], false);
+    // The Ingress names a Secret that does not exist yet: served without a certificate.
+    cluster
+        .api
+        .apply(&ingress_tls("web", "shop.example.com", "app", "shop-tls"));
+    let ingress = eventually(Duration::from_secs(10), "Ingress status", || async {
+        let i = cluster
+            .api
+            .get("networking.k8s.io/v1", "Ingress", "default", "web")?;
+        (i["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.7").then_some(i)
+    })
+    .await;
+    assert_eq!(
+        ingress["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(https_get(
+        cluster.weir.tls,
+        "shop.example.com",
+        client.clone(),
+        "/",
+        &[]
+    )
+    .await
+    .is_err());
+
+    cluster.api.apply(&tls_secret("shop-tls", &cert));
+    let served = eventually(
+        Duration::from_secs(10),
+        "the certificate is served",
+        || async {
+            https_get(
+                cluster.weir.tls,
+                "shop.example.com",
+                client.clone(),
+                "/",
+                &[],
+            )
+            .await
+            .ok()
+        },
+    )
+    .await;
+    assert_eq!(served.leaf, cert.leaf_der());
+    assert_eq!(served.reply.status, 200);
+    // That Secret was watched by name; nothing listed every Secret.
+    let requests = cluster.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/namespaces/default/secrets?")
+                && r.contains("metadata.name%3Dshop-tls")),
+        "{requests:?}"
+    );
 }
 
 #[tokio::test]
