@@ -11,7 +11,7 @@ use gateway_api::apis::standard::{
 };
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, Secret, Service},
+        core::v1::{Namespace, Pod, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -55,6 +55,9 @@ pub enum Object {
     Service(Service),
     /// `discovery.k8s.io/v1 EndpointSlice`: where a Service's endpoints are.
     EndpointSlice(EndpointSlice),
+    /// `v1 Pod`: who an endpoint runs as (its ServiceAccount), whether it is meshed, and the
+    /// labels mesh policies select it by.
+    Pod(Pod),
     /// `v1 Secret`: TLS certificates, API keys, JWKS. Its data is never shown or logged.
     Secret(Secret),
     /// `networking.k8s.io/v1 Ingress`.
@@ -86,6 +89,7 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
@@ -105,6 +109,7 @@ impl Object {
             Object::Namespace(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
@@ -125,6 +130,7 @@ impl Object {
             Object::Namespace(_) => "Namespace",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Pod(_) => "Pod",
             Object::Secret(_) => "Secret",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
@@ -189,6 +195,7 @@ impl Object {
             ("v1", "Namespace") => Object::Namespace(typed(value, location, &label)?),
             ("v1", "Service") => Object::Service(typed(value, location, &label)?),
             ("v1", "Secret") => Object::Secret(typed(value, location, &label)?),
+            ("v1", "Pod") => Object::Pod(typed(value, location, &label)?),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 Object::EndpointSlice(typed(value, location, &label)?)
             }

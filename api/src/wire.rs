@@ -16,6 +16,9 @@ use crate::Snapshot;
 
 /// [`ConfigUpdate::encoding`](crate::proto::ConfigUpdate) of an ingress view.
 pub const SNAPSHOT_ENCODING: &str = "application/vnd.weir.snapshot.v1+msgpack+zstd";
+/// [`ConfigUpdate::encoding`](crate::proto::ConfigUpdate) of a sidecar view
+/// ([`SidecarView`](crate::model::SidecarView)).
+pub const SIDECAR_ENCODING: &str = "application/vnd.weir.sidecar.v1+msgpack+zstd";
 
 /// The largest decoded snapshot a node accepts (a guard against decompression bombs).
 pub const MAX_DECODED: u64 = 1 << 30;
@@ -24,16 +27,30 @@ const LEVEL: i32 = 3;
 
 /// Encodes a snapshot for the wire.
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    encode_view(snapshot)
+}
+
+/// Encodes any view of the model (a snapshot, a sidecar view) for the wire.
+pub fn encode_view<T: serde::Serialize + ?Sized>(view: &T) -> Vec<u8> {
     // Writing into a Vec cannot fail, and every model type serializes.
-    let plain = rmp_serde::to_vec_named(snapshot).expect("a snapshot always encodes");
+    let plain = rmp_serde::to_vec_named(view).expect("a view always encodes");
     zstd::bulk::compress(&plain, LEVEL).expect("compressing into memory cannot fail")
 }
 
 /// Decodes a snapshot, or says what was wrong with the payload.
 pub fn decode(encoding: &str, payload: &[u8]) -> Result<Snapshot, String> {
-    if encoding != SNAPSHOT_ENCODING {
+    decode_view(SNAPSHOT_ENCODING, encoding, payload)
+}
+
+/// Decodes a view sent as `encoding`, which must be `expected`.
+pub fn decode_view<T: serde::de::DeserializeOwned>(
+    expected: &str,
+    encoding: &str,
+    payload: &[u8],
+) -> Result<T, String> {
+    if encoding != expected {
         return Err(format!(
-            "unknown encoding {encoding:?} (this node reads {SNAPSHOT_ENCODING:?})"
+            "unknown encoding {encoding:?} (this node reads {expected:?})"
         ));
     }
     let decoder = zstd::stream::read::Decoder::new(payload)

@@ -3,7 +3,8 @@
 //! Every call must carry a token in `authorization: Bearer …`; the ServiceAccount it proves is
 //! who the caller is. A config stream is only opened for a node whose Hello names that same
 //! account, and an ingress view only for the accounts allowed to be an ingress: the ingress
-//! view holds TLS private keys and API keys.
+//! view holds TLS private keys and API keys. A sidecar gets the view of the pod its Hello
+//! names, which must run as the proven account when the controller knows the pod.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -100,11 +101,26 @@ impl ConfigDiscovery for Services {
                     )),
                 ))
             }
-            Role::Sidecar => {
+            Role::Sidecar if hello.pod.is_empty() => {
                 return Err(self.refuse(
-                    "sidecar",
-                    Status::unimplemented("this controller does not serve sidecar views yet"),
+                    "no-pod",
+                    Status::invalid_argument("a sidecar's Hello must name its pod"),
                 ))
+            }
+            Role::Sidecar => {
+                // A known pod must run as the account the token proves: a sidecar sees only
+                // its own pod's policy.
+                let runs_as = self.0.views.pod_account(&hello.namespace, &hello.pod);
+                if let Some(account) = runs_as.filter(|a| *a != caller.name) {
+                    return Err(self.refuse(
+                        "identity-mismatch",
+                        Status::permission_denied(format!(
+                            "pod {}/{} runs as ServiceAccount {account}, but the token proves {caller}",
+                            hello.namespace, hello.pod
+                        )),
+                    ));
+                }
+                self.0.views.sidecar(&hello.namespace, &hello.pod)
             }
             Role::Unspecified => {
                 return Err(self.refuse(

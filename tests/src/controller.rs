@@ -11,8 +11,12 @@ use std::{
 
 use bytes::Bytes;
 use rcgen::{CertificateParams, KeyPair, SanType};
+use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use weir_api::proto::{identity_client::IdentityClient, CertifyRequest};
+use weir_api::proto::{
+    config_discovery_client::ConfigDiscoveryClient, identity_client::IdentityClient, watch_request,
+    CertifyRequest, ConfigUpdate, Hello, Role, WatchRequest,
+};
 
 use crate::{apiserver::ApiServer, binary, collect_lines, free_port, request, ConfigDir};
 
@@ -123,17 +127,53 @@ impl Controller {
         }
     }
 
-    /// A client of its `Identity` service, trusting its bundle.
-    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+    /// A gRPC channel to it, trusting its bundle.
+    pub async fn channel(&self) -> Channel {
         let ca = std::fs::read(self.bundle()).expect("trust bundle");
-        let channel = Endpoint::from_shared(format!("https://{}", self.grpc))
+        Endpoint::from_shared(format!("https://{}", self.grpc))
             .expect("endpoint")
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
             .expect("tls")
             .connect()
             .await
-            .expect("connect to the controller");
-        IdentityClient::new(channel)
+            .expect("connect to the controller")
+    }
+
+    /// A client of its `Identity` service.
+    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel().await)
+    }
+
+    /// Opens a config stream as the sidecar of pod `namespace/pod`, proving itself with
+    /// `token`: the stream of updates, and the sender for ACKs.
+    pub async fn sidecar_stream(
+        &self,
+        token: &str,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+    ) -> Result<(tonic::Streaming<ConfigUpdate>, mpsc::Sender<WatchRequest>), tonic::Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let hello = Hello {
+            role: Role::Sidecar as i32,
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+            pod: pod.to_string(),
+            node_version: "test".to_string(),
+        };
+        tx.send(WatchRequest {
+            kind: Some(watch_request::Kind::Hello(hello)),
+        })
+        .await
+        .expect("queue the Hello");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        let mut client = ConfigDiscoveryClient::new(self.channel().await);
+        let updates = client.watch(request).await?.into_inner();
+        Ok((updates, tx))
     }
 
     /// Its trust bundle (the CA root), for `--controller-ca`.
@@ -227,4 +267,22 @@ pub fn certify_request(csr: String, token: &str) -> tonic::Request<CertifyReques
         format!("Bearer {token}").parse().expect("header value"),
     );
     request
+}
+
+/// The next sidecar view on a stream (within 5 s), with its version.
+pub async fn next_sidecar_view(
+    updates: &mut tonic::Streaming<ConfigUpdate>,
+) -> (u64, weir_api::model::SidecarView) {
+    let update = tokio::time::timeout(Duration::from_secs(5), updates.message())
+        .await
+        .expect("a view within 5 s")
+        .expect("the stream stays up")
+        .expect("an update");
+    let view = weir_api::wire::decode_view(
+        weir_api::wire::SIDECAR_ENCODING,
+        &update.encoding,
+        &update.payload,
+    )
+    .expect("a sidecar view");
+    (update.version, view)
 }

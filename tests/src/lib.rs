@@ -28,10 +28,10 @@ pub mod redis;
 pub mod tls;
 mod yaml;
 
-pub use controller::{certify_request, csr_for, Controller};
+pub use controller::{certify_request, csr_for, next_sidecar_view, Controller};
 pub use yaml::{
-    api_key_policy, gateway, http_route, ingress_tls, route_policy, service, service_with,
-    tls_secret, traffic_policy, ConfigDir, API_KEYS,
+    api_key_policy, gateway, http_route, ingress_tls, mesh_tls, route_policy, service,
+    service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS, MESH,
 };
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).
@@ -47,12 +47,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago. Picked below the kernel's ephemeral range
+/// (32768 and up), so the outgoing connections of tests running in parallel cannot take it
+/// between now and the moment a server binds it, as they could a port from `bind(0)`.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until `addr` accepts TCP connections.

@@ -146,3 +146,13 @@ pub fn api_key_policy(header: &str) -> String {
         &format!("  apiKeys: {{secretRef: {{name: keys}}, header: '{header}'}}\n"),
     )
 }
+
+/// A meshed Service `shop/backend`: its EndpointSlice names the injected Pod `backend-a`
+/// (ServiceAccount `backend`, label `app: backend`), and an AccessPolicy lets `shop/frontend`
+/// call it.
+pub const MESH: &str = include_str!("../fixtures/mesh.yaml");
+
+/// A namespace-wide MeshTLSPolicy `shop/default` with this mode.
+pub fn mesh_tls(mode: &str) -> String {
+    format!("apiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: default, namespace: shop}}\nspec: {{mode: {mode}}}\n")
+}

@@ -8,10 +8,13 @@ use rustls::{
     server::WebPkiClientVerifier,
     RootCertStore,
 };
-use weir_api::proto::CertifyRequest;
+use weir_api::{
+    model::TlsMode,
+    proto::{watch_request, Ack, CertifyRequest, WatchRequest},
+};
 use weir_e2e::{
-    api_key_policy, certify_request, csr_for, eventually, gateway, http_route, service, ConfigDir,
-    Controller, Echo, Weir, API_KEYS,
+    api_key_policy, certify_request, csr_for, eventually, gateway, http_route, mesh_tls,
+    next_sidecar_view, service, ConfigDir, Controller, Echo, Weir, API_KEYS, MESH,
 };
 
 fn route(name: &str, host: &str) -> String {
@@ -309,4 +312,50 @@ fn a_plaintext_controller_url_or_an_empty_trust_bundle_is_refused_at_start() {
     );
     let empty = run("https://127.0.0.1:15010", &ca);
     assert!(empty.contains("no PEM certificate in it"), "{empty}");
+}
+
+#[tokio::test]
+async fn a_sidecar_gets_its_pods_policy_and_the_services_it_may_call() {
+    let dir = ConfigDir::new()
+        .with("mesh.yaml", MESH)
+        .with("tls.yaml", &mesh_tls("STRICT"));
+    let controller = Controller::start(&dir);
+    let token = controller.token("shop", "backend");
+    let (mut updates, acks) = controller
+        .sidecar_stream(&token, "shop", "backend", "backend-a")
+        .await
+        .unwrap();
+    let (version, view) = next_sidecar_view(&mut updates).await;
+    assert_eq!(view.inbound.mode, TlsMode::Strict);
+    assert_eq!(view.inbound.access[0].policy, "AccessPolicy shop/backend");
+    let backend = view.services.iter().find(|s| s.name == "backend").unwrap();
+    let cluster = &view.clusters[&backend.ports[0].cluster];
+    assert_eq!(
+        cluster.identities.values().collect::<Vec<_>>(),
+        ["shop/backend"],
+        "the endpoint's pod is meshed and runs as shop/backend"
+    );
+    acks.send(WatchRequest {
+        kind: Some(watch_request::Kind::Ack(Ack { version })),
+    })
+    .await
+    .unwrap();
+
+    // The security team relaxes the namespace: the sidecar gets the next version.
+    dir.write("tls.yaml", &mesh_tls("PERMISSIVE"));
+    let (next, view) = next_sidecar_view(&mut updates).await;
+    assert_eq!(next, version + 1);
+    assert_eq!(view.inbound.mode, TlsMode::Permissive);
+
+    // Another account cannot read this pod's view.
+    let other = controller.token("shop", "frontend");
+    let refused = controller
+        .sidecar_stream(&other, "shop", "frontend", "backend-a")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("runs as ServiceAccount backend"),
+        "{refused:?}"
+    );
 }

@@ -5,12 +5,14 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
+use weir_api::model::TlsMode;
 use weir_e2e::{
     api_key_policy,
     apiserver::ApiServer,
-    certify_request, csr_for, eventually, gateway, http_route, ingress_tls, service,
+    certify_request, csr_for, eventually, gateway, http_route, ingress_tls, mesh_tls,
+    next_sidecar_view, service,
     tls::{https_get, KeyType, Pki},
-    tls_secret, Controller, Echo, Weir, API_KEYS,
+    tls_secret, Controller, Echo, Weir, API_KEYS, MESH,
 };
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n";
@@ -390,5 +392,46 @@ async fn certificates_are_signed_for_the_identity_the_api_server_reviewed() {
     assert!(
         reviews >= 3,
         "every token was reviewed by the API server ({reviews})"
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
+    let cluster = cluster(&[]).await;
+    cluster
+        .api
+        .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    cluster.api.apply(MESH);
+    cluster.api.apply(&mesh_tls("STRICT"));
+    cluster
+        .api
+        .add_token("backend-token", "shop", "backend", &["weir"]);
+    let (mut updates, _acks) = eventually(Duration::from_secs(10), "a sidecar stream", || async {
+        cluster
+            .controller
+            .sidecar_stream("backend-token", "shop", "backend", "backend-a")
+            .await
+            .ok()
+    })
+    .await;
+    let (_, mut view) = next_sidecar_view(&mut updates).await;
+    // The first view may predate the objects just applied; the controller sends the next.
+    while view.inbound.mode != TlsMode::Strict {
+        view = next_sidecar_view(&mut updates).await.1;
+    }
+    let backend = view.services.iter().find(|s| s.name == "backend").unwrap();
+    assert_eq!(
+        backend.cluster_ips,
+        ["10.96.0.20".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let identities = &view.clusters[&backend.ports[0].cluster].identities;
+    assert_eq!(identities.values().collect::<Vec<_>>(), ["shop/backend"]);
+
+    cluster.api.apply(&mesh_tls("DISABLED"));
+    let (_, view) = next_sidecar_view(&mut updates).await;
+    assert_eq!(view.inbound.mode, TlsMode::Disabled);
+    assert_eq!(
+        view.inbound.mode_from.as_deref(),
+        Some("MeshTLSPolicy shop/default")
     );
 }

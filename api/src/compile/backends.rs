@@ -96,10 +96,15 @@ impl<'a> Context<'a> {
             _ => Protocol::Http1,
         };
         let port_name = svc_port.name.clone().unwrap_or_default();
-        let mut endpoints: Vec<SocketAddr> = self
+        let ready: Vec<(SocketAddr, Option<&str>)> = self
             .slices(namespace, service)
             .flat_map(|slice| ready_endpoints(slice, &port_name))
             .collect();
+        let identities = ready
+            .iter()
+            .filter_map(|(addr, pod)| Some((*addr, self.pod_identity(namespace, (*pod)?)?)))
+            .collect();
+        let mut endpoints: Vec<SocketAddr> = ready.into_iter().map(|(a, _)| a).collect();
         endpoints.sort();
         endpoints.dedup();
         self.clusters.insert(
@@ -110,6 +115,7 @@ impl<'a> Context<'a> {
                 balancer,
                 resolved: true,
                 endpoints,
+                identities,
                 resilience,
             },
         );
@@ -177,11 +183,12 @@ impl<'a> Context<'a> {
 }
 
 /// Addresses of the endpoints in `slice` that may take traffic, on the slice port named like
-/// the Service port. `conditions.ready` unset means ready, as the EndpointSlice API says.
+/// the Service port, each with the Pod its `targetRef` names. `conditions.ready` unset means
+/// ready, as the EndpointSlice API says.
 fn ready_endpoints<'s>(
     slice: &'s EndpointSlice,
     port_name: &str,
-) -> impl Iterator<Item = SocketAddr> + 's {
+) -> impl Iterator<Item = (SocketAddr, Option<&'s str>)> + 's {
     let port = slice
         .ports
         .as_ref()
@@ -198,6 +205,13 @@ fn ready_endpoints<'s>(
         .iter()
         .filter(move |_| ip_family && port.is_some())
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|e| e.addresses.iter())
-        .filter_map(move |a| Some(SocketAddr::new(a.parse::<IpAddr>().ok()?, port?)))
+        .flat_map(|e| {
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.as_deref());
+            e.addresses.iter().map(move |a| (a, pod))
+        })
+        .filter_map(move |(a, pod)| Some((SocketAddr::new(a.parse::<IpAddr>().ok()?, port?), pod)))
 }

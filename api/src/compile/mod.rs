@@ -38,8 +38,8 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
     security::compile_all(&mut cx);
-    mesh::compile_all(&mut cx);
     tls::compile_all(&mut cx);
+    mesh::compile_all(&mut cx);
     cx.finish()
 }
 
@@ -54,11 +54,29 @@ struct Context<'a> {
     traffic: HashMap<(String, String), policy::Attached>,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
+    /// Pods by (namespace, name), for the identity behind an endpoint.
+    pods: HashMap<(&'a str, &'a str), &'a k8s_openapi::api::core::v1::Pod>,
+    mesh: crate::model::Mesh,
 }
 
 impl<'a> Context<'a> {
     fn new(objects: &'a Objects) -> Self {
+        let pods = objects
+            .iter()
+            .filter_map(|(o, _)| match o {
+                Object::Pod(p) => Some((
+                    (
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                    ),
+                    p,
+                )),
+                _ => None,
+            })
+            .collect();
         Self {
+            pods,
+            mesh: Default::default(),
             objects,
             routes: Vec::new(),
             default_routes: Vec::new(),
@@ -112,6 +130,7 @@ impl<'a> Context<'a> {
             default_route,
             tls: self.tls,
             warnings: self.warnings,
+            mesh: std::sync::Arc::new(self.mesh),
         })
     }
 }

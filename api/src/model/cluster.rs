@@ -31,6 +31,10 @@ pub struct Cluster {
     pub resolved: bool,
     /// Ready endpoints, sorted.
     pub endpoints: Vec<SocketAddr>,
+    /// The meshed ones among them (their pod runs a sidecar), with the identity
+    /// (`namespace/serviceaccount`) their certificate must prove.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub identities: super::Identities,
     /// Timeouts, retries, breaker and health checks (from a TrafficPolicy).
     pub resilience: Arc<Resilience>,
 }

@@ -8,11 +8,16 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod mesh;
 mod security;
 
 pub use cluster::{
     Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience, RetryOn,
     RetryPolicy,
+};
+pub use mesh::{
+    AccessPolicy, AccessRule, AccessRules, Caller, Identities, Inbound, Mesh, MeshPod, MeshPort,
+    MeshService, Operation, Requirement, Selector, SidecarView, SidecarViewRef, TlsMode, TlsPolicy,
 };
 pub use security::{
     ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
@@ -32,6 +37,9 @@ pub struct Snapshot {
     pub tls: Vec<TlsCertificate>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
+    /// What sidecars are sent (each its own [`SidecarView`]); not part of the ingress view.
+    #[serde(skip)]
+    pub mesh: Arc<Mesh>,
 }
 
 /// Which requests a route is for, by `Host`.

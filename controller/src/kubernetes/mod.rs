@@ -29,7 +29,7 @@ use weir_api::{ConfigError, Location, Object, Objects};
 
 pub use review::TokenReviewer;
 
-use crate::{ca::Root, Controller};
+use crate::{ca::Root, lock, Controller};
 
 /// How long a newly referenced Secret may take to be listed before the configuration is
 /// compiled without it (it then counts as missing, with a warning, until it arrives).
@@ -62,6 +62,7 @@ const fn kind(
 pub const WATCHED: &[Kind] = &[
     kind("", "v1", "Namespace", "namespaces"),
     kind("", "v1", "Service", "services"),
+    kind("", "v1", "Pod", "pods"),
     kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
     kind("networking.k8s.io", "v1", "Ingress", "ingresses"),
     kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
@@ -394,8 +395,4 @@ pub async fn ca_root(
         Err(kube::Error::Api(e)) if e.code == 409 => read(api.get(name).await?),
         Err(e) => Err(e).with_context(|| format!("cannot create Secret {namespace}/{name}")),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

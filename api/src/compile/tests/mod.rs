@@ -340,14 +340,16 @@ fn traffic_policy_errors_name_the_field() {
 
 mod security;
 
-#[test]
-fn mesh_policies_load_and_bad_access_rules_are_named() {
-    let good = "
-apiVersion: weir.dev/v1alpha1
+const STRICT_SHOP: &str = "apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
 metadata: {name: default, namespace: shop}
 spec: {mode: STRICT}
----
+";
+
+#[test]
+fn mesh_policies_load_and_bad_access_rules_are_named() {
+    let good = STRICT_SHOP.to_string()
+        + "---
 apiVersion: weir.dev/v1alpha1
 kind: AccessPolicy
 metadata: {name: backend, namespace: shop}
@@ -358,7 +360,7 @@ spec:
   - from: [{serviceAccount: frontend}, {namespace: monitoring}]
     to: [{methods: [GET], paths: [/api/*], ports: [8080]}]
 ";
-    ok(good);
+    ok(&good);
     let bad = "
 apiVersion: weir.dev/v1alpha1
 kind: AccessPolicy
@@ -395,5 +397,99 @@ spec: {mode: strict}
             .to_string()
             .contains("spec.mode: unknown variant `strict`"),
         "{load_errors:?}"
+    );
+}
+
+#[test]
+fn the_mesh_knows_who_serves_each_endpoint_and_which_policy_each_pod_enforces() {
+    // The e2e tests' mesh (Service shop/backend, its injected pod backend-a running as
+    // shop/backend, an AccessPolicy for it), plus an unmeshed pod and two MeshTLSPolicies.
+    let yaml = format!("{}---\n{STRICT_SHOP}---\n{}", include_str!("../../../../tests/fixtures/mesh.yaml"), "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-2, namespace: shop, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: 15006}]
+endpoints:
+- addresses: [10.0.0.2]
+  targetRef: {kind: Pod, name: legacy-b, namespace: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy-b, namespace: shop, labels: {app: legacy}}
+spec: {serviceAccountName: legacy, containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reports, namespace: shop, labels: {app: reports}, annotations: {weir.dev/injected: 0.1.0}}
+spec: {containers: [{name: app}]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: MeshTLSPolicy
+metadata: {name: reports, namespace: shop}
+spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}]}, mode: PERMISSIVE}
+");
+    let snapshot = ok(&yaml);
+    let mesh = &snapshot.mesh;
+    let service = &mesh.services[0];
+    assert_eq!(
+        (service.namespace.as_str(), service.name.as_str()),
+        ("shop", "backend")
+    );
+    assert_eq!(
+        service.cluster_ips,
+        ["10.96.0.20".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let cluster = &mesh.clusters[&service.ports[0].cluster];
+    assert_eq!(cluster.endpoints.len(), 2);
+    // Only the injected pod is meshed; its identity is its ServiceAccount.
+    let identities: Vec<_> = cluster
+        .identities
+        .iter()
+        .map(|(a, id)| (a.to_string(), id.as_str()))
+        .collect();
+    assert_eq!(
+        identities,
+        [("127.0.0.1:15006".to_string(), "shop/backend")]
+    );
+    assert!(
+        snapshot.clusters.is_empty(),
+        "no route uses it: the ingress view has no cluster"
+    );
+
+    let backend = mesh.inbound("shop", "backend-a");
+    assert_eq!(backend.mode, crate::model::TlsMode::Strict);
+    assert_eq!(
+        backend.mode_from.as_deref(),
+        Some("MeshTLSPolicy shop/default")
+    );
+    assert_eq!(backend.access.len(), 1);
+    let rules = &backend.access[0];
+    assert!(rules.deny_by_default, "deny is the default");
+    assert_eq!(
+        rules.rules[0].from,
+        [
+            crate::model::Caller::ServiceAccount {
+                namespace: "shop".into(),
+                name: "frontend".into()
+            },
+            crate::model::Caller::ServiceAccount {
+                namespace: "ops".into(),
+                name: "oncall".into()
+            },
+        ]
+    );
+    // A selector beats the namespace-wide policy.
+    let reports = mesh.inbound("shop", "reports");
+    assert_eq!(reports.mode, crate::model::TlsMode::Permissive);
+    assert!(reports.access.is_empty());
+    assert_eq!(
+        mesh.pod("shop", "reports").unwrap().service_account,
+        "default"
+    );
+    // Elsewhere: no policy, PERMISSIVE.
+    assert_eq!(
+        mesh.inbound("web", "x").mode,
+        crate::model::TlsMode::Permissive
     );
 }
