@@ -5,6 +5,8 @@
 #  2. 1,000 simulated ingress nodes (one process, 1,000 TLS connections and streams): object
 #     change → the last node's ACK, with the small config and with 10,000 routes and 10,000
 #     endpoints, and the controller's memory with them;
+#  1b. the same with the controller in Kubernetes mode (--kubernetes), the route changed in the
+#     test API server (weir-apiserver, the one the e2e tests use) with merge patches;
 #  3. certificates signed per second.
 # The controller polls its directory every 20 ms with a 10 ms debounce (the flags are in the
 # commands below). nginx and HAProxy have no control plane to compare with: their equivalent,
@@ -55,6 +57,29 @@ wait $wrk_pid
 requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
 errors=$(awk '/Socket errors/ {print}' "$work/wrk.txt")
+echo "steady load meanwhile: $requests requests, non-2xx: ${non2xx:-0}, ${errors:-socket errors: none}"
+
+echo "== 1b. the same in Kubernetes mode: object patched in the API server → served"
+printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n---\n' > "$work/namespaces.yaml"
+"$bin/weir-apiserver" --kubeconfig "$work/kubeconfig" --token "bench-ingress-token=weir-system/weir-ingress" \
+  "$work/namespaces.yaml" "$work/config/bench.yaml" > "$work/apiserver.url" & pids+=($!)
+for _ in $(seq 100); do [ -s "$work/apiserver.url" ] && break; sleep 0.1; done
+mkdir -p "$work/k8s-state"
+"$bin/weir-controller" run --kubernetes --kubeconfig "$work/kubeconfig" --state-dir "$work/k8s-state" \
+  --grpc 127.0.0.1:18160 --admin 127.0.0.1:18161 --debounce 10ms 2>"$work/controller-k8s.log" & pids+=($!)
+for _ in $(seq 100); do curl -sf 127.0.0.1:18161/readyz >/dev/null && break; sleep 0.1; done
+echo -n bench-ingress-token > "$work/k8s.token"
+"$bin/weir-ingress" --controller https://127.0.0.1:18160 --controller-ca "$work/k8s-state/trust-bundle.pem" \
+  --identity-token-file "$work/k8s.token" --listen 127.0.0.1:18162 --admin 127.0.0.1:18163 \
+  --workers 1 --access-log off 2>"$work/ingress-k8s.log" & pids+=($!)
+for _ in $(seq 100); do curl -sf 127.0.0.1:18163/readyz >/dev/null && break; sleep 0.1; done
+wrk -t1 -c16 -d"$((CHANGES / 4 + 10))s" -H "Host: steady.bench" http://127.0.0.1:18162/ > "$work/wrk-k8s.txt" & wrk_pid=$!
+sleep 1
+"$bin/weir-fleet" propagation --ingress 127.0.0.1:18162 --api-server "$(cat "$work/apiserver.url")" --changes "$CHANGES"
+wait $wrk_pid
+requests=$(awk '/requests in/ {print $1}' "$work/wrk-k8s.txt")
+non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk-k8s.txt")
+errors=$(awk '/Socket errors/ {print}' "$work/wrk-k8s.txt")
 echo "steady load meanwhile: $requests requests, non-2xx: ${non2xx:-0}, ${errors:-socket errors: none}"
 
 echo "== 2a. $NODES simulated nodes, small config"

@@ -47,8 +47,8 @@ use tokio::sync::{broadcast, mpsc};
 pub use store::ApiError;
 use store::{Change, Query, Resource, Store, RESOURCES};
 
-/// The bearer token the kubeconfig carries.
-const ADMIN_TOKEN: &str = "weir-test-admin";
+/// The bearer token the kubeconfig carries (and clients of the server must send).
+pub const ADMIN_TOKEN: &str = "weir-test-admin";
 
 /// A running test API server on loopback.
 pub struct ApiServer {

@@ -59,8 +59,12 @@ enum Command {
         /// The ingress's traffic address.
         #[arg(long)]
         ingress: std::net::SocketAddr,
-        #[arg(long)]
-        config_dir: PathBuf,
+        /// Change a file in the controller's config directory...
+        #[arg(long, required_unless_present = "api_server")]
+        config_dir: Option<PathBuf>,
+        /// ...or an HTTPRoute in this (test) API server, `http://127.0.0.1:PORT`.
+        #[arg(long, conflicts_with = "config_dir")]
+        api_server: Option<String>,
         #[arg(long, default_value_t = 100)]
         changes: usize,
     },
@@ -194,21 +198,71 @@ async fn nodes(target: Target, count: usize, dir: PathBuf, changes: usize) -> an
     Ok(())
 }
 
+/// Where a change is made.
+enum Source {
+    Dir(PathBuf),
+    ApiServer(String),
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+impl Source {
+    /// Makes change `i` (0 creates the route in the API server).
+    async fn change(&self, client: &HttpClient, i: usize) -> anyhow::Result<()> {
+        let url = match self {
+            Source::Dir(dir) => return write_change(dir, i),
+            Source::ApiServer(url) => url,
+        };
+        let routes = format!("{url}/apis/gateway.networking.k8s.io/v1/namespaces/bench/httproutes");
+        let (method, uri, content_type, body) = if i == 0 {
+            let route: serde_json::Value = serde_saphyr::from_str(&change_route(0))?;
+            ("POST", routes, "application/json", route)
+        } else {
+            let patch = serde_json::json!({"spec": {"hostnames": [format!("change-{i}.bench")]}});
+            (
+                "PATCH",
+                format!("{routes}/fleet-change"),
+                "application/merge-patch+json",
+                patch,
+            )
+        };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(
+                "authorization",
+                format!("Bearer {}", weir_e2e::apiserver::ADMIN_TOKEN),
+            )
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(serde_json::to_vec(&body)?.into()))?;
+        let status = client.request(request).await?.status();
+        anyhow::ensure!(status.is_success(), "the API server answered {status}");
+        Ok(())
+    }
+}
+
 async fn propagation(
     ingress: std::net::SocketAddr,
-    dir: PathBuf,
+    source: Source,
     changes: usize,
 ) -> anyhow::Result<()> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    if matches!(source, Source::ApiServer(_)) {
+        source.change(&client, 0).await?;
+    }
     let mut samples = Vec::new();
     for i in 1..=changes {
         let t0 = Instant::now();
-        write_change(&dir, i)?;
+        source.change(&client, i).await?;
         loop {
             let request = http::Request::get(format!("http://{ingress}/"))
                 .header("host", format!("change-{i}.bench"))
-                .body(http_body_util::Empty::new())?;
+                .body(http_body_util::Full::default())?;
             if client.request(request).await?.status() == 200 {
                 break;
             }
@@ -289,8 +343,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Propagation {
             ingress,
             config_dir,
+            api_server,
             changes,
-        } => propagation(ingress, config_dir, changes).await,
+        } => {
+            let source = match (config_dir, api_server) {
+                (Some(dir), _) => Source::Dir(dir),
+                (None, Some(url)) => Source::ApiServer(url),
+                (None, None) => anyhow::bail!("give --config-dir or --api-server"),
+            };
+            propagation(ingress, source, changes).await
+        }
         Command::Certs {
             target,
             seconds,
