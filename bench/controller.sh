@@ -34,6 +34,14 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; "$kit/scripts/stop_peers.sh" 
 trap cleanup EXIT
 PEERS=backend "$kit/scripts/start_peers.sh" >/dev/null
 
+steady_report() {  # steady_report WRK_OUTPUT
+  local requests non2xx errors
+  requests=$(awk '/requests in/ {print $1}' "$1")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$1")
+  errors=$(awk '/Socket errors/ {print}' "$1")
+  echo "steady load meanwhile: $requests requests, non-2xx: ${non2xx:-0}, ${errors:-socket errors: none}"
+}
+
 controller() {  # controller CONFIG_DIR LOG
   "$bin/weir-controller" run --config-dir "$1" --state-dir "$work/state" --grpc 127.0.0.1:18150 \
     --admin 127.0.0.1:18151 --poll-interval 20ms --debounce 10ms 2>"$2" & pids+=($!)
@@ -54,10 +62,7 @@ wrk -t1 -c16 -d"$((CHANGES / 4 + 10))s" -H "Host: steady.bench" http://127.0.0.1
 sleep 1
 "$bin/weir-fleet" propagation --ingress 127.0.0.1:18152 --config-dir "$work/config" --changes "$CHANGES"
 wait $wrk_pid
-requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
-errors=$(awk '/Socket errors/ {print}' "$work/wrk.txt")
-echo "steady load meanwhile: $requests requests, non-2xx: ${non2xx:-0}, ${errors:-socket errors: none}"
+steady_report "$work/wrk.txt"
 
 echo "== 1b. the same in Kubernetes mode: object patched in the API server → served"
 printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n---\n' > "$work/namespaces.yaml"
@@ -77,10 +82,7 @@ wrk -t1 -c16 -d"$((CHANGES / 4 + 10))s" -H "Host: steady.bench" http://127.0.0.1
 sleep 1
 "$bin/weir-fleet" propagation --ingress 127.0.0.1:18162 --api-server "$(cat "$work/apiserver.url")" --changes "$CHANGES"
 wait $wrk_pid
-requests=$(awk '/requests in/ {print $1}' "$work/wrk-k8s.txt")
-non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk-k8s.txt")
-errors=$(awk '/Socket errors/ {print}' "$work/wrk-k8s.txt")
-echo "steady load meanwhile: $requests requests, non-2xx: ${non2xx:-0}, ${errors:-socket errors: none}"
+steady_report "$work/wrk-k8s.txt"
 
 echo "== 2a. $NODES simulated nodes, small config"
 "$bin/weir-fleet" nodes "${target[@]}" --count "$NODES" --config-dir "$work/config" --changes 20
