@@ -57,7 +57,7 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     /// `v1 Pod`: who an endpoint runs as (its ServiceAccount), whether it is meshed, and the
     /// labels mesh policies select it by.
-    Pod(Pod),
+    Pod(Box<Pod>),
     /// `v1 Secret`: TLS certificates, API keys, JWKS. Its data is never shown or logged.
     Secret(Secret),
     /// `networking.k8s.io/v1 Ingress`.
@@ -195,7 +195,7 @@ impl Object {
             ("v1", "Namespace") => Object::Namespace(typed(value, location, &label)?),
             ("v1", "Service") => Object::Service(typed(value, location, &label)?),
             ("v1", "Secret") => Object::Secret(typed(value, location, &label)?),
-            ("v1", "Pod") => Object::Pod(typed(value, location, &label)?),
+            ("v1", "Pod") => Object::Pod(Box::new(typed(value, location, &label)?)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 Object::EndpointSlice(typed(value, location, &label)?)
             }

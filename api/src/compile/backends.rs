@@ -127,15 +127,15 @@ impl<'a> Context<'a> {
         namespace: &str,
         name: &str,
     ) -> Option<(&'a Service, &'a Location)> {
-        self.iter().find_map(|(o, l)| match o {
-            Object::Service(s)
-                if s.metadata.namespace.as_deref() == Some(namespace)
-                    && s.metadata.name.as_deref() == Some(name) =>
-            {
-                Some((s, l))
-            }
+        let key = ObjectKey {
+            kind: "Service",
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        match self.objects.get(&key)? {
+            (Object::Service(s), location) => Some((s, location)),
             _ => None,
-        })
+        }
     }
 
     fn slices(
@@ -143,20 +143,11 @@ impl<'a> Context<'a> {
         namespace: &str,
         service: &str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        let (namespace, service) = (namespace.to_string(), service.to_string());
-        self.iter().filter_map(move |(o, _)| match o {
-            Object::EndpointSlice(s)
-                if s.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        == Some(&service) =>
-            {
-                Some(s)
-            }
-            _ => None,
-        })
+        self.slices
+            .get(&(namespace, service))
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
     }
 
     fn balancer(&mut self, svc: &Service, key: &ObjectKey, location: &Location) -> Balancer {

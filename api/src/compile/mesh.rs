@@ -35,8 +35,17 @@ fn pattern(text: &str) -> Regex {
 impl<'a> Context<'a> {
     /// `namespace/serviceaccount` of pod `namespace/pod`, when it is meshed.
     pub(super) fn pod_identity(&self, namespace: &str, pod: &str) -> Option<String> {
-        let pod = self.pods.get(&(namespace, pod))?;
-        meshed(pod).then(|| format!("{namespace}/{}", service_account(pod)))
+        let key = ObjectKey {
+            kind: "Pod",
+            namespace: namespace.to_string(),
+            name: pod.to_string(),
+        };
+        match self.objects.get(&key)? {
+            (Object::Pod(pod), _) if meshed(pod) => {
+                Some(format!("{namespace}/{}", service_account(pod)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -101,16 +110,17 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     cx.mesh.tls = tls.into_iter().map(|(_, p)| p).collect();
     cx.mesh.access = access;
     cx.mesh.pods = cx
-        .pods
         .iter()
-        .filter(|(_, pod)| meshed(pod))
-        .map(|((ns, name), pod)| {
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
-            let pod = MeshPod {
-                service_account: service_account(pod).to_string(),
-                labels,
-            };
-            (format!("{ns}/{name}"), pod)
+        .filter_map(|(o, _)| match o {
+            Object::Pod(pod) if meshed(pod) => {
+                let key = o.key();
+                let pod = MeshPod {
+                    service_account: service_account(pod).to_string(),
+                    labels: pod.metadata.labels.clone().unwrap_or_default(),
+                };
+                Some((format!("{}/{}", key.namespace, key.name), pod))
+            }
+            _ => None,
         })
         .collect();
     services(cx);

@@ -54,28 +54,32 @@ struct Context<'a> {
     traffic: HashMap<(String, String), policy::Attached>,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
-    /// Pods by (namespace, name), for the identity behind an endpoint.
-    pods: HashMap<(&'a str, &'a str), &'a k8s_openapi::api::core::v1::Pod>,
+    /// EndpointSlices by (namespace, `kubernetes.io/service-name`).
+    slices: HashMap<(&'a str, &'a str), Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>,
     mesh: crate::model::Mesh,
 }
 
 impl<'a> Context<'a> {
     fn new(objects: &'a Objects) -> Self {
-        let pods = objects
-            .iter()
-            .filter_map(|(o, _)| match o {
-                Object::Pod(p) => Some((
-                    (
-                        p.metadata.namespace.as_deref().unwrap_or_default(),
-                        p.metadata.name.as_deref().unwrap_or_default(),
-                    ),
-                    p,
-                )),
-                _ => None,
-            })
-            .collect();
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for (object, _) in objects.iter() {
+            let Object::EndpointSlice(slice) = object else {
+                continue;
+            };
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(namespace), Some(service)) = (&slice.metadata.namespace, service) {
+                slices
+                    .entry((namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
         Self {
-            pods,
+            slices,
             mesh: Default::default(),
             objects,
             routes: Vec::new(),

@@ -149,7 +149,8 @@ pub async fn watch(
     status: Option<status::Writer>,
 ) {
     let shared = Shared::default();
-    let mut tasks: Vec<JoinHandle<()>> = WATCHED
+    // The watches run as long as the source does.
+    let _watches: Vec<JoinHandle<()>> = WATCHED
         .iter()
         .map(|kind| {
             let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
@@ -166,14 +167,15 @@ pub async fn watch(
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(debounce).await;
-        // Watch exactly the Secrets the configuration refers to.
-        let wanted = {
+        let (objects, errors) = {
             let cache = lock(&shared.cache);
             if WATCHED.iter().any(|k| !cache.synced.contains(k.kind)) {
                 continue;
             }
-            collect(&cache).0.secret_refs()
+            collect(&cache)
         };
+        // Watch exactly the Secrets the configuration refers to.
+        let wanted = objects.secret_refs();
         secrets.retain(|key, (task, _)| {
             let keep = wanted.contains(key);
             if !keep {
@@ -215,7 +217,8 @@ pub async fn watch(
             })
         };
         if waiting {
-            // The Secret's first list rings the bell again; if it never comes, look again
+            // The Secret's first list rings the bell again (and a Secret listed since the
+            // objects were collected has rung it already); if it never comes, look again
             // once the wait is over.
             let changed = shared.changed.clone();
             tokio::spawn(async move {
@@ -224,17 +227,12 @@ pub async fn watch(
             });
             continue;
         }
-        let (objects, errors) = {
-            let cache = lock(&shared.cache);
-            collect(&cache)
-        };
         let controller = controller.clone();
         let seen = objects.clone();
         let _ = tokio::task::spawn_blocking(move || controller.apply(objects, errors)).await;
         if let Some(status) = &status {
             status.report(seen);
         }
-        tasks.retain(|t| !t.is_finished());
     }
 }
 

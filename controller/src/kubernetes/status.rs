@@ -111,8 +111,8 @@ async fn run(
         let Some(objects) = latest.borrow_and_update().clone() else {
             continue;
         };
-        let rejected = controller.status().rejected;
-        let warnings = controller.status().warnings;
+        let compiled = controller.status();
+        let (rejected, warnings) = (compiled.rejected, compiled.warnings);
         let desired = desired(&objects, &rejected, &warnings, &settings.addresses);
         state
             .write(&client, &recorder, &objects, desired, &rejected)
