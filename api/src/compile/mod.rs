@@ -25,6 +25,7 @@ use crate::{
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
 pub use ingress::{is_ours as serves_ingress, INGRESS_CLASS, MAX_BODY_ANNOTATION};
+pub use mesh::INJECTED_ANNOTATION;
 pub use security::{CLIENT_HEADER, JWKS_SECRET_KEY};
 pub use tls::{TLS_CERT_KEY, TLS_KEY_KEY};
 

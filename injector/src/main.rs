@@ -1,0 +1,63 @@
+//! `weir-injector --listen ADDR --tls-cert F --tls-key F [--config F]`: the mutating
+//! admission webhook. `POST /inject` (namespaces labelled `weir.dev/inject=enabled`) and
+//! `POST /inject?default=disabled` (other namespaces: only pods annotated
+//! `weir.dev/inject: enabled`); `GET /healthz`.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use weir_injector::{config::Config, server};
+
+#[derive(Parser)]
+#[command(name = "weir-injector", version, about)]
+struct Cli {
+    /// HTTPS listener for the API server's AdmissionReviews.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    listen: SocketAddr,
+    /// The serving certificate chain (PEM); reloaded when it changes.
+    #[arg(long)]
+    tls_cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// What to inject (YAML; see docs/injector.md). Without it, the documented defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("cannot listen on --listen {}", cli.listen))?;
+        tracing::info!(listen = %cli.listen, image = %config.image, "weir-injector started");
+        tokio::select! {
+            served = server::serve(listener, Arc::new(config), cli.tls_cert, cli.tls_key) => served,
+            _ = shutdown() => {
+                tracing::info!("weir-injector stopped");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
