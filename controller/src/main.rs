@@ -72,6 +72,27 @@ struct Run {
     /// The Lease (NAMESPACE/NAME) whose holder writes status with --kubernetes.
     #[arg(long, default_value = "weir-system/weir-controller")]
     status_lease: String,
+    /// The controller's own namespace: the trust bundle and the injector's certificate are
+    /// published there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
+    namespace: String,
+    /// The ConfigMap (key `ca.crt`) the trust bundle is published as, in the controller's
+    /// namespace and in every namespace labelled weir.dev/inject=enabled; "" for none.
+    #[arg(long, default_value = "weir-ca-root")]
+    trust_bundle_config_map: String,
+    /// The Secret the injector's serving certificate is kept in; "" for none.
+    #[arg(long, default_value = "weir-injector-tls")]
+    injector_secret: String,
+    /// The names in the injector's serving certificate.
+    #[arg(
+        long = "injector-name",
+        default_value = "weir-injector.weir-system.svc",
+        value_delimiter = ','
+    )]
+    injector_names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose caBundle is kept current; "" for none.
+    #[arg(long, default_value = "weir-injector")]
+    injector_webhook: String,
     /// Addresses (IPs or hostnames) the ingress is reached at, written to Ingress and Gateway
     /// status.
     #[arg(long = "status-address", value_delimiter = ',')]
@@ -249,6 +270,13 @@ async fn run(args: Run) -> anyhow::Result<()> {
                     lease_name,
                     lease_duration: Duration::from_secs(15),
                     addresses: args.status_addresses,
+                    publish: kubernetes::publish::Settings {
+                        namespace: args.namespace,
+                        bundle_config_map: args.trust_bundle_config_map,
+                        injector_secret: args.injector_secret,
+                        injector_names: args.injector_names,
+                        injector_webhook: args.injector_webhook,
+                    },
                 },
             );
             tokio::spawn(kubernetes::watch(

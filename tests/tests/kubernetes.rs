@@ -4,6 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use rustls::{client::danger::ServerCertVerifier, pki_types::pem::PemObject};
 use serde_json::Value;
 use weir_api::model::TlsMode;
 use weir_e2e::{
@@ -151,8 +152,9 @@ async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
         .api
         .requests()
         .into_iter()
-        .filter(|r| r.starts_with("GET") && r.contains("/secrets") && !r.contains("metadata.name"))
-        .filter(|r| !r.contains("/secrets/weir-ca"))
+        // A list or watch of Secrets: the path ends at the collection (a GET by name does not).
+        .filter(|r| r.starts_with("GET") && r.split('?').next().unwrap().ends_with("/secrets"))
+        .filter(|r| !r.contains("metadata.name"))
         .collect::<Vec<_>>();
     assert!(listed_all.is_empty(), "{listed_all:?}");
 
@@ -434,4 +436,92 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
         view.inbound.mode_from.as_deref(),
         Some("MeshTLSPolicy shop/default")
     );
+}
+
+#[tokio::test]
+async fn the_trust_bundle_and_the_injectors_certificate_are_published() {
+    let cluster = cluster(&[]).await;
+    cluster.api.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {weir.dev/inject: enabled}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: legacy}\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: weir-injector}\n\
+         webhooks:\n- name: namespace.inject.weir.dev\n  clientConfig: {service: {name: weir-injector, namespace: weir-system, path: /inject}}\n\
+         - name: pod.inject.weir.dev\n  clientConfig: {service: {name: weir-injector, namespace: weir-system, path: /inject, port: 443}}\n",
+    );
+    let bundle = std::fs::read_to_string(cluster.controller.bundle()).unwrap();
+    for namespace in ["weir-system", "shop"] {
+        let map = eventually(Duration::from_secs(10), "the bundle ConfigMap", || async {
+            cluster
+                .api
+                .get("v1", "ConfigMap", namespace, "weir-ca-root")
+        })
+        .await;
+        assert_eq!(
+            map["data"]["ca.crt"].as_str().unwrap().trim(),
+            bundle.trim(),
+            "{namespace}"
+        );
+    }
+    assert!(
+        cluster
+            .api
+            .get("v1", "ConfigMap", "legacy", "weir-ca-root")
+            .is_none(),
+        "not opted in"
+    );
+
+    use base64::Engine;
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let webhook = eventually(Duration::from_secs(10), "caBundle set", || async {
+        let w = cluster.api.get(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            "",
+            "weir-injector",
+        )?;
+        w["webhooks"][1]["clientConfig"]["caBundle"]
+            .is_string()
+            .then_some(w)
+    })
+    .await;
+    for hook in webhook["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            decode(&hook["clientConfig"]["caBundle"]).trim(),
+            bundle.trim()
+        );
+    }
+
+    // The injector's certificate: for its Service name, signed by the root in the bundle.
+    let secret = cluster
+        .api
+        .get("v1", "Secret", "weir-system", "weir-injector-tls")
+        .unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let leaf = decode(&secret["data"]["tls.crt"]);
+    let leaf = rustls::pki_types::CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(bundle.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    verifier
+        .verify_server_cert(
+            &leaf,
+            &[],
+            &rustls::pki_types::ServerName::try_from("weir-injector.weir-system.svc").unwrap(),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .expect("rustls accepts it for the injector's Service name");
 }

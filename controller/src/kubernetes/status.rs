@@ -41,6 +41,8 @@ pub struct Settings {
     /// Addresses the ingress is reached at (IPs or hostnames), for `Ingress.status` and
     /// `Gateway.status.addresses`.
     pub addresses: Vec<String>,
+    /// The trust bundle and injector certificate to publish.
+    pub publish: super::publish::Settings,
 }
 
 /// Hands each compiled set of objects to the status task.
@@ -81,6 +83,7 @@ async fn run(
         },
     );
     let mut state = Written::default();
+    let mut published = super::publish::Published::default();
     let mut leading = false;
     let mut dirty = false;
     let mut renew = tokio::time::interval(settings.lease_duration / 3);
@@ -91,6 +94,7 @@ async fn run(
                 if now_leading && !leading {
                     tracing::info!(lease = %settings.lease_name, "holding the status Lease: this replica writes status");
                     state = Written::default();
+                    published = Default::default();
                     dirty = true;
                 } else if leading && !now_leading {
                     tracing::warn!(lease = %settings.lease_name, "lost the status Lease");
@@ -117,6 +121,12 @@ async fn run(
         state
             .write(&client, &recorder, &objects, desired, &rejected)
             .await;
+        let problems = published
+            .update(&client, &controller.authority, &objects, &settings.publish)
+            .await;
+        for problem in problems {
+            tracing::warn!(%problem, "cannot publish; will try again on the next change");
+        }
     }
 }
 

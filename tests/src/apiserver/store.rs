@@ -71,6 +71,14 @@ pub static RESOURCES: &[Resource] = &[
         false,
     ),
     resource("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+    resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+        false,
+    ),
     resource("events.k8s.io", "v1", "events", "Event", true, false),
     resource(
         "authentication.k8s.io",
