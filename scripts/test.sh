@@ -9,6 +9,10 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 # The rate-limit tests start a real redis-server on loopback.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The manifests are built with kubectl's kustomize and checked against the Kubernetes schemas
+# with kubernetes-validate (PyPI).
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -25,6 +29,14 @@ echo "==> one crypto provider: nothing may depend on ring"
 if [ -n "$(cargo tree --workspace --target all -i ring 2>/dev/null)" ]; then
   cargo tree --workspace --target all -i ring; echo "ring is in the dependency graph"; exit 1
 fi
+echo "==> manifests: kustomize build, then every object against the Kubernetes 1.33 schemas"
+mkdir -p target
+kubectl kustomize manifests/ > target/manifests.yaml
+if [ ! -x target/validate-venv/bin/kubernetes-validate ]; then
+  python3 -m venv target/validate-venv
+  target/validate-venv/bin/pip install -q kubernetes-validate
+fi
+target/validate-venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 target/manifests.yaml
 echo "==> build (the end-to-end tests start these binaries)"
 cargo build --workspace --bins --locked
 echo "==> tests"

@@ -36,7 +36,7 @@ pub const TRUST_DIR: &str = "/var/run/weir/ca";
 pub const PROBES_ENV: &str = "WEIR_APP_PROBES";
 
 /// What the namespace asks for (the webhook path says it: `/inject` for namespaces labelled
-/// `weir.dev/inject=enabled`, `/inject?default=disabled` for the others).
+/// `weir.dev/inject=enabled`, `/inject/opt-in` for the others).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamespaceDefault {
     /// Inject unless the pod opts out.

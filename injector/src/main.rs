@@ -1,7 +1,7 @@
 //! `weir-injector --listen ADDR --tls-cert F --tls-key F [--config F]`: the mutating
-//! admission webhook. `POST /inject` (namespaces labelled `weir.dev/inject=enabled`) and
-//! `POST /inject?default=disabled` (other namespaces: only pods annotated
-//! `weir.dev/inject: enabled`); `GET /healthz`.
+//! admission webhook. `POST /inject` (namespaces labelled `weir.dev/inject=enabled`: every
+//! pod unless annotated `weir.dev/inject: disabled`) and `POST /inject/opt-in` (other
+//! namespaces: only pods annotated `weir.dev/inject: enabled`); `GET /healthz`.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 

@@ -132,13 +132,18 @@ pub async fn serve(
 
 async fn handle(config: &Config, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    let default = match request.uri().query() {
-        Some(q) if q.split('&').any(|p| p == "default=disabled") => NamespaceDefault::Disabled,
+    let opt_in_query = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "default=disabled"));
+    let default = match path.as_str() {
+        "/inject/opt-in" => NamespaceDefault::Disabled,
+        _ if opt_in_query => NamespaceDefault::Disabled,
         _ => NamespaceDefault::Enabled,
     };
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::POST, "/inject") => {
+        (&Method::POST, "/inject" | "/inject/opt-in") => {
             let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(_) => {
@@ -156,7 +161,7 @@ async fn handle(config: &Config, request: Request<Incoming>) -> Response<Full<By
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "POST /inject (AdmissionReview) or GET /healthz\n".into(),
+            "POST /inject or /inject/opt-in (AdmissionReview), or GET /healthz\n".into(),
         ),
     }
 }
