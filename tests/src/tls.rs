@@ -136,6 +136,19 @@ pub async fn https_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<HttpsReply, String> {
+    https_request(addr, sni, config, "GET", path, headers, Bytes::new()).await
+}
+
+/// Like [`https_get`], with any method and a body.
+pub async fn https_request(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<HttpsReply, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
     let tls = tokio::time::timeout(
@@ -159,7 +172,7 @@ pub async fn https_get(
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
     let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-    let mut req = Request::builder().uri(path);
+    let mut req = Request::builder().method(method).uri(path);
     let h2 = alpn.as_deref() == Some("h2");
     if h2 {
         req = req.uri(format!("https://{sni}{path}"));
@@ -169,9 +182,7 @@ pub async fn https_get(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let io = TokioIo::new(tls);
     let response = if h2 {
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
