@@ -94,6 +94,9 @@ pub fn pod(config: &Config, pod: &Value, namespace_default: NamespaceDefault) ->
     {
         return Outcome::Skip("already injected");
     }
+    if !pod["metadata"].is_object() {
+        return Outcome::Refuse("metadata: a pod needs its metadata".into());
+    }
     let Some(containers) = pod["spec"]["containers"].as_array() else {
         return Outcome::Refuse("spec.containers: a pod needs at least one container".into());
     };

@@ -23,6 +23,9 @@ pub fn answer(config: &Config, body: &[u8], default: NamespaceDefault) -> Value 
         }
     };
     let mut answer = serde_json::to_value(review).unwrap_or_default();
+    // kube copies the request's type into the answer; the answer is always this one.
+    answer["kind"] = "AdmissionReview".into();
+    answer["apiVersion"] = "admission.k8s.io/v1".into();
     // kube serializes the patch bytes as a JSON array of numbers; the API documents (and Go
     // writes) a []byte as a base64 string, a quarter of the size.
     if let Some(bytes) = answer["response"]["patch"].as_array() {
@@ -45,6 +48,12 @@ fn decide(
 ) -> Result<AdmissionResponse, String> {
     let raw: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if raw["kind"] != "AdmissionReview" || raw["apiVersion"] != "admission.k8s.io/v1" {
+        return Err(format!(
+            "the body is not an admission.k8s.io/v1 AdmissionReview (kind {}, apiVersion {})",
+            raw["kind"], raw["apiVersion"]
+        ));
+    }
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(raw.clone())
         .map_err(|e| format!("the body is not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
     let request: AdmissionRequest<DynamicObject> = review

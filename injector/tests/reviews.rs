@@ -174,6 +174,16 @@ fn pods_that_are_not_for_the_mesh_are_not_touched() {
 
 #[test]
 fn bad_annotations_refuse_the_pod_with_a_reason() {
+    // Found by the fuzzer: a pod without metadata got a patch that could not apply.
+    let mut review = deployment_review();
+    review["request"]["object"]
+        .as_object_mut()
+        .unwrap()
+        .remove("metadata");
+    let refused = answer(&review, NamespaceDefault::Enabled);
+    assert_eq!(refused["response"]["allowed"], false, "{refused}");
+    assert!(refused["response"]["patch"].is_null());
+
     for (annotation, value, expected) in [
         (
             "weir.dev/proxy-cpu-limit",
