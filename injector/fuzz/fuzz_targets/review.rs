@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         let Some(patch) = answer["response"]["patch"].as_str() else {
             continue;
         };
-        let patch = base64::engine::general_purpose::STANDARD.decode(patch).unwrap();
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
         let request: serde_json::Value = serde_json::from_slice(data).unwrap();
         let mut pod = request["request"]["object"].clone();
