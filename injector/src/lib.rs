@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod inject;
+pub mod metrics;
 pub mod review;
 pub mod server;

@@ -1,13 +1,18 @@
 //! `weir-injector --listen ADDR --tls-cert F --tls-key F [--config F]`: the mutating
 //! admission webhook. `POST /inject` (namespaces labelled `weir.dev/inject=enabled`: every
 //! pod unless annotated `weir.dev/inject: disabled`) and `POST /inject/opt-in` (other
-//! namespaces: only pods annotated `weir.dev/inject: enabled`); `GET /healthz`.
+//! namespaces: only pods annotated `weir.dev/inject: enabled`); `GET /healthz`. `--admin`
+//! serves `/healthz` and `/metrics`.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
-use weir_injector::{config::Config, server};
+use weir_injector::{
+    config::Config,
+    metrics::{self, Metrics},
+    server,
+};
 
 #[derive(Parser)]
 #[command(name = "weir-injector", version, about)]
@@ -15,6 +20,9 @@ struct Cli {
     /// HTTPS listener for the API server's AdmissionReviews.
     #[arg(long, default_value = "0.0.0.0:9443")]
     listen: SocketAddr,
+    /// Admin listener: /healthz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:9902")]
+    admin: SocketAddr,
     /// The serving certificate chain (PEM); reloaded when it changes.
     #[arg(long)]
     tls_cert: PathBuf,
@@ -42,9 +50,14 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on --listen {}", cli.listen))?;
-        tracing::info!(listen = %cli.listen, image = %config.image, "weir-injector started");
+        let admin = tokio::net::TcpListener::bind(cli.admin)
+            .await
+            .with_context(|| format!("cannot listen on --admin {}", cli.admin))?;
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(metrics::serve(admin, metrics.clone()));
+        tracing::info!(listen = %cli.listen, admin = %cli.admin, image = %config.image, "weir-injector started");
         tokio::select! {
-            served = server::serve(listener, Arc::new(config), cli.tls_cert, cli.tls_key) => served,
+            served = server::serve(listener, Arc::new(config), metrics, cli.tls_cert, cli.tls_key) => served,
             _ = shutdown() => {
                 tracing::info!("weir-injector stopped");
                 Ok(())

@@ -21,7 +21,7 @@ use rustls::{
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-use crate::{config::Config, inject::NamespaceDefault, review};
+use crate::{config::Config, inject::NamespaceDefault, metrics::Metrics, review};
 
 /// The largest review accepted (the API server's own request limit is 3 MiB).
 const MAX_BODY: usize = 4 << 20;
@@ -63,6 +63,7 @@ fn modified(paths: &[&Path]) -> Vec<Option<SystemTime>> {
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
     cert: PathBuf,
     key: PathBuf,
 ) -> anyhow::Result<()> {
@@ -107,7 +108,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, config) = (acceptor.clone(), config.clone());
+        let (acceptor, config, metrics) = (acceptor.clone(), config.clone(), metrics.clone());
         tokio::spawn(async move {
             let stream =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -119,8 +120,8 @@ pub async fn serve(
                     Err(_) => return,
                 };
             let service = hyper::service::service_fn(move |request| {
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(handle(&config, request).await) }
+                let (config, metrics) = (config.clone(), metrics.clone());
+                async move { Ok::<_, Infallible>(handle(&config, &metrics, request).await) }
             });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -130,7 +131,11 @@ pub async fn serve(
     }
 }
 
-async fn handle(config: &Config, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    config: &Config,
+    metrics: &Metrics,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
     let opt_in_query = request
         .uri()
@@ -154,8 +159,11 @@ async fn handle(config: &Config, request: Request<Incoming>) -> Response<Full<By
                     )
                 }
             };
+            let timer = metrics.review_seconds.start_timer();
             let answer = review::answer(config, &body, default);
             let json = serde_json::to_vec(&answer).unwrap_or_default();
+            timer.observe_duration();
+            metrics.count(&answer);
             reply(StatusCode::OK, "application/json", json.into())
         }
         _ => reply(

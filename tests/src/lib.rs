@@ -391,7 +391,7 @@ impl Drop for Weir {
 }
 
 /// The value of one series from the `/metrics` page of the admin listener at `admin`.
-pub(crate) async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     let text = request(admin, "admin", "/metrics", &[], Bytes::new(), "GET")
         .await
         .body;

@@ -9,7 +9,7 @@ use std::{
 use base64::Engine;
 use bytes::Bytes;
 use weir_e2e::{
-    binary, eventually, free_port,
+    binary, eventually, free_port, metric,
     tls::{https_get, https_request, KeyType, Pki},
     wait_for_port,
 };
@@ -36,9 +36,11 @@ async fn reviews_are_answered_over_https_and_a_renewed_certificate_is_picked_up(
     std::fs::write(&cert, &first.chain).unwrap();
     std::fs::write(&key, &first.key).unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _injector = Killed(
         Command::new(binary("weir-injector"))
             .args(["--listen", &addr.to_string()])
+            .args(["--admin", &admin.to_string()])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
@@ -97,6 +99,10 @@ async fn reviews_are_answered_over_https_and_a_renewed_certificate_is_picked_up(
     .await
     .unwrap();
     assert!(answer.reply.json()["response"]["patch"].is_null());
+    for (outcome, count) in [("injected", 1.0), ("skipped", 1.0)] {
+        let series = format!("weir_injector_reviews_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(metric(admin, &series).await, Some(count), "{series}");
+    }
 
     // Renewed on disk: served without a restart.
     let second = pki.issue(&[name], KeyType::Ecdsa);
