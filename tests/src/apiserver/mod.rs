@@ -504,9 +504,12 @@ fn watch(
         let mut tick = tokio::time::interval(bookmark_every);
         let mut bookmarked = seen;
         loop {
+            // Biased: a watch that was expired before a change happened never delivers it,
+            // as an API server that restarted would not.
             tokio::select! {
-                _ = &mut deadline => return,
+                biased;
                 _ = expire.changed() => return,
+                _ = &mut deadline => return,
                 _ = tick.tick(), if bookmarks => {
                     if seen > bookmarked {
                         bookmarked = seen;
