@@ -16,6 +16,8 @@ pub struct Config {
     pub image_pull_policy: String,
     /// The controller the sidecar follows.
     pub controller: String,
+    /// The SPIFFE trust domain of workload identities (the controller's `--trust-domain`).
+    pub trust_domain: String,
     /// The ConfigMap (in the pod's namespace) holding the controller's trust bundle as
     /// `ca.crt`; mounted optional, so a pod still starts before it exists.
     pub trust_bundle_config_map: String,
@@ -64,6 +66,7 @@ impl Default for Config {
             image: format!("ghcr.io/weir-dev/weir:{}", env!("CARGO_PKG_VERSION")),
             image_pull_policy: "IfNotPresent".into(),
             controller: "https://weir-controller.weir-system.svc:15010".into(),
+            trust_domain: "cluster.local".into(),
             trust_bundle_config_map: "weir-ca-root".into(),
             native_sidecar: true,
             proxy_uid: 1337,

@@ -324,6 +324,7 @@ fn sidecar(
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        json!({"name": "TRUST_DOMAIN", "value": config.trust_domain}),
     ];
     if !probes.is_empty() {
         env.push(
