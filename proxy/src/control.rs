@@ -48,6 +48,35 @@ pub struct ControlSettings {
     pub pod: String,
 }
 
+impl ControlSettings {
+    /// A TLS channel to the controller.
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &self.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        Endpoint::from_shared(self.url.clone())
+            .map_err(|e| format!("bad controller URL {:?}: {e}", self.url))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {}", error_chain(&e)))
+    }
+
+    /// `Bearer <token>`, the token read from its file now (the kubelet rotates it on disk).
+    pub fn bearer(&self) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("cannot read {}: {e}", self.token_file.display()))?;
+        format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| format!("{} does not hold a token", self.token_file.display()))
+    }
+}
+
 /// Follows the controller forever, installing every version it sends into `store`.
 pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
     let mut backoff = MIN_BACKOFF;
@@ -76,24 +105,8 @@ async fn stream_once(
     last_payload: &mut Option<bytes::Bytes>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let token = std::fs::read_to_string(&settings.token_file)
-        .map_err(|e| format!("cannot read {}: {e}", settings.token_file.display()))?;
-    let mut endpoint = Endpoint::from_shared(settings.url.clone())
-        .map_err(|e| format!("bad controller URL {:?}: {e}", settings.url))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let mut tls = ClientTlsConfig::new().with_native_roots();
-    if let Some(ca) = &settings.ca_pem {
-        tls = tls.ca_certificate(Certificate::from_pem(ca));
-    }
-    endpoint = endpoint
-        .tls_config(tls)
-        .map_err(|e| format!("TLS settings: {e}"))?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+    let bearer = settings.bearer()?;
+    let channel = settings.channel().await?;
     // A big cluster's snapshot is larger than tonic's 4 MiB default.
     let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT);
 
@@ -111,9 +124,6 @@ async fn stream_once(
         })
         .await;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let bearer = format!("Bearer {}", token.trim())
-        .parse()
-        .map_err(|_| format!("{} does not hold a token", settings.token_file.display()))?;
     request.metadata_mut().insert("authorization", bearer);
     let mut updates = client
         .watch(request)

@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod headers;
+pub mod identity;
 pub mod metrics;
 pub mod normalize;
 pub mod resilience;

@@ -36,7 +36,13 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller on `dir` with a fresh state directory and waits until it is ready.
     pub fn start(dir: &ConfigDir) -> Self {
-        let args = vec!["--config-dir".to_string(), dir.path.display().to_string()];
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`Controller::start`], with extra flags.
+    pub fn start_with(dir: &ConfigDir, extra: &[&str]) -> Self {
+        let mut args = vec!["--config-dir".to_string(), dir.path.display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         Self::launch(dir.path.with_extension("state"), args)
     }
 

@@ -359,3 +359,66 @@ async fn a_sidecar_gets_its_pods_policy_and_the_services_it_may_call() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_workload_certificate_is_renewed_at_half_its_life_and_outlives_a_controller_outage() {
+    use std::sync::Arc;
+    use weir_proxy::{
+        control::ControlSettings,
+        identity::{maintain, WorkloadIdentity},
+    };
+    let dir = ConfigDir::new();
+    let mut controller = Controller::start_with(&dir, &["--cert-lifetime", "6s"]);
+    let settings = ControlSettings {
+        url: format!("https://{}", controller.grpc),
+        ca_pem: Some(std::fs::read(controller.bundle()).unwrap()),
+        token_file: controller.token_file("shop", "web"),
+        role: weir_api::proto::Role::Sidecar,
+        namespace: "shop".into(),
+        service_account: "web".into(),
+        pod: "web-0".into(),
+    };
+    let web = "spiffe://cluster.local/ns/shop/sa/web";
+    let identity = Arc::new(WorkloadIdentity::default());
+    assert!(!identity.ready(), "not ready before the first certificate");
+    let task = tokio::spawn(maintain(settings, web.to_string(), identity.clone()));
+
+    let first = eventually(Duration::from_secs(10), "a certificate", || async {
+        identity.current()
+    })
+    .await;
+    assert_eq!(first.spiffe_id, web);
+    let mut roots = RootCertStore::empty();
+    for root in &first.bundle {
+        roots.add(root.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .unwrap()
+        .verify_client_cert(&first.certified.cert[0], &[], UnixTime::now())
+        .expect("the bundle that came with it accepts it");
+
+    // Renewed half way through its 6 s (with a new key), before it expires.
+    let second = eventually(Duration::from_secs(8), "a renewal", || async {
+        identity.current().filter(|c| !Arc::ptr_eq(c, &first))
+    })
+    .await;
+    assert!(
+        second.issued < first.not_after,
+        "renewed before the first one expired"
+    );
+    assert_ne!(second.certified.cert[0], first.certified.cert[0]);
+
+    // The controller goes away: the certificate in hand keeps serving.
+    controller.kill();
+    assert!(identity.ready());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    controller.restart();
+    let third = eventually(Duration::from_secs(15), "renewals resume", || async {
+        identity.current().filter(|c| !Arc::ptr_eq(c, &second))
+    })
+    .await;
+    assert_eq!(third.spiffe_id, web);
+    task.abort();
+}
