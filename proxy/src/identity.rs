@@ -69,6 +69,11 @@ impl WorkloadIdentity {
     pub fn ready(&self) -> bool {
         self.current().is_some()
     }
+
+    /// Swaps in a new certificate; handshakes from now on use it.
+    pub fn install(&self, issued: Arc<Issued>) {
+        self.current.store(Some(issued));
+    }
 }
 
 /// Keeps `identity` holding a valid certificate for `spiffe_id`, forever.
@@ -87,7 +92,7 @@ pub async fn maintain(
                     not_after = ?issued.not_after,
                     "workload certificate issued"
                 );
-                identity.current.store(Some(Arc::new(issued)));
+                identity.install(Arc::new(issued));
                 backoff = MIN_BACKOFF;
                 // A little jitter, so a fleet started together does not renew together.
                 let wait = renew_at

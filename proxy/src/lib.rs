@@ -19,6 +19,7 @@ pub mod error;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
+pub mod mtls;
 pub mod normalize;
 pub mod resilience;
 pub mod router;
