@@ -15,6 +15,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod detect;
 pub mod error;
 pub mod headers;
 pub mod identity;
@@ -39,4 +40,15 @@ pub fn unix_now() -> u64 {
 /// status): a poisoned lock is used as it is rather than taking the proxy down with it.
 pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connected loopback TCP pair (client, server), for tests.
+#[cfg(test)]
+pub(crate) async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
 }

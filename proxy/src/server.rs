@@ -312,16 +312,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-
-    /// Connects a client to a fresh listener and returns both ends.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
+    use crate::tcp_pair as pair;
 
     #[tokio::test]
     async fn sniff_tells_h2_prior_knowledge_from_http1_even_when_the_preface_arrives_split() {

@@ -1,0 +1,132 @@
+//! What a new connection speaks, from its first bytes, without consuming them: TLS (a
+//! handshake record), HTTP (an HTTP/1 method or the HTTP/2 preface), or anything else, which
+//! is proxied as opaque TCP. A client that sends nothing within the detection timeout is
+//! talking to a server-speaks-first protocol (MySQL, SMTP): it is opaque at once, so the
+//! server's greeting is never held back.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// What a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// A TLS ClientHello.
+    Tls,
+    /// HTTP/1.x or HTTP/2 with prior knowledge.
+    Http,
+    /// Something else, or nothing yet: proxied byte for byte.
+    Opaque,
+    /// Closed before sending anything.
+    Closed,
+}
+
+/// How HTTP/1 request lines start.
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Classifies the bytes a client sent first (as many as have arrived).
+pub fn classify(first: &[u8]) -> Option<Protocol> {
+    if first.is_empty() {
+        return None;
+    }
+    // A TLS record: handshake (22), version 3.x.
+    if first[0] == 0x16 {
+        return match first.get(1) {
+            None => None,
+            Some(3) => Some(Protocol::Tls),
+            Some(_) => Some(Protocol::Opaque),
+        };
+    }
+    let mut undecided = false;
+    for prefix in METHODS.iter().chain(std::iter::once(&H2_PREFACE)) {
+        let n = first.len().min(prefix.len());
+        if first[..n] == prefix[..n] {
+            if n == prefix.len() {
+                return Some(Protocol::Http);
+            }
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(Protocol::Opaque)
+}
+
+/// Peeks at a new connection for up to `timeout` and says what it speaks; the bytes stay in
+/// the socket for whoever handles it next.
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<Protocol> {
+    let mut buf = [0u8; 16];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(result) => result?,
+            // Silent: the server speaks first.
+            Err(_) => return Ok(Protocol::Opaque),
+        };
+        if peeked == 0 {
+            return Ok(Protocol::Closed);
+        }
+        if let Some(protocol) = classify(&buf[..peeked]) {
+            return Ok(protocol);
+        }
+        if peeked == buf.len() {
+            return Ok(Protocol::Opaque);
+        }
+        // A prefix of something we know: wait a moment for more bytes.
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Protocol::Opaque);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::tcp_pair as pair;
+
+    #[test]
+    fn first_bytes_are_classified() {
+        assert_eq!(classify(&[0x16, 3, 1, 2, 0]), Some(Protocol::Tls));
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http));
+        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM"), Some(Protocol::Http));
+        assert_eq!(classify(b"GE"), None, "could still be GET");
+        assert_eq!(classify(b"EHLO example.com"), Some(Protocol::Opaque));
+        assert_eq!(classify(&[0x16]), None);
+        assert_eq!(classify(&[0x16, 9]), Some(Protocol::Opaque));
+    }
+
+    #[tokio::test]
+    async fn detection_leaves_the_bytes_and_never_waits_on_a_silent_client() {
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"POST /x HTTP/1.1\r\n").await.unwrap();
+        let protocol = detect(&server, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(protocol, Protocol::Http);
+        let mut read = [0u8; 5];
+        server.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"POST ", "peeked, not consumed");
+
+        // A MySQL client waits for the server's greeting: detection gives up quickly.
+        let (_client, server) = pair().await;
+        let protocol = detect(&server, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(protocol, Protocol::Opaque);
+
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(
+            detect(&server, Duration::from_secs(1)).await.unwrap(),
+            Protocol::Closed
+        );
+    }
+}
