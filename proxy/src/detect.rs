@@ -33,9 +33,11 @@ const METHODS: [&[u8]; 9] = [
     b"CONNECT ",
     b"TRACE ",
 ];
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client starts with.
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Classifies the bytes a client sent first (as many as have arrived).
+/// Classifies the bytes a client sent first (as many as have arrived); `None` while they are
+/// still a prefix of something known. Decides once [`H2_PREFACE`]`.len()` bytes are there.
 pub fn classify(first: &[u8]) -> Option<Protocol> {
     if first.is_empty() {
         return None;
@@ -61,31 +63,36 @@ pub fn classify(first: &[u8]) -> Option<Protocol> {
     (!undecided).then_some(Protocol::Opaque)
 }
 
+/// Peeks at a connection's first bytes into `buf`, consuming nothing, until `decide` can tell
+/// what they are; `decide` must decide once `buf` is full. `None`: the peer closed before
+/// sending anything. Callers bound the wait with a timeout.
+pub(crate) async fn peek_until<T>(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    decide: impl Fn(&[u8]) -> Option<T>,
+) -> std::io::Result<Option<T>> {
+    loop {
+        let peeked = stream.peek(buf).await?;
+        if peeked == 0 {
+            return Ok(None);
+        }
+        if let Some(decided) = decide(&buf[..peeked]) {
+            return Ok(Some(decided));
+        }
+        // A prefix of something known (it rarely arrives split): peeking again would return
+        // the same bytes at once, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Peeks at a new connection for up to `timeout` and says what it speaks; the bytes stay in
 /// the socket for whoever handles it next.
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<Protocol> {
-    let mut buf = [0u8; 16];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(result) => result?,
-            // Silent: the server speaks first.
-            Err(_) => return Ok(Protocol::Opaque),
-        };
-        if peeked == 0 {
-            return Ok(Protocol::Closed);
-        }
-        if let Some(protocol) = classify(&buf[..peeked]) {
-            return Ok(protocol);
-        }
-        if peeked == buf.len() {
-            return Ok(Protocol::Opaque);
-        }
-        // A prefix of something we know: wait a moment for more bytes.
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Protocol::Opaque);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout(timeout, peek_until(stream, &mut buf, classify)).await {
+        Ok(peeked) => Ok(peeked?.unwrap_or(Protocol::Closed)),
+        // Silent (the server speaks first), or stuck on a prefix: opaque.
+        Err(_) => Ok(Protocol::Opaque),
     }
 }
 
@@ -100,7 +107,8 @@ mod tests {
     fn first_bytes_are_classified() {
         assert_eq!(classify(&[0x16, 3, 1, 2, 0]), Some(Protocol::Tls));
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http));
-        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM"), Some(Protocol::Http));
+        assert_eq!(classify(H2_PREFACE), Some(Protocol::Http));
+        assert_eq!(classify(&H2_PREFACE[..18]), None, "could still be the preface");
         assert_eq!(classify(b"GE"), None, "could still be GET");
         assert_eq!(classify(b"EHLO example.com"), Some(Protocol::Opaque));
         assert_eq!(classify(&[0x16]), None);

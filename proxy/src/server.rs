@@ -25,7 +25,11 @@ use tokio::{
 
 use prometheus::IntCounter;
 
-use crate::{body::Body, metrics::Metrics};
+use crate::{
+    body::Body,
+    detect::{peek_until, H2_PREFACE},
+    metrics::Metrics,
+};
 
 /// Limits and timeouts for client connections.
 #[derive(Clone, Debug)]
@@ -254,29 +258,21 @@ enum Protocol {
     Http2,
 }
 
-/// The HTTP/2 connection preface a prior-knowledge (h2c) client starts with.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 /// Tells HTTP/2 prior knowledge from HTTP/1 by peeking at the first bytes, without consuming
 /// them, so hyper reads the connection from its first byte into a buffer of its usual size.
 /// `None` when the client closed without sending anything.
 async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
     let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
+    peek_until(stream, &mut buf, |first| {
+        if *first != H2_PREFACE[..first.len()] {
+            Some(Protocol::Http1)
+        } else if first.len() == H2_PREFACE.len() {
+            Some(Protocol::Http2)
+        } else {
+            None
         }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some(Protocol::Http1));
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(Some(Protocol::Http2));
-        }
-        // A prefix of the preface so far (it rarely arrives split): peeking again would return
-        // the same bytes at once, so wait a little for the rest.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 /// Drives a connection to its end; when shutdown begins, asks it to finish gracefully (finish
