@@ -274,15 +274,12 @@ async fn follow(
             Ok(watcher::Event::InitDone) => {
                 let fresh = relisted.take().unwrap_or_default();
                 let mut cache = lock(&shared.cache);
-                // A relist replaces everything of this kind (or this Secret): what is not in
-                // it was deleted while the watch was away.
-                let prefix_ns = (kind.kind == "Secret").then(|| sync.split_once('/'));
+                // A relist replaces everything this watch owns (its kind, or its one Secret):
+                // what is not in it was deleted while the watch was away.
                 cache.objects.retain(|(k, ns, name), _| {
-                    *k != kind.kind
-                        || match prefix_ns {
-                            Some(Some((n, m))) => ns != n || name != m,
-                            _ => false,
-                        }
+                    let owned = *k == kind.kind
+                        && (kind.kind != "Secret" || format!("{ns}/{name}") == sync);
+                    !owned
                 });
                 cache.objects.extend(fresh);
                 cache.synced.insert(sync.clone());
