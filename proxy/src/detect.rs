@@ -108,7 +108,11 @@ mod tests {
         assert_eq!(classify(&[0x16, 3, 1, 2, 0]), Some(Protocol::Tls));
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http));
         assert_eq!(classify(H2_PREFACE), Some(Protocol::Http));
-        assert_eq!(classify(&H2_PREFACE[..18]), None, "could still be the preface");
+        assert_eq!(
+            classify(&H2_PREFACE[..18]),
+            None,
+            "could still be the preface"
+        );
         assert_eq!(classify(b"GE"), None, "could still be GET");
         assert_eq!(classify(b"EHLO example.com"), Some(Protocol::Opaque));
         assert_eq!(classify(&[0x16]), None);

@@ -22,8 +22,13 @@
 //! Tests drive it directly (`apply`, `get`, `delete`, `compact`, `expire_watches`) and read
 //! what the controller did (`requests`).
 
+mod error;
+mod meta;
+mod query;
+mod resources;
 mod selector;
 mod store;
+mod watch;
 
 use std::{
     collections::HashMap,
@@ -38,14 +43,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http::{Method, Request, Response};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
-pub use store::ApiError;
-use store::{Change, Query, Resource, Store, RESOURCES};
+pub use error::ApiError;
+use query::Query;
+use resources::{Resource, RESOURCES};
+use store::{Change, Store};
 
 /// The bearer token the kubeconfig carries (and clients of the server must send).
 pub const ADMIN_TOKEN: &str = "weir-test-admin";
@@ -325,7 +332,7 @@ async fn serve(
         ) {
             (&Method::GET, None, None) if query.watch => {
                 drop(store);
-                return watch(shared, resource, target.namespace, query);
+                return watch::watch(shared, resource, target.namespace, query);
             }
             (&Method::GET, None, None) => (200, store.list(resource, namespace, &query)?, vec![]),
             (&Method::GET, Some(name), None | Some("status")) => {
@@ -341,7 +348,7 @@ async fn serve(
                 (200, object, changes)
             }
             (&Method::PATCH, Some(name), sub) => {
-                let patched = store.patch(resource, namespace, name, sub, &content_type, &body)?;
+                let patched = store.patch(resource, namespace, name, &content_type, &body)?;
                 let (object, changes) = store.update(resource, namespace, name, sub, patched)?;
                 (200, object, changes)
             }
@@ -467,101 +474,6 @@ fn review(shared: &Shared, mut body: Value) -> Result<Value, ApiError> {
     };
     body["status"] = status;
     Ok(body)
-}
-
-fn watch(
-    shared: &Arc<Shared>,
-    resource: &'static Resource,
-    namespace: Option<String>,
-    query: Query,
-) -> Result<Response<Body>, ApiError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let mut expire = shared.expire.subscribe();
-    let (mut changes, backlog, mut seen) = {
-        let store = shared.store.lock().expect("store");
-        // Subscribing under the lock: nothing can happen between the backlog and the stream.
-        let changes = shared.changes.subscribe();
-        let from = query.resource_version.filter(|v| *v != 0);
-        match store.since(resource, namespace.as_deref(), &query, from) {
-            Ok(backlog) => (changes, backlog, store.revision()),
-            Err(gone) => {
-                let line = watch_line("ERROR", &gone.status());
-                return Ok(stream_response(Box::pin(futures_once(line))));
-            }
-        }
-    };
-    let timeout = query.timeout.unwrap_or(Duration::from_secs(1800));
-    let bookmarks = query.bookmarks;
-    let bookmark_every = Duration::from_millis(shared.bookmark_every.load(Ordering::Relaxed));
-    tokio::spawn(async move {
-        for (kind, object) in backlog {
-            if tx.send(watch_line(kind, &object)).await.is_err() {
-                return;
-            }
-        }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(bookmark_every);
-        let mut bookmarked = seen;
-        loop {
-            // Biased: a watch that was expired before a change happened never delivers it,
-            // as an API server that restarted would not.
-            tokio::select! {
-                biased;
-                _ = expire.changed() => return,
-                _ = &mut deadline => return,
-                _ = tick.tick(), if bookmarks => {
-                    if seen > bookmarked {
-                        bookmarked = seen;
-                        let mark = json!({
-                            "kind": resource.kind,
-                            "apiVersion": resource.api_version(),
-                            "metadata": {"resourceVersion": seen.to_string()},
-                        });
-                        if tx.send(watch_line("BOOKMARK", &mark)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                change = changes.recv() => {
-                    // A watcher that fell this far behind is ended; it resumes from its
-                    // last version like any client whose watch closed.
-                    let Ok(change) = change else { return };
-                    seen = change.revision;
-                    if let Some((kind, object)) = change.seen_by(resource, namespace.as_deref(), &query) {
-                        if tx.send(watch_line(kind, &object)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    });
-    Ok(stream_response(Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    )))
-}
-
-fn futures_once(line: Bytes) -> impl tokio_stream::Stream<Item = Bytes> {
-    tokio_stream::iter([line])
-}
-
-fn watch_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-fn stream_response(
-    lines: std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Bytes> + Send>>,
-) -> Response<Body> {
-    use tokio_stream::StreamExt;
-    let body = StreamBody::new(lines.map(|line| Ok::<_, Infallible>(Frame::data(line))));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(BodyExt::boxed_unsync(body))
-        .expect("response")
 }
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {
