@@ -1,0 +1,277 @@
+//! What status each reported object should have, from the compile's outcome.
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Value};
+use weir_api::{compile::serves_ingress, compile::GATEWAY_CLASS, Object, ObjectKey, Objects};
+
+use super::{messages, GATEWAY_CONTROLLER};
+use crate::compiler::Rejection;
+
+/// The status every reported object should have: `(key, current status, desired status)`.
+pub(super) fn desired(
+    objects: &Objects,
+    rejected: &[Rejection],
+    warnings: &[String],
+    addresses: &[String],
+) -> Vec<(ObjectKey, Value, Value)> {
+    let refused = |key: &ObjectKey| {
+        let name = key.to_string();
+        rejected.iter().find(|r| r.object == name).map(messages)
+    };
+    let unresolved = |key: &ObjectKey| {
+        let prefix = format!("{key}: ");
+        let found: Vec<&str> = warnings
+            .iter()
+            .filter_map(|w| w.strip_prefix(&prefix))
+            .filter(|w| w.contains("not found") || w.contains("no ReferenceGrant"))
+            .collect();
+        (!found.is_empty()).then(|| found.join("; "))
+    };
+    let mut out = Vec::new();
+    for (object, _) in objects.iter() {
+        let key = object.key();
+        let generation = object.metadata().generation;
+        let accepted = || match refused(&key) {
+            None => condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "compiled and serving",
+                generation,
+            ),
+            Some(message) => condition("Accepted", false, "Invalid", &message, generation),
+        };
+        let resolved = || match unresolved(&key) {
+            None => condition(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "every reference resolved",
+                generation,
+            ),
+            Some(message) => condition(
+                "ResolvedRefs",
+                false,
+                "BackendNotFound",
+                &message,
+                generation,
+            ),
+        };
+        let status = match object {
+            Object::TrafficPolicy(_)
+            | Object::AuthPolicy(_)
+            | Object::RateLimitPolicy(_)
+            | Object::MeshTLSPolicy(_)
+            | Object::AccessPolicy(_) => json!({"conditions": [accepted(), resolved()]}),
+            Object::HttpRoute(route) => {
+                let ours: Vec<Value> = route
+                    .spec
+                    .parent_refs
+                    .iter()
+                    .flatten()
+                    .filter(|p| {
+                        let namespace = p.namespace.clone().unwrap_or(key.namespace.clone());
+                        p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                            && is_weir_gateway(objects, &namespace, &p.name)
+                    })
+                    .map(|p| {
+                        json!({
+                            "parentRef": serde_json::to_value(p).unwrap_or_default(),
+                            "controllerName": GATEWAY_CONTROLLER,
+                            "conditions": [accepted(), resolved()],
+                        })
+                    })
+                    .collect();
+                if ours.is_empty() {
+                    continue;
+                }
+                // Other controllers' entries stay as they are.
+                let current = serde_json::to_value(&route.status).unwrap_or_default();
+                let others = current["parents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["controllerName"] != GATEWAY_CONTROLLER)
+                    .cloned();
+                json!({"parents": others.chain(ours).collect::<Vec<_>>()})
+            }
+            Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
+                let ok = refused(&key).is_none();
+                let listeners: Vec<Value> = gateway
+                    .spec
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        json!({
+                            "name": l.name,
+                            "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+                            "attachedRoutes": attached_routes(objects, rejected, &key, &l.name),
+                            "conditions": [
+                                condition("Accepted", ok, if ok { "Accepted" } else { "Invalid" }, "", generation),
+                                condition("Programmed", ok, if ok { "Programmed" } else { "Invalid" }, "", generation),
+                                resolved(),
+                            ],
+                        })
+                    })
+                    .collect();
+                let programmed = if ok {
+                    condition(
+                        "Programmed",
+                        true,
+                        "Programmed",
+                        "served by weir-ingress",
+                        generation,
+                    )
+                } else {
+                    condition(
+                        "Programmed",
+                        false,
+                        "Invalid",
+                        "not served: see Accepted",
+                        generation,
+                    )
+                };
+                json!({
+                    "addresses": addresses.iter().map(|a| json!({
+                        "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
+                        "value": a,
+                    })).collect::<Vec<_>>(),
+                    "conditions": [accepted(), programmed],
+                    "listeners": listeners,
+                })
+            }
+            Object::Ingress(ingress) if serves_ingress(objects, ingress) => {
+                let ingress_addresses: Vec<Value> = addresses
+                    .iter()
+                    .map(|a| match a.parse::<std::net::IpAddr>() {
+                        Ok(_) => json!({"ip": a}),
+                        Err(_) => json!({"hostname": a}),
+                    })
+                    .collect();
+                json!({"loadBalancer": {"ingress": ingress_addresses}})
+            }
+            _ => continue,
+        };
+        let current = current_status(object);
+        out.push((key, current, status));
+    }
+    out
+}
+
+fn current_status(object: &Object) -> Value {
+    let value = match object {
+        Object::TrafficPolicy(o) => serde_json::to_value(&o.status),
+        Object::AuthPolicy(o) => serde_json::to_value(&o.status),
+        Object::RateLimitPolicy(o) => serde_json::to_value(&o.status),
+        Object::MeshTLSPolicy(o) => serde_json::to_value(&o.status),
+        Object::AccessPolicy(o) => serde_json::to_value(&o.status),
+        Object::HttpRoute(o) => serde_json::to_value(&o.status),
+        Object::Gateway(o) => serde_json::to_value(&o.status),
+        Object::Ingress(o) => serde_json::to_value(&o.status),
+        _ => Ok(Value::Null),
+    };
+    value.unwrap_or_default()
+}
+
+fn is_weir_gateway(objects: &Objects, namespace: &str, name: &str) -> bool {
+    let key = ObjectKey {
+        kind: "Gateway",
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    matches!(objects.get(&key), Some((Object::Gateway(g), _)) if g.spec.gateway_class_name == GATEWAY_CLASS)
+}
+
+/// Accepted HTTPRoutes attached to this listener of this Gateway.
+fn attached_routes(
+    objects: &Objects,
+    rejected: &[Rejection],
+    gateway: &ObjectKey,
+    listener: &str,
+) -> usize {
+    objects
+        .iter()
+        .filter_map(|(o, _)| match o {
+            Object::HttpRoute(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| {
+            let key = format!(
+                "HTTPRoute {}/{}",
+                r.metadata.namespace.as_deref().unwrap_or_default(),
+                r.metadata.name.as_deref().unwrap_or_default()
+            );
+            !rejected.iter().any(|x| x.object == key)
+        })
+        .filter(|r| {
+            let route_ns = r.metadata.namespace.clone().unwrap_or_default();
+            r.spec.parent_refs.iter().flatten().any(|p| {
+                p.name == gateway.name
+                    && p.namespace.as_ref().unwrap_or(&route_ns) == &gateway.namespace
+                    && p.section_name.as_deref().is_none_or(|s| s == listener)
+            })
+        })
+        .count()
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Value {
+    let mut condition = json!({
+        "type": kind,
+        "status": if ok { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now(),
+    });
+    if let Some(generation) = generation {
+        condition["observedGeneration"] = generation.into();
+    }
+    condition
+}
+
+/// A condition whose status did not change keeps the time it last changed, as the API
+/// conventions define `lastTransitionTime`.
+pub(super) fn keep_transition_times(status: &mut Value, current: &Value) {
+    fn walk(value: &mut Value, current: &Value) {
+        match value {
+            Value::Object(map) => {
+                if let (Some(kind), Some(state)) =
+                    (map.get("type").cloned(), map.get("status").cloned())
+                {
+                    if current["type"] == kind && current["status"] == state {
+                        if let Some(time) = current.get("lastTransitionTime") {
+                            map.insert("lastTransitionTime".into(), time.clone());
+                        }
+                    }
+                }
+                for (field, inner) in map.iter_mut() {
+                    walk(inner, current.get(field).unwrap_or(&Value::Null));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    // Conditions pair up by type, list entries by position.
+                    let paired = current
+                        .as_array()
+                        .and_then(|c| {
+                            c.iter()
+                                .find(|x| {
+                                    x.get("type").is_some() && x.get("type") == item.get("type")
+                                })
+                                .or_else(|| c.get(i))
+                        })
+                        .unwrap_or(&Value::Null);
+                    walk(item, paired);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(status, current);
+}
+
+fn now() -> String {
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}

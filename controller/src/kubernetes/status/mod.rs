@@ -1,0 +1,249 @@
+//! What the controller tells the cluster: status conditions on the objects it read, Gateway
+//! API status, `Ingress.status.loadBalancer`, and a Warning Event for each refused object.
+//!
+//! Every replica compiles and serves, but only the holder of a `coordination.k8s.io` Lease
+//! writes, so replicas never fight over an object's status. A replica that gains the Lease
+//! writes everything once; after that only what changed is written.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    api::{DynamicObject, Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+    Api, Client,
+};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use weir_api::{Object, ObjectKey, Objects};
+
+mod desired;
+mod lease;
+
+use desired::{desired, keep_transition_times};
+use lease::LeaseHolder;
+
+use super::{Kind, WATCHED};
+use crate::{compiler::Rejection, Controller};
+
+/// `status.parents[].controllerName` and `GatewayClass.spec.controllerName` for Weir.
+pub const GATEWAY_CONTROLLER: &str = "weir.dev/gateway-controller";
+
+/// Where the status writer keeps its Lease, and what it reports.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Who this replica is (its pod name): the Lease's holder identity.
+    pub identity: String,
+    /// The Lease's namespace.
+    pub lease_namespace: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// How long a Lease lasts without renewal.
+    pub lease_duration: Duration,
+    /// Addresses the ingress is reached at (IPs or hostnames), for `Ingress.status` and
+    /// `Gateway.status.addresses`.
+    pub addresses: Vec<String>,
+    /// The trust bundle and injector certificate to publish.
+    pub publish: super::publish::Settings,
+}
+
+/// Hands each compiled set of objects to the status task.
+#[derive(Clone)]
+pub struct Writer {
+    latest: watch::Sender<Option<Arc<Objects>>>,
+}
+
+impl Writer {
+    /// Starts the Lease and status task.
+    pub fn start(client: Client, controller: Arc<Controller>, settings: Settings) -> Self {
+        let latest = watch::Sender::new(None);
+        tokio::spawn(run(client, controller, settings, latest.subscribe()));
+        Self { latest }
+    }
+
+    /// The objects of the compile that just finished.
+    pub fn report(&self, objects: Objects) {
+        self.latest.send_replace(Some(Arc::new(objects)));
+    }
+}
+
+async fn run(
+    client: Client,
+    controller: Arc<Controller>,
+    settings: Settings,
+    mut latest: watch::Receiver<Option<Arc<Objects>>>,
+) {
+    let lease = LeaseHolder {
+        api: Api::namespaced(client.clone(), &settings.lease_namespace),
+        settings: settings.clone(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "weir-controller".into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let mut state = Written::default();
+    let mut published = super::publish::Published::default();
+    let mut leading = false;
+    let mut dirty = false;
+    let mut renew = tokio::time::interval(settings.lease_duration / 3);
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                let now_leading = lease.acquire_or_renew().await;
+                if now_leading && !leading {
+                    tracing::info!(lease = %settings.lease_name, "holding the status Lease: this replica writes status");
+                    state = Written::default();
+                    published = Default::default();
+                    dirty = true;
+                } else if leading && !now_leading {
+                    tracing::warn!(lease = %settings.lease_name, "lost the status Lease");
+                }
+                leading = now_leading;
+            }
+            changed = latest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                dirty = true;
+            }
+        }
+        if !(leading && dirty) {
+            continue;
+        }
+        dirty = false;
+        let Some(objects) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let compiled = controller.status();
+        let (rejected, warnings) = (compiled.rejected, compiled.warnings);
+        let desired = desired(&objects, &rejected, &warnings, &settings.addresses);
+        state
+            .write(&client, &recorder, &objects, desired, &rejected)
+            .await;
+        let problems = published
+            .update(&client, &controller.authority, &objects, &settings.publish)
+            .await;
+        for problem in problems {
+            tracing::warn!(%problem, "cannot publish; will try again on the next change");
+        }
+    }
+}
+
+/// What was last written, so unchanged status is not written again.
+#[derive(Default)]
+struct Written {
+    status: HashMap<ObjectKey, Value>,
+    events: HashMap<ObjectKey, String>,
+}
+
+impl Written {
+    async fn write(
+        &mut self,
+        client: &Client,
+        recorder: &Recorder,
+        objects: &Objects,
+        desired: Vec<(ObjectKey, Value, Value)>,
+        rejected: &[Rejection],
+    ) {
+        for (key, current, mut status) in desired {
+            keep_transition_times(&mut status, &current);
+            if self.status.get(&key) == Some(&status) || status == current {
+                self.status.insert(key, status);
+                continue;
+            }
+            let Some(kind) = WATCHED.iter().find(|k| k.kind == key.kind) else {
+                continue;
+            };
+            let api = api(client, kind, &key.namespace);
+            let patch = Patch::Merge(json!({"status": status}));
+            match api
+                .patch_status(&key.name, &PatchParams::default(), &patch)
+                .await
+            {
+                Ok(_) => {
+                    self.status.insert(key, status);
+                }
+                // Deleted meanwhile: nothing to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => {
+                    tracing::warn!(object = %key, %error, "cannot write status; will try again on the next change")
+                }
+            }
+        }
+        for rejection in rejected {
+            let Some(key) = objects
+                .iter()
+                .map(|(o, _)| o.key())
+                .find(|k| k.to_string() == rejection.object)
+            else {
+                continue;
+            };
+            let message = messages(rejection);
+            if self.events.get(&key) == Some(&message) {
+                continue;
+            }
+            let Some((object, _)) = objects.get(&key) else {
+                continue;
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Invalid".into(),
+                note: Some(truncate(&message, 1000)),
+                action: "Compile".into(),
+                secondary: None,
+            };
+            match recorder.publish(&event, &reference(object)).await {
+                Ok(()) => {
+                    self.events.insert(key, message);
+                }
+                Err(error) => tracing::warn!(object = %key, %error, "cannot record the Event"),
+            }
+        }
+        self.events
+            .retain(|key, _| rejected.iter().any(|r| r.object == key.to_string()));
+    }
+}
+
+fn api(client: &Client, kind: &Kind, namespace: &str) -> Api<DynamicObject> {
+    if namespace.is_empty() {
+        Api::all_with(client.clone(), &kind.api_resource())
+    } else {
+        Api::namespaced_with(client.clone(), namespace, &kind.api_resource())
+    }
+}
+
+pub(super) fn messages(rejection: &Rejection) -> String {
+    rejection
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn reference(object: &Object) -> ObjectReference {
+    let key = object.key();
+    let kind = WATCHED.iter().find(|k| k.kind == key.kind);
+    ObjectReference {
+        api_version: kind.map(|k| k.api_resource().api_version),
+        kind: Some(key.kind.to_string()),
+        namespace: Some(key.namespace).filter(|n| !n.is_empty()),
+        name: Some(key.name),
+        uid: object.metadata().uid.clone(),
+        ..Default::default()
+    }
+}
