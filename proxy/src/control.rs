@@ -21,9 +21,8 @@ use weir_api::{
 
 use crate::config::ConfigStore;
 
-/// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// First wait after a failed connection; doubles up to 15 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
 /// A connection attempt that takes longer than this has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest snapshot accepted.
@@ -46,6 +45,38 @@ pub struct ControlSettings {
     pub service_account: String,
     /// Its pod (or host) name, for the controller's logs.
     pub pod: String,
+}
+
+/// Exponential backoff with full jitter, so a restarted controller is not met by every node
+/// at the same instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubles up to `max`.
+    pub const fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            current: first,
+        }
+    }
+
+    /// The next wait: a random part of the current step, which then doubles.
+    pub fn wait(&mut self) -> Duration {
+        let wait = self.current.mul_f64(fastrand::f64());
+        self.current = (self.current * 2).min(self.max);
+        wait
+    }
+
+    /// Back to the first step, after a success.
+    pub fn reset(&mut self) {
+        self.current = self.first;
+    }
 }
 
 impl ControlSettings {
@@ -79,7 +110,7 @@ impl ControlSettings {
 
 /// Follows the controller forever, installing every version it sends into `store`.
 pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = RECONNECT;
     let mut last_payload: Option<bytes::Bytes> = None;
     loop {
         match stream_once(&settings, &store, &mut last_payload, &mut backoff).await {
@@ -90,10 +121,7 @@ pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
                 tracing::warn!(url = %settings.url, %error, "config stream failed; the current configuration keeps serving")
             }
         }
-        // Full jitter: a restarted controller is not met by every node at the same instant.
-        let wait = backoff.mul_f64(fastrand::f64());
-        tokio::time::sleep(wait).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.wait()).await;
     }
 }
 
@@ -103,7 +131,7 @@ async fn stream_once(
     settings: &ControlSettings,
     store: &Arc<ConfigStore>,
     last_payload: &mut Option<bytes::Bytes>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Result<(), String> {
     let bearer = settings.bearer()?;
     let channel = settings.channel().await?;
@@ -140,7 +168,7 @@ async fn stream_once(
         let version = update.version;
         let reply = match apply(store, update, last_payload, &settings.url).await {
             Ok(()) => {
-                *backoff = MIN_BACKOFF;
+                backoff.reset();
                 Kind::Ack(Ack { version })
             }
             Err(error) => Kind::Nack(Nack { version, error }),

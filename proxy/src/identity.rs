@@ -19,11 +19,10 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use weir_api::proto::{identity_client::IdentityClient, CertifyRequest};
 
-use crate::control::ControlSettings;
+use crate::control::{Backoff, ControlSettings};
 
-/// First wait after a failed request; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First wait after a failed request; doubles up to 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// One issued certificate, with what came with it.
 #[derive(Debug)]
@@ -82,7 +81,7 @@ pub async fn maintain(
     spiffe_id: String,
     identity: Arc<WorkloadIdentity>,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = RETRY;
     loop {
         match certify(&settings, &spiffe_id).await {
             Ok(issued) => {
@@ -93,7 +92,7 @@ pub async fn maintain(
                     "workload certificate issued"
                 );
                 identity.install(Arc::new(issued));
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 // A little jitter, so a fleet started together does not renew together.
                 let wait = renew_at
                     .duration_since(SystemTime::now())
@@ -106,16 +105,15 @@ pub async fn maintain(
                     .current()
                     .and_then(|c| c.not_after.duration_since(SystemTime::now()).ok());
                 tracing::warn!(%error, ?left, "certificate request failed; retrying");
-                let wait = backoff.mul_f64(0.5 + 0.5 * fastrand::f64());
+                let wait = backoff.wait();
                 tokio::time::sleep(left.map_or(wait, |left| wait.min(left))).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
 }
 
-/// One `Certify` call with a fresh key.
-pub async fn certify(settings: &ControlSettings, spiffe_id: &str) -> Result<Issued, String> {
+/// A fresh P-256 key and a CSR (PEM) asking for `spiffe_id` as its only name.
+pub fn csr(spiffe_id: &str) -> Result<(KeyPair, String), String> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| format!("cannot make a key: {e}"))?;
     let mut params = CertificateParams::default();
@@ -128,6 +126,12 @@ pub async fn certify(settings: &ControlSettings, spiffe_id: &str) -> Result<Issu
         .serialize_request(&key)
         .and_then(|csr| csr.pem())
         .map_err(|e| format!("cannot make the CSR: {e}"))?;
+    Ok((key, csr))
+}
+
+/// One `Certify` call with a fresh key.
+pub async fn certify(settings: &ControlSettings, spiffe_id: &str) -> Result<Issued, String> {
+    let (key, csr) = csr(spiffe_id)?;
 
     let mut request = tonic::Request::new(CertifyRequest { csr_pem: csr });
     request

@@ -10,7 +10,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use rcgen::{CertificateParams, KeyPair, SanType};
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use weir_api::proto::{
@@ -256,13 +255,7 @@ impl Drop for Controller {
 
 /// A CSR (fresh P-256 key) asking for `spiffe_id` as its only URI SAN.
 pub fn csr_for(spiffe_id: &str) -> String {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into().expect("URI"))];
-    params
-        .serialize_request(&key)
-        .and_then(|csr| csr.pem())
-        .expect("CSR")
+    weir_proxy::identity::csr(spiffe_id).expect("CSR").1
 }
 
 /// A `Certify` call with `token` as its bearer token.
