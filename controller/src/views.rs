@@ -10,7 +10,10 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use weir_api::{model::Mesh, wire, Snapshot};
+use weir_api::{
+    model::{Inbound, Mesh},
+    wire, Snapshot,
+};
 
 use crate::lock;
 
@@ -40,8 +43,8 @@ pub struct Views {
 struct Sidecars {
     mesh: Option<Arc<Mesh>>,
     pods: HashMap<(String, String), Channel>,
-    /// Encoded views of the current mesh, by their encoded inbound policy.
-    encoded: HashMap<Vec<u8>, Bytes>,
+    /// Encoded views of the current mesh, by the inbound policy they carry.
+    encoded: HashMap<Inbound, Bytes>,
 }
 
 impl Sidecars {
@@ -51,13 +54,14 @@ impl Sidecars {
             return;
         };
         let inbound = mesh.inbound(namespace, pod);
-        // Small and deterministic: the policy's own encoding tells equal policies apart.
-        let key = wire::encode_view(&inbound);
-        let payload = self
-            .encoded
-            .entry(key)
-            .or_insert_with(|| wire::encode_view(&mesh.view(&inbound)).into())
-            .clone();
+        let payload = match self.encoded.get(&inbound) {
+            Some(payload) => payload.clone(),
+            None => {
+                let payload = Bytes::from(wire::encode_view(&mesh.view(&inbound)));
+                self.encoded.insert(inbound, payload.clone());
+                payload
+            }
+        };
         if let Some(channel) = self.pods.get(&(namespace.to_string(), pod.to_string())) {
             publish(channel, payload, wire::SIDECAR_ENCODING);
         }

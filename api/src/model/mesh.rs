@@ -98,7 +98,7 @@ impl Selector {
 }
 
 /// How a sidecar treats inbound connections.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TlsMode {
     /// mTLS only.
@@ -111,7 +111,7 @@ pub enum TlsMode {
 }
 
 /// One AccessPolicy as a sidecar enforces it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRules {
     /// `AccessPolicy namespace/name`, for logs and metrics.
@@ -124,7 +124,7 @@ pub struct AccessRules {
 
 /// One allow rule: a caller named by `from` doing something `to` allows (or anything, when
 /// `to` is empty).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Who.
@@ -134,7 +134,7 @@ pub struct AccessRule {
 }
 
 /// A caller, by the identity in its mTLS certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "camelCase")]
 pub enum Caller {
     /// Exactly this SPIFFE ID.
@@ -151,7 +151,7 @@ pub enum Caller {
 }
 
 /// Requests a rule allows: every non-empty list must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
     /// Uppercase methods.
@@ -189,7 +189,7 @@ pub struct MeshPort {
 }
 
 /// The inbound half of a sidecar's view: what its pod enforces.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct Inbound {
     /// The mTLS mode.
