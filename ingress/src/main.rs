@@ -256,11 +256,16 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         store: store.clone(),
         metrics: metrics.clone(),
         accepting: accepting.clone(),
+        pages: None,
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
         Source::Dir(dir) => tokio::spawn(watch_dir(dir, store.clone(), WatchSettings::default())),
-        Source::Controller(settings) => tokio::spawn(control::follow(settings, store.clone())),
+        Source::Controller(settings) => tokio::spawn(control::follow(
+            settings,
+            store.clone(),
+            control::decode_snapshot,
+        )),
     };
 
     let plain_settings = ServerSettings {

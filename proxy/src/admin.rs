@@ -1,9 +1,12 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it has a configuration and
 //! is not shutting down), `/config` (the active snapshot and the last reload's outcome; never
-//! secrets) and `/metrics` (Prometheus text).
+//! secrets) and `/metrics` (Prometheus text). A role adds its own readiness condition and
+//! pages with [`Pages`].
 
 use std::{
     convert::Infallible,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -32,6 +35,19 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// False once shutdown begins.
     pub accepting: Arc<AtomicBool>,
+    /// The role's own readiness and pages.
+    pub pages: Option<Arc<dyn Pages>>,
+}
+
+/// A response being made.
+pub type Responding = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// What a role adds to the admin listener.
+pub trait Pages: Send + Sync {
+    /// Why the process is not ready yet, if it is not (besides having no configuration).
+    fn not_ready(&self) -> Option<&'static str>;
+    /// Answers a path the admin listener does not know, or `None` for 404.
+    fn serve(&self, req: Request<Incoming>) -> Option<Responding>;
 }
 
 /// Serves the admin pages until `shutdown`.
@@ -47,8 +63,8 @@ pub async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown:
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = handle(&state, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let response = handle(&state, req);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -57,11 +73,13 @@ pub async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown:
     }
 }
 
-fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+fn handle(state: &AdminState, req: Request<Incoming>) -> Responding {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", "text/plain");
+        let refused = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", "text/plain");
+        return Box::pin(std::future::ready(refused));
     }
-    match req.uri().path() {
+    let not_ready = state.pages.as_ref().and_then(|p| p.not_ready());
+    let page = match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/readyz" => {
             if !state.accepting.load(Ordering::Relaxed) {
@@ -74,6 +92,12 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no configuration yet\n",
+                    "text/plain",
+                )
+            } else if let Some(why) = not_ready {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{why}\n"),
                     "text/plain",
                 )
             } else {
@@ -89,15 +113,26 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
             state.metrics.render(),
             "text/plain; version=0.0.4",
         ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz /readyz /config /metrics\n",
-            "text/plain",
-        ),
-    }
+        _ => {
+            if let Some(responding) = state.pages.as_ref().and_then(|p| p.serve(req)) {
+                return responding;
+            }
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz /readyz /config /metrics\n",
+                "text/plain",
+            )
+        }
+    };
+    Box::pin(std::future::ready(page))
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+/// A short response with a content type.
+pub fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response

@@ -6,7 +6,7 @@
 //! read from its file at every connect, because projected ServiceAccount tokens are rotated
 //! on disk by the kubelet.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{any::Any, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,6 +17,7 @@ use weir_api::{
         config_discovery_client::ConfigDiscoveryClient, watch_request::Kind, Ack, ConfigUpdate,
         Hello, Nack, Role, WatchRequest,
     },
+    Snapshot,
 };
 
 use crate::config::ConfigStore;
@@ -108,12 +109,24 @@ impl ControlSettings {
     }
 }
 
+/// A decoded view: the snapshot to serve, and the role's state when the view carries more than
+/// a snapshot (else the store's own `prepare` makes it).
+pub type Decoded = (Snapshot, Option<Arc<dyn Any + Send + Sync>>);
+
+/// Decodes a `ConfigUpdate`'s payload, given its encoding.
+pub type Decode = fn(&str, &[u8]) -> Result<Decoded, String>;
+
+/// [`Decode`] for an ingress: the payload is a whole snapshot.
+pub fn decode_snapshot(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
+    Ok((weir_api::wire::decode(encoding, payload)?, None))
+}
+
 /// Follows the controller forever, installing every version it sends into `store`.
-pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
+pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>, decode: Decode) {
     let mut backoff = RECONNECT;
     let mut last_payload: Option<bytes::Bytes> = None;
     loop {
-        match stream_once(&settings, &store, &mut last_payload, &mut backoff).await {
+        match stream_once(&settings, &store, decode, &mut last_payload, &mut backoff).await {
             Ok(()) => {
                 tracing::warn!(url = %settings.url, "the controller closed the config stream; reconnecting")
             }
@@ -130,6 +143,7 @@ pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>) {
 async fn stream_once(
     settings: &ControlSettings,
     store: &Arc<ConfigStore>,
+    decode: Decode,
     last_payload: &mut Option<bytes::Bytes>,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
@@ -166,7 +180,7 @@ async fn stream_once(
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
     {
         let version = update.version;
-        let reply = match apply(store, update, last_payload, &settings.url).await {
+        let reply = match apply(store, decode, update, last_payload, &settings.url).await {
             Ok(()) => {
                 backoff.reset();
                 Kind::Ack(Ack { version })
@@ -184,6 +198,7 @@ async fn stream_once(
 /// to an unchanged view) is acknowledged without being installed again.
 async fn apply(
     store: &Arc<ConfigStore>,
+    decode: Decode,
     update: ConfigUpdate,
     last_payload: &mut Option<bytes::Bytes>,
     url: &str,
@@ -194,9 +209,12 @@ async fn apply(
     let (store, url, payload) = (store.clone(), url.to_string(), update.payload.clone());
     // Decoding and building the router for a big snapshot takes a while: off the worker.
     tokio::task::spawn_blocking(move || {
-        match weir_api::wire::decode(&update.encoding, &update.payload) {
-            Ok(snapshot) => {
-                let local = store.install(snapshot);
+        match decode(&update.encoding, &update.payload) {
+            Ok((snapshot, role)) => {
+                let local = match role {
+                    Some(role) => store.install_prepared(snapshot, Some(role)),
+                    None => store.install(snapshot),
+                };
                 tracing::info!(
                     version = update.version,
                     local_version = local,
@@ -257,6 +275,7 @@ mod tests {
         let url = "https://controller:15010";
         apply(
             &store,
+            decode_snapshot,
             update(1, wire::SNAPSHOT_ENCODING, good.clone()),
             &mut last,
             url,
@@ -267,6 +286,7 @@ mod tests {
 
         let err = apply(
             &store,
+            decode_snapshot,
             update(2, "text/yaml", b"routes: []".to_vec()),
             &mut last,
             url,
@@ -293,6 +313,7 @@ mod tests {
         // A reconnect re-sends the same view: acknowledged, not installed again.
         apply(
             &store,
+            decode_snapshot,
             update(1, wire::SNAPSHOT_ENCODING, good),
             &mut last,
             url,

@@ -50,6 +50,8 @@ pub enum ProxyError {
     Unauthenticated,
     /// 403: the credentials are valid but lack a required scope.
     Forbidden,
+    /// 403: the mesh AccessPolicy does not allow this caller to do this.
+    AccessDenied,
     /// 429: a rate limit is spent.
     RateLimited,
     /// 503: a global rate limit could not be checked (Redis down) and fails closed.
@@ -69,7 +71,7 @@ impl ProxyError {
             | ProxyError::CircuitOpen
             | ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden | ProxyError::AccessDenied => StatusCode::FORBIDDEN,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ConnectFailed | ProxyError::BackendReset => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -91,6 +93,7 @@ impl ProxyError {
             ProxyError::CircuitOpen => "circuit-open",
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::Forbidden => "forbidden",
+            ProxyError::AccessDenied => "access-denied",
             ProxyError::RateLimited => "rate-limited",
             ProxyError::RateLimitUnavailable => "rate-limit-unavailable",
         }
@@ -104,6 +107,7 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::Unauthenticated
             | ProxyError::Forbidden
+            | ProxyError::AccessDenied
             | ProxyError::RateLimited => Side::Downstream,
             ProxyError::NoRoute
             | ProxyError::BackendNotFound
@@ -131,6 +135,7 @@ impl ProxyError {
             ProxyError::CircuitOpen => "backend unavailable (circuit open)\n",
             ProxyError::Unauthenticated => "authentication required\n",
             ProxyError::Forbidden => "forbidden\n",
+            ProxyError::AccessDenied => "access denied by policy\n",
             ProxyError::RateLimited => "rate limit exceeded\n",
             ProxyError::RateLimitUnavailable => "rate limit unavailable\n",
         };
@@ -159,7 +164,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BackendNotFound => 12, // UNIMPLEMENTED
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED
             ProxyError::Unauthenticated => 16, // UNAUTHENTICATED
-            ProxyError::Forbidden => 7,        // PERMISSION_DENIED
+            ProxyError::Forbidden | ProxyError::AccessDenied => 7, // PERMISSION_DENIED
             ProxyError::Timeout => 4,          // DEADLINE_EXCEEDED
             ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed

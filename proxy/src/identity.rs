@@ -75,11 +75,13 @@ impl WorkloadIdentity {
     }
 }
 
-/// Keeps `identity` holding a valid certificate for `spiffe_id`, forever.
+/// Keeps `identity` holding a valid certificate for `spiffe_id`, forever; `expiry` shows
+/// when the current one expires.
 pub async fn maintain(
     settings: ControlSettings,
     spiffe_id: String,
     identity: Arc<WorkloadIdentity>,
+    expiry: prometheus::IntGauge,
 ) {
     let mut backoff = RETRY;
     loop {
@@ -91,6 +93,11 @@ pub async fn maintain(
                     not_after = ?issued.not_after,
                     "workload certificate issued"
                 );
+                let not_after = issued
+                    .not_after
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                expiry.set(not_after.as_secs() as i64);
                 identity.install(Arc::new(issued));
                 backoff.reset();
                 // A little jitter, so a fleet started together does not renew together.

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Rate-limit decisions by limit and result (`allowed`, `limited`, `fallback`,
     /// `unavailable`).
     pub rate_limit_decisions: IntCounterVec,
+    /// Mesh mTLS handshakes by direction (`inbound`, `outbound`) and result (`ok`, `error`).
+    pub mesh_handshakes: IntCounterVec,
+    /// When the workload certificate expires (Unix seconds); 0 before the first.
+    pub workload_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -145,6 +149,17 @@ impl Metrics {
             ),
             &["secret"],
         );
+        let mesh_handshakes = IntCounterVec::new(
+            Opts::new(
+                "weir_mesh_tls_handshakes_total",
+                "Mesh mTLS handshakes, by direction and result",
+            ),
+            &["direction", "result"],
+        );
+        let workload_certificate_expiry = IntGauge::new(
+            "weir_workload_certificate_expiry_timestamp_seconds",
+            "When the workload certificate expires (0 before the first)",
+        );
         let auth_decisions = IntCounterVec::new(
             Opts::new(
                 "weir_auth_decisions_total",
@@ -211,6 +226,8 @@ impl Metrics {
             auth_decisions: auth_decisions.expect("valid metric"),
             jwks_fetches: jwks_fetches.expect("valid metric"),
             rate_limit_decisions: rate_limit_decisions.expect("valid metric"),
+            mesh_handshakes: mesh_handshakes.expect("valid metric"),
+            workload_certificate_expiry: workload_certificate_expiry.expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -241,11 +258,18 @@ impl Metrics {
             Box::new(self.auth_decisions.clone()),
             Box::new(self.jwks_fetches.clone()),
             Box::new(self.rate_limit_decisions.clone()),
+            Box::new(self.mesh_handshakes.clone()),
+            Box::new(self.workload_certificate_expiry.clone()),
         ];
         for c in collectors {
             // Distinct names in a fresh registry: registration cannot collide.
             self.registry.register(c).expect("metric registered once");
         }
+    }
+
+    /// The registry, for a role's own metrics (they are rendered with these).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,7 +9,17 @@
 //! The certificate and the bundle are read at each handshake, so a renewal or a new root
 //! applies to the next connection without touching open ones.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+use weir_api::model::Cluster;
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -25,7 +35,25 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::identity::{Issued, WorkloadIdentity};
+use crate::{
+    identity::{Issued, WorkloadIdentity},
+    metrics::Metrics,
+};
+
+/// ALPN of an mTLS connection that carries opaque TCP (not HTTP) to the peer's workload.
+pub const OPAQUE_ALPN: &[u8] = b"weir-opaque";
+/// ALPN of HTTP/2 and HTTP/1.1 over mesh mTLS.
+pub const H2_ALPN: &[u8] = b"h2";
+/// See [`H2_ALPN`].
+pub const HTTP1_ALPN: &[u8] = b"http/1.1";
+
+/// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` for a `NS/SA` identity.
+pub fn spiffe_uri(trust_domain: &str, namespace_account: &str) -> String {
+    let (namespace, account) = namespace_account
+        .split_once('/')
+        .unwrap_or(("default", namespace_account));
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{account}")
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -247,7 +275,7 @@ pub fn server_config(identity: Arc<WorkloadIdentity>) -> Result<rustls::ServerCo
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Current(identity)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![H2_ALPN.to_vec(), HTTP1_ALPN.to_vec(), OPAQUE_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -267,6 +295,119 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(Current(identity))))
+}
+
+/// Dials meshed endpoints: which addresses are meshed and which SPIFFE ID each must prove
+/// come from the active configuration ([`Dialer::update`]); the handshake presents the current
+/// workload certificate. Client configurations are made once per expected identity and ALPN,
+/// so TLS session tickets are reused across connections.
+pub struct Dialer {
+    identity: Arc<WorkloadIdentity>,
+    trust_domain: String,
+    peers: ArcSwap<HashMap<SocketAddr, Arc<str>>>,
+    configs: Mutex<ClientConfigs>,
+    ok: IntCounter,
+    failed: IntCounter,
+}
+
+/// Client configurations by expected identity and ALPN.
+type ClientConfigs = HashMap<(Arc<str>, &'static [u8]), Arc<rustls::ClientConfig>>;
+
+/// A handshake that takes longer than this has failed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Dialer {
+    /// A dialer presenting `identity`, for SPIFFE IDs in `trust_domain`.
+    pub fn new(identity: Arc<WorkloadIdentity>, trust_domain: &str, metrics: &Metrics) -> Self {
+        let counter = |result: &str| {
+            metrics
+                .mesh_handshakes
+                .with_label_values(&["outbound", result])
+        };
+        Self {
+            identity,
+            trust_domain: trust_domain.to_string(),
+            peers: ArcSwap::default(),
+            configs: Mutex::default(),
+            ok: counter("ok"),
+            failed: counter("error"),
+        }
+    }
+
+    /// The workload identity it presents.
+    pub fn identity(&self) -> &Arc<WorkloadIdentity> {
+        &self.identity
+    }
+
+    /// Learns the meshed endpoints of `clusters` and whom each must prove.
+    pub fn update<'a>(&self, clusters: impl IntoIterator<Item = &'a Cluster>) {
+        let mut peers = HashMap::new();
+        for cluster in clusters {
+            for (addr, identity) in &cluster.identities {
+                peers.insert(*addr, Arc::from(spiffe_uri(&self.trust_domain, identity)));
+            }
+        }
+        self.peers.store(Arc::new(peers));
+    }
+
+    /// The SPIFFE ID the endpoint at `addr` must prove, when it is meshed.
+    pub fn expected(&self, addr: SocketAddr) -> Option<Arc<str>> {
+        self.peers.load().get(&addr).cloned()
+    }
+
+    /// The mTLS handshake over `tcp` with a peer that must prove `expected`, offering `alpn`.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        expected: &Arc<str>,
+        alpn: &'static [u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let config = self.config(expected, alpn)?;
+        // The name is never checked (the SPIFFE ID is), so it is the same for every peer.
+        let name = ServerName::try_from("mesh.weir.internal")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let connecting = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "mTLS handshake timed out",
+            )),
+        };
+        match &result {
+            Ok(_) => self.ok.inc(),
+            Err(error) => {
+                self.failed.inc();
+                tracing::debug!(%expected, %error, "mTLS handshake failed");
+            }
+        }
+        result
+    }
+
+    fn config(
+        &self,
+        expected: &Arc<str>,
+        alpn: &'static [u8],
+    ) -> std::io::Result<Arc<rustls::ClientConfig>> {
+        let mut configs = crate::lock(&self.configs);
+        if let Some(config) = configs.get(&(expected.clone(), alpn)) {
+            return Ok(config.clone());
+        }
+        let mut config = client_config(self.identity.clone(), vec![expected.to_string()])
+            .map_err(std::io::Error::other)?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let config = Arc::new(config);
+        configs.insert((expected.clone(), alpn), config.clone());
+        Ok(config)
+    }
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

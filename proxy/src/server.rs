@@ -76,28 +76,70 @@ pub async fn serve<H, F>(
     handler: H,
     settings: ServerSettings,
     metrics: Metrics,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_buffer)
-        .keep_alive(true);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_buffer as u32)
-        .max_concurrent_streams(1024);
-    let protocols = Arc::new(Protocols { http1, http2 });
+    let http = Arc::new(Http::new(&settings));
     let tls = settings
         .tls
         .clone()
         .map(|config| Arc::new(Terminator::new(config, &metrics)));
+    let handshake_timeout = settings.header_read_timeout;
+    let connections = shutdown.clone();
+    accept_loop(
+        listener,
+        settings.drain_timeout,
+        &metrics,
+        shutdown,
+        move |stream, peer| {
+            let (handler, http, tls) = (handler.clone(), http.clone(), tls.clone());
+            let shutdown = connections.clone();
+            let client = Peer {
+                addr: peer,
+                tls: tls.is_some(),
+            };
+            async move {
+                let result = match tls {
+                    Some(tls) => match tls.accept(stream, handshake_timeout, peer).await {
+                        Some((stream, version)) => {
+                            http.serve(stream, version, handler, client, shutdown).await
+                        }
+                        None => Ok(()),
+                    },
+                    None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
+                        Ok(Ok(Some(version))) => {
+                            http.serve(stream, version, handler, client, shutdown).await
+                        }
+                        // Closed before sending anything, a socket error, or silence for the
+                        // whole header-read timeout: nothing to answer.
+                        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Ok(()),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Accepts connections until `shutdown` turns true, each handled by `connection` on its own
+/// task and counted in the downstream metrics; then waits for those tasks to end, at most
+/// `drain_timeout` (connections see `shutdown` too, and finish gracefully).
+pub async fn accept_loop<C, Fut>(
+    listener: TcpListener,
+    drain_timeout: Duration,
+    metrics: &Metrics,
+    mut shutdown: Shutdown,
+    connection: C,
+) where
+    C: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     // Every connection task holds a sender; when the last one is gone, the drain is complete.
     let (drained_tx, mut drained) = mpsc::channel::<Infallible>(1);
     loop {
@@ -117,43 +159,11 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         metrics.downstream_accepted.inc();
         metrics.downstream_connections.inc();
-        let handler = handler.clone();
-        let tls = tls.clone();
-        let client = Peer {
-            addr: peer,
-            tls: tls.is_some(),
-        };
-        // hyper keeps a slot the size of the service future for the connection's whole life;
-        // boxing the handler's (large) future keeps that slot pointer-sized on idle connections.
-        let service = service_fn(move |req| {
-            let response = Box::pin(handler(client, req));
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let protocols = protocols.clone();
         let gauge = metrics.downstream_connections.clone();
-        let shutdown = shutdown.clone();
         let drained_tx = drained_tx.clone();
-        let handshake_timeout = settings.header_read_timeout;
+        let handling = connection(stream, peer);
         tokio::spawn(async move {
-            let result = match tls {
-                Some(tls) => match tls.accept(stream, handshake_timeout, peer).await {
-                    Some((stream, protocol)) => {
-                        protocols.serve(stream, protocol, service, shutdown).await
-                    }
-                    None => Ok(()),
-                },
-                None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
-                    Ok(Ok(Some(protocol))) => {
-                        protocols.serve(stream, protocol, service, shutdown).await
-                    }
-                    // Closed before sending anything, a socket error, or silence for the whole
-                    // header-read timeout: nothing to answer.
-                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => Ok(()),
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-            }
+            handling.await;
             gauge.dec();
             drop(drained_tx);
         });
@@ -162,8 +172,8 @@ pub async fn serve<H, F>(
     drop(drained_tx);
     tokio::select! {
         _ = drained.recv() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(settings.drain_timeout) => {
-            tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
+        _ = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(timeout = ?drain_timeout, "drain timeout reached; closing remaining connections");
         }
     }
 }
@@ -194,13 +204,13 @@ impl Terminator {
         stream: TcpStream,
         timeout: Duration,
         peer: SocketAddr,
-    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Protocol)> {
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, HttpVersion)> {
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 self.ok.inc();
                 let protocol = match stream.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => Protocol::Http2,
-                    _ => Protocol::Http1,
+                    Some(b"h2") => HttpVersion::Http2,
+                    _ => HttpVersion::Http1,
                 };
                 Some((stream, protocol))
             }
@@ -217,32 +227,57 @@ impl Terminator {
     }
 }
 
-struct Protocols {
+/// HTTP/1.1 and HTTP/2 server settings, made once per listener.
+pub struct Http {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
-impl Protocols {
-    /// Serves one connection with `protocol` until it ends (gracefully after shutdown begins).
-    async fn serve<I, S>(
+impl Http {
+    /// hyper's connection builders with `settings`' limits and timeouts.
+    pub fn new(settings: &ServerSettings) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_buffer)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(settings.max_buffer as u32)
+            .max_concurrent_streams(1024);
+        Self { http1, http2 }
+    }
+
+    /// Serves one connection speaking `version` with `handler` until it ends (gracefully after
+    /// shutdown begins); every request is told it came from `peer`.
+    pub async fn serve<I, H, F>(
         &self,
         io: I,
-        protocol: Protocol,
-        service: S,
+        version: HttpVersion,
+        handler: Arc<H>,
+        peer: Peer,
         shutdown: Shutdown,
     ) -> Result<(), hyper::Error>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
     {
-        match protocol {
-            Protocol::Http2 => {
+        // hyper keeps a slot the size of the service future for the connection's whole life;
+        // boxing the handler's (large) future keeps that slot pointer-sized on idle
+        // connections.
+        let service = service_fn(move |req| {
+            let response = Box::pin(handler(peer, req));
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        match version {
+            HttpVersion::Http2 => {
                 let conn = self.http2.serve_connection(TokioIo::new(io), service);
                 until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
             }
-            Protocol::Http1 => {
+            HttpVersion::Http1 => {
                 let conn = self
                     .http1
                     .serve_connection(TokioIo::new(io), service)
@@ -253,21 +288,25 @@ impl Protocols {
     }
 }
 
-enum Protocol {
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.x.
     Http1,
+    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
     Http2,
 }
 
 /// Tells HTTP/2 prior knowledge from HTTP/1 by peeking at the first bytes, without consuming
 /// them, so hyper reads the connection from its first byte into a buffer of its usual size.
 /// `None` when the client closed without sending anything.
-async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+pub async fn sniff(stream: &TcpStream) -> std::io::Result<Option<HttpVersion>> {
     let mut buf = [0u8; H2_PREFACE.len()];
     peek_until(stream, &mut buf, |first| {
         if *first != H2_PREFACE[..first.len()] {
-            Some(Protocol::Http1)
+            Some(HttpVersion::Http1)
         } else if first.len() == H2_PREFACE.len() {
-            Some(Protocol::Http2)
+            Some(HttpVersion::Http2)
         } else {
             None
         }
@@ -314,12 +353,12 @@ mod tests {
     async fn sniff_tells_h2_prior_knowledge_from_http1_even_when_the_preface_arrives_split() {
         let (mut client, server) = pair().await;
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        assert!(matches!(sniff(&server).await, Ok(Some(Protocol::Http1))));
+        assert!(matches!(sniff(&server).await, Ok(Some(HttpVersion::Http1))));
 
         // "POST" shares its first letter with the preface.
         let (mut client, server) = pair().await;
         client.write_all(b"POST /x HTTP/1.1\r\n").await.unwrap();
-        assert!(matches!(sniff(&server).await, Ok(Some(Protocol::Http1))));
+        assert!(matches!(sniff(&server).await, Ok(Some(HttpVersion::Http1))));
 
         let (mut client, server) = pair().await;
         client.write_all(&H2_PREFACE[..7]).await.unwrap();
@@ -327,7 +366,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         client.write_all(&H2_PREFACE[7..]).await.unwrap();
         let (protocol, server) = sniffing.await.unwrap().unwrap();
-        assert!(matches!(protocol, Some(Protocol::Http2)));
+        assert!(matches!(protocol, Some(HttpVersion::Http2)));
         // Nothing was consumed: hyper will read the preface itself.
         let mut buf = [0u8; 24];
         assert_eq!(server.peek(&mut buf).await.unwrap(), 24);

@@ -1,5 +1,8 @@
 //! Connections to backends: pooled keep-alive HTTP/1.1 clients and HTTP/2 (h2c, prior
 //! knowledge) clients, with every open connection counted in `weir_upstream_connections`.
+//! With a mesh [`Dialer`], a connection to a meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by
+//! ALPN, as the cluster speaks), checked against the identity the configuration expects there;
+//! other endpoints stay plaintext.
 
 use std::{
     future::Future,
@@ -20,12 +23,14 @@ use hyper_util::{
 };
 use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use weir_api::model::Protocol;
 
 use crate::{
     body::{Body, TooLarge},
     error::ProxyError,
     metrics::Metrics,
+    mtls::{Dialer, H2_ALPN, HTTP1_ALPN},
 };
 
 /// The two client pools a proxy keeps.
@@ -54,8 +59,17 @@ impl Default for UpstreamSettings {
 }
 
 impl Upstream {
-    /// Builds both pools.
+    /// Builds both pools, plaintext only.
     pub fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
+        Self::build(settings, metrics, None)
+    }
+
+    /// Builds both pools; connections to meshed endpoints go through `dialer`.
+    pub fn with_mesh(settings: &UpstreamSettings, metrics: &Metrics, dialer: Arc<Dialer>) -> Self {
+        Self::build(settings, metrics, Some(dialer))
+    }
+
+    fn build(settings: &UpstreamSettings, metrics: &Metrics, dialer: Option<Arc<Dialer>>) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
@@ -67,12 +81,17 @@ impl Upstream {
                 ok: metrics.upstream_connects.with_label_values(&["ok"]),
                 failed: metrics.upstream_connects.with_label_values(&["error"]),
             }),
+            mesh: dialer.clone().map(|d| (d, HTTP1_ALPN)),
         };
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector.clone());
+        let connector = CountingConnector {
+            mesh: dialer.map(|d| (d, H2_ALPN)),
+            ..connector
+        };
         let h2c = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(settings.idle_timeout)
@@ -99,6 +118,8 @@ impl Upstream {
 pub struct CountingConnector {
     inner: HttpConnector,
     metrics: Arc<ConnectMetrics>,
+    /// Meshed endpoints are dialed with mTLS offering this ALPN.
+    mesh: Option<(Arc<Dialer>, &'static [u8])>,
 }
 
 struct ConnectMetrics {
@@ -107,20 +128,37 @@ struct ConnectMetrics {
     failed: IntCounter,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl tower::Service<Uri> for CountingConnector {
     type Response = Counted;
-    type Error = <HttpConnector as tower::Service<Uri>>::Error;
+    type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        // Endpoints are IP:port authorities; the dialer knows which of them are meshed.
+        let meshed = self.mesh.as_ref().and_then(|(dialer, alpn)| {
+            let addr = uri.authority()?.as_str().parse().ok()?;
+            Some((dialer.clone(), dialer.expected(addr)?, *alpn))
+        });
         let connecting = self.inner.call(uri);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            match connecting.await {
+            let connected = async {
+                let io = connecting.await?;
+                Ok::<_, BoxError>(match meshed {
+                    None => Io::Plain(io),
+                    Some((dialer, expected, alpn)) => {
+                        let tls = dialer.handshake(io.into_inner(), &expected, alpn).await?;
+                        Io::Tls(Box::new(TokioIo::new(tls)))
+                    }
+                })
+            };
+            match connected.await {
                 Ok(io) => {
                     metrics.ok.inc();
                     metrics.open.inc();
@@ -138,9 +176,15 @@ impl tower::Service<Uri> for CountingConnector {
     }
 }
 
+/// A backend connection: plaintext, or mesh mTLS.
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
 /// A backend connection that decrements the open-connection gauge when it closes.
 pub struct Counted {
-    io: TokioIo<TcpStream>,
+    io: Io,
     gauge: IntGauge,
 }
 
@@ -152,47 +196,71 @@ impl Drop for Counted {
 
 impl Connection for Counted {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        match &self.io {
+            Io::Plain(io) => io.connected(),
+            Io::Tls(io) => {
+                let (tcp, tls) = io.inner().get_ref();
+                let connected = tcp.connected();
+                if tls.alpn_protocol() == Some(H2_ALPN) {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+        }
     }
+}
+
+/// Forwards a hyper I/O call to whichever connection it is.
+macro_rules! either {
+    ($self:ident, $io:ident => $call:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Plain($io) => $call,
+            Io::Tls($io) => $call,
+        }
+    };
 }
 
 impl Read for Counted {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        either!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
 impl Write for Counted {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        either!(self, io => Pin::new(io).poll_write(cx, buf))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, io => Pin::new(io).poll_flush(cx))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        either!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
     }
 }
 

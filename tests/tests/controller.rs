@@ -381,7 +381,12 @@ async fn a_workload_certificate_is_renewed_at_half_its_life_and_outlives_a_contr
     let web = "spiffe://cluster.local/ns/shop/sa/web";
     let identity = Arc::new(WorkloadIdentity::default());
     assert!(!identity.ready(), "not ready before the first certificate");
-    let task = tokio::spawn(maintain(settings, web.to_string(), identity.clone()));
+    let task = tokio::spawn(maintain(
+        settings,
+        web.to_string(),
+        identity.clone(),
+        weir_proxy::metrics::Metrics::new().workload_certificate_expiry,
+    ));
 
     let first = eventually(Duration::from_secs(10), "a certificate", || async {
         identity.current()

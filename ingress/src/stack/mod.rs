@@ -24,8 +24,7 @@ use std::{sync::Arc, time::Instant};
 use http::{
     header, request::Parts, HeaderName, HeaderValue, Request, Response, StatusCode, Version,
 };
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use weir_api::model::{Balancer, Forward, Protocol, Route, RouteAction};
 
@@ -33,14 +32,14 @@ use crate::security::Guards;
 use weir_proxy::{
     access_log::{now_rfc3339, AccessLog, Entry},
     balance::Pool,
-    body::{boxed, Body, Limited, Observed, TooLarge},
+    body::{boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, Side, ERROR_HEADER},
     headers,
     metrics::{status_class, Metrics},
     normalize::normalize_path,
     resilience::{
-        retry::{self, Deadlines, Outgoing, Replay, Report, REPLAY_LIMIT},
+        retry::{self, Deadlines, Outgoing, Replay, Report},
         ring::request_key,
     },
     router::RequestView,
@@ -371,19 +370,8 @@ async fn replayable(
         .retry
         .as_ref()
         .is_some_and(|r| r.attempts > 1);
-    let small = body.is_end_stream() || content_length(parts).is_some_and(|n| n <= REPLAY_LIMIT);
-    let copies_needed = retries || !f.mirrors.is_empty();
-    if upgrade || !small || !copies_needed {
-        return Ok(Replay::Once(Some(body)));
-    }
-    let bytes = body.collect().await.map_err(|e| {
-        if e.is::<TooLarge>() {
-            ProxyError::BodyTooLarge
-        } else {
-            ProxyError::BadRequest
-        }
-    })?;
-    Ok(Replay::Bytes(bytes.to_bytes()))
+    let needed = !upgrade && (retries || !f.mirrors.is_empty());
+    Replay::of(body, &parts.headers, needed).await
 }
 
 /// Picks a cluster by weight; `None` when no backend has weight (the Gateway API's 500).

@@ -68,7 +68,12 @@ pub struct ConfigStore {
     /// Certificates for the TLS listener, updated with each accepted change.
     pub certs: Arc<CertStore>,
     prepare: Option<Prepare>,
+    observers: Vec<Observer>,
 }
+
+/// Told about every accepted snapshot before it is served (the mesh dialer learns which
+/// endpoints are meshed).
+pub type Observer = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 impl ConfigStore {
     /// An empty store (version 0, no routes: every request gets 404).
@@ -86,12 +91,19 @@ impl ConfigStore {
             certs: Arc::new(CertStore::new(metrics.clone())),
             metrics,
             prepare: None,
+            observers: Vec::new(),
         }
     }
 
     /// Runs `prepare` on every accepted snapshot before it is served.
     pub fn with_role(mut self, prepare: Prepare) -> Self {
         self.prepare = Some(prepare);
+        self
+    }
+
+    /// Calls `observer` with every accepted snapshot before it is served.
+    pub fn observe(mut self, observer: Observer) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -108,6 +120,17 @@ impl ConfigStore {
     /// Makes `snapshot` the active configuration and returns its version. Endpoint state
     /// (latency, in-flight counts) carries over by address. Its warnings are logged.
     pub fn install(&self, snapshot: Snapshot) -> u64 {
+        let role = self.prepare.as_ref().map(|p| p(&snapshot));
+        self.install_prepared(snapshot, role)
+    }
+
+    /// [`install`](Self::install) with the role's state already made (a sidecar makes it from
+    /// the parts of its view that are not in the snapshot).
+    pub fn install_prepared(
+        &self,
+        snapshot: Snapshot,
+        role: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> u64 {
         for warning in &snapshot.warnings {
             tracing::warn!(%warning, "configuration warning");
         }
@@ -134,7 +157,9 @@ impl ConfigStore {
         let certificates = self.certs.update(&snapshot.tls);
         let version = previous.version + 1;
         let router = Router::new(&snapshot);
-        let role = self.prepare.as_ref().map(|p| p(&snapshot));
+        for observer in &self.observers {
+            observer(&snapshot);
+        }
         self.active.store(Arc::new(Active {
             version,
             snapshot: Arc::new(snapshot),

@@ -44,6 +44,33 @@ pub enum Replay {
 }
 
 impl Replay {
+    /// The request body, read into memory when copies of it are `needed` (retries, mirrors)
+    /// and it is small (or absent); streamed otherwise (then it is sent once).
+    pub async fn of(
+        body: Body,
+        headers: &http::HeaderMap,
+        needed: bool,
+    ) -> Result<Self, ProxyError> {
+        use http_body_util::BodyExt;
+        use hyper::body::Body as _;
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let small = body.is_end_stream() || length.is_some_and(|n| n <= REPLAY_LIMIT);
+        if !needed || !small {
+            return Ok(Replay::Once(Some(body)));
+        }
+        let bytes = body.collect().await.map_err(|e| {
+            if e.is::<body::TooLarge>() {
+                ProxyError::BodyTooLarge
+            } else {
+                ProxyError::BadRequest
+            }
+        })?;
+        Ok(Replay::Bytes(bytes.to_bytes()))
+    }
+
     fn take(&mut self) -> Body {
         match self {
             Replay::Bytes(b) => body::full(b.clone()),

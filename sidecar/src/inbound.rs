@@ -1,0 +1,296 @@
+//! The inbound port: connections to the workload. The pod's mTLS mode decides what is
+//! accepted — `STRICT` mTLS only, `PERMISSIVE` mTLS or plaintext (told apart by the first
+//! bytes), `DISABLED` plaintext only (TLS then belongs to the app and passes through) — and
+//! its AccessPolicies decide who may do what. HTTP goes to the app on localhost with the
+//! caller's SPIFFE ID in `x-weir-peer-identity` (a copy the caller sent is removed); anything
+//! else is opaque TCP to the app.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use weir_api::model::{Protocol, TlsMode};
+use weir_proxy::{
+    body::{boxed, Body},
+    config::ConfigStore,
+    detect::{self, Protocol as Detected},
+    error::ProxyError,
+    headers,
+    metrics::{status_class, Metrics},
+    mtls::{self, OPAQUE_ALPN},
+    normalize::normalize_path,
+    server::{sniff, Http, HttpVersion, Peer, Shutdown},
+    upstream::{classify, Upstream},
+};
+
+use crate::{
+    access::{self, decide},
+    metrics::MeshMetrics,
+    opaque, state, PEER_IDENTITY,
+};
+
+/// Everything inbound connections share.
+pub struct Inbound {
+    /// The served configuration (the mesh state is its role).
+    pub store: Arc<ConfigStore>,
+    /// mTLS with the workload certificate.
+    pub acceptor: TlsAcceptor,
+    /// HTTP connection settings.
+    pub http: Http,
+    /// Connections to the app.
+    pub app: Upstream,
+    /// Where the app listens when the connection was not redirected (explicit mode).
+    pub app_port: Option<u16>,
+    /// How long a silent client is waited for before it is treated as opaque TCP.
+    pub detect_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// This workload, `namespace/serviceaccount`, as the metrics' destination.
+    pub own: String,
+    /// Engine metrics.
+    pub metrics: Metrics,
+    /// Mesh metrics.
+    pub mesh: MeshMetrics,
+    /// Inbound handshakes that passed and failed.
+    pub handshakes: (IntCounter, IntCounter),
+}
+
+impl Inbound {
+    /// Serves one connection.
+    pub async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        shutdown: Shutdown,
+    ) {
+        // Redirected by iptables: the app port is the one the caller dialed.
+        let port = match opaque::original_dst(&stream)
+            .map(|a| a.port())
+            .or(self.app_port)
+        {
+            Some(port) => port,
+            None => {
+                tracing::warn!(%addr, "inbound connection with no original destination and no --app-port: closed");
+                return;
+            }
+        };
+        let mode = state(&self.store.load()).inbound.mode;
+        let started = Instant::now();
+        let detected = match detect::detect(&stream, self.detect_timeout).await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        if detected == Detected::Opaque && started.elapsed() >= self.detect_timeout {
+            self.mesh
+                .detect_timeouts
+                .with_label_values(&["inbound"])
+                .inc();
+        }
+        let peer = Peer { addr, tls: false };
+        match (detected, mode) {
+            (Detected::Closed, _) => {}
+            (Detected::Tls, TlsMode::Strict | TlsMode::Permissive) => {
+                self.mtls(stream, peer, port, shutdown).await
+            }
+            (_, TlsMode::Strict) => {
+                self.mesh.refused.with_label_values(&["plaintext"]).inc();
+                tracing::info!(%addr, "plaintext connection refused: the mTLS mode is STRICT");
+            }
+            (Detected::Http, _) => {
+                self.mesh
+                    .connections
+                    .with_label_values(&["inbound", "http"])
+                    .inc();
+                let version = match sniff(&stream).await {
+                    Ok(Some(v)) => v,
+                    _ => return,
+                };
+                self.serve_http(stream, version, peer, None, port, shutdown)
+                    .await
+            }
+            // Opaque plaintext, or TLS the app terminates itself (DISABLED).
+            (_, _) => {
+                self.mesh
+                    .connections
+                    .with_label_values(&["inbound", "opaque"])
+                    .inc();
+                self.opaque(stream, None, port).await
+            }
+        }
+    }
+
+    async fn mtls(self: Arc<Self>, stream: TcpStream, peer: Peer, port: u16, shutdown: Shutdown) {
+        let accepting = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
+        let tls = match accepting.await {
+            Ok(Ok(tls)) => {
+                self.handshakes.0.inc();
+                tls
+            }
+            Ok(Err(error)) => {
+                self.handshakes.1.inc();
+                tracing::info!(addr = %peer.addr, %error, "inbound mTLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.handshakes.1.inc();
+                return;
+            }
+        };
+        self.mesh
+            .connections
+            .with_label_values(&["inbound", "mtls"])
+            .inc();
+        let (_, session) = tls.get_ref();
+        let caller: Option<Arc<str>> =
+            mtls::peer_identity(session.peer_certificates()).map(Arc::from);
+        let peer = Peer { tls: true, ..peer };
+        match session.alpn_protocol() {
+            Some(OPAQUE_ALPN) => self.opaque(tls, caller, port).await,
+            Some(b"h2") => {
+                self.serve_http(tls, HttpVersion::Http2, peer, caller, port, shutdown)
+                    .await
+            }
+            _ => {
+                self.serve_http(tls, HttpVersion::Http1, peer, caller, port, shutdown)
+                    .await
+            }
+        }
+    }
+
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        io: I,
+        version: HttpVersion,
+        peer: Peer,
+        caller: Option<Arc<str>>,
+        port: u16,
+        shutdown: Shutdown,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let inbound = self.clone();
+        let handler = Arc::new(move |_: Peer, req: Request<Incoming>| {
+            inbound.clone().request(caller.clone(), port, req)
+        });
+        if let Err(error) = self.http.serve(io, version, handler, peer, shutdown).await {
+            tracing::debug!(addr = %peer.addr, %error, "inbound connection ended with an error");
+        }
+    }
+
+    async fn opaque<I>(&self, io: I, caller: Option<Arc<str>>, port: u16)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let active = self.store.load();
+        let request = access::Request {
+            peer: caller.as_deref(),
+            http: None,
+            port,
+        };
+        if let Err(policy) = decide(&state(&active).inbound, &request) {
+            self.denied(caller.as_deref(), policy, "TCP", "-");
+            return;
+        }
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(app) => opaque::splice(io, app).await,
+            Err(error) => tracing::info!(port, %error, "the app refused an opaque connection"),
+        }
+    }
+
+    fn denied(&self, caller: Option<&str>, policy: &str, method: &str, path: &str) {
+        let peer = caller.unwrap_or("plaintext");
+        self.mesh.denied.with_label_values(&[peer, policy]).inc();
+        tracing::info!(peer, policy, method, path, "access denied");
+    }
+
+    async fn request(
+        self: Arc<Self>,
+        caller: Option<Arc<str>>,
+        port: u16,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let response = match self.forward(caller.as_deref(), port, req).await {
+            Ok(response) => response,
+            Err(e) => {
+                let side = format!("{:?}", e.side()).to_lowercase();
+                self.metrics
+                    .errors
+                    .with_label_values(&[e.reason(), &side])
+                    .inc();
+                e.response()
+            }
+        };
+        let peer = caller.as_deref().unwrap_or("plaintext");
+        let status = status_class(response.status());
+        self.mesh
+            .requests
+            .with_label_values(&["inbound", peer, &self.own, status])
+            .inc();
+        self.mesh
+            .duration
+            .with_label_values(&["inbound", &self.own])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn forward(
+        &self,
+        caller: Option<&str>,
+        port: u16,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let path = normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)?;
+        let active = self.store.load();
+        let request = access::Request {
+            peer: caller,
+            http: Some((parts.method.as_str(), &path)),
+            port,
+        };
+        if let Err(policy) = decide(&state(&active).inbound, &request) {
+            self.denied(caller, policy, parts.method.as_str(), &path);
+            return Err(ProxyError::AccessDenied);
+        }
+        drop(active);
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.remove(PEER_IDENTITY);
+        if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
+            parts.headers.insert(PEER_IDENTITY, id);
+        }
+        let protocol = if parts.version == Version::HTTP_2 {
+            Protocol::H2c
+        } else {
+            parts.version = Version::HTTP_11;
+            Protocol::Http1
+        };
+        if protocol == Protocol::Http1 && !parts.headers.contains_key(http::header::HOST) {
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
+            .parse()
+            .map_err(|_| ProxyError::BadRequest)?;
+        let response = self
+            .app
+            .client(protocol)
+            .request(Request::from_parts(parts, boxed(body)))
+            .await
+            .map_err(|e| classify(&e))?;
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, boxed(body)))
+    }
+}

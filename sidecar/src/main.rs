@@ -1,0 +1,345 @@
+//! `weir-sidecar run`: the mesh proxy of one workload; `weir-sidecar init`: the iptables rules
+//! of transparent mode (run once, as root, in the pod's network namespace).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use weir_api::proto::Role;
+use weir_proxy::{
+    admin::{serve_admin, AdminState},
+    config::ConfigStore,
+    control::{self, ControlSettings},
+    identity::{self, WorkloadIdentity},
+    metrics::Metrics,
+    mtls::{self, Dialer},
+    server::{accept_loop, Http, ServerSettings},
+    upstream::{Upstream, UpstreamSettings},
+};
+use weir_sidecar::{
+    health::{parse_probes, SidecarPages},
+    inbound::Inbound,
+    init::Interception,
+    metrics::MeshMetrics,
+    outbound::Outbound,
+    view,
+};
+
+/// Weir's east-west proxy.
+#[derive(Parser, Debug)]
+#[command(name = "weir-sidecar", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Proxy one workload's traffic.
+    Run(Box<RunArgs>),
+    /// Install the iptables rules of transparent mode.
+    Init(InitArgs),
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    /// The controller (`https://host:15010`).
+    #[arg(long, env = "WEIR_CONTROLLER")]
+    controller: String,
+    /// The controller's trust bundle (PEM); without it the system roots are used.
+    #[arg(long, env = "WEIR_CONTROLLER_CA")]
+    controller_ca: Option<PathBuf>,
+    /// The token proving this pod's ServiceAccount (re-read at every connect).
+    #[arg(long, env = "WEIR_IDENTITY_TOKEN_FILE")]
+    identity_token_file: PathBuf,
+    /// The app's port on localhost, for inbound connections that were not redirected
+    /// (explicit mode); redirected ones go to the port they were sent to.
+    #[arg(long)]
+    app_port: Option<u16>,
+    /// Inbound listener.
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound: SocketAddr,
+    /// Outbound listener (the app's calls).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    outbound: SocketAddr,
+    /// Admin listener: /healthz /readyz /config /metrics /app-health/.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    admin: SocketAddr,
+    /// This pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// This pod's name.
+    #[arg(long, env = "POD_NAME")]
+    pod: String,
+    /// This pod's ServiceAccount.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// The mesh's trust domain (SPIFFE IDs are spiffe://TRUST_DOMAIN/ns/NS/sa/SA).
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// A client silent this long is proxied as opaque TCP (server-speaks-first protocols).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    detect_timeout: Duration,
+    /// Give up connecting to an endpoint after this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// On SIGTERM, wait this long for in-flight requests.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// The kubelet's probes, rewritten by the injector (JSON, path → probe).
+    #[arg(long, env = "WEIR_APP_PROBES", hide_env_values = true)]
+    app_probes: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+struct InitArgs {
+    /// Where inbound connections are redirected.
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// Where outbound connections are redirected.
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    /// The sidecar's user id (its own connections are not redirected).
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
+    /// The sidecar's admin port (never redirected, so probes reach it).
+    #[arg(long, default_value_t = 15020)]
+    admin_port: u16,
+    /// Inbound ports to leave alone (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports to leave alone (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// The iptables binary.
+    #[arg(long, default_value = "iptables")]
+    iptables: String,
+    /// Print the commands instead of running them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weir_api::duration::parse_duration(s)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Init(args) => init(args),
+        Command::Run(args) => {
+            // One thread: a sidecar's load is one workload's, and its memory is per pod.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(run(*args))
+        }
+    }
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let mut exclude_inbound = vec![args.admin_port];
+    exclude_inbound.extend(&args.exclude_inbound_ports);
+    let interception = Interception {
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        proxy_uid: args.proxy_uid,
+        exclude_inbound,
+        exclude_outbound: args.exclude_outbound_ports,
+    };
+    for step in interception.steps() {
+        if args.dry_run {
+            println!("{}", step.describe(&args.iptables));
+        } else {
+            step.apply(&args.iptables).map_err(anyhow::Error::msg)?;
+        }
+    }
+    if !args.dry_run {
+        tracing::info!("transparent interception installed");
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if !args.controller.starts_with("https://") {
+        bail!(
+            "--controller {:?}: the controller is only spoken to over TLS: use https://HOST:PORT",
+            args.controller
+        );
+    }
+    let probes = match &args.app_probes {
+        Some(json) => parse_probes(json).map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    let ca_pem = args
+        .controller_ca
+        .as_ref()
+        .map(|f| std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display())))
+        .transpose()?;
+    let settings = ControlSettings {
+        url: args.controller.clone(),
+        ca_pem,
+        token_file: args.identity_token_file.clone(),
+        role: Role::Sidecar,
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        pod: args.pod.clone(),
+    };
+    let own = format!("{}/{}", args.namespace, args.service_account);
+    let spiffe_id = mtls::spiffe_uri(&args.trust_domain, &own);
+
+    let metrics = Metrics::new();
+    let mesh = MeshMetrics::new(&metrics);
+    let identity = Arc::new(WorkloadIdentity::default());
+    let dialer = Arc::new(Dialer::new(identity.clone(), &args.trust_domain, &metrics));
+    let learner = dialer.clone();
+    let store = Arc::new(
+        ConfigStore::new(metrics.clone()).observe(Box::new(move |snapshot| {
+            learner.update(snapshot.clusters.values())
+        })),
+    );
+
+    let inbound_listener = TcpListener::bind(args.inbound)
+        .await
+        .with_context(|| format!("binding --inbound {}", args.inbound))?;
+    let outbound_listener = TcpListener::bind(args.outbound)
+        .await
+        .with_context(|| format!("binding --outbound {}", args.outbound))?;
+    let admin = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("binding --admin {}", args.admin))?;
+    tracing::info!(
+        inbound = %inbound_listener.local_addr()?,
+        outbound = %outbound_listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        %spiffe_id,
+        "weir-sidecar starting"
+    );
+
+    let upstream_settings = UpstreamSettings {
+        connect_timeout: args.connect_timeout,
+        ..UpstreamSettings::default()
+    };
+    let app = Upstream::new(&upstream_settings, &metrics);
+    let server_settings = ServerSettings {
+        drain_timeout: args.drain_timeout,
+        ..ServerSettings::default()
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        mtls::server_config(identity.clone()).context("the inbound mTLS configuration")?,
+    ));
+    let handshakes = |result: &str| {
+        metrics
+            .mesh_handshakes
+            .with_label_values(&["inbound", result])
+    };
+    let inbound = Arc::new(Inbound {
+        store: store.clone(),
+        acceptor,
+        http: Http::new(&server_settings),
+        app: app.clone(),
+        app_port: args.app_port,
+        detect_timeout: args.detect_timeout,
+        handshake_timeout: server_settings.header_read_timeout,
+        own: own.clone(),
+        metrics: metrics.clone(),
+        mesh: mesh.clone(),
+        handshakes: (handshakes("ok"), handshakes("error")),
+    });
+    let outbound = Arc::new(Outbound {
+        store: store.clone(),
+        http: Http::new(&server_settings),
+        upstream: Upstream::with_mesh(&upstream_settings, &metrics, dialer.clone()),
+        dialer,
+        namespace: args.namespace.clone(),
+        detect_timeout: args.detect_timeout,
+        connect_timeout: args.connect_timeout,
+        metrics: metrics.clone(),
+        mesh,
+    });
+
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let accepting = Arc::new(AtomicBool::new(true));
+    let pages = SidecarPages {
+        identity: identity.clone(),
+        probes,
+        app,
+    };
+    let admin_state = AdminState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        accepting: accepting.clone(),
+        pages: Some(Arc::new(pages)),
+    };
+    let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
+    let certificates = tokio::spawn(identity::maintain(
+        settings.clone(),
+        spiffe_id,
+        identity,
+        metrics.workload_certificate_expiry.clone(),
+    ));
+    let config = tokio::spawn(control::follow(settings, store, view::decode));
+
+    let conns = shutdown.clone();
+    let inbound_server = tokio::spawn({
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            accept_loop(
+                inbound_listener,
+                args.drain_timeout,
+                &metrics,
+                shutdown,
+                move |s, a| inbound.clone().connection(s, a, conns.clone()),
+            )
+            .await
+        }
+    });
+    let conns = shutdown.clone();
+    let outbound_server = tokio::spawn(async move {
+        accept_loop(
+            outbound_listener,
+            args.drain_timeout,
+            &metrics,
+            shutdown,
+            move |s, a| outbound.clone().connection(s, a, conns.clone()),
+        )
+        .await
+    });
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no longer ready, draining connections");
+    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::join!(inbound_server, outbound_server);
+    config.abort();
+    certificates.abort();
+    admin_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

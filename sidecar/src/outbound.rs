@@ -1,0 +1,261 @@
+//! The outbound port: the workload's calls. In explicit mode the app sends HTTP here and the
+//! `Host` names the Service (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`); in transparent mode
+//! iptables redirected the connection and its original destination, a Service's cluster IP and
+//! port, names it. Requests go through the engine's pools (balancing, retries, budgets,
+//! breakers, timeouts from the TrafficPolicy); a meshed endpoint is dialed with mTLS and must
+//! prove the identity the view expects there. Anything that is not HTTP is opaque TCP to an
+//! endpoint, over mTLS when it is meshed; a destination that is not a Service passes through
+//! untouched.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+
+use http::{header, Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+use weir_api::model::Protocol;
+use weir_proxy::{
+    body::{boxed, Body},
+    config::ConfigStore,
+    detect::{self, Protocol as Detected},
+    error::ProxyError,
+    headers,
+    metrics::{status_class, Metrics},
+    mtls::{Dialer, OPAQUE_ALPN},
+    resilience::retry::{self, Deadlines, Outgoing, Replay, Report},
+    server::{sniff, Http, Peer, Shutdown},
+    upstream::Upstream,
+};
+
+use crate::{metrics::MeshMetrics, opaque, state, view::Target};
+
+/// Everything outbound connections share.
+pub struct Outbound {
+    /// The served configuration.
+    pub store: Arc<ConfigStore>,
+    /// HTTP connection settings.
+    pub http: Http,
+    /// Pools to endpoints (mTLS to meshed ones).
+    pub upstream: Upstream,
+    /// Dials meshed endpoints.
+    pub dialer: Arc<Dialer>,
+    /// This pod's namespace: short `Host` names are in it.
+    pub namespace: String,
+    /// How long a silent app is waited for before its connection is treated as opaque TCP.
+    pub detect_timeout: Duration,
+    /// Giving up connecting to an endpoint.
+    pub connect_timeout: Duration,
+    /// Engine metrics.
+    pub metrics: Metrics,
+    /// Mesh metrics.
+    pub mesh: MeshMetrics,
+}
+
+impl Outbound {
+    /// Serves one connection from the app.
+    pub async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        shutdown: Shutdown,
+    ) {
+        let original = opaque::original_dst(&stream);
+        let target = original.and_then(|dst| state(&self.store.load()).by_addr(dst).cloned());
+        if let (Some(dst), None) = (original, &target) {
+            // Not a Service of the mesh: passed through as it was sent.
+            self.mesh
+                .connections
+                .with_label_values(&["outbound", "passthrough"])
+                .inc();
+            match self.connect(dst).await {
+                Ok(upstream) => opaque::splice(stream, upstream).await,
+                Err(error) => tracing::debug!(%dst, %error, "passthrough connection failed"),
+            }
+            return;
+        }
+        let started = Instant::now();
+        let detected = match detect::detect(&stream, self.detect_timeout).await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match detected {
+            Detected::Closed => {}
+            Detected::Http => {
+                self.mesh
+                    .connections
+                    .with_label_values(&["outbound", "http"])
+                    .inc();
+                let Ok(Some(version)) = sniff(&stream).await else {
+                    return;
+                };
+                let outbound = self.clone();
+                let handler = Arc::new(move |_: Peer, req: Request<Incoming>| {
+                    outbound.clone().request(target.clone(), req)
+                });
+                let peer = Peer { addr, tls: false };
+                if let Err(error) = self
+                    .http
+                    .serve(stream, version, handler, peer, shutdown)
+                    .await
+                {
+                    tracing::debug!(%addr, %error, "outbound connection ended with an error");
+                }
+            }
+            Detected::Tls | Detected::Opaque => {
+                if started.elapsed() >= self.detect_timeout {
+                    self.mesh
+                        .detect_timeouts
+                        .with_label_values(&["outbound"])
+                        .inc();
+                }
+                self.mesh
+                    .connections
+                    .with_label_values(&["outbound", "opaque"])
+                    .inc();
+                match target {
+                    Some(target) => self.opaque(stream, &target).await,
+                    None => tracing::info!(
+                        %addr,
+                        "a connection that is not HTTP came to the explicit outbound port: no destination to send it to"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Opaque TCP to one endpoint of the target (mTLS when it is meshed).
+    async fn opaque(&self, stream: TcpStream, target: &Target) {
+        let active = self.store.load();
+        let Some(endpoint) = active
+            .pools
+            .get(&target.cluster)
+            .and_then(|pool| pool.pick(&[], None).ok())
+            .map(|e| e.addr)
+        else {
+            tracing::info!(service = %target.service, "no endpoint for an opaque connection");
+            return;
+        };
+        drop(active);
+        let tcp = match self.connect(endpoint).await {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::info!(%endpoint, %error, "opaque connection to an endpoint failed");
+                return;
+            }
+        };
+        match self.dialer.expected(endpoint) {
+            Some(expected) => match self.dialer.handshake(tcp, &expected, OPAQUE_ALPN).await {
+                Ok(tls) => opaque::splice(stream, tls).await,
+                Err(error) => tracing::info!(%endpoint, %error, "mTLS to an endpoint failed"),
+            },
+            None => opaque::splice(stream, tcp).await,
+        }
+    }
+
+    async fn request(
+        self: Arc<Self>,
+        target: Option<Target>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let mut report = Report::default();
+        let target = target.or_else(|| {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+            state(&self.store.load())
+                .by_host(host, &self.namespace)
+                .cloned()
+        });
+        let result = match &target {
+            Some(target) => self.forward(target, req, &mut report).await,
+            None => Err(ProxyError::NoRoute),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                let side = format!("{:?}", e.side()).to_lowercase();
+                self.metrics
+                    .errors
+                    .with_label_values(&[e.reason(), &side])
+                    .inc();
+                e.response()
+            }
+        };
+        let destination = target.as_ref().map_or("unknown", |t| &*t.service);
+        let peer = report
+            .endpoint
+            .and_then(|e| self.dialer.expected(e))
+            .unwrap_or_else(|| Arc::from("plaintext"));
+        let status = status_class(response.status());
+        self.mesh
+            .requests
+            .with_label_values(&["outbound", &peer, destination, status])
+            .inc();
+        self.mesh
+            .duration
+            .with_label_values(&["outbound", destination])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn forward(
+        &self,
+        target: &Target,
+        req: Request<Incoming>,
+        report: &mut Report,
+    ) -> Result<Response<Body>, ProxyError> {
+        let active = self.store.load();
+        let pool = active
+            .pools
+            .get(&target.cluster)
+            .filter(|p| p.cluster.resolved)
+            .ok_or(ProxyError::BackendNotFound)?;
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        parts.version = match pool.cluster.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2c => Version::HTTP_2,
+        };
+        let retries = pool
+            .cluster
+            .resilience
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.attempts > 1);
+        let body = Replay::of(boxed(body), &parts.headers, retries).await?;
+        let out = Outgoing { parts, body };
+        let response = retry::send(
+            &self.upstream,
+            pool,
+            out,
+            Deadlines::default(),
+            None,
+            report,
+        )
+        .await?;
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, boxed(body)))
+    }
+}

@@ -1,0 +1,173 @@
+//! A sidecar's view as it serves it: the snapshot of the clusters it may call (balanced and
+//! made resilient by the engine, like the ingress's), and the rest, [`MeshState`]: its own
+//! inbound policy and how a destination is mapped to a Service — by cluster IP and port in
+//! transparent mode, by `Host` in explicit mode.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use weir_api::{
+    model::{Inbound, SidecarView},
+    wire::{self, SIDECAR_ENCODING},
+    Snapshot,
+};
+use weir_proxy::control::Decoded;
+
+/// One port of one Service, as a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `namespace/name`, for logs and metrics.
+    pub service: Arc<str>,
+    /// The cluster serving it.
+    pub cluster: String,
+}
+
+/// What the sidecar keeps of its view besides the clusters.
+#[derive(Debug, Default)]
+pub struct MeshState {
+    /// Its own pod's mTLS mode and access policies.
+    pub inbound: Inbound,
+    /// Service cluster IP and port → target.
+    by_addr: HashMap<SocketAddr, Target>,
+    /// `name.namespace` → the Service's ports and their targets.
+    by_name: HashMap<String, Vec<(u16, Target)>>,
+}
+
+/// [`Decode`](weir_proxy::control::Decode) for a sidecar view.
+pub fn decode(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
+    let view: SidecarView = wire::decode_view(SIDECAR_ENCODING, encoding, payload)?;
+    let (snapshot, state) = split(view);
+    Ok((snapshot, Some(Arc::new(state))))
+}
+
+/// The snapshot the engine serves and the mesh state, from one view.
+pub fn split(view: SidecarView) -> (Snapshot, MeshState) {
+    let mut state = MeshState {
+        inbound: view.inbound,
+        ..MeshState::default()
+    };
+    for service in view.services {
+        let name: Arc<str> = format!("{}/{}", service.namespace, service.name).into();
+        let mut ports = Vec::with_capacity(service.ports.len());
+        for port in &service.ports {
+            let target = Target {
+                service: name.clone(),
+                cluster: port.cluster.clone(),
+            };
+            for ip in &service.cluster_ips {
+                state
+                    .by_addr
+                    .insert(SocketAddr::new(*ip, port.port), target.clone());
+            }
+            ports.push((port.port, target));
+        }
+        state
+            .by_name
+            .insert(format!("{}.{}", service.name, service.namespace), ports);
+    }
+    let snapshot = Snapshot {
+        clusters: view.clusters,
+        ..Snapshot::default()
+    };
+    (snapshot, state)
+}
+
+impl MeshState {
+    /// The Service port behind a cluster IP and port (transparent mode).
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<&Target> {
+        self.by_addr.get(&addr)
+    }
+
+    /// The Service port a `Host` names (explicit mode): `svc`, `svc.ns`, `svc.ns.svc` or
+    /// `svc.ns.svc.CLUSTER_DOMAIN`, with an optional port. Without a port: port 80, or the
+    /// Service's only port. A short name is in `own_namespace`.
+    pub fn by_host(&self, host: &str, own_namespace: &str) -> Option<&Target> {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port.parse::<u16>().ok()?)),
+            None => (host, None),
+        };
+        let name = name.to_ascii_lowercase();
+        let labels: Vec<&str> = name.split('.').collect();
+        let key = match labels.as_slice() {
+            [service] => format!("{service}.{own_namespace}"),
+            [service, namespace] => format!("{service}.{namespace}"),
+            [service, namespace, "svc", ..] => format!("{service}.{namespace}"),
+            _ => return None,
+        };
+        let ports = self.by_name.get(&key)?;
+        let found = match port {
+            Some(port) => ports.iter().find(|(p, _)| *p == port),
+            None => ports
+                .iter()
+                .find(|(p, _)| *p == 80)
+                .or_else(|| (ports.len() == 1).then(|| &ports[0])),
+        };
+        found.map(|(_, target)| target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_api::model::{MeshPort, MeshService};
+
+    use super::*;
+
+    fn state() -> MeshState {
+        let service = |name: &str, ip: &str, ports: &[u16]| MeshService {
+            namespace: "shop".into(),
+            name: name.into(),
+            cluster_ips: vec![ip.parse().unwrap()],
+            ports: ports
+                .iter()
+                .map(|p| MeshPort {
+                    port: *p,
+                    name: String::new(),
+                    cluster: format!("shop/{name}:{p}"),
+                })
+                .collect(),
+        };
+        let view = SidecarView {
+            services: vec![
+                service("backend", "10.96.0.20", &[80]),
+                service("db", "10.96.0.30", &[5432, 9187]),
+            ],
+            ..SidecarView::default()
+        };
+        split(view).1
+    }
+
+    #[test]
+    fn hosts_and_cluster_addresses_name_service_ports() {
+        let state = state();
+        let cluster = |t: Option<&Target>| t.map(|t| t.cluster.clone());
+        let backend = Some("shop/backend:80".to_string());
+        for host in [
+            "backend",
+            "backend.shop",
+            "Backend.Shop.svc",
+            "backend.shop.svc.cluster.local",
+            "backend.shop.svc.cluster.local:80",
+        ] {
+            assert_eq!(cluster(state.by_host(host, "shop")), backend, "{host}");
+        }
+        assert_eq!(cluster(state.by_host("backend", "other")), None);
+        assert_eq!(cluster(state.by_host("backend.shop:81", "shop")), None);
+        assert_eq!(
+            cluster(state.by_host("db.shop", "shop")),
+            None,
+            "two ports and none is 80: the port must be said"
+        );
+        assert_eq!(
+            cluster(state.by_host("db.shop:9187", "x")),
+            Some("shop/db:9187".into())
+        );
+        assert_eq!(cluster(state.by_host("example.com", "shop")), None);
+        assert_eq!(
+            cluster(state.by_addr("10.96.0.30:5432".parse().unwrap())),
+            Some("shop/db:5432".into())
+        );
+        assert_eq!(
+            cluster(state.by_addr("10.96.0.30:80".parse().unwrap())),
+            None
+        );
+    }
+}
