@@ -30,7 +30,9 @@ use weir_proxy::{
     admin::{serve_admin, AdminState},
     config::{reload, watch_dir, ConfigStore, WatchSettings},
     control::{self, ControlSettings},
+    identity::{self, WorkloadIdentity},
     metrics::Metrics,
+    mtls::{self, Dialer},
     server::{serve, Peer, ServerSettings, Shutdown},
     upstream::{Upstream, UpstreamSettings},
 };
@@ -65,6 +67,10 @@ struct Args {
     /// This gateway's ServiceAccount, as its token proves it.
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "weir-ingress")]
     service_account: String,
+    /// The mesh's trust domain: with --controller the gateway joins the mesh as
+    /// spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT and dials meshed backends with mTLS.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
     /// This gateway's pod name, for the controller's logs (default: the host name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -207,12 +213,24 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let global = (!args.redis.is_empty())
         .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
     let registry = Registry::new(metrics.clone(), jwks_client(), global);
-    let store = Arc::new(
-        ConfigStore::new(metrics.clone()).with_role(Box::new(move |snapshot| {
-            Arc::new(registry.prepare(snapshot))
-        })),
-    );
     let source = config_source(&args)?;
+    // Following a controller, the gateway is a mesh workload: it holds an identity and dials
+    // meshed backends with mTLS.
+    let dialer = match &source {
+        Source::Controller(_) => Some(Arc::new(Dialer::new(
+            Arc::new(WorkloadIdentity::default()),
+            &args.trust_domain,
+            &metrics,
+        ))),
+        Source::Dir(_) => None,
+    };
+    let mut store = ConfigStore::new(metrics.clone()).with_role(Box::new(move |snapshot| {
+        Arc::new(registry.prepare(snapshot))
+    }));
+    if let Some(dialer) = dialer.clone() {
+        store = store.observe(Box::new(move |s| dialer.update(s.clusters.values())));
+    }
+    let store = Arc::new(store);
     if let Source::Dir(dir) = &source {
         if let Err(errors) = reload(dir, &store) {
             bail!(
@@ -242,9 +260,13 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()
     };
+    let upstream = match &dialer {
+        Some(dialer) => Upstream::with_mesh(&upstream_settings, &metrics, dialer.clone()),
+        None => Upstream::new(&upstream_settings, &metrics),
+    };
     let gateway = Arc::new(stack::Gateway {
         store: store.clone(),
-        upstream: Upstream::new(&upstream_settings, &metrics),
+        upstream,
         metrics: metrics.clone(),
         access_log,
         max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
@@ -261,11 +283,22 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
         Source::Dir(dir) => tokio::spawn(watch_dir(dir, store.clone(), WatchSettings::default())),
-        Source::Controller(settings) => tokio::spawn(control::follow(
-            settings,
-            store.clone(),
-            control::decode_snapshot,
-        )),
+        Source::Controller(settings) => {
+            if let Some(dialer) = &dialer {
+                let own = format!("{}/{}", settings.namespace, settings.service_account);
+                tokio::spawn(identity::maintain(
+                    settings.clone(),
+                    mtls::spiffe_uri(&args.trust_domain, &own),
+                    dialer.identity().clone(),
+                    metrics.workload_certificate_expiry.clone(),
+                ));
+            }
+            tokio::spawn(control::follow(
+                settings,
+                store.clone(),
+                control::decode_snapshot,
+            ))
+        }
     };
 
     let plain_settings = ServerSettings {

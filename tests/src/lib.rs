@@ -24,6 +24,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 pub mod apiserver;
 mod controller;
 pub mod idp;
+pub mod mesh;
 pub mod redis;
 pub mod tls;
 mod yaml;
@@ -438,6 +439,11 @@ impl Reply {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The body as JSON (panics with the body text if it is not).

@@ -12,6 +12,10 @@
 //!   `fail` (503), `reset` (the connection is closed without an answer), `hang` (no answer
 //!   for an hour), `unhealthy` (only `/healthz` fails) or `flap` (`fail` and `ok` by turns,
 //!   200 ms each). Tests make backends fail on command.
+//! - `/call/REST` with `--call HOST --via ADDR`: a frontend calling its backend: it sends
+//!   `GET /REST` with `Host: HOST` to ADDR (its sidecar's outbound port) and answers with the
+//!   callee's status and JSON under `called` (and the caller's `x-weir-peer-identity` as
+//!   `peer`).
 
 use std::{
     convert::Infallible,
@@ -51,7 +55,16 @@ struct Args {
     /// Name reported in every answer, to tell backends apart.
     #[arg(long, default_value = "echo")]
     name: String,
+    /// The `Host` that `/call/...` requests are sent with.
+    #[arg(long, requires = "via")]
+    call: Option<String>,
+    /// Where `/call/...` requests are sent (the sidecar's outbound port).
+    #[arg(long)]
+    via: Option<SocketAddr>,
 }
+
+/// `--call` and `--via`.
+type Calls = Option<(&'static str, SocketAddr)>;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -65,10 +78,23 @@ async fn main() -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let calls: Calls = args
+        .call
+        .zip(args.via)
+        .map(|(host, via)| (&*Box::leak(host.into_boxed_str()), via));
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(name, req));
+            let service = hyper::service::service_fn(move |req| async move {
+                match (calls, req.uri().path().strip_prefix("/call")) {
+                    (Some((host, via)), Some(rest)) => {
+                        let peer = req.headers().get("x-weir-peer-identity").cloned();
+                        let peer = peer.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+                        Ok(call(name, host, via, rest, peer).await)
+                    }
+                    _ => answer(name, req).await,
+                }
+            });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -215,6 +241,46 @@ async fn answer(
         .headers_mut()
         .insert("x-backend", HeaderValue::from_static(name));
     Ok(response)
+}
+
+/// Calls `host` through `via` and wraps its answer.
+async fn call(
+    name: &str,
+    host: &str,
+    via: SocketAddr,
+    path: &str,
+    peer: Option<String>,
+) -> Response<Body> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(format!(
+        "http://{via}{}",
+        if path.is_empty() { "/" } else { path }
+    ))
+    .header(http::header::HOST, host)
+    .body(Full::new(Bytes::new()));
+    let (code, called) = match request {
+        Ok(request) => match client.request(request).await {
+            Ok(response) => {
+                let code = response.status();
+                let error = response.headers().get("x-weir-error").cloned();
+                let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                let text = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                let error = error.map(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (
+                    code.as_u16(),
+                    serde_json::json!({"status": code.as_u16(), "error": error, "body": value}),
+                )
+            }
+            Err(e) => (502, serde_json::json!({"error": e.to_string()})),
+        },
+        Err(e) => (400, serde_json::json!({"error": e.to_string()})),
+    };
+    let answer = serde_json::json!({"backend": name, "peer": peer, "called": called});
+    let mut response = Response::new(full(Bytes::from(format!("{answer}\n"))));
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    response
 }
 
 fn status(code: StatusCode) -> Response<Body> {
