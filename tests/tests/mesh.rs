@@ -140,7 +140,7 @@ async fn a_request_crosses_the_mesh_with_mtls_on_both_hops_and_strict_refuses_pl
         1.0
     );
     let outbound = r#"weir_mesh_requests_total{destination="shop/backend",direction="outbound",peer="spiffe://cluster.local/ns/shop/sa/backend",status="2xx"}"#;
-    assert_eq!(mesh.frontend.metric(&outbound).await, 1.0);
+    assert_eq!(mesh.frontend.metric(outbound).await, 1.0);
     for sidecar in [&mesh.frontend, &mesh.backend] {
         let expiry = sidecar
             .metric("weir_workload_certificate_expiry_timestamp_seconds")
