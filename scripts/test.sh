@@ -12,6 +12,10 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The manifests are built with kubectl's kustomize and checked against the Kubernetes schemas
 # with kubernetes-validate (PyPI).
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+# The transparent-mode test builds network namespaces (ip) and lets `weir-sidecar init`
+# install iptables rules inside them.
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"

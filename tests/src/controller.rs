@@ -2,7 +2,7 @@
 //! test API server), with its own state directory.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -18,6 +18,8 @@ use weir_api::proto::{
 };
 
 use crate::{apiserver::ApiServer, binary, collect_lines, free_port, request, ConfigDir};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A running controller; killed on drop. Its state directory is removed on drop.
 pub struct Controller {
@@ -40,9 +42,22 @@ impl Controller {
 
     /// Like [`Controller::start`], with extra flags.
     pub fn start_with(dir: &ConfigDir, extra: &[&str]) -> Self {
+        Self::start_with_host(dir, LOCALHOST, extra)
+    }
+
+    /// Like [`Controller::start_with`], listening on `host` (for nodes in other network
+    /// namespaces), which its serving certificate names.
+    pub fn start_at(dir: &ConfigDir, host: IpAddr, extra: &[&str]) -> Self {
+        let names = format!("localhost,127.0.0.1,{host}");
+        let mut args = vec!["--grpc-name", &names];
+        args.extend(extra);
+        Self::start_with_host(dir, host, &args)
+    }
+
+    fn start_with_host(dir: &ConfigDir, host: IpAddr, extra: &[&str]) -> Self {
         let mut args = vec!["--config-dir".to_string(), dir.path.display().to_string()];
         args.extend(extra.iter().map(|a| a.to_string()));
-        Self::launch(dir.path.with_extension("state"), args)
+        Self::launch(dir.path.with_extension("state"), args, host)
     }
 
     /// Starts a controller in Kubernetes mode against `api` (through a kubeconfig), with
@@ -55,13 +70,13 @@ impl Controller {
             kubeconfig.display().to_string(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        Self::launch(dir.join("state"), args)
+        Self::launch(dir.join("state"), args, LOCALHOST)
     }
 
-    fn launch(state: PathBuf, args: Vec<String>) -> Self {
+    fn launch(state: PathBuf, args: Vec<String>, host: IpAddr) -> Self {
         let mut controller = Self {
-            grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            grpc: SocketAddr::new(host, free_port()),
+            admin: SocketAddr::new(host, free_port()),
             state,
             args,
             child: None,

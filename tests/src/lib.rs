@@ -25,6 +25,7 @@ pub mod apiserver;
 mod controller;
 pub mod idp;
 pub mod mesh;
+pub mod netns;
 pub mod redis;
 pub mod tls;
 mod yaml;

@@ -4,16 +4,19 @@
 
 use std::{
     net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::StatusCode;
 
 use crate::{
-    binary, collect_lines, eventually, free_port, request, wait_for_port, Controller, Reply,
+    binary, collect_lines, eventually, free_port, netns::Netns, request, wait_for_port, Controller,
+    Reply,
 };
 
 /// A sidecar's inbound and outbound ports, chosen before it starts (the objects name the
@@ -46,6 +49,18 @@ impl Ports {
     }
 }
 
+/// The pod a sidecar runs in.
+pub struct Pod<'a> {
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its ServiceAccount: its identity.
+    pub service_account: &'a str,
+    /// The app's port.
+    pub app_port: u16,
+}
+
 /// A running `weir-sidecar`; killed on drop.
 pub struct Sidecar {
     /// Its inbound port (the pod's endpoint).
@@ -56,6 +71,8 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Files mounted for it, removed on drop.
+    volume: Option<PathBuf>,
 }
 
 impl Sidecar {
@@ -71,37 +88,109 @@ impl Sidecar {
         ports: Ports,
         extra: &[&str],
     ) -> Self {
-        let token = controller.token_file(namespace, service_account);
-        let inbound = SocketAddr::from(([127, 0, 0, 1], ports.inbound));
-        let outbound = SocketAddr::from(([127, 0, 0, 1], ports.outbound));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut child = Command::new(binary("weir-sidecar"))
+        let mut command = Command::new(binary("weir-sidecar"));
+        command
             .arg("run")
-            .args(["--controller", &format!("https://{}", controller.grpc)])
+            .arg("--identity-token-file")
+            .arg(controller.token_file(namespace, service_account))
             .arg("--controller-ca")
             .arg(controller.bundle())
+            .args(["--inbound", &ports.endpoint().to_string()])
+            .args(["--outbound", &ports.outbound().to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(extra);
+        let pod = Pod {
+            namespace,
+            name: pod,
+            service_account,
+            app_port,
+        };
+        Self::spawn(
+            command,
+            controller,
+            &pod,
+            ports.endpoint(),
+            ports.outbound(),
+            admin,
+        )
+    }
+
+    /// Starts the sidecar of `pod` inside network namespace `netns` on its default ports, as
+    /// uid 1337 (the proxy user `weir-sidecar init` exempts from interception), and waits
+    /// until its admin port (15020 on the namespace's address) listens.
+    pub fn start_in(netns: &Netns, controller: &Controller, pod: &Pod<'_>) -> Self {
+        // The token and the bundle as a cluster mounts them: readable by the proxy user.
+        let volume = std::env::temp_dir().join(format!(
+            "weir-pod-{}-{}-{}",
+            std::process::id(),
+            pod.namespace,
+            pod.name
+        ));
+        std::fs::create_dir_all(&volume).expect("create the pod's volume");
+        let token = volume.join("token");
+        let bundle = volume.join("trust-bundle.pem");
+        let readable = |from: &std::path::Path, to: &std::path::Path| {
+            std::fs::copy(from, to).expect("copy into the pod's volume");
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        };
+        readable(
+            &controller.token_file(pod.namespace, pod.service_account),
+            &token,
+        );
+        readable(&controller.bundle(), &bundle);
+        std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut command = netns.command("setpriv");
+        command
+            .args(["--reuid", "1337", "--regid", "1337", "--clear-groups"])
+            .arg(binary("weir-sidecar"))
+            .arg("run")
             .arg("--identity-token-file")
             .arg(&token)
-            .args(["--app-port", &app_port.to_string()])
-            .args(["--inbound", &inbound.to_string()])
-            .args(["--outbound", &outbound.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .args(["--namespace", namespace, "--pod", pod])
-            .args(["--service-account", service_account])
-            .args(extra)
+            .arg("--controller-ca")
+            .arg(&bundle);
+        let at = |port| SocketAddr::from((netns.ip, port));
+        let mut sidecar = Self::spawn(command, controller, pod, at(15006), at(15001), at(15020));
+        sidecar.volume = Some(volume);
+        sidecar
+    }
+
+    fn spawn(
+        mut command: Command,
+        controller: &Controller,
+        pod: &Pod<'_>,
+        inbound: SocketAddr,
+        outbound: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
+        let mut child = command
+            .args(["--controller", &format!("https://{}", controller.grpc)])
+            .args(["--app-port", &pod.app_port.to_string()])
+            .args(["--namespace", pod.namespace, "--pod", pod.name])
+            .args(["--service-account", pod.service_account])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start weir-sidecar");
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
-        wait_for_port(admin);
-        Self {
+        let mut sidecar = Self {
             inbound,
             outbound,
             admin,
             child,
             stderr,
+            volume: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(100)).is_err() {
+            assert!(
+                sidecar.running() && Instant::now() < deadline,
+                "weir-sidecar not listening on {admin}:\n{}",
+                sidecar.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+        sidecar
     }
 
     /// Waits (at most 15 s) until `/readyz` says ready: a view and a certificate.
@@ -143,6 +232,9 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(volume) = &self.volume {
+            let _ = std::fs::remove_dir_all(volume);
+        }
     }
 }
 
@@ -228,5 +320,17 @@ pub fn echo_app(name: &str, call: Option<(&str, SocketAddr)>) -> App {
     }
     let child = command.spawn().expect("start weir-echo");
     wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    App { port, child }
+}
+
+/// Starts `weir-echo` named `name` on 0.0.0.0:`port` inside network namespace `netns`.
+pub fn echo_app_in(netns: &Netns, name: &str, port: u16) -> App {
+    let child = netns
+        .command(binary("weir-echo"))
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--name", name])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start weir-echo");
+    wait_for_port(SocketAddr::from((netns.ip, port)));
     App { port, child }
 }
