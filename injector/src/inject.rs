@@ -24,6 +24,8 @@ pub const RESOURCE_ANNOTATIONS: [(&str, &str, &str); 4] = [
 pub const SKIP_INBOUND_ANNOTATION: &str = "weir.dev/skip-inbound-ports";
 /// Outbound ports not redirected to the sidecar (comma-separated).
 pub const SKIP_OUTBOUND_ANNOTATION: &str = "weir.dev/skip-outbound-ports";
+/// The binary both injected containers run (`run` and `init`), from the sidecar image.
+const BINARY: &str = "weir-sidecar";
 /// The sidecar container's name.
 pub const SIDECAR: &str = "weir-sidecar";
 /// The iptables init container's name.
@@ -334,6 +336,7 @@ fn sidecar(
     let mut container = json!({
         "name": SIDECAR,
         "image": config.image,
+        "command": [BINARY],
         "imagePullPolicy": config.image_pull_policy,
         "args": args,
         "env": env,
@@ -365,6 +368,8 @@ fn init(config: &Config, skip_inbound: &[u16], skip_outbound: &[u16]) -> Value {
         p.outbound.to_string(),
         "--proxy-uid".into(),
         config.proxy_uid.to_string(),
+        "--admin-port".into(),
+        p.admin.to_string(),
     ];
     let list = |ports: &[u16]| {
         ports
@@ -382,6 +387,7 @@ fn init(config: &Config, skip_inbound: &[u16], skip_outbound: &[u16]) -> Value {
     json!({
         "name": INIT,
         "image": config.image,
+        "command": [BINARY],
         "imagePullPolicy": config.image_pull_policy,
         "args": args,
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},

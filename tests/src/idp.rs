@@ -34,7 +34,18 @@ pub struct Signer {
 impl Signer {
     /// A fresh P-256 key.
     pub fn new(kid: &str) -> Self {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        Self::with_key(
+            kid,
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key"),
+        )
+    }
+
+    /// The P-256 key in `pem` (PKCS#8).
+    pub fn from_pem(kid: &str, pem: &str) -> Result<Self, rcgen::Error> {
+        Ok(Self::with_key(kid, KeyPair::from_pem(pem)?))
+    }
+
+    fn with_key(kid: &str, key: KeyPair) -> Self {
         let raw = key.public_key_raw();
         let (x, y) = (&raw[1..33], &raw[33..65]);
         Self {

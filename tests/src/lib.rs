@@ -402,9 +402,8 @@ pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-pub(crate) fn collect_lines(
-    stream: impl std::io::Read + Send + 'static,
-) -> Arc<Mutex<Vec<String>>> {
+/// Reads `stream` line by line on a thread into a shared list (a child's stdout or stderr).
+pub fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {

@@ -13,6 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     binary, collect_lines, eventually, free_port, netns::Netns, request, wait_for_port, Controller,
@@ -293,6 +294,18 @@ apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web
     )
 }
 
+/// Sends a plaintext HTTP request straight to `addr` and returns what came back (empty when
+/// the connection was closed without an answer).
+pub async fn plaintext(addr: SocketAddr) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /direct HTTP/1.1\r\nHost: backend\r\nx-weir-peer-identity: spiffe://forged\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A demo app (`weir-echo`); killed on drop.
 pub struct App {
     /// Its port on 127.0.0.1.
@@ -331,6 +344,7 @@ pub fn echo_app_in(netns: &Netns, name: &str, port: u16) -> App {
         .stdout(Stdio::null())
         .spawn()
         .expect("start weir-echo");
+    let app = App { port, child };
     wait_for_port(SocketAddr::from((netns.ip, port)));
-    App { port, child }
+    app
 }

@@ -2,13 +2,12 @@
 //! sidecar → sidecar → backend, mTLS on both mesh hops (seen in metrics and the peer identity
 //! headers), the mTLS modes, AccessPolicy, certificate rotation and a controller outage.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_e2e::{
     eventually,
-    mesh::{allow_only, echo_app, web_route, workload, App, Ports, Sidecar, Workload},
+    mesh::{allow_only, echo_app, plaintext, web_route, workload, App, Ports, Sidecar, Workload},
     mesh_tls, ConfigDir, Controller, Weir,
 };
 
@@ -83,18 +82,6 @@ impl Mesh {
     async fn through(&self) -> weir_e2e::Reply {
         self.ingress.get("web.example.com", "/call/hello").await
     }
-}
-
-/// Sends a plaintext HTTP request straight to `addr` and returns what came back (empty when
-/// the connection was closed without an answer).
-async fn plaintext(addr: SocketAddr) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /direct HTTP/1.1\r\nHost: backend\r\nx-weir-peer-identity: spiffe://forged\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]

@@ -2,12 +2,11 @@
 //! init` installing the iptables rules inside each, sidecars running as the proxy user, and an
 //! unmodified client calling a Service's cluster IP with plain HTTP. Needs root, as CI has.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_e2e::{
     binary,
-    mesh::{echo_app_in, workload, Pod, Sidecar, Workload},
+    mesh::{echo_app_in, plaintext, workload, Pod, Sidecar, Workload},
     mesh_tls,
     netns::{Lan, Netns},
     ConfigDir, Controller,
@@ -116,15 +115,7 @@ async fn an_unmodified_clients_plain_call_to_a_cluster_ip_is_intercepted_and_arr
 
     // Inbound interception: plaintext straight to the pod's app port meets the sidecar, and
     // STRICT refuses it (the app itself listens on every address and would have answered).
-    let mut tcp = tokio::net::TcpStream::connect(endpoint(&server))
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /direct HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-    assert_eq!(String::from_utf8_lossy(&answer), "");
+    assert_eq!(plaintext(endpoint(&server)).await, "");
     let refused = r#"weir_mesh_refused_connections_total{reason="plaintext"}"#;
     assert_eq!(server_sidecar.metric(refused).await, 1.0);
 }

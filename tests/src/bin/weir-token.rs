@@ -1,8 +1,10 @@
-//! weir-token: makes an ES256 signing key, writes its public JWKS to a file and prints one
-//! signed token, for benchmarks and manual tries of AuthPolicy.
+//! weir-token: prints one ES256-signed token, with a fresh key (or `--key`, a P-256 PKCS#8
+//! PEM) whose public JWKS it writes to `--jwks`, for the quickstart, benchmarks and manual
+//! tries of AuthPolicy.
 //!
 //! `weir-token --jwks jwks.json --iss https://idp --aud shop --sub alice --ttl 3600`
 
+use anyhow::Context;
 use clap::Parser;
 use weir_e2e::idp::{claims, Signer};
 
@@ -10,7 +12,12 @@ use weir_e2e::idp::{claims, Signer};
 struct Args {
     /// Where to write the JWKS (public key).
     #[arg(long)]
-    jwks: std::path::PathBuf,
+    jwks: Option<std::path::PathBuf>,
+    /// Sign with this P-256 key (PKCS#8 PEM) instead of a fresh one.
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "k1")]
+    kid: String,
     #[arg(long, default_value = "https://idp.example.com")]
     iss: String,
     #[arg(long, default_value = "shop")]
@@ -24,11 +31,18 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let signer = Signer::new("k1");
-    std::fs::write(
-        &args.jwks,
-        serde_json::json!({"keys": [signer.jwk]}).to_string(),
-    )?;
+    let signer = match &args.key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Signer::from_pem(&args.kid, &pem)
+                .with_context(|| format!("{} is not a P-256 PKCS#8 key", path.display()))?
+        }
+        None => Signer::new(&args.kid),
+    };
+    if let Some(jwks) = &args.jwks {
+        std::fs::write(jwks, serde_json::json!({"keys": [signer.jwk]}).to_string())?;
+    }
     println!(
         "{}",
         signer.sign(&claims(&args.iss, &args.aud, &args.sub, args.ttl))
