@@ -23,3 +23,24 @@ spec:
   listeners: [{name: http, protocol: HTTP, port: 80}]
 YAML
 }
+
+# service NAME PORT [POD]: Service NAME (port 80) in namespace bench with one endpoint,
+# 127.0.0.1:PORT; with POD, the endpoint's targetRef names that Pod (for the mesh).
+service() {
+  local target=""
+  [ -n "${3:-}" ] && target=", targetRef: {kind: Pod, name: $3, namespace: bench}"
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $1, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $1-1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
+addressType: IPv4
+ports: [{name: http, port: $2}]
+endpoints: [{addresses: [127.0.0.1]$target}]
+---
+YAML
+}

@@ -17,20 +17,9 @@ mkdir -p "$work"
 bash "$kit/setup.sh" >/dev/null
 (cd "$root" && cargo build --release -q -p weir-ingress)
 
-svc() {  # svc NAME PORT
+svc() {  # svc NAME PORT: a Service and its HTTPRoute NAME.bench
+  service "$1" "$2"
   cat <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: $1, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: $1-1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
-addressType: IPv4
-ports: [{name: http, port: $2}]
-endpoints: [{addresses: [127.0.0.1]}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: $1, namespace: bench}

@@ -78,12 +78,20 @@ impl Inbound {
             }
         };
         let mode = state(&self.store.load()).inbound.mode;
+        // Under STRICT nothing but a ClientHello is accepted, so a slow one is waited for as
+        // long as a handshake may take; the short detection timeout is for the other modes,
+        // where a silent client may speak a server-speaks-first protocol.
+        let wait = match mode {
+            TlsMode::Strict => self.handshake_timeout,
+            _ => self.detect_timeout,
+        };
         let started = Instant::now();
-        let detected = match detect::detect(&stream, self.detect_timeout).await {
+        let detected = match detect::detect(&stream, wait).await {
             Ok(p) => p,
             Err(_) => return,
         };
-        if detected == Detected::Opaque && started.elapsed() >= self.detect_timeout {
+        let silent = detected == Detected::Opaque && started.elapsed() >= wait;
+        if silent && mode != TlsMode::Strict {
             self.mesh
                 .detect_timeouts
                 .with_label_values(&["inbound"])
@@ -94,6 +102,10 @@ impl Inbound {
             (Detected::Closed, _) => {}
             (Detected::Tls, TlsMode::Strict | TlsMode::Permissive) => {
                 self.mtls(stream, peer, port, shutdown).await
+            }
+            (_, TlsMode::Strict) if silent => {
+                self.mesh.refused.with_label_values(&["silent"]).inc();
+                tracing::info!(%addr, "connection sent nothing within the handshake timeout: closed");
             }
             (_, TlsMode::Strict) => {
                 self.mesh.refused.with_label_values(&["plaintext"]).inc();

@@ -274,6 +274,24 @@ apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: shop, labels: 
     )
 }
 
+/// The two meshed workloads of the tests: `frontend` (cluster IP 10.96.0.10) at `front` and
+/// `backend` (10.96.0.20) at `back`.
+pub fn frontend_and_backend(front: SocketAddr, back: SocketAddr) -> String {
+    let frontend = workload(&Workload {
+        name: "frontend",
+        cluster_ip: "10.96.0.10",
+        endpoint: front,
+        meshed: true,
+    });
+    frontend
+        + &workload(&Workload {
+            name: "backend",
+            cluster_ip: "10.96.0.20",
+            endpoint: back,
+            meshed: true,
+        })
+}
+
 /// An AccessPolicy `shop/NAME` on the pods labelled `app: NAME`: only `from` may call them.
 pub fn allow_only(name: &str, from: &[&str]) -> String {
     let from: Vec<String> = from

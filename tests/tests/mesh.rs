@@ -2,12 +2,15 @@
 //! sidecar → sidecar → backend, mTLS on both mesh hops (seen in metrics and the peer identity
 //! headers), the mTLS modes, AccessPolicy, certificate rotation and a controller outage.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 use weir_e2e::{
     eventually,
-    mesh::{allow_only, echo_app, plaintext, web_route, workload, App, Ports, Sidecar, Workload},
+    mesh::{
+        allow_only, echo_app, frontend_and_backend, plaintext, web_route, workload, App, Ports,
+        Sidecar, Workload,
+    },
     mesh_tls, ConfigDir, Controller, Weir,
 };
 
@@ -27,20 +30,8 @@ struct Mesh {
 }
 
 fn objects(front: &Ports, back: &Ports) -> String {
-    let mut yaml = workload(&Workload {
-        name: "frontend",
-        cluster_ip: "10.96.0.10",
-        endpoint: front.endpoint(),
-        meshed: true,
-    });
-    yaml += &workload(&Workload {
-        name: "backend",
-        cluster_ip: "10.96.0.20",
-        endpoint: back.endpoint(),
-        meshed: true,
-    });
-    yaml += &web_route("web.example.com", "frontend");
-    yaml
+    frontend_and_backend(front.endpoint(), back.endpoint())
+        + &web_route("web.example.com", "frontend")
 }
 
 fn policies() -> String {
@@ -264,4 +255,54 @@ async fn certificates_rotate_under_traffic_without_a_failed_request() {
         seen.len() >= 5,
         "the backend's certificate should have been renewed every ~15 s: expiries seen {seen:?} (first {first})"
     );
+}
+
+/// A TCP relay to `target` that holds each connection's first bytes back for `delay`: a slow
+/// network or a busy caller.
+async fn slow_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut caller, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(target).await?;
+                tokio::time::sleep(delay).await;
+                tokio::io::copy_bidirectional(&mut caller, &mut server).await
+            });
+        }
+    });
+    addr
+}
+
+/// Under STRICT the inbound waits for a ClientHello as long as a handshake may take: a caller
+/// whose first bytes arrive well after the 100 ms protocol detection timeout is served.
+#[tokio::test]
+async fn strict_waits_for_a_client_hello_that_arrives_late() {
+    let (front, back) = (Ports::free(), Ports::free());
+    let relay = slow_relay(back.endpoint(), Duration::from_millis(400)).await;
+    let dir = ConfigDir::new()
+        .with(
+            "workloads.yaml",
+            &frontend_and_backend(front.endpoint(), relay),
+        )
+        .with("tls.yaml", &mesh_tls("STRICT"));
+    let controller = Controller::start(&dir);
+    let app = echo_app("backend", None);
+    let sidecar = |pod: &str, sa: &str, ports: Ports| {
+        Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
+    };
+    let frontend = sidecar("frontend-0", "frontend", front);
+    let backend = sidecar("backend-0", "backend", back);
+    frontend.wait_ready().await;
+    backend.wait_ready().await;
+
+    let reply = frontend.call("backend.shop", "/late").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}\n{}",
+        reply.text(),
+        backend.logs()
+    );
+    assert_eq!(reply.json()["headers"]["x-weir-peer-identity"], FRONTEND);
 }

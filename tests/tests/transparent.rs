@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use weir_e2e::{
     binary,
-    mesh::{echo_app_in, plaintext, workload, Pod, Sidecar, Workload},
+    mesh::{echo_app_in, frontend_and_backend, plaintext, Pod, Sidecar},
     mesh_tls,
     netns::{Lan, Netns},
     ConfigDir, Controller,
@@ -40,20 +40,11 @@ async fn an_unmodified_clients_plain_call_to_a_cluster_ip_is_intercepted_and_arr
     let mut lan = Lan::new();
     let (client, server) = (lan.pod(), lan.pod());
     let endpoint = |netns: &Netns| SocketAddr::from((netns.ip, APP_PORT));
-    let mut objects = workload(&Workload {
-        name: "frontend",
-        cluster_ip: "10.96.0.10",
-        endpoint: endpoint(&client),
-        meshed: true,
-    });
-    objects += &workload(&Workload {
-        name: "backend",
-        cluster_ip: "10.96.0.20",
-        endpoint: endpoint(&server),
-        meshed: true,
-    });
     let dir = ConfigDir::new()
-        .with("workloads.yaml", &objects)
+        .with(
+            "workloads.yaml",
+            &frontend_and_backend(endpoint(&client), endpoint(&server)),
+        )
         .with("tls.yaml", &mesh_tls("STRICT"));
     let controller = Controller::start_at(&dir, lan.gateway.into(), &[]);
 
