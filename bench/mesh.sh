@@ -14,7 +14,8 @@
 # (interleaved runs, medians): req/s, p50, p99 and proxy CPU per request at CONNS_LIST
 # concurrencies; then idle resident memory of a sidecar, memory per idle keep-alive
 # connection (outbound plaintext from the app, inbound mTLS from a peer), and mTLS handshakes
-# per second of proxy CPU (openssl s_time with a client certificate, full handshakes).
+# per second of proxy CPU (openssl s_time with a client certificate: a full handshake and one
+# request per connection, so both servers finish every handshake).
 #   REPS=3 DURATION=5 CONNS_LIST="1 32" HOLD_N=2000 bench/mesh.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -179,12 +180,13 @@ per_conn "nginx pair front, client → :19081 (plain)" "$nginx_a" 19081
 per_conn "weir backend sidecar, peer → inbound (mTLS)" "$backend_pid" 19206 "${mtls[@]}"
 per_conn "nginx pair back, peer → :19443 (mTLS)" "$nginx_b" 19443 "${mtls[@]}"
 
-echo "== mTLS handshakes (openssl s_time -new, client certificate, 2 clients on CPU 0, ${DURATION}s)"
+echo "== mTLS handshakes (openssl s_time -new -www /: a full handshake with a client certificate and"
+echo "   one request per connection, 2 clients on CPU 0, ${DURATION}s)"
 handshakes() { # LABEL PID PORT
   local t0 t1 n=0 out clients=()
   t0=$(pid_ticks "$2")
   for i in 1 2; do
-    taskset -c 0 openssl s_time -connect "127.0.0.1:$3" -new -time "$DURATION" \
+    taskset -c 0 openssl s_time -connect "127.0.0.1:$3" -new -www / -time "$DURATION" \
       -cert "$work/client.crt" -key "$work/client.key" -CAfile "$work/state/ca.crt" > "$work/s_time.$i" 2>&1 &
     clients+=($!)
   done
