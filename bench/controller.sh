@@ -14,9 +14,7 @@
 #   CHANGES=100 NODES=1000 bench/controller.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-. "$kit/scripts/common.sh"
-. "$root/bench/objects.sh"
+. "$root/bench/lib.sh"
 CHANGES=${CHANGES:-100}
 NODES=${NODES:-1000}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-controller}

@@ -19,10 +19,7 @@
 #   REPS=3 DURATION=5 CONNS_LIST="1 32" HOLD_N=2000 bench/mesh.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-[ -d "$kit" ] || { echo "peer kit not found at $kit (set WEIR_BENCH_KIT)"; exit 1; }
-. "$kit/scripts/common.sh"
-. "$root/bench/objects.sh"
+. "$root/bench/lib.sh"
 REPS=${REPS:-3}
 DURATION=${DURATION:-5}
 CONNS_LIST=${CONNS_LIST:-"1 32"}

@@ -9,8 +9,7 @@
 # Prints req/s, p50/p99 and CPU µs per request for each.  DURATION=10 bench/resilience.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-. "$kit/scripts/common.sh"
+. "$root/bench/lib.sh"
 DURATION=${DURATION:-10}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench}/resilience
 mkdir -p "$work"

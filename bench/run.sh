@@ -10,10 +10,7 @@
 #   REPS=5 DURATION=10 bench/run.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-[ -d "$kit" ] || { echo "peer kit not found at $kit (set WEIR_BENCH_KIT)"; exit 1; }
-. "$kit/scripts/common.sh"
-. "$root/bench/objects.sh"
+. "$root/bench/lib.sh"
 REPS=${REPS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-5000}

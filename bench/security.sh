@@ -11,9 +11,7 @@
 #   DURATION=5 bench/security.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-. "$kit/scripts/common.sh"
-. "$root/bench/objects.sh"
+. "$root/bench/lib.sh"
 DURATION=${DURATION:-5}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-security}
 rm -rf "$work" && mkdir -p "$work/config" "$work/accuracy"

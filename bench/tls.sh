@@ -8,9 +8,7 @@
 #   DURATION=5 bench/tls.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
-. "$kit/scripts/common.sh"
-. "$root/bench/objects.sh"
+. "$root/bench/lib.sh"
 DURATION=${DURATION:-5}
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench-tls}
 rm -rf "$work" && mkdir -p "$work/config" "$work/nginx"

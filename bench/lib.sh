@@ -1,5 +1,11 @@
-# Sourced by the bench scripts: the peer kit's backend (nginx on 127.0.0.1:18080) as the
-# Kubernetes objects weir-ingress reads, in namespace `bench`, with a Gateway `gw` of class weir.
+# Sourced by every bench script once it has set $root: the peer kit (../shared/bench, or
+# $WEIR_BENCH_KIT) with its common.sh, and the Kubernetes objects the scripts share.
+kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
+[ -d "$kit" ] || { echo "peer kit not found at $kit (set WEIR_BENCH_KIT)"; exit 1; }
+. "$kit/scripts/common.sh"
+
+# The peer kit's backend (nginx on 127.0.0.1:18080) as the objects weir-ingress reads, in
+# namespace `bench`, with a Gateway `gw` of class weir.
 backend_objects() {
   cat <<'YAML'
 apiVersion: v1
