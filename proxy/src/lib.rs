@@ -26,6 +26,7 @@ pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

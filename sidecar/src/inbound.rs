@@ -23,6 +23,7 @@ use weir_proxy::{
     mtls::{self, OPAQUE_ALPN},
     normalize::normalize_path,
     server::{sniff, Http, HttpVersion, Peer, Shutdown},
+    upgrade,
     upstream::{classify, Upstream},
 };
 
@@ -268,7 +269,8 @@ impl Inbound {
             return Err(ProxyError::AccessDenied);
         }
         drop(active);
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let downstream = upgrade::requested(&mut parts);
+        headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
         parts.headers.remove(PEER_IDENTITY);
         if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
             parts.headers.insert(PEER_IDENTITY, id);
@@ -302,7 +304,8 @@ impl Inbound {
             .await
             .map_err(|e| classify(&e))?;
         let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let switching = upgrade::switch(downstream, &mut parts);
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
         Ok(Response::from_parts(parts, boxed(body)))
     }
 }

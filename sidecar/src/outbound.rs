@@ -23,6 +23,7 @@ use weir_proxy::{
     mtls::{Dialer, OPAQUE_ALPN},
     resilience::retry::{self, Deadlines, Outgoing, Replay, Report},
     server::{sniff, Http, Peer, Shutdown},
+    upgrade,
     upstream::Upstream,
 };
 
@@ -223,7 +224,10 @@ impl Outbound {
             .filter(|p| p.cluster.resolved)
             .ok_or(ProxyError::BackendNotFound)?;
         let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        // A protocol switch (WebSocket) needs HTTP/1.1 to the peer.
+        let downstream =
+            upgrade::requested(&mut parts).filter(|_| pool.cluster.protocol == Protocol::Http1);
+        headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
         if !parts.headers.contains_key(header::HOST) {
             if let Some(v) = parts
                 .uri
@@ -243,7 +247,8 @@ impl Outbound {
             .retry
             .as_ref()
             .is_some_and(|r| r.attempts > 1);
-        let body = Replay::of(boxed(body), &parts.headers, retries).await?;
+        let replay = retries && downstream.is_none();
+        let body = Replay::of(boxed(body), &parts.headers, replay).await?;
         let out = Outgoing { parts, body };
         let response = retry::send(
             &self.upstream,
@@ -255,7 +260,8 @@ impl Outbound {
         )
         .await?;
         let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let switching = upgrade::switch(downstream, &mut parts);
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
         Ok(Response::from_parts(parts, boxed(body)))
     }
 }

@@ -6,12 +6,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 use weir_e2e::{
-    eventually,
+    assert_frames_echo, eventually,
     mesh::{
         allow_only, echo_app, frontend_and_backend, plaintext, web_route, workload, App, Ports,
         Sidecar, Workload,
     },
-    mesh_tls, ConfigDir, Controller, Weir,
+    mesh_tls, open_websocket, ConfigDir, Controller, Weir,
 };
 
 const INGRESS: &str = "spiffe://cluster.local/ns/weir-system/sa/weir-ingress";
@@ -205,6 +205,21 @@ async fn permissive_accepts_plaintext_and_mtls_and_access_policy_denies_the_wron
         reply.json()["called"]["body"]["headers"]["x-weir-peer-identity"],
         FRONTEND
     );
+}
+
+/// A WebSocket from the frontend's app to the backend crosses both sidecars (the hop between
+/// them mTLS) and carries frames both ways.
+#[tokio::test]
+async fn a_websocket_crosses_the_mesh() {
+    let mesh = Mesh::start("STRICT", &[]).await;
+    let (mut ws, head) = open_websocket(mesh.frontend.outbound, "backend.shop").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert_frames_echo(&mut ws).await;
+    let inbound = format!(
+        r#"weir_mesh_requests_total{{destination="shop/backend",direction="inbound",peer="{FRONTEND}",status="1xx"}}"#
+    );
+    assert_eq!(mesh.backend.metric(&inbound).await, 1.0);
 }
 
 #[tokio::test]

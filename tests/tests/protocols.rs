@@ -1,12 +1,12 @@
 //! HTTP/2 (h2c), gRPC trailers, WebSocket upgrades, forwarded headers and tracing headers.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weir_e2e::{gateway, http_route, service, service_with, ConfigDir, Echo, Weir};
+use weir_e2e::{
+    assert_frames_echo, gateway, http_route, open_websocket, service, service_with, ConfigDir,
+    Echo, Weir,
+};
 
 fn setup(app: &Echo, grpc: &Echo) -> ConfigDir {
     let rules = "  - matches: [{path: {type: PathPrefix, value: /grpc.Echo}}]
@@ -80,35 +80,10 @@ async fn websocket_upgrade_is_proxied_both_ways() {
     let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
     let dir = setup(&app, &grpc);
     let weir = Weir::start(&dir);
-    let mut ws = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
-    ws.write_all(
-        b"GET /chat HTTP/1.1\r\nHost: p.example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let (mut ws, head) = open_websocket(weir.addr, "p.example.com").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
-    // A masked WebSocket text frame "hi" goes through untouched and comes back.
-    let frame = [0x81u8, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
-    for _ in 0..3 {
-        ws.write_all(&frame).await.unwrap();
-        let mut back = [0u8; 8];
-        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, frame);
-    }
+    assert_frames_echo(&mut ws).await;
 }
 
 #[tokio::test]

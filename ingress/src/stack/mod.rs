@@ -21,11 +21,8 @@
 
 use std::{sync::Arc, time::Instant};
 
-use http::{
-    header, request::Parts, HeaderName, HeaderValue, Request, Response, StatusCode, Version,
-};
+use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use weir_api::model::{Balancer, Forward, Protocol, Route, RouteAction};
 
 use crate::security::Guards;
@@ -44,6 +41,7 @@ use weir_proxy::{
     },
     router::RequestView,
     server::Peer,
+    upgrade,
     upstream::Upstream,
 };
 
@@ -279,12 +277,8 @@ async fn forward(
         .ok_or(ProxyError::BackendNotFound)?;
 
     // 8. rewrite
-    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
-    let downstream_upgrade = if upgrade {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-    } else {
-        None
-    };
+    let downstream_upgrade = upgrade::requested(parts);
+    let upgrade = downstream_upgrade.is_some();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
@@ -330,29 +324,10 @@ async fn forward(
 
     // 11. respond
     let (mut rparts, rbody) = response.into_parts();
-    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        if let (Some(downstream), Some(upstream)) = (
-            downstream_upgrade,
-            rparts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
-        ) {
-            tokio::spawn(splice(downstream, upstream));
-        }
-    }
+    let switching = upgrade::switch(downstream_upgrade, &mut rparts);
     headers::strip_hop_by_hop(&mut rparts.headers, switching);
     headers::modify(&mut rparts.headers, &f.response_headers);
     Ok(Response::from_parts(rparts, boxed(rbody)))
-}
-
-/// Copies bytes both ways between an upgraded client connection and backend connection.
-async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
-        return;
-    };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
-    }
 }
 
 /// The body, read into memory when mirrors or the cluster's retries need copies of it and it
