@@ -228,7 +228,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         Arc::new(registry.prepare(snapshot))
     }));
     if let Some(dialer) = dialer.clone() {
-        store = store.observe(Box::new(move |s| dialer.update(s.clusters.values())));
+        store = store.mesh(dialer);
     }
     let store = Arc::new(store);
     if let Source::Dir(dir) = &source {

@@ -70,35 +70,27 @@ impl Upstream {
     }
 
     fn build(settings: &UpstreamSettings, metrics: &Metrics, dialer: Option<Arc<Dialer>>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.enforce_http(true);
-        let connector = CountingConnector {
-            inner: http,
-            metrics: Arc::new(ConnectMetrics {
-                open: metrics.upstream_connections.clone(),
-                ok: metrics.upstream_connects.with_label_values(&["ok"]),
-                failed: metrics.upstream_connects.with_label_values(&["error"]),
-            }),
-            mesh: dialer.clone().map(|d| (d, HTTP1_ALPN)),
+        let metrics = Arc::new(ConnectMetrics {
+            open: metrics.upstream_connections.clone(),
+            ok: metrics.upstream_connects.with_label_values(&["ok"]),
+            failed: metrics.upstream_connects.with_label_values(&["error"]),
+        });
+        let counting = |alpn| CountingConnector {
+            inner: MeshConnector::new(settings.connect_timeout, dialer.clone(), alpn),
+            metrics: metrics.clone(),
         };
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector.clone());
-        let connector = CountingConnector {
-            mesh: dialer.map(|d| (d, H2_ALPN)),
-            ..connector
-        };
+            .build(counting(HTTP1_ALPN));
         let h2c = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(settings.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .build(connector);
+            .build(counting(H2_ALPN));
         Self { http1, h2c }
     }
 
@@ -111,29 +103,41 @@ impl Upstream {
     }
 }
 
-/// An HTTP connector that counts connections in the metrics. The client clones its connector
-/// for every request (even when a pooled connection is used), so the handles sit behind one
-/// `Arc` rather than cloning every metric.
+/// Dials backends: TCP, then mTLS (offering its ALPN) to the endpoints the mesh dialer knows
+/// as meshed, checked against the identity expected there. The pools use it through
+/// [`CountingConnector`]; health checks use it directly, so they reach meshed endpoints the
+/// way requests do.
 #[derive(Clone)]
-pub struct CountingConnector {
+pub struct MeshConnector {
     inner: HttpConnector,
-    metrics: Arc<ConnectMetrics>,
-    /// Meshed endpoints are dialed with mTLS offering this ALPN.
     mesh: Option<(Arc<Dialer>, &'static [u8])>,
 }
 
-struct ConnectMetrics {
-    open: IntGauge,
-    ok: IntCounter,
-    failed: IntCounter,
+impl MeshConnector {
+    /// TCP with `connect_timeout` (and no Nagle); mTLS offering `alpn` to meshed endpoints
+    /// when `dialer` is given.
+    pub fn new(
+        connect_timeout: Duration,
+        dialer: Option<Arc<Dialer>>,
+        alpn: &'static [u8],
+    ) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.enforce_http(true);
+        Self {
+            inner: http,
+            mesh: dialer.map(|d| (d, alpn)),
+        }
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower::Service<Uri> for CountingConnector {
-    type Response = Counted;
+impl tower::Service<Uri> for MeshConnector {
+    type Response = Io;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Io, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -146,19 +150,48 @@ impl tower::Service<Uri> for CountingConnector {
             Some((dialer.clone(), dialer.expected(addr)?, *alpn))
         });
         let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(match meshed {
+                None => Io::Plain(io),
+                Some((dialer, expected, alpn)) => {
+                    let tls = dialer.handshake(io.into_inner(), &expected, alpn).await?;
+                    Io::Tls(Box::new(TokioIo::new(tls)))
+                }
+            })
+        })
+    }
+}
+
+/// A [`MeshConnector`] that counts connections in the metrics. The client clones its
+/// connector for every request (even when a pooled connection is used), so the handles sit
+/// behind one `Arc` rather than cloning every metric.
+#[derive(Clone)]
+pub struct CountingConnector {
+    inner: MeshConnector,
+    metrics: Arc<ConnectMetrics>,
+}
+
+struct ConnectMetrics {
+    open: IntGauge,
+    ok: IntCounter,
+    failed: IntCounter,
+}
+
+impl tower::Service<Uri> for CountingConnector {
+    type Response = Counted;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let connected = async {
-                let io = connecting.await?;
-                Ok::<_, BoxError>(match meshed {
-                    None => Io::Plain(io),
-                    Some((dialer, expected, alpn)) => {
-                        let tls = dialer.handshake(io.into_inner(), &expected, alpn).await?;
-                        Io::Tls(Box::new(TokioIo::new(tls)))
-                    }
-                })
-            };
-            match connected.await {
+            match connecting.await {
                 Ok(io) => {
                     metrics.ok.inc();
                     metrics.open.inc();
@@ -177,26 +210,16 @@ impl tower::Service<Uri> for CountingConnector {
 }
 
 /// A backend connection: plaintext, or mesh mTLS.
-enum Io {
+pub enum Io {
+    /// Plaintext TCP.
     Plain(TokioIo<TcpStream>),
+    /// Mesh mTLS.
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
-/// A backend connection that decrements the open-connection gauge when it closes.
-pub struct Counted {
-    io: Io,
-    gauge: IntGauge,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-impl Connection for Counted {
+impl Connection for Io {
     fn connected(&self) -> Connected {
-        match &self.io {
+        match self {
             Io::Plain(io) => io.connected(),
             Io::Tls(io) => {
                 let (tcp, tls) = io.inner().get_ref();
@@ -214,14 +237,14 @@ impl Connection for Counted {
 /// Forwards a hyper I/O call to whichever connection it is.
 macro_rules! either {
     ($self:ident, $io:ident => $call:expr) => {
-        match &mut $self.get_mut().io {
+        match $self.get_mut() {
             Io::Plain($io) => $call,
             Io::Tls($io) => $call,
         }
     };
 }
 
-impl Read for Counted {
+impl Read for Io {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -231,7 +254,7 @@ impl Read for Counted {
     }
 }
 
-impl Write for Counted {
+impl Write for Io {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -257,10 +280,68 @@ impl Write for Counted {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
+        match self {
             Io::Plain(io) => io.is_write_vectored(),
             Io::Tls(io) => io.is_write_vectored(),
         }
+    }
+}
+
+/// A backend connection that decrements the open-connection gauge when it closes.
+pub struct Counted {
+    io: Io,
+    gauge: IntGauge,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Connection for Counted {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl Read for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

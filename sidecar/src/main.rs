@@ -206,12 +206,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mesh = MeshMetrics::new(&metrics);
     let identity = Arc::new(WorkloadIdentity::default());
     let dialer = Arc::new(Dialer::new(identity.clone(), &args.trust_domain, &metrics));
-    let learner = dialer.clone();
-    let store = Arc::new(
-        ConfigStore::new(metrics.clone()).observe(Box::new(move |snapshot| {
-            learner.update(snapshot.clusters.values())
-        })),
-    );
+    let store = Arc::new(ConfigStore::new(metrics.clone()).mesh(dialer.clone()));
 
     let inbound_listener = TcpListener::bind(args.inbound)
         .await

@@ -222,6 +222,35 @@ async fn a_websocket_crosses_the_mesh() {
     assert_eq!(mesh.backend.metric(&inbound).await, 1.0);
 }
 
+/// Active health checks reach meshed endpoints the way requests do, over mTLS: under STRICT
+/// they pass, and the endpoint stays in.
+#[tokio::test]
+async fn health_checks_of_a_meshed_backend_pass_under_strict() {
+    let mesh = Mesh::start("STRICT", &[]).await;
+    mesh.dir.write(
+        "policy.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: backend, namespace: shop}\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: backend}]\n  healthCheck: {path: /healthz, interval: 100ms, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 1}\n",
+    );
+    let series = |result: &str| {
+        format!(r#"weir_health_checks_total{{cluster="shop/backend:80",result="{result}"}}"#)
+    };
+    let passed = series("pass");
+    eventually(Duration::from_secs(10), "health checks passing", || async {
+        (mesh.frontend.metric(&passed).await >= 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(mesh.frontend.metric(&series("fail")).await, 0.0);
+    let reply = mesh.frontend.call("backend.shop", "/after-checks").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let checks = format!(
+        r#"weir_mesh_requests_total{{destination="shop/backend",direction="inbound",peer="{FRONTEND}",status="2xx"}}"#
+    );
+    assert!(
+        mesh.backend.metric(&checks).await >= 6.0,
+        "checks arrived over mTLS"
+    );
+}
+
 #[tokio::test]
 async fn the_mesh_keeps_serving_while_the_controller_is_down() {
     let mut mesh = Mesh::start("STRICT", &[]).await;

@@ -22,6 +22,7 @@ pub use watch::{reload, watch_dir, WatchSettings};
 use crate::{
     balance::{Endpoint, Pool},
     metrics::Metrics,
+    mtls::Dialer,
     resilience::health,
     router::Router,
     tls::{CertStatus, CertStore},
@@ -69,6 +70,8 @@ pub struct ConfigStore {
     pub certs: Arc<CertStore>,
     prepare: Option<Prepare>,
     observers: Vec<Observer>,
+    /// The mesh dialer, for health checks of meshed endpoints.
+    dialer: Option<Arc<Dialer>>,
 }
 
 /// Told about every accepted snapshot before it is served (the mesh dialer learns which
@@ -92,6 +95,7 @@ impl ConfigStore {
             metrics,
             prepare: None,
             observers: Vec::new(),
+            dialer: None,
         }
     }
 
@@ -105,6 +109,16 @@ impl ConfigStore {
     pub fn observe(mut self, observer: Observer) -> Self {
         self.observers.push(observer);
         self
+    }
+
+    /// Makes this proxy a mesh workload: `dialer` learns from every accepted snapshot which
+    /// endpoints are meshed (before any connection to them is made), and health checks reach
+    /// those over mTLS.
+    pub fn mesh(self, dialer: Arc<Dialer>) -> Self {
+        let learner = dialer.clone();
+        let mut store = self.observe(Box::new(move |s| learner.update(s.clusters.values())));
+        store.dialer = Some(dialer);
+        store
     }
 
     /// The configuration to use for one request.
@@ -134,6 +148,9 @@ impl ConfigStore {
         for warning in &snapshot.warnings {
             tracing::warn!(%warning, "configuration warning");
         }
+        for observer in &self.observers {
+            observer(&snapshot);
+        }
         let previous = self.active.load();
         let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .pools
@@ -150,16 +167,13 @@ impl ConfigStore {
                     previous.pools.get(name).map(|p| &**p),
                     &self.metrics,
                 ));
-                health::spawn(&pool);
+                health::spawn(&pool, self.dialer.as_ref());
                 (name.clone(), pool)
             })
             .collect();
         let certificates = self.certs.update(&snapshot.tls);
         let version = previous.version + 1;
         let router = Router::new(&snapshot);
-        for observer in &self.observers {
-            observer(&snapshot);
-        }
         self.active.store(Arc::new(Active {
             version,
             snapshot: Arc::new(snapshot),

@@ -10,32 +10,32 @@ use std::{
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::Empty;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{task::JoinSet, time::MissedTickBehavior};
 use weir_api::model::HealthCheckPolicy;
 
-use crate::balance::Pool;
+use crate::{
+    balance::Pool,
+    mtls::{Dialer, HTTP1_ALPN},
+    upstream::MeshConnector,
+};
 
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+type CheckClient = Client<MeshConnector, Empty<Bytes>>;
 
 /// Starts checking `pool`'s endpoints if its policy asks for it (and a runtime is running).
-pub fn spawn(pool: &Arc<Pool>) {
+/// With the mesh `dialer`, meshed endpoints are checked over mTLS, as requests reach them.
+pub fn spawn(pool: &Arc<Pool>, dialer: Option<&Arc<Dialer>>) {
     let Some(policy) = pool.cluster.resilience.health_check.clone() else {
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    runtime.spawn(run(Arc::downgrade(pool), policy));
+    let connector = MeshConnector::new(policy.timeout, dialer.cloned(), HTTP1_ALPN);
+    runtime.spawn(run(Arc::downgrade(pool), policy, connector));
 }
 
-async fn run(pool: Weak<Pool>, policy: HealthCheckPolicy) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(policy.timeout));
-    connector.set_nodelay(true);
+async fn run(pool: Weak<Pool>, policy: HealthCheckPolicy, connector: MeshConnector) {
     let client: CheckClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
         .build(connector);
