@@ -23,7 +23,7 @@ use weir_proxy::{
     upstream::{Upstream, UpstreamSettings},
 };
 use weir_sidecar::{
-    health::{parse_probes, SidecarPages},
+    health::{https_probes, parse_probes, SidecarPages},
     inbound::Inbound,
     init::Interception,
     metrics::MeshMetrics,
@@ -273,6 +273,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity: identity.clone(),
         probes,
         app,
+        https: https_probes(),
     };
     let admin_state = AdminState {
         store: store.clone(),

@@ -206,3 +206,44 @@ pub async fn https_request(
         resumed,
     })
 }
+
+/// An HTTPS app on a free loopback port with `issued` as its certificate: `/healthz` answers
+/// 200, every other path 503. Serves until the test's runtime ends.
+pub async fn https_app(issued: &Issued) -> SocketAddr {
+    let chain = CertificateDer::pem_slice_iter(issued.chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM chain");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
+                    let status = if req.uri().path() == "/healthz" {
+                        200
+                    } else {
+                        503
+                    };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::new()));
+                    std::future::ready(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}

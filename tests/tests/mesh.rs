@@ -11,7 +11,9 @@ use weir_e2e::{
         allow_only, echo_app, frontend_and_backend, plaintext, web_route, workload, App, Ports,
         Sidecar, Workload,
     },
-    mesh_tls, open_websocket, ConfigDir, Controller, Weir,
+    mesh_tls, open_websocket,
+    tls::{https_app, KeyType, Pki},
+    ConfigDir, Controller, Weir,
 };
 
 const INGRESS: &str = "spiffe://cluster.local/ns/weir-system/sa/weir-ingress";
@@ -249,6 +251,58 @@ async fn health_checks_of_a_meshed_backend_pass_under_strict() {
         mesh.backend.metric(&checks).await >= 6.0,
         "checks arrived over mTLS"
     );
+}
+
+/// The kubelet's probes, rewritten by the injector to the sidecar's admin port, reach the
+/// app's own HTTP and HTTPS probes (the app's certificate unchecked, as the kubelet does) and
+/// bring back the app's verdict, while STRICT refuses the kubelet's plaintext on the inbound.
+#[tokio::test]
+async fn app_probes_reach_http_and_https_probes_under_strict() {
+    let pki = Pki::new();
+    let https = https_app(&pki.issue(&["app.internal"], KeyType::Ecdsa)).await;
+    let app = echo_app("backend", None);
+    let probes = serde_json::json!({
+        "/app-health/app/livez": {"port": app.port, "path": "/healthz"},
+        "/app-health/app/readyz": {"port": https.port(), "path": "/healthz", "scheme": "HTTPS"},
+        "/app-health/app/startupz": {"port": https.port(), "path": "/warming-up", "scheme": "HTTPS"},
+        "/app-health/web/readyz": {"port": app.port, "path": "/status/503",
+            "httpHeaders": [{"name": "X-Probe", "value": "kubelet"}]},
+    })
+    .to_string();
+    let back = Ports::free();
+    let dir = ConfigDir::new()
+        .with(
+            "workloads.yaml",
+            &workload(&Workload {
+                name: "backend",
+                cluster_ip: "10.96.0.20",
+                endpoint: back.endpoint(),
+                meshed: true,
+            }),
+        )
+        .with("tls.yaml", &mesh_tls("STRICT"));
+    let controller = Controller::start(&dir);
+    let sidecar = Sidecar::start(
+        &controller,
+        "shop",
+        "backend-0",
+        "backend",
+        app.port,
+        back,
+        &["--app-probes", &probes],
+    );
+    sidecar.wait_ready().await;
+    for (probe, status) in [
+        ("/app-health/app/livez", StatusCode::OK),
+        ("/app-health/app/readyz", StatusCode::OK),
+        ("/app-health/app/startupz", StatusCode::SERVICE_UNAVAILABLE),
+        ("/app-health/web/readyz", StatusCode::SERVICE_UNAVAILABLE),
+        ("/app-health/nope/livez", StatusCode::NOT_FOUND),
+    ] {
+        let reply = sidecar.admin_get(probe).await;
+        assert_eq!(reply.status, status, "{probe}: {}", reply.text());
+    }
+    assert_eq!(plaintext(back.endpoint()).await, "");
 }
 
 #[tokio::test]
