@@ -305,6 +305,58 @@ async fn app_probes_reach_http_and_https_probes_under_strict() {
     assert_eq!(plaintext(back.endpoint()).await, "");
 }
 
+/// gRPC between meshed services: h2c from the app, HTTP/2 inside mTLS between the sidecars
+/// (the Service port says `kubernetes.io/h2c`), h2c to the backend app; the trailers arrive.
+#[tokio::test]
+async fn grpc_crosses_the_mesh_over_http2_with_trailers() {
+    use http_body_util::{BodyExt, Full};
+    let (front, back) = (Ports::free(), Ports::free());
+    let yaml = frontend_and_backend(front.endpoint(), back.endpoint()).replace(
+        "ports: [{name: http, port: 80}]",
+        "ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c}]",
+    );
+    let dir = ConfigDir::new()
+        .with("workloads.yaml", &yaml)
+        .with("tls.yaml", &mesh_tls("STRICT"));
+    let controller = Controller::start(&dir);
+    let app = echo_app("backend", None);
+    let sidecar = |pod: &str, sa: &str, ports: Ports| {
+        Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
+    };
+    let frontend = sidecar("frontend-0", "frontend", front);
+    let backend = sidecar("backend-0", "backend", back);
+    frontend.wait_ready().await;
+    backend.wait_ready().await;
+
+    // The app's gRPC client: h2c prior knowledge to its sidecar, :authority the Service.
+    let tcp = tokio::net::TcpStream::connect(frontend.outbound)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post("http://backend.shop/grpc.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(bytes::Bytes::from_static(b"\0\0\0\0\x05hello")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("gRPC trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "backend");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x05hello");
+    let inbound = format!(
+        r#"weir_mesh_requests_total{{destination="shop/backend",direction="inbound",peer="{FRONTEND}",status="2xx"}}"#
+    );
+    assert_eq!(backend.metric(&inbound).await, 1.0);
+}
+
 #[tokio::test]
 async fn the_mesh_keeps_serving_while_the_controller_is_down() {
     let mut mesh = Mesh::start("STRICT", &[]).await;
