@@ -96,8 +96,10 @@ The gateway on its own (not meshed):
   curl -si http://$listen/nothing-here                                 # 404, x-weir-error: no-route
   curl -s http://$admin/config                                         # the active snapshot
 
-Edit any YAML file here and the controller pushes the change within a second (try
-AccessPolicy frontend: remove weir-system/weir-ingress, and the first curl gets 403).
+Edit any YAML file here and the controller pushes the change within a second: in mesh.yaml,
+make AccessPolicy frontend allow weir-system/nobody instead of weir-system/weir-ingress and
+the first curl gets 403 access-denied; a mistake is refused with its file, object and field,
+and the last good version keeps serving.
 Ctrl-C stops everything.
 TRY
 wait
