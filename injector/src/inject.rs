@@ -312,9 +312,9 @@ fn sidecar(
         "--identity-token-file".into(),
         format!("{TOKEN_DIR}/token"),
         "--inbound".into(),
-        format!("0.0.0.0:{}", p.inbound),
+        format!("[::]:{}", p.inbound),
         "--outbound".into(),
-        format!("127.0.0.1:{}", p.outbound),
+        format!("127.0.0.1:{0},[::1]:{0}", p.outbound),
         "--admin".into(),
         format!("0.0.0.0:{}", p.admin),
     ];

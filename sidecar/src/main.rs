@@ -2,15 +2,17 @@
 //! of transparent mode (run once, as root, in the pod's network namespace).
 
 use std::{
+    future::Future,
     net::SocketAddr,
     path::PathBuf,
+    pin::Pin,
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use weir_api::proto::Role;
 use weir_proxy::{
     admin::{serve_admin, AdminState},
@@ -62,12 +64,17 @@ struct RunArgs {
     /// (explicit mode); redirected ones go to the port they were sent to.
     #[arg(long)]
     app_port: Option<u16>,
-    /// Inbound listener.
-    #[arg(long, default_value = "0.0.0.0:15006")]
+    /// Inbound listener. `[::]` takes IPv4 and IPv6 (IPv4 alone where IPv6 is off).
+    #[arg(long, default_value = "[::]:15006")]
     inbound: SocketAddr,
-    /// Outbound listener (the app's calls).
-    #[arg(long, default_value = "127.0.0.1:15001")]
-    outbound: SocketAddr,
+    /// Outbound listeners (the app's calls), comma-separated: loopback, IPv4 and IPv6 (the
+    /// IPv6 one is skipped where IPv6 is off).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:15001,[::1]:15001"
+    )]
+    outbound: Vec<SocketAddr>,
     /// Admin listener: /healthz /readyz /config /metrics /app-health/.
     #[arg(long, default_value = "0.0.0.0:15020")]
     admin: SocketAddr,
@@ -120,6 +127,9 @@ struct InitArgs {
     /// The iptables binary.
     #[arg(long, default_value = "iptables")]
     iptables: String,
+    /// The ip6tables binary: the same rules for IPv6, when the namespace has IPv6.
+    #[arg(long, default_value = "ip6tables")]
+    ip6tables: String,
     /// Print the commands instead of running them.
     #[arg(long)]
     dry_run: bool,
@@ -161,17 +171,57 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
         exclude_inbound,
         exclude_outbound: args.exclude_outbound_ports,
     };
-    for step in interception.steps() {
-        if args.dry_run {
-            println!("{}", step.describe(&args.iptables));
-        } else {
-            step.apply(&args.iptables).map_err(anyhow::Error::msg)?;
+    // With IPv6 on, traffic over it must be intercepted too, or it would reach the app
+    // around the sidecar: its rules are required, not best effort.
+    let mut tables = vec![&args.iptables];
+    if ipv6_enabled() {
+        tables.push(&args.ip6tables);
+    }
+    for table in tables {
+        for step in interception.steps() {
+            if args.dry_run {
+                println!("{}", step.describe(table));
+            } else {
+                step.apply(table).map_err(anyhow::Error::msg)?;
+            }
         }
     }
     if !args.dry_run {
         tracing::info!("transparent interception installed");
     }
     Ok(())
+}
+
+/// What a listener does with each accepted connection.
+type ConnectionFn =
+    dyn Fn(TcpStream, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+/// Whether this network namespace has IPv6 (on unless the kernel or a sysctl turned it off).
+fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
+}
+
+/// Binds `addr`; where IPv6 is off, `[::]` falls back to `0.0.0.0` and another IPv6 address
+/// gives `None`.
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<Option<TcpListener>> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if addr.is_ipv6() && !ipv6_enabled() => {
+            if addr.ip().is_unspecified() {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tracing::info!(%addr, "IPv6 is off: listening on {v4} instead");
+                let listener = TcpListener::bind(v4)
+                    .await
+                    .with_context(|| format!("binding {flag} {v4}"))?;
+                Ok(Some(listener))
+            } else {
+                tracing::info!(%addr, error = %e, "IPv6 is off: not listening there");
+                Ok(None)
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("binding {flag} {addr}")),
+    }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -208,18 +258,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dialer = Arc::new(Dialer::new(identity.clone(), &args.trust_domain, &metrics));
     let store = Arc::new(ConfigStore::new(metrics.clone()).mesh(dialer.clone()));
 
-    let inbound_listener = TcpListener::bind(args.inbound)
-        .await
-        .with_context(|| format!("binding --inbound {}", args.inbound))?;
-    let outbound_listener = TcpListener::bind(args.outbound)
-        .await
-        .with_context(|| format!("binding --outbound {}", args.outbound))?;
+    let inbound_listener = listen(args.inbound, "--inbound")
+        .await?
+        .context("--inbound: nothing to listen on")?;
+    let mut outbound_listeners = Vec::new();
+    for addr in &args.outbound {
+        outbound_listeners.extend(listen(*addr, "--outbound").await?);
+    }
+    if outbound_listeners.is_empty() {
+        bail!("--outbound: none of {:?} can be listened on", args.outbound);
+    }
     let admin = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("binding --admin {}", args.admin))?;
     tracing::info!(
         inbound = %inbound_listener.local_addr()?,
-        outbound = %outbound_listener.local_addr()?,
+        outbound = ?outbound_listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?,
         admin = %admin.local_addr()?,
         %spiffe_id,
         "weir-sidecar starting"
@@ -290,38 +344,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let config = tokio::spawn(control::follow(settings, store, view::decode));
 
-    let conns = shutdown.clone();
-    let inbound_server = tokio::spawn({
-        let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            accept_loop(
-                inbound_listener,
-                args.drain_timeout,
-                &metrics,
-                shutdown,
-                move |s, a| inbound.clone().connection(s, a, conns.clone()),
-            )
-            .await
-        }
-    });
-    let conns = shutdown.clone();
-    let outbound_server = tokio::spawn(async move {
-        accept_loop(
-            outbound_listener,
-            args.drain_timeout,
-            &metrics,
-            shutdown,
-            move |s, a| outbound.clone().connection(s, a, conns.clone()),
+    // Each listener drains on its own; every connection task watches the same shutdown.
+    let serve = |listener: TcpListener, connection: Box<ConnectionFn>| {
+        let (metrics, shutdown, drain) = (metrics.clone(), shutdown.clone(), args.drain_timeout);
+        tokio::spawn(
+            async move { accept_loop(listener, drain, &metrics, shutdown, connection).await },
         )
-        .await
-    });
+    };
+    let conns = shutdown.clone();
+    let mut servers = vec![serve(
+        inbound_listener,
+        Box::new(move |s, a| Box::pin(inbound.clone().connection(s, a, conns.clone()))),
+    )];
+    for listener in outbound_listeners {
+        let (conns, outbound) = (shutdown.clone(), outbound.clone());
+        servers.push(serve(
+            listener,
+            Box::new(move |s, a| Box::pin(outbound.clone().connection(s, a, conns.clone()))),
+        ));
+    }
 
     wait_for_signal().await?;
     tracing::info!("shutting down: no longer ready, draining connections");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
-    let _ = tokio::join!(inbound_server, outbound_server);
+    for server in servers {
+        let _ = server.await;
+    }
     config.abort();
     certificates.abort();
     admin_task.abort();

@@ -7,14 +7,20 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Where a connection redirected by iptables was going (`SO_ORIGINAL_DST`); `None` when it was
-/// not redirected (it came to the listener's own address).
+/// Where a connection redirected by iptables (or ip6tables) was going (`SO_ORIGINAL_DST`);
+/// `None` when it was not redirected (it came to the listener's own address). An IPv4
+/// connection accepted on a dual-stack socket is asked the IPv4 way.
 pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    let dst = socket2::SockRef::from(stream)
-        .original_dst_v4()
-        .ok()?
-        .as_socket()?;
-    (Some(dst) != stream.local_addr().ok()).then_some(dst)
+    let local = stream.local_addr().ok()?;
+    let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+    let socket = socket2::SockRef::from(stream);
+    let dst = match local {
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
+    };
+    let dst = dst.ok()?.as_socket()?;
+    let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    (dst != local).then_some(dst)
 }
 
 /// Copies bytes both ways until both sides are done.

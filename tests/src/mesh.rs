@@ -354,11 +354,12 @@ pub fn echo_app(name: &str, call: Option<(&str, SocketAddr)>) -> App {
     App { port, child }
 }
 
-/// Starts `weir-echo` named `name` on 0.0.0.0:`port` inside network namespace `netns`.
+/// Starts `weir-echo` named `name` on `[::]:port` (IPv6 and IPv4) inside network namespace
+/// `netns`.
 pub fn echo_app_in(netns: &Netns, name: &str, port: u16) -> App {
     let child = netns
         .command(binary("weir-echo"))
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--name", name])
+        .args(["--listen", &format!("[::]:{port}"), "--name", name])
         .stdout(Stdio::null())
         .spawn()
         .expect("start weir-echo");

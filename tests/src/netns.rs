@@ -1,10 +1,11 @@
 //! Network namespaces for the transparent-mode tests: a bridge in the test's own namespace and
 //! one namespace per pod attached to it by a veth pair, with an address on the bridge's /24
-//! and a default route through it (so a Service cluster IP is routable, as in a cluster).
+//! and a default route through it (so a Service cluster IP is routable, as in a cluster), in
+//! IPv4 and IPv6.
 //! Everything is removed on drop. Needs root (CAP_NET_ADMIN), as CI has.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     process::{Command, Output},
 };
 
@@ -12,17 +13,22 @@ use std::{
 pub struct Lan {
     /// The bridge's address, reachable from every pod.
     pub gateway: Ipv4Addr,
+    /// Its IPv6 address.
+    pub gateway6: Ipv6Addr,
     bridge: String,
     prefix: String,
     pods: Vec<String>,
 }
 
 /// One pod's network namespace.
+#[derive(Clone, Debug)]
 pub struct Netns {
     /// The namespace's name (`ip netns`).
     pub name: String,
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address.
+    pub ip6: Ipv6Addr,
 }
 
 impl Lan {
@@ -33,6 +39,7 @@ impl Lan {
         let subnet = (id % 250) as u8 + 1;
         let lan = Self {
             gateway: Ipv4Addr::new(10, 241, subnet, 1),
+            gateway6: Ipv6Addr::new(0xfd77, 0, 0, subnet.into(), 0, 0, 0, 1),
             bridge: format!("wbr{id}"),
             prefix: format!("w{id}"),
             pods: Vec::new(),
@@ -48,6 +55,9 @@ impl Lan {
             "dev",
             &lan.bridge,
         ]);
+        // nodad: usable at once, without duplicate address detection's wait.
+        let gateway6 = format!("{}/64", lan.gateway6);
+        ip(&["-6", "addr", "add", &gateway6, "dev", &lan.bridge, "nodad"]);
         ip(&["link", "set", &lan.bridge, "up"]);
         lan
     }
@@ -56,9 +66,12 @@ impl Lan {
     pub fn pod(&mut self) -> Netns {
         let k = self.pods.len() + 2;
         let octets = self.gateway.octets();
+        let mut segments = self.gateway6.segments();
+        segments[7] = k as u16;
         let netns = Netns {
             name: format!("{}p{k}", self.prefix),
             ip: Ipv4Addr::new(octets[0], octets[1], octets[2], k as u8),
+            ip6: segments.into(),
         };
         let (host_end, pod_end) = (
             format!("{}v{k}", self.prefix),
@@ -78,8 +91,12 @@ impl Lan {
         netns.ip(&["link", "set", "lo", "up"]);
         netns.ip(&["link", "set", &pod_end, "name", "eth0"]);
         netns.ip(&["addr", "add", &format!("{}/24", netns.ip), "dev", "eth0"]);
+        let ip6 = format!("{}/64", netns.ip6);
+        netns.ip(&["-6", "addr", "add", &ip6, "dev", "eth0", "nodad"]);
         netns.ip(&["link", "set", "eth0", "up"]);
         netns.ip(&["route", "add", "default", "via", &self.gateway.to_string()]);
+        let gateway6 = self.gateway6.to_string();
+        netns.ip(&["-6", "route", "add", "default", "via", &gateway6]);
         netns
     }
 }

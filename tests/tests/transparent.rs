@@ -16,9 +16,11 @@ const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const BACKEND: &str = "spiffe://cluster.local/ns/shop/sa/backend";
 const APP_PORT: u16 = 8080;
 
-/// The nat rules of a namespace, without iptables-save's comments and counters.
+/// The nat rules of a namespace, IPv4 and IPv6, without the comments and counters.
 fn nat_rules(netns: &Netns) -> String {
-    let out = netns.run("iptables-save", &["-t", "nat"]);
+    let mut out = netns.run("iptables-save", &["-t", "nat"]);
+    out.stdout
+        .extend(netns.run("ip6tables-save", &["-t", "nat"]).stdout);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
@@ -40,11 +42,14 @@ async fn an_unmodified_clients_plain_call_to_a_cluster_ip_is_intercepted_and_arr
     let mut lan = Lan::new();
     let (client, server) = (lan.pod(), lan.pod());
     let endpoint = |netns: &Netns| SocketAddr::from((netns.ip, APP_PORT));
+    // The backend Service is dual-stack; its pod's endpoint is IPv4.
+    let objects = frontend_and_backend(endpoint(&client), endpoint(&server)).replace(
+        "clusterIP: 10.96.0.20,",
+        "clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20, \"fd96::20\"],",
+    );
+    assert!(objects.contains("fd96::20"));
     let dir = ConfigDir::new()
-        .with(
-            "workloads.yaml",
-            &frontend_and_backend(endpoint(&client), endpoint(&server)),
-        )
+        .with("workloads.yaml", &objects)
         .with("tls.yaml", &mesh_tls("STRICT"));
     let controller = Controller::start_at(&dir, lan.gateway.into(), &[]);
 
@@ -56,7 +61,11 @@ async fn an_unmodified_clients_plain_call_to_a_cluster_ip_is_intercepted_and_arr
         netns.run(&sidecar, &["init"]);
     }
     let rules = nat_rules(&server);
-    assert!(rules.contains("WEIR_INBOUND"), "{rules}");
+    assert_eq!(
+        rules.matches("-j REDIRECT --to-ports 15006").count(),
+        2,
+        "{rules}"
+    );
     server.run(&sidecar, &["init"]);
     assert_eq!(nat_rules(&server), rules, "init is idempotent");
 
@@ -65,48 +74,58 @@ async fn an_unmodified_clients_plain_call_to_a_cluster_ip_is_intercepted_and_arr
     client_sidecar.wait_ready().await;
     server_sidecar.wait_ready().await;
 
-    // curl, as an ordinary user, to the Service's cluster IP: nothing in it knows of the mesh.
-    let out = tokio::task::spawn_blocking(move || {
-        client
-            .command("setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .args([
-                "curl",
-                "-sS",
-                "--max-time",
-                "10",
-                "http://10.96.0.20/orders",
-            ])
-            .output()
-            .expect("run curl")
-    })
-    .await
-    .unwrap();
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl failed: {}\nclient sidecar:\n{}\nserver sidecar:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        client_sidecar.logs(),
-        server_sidecar.logs()
-    );
-    let reply: serde_json::Value = serde_json::from_str(&body).expect("echo's JSON");
-    assert_eq!(reply["backend"], "backend");
-    assert_eq!(reply["path"], "/orders");
-    assert_eq!(
-        reply["headers"]["x-weir-peer-identity"], FRONTEND,
-        "the call arrived over mTLS from the client pod's identity"
-    );
+    // curl, as an ordinary user, to the Service's cluster IPs (IPv4 and IPv6): nothing in it
+    // knows of the mesh.
+    for (url, path) in [
+        ("http://10.96.0.20/orders", "/orders"),
+        ("http://[fd96::20]/orders-over-ipv6", "/orders-over-ipv6"),
+    ] {
+        let out = curl_as_nobody(&client, url).await;
+        assert!(
+            out.status.success(),
+            "curl {url} failed: {}\nclient sidecar:\n{}\nserver sidecar:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            client_sidecar.logs(),
+            server_sidecar.logs()
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo's JSON");
+        assert_eq!(reply["backend"], "backend");
+        assert_eq!(reply["path"], path);
+        assert_eq!(
+            reply["headers"]["x-weir-peer-identity"], FRONTEND,
+            "{url} arrived over mTLS from the client pod's identity"
+        );
+    }
     let handshakes = r#"weir_mesh_tls_handshakes_total{direction="outbound",result="ok"}"#;
     assert!(client_sidecar.metric(handshakes).await >= 1.0);
     let outbound = format!(
         r#"weir_mesh_requests_total{{destination="shop/backend",direction="outbound",peer="{BACKEND}",status="2xx"}}"#
     );
-    assert_eq!(client_sidecar.metric(&outbound).await, 1.0);
+    assert_eq!(client_sidecar.metric(&outbound).await, 2.0);
 
-    // Inbound interception: plaintext straight to the pod's app port meets the sidecar, and
-    // STRICT refuses it (the app itself listens on every address and would have answered).
+    // Inbound interception, IPv4 and IPv6: plaintext straight to the pod's app port meets the
+    // sidecar, and STRICT refuses it (the app itself listens on every address and would have
+    // answered).
     assert_eq!(plaintext(endpoint(&server)).await, "");
+    assert_eq!(
+        plaintext(SocketAddr::from((server.ip6, APP_PORT))).await,
+        ""
+    );
     let refused = r#"weir_mesh_refused_connections_total{reason="plaintext"}"#;
-    assert_eq!(server_sidecar.metric(refused).await, 1.0);
+    assert_eq!(server_sidecar.metric(refused).await, 2.0);
+}
+
+/// `curl -sS URL` inside `netns` as `nobody`.
+async fn curl_as_nobody(netns: &Netns, url: &str) -> std::process::Output {
+    let (netns, url) = (netns.clone(), url.to_string());
+    tokio::task::spawn_blocking(move || {
+        netns
+            .command("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(["curl", "-sS", "-g", "--max-time", "10", &url])
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .unwrap()
 }
