@@ -13,8 +13,8 @@ use std::{
 pub struct Lan {
     /// The bridge's address, reachable from every pod.
     pub gateway: Ipv4Addr,
-    /// Its IPv6 address.
-    pub gateway6: Ipv6Addr,
+    /// Its IPv6 address (`None` on a machine with IPv6 off).
+    pub gateway6: Option<Ipv6Addr>,
     bridge: String,
     prefix: String,
     pods: Vec<String>,
@@ -27,8 +27,8 @@ pub struct Netns {
     pub name: String,
     /// The pod's address.
     pub ip: Ipv4Addr,
-    /// Its IPv6 address.
-    pub ip6: Ipv6Addr,
+    /// Its IPv6 address (`None` on a machine with IPv6 off).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Lan {
@@ -39,7 +39,8 @@ impl Lan {
         let subnet = (id % 250) as u8 + 1;
         let lan = Self {
             gateway: Ipv4Addr::new(10, 241, subnet, 1),
-            gateway6: Ipv6Addr::new(0xfd77, 0, 0, subnet.into(), 0, 0, 0, 1),
+            gateway6: ipv6_enabled()
+                .then(|| Ipv6Addr::new(0xfd77, 0, 0, subnet.into(), 0, 0, 0, 1)),
             bridge: format!("wbr{id}"),
             prefix: format!("w{id}"),
             pods: Vec::new(),
@@ -56,8 +57,10 @@ impl Lan {
             &lan.bridge,
         ]);
         // nodad: usable at once, without duplicate address detection's wait.
-        let gateway6 = format!("{}/64", lan.gateway6);
-        ip(&["-6", "addr", "add", &gateway6, "dev", &lan.bridge, "nodad"]);
+        if let Some(gateway6) = lan.gateway6 {
+            let gateway6 = format!("{gateway6}/64");
+            ip(&["-6", "addr", "add", &gateway6, "dev", &lan.bridge, "nodad"]);
+        }
         ip(&["link", "set", &lan.bridge, "up"]);
         lan
     }
@@ -66,12 +69,14 @@ impl Lan {
     pub fn pod(&mut self) -> Netns {
         let k = self.pods.len() + 2;
         let octets = self.gateway.octets();
-        let mut segments = self.gateway6.segments();
-        segments[7] = k as u16;
         let netns = Netns {
             name: format!("{}p{k}", self.prefix),
             ip: Ipv4Addr::new(octets[0], octets[1], octets[2], k as u8),
-            ip6: segments.into(),
+            ip6: self.gateway6.map(|gateway| {
+                let mut segments = gateway.segments();
+                segments[7] = k as u16;
+                segments.into()
+            }),
         };
         let (host_end, pod_end) = (
             format!("{}v{k}", self.prefix),
@@ -91,12 +96,29 @@ impl Lan {
         netns.ip(&["link", "set", "lo", "up"]);
         netns.ip(&["link", "set", &pod_end, "name", "eth0"]);
         netns.ip(&["addr", "add", &format!("{}/24", netns.ip), "dev", "eth0"]);
-        let ip6 = format!("{}/64", netns.ip6);
-        netns.ip(&["-6", "addr", "add", &ip6, "dev", "eth0", "nodad"]);
+        if let Some(ip6) = netns.ip6 {
+            netns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+        }
         netns.ip(&["link", "set", "eth0", "up"]);
         netns.ip(&["route", "add", "default", "via", &self.gateway.to_string()]);
-        let gateway6 = self.gateway6.to_string();
-        netns.ip(&["-6", "route", "add", "default", "via", &gateway6]);
+        if let Some(gateway6) = self.gateway6 {
+            netns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway6.to_string(),
+            ]);
+        }
         netns
     }
 }
@@ -158,4 +180,10 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Whether this machine has IPv6 on.
+pub fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
 }
