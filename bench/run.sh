@@ -8,12 +8,15 @@
 # Prints requests/s, p50, p99 and CPU µs per request for each target, then the memory of
 # 10,000 idle keep-alive connections and of a gateway holding 5,000 HTTPRoutes.
 #   REPS=5 DURATION=10 bench/run.sh
+#   SECTIONS=memory bench/run.sh     # only some of: load memory routes
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
 REPS=${REPS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-5000}
+SECTIONS=" ${SECTIONS:-load memory routes} "
+section() { [[ "$SECTIONS" == *" $1 "* ]]; }
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench}
 mkdir -p "$work/config" "$work/routes"
 
@@ -54,18 +57,23 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
 start_weir "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
-echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
-"$kit/scripts/compare.sh" -r "$REPS" \
-  direct=http://127.0.0.1:18080/ \
-  nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
-  haproxy=http://127.0.0.1:18082/,pid=haproxy \
-  weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+if section load; then
+  echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
+  "$kit/scripts/compare.sh" -r "$REPS" \
+    direct=http://127.0.0.1:18080/ \
+    nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
+    haproxy=http://127.0.0.1:18082/,pid=haproxy \
+    weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+fi
 
-echo "== memory: $IDLE_CONNS idle keep-alive client connections (N rss_before_kb rss_held_kb rss_after_kb bytes_per_conn slab_delta_kb)"
-printf 'weir   '; "$kit/scripts/mem_idle.sh" 18085 "$WEIR_PID" "$IDLE_CONNS" 2>/dev/null
-printf 'nginx  '; "$kit/scripts/mem_idle.sh" 18081 "$(cat "$RUN/nginx-proxy.pid")" "$IDLE_CONNS" 2>/dev/null
-printf 'haproxy '; "$kit/scripts/mem_idle.sh" 18082 "$(cat "$RUN/haproxy.pid")" "$IDLE_CONNS" 2>/dev/null
+if section memory; then
+  echo "== memory: $IDLE_CONNS idle keep-alive client connections (N rss_before_kb rss_held_kb rss_after_kb bytes_per_conn slab_delta_kb)"
+  printf 'weir   '; "$kit/scripts/mem_idle.sh" 18085 "$WEIR_PID" "$IDLE_CONNS" 2>/dev/null
+  printf 'nginx  '; "$kit/scripts/mem_idle.sh" 18081 "$(cat "$RUN/nginx-proxy.pid")" "$IDLE_CONNS" 2>/dev/null
+  printf 'haproxy '; "$kit/scripts/mem_idle.sh" 18082 "$(cat "$RUN/haproxy.pid")" "$IDLE_CONNS" 2>/dev/null
+fi
 
+section routes || exit 0
 echo "== memory: a gateway holding $ROUTES HTTPRoutes (each with its own hostname and 2 rules)"
 python3 - "$work/routes" "$ROUTES" <<'PY'
 import sys

@@ -103,12 +103,20 @@ pub async fn serve<H, F>(
             };
             async move {
                 let result = match tls {
-                    Some(tls) => match tls.accept(stream, handshake_timeout, peer).await {
-                        Some((stream, version)) => {
-                            http.serve(stream, version, handler, client, shutdown).await
+                    // Boxed: the handshake's state (rustls's whole connection) is large and
+                    // only needed until it is done; inline, it would size the future every
+                    // idle connection keeps.
+                    Some(tls) => {
+                        match Box::pin(tls.accept(stream, handshake_timeout, peer)).await {
+                            // Boxed: a TLS connection's state (rustls's buffers and keys) would
+                            // otherwise size the future of every plaintext connection too.
+                            Some((stream, version)) => {
+                                Box::pin(http.serve(stream, version, handler, client, shutdown))
+                                    .await
+                            }
+                            None => Ok(()),
                         }
-                        None => Ok(()),
-                    },
+                    }
                     None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
                         Ok(Ok(Some(version))) => {
                             http.serve(stream, version, handler, client, shutdown).await
@@ -161,7 +169,10 @@ pub async fn accept_loop<C, Fut>(
         metrics.downstream_connections.inc();
         let gauge = metrics.downstream_connections.clone();
         let drained_tx = drained_tx.clone();
-        let handling = connection(stream, peer);
+        // Boxed: a future moved into an async block and awaited there is laid out twice
+        // (the captured value and the awaited one), and this task lives as long as the
+        // connection, idle or not.
+        let handling = Box::pin(connection(stream, peer));
         tokio::spawn(async move {
             handling.await;
             gauge.dec();
@@ -273,9 +284,11 @@ impl Http {
             async move { Ok::<_, Infallible>(response.await) }
         });
         match version {
+            // Boxed: an HTTP/2 connection's state is large; inline, it would size the future
+            // of every HTTP/1 connection too.
             HttpVersion::Http2 => {
-                let conn = self.http2.serve_connection(TokioIo::new(io), service);
-                until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
+                let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
+                until_shutdown(conn.as_mut(), shutdown, |c| c.graceful_shutdown()).await
             }
             HttpVersion::Http1 => {
                 let conn = self

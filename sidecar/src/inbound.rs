@@ -136,7 +136,12 @@ impl Inbound {
     }
 
     async fn mtls(self: Arc<Self>, stream: TcpStream, peer: Peer, port: u16, shutdown: Shutdown) {
-        let accepting = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
+        // Boxed: the handshake's state is large and short-lived; inline, it would size the
+        // future every idle connection keeps.
+        let accepting = Box::pin(tokio::time::timeout(
+            self.handshake_timeout,
+            self.acceptor.accept(stream),
+        ));
         let tls = match accepting.await {
             Ok(Ok(tls)) => {
                 self.handshakes.0.inc();

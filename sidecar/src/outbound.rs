@@ -154,10 +154,13 @@ impl Outbound {
             }
         };
         match self.dialer.expected(endpoint) {
-            Some(expected) => match self.dialer.handshake(tcp, &expected, OPAQUE_ALPN).await {
-                Ok(tls) => opaque::splice(stream, tls).await,
-                Err(error) => tracing::info!(%endpoint, %error, "mTLS to an endpoint failed"),
-            },
+            // Boxed: the handshake's state is large and only needed until it is done.
+            Some(expected) => {
+                match Box::pin(self.dialer.handshake(tcp, &expected, OPAQUE_ALPN)).await {
+                    Ok(tls) => opaque::splice(stream, tls).await,
+                    Err(error) => tracing::info!(%endpoint, %error, "mTLS to an endpoint failed"),
+                }
+            }
             None => opaque::splice(stream, tcp).await,
         }
     }
