@@ -22,6 +22,17 @@ pub enum Side {
     Internal,
 }
 
+impl Side {
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
 /// Why a request did not reach a backend, or did not come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyError {

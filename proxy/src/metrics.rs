@@ -60,6 +60,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts an error Weir answered with, by reason and side.
+    pub fn proxy_error(&self, e: crate::error::ProxyError) {
+        self.errors
+            .with_label_values(&[e.reason(), e.side().label()])
+            .inc();
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();

@@ -19,7 +19,7 @@ use weir_proxy::{
     detect::{self, Protocol as Detected},
     error::ProxyError,
     headers,
-    metrics::{status_class, Metrics},
+    metrics::Metrics,
     mtls::{self, OPAQUE_ALPN},
     normalize::normalize_path,
     server::{sniff, Http, HttpVersion, Peer, Shutdown},
@@ -234,24 +234,13 @@ impl Inbound {
         let response = match self.forward(caller.as_deref(), port, req).await {
             Ok(response) => response,
             Err(e) => {
-                let side = format!("{:?}", e.side()).to_lowercase();
-                self.metrics
-                    .errors
-                    .with_label_values(&[e.reason(), &side])
-                    .inc();
+                self.metrics.proxy_error(e);
                 e.response()
             }
         };
         let peer = caller.as_deref().unwrap_or("plaintext");
-        let status = status_class(response.status());
         self.mesh
-            .requests
-            .with_label_values(&["inbound", peer, &self.own, status])
-            .inc();
-        self.mesh
-            .duration
-            .with_label_values(&["inbound", &self.own])
-            .observe(started.elapsed().as_secs_f64());
+            .request("inbound", peer, &self.own, response.status(), started);
         response
     }
 

@@ -1,7 +1,9 @@
 //! The sidecar's own metrics, registered next to the engine's (one `/metrics`).
 
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, Opts};
-use weir_proxy::metrics::Metrics;
+use std::time::Instant;
+
+use weir_proxy::metrics::{status_class, Metrics};
 
 /// Requests, connections and refusals by direction, peer identity and destination.
 #[derive(Clone)]
@@ -24,6 +26,24 @@ pub struct MeshMetrics {
 }
 
 impl MeshMetrics {
+    /// Records one request: its count by `direction`, `peer`, `destination` and the status
+    /// class of `response`, and its time since `started`.
+    pub fn request(
+        &self,
+        direction: &str,
+        peer: &str,
+        destination: &str,
+        status: http::StatusCode,
+        started: Instant,
+    ) {
+        self.requests
+            .with_label_values(&[direction, peer, destination, status_class(status)])
+            .inc();
+        self.duration
+            .with_label_values(&[direction, destination])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Creates them in `metrics`' registry.
     #[allow(clippy::expect_used)]
     pub fn new(metrics: &Metrics) -> Self {

@@ -19,7 +19,7 @@ use weir_proxy::{
     detect::{self, Protocol as Detected},
     error::ProxyError,
     headers,
-    metrics::{status_class, Metrics},
+    metrics::Metrics,
     mtls::{Dialer, OPAQUE_ALPN},
     resilience::retry::{self, Deadlines, Outgoing, Replay, Report},
     server::{sniff, Http, Peer, Shutdown},
@@ -189,28 +189,15 @@ impl Outbound {
         let response = match result {
             Ok(response) => response,
             Err(e) => {
-                let side = format!("{:?}", e.side()).to_lowercase();
-                self.metrics
-                    .errors
-                    .with_label_values(&[e.reason(), &side])
-                    .inc();
+                self.metrics.proxy_error(e);
                 e.response()
             }
         };
         let destination = target.as_ref().map_or("unknown", |t| &*t.service);
-        let peer = report
-            .endpoint
-            .and_then(|e| self.dialer.expected(e))
-            .unwrap_or_else(|| Arc::from("plaintext"));
-        let status = status_class(response.status());
+        let identity = report.endpoint.and_then(|e| self.dialer.expected(e));
+        let peer = identity.as_deref().unwrap_or("plaintext");
         self.mesh
-            .requests
-            .with_label_values(&["outbound", &peer, destination, status])
-            .inc();
-        self.mesh
-            .duration
-            .with_label_values(&["outbound", destination])
-            .observe(started.elapsed().as_secs_f64());
+            .request("outbound", peer, destination, response.status(), started);
         response
     }
 

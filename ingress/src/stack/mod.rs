@@ -31,7 +31,7 @@ use weir_proxy::{
     balance::Pool,
     body::{boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
-    error::{is_grpc, ProxyError, Side, ERROR_HEADER},
+    error::{is_grpc, ProxyError, ERROR_HEADER},
     headers,
     metrics::{status_class, Metrics},
     normalize::normalize_path,
@@ -111,15 +111,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
     let (mut response, error) = match result {
         Ok(response) => (response, None),
         Err(e) => {
-            let side = match e.side() {
-                Side::Downstream => "downstream",
-                Side::Upstream => "upstream",
-                Side::Internal => "internal",
-            };
-            gw.metrics
-                .errors
-                .with_label_values(&[e.reason(), side])
-                .inc();
+            gw.metrics.proxy_error(e);
             let response = if grpc {
                 e.grpc_response()
             } else {
