@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use weir_api::model::HeaderModifier;
 
 /// The request id header.
@@ -50,6 +50,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Gives a request without `Host` (HTTP/2 carries it as `:authority`) one from its URI, for
+/// an HTTP/1.1 hop.
+pub fn host_from_authority(parts: &mut request::Parts) {
+    if parts.headers.contains_key(header::HOST) {
+        return;
+    }
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+        parts.headers.insert(header::HOST, v);
     }
 }
 

@@ -275,14 +275,8 @@ impl Inbound {
             parts.version = Version::HTTP_11;
             Protocol::Http1
         };
-        if protocol == Protocol::Http1 && !parts.headers.contains_key(http::header::HOST) {
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(http::header::HOST, v);
-            }
+        if protocol == Protocol::Http1 {
+            headers::host_from_authority(&mut parts);
         }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),

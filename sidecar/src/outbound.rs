@@ -9,7 +9,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
-use http::{header, Request, Response, Version};
+use http::{header, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use weir_api::model::Protocol;
@@ -218,26 +218,9 @@ impl Outbound {
         let downstream =
             upgrade::requested(&mut parts).filter(|_| pool.cluster.protocol == Protocol::Http1);
         headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-        parts.version = match pool.cluster.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::H2c => Version::HTTP_2,
-        };
-        let retries = pool
-            .cluster
-            .resilience
-            .retry
-            .as_ref()
-            .is_some_and(|r| r.attempts > 1);
-        let replay = retries && downstream.is_none();
+        headers::host_from_authority(&mut parts);
+        parts.version = pool.version();
+        let replay = pool.retries() && downstream.is_none();
         let body = Replay::of(boxed(body), &parts.headers, replay).await?;
         let out = Outgoing { parts, body };
         let response = retry::send(

@@ -21,9 +21,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Version};
+use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use weir_api::model::{Balancer, Forward, Protocol, Route, RouteAction};
+use weir_api::model::{Balancer, Forward, Route, RouteAction};
 
 use crate::security::Guards;
 use weir_proxy::{
@@ -293,10 +293,7 @@ async fn forward(
         Some(q) => format!("{upstream_path}?{q}"),
         None => upstream_path,
     };
-    parts.version = match pool.cluster.protocol {
-        Protocol::Http1 => Version::HTTP_11,
-        Protocol::H2c => Version::HTTP_2,
-    };
+    parts.version = pool.version();
 
     // 9. mirror (a small body is read once for mirrors and retries alike)
     let body = replayable(pool, f, parts, body, upgrade).await?;
@@ -331,13 +328,7 @@ async fn replayable(
     body: Body,
     upgrade: bool,
 ) -> Result<Replay, ProxyError> {
-    let retries = pool
-        .cluster
-        .resilience
-        .retry
-        .as_ref()
-        .is_some_and(|r| r.attempts > 1);
-    let needed = !upgrade && (retries || !f.mirrors.is_empty());
+    let needed = !upgrade && (pool.retries() || !f.mirrors.is_empty());
     Replay::of(body, &parts.headers, needed).await
 }
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use prometheus::IntCounter;
-use weir_api::model::{Balancer, Cluster};
+use weir_api::model::{Balancer, Cluster, Protocol};
 
 use crate::{
     error::ProxyError,
@@ -112,6 +112,20 @@ impl Pool {
     /// The endpoints, for carrying their state into the next snapshot.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// Whether its policy may send a request more than once (then the body must be kept).
+    pub fn retries(&self) -> bool {
+        let retry = self.cluster.resilience.retry.as_ref();
+        retry.is_some_and(|r| r.attempts > 1)
+    }
+
+    /// The HTTP version its backends speak.
+    pub fn version(&self) -> http::Version {
+        match self.cluster.protocol {
+            Protocol::Http1 => http::Version::HTTP_11,
+            Protocol::H2c => http::Version::HTTP_2,
+        }
     }
 
     /// Admits a request to the cluster, or fails fast when `maxPendingRequests` are already
