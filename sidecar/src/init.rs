@@ -37,6 +37,14 @@ pub enum Step {
     AppendOnce(Vec<String>),
 }
 
+/// An append's arguments as the check for that rule (`-A` becomes `-C`).
+fn check(append: &[String]) -> Vec<String> {
+    append
+        .iter()
+        .map(|x| if x == "-A" { "-C".into() } else { x.clone() })
+        .collect()
+}
+
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
@@ -92,23 +100,11 @@ impl Step {
         match self {
             Step::Run(a) => format!("{iptables} {}", a.join(" ")),
             Step::CreateChain(a) => format!("{iptables} {} 2>/dev/null || true", a.join(" ")),
-            Step::AppendOnce(a) => {
-                let check: Vec<String> = a
-                    .iter()
-                    .map(|x| {
-                        if x == "-A" {
-                            "-C".to_string()
-                        } else {
-                            x.clone()
-                        }
-                    })
-                    .collect();
-                format!(
-                    "{iptables} {} 2>/dev/null || {iptables} {}",
-                    check.join(" "),
-                    a.join(" ")
-                )
-            }
+            Step::AppendOnce(a) => format!(
+                "{iptables} {} 2>/dev/null || {iptables} {}",
+                check(a).join(" "),
+                a.join(" ")
+            ),
         }
     }
 
@@ -143,17 +139,7 @@ impl Step {
                 }
             }
             Step::AppendOnce(a) => {
-                let check: Vec<String> = a
-                    .iter()
-                    .map(|x| {
-                        if x == "-A" {
-                            "-C".to_string()
-                        } else {
-                            x.clone()
-                        }
-                    })
-                    .collect();
-                if !run(&check)?.status.success() {
+                if !run(&check(a))?.status.success() {
                     Step::Run(a.clone()).apply(iptables)?;
                 }
             }
