@@ -179,13 +179,7 @@ fn config_source(args: &Args) -> anyhow::Result<Source> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    weir_proxy::init_logging();
     let workers = if args.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
