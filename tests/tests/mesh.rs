@@ -40,6 +40,40 @@ fn policies() -> String {
     allow_only("backend", &["frontend"]) + &allow_only("frontend", &["weir-system/weir-ingress"])
 }
 
+/// A frontend and a backend sidecar under STRICT, from `workloads`, both in front of one
+/// backend app (the tests that use it only call out of the frontend).
+struct Pair {
+    frontend: Sidecar,
+    backend: Sidecar,
+    _app: App,
+    _controller: Controller,
+    _dir: ConfigDir,
+}
+
+impl Pair {
+    async fn strict(workloads: &str, front: Ports, back: Ports) -> Self {
+        let dir = ConfigDir::new()
+            .with("workloads.yaml", workloads)
+            .with("tls.yaml", &mesh_tls("STRICT"));
+        let controller = Controller::start(&dir);
+        let app = echo_app("backend", None);
+        let sidecar = |pod: &str, sa: &str, ports: Ports| {
+            Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
+        };
+        let frontend = sidecar("frontend-0", "frontend", front);
+        let backend = sidecar("backend-0", "backend", back);
+        frontend.wait_ready().await;
+        backend.wait_ready().await;
+        Self {
+            frontend,
+            backend,
+            _app: app,
+            _controller: controller,
+            _dir: dir,
+        }
+    }
+}
+
 impl Mesh {
     async fn start(mode: &str, controller_flags: &[&str]) -> Self {
         let (front, back) = (Ports::free(), Ports::free());
@@ -315,18 +349,8 @@ async fn grpc_crosses_the_mesh_over_http2_with_trailers() {
         "ports: [{name: http, port: 80}]",
         "ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c}]",
     );
-    let dir = ConfigDir::new()
-        .with("workloads.yaml", &yaml)
-        .with("tls.yaml", &mesh_tls("STRICT"));
-    let controller = Controller::start(&dir);
-    let app = echo_app("backend", None);
-    let sidecar = |pod: &str, sa: &str, ports: Ports| {
-        Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
-    };
-    let frontend = sidecar("frontend-0", "frontend", front);
-    let backend = sidecar("backend-0", "backend", back);
-    frontend.wait_ready().await;
-    backend.wait_ready().await;
+    let pair = Pair::strict(&yaml, front, back).await;
+    let (frontend, backend) = (&pair.frontend, &pair.backend);
 
     // The app's gRPC client: h2c prior knowledge to its sidecar, :authority the Service.
     let tcp = tokio::net::TcpStream::connect(frontend.outbound)
@@ -430,21 +454,9 @@ async fn slow_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
 async fn strict_waits_for_a_client_hello_that_arrives_late() {
     let (front, back) = (Ports::free(), Ports::free());
     let relay = slow_relay(back.endpoint(), Duration::from_millis(400)).await;
-    let dir = ConfigDir::new()
-        .with(
-            "workloads.yaml",
-            &frontend_and_backend(front.endpoint(), relay),
-        )
-        .with("tls.yaml", &mesh_tls("STRICT"));
-    let controller = Controller::start(&dir);
-    let app = echo_app("backend", None);
-    let sidecar = |pod: &str, sa: &str, ports: Ports| {
-        Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
-    };
-    let frontend = sidecar("frontend-0", "frontend", front);
-    let backend = sidecar("backend-0", "backend", back);
-    frontend.wait_ready().await;
-    backend.wait_ready().await;
+    let workloads = frontend_and_backend(front.endpoint(), relay);
+    let pair = Pair::strict(&workloads, front, back).await;
+    let (frontend, backend) = (&pair.frontend, &pair.backend);
 
     let reply = frontend.call("backend.shop", "/late").await;
     assert_eq!(
