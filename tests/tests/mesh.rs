@@ -6,13 +6,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 use weir_e2e::{
-    assert_frames_echo, eventually,
+    eventually,
     mesh::{
         allow_only, echo_app, frontend_and_backend, plaintext, web_route, workload, App, Ports,
         Sidecar, Workload,
     },
-    mesh_tls, open_websocket,
+    mesh_tls,
     tls::{https_app, KeyType, Pki},
+    websocket::{assert_frames_echo, open_websocket},
     ConfigDir, Controller, Weir,
 };
 

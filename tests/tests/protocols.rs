@@ -4,8 +4,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use weir_e2e::{
-    assert_frames_echo, gateway, http_route, open_websocket, service, service_with, ConfigDir,
-    Echo, Weir,
+    gateway, http_route, service, service_with,
+    websocket::{assert_frames_echo, open_websocket},
+    ConfigDir, Echo, Weir,
 };
 
 fn setup(app: &Echo, grpc: &Echo) -> ConfigDir {
