@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use weir_api::model::Protocol;
 use weir_proxy::{
     body::{boxed, Body},
-    config::ConfigStore,
+    config::{Active, ConfigStore},
     detect::{self, Protocol as Detected},
     error::ProxyError,
     headers,
@@ -138,7 +138,7 @@ impl Outbound {
         let active = self.store.load();
         let Some(endpoint) = active
             .pools
-            .get(&target.cluster)
+            .get(&*target.cluster)
             .and_then(|pool| pool.pick(&[], None).ok())
             .map(|e| e.addr)
         else {
@@ -172,18 +172,17 @@ impl Outbound {
     ) -> Response<Body> {
         let started = Instant::now();
         let mut report = Report::default();
+        let active = self.store.load();
         let target = target.or_else(|| {
             let host = req
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-            state(&self.store.load())
-                .by_host(host, &self.namespace)
-                .cloned()
+            state(&active).by_host(host, &self.namespace).cloned()
         });
         let result = match &target {
-            Some(target) => self.forward(target, req, &mut report).await,
+            Some(target) => self.forward(&active, target, req, &mut report).await,
             None => Err(ProxyError::NoRoute),
         };
         let response = match result {
@@ -203,14 +202,14 @@ impl Outbound {
 
     async fn forward(
         &self,
+        active: &Active,
         target: &Target,
         req: Request<Incoming>,
         report: &mut Report,
     ) -> Result<Response<Body>, ProxyError> {
-        let active = self.store.load();
         let pool = active
             .pools
-            .get(&target.cluster)
+            .get(&*target.cluster)
             .filter(|p| p.cluster.resolved)
             .ok_or(ProxyError::BackendNotFound)?;
         let (mut parts, body) = req.into_parts();

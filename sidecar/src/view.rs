@@ -18,7 +18,7 @@ pub struct Target {
     /// `namespace/name`, for logs and metrics.
     pub service: Arc<str>,
     /// The cluster serving it.
-    pub cluster: String,
+    pub cluster: Arc<str>,
 }
 
 /// What the sidecar keeps of its view besides the clusters.
@@ -51,7 +51,7 @@ pub fn split(view: SidecarView) -> (Snapshot, MeshState) {
         for port in &service.ports {
             let target = Target {
                 service: name.clone(),
-                cluster: port.cluster.clone(),
+                cluster: Arc::from(port.cluster.as_str()),
             };
             for ip in &service.cluster_ips {
                 state
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn hosts_and_cluster_addresses_name_service_ports() {
         let state = state();
-        let cluster = |t: Option<&Target>| t.map(|t| t.cluster.clone());
+        let cluster = |t: Option<&Target>| t.map(|t| t.cluster.to_string());
         let backend = Some("shop/backend:80".to_string());
         for host in [
             "backend",

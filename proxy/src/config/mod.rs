@@ -69,14 +69,9 @@ pub struct ConfigStore {
     /// Certificates for the TLS listener, updated with each accepted change.
     pub certs: Arc<CertStore>,
     prepare: Option<Prepare>,
-    observers: Vec<Observer>,
-    /// The mesh dialer, for health checks of meshed endpoints.
+    /// The mesh dialer: taught each snapshot's meshed endpoints, used by health checks.
     dialer: Option<Arc<Dialer>>,
 }
-
-/// Told about every accepted snapshot before it is served (the mesh dialer learns which
-/// endpoints are meshed).
-pub type Observer = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 impl ConfigStore {
     /// An empty store (version 0, no routes: every request gets 404).
@@ -94,7 +89,6 @@ impl ConfigStore {
             certs: Arc::new(CertStore::new(metrics.clone())),
             metrics,
             prepare: None,
-            observers: Vec::new(),
             dialer: None,
         }
     }
@@ -105,20 +99,12 @@ impl ConfigStore {
         self
     }
 
-    /// Calls `observer` with every accepted snapshot before it is served.
-    pub fn observe(mut self, observer: Observer) -> Self {
-        self.observers.push(observer);
-        self
-    }
-
     /// Makes this proxy a mesh workload: `dialer` learns from every accepted snapshot which
     /// endpoints are meshed (before any connection to them is made), and health checks reach
     /// those over mTLS.
-    pub fn mesh(self, dialer: Arc<Dialer>) -> Self {
-        let learner = dialer.clone();
-        let mut store = self.observe(Box::new(move |s| learner.update(s.clusters.values())));
-        store.dialer = Some(dialer);
-        store
+    pub fn mesh(mut self, dialer: Arc<Dialer>) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     /// The configuration to use for one request.
@@ -148,8 +134,8 @@ impl ConfigStore {
         for warning in &snapshot.warnings {
             tracing::warn!(%warning, "configuration warning");
         }
-        for observer in &self.observers {
-            observer(&snapshot);
+        if let Some(dialer) = &self.dialer {
+            dialer.update(snapshot.clusters.values());
         }
         let previous = self.active.load();
         let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
