@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::server::HttpVersion;
+
 /// What a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// A TLS ClientHello.
     Tls,
-    /// HTTP/1.x or HTTP/2 with prior knowledge.
-    Http,
+    /// HTTP/1.x, or HTTP/2 with prior knowledge (its preface).
+    Http(HttpVersion),
     /// Something else, or nothing yet: proxied byte for byte.
     Opaque,
     /// Closed before sending anything.
@@ -51,11 +53,12 @@ pub fn classify(first: &[u8]) -> Option<Protocol> {
         };
     }
     let mut undecided = false;
-    for prefix in METHODS.iter().chain(std::iter::once(&H2_PREFACE)) {
+    let h2 = std::iter::once((H2_PREFACE, HttpVersion::Http2));
+    for (prefix, version) in METHODS.iter().map(|m| (*m, HttpVersion::Http1)).chain(h2) {
         let n = first.len().min(prefix.len());
         if first[..n] == prefix[..n] {
             if n == prefix.len() {
-                return Some(Protocol::Http);
+                return Some(Protocol::Http(version));
             }
             undecided = true;
         }
@@ -106,8 +109,9 @@ mod tests {
     #[test]
     fn first_bytes_are_classified() {
         assert_eq!(classify(&[0x16, 3, 1, 2, 0]), Some(Protocol::Tls));
-        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http));
-        assert_eq!(classify(H2_PREFACE), Some(Protocol::Http));
+        let http = |v| Some(Protocol::Http(v));
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), http(HttpVersion::Http1));
+        assert_eq!(classify(H2_PREFACE), http(HttpVersion::Http2));
         assert_eq!(
             classify(&H2_PREFACE[..18]),
             None,
@@ -124,7 +128,7 @@ mod tests {
         let (mut client, mut server) = pair().await;
         client.write_all(b"POST /x HTTP/1.1\r\n").await.unwrap();
         let protocol = detect(&server, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(protocol, Protocol::Http);
+        assert_eq!(protocol, Protocol::Http(HttpVersion::Http1));
         let mut read = [0u8; 5];
         server.read_exact(&mut read).await.unwrap();
         assert_eq!(&read, b"POST ", "peeked, not consumed");

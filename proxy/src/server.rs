@@ -313,7 +313,7 @@ pub enum HttpVersion {
 /// Tells HTTP/2 prior knowledge from HTTP/1 by peeking at the first bytes, without consuming
 /// them, so hyper reads the connection from its first byte into a buffer of its usual size.
 /// `None` when the client closed without sending anything.
-pub async fn sniff(stream: &TcpStream) -> std::io::Result<Option<HttpVersion>> {
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<HttpVersion>> {
     let mut buf = [0u8; H2_PREFACE.len()];
     peek_until(stream, &mut buf, |first| {
         if *first != H2_PREFACE[..first.len()] {

@@ -22,7 +22,7 @@ use weir_proxy::{
     metrics::Metrics,
     mtls::{self, OPAQUE_ALPN},
     normalize::normalize_path,
-    server::{sniff, Http, HttpVersion, Peer, Shutdown},
+    server::{Http, HttpVersion, Peer, Shutdown},
     upgrade,
     upstream::{classify, Upstream},
 };
@@ -112,15 +112,11 @@ impl Inbound {
                 self.mesh.refused.with_label_values(&["plaintext"]).inc();
                 tracing::info!(%addr, "plaintext connection refused: the mTLS mode is STRICT");
             }
-            (Detected::Http, _) => {
+            (Detected::Http(version), _) => {
                 self.mesh
                     .connections
                     .with_label_values(&["inbound", "http"])
                     .inc();
-                let version = match sniff(&stream).await {
-                    Ok(Some(v)) => v,
-                    _ => return,
-                };
                 self.serve_http(stream, version, peer, None, port, shutdown)
                     .await
             }

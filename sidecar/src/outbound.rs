@@ -22,7 +22,7 @@ use weir_proxy::{
     metrics::Metrics,
     mtls::{Dialer, OPAQUE_ALPN},
     resilience::retry::{self, Deadlines, Outgoing, Replay, Report},
-    server::{sniff, Http, Peer, Shutdown},
+    server::{Http, Peer, Shutdown},
     upgrade,
     upstream::Upstream,
 };
@@ -80,14 +80,11 @@ impl Outbound {
         };
         match detected {
             Detected::Closed => {}
-            Detected::Http => {
+            Detected::Http(version) => {
                 self.mesh
                     .connections
                     .with_label_values(&["outbound", "http"])
                     .inc();
-                let Ok(Some(version)) = sniff(&stream).await else {
-                    return;
-                };
                 let outbound = self.clone();
                 let handler = Arc::new(move |_: Peer, req: Request<Incoming>| {
                     outbound.clone().request(target.clone(), req)
