@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# One clean build: incremental state only costs disk here.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
@@ -42,7 +44,9 @@ if [ ! -x target/validate-venv/bin/kubernetes-validate ]; then
 fi
 target/validate-venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 target/manifests.yaml
 echo "==> build (the end-to-end tests start these binaries)"
-cargo build --workspace --bins --locked
+# Bins and tests in one build, so the dependencies are compiled once with the features the tests
+# unify in, and the test run below builds nothing again.
+cargo build --workspace --bins --tests --locked
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
