@@ -19,6 +19,7 @@ pub mod detect;
 pub mod error;
 pub mod headers;
 pub mod identity;
+mod idle;
 pub mod metrics;
 pub mod mtls;
 pub mod normalize;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub downstream_connections: IntGauge,
     /// Client connections accepted since start.
     pub downstream_accepted: IntCounter,
+    /// Client HTTP/1.1 keep-alive connections idle between requests, holding no buffers.
+    pub downstream_idle: IntGauge,
     /// Open connections to backends.
     pub upstream_connections: IntGauge,
     /// Connection attempts to backends by result (`ok`, `error`).
@@ -206,6 +208,11 @@ impl Metrics {
                 "Client connections accepted",
             )
             .expect("valid metric"),
+            downstream_idle: IntGauge::new(
+                "weir_downstream_idle_connections",
+                "Client keep-alive connections idle between requests, holding no buffers",
+            )
+            .expect("valid metric"),
             upstream_connections: IntGauge::new(
                 "weir_upstream_connections",
                 "Open connections to backends",
@@ -250,6 +257,7 @@ impl Metrics {
             Box::new(self.errors.clone()),
             Box::new(self.downstream_connections.clone()),
             Box::new(self.downstream_accepted.clone()),
+            Box::new(self.downstream_idle.clone()),
             Box::new(self.upstream_connections.clone()),
             Box::new(self.upstream_connects.clone()),
             Box::new(self.config_version.clone()),

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::{
     body::Incoming,
     server::conn::{http1, http2},
@@ -23,11 +23,12 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
 use crate::{
     body::Body,
     detect::{peek_until, H2_PREFACE},
+    idle,
     metrics::Metrics,
 };
 
@@ -82,7 +83,7 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let http = Arc::new(Http::new(&settings));
+    let http = Arc::new(Http::new(&settings, &metrics));
     let tls = settings
         .tls
         .clone()
@@ -119,7 +120,8 @@ pub async fn serve<H, F>(
                     }
                     None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
                         Ok(Ok(Some(version))) => {
-                            http.serve(stream, version, handler, client, shutdown).await
+                            http.serve_tcp(stream, version, handler, client, shutdown)
+                                .await
                         }
                         // Closed before sending anything, a socket error, or silence for the
                         // whole header-read timeout: nothing to answer.
@@ -242,11 +244,15 @@ impl Terminator {
 pub struct Http {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// How long an idle keep-alive connection may wait for its next request.
+    idle_timeout: Duration,
+    /// Idle keep-alive connections.
+    idle: IntGauge,
 }
 
 impl Http {
     /// hyper's connection builders with `settings`' limits and timeouts.
-    pub fn new(settings: &ServerSettings) -> Self {
+    pub fn new(settings: &ServerSettings, metrics: &Metrics) -> Self {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -258,7 +264,64 @@ impl Http {
             .timer(TokioTimer::new())
             .max_header_list_size(settings.max_buffer as u32)
             .max_concurrent_streams(1024);
-        Self { http1, http2 }
+        Self {
+            http1,
+            http2,
+            idle_timeout: settings.header_read_timeout,
+            idle: metrics.downstream_idle.clone(),
+        }
+    }
+
+    /// Serves a cleartext connection like [`Http::serve`], except that an HTTP/1.1 connection
+    /// gives its buffers back whenever it is idle between requests (see [`crate::idle`]); it
+    /// is closed when idle for the header-read timeout.
+    pub async fn serve_tcp<H, F>(
+        &self,
+        mut stream: TcpStream,
+        version: HttpVersion,
+        handler: Arc<H>,
+        peer: Peer,
+        mut shutdown: Shutdown,
+    ) -> Result<(), hyper::Error>
+    where
+        H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        if version == HttpVersion::Http2 {
+            return self.serve(stream, version, handler, peer, shutdown).await;
+        }
+        let shared = Arc::new(idle::Shared::default());
+        loop {
+            let requests = shared.clone();
+            let handler = handler.clone();
+            let service = service_fn(move |req: Request<Incoming>| {
+                requests.request();
+                let connect = req.method() == Method::CONNECT;
+                let response = Box::pin(handler(peer, req));
+                let requests = requests.clone();
+                async move { Ok::<_, Infallible>(requests.respond(connect, response.await)) }
+            });
+            let io = TokioIo::new(idle::Parkable::new(stream, shared.clone()));
+            // Boxed, and dropped before parking: hyper's connection with its buffers is what
+            // an idle connection gives back.
+            let mut conn = Box::pin(self.http1.serve_connection(io, service).with_upgrades());
+            until_shutdown(conn.as_mut(), shutdown.clone(), |c| c.graceful_shutdown()).await?;
+            drop(conn);
+            let Some(parked) = shared.take_parked() else {
+                return Ok(());
+            };
+            stream = parked;
+            self.idle.inc();
+            let woken = tokio::select! {
+                ready = stream.readable() => ready.is_ok(),
+                _ = tokio::time::sleep(self.idle_timeout) => false,
+                _ = stopped(&mut shutdown) => false,
+            };
+            self.idle.dec();
+            if !woken || *shutdown.borrow() {
+                return Ok(());
+            }
+        }
     }
 
     /// Serves one connection speaking `version` with `handler` until it ends (gracefully after
@@ -348,6 +411,13 @@ where
     }
     graceful(conn.as_mut());
     conn.await
+}
+
+/// Waits for shutdown to begin, forever when the sender is gone.
+async fn stopped(shutdown: &mut Shutdown) {
+    if !stopping(shutdown).await {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits for shutdown to begin; `false` when the sender is gone and it never will.

@@ -293,7 +293,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let inbound = Arc::new(Inbound {
         store: store.clone(),
         acceptor,
-        http: Http::new(&server_settings),
+        http: Http::new(&server_settings, &metrics),
         app: app.clone(),
         app_port: args.app_port,
         detect_timeout: args.detect_timeout,
@@ -305,7 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let outbound = Arc::new(Outbound {
         store: store.clone(),
-        http: Http::new(&server_settings),
+        http: Http::new(&server_settings, &metrics),
         upstream: Upstream::with_mesh(&upstream_settings, &metrics, dialer.clone()),
         dialer,
         namespace: args.namespace.clone(),

@@ -92,7 +92,7 @@ impl Outbound {
                 let peer = Peer { addr, tls: false };
                 if let Err(error) = self
                     .http
-                    .serve(stream, version, handler, peer, shutdown)
+                    .serve_tcp(stream, version, handler, peer, shutdown)
                     .await
                 {
                     tracing::debug!(%addr, %error, "outbound connection ended with an error");

@@ -1,0 +1,301 @@
+//! Idle HTTP/1.1 keep-alive connections give their buffers back between requests and are
+//! served again when the next request comes: what a client sees must not change, whatever it
+//! sends (bodies split across packets, chunked bodies, pipelined requests, upgrades).
+
+use std::{net::SocketAddr, time::Duration};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinHandle,
+};
+use weir_proxy::{
+    body::{self, Body},
+    metrics::Metrics,
+    server::{self, Peer, ServerSettings},
+};
+
+/// Answers `METHOD PATH BODY-LENGTH`; a request with `upgrade: echo` is switched to a
+/// protocol that echoes every byte back.
+async fn handler(_: Peer, mut req: Request<Incoming>) -> Response<Body> {
+    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+        let upgrading = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrading.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(body::empty())
+            .unwrap();
+    }
+    let line = format!("{} {}", req.method(), req.uri().path());
+    let len = req.into_body().collect().await.unwrap().to_bytes().len();
+    Response::new(body::full(format!("{line} {len}")))
+}
+
+struct Server {
+    addr: SocketAddr,
+    metrics: Metrics,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<()>,
+}
+
+async fn start(header_read_timeout: Duration) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = Metrics::new();
+    let (stop, shutdown) = watch::channel(false);
+    let settings = ServerSettings {
+        header_read_timeout,
+        drain_timeout: Duration::from_secs(5),
+        ..ServerSettings::default()
+    };
+    let serving = tokio::spawn(server::serve(
+        listener,
+        handler,
+        settings,
+        metrics.clone(),
+        shutdown,
+    ));
+    Server {
+        addr,
+        metrics,
+        stop,
+        serving,
+    }
+}
+
+impl Server {
+    /// Waits until `n` connections are parked idle.
+    async fn idle(&self, n: i64) {
+        for _ in 0..200 {
+            if self.metrics.downstream_idle.get() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "expected {n} idle connections, have {}",
+            self.metrics.downstream_idle.get()
+        );
+    }
+}
+
+/// A raw HTTP/1.1 client, so the test decides how the bytes go out.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// A plain GET on this connection, answered.
+    async fn get(&mut self) {
+        self.send(GET).await;
+        assert_eq!(self.response().await, (200, "GET /a 0".into()));
+    }
+
+    /// Sends `parts` as separate packets, 20 ms apart.
+    async fn send_split(&mut self, parts: &[&[u8]]) {
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.send(part).await;
+        }
+    }
+
+    /// The next response's status and body (by `content-length`).
+    async fn response(&mut self) -> (u16, String) {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = parsed.parse(&self.buf).unwrap() {
+                let status = parsed.code.unwrap();
+                let len: usize = parsed
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap_or(0);
+                if self.buf.len() >= head + len {
+                    let body = String::from_utf8(self.buf[head..head + len].to_vec()).unwrap();
+                    self.buf.drain(..head + len);
+                    return (status, body);
+                }
+            }
+            self.read_more().await;
+        }
+    }
+
+    async fn read_more(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("the server answers within 5 s")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// Whether the server closed the connection (within 5 s).
+    async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+const GET: &[u8] = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_serves_its_next_requests() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    for i in 0..3 {
+        client.send(GET).await;
+        assert_eq!(
+            client.response().await,
+            (200, "GET /a 0".into()),
+            "request {i}"
+        );
+        server.idle(1).await;
+    }
+    // A body split across packets, with the head in its own packet.
+    client
+        .send_split(&[
+            b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\n",
+            b"hello",
+            b" world",
+        ])
+        .await;
+    assert_eq!(client.response().await, (200, "POST /b 11".into()));
+    server.idle(1).await;
+    client.get().await;
+    assert_eq!(server.metrics.downstream_connections.get(), 1);
+}
+
+#[tokio::test]
+async fn requests_that_cannot_be_accounted_for_are_served_the_usual_way() {
+    let server = start(Duration::from_secs(10)).await;
+
+    // Pipelined: three requests in one packet, the third split.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send_split(&[
+            b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HT",
+            b"TP/1.1\r\nhost: x\r\n\r\n",
+        ])
+        .await;
+    for i in 1..=3 {
+        assert_eq!(client.response().await, (200, format!("GET /{i} 0")));
+    }
+    client.get().await;
+
+    // A chunked body, then a plain request on the same connection.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send_split(&[
+            b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"0\r\n\r\n",
+        ])
+        .await;
+    assert_eq!(client.response().await, (200, "POST /c 5".into()));
+    client.get().await;
+
+    // Neither connection was parked: both stay served the usual way.
+    assert_eq!(server.metrics.downstream_idle.get(), 0);
+}
+
+#[tokio::test]
+async fn a_parked_connection_can_still_be_upgraded() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    client.get().await;
+    server.idle(1).await;
+    client
+        .send(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await;
+    assert_eq!(client.response().await.0, 101);
+    client.send(b"ping").await;
+    while client.buf.len() < 4 {
+        client.read_more().await;
+    }
+    assert_eq!(client.buf, b"ping");
+    // Upgraded, the connection is never parked again, however long it is quiet.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.metrics.downstream_idle.get(), 0);
+    client.buf.clear();
+    client.send(b"pong").await;
+    while client.buf.len() < 4 {
+        client.read_more().await;
+    }
+    assert_eq!(client.buf, b"pong");
+}
+
+#[tokio::test]
+async fn a_parked_connection_closes_after_the_idle_timeout_and_on_shutdown() {
+    let server = start(Duration::from_millis(300)).await;
+    let mut client = Client::connect(server.addr).await;
+    client.get().await;
+    server.idle(1).await;
+    assert!(client.closed().await, "closed after the idle timeout");
+    server.idle(0).await;
+
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    client.get().await;
+    server.idle(1).await;
+    server.stop.send(true).unwrap();
+    assert!(client.closed().await, "closed on shutdown");
+    tokio::time::timeout(Duration::from_secs(2), server.serving)
+        .await
+        .expect("the drain ends at once: nothing was in flight")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_client_closing_while_parked_is_let_go() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    client.get().await;
+    server.idle(1).await;
+    drop(client);
+    server.idle(0).await;
+    for _ in 0..200 {
+        if server.metrics.downstream_connections.get() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the closed connection is still counted open");
+}
