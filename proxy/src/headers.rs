@@ -1,7 +1,7 @@
 //! Header work on the way through: hop-by-hop removal, `X-Forwarded-*`, request ids, W3C
 //! trace context, and the Gateway API header modifiers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use weir_api::model::HeaderModifier;
@@ -80,12 +80,15 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Sets `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, host: &str) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+    let mut ip = [0u8; 39];
+    let ip = ip_text(client.ip(), &mut ip);
+    let xff = match headers.get("x-forwarded-for") {
+        Some(existing) if !existing.is_empty() => {
+            HeaderValue::from_bytes(&[existing.as_bytes(), b", ", ip].concat())
+        }
+        _ => HeaderValue::from_bytes(ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
@@ -94,37 +97,86 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'stati
     }
 }
 
+/// An address as text in `buf`, without the formatting machinery for the common IPv4 case.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 39]) -> &[u8] {
+    let IpAddr::V4(v4) = ip else {
+        let text = ip.to_string();
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        return &buf[..n];
+    };
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    &buf[..n]
+}
+
+/// `value`'s low `out.len()` nibbles as lower-case hex into `out`.
+fn hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
 /// Returns the request's `x-request-id`, generating and setting one when absent or unusable.
-pub fn request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !id.is_empty() && id.len() <= 128 {
-            return id.to_string();
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(REQUEST_ID) {
+        if !id.is_empty() && id.len() <= 128 && id.to_str().is_ok() {
+            return id.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    headers.insert(
-        REQUEST_ID,
-        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid")),
-    );
+    let mut id = [0u8; 32];
+    hex(&mut id, fastrand::u128(..));
+    let id = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    headers.insert(REQUEST_ID, id.clone());
     id
 }
 
 /// Continues the caller's W3C trace (a new span id, same trace id and flags) or starts one.
-/// Returns the trace id.
-pub fn traceparent(headers: &mut HeaderMap) -> String {
-    let span = format!("{:016x}", fastrand::u64(1..));
+/// Returns the `traceparent` sent on (see [`trace_id`]).
+pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
+    // 00-<trace id: 32>-<span id: 16>-<flags: 2>
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let incoming = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let (trace, flags) = match incoming {
-        Some((trace, flags)) => (trace.to_string(), flags.to_string()),
-        None => (format!("{:032x}", fastrand::u128(1..)), "01".to_string()),
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
-        headers.insert(TRACEPARENT, v);
+    match incoming {
+        Some((trace, flags)) => {
+            value[3..35].copy_from_slice(trace.as_bytes());
+            value[53..55].copy_from_slice(flags.as_bytes());
+        }
+        None => hex(&mut value[3..35], fastrand::u128(1..)),
     }
-    trace
+    hex(&mut value[36..52], u128::from(fastrand::u64(1..)));
+    let value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
+    headers.insert(TRACEPARENT, value.clone());
+    value
+}
+
+/// The trace id in a `traceparent` made by [`traceparent`].
+pub fn trace_id(traceparent: &HeaderValue) -> &str {
+    traceparent
+        .to_str()
+        .ok()
+        .and_then(|v| v.get(3..35))
+        .unwrap_or("")
 }
 
 /// `(trace-id, flags)` of a valid version-00 `traceparent`.
@@ -206,7 +258,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert(TRACEPARENT, HeaderValue::from_static(parent));
-        assert_eq!(traceparent(&mut h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            trace_id(&traceparent(&mut h)),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         let next = h.get(TRACEPARENT).unwrap().to_str().unwrap();
         assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"));
         assert_ne!(next, parent);
@@ -216,8 +271,11 @@ mod tests {
             TRACEPARENT,
             HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         );
-        let started = traceparent(&mut bad);
+        let sent = traceparent(&mut bad);
+        assert_eq!(sent, bad.get(TRACEPARENT).unwrap());
+        let started = trace_id(&sent);
         assert_eq!(started.len(), 32);
+        assert!(started.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(started, "0".repeat(32));
     }
 
@@ -233,5 +291,27 @@ mod tests {
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+        for ip in [
+            "0.0.0.0",
+            "10.20.3.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, SocketAddr::new(ip.parse().unwrap(), 1), "http", "x");
+            assert_eq!(h.get("x-forwarded-for").unwrap(), ip);
+        }
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut h = HeaderMap::new();
+        let made = request_id(&mut h);
+        assert_eq!(h.get(REQUEST_ID), Some(&made));
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(request_id(&mut HeaderMap::new()), made);
+        assert_eq!(request_id(&mut h), made, "an id the client sent is kept");
     }
 }

@@ -27,10 +27,14 @@ pub struct RequestView<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
+/// The index's maps: probed several times per request, with keys the configuration chose, so
+/// a fast hash serves better than the default DoS-resistant one.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// An immutable index over a snapshot's routes.
 #[derive(Default)]
 pub struct Router {
-    exact_hosts: HashMap<String, Table>,
+    exact_hosts: FastMap<String, Table>,
     /// `(suffix, table)`, longest suffix first.
     wildcard_hosts: Vec<(String, Table)>,
     any_host: Table,
@@ -40,8 +44,8 @@ pub struct Router {
 /// Routes of one host bucket.
 #[derive(Default)]
 struct Table {
-    exact: HashMap<String, Vec<Arc<Route>>>,
-    prefix: HashMap<String, Vec<Arc<Route>>>,
+    exact: FastMap<String, Vec<Arc<Route>>>,
+    prefix: FastMap<String, Vec<Arc<Route>>>,
     /// Regex routes, longest pattern first.
     regex: Vec<Arc<Route>>,
 }
@@ -53,7 +57,7 @@ impl Router {
             fallback: snapshot.default_route.clone().map(Arc::new),
             ..Router::default()
         };
-        let mut wildcards: HashMap<String, Table> = HashMap::new();
+        let mut wildcards: FastMap<String, Table> = FastMap::default();
         for route in &snapshot.routes {
             let route = Arc::new(route.clone());
             for host in &route.hosts {

@@ -21,7 +21,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response};
+use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use weir_api::model::{Balancer, Forward, Route, RouteAction};
 
@@ -83,7 +83,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&mut parts.headers);
-    let trace_id = headers::traceparent(&mut parts.headers);
+    let traceparent = headers::traceparent(&mut parts.headers);
     let host = request_host(&parts);
     let method = parts.method.clone();
     let protocol = version_name(parts.version);
@@ -98,7 +98,11 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
     };
     let bytes_in = content_length(&parts).unwrap_or(0);
     let grpc = is_grpc(&parts.headers);
-    let mut logged_path = parts.uri.path().to_string();
+    // The path as received, then as normalised: for the access log only.
+    let mut logged_path = String::new();
+    if gw.access_log.enabled() {
+        logged_path.push_str(parts.uri.path());
+    }
     let mut x = Exchange {
         client,
         route: None,
@@ -120,9 +124,9 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
             (response, Some(e.reason()))
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(headers::REQUEST_ID, v);
-    }
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID, request_id.clone());
     for (name, value) in x.extra.drain(..) {
         response.headers_mut().insert(name, value);
     }
@@ -176,8 +180,8 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
             upstream_ms: (x.sent.attempts > 0).then_some(x.sent.upstream_wait.as_secs_f64() * 1e3),
             bytes_in,
             bytes_out,
-            request_id: &request_id,
-            trace_id: &trace_id,
+            request_id: request_id.to_str().unwrap_or_default(),
+            trace_id: headers::trace_id(&traceparent),
             user_agent: user_agent.as_deref(),
         });
     });
@@ -198,7 +202,9 @@ async fn proxy(
     }
     // 3. normalise
     let path = normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)?;
-    logged_path.clone_from(&path);
+    if gw.access_log.enabled() {
+        logged_path.clone_from(&path);
+    }
     // 4. route
     let active = gw.store.load();
     let view = RequestView {
@@ -261,7 +267,9 @@ async fn forward(
     };
     // 7. backend
     let cluster = pick_backend(f).ok_or(ProxyError::BackendNotFound)?;
-    x.backend = Some(cluster.to_string());
+    if gw.access_log.enabled() {
+        x.backend = Some(cluster.to_string());
+    }
     let pool = active
         .pools
         .get(cluster)
@@ -275,18 +283,17 @@ async fn forward(
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, client_addr, scheme, host);
-    let mut upstream_host = host_header(parts, host);
-    let mut upstream_path = path.clone();
-    if let Some(rewrite) = &f.rewrite {
-        if let Some(h) = &rewrite.hostname {
-            upstream_host = h.clone();
-        }
-        if let Some(p) = &rewrite.path {
-            upstream_path = rewrite_path(p, route, &path);
-        }
-    }
+    let rewrite = f.rewrite.as_ref();
+    let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
+        Some(h) => HeaderValue::from_str(h).ok(),
+        None => host_header(parts, host),
+    };
+    let upstream_path = match rewrite.and_then(|r| r.path.as_ref()) {
+        Some(p) => rewrite_path(p, route, &path),
+        None => path,
+    };
     headers::modify(&mut parts.headers, &f.request_headers);
-    if let Ok(v) = HeaderValue::from_str(&upstream_host) {
+    if let Some(v) = upstream_host {
         parts.headers.insert(header::HOST, v);
     }
     let path_and_query = match parts.uri.query() {
@@ -308,7 +315,7 @@ async fn forward(
         parts: take_parts(parts),
         body,
     };
-    out.parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
+    out.parts.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?;
     let response = retry::send(&gw.upstream, pool, out, deadlines, key, &mut x.sent).await?;
 
     // 11. respond

@@ -1,6 +1,6 @@
 //! Reading the client's request: its host, the Host to send on, sizes and version names.
 
-use http::{header, request::Parts, Request, Version};
+use http::{header, request::Parts, HeaderValue, Request, Version};
 
 /// Moves method, version and headers out of `parts` (which are not used again).
 pub(super) fn take_parts(parts: &mut Parts) -> Parts {
@@ -36,14 +36,13 @@ pub(super) fn request_host(parts: &Parts) -> String {
 
 /// The `Host` value to send upstream: the client's own (with its port), as nginx's
 /// `proxy_set_header Host $host` does, or the authority of an HTTP/2 request.
-pub(super) fn host_header(parts: &Parts, host: &str) -> String {
+pub(super) fn host_header(parts: &Parts, host: &str) -> Option<HeaderValue> {
     parts
         .headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| host.to_string())
+        .cloned()
+        .or_else(|| HeaderValue::from_str(parts.uri.authority()?.as_str()).ok())
+        .or_else(|| HeaderValue::from_str(host).ok())
 }
 
 /// `HTTP/1.1`, `HTTP/2`, ... for the access log.
