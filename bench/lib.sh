@@ -50,3 +50,38 @@ endpoints: [{addresses: [127.0.0.1]$target}]
 ---
 YAML
 }
+
+# The backend objects and one HTTPRoute sending everything to it: the proxied load's config.
+catch_all_objects() {
+  backend_objects
+  cat <<'YAML'
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: all, namespace: bench}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: backend, port: 80}]}]
+YAML
+}
+
+# start_weir BINARY CONFIG_DIR PORT ADMIN_PORT: weir-ingress alone on $PROXY_CPU with one
+# worker and no access log, its output in $work/weir-PORT.log; waits until ready. Sets
+# WEIR_PID and adds it to the caller's `pids` array.
+start_weir() {
+  taskset -c "$PROXY_CPU" "$1" --config-dir "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
+    --workers 1 --access-log off > "$work/weir-$3.log" 2>&1 &
+  WEIR_PID=$!
+  pids+=("$WEIR_PID")
+  for _ in $(seq 600); do curl -fs "http://127.0.0.1:$4/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "weir-ingress did not become ready; see $work/weir-$3.log"; exit 1
+}
+
+# with_peers "backend nginx-proxy ...": starts those peer-kit servers, and on exit stops them and
+# every process in the caller's `pids` array; raises the open-file limit for the load.
+with_peers() {
+  pids=()
+  trap 'kill "${pids[@]}" 2>/dev/null || true; "$kit/scripts/stop_peers.sh" >/dev/null 2>&1 || true' EXIT
+  PEERS="$1" "$kit/scripts/start_peers.sh" >/dev/null
+  ulimit -n "$(ulimit -Hn)"
+}

@@ -25,37 +25,13 @@ bash "$kit/setup.sh" >/dev/null
 weir=$root/target/release/weir-ingress
 
 # The same backend the peers use, as Kubernetes objects.
-{ backend_objects; cat <<'YAML'
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: all, namespace: bench}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{name: backend, port: 80}]}]
-YAML
-} > "$work/config/bench.yaml"
+catch_all_objects > "$work/config/bench.yaml"
 
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  "$kit/scripts/stop_peers.sh" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-PEERS="backend nginx-proxy haproxy" "$kit/scripts/start_peers.sh" >/dev/null
-ulimit -n "$(ulimit -Hn)"
+with_peers "backend nginx-proxy haproxy"
 
-start_weir() {  # start_weir CONFIG_DIR PORT ADMIN_PORT -> sets WEIR_PID
-  taskset -c "$PROXY_CPU" "$weir" --config-dir "$1" --listen "127.0.0.1:$2" --admin "127.0.0.1:$3" \
-    --workers 1 --access-log off > "$work/weir-$2.log" 2>&1 &
-  WEIR_PID=$!
-  pids+=("$WEIR_PID")
-  for _ in $(seq 600); do curl -fs "http://127.0.0.1:$3/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "weir-ingress did not become ready; see $work/weir-$2.log"; exit 1
-}
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
-start_weir "$work/config" 18085 19905
+start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
 if section load; then
   echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
@@ -96,6 +72,6 @@ spec:
     backendRefs: [{{name: backend, port: 80}}]
 """)
 PY
-start_weir "$work/routes" 18086 19906
+start_weir "$weir" "$work/routes" 18086 19906
 curl -fs -H "Host: app4999.example.com" http://127.0.0.1:18086/ >/dev/null && echo "routing through route 4999 works"
 echo "weir with 1 route: ${base} KiB RSS; with $ROUTES HTTPRoutes: $(rss_kb "$WEIR_PID") KiB RSS"

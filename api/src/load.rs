@@ -26,9 +26,26 @@ pub fn load_dir(dir: &Path) -> Result<Objects, ConfigErrors> {
 
 /// Like [`load_dir`], but keeps every object that did load next to the errors, for a caller
 /// that applies the rest of the configuration and keeps the last good version of what failed
-/// (the controller).
+/// (the controller). Each file is parsed straight into the result: unlike [`DirCache`], nothing
+/// is kept and nothing copied, so loading a big directory peaks at one copy of its objects.
 pub fn load_dir_partial(dir: &Path) -> (Objects, Vec<ConfigError>) {
-    DirCache::default().load(dir)
+    let (mut objects, mut errors) = (Objects::new(), Vec::new());
+    let files = match config_files(dir) {
+        Ok(files) => files,
+        Err(e) => return (objects, vec![unreadable_dir(dir, &e)]),
+    };
+    for file in files {
+        read_file(&file, &mut objects, &mut errors);
+    }
+    (objects, errors)
+}
+
+fn unreadable_dir(dir: &Path, e: &std::io::Error) -> ConfigError {
+    let location = Location {
+        file: Some(dir.display().to_string()),
+        document: None,
+    };
+    ConfigError::new(&location, "-", "-", format!("cannot read directory: {e}"))
 }
 
 /// Loads a directory again and again, parsing only the files whose size or modification time
@@ -52,16 +69,7 @@ impl DirCache {
         let files = match config_files(dir) {
             Ok(files) => files,
             Err(e) => {
-                let location = Location {
-                    file: Some(dir.display().to_string()),
-                    document: None,
-                };
-                errors.push(ConfigError::new(
-                    &location,
-                    "-",
-                    "-",
-                    format!("cannot read directory: {e}"),
-                ));
+                errors.push(unreadable_dir(dir, &e));
                 return (objects, errors);
             }
         };
@@ -109,10 +117,20 @@ fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn parse_file(file: &Path, stamp: (u64, Option<SystemTime>)) -> CachedFile {
-    let name = file.display().to_string();
     let (mut objects, mut errors) = (Objects::new(), Vec::new());
+    read_file(file, &mut objects, &mut errors);
+    CachedFile {
+        stamp,
+        objects,
+        errors,
+    }
+}
+
+/// Parses `file` into `objects`, or says why it cannot be read.
+fn read_file(file: &Path, objects: &mut Objects, errors: &mut Vec<ConfigError>) {
+    let name = file.display().to_string();
     match std::fs::read_to_string(file) {
-        Ok(text) => load_str(&text, &name, &mut objects, &mut errors),
+        Ok(text) => load_str(&text, &name, objects, errors),
         Err(e) => {
             let location = Location {
                 file: Some(name),
@@ -125,11 +143,6 @@ fn parse_file(file: &Path, stamp: (u64, Option<SystemTime>)) -> CachedFile {
                 format!("cannot read file: {e}"),
             ));
         }
-    }
-    CachedFile {
-        stamp,
-        objects,
-        errors,
     }
 }
 

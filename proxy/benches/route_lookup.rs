@@ -23,7 +23,7 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
             } else {
                 Vec::new()
             };
-            routes.push(Route {
+            routes.push(Arc::new(Route {
                 name: Arc::from(format!("httproute:ns/r{h}:{p}")),
                 hosts: vec![HostMatch::Exact(format!("host{h}.example.com"))],
                 matcher: RouteMatch {
@@ -41,7 +41,7 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
                 max_request_body: None,
                 auth: None,
                 limits: Vec::new(),
-            });
+            }));
         }
     }
     Snapshot {

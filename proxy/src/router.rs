@@ -54,12 +54,12 @@ impl Router {
     /// Builds the index.
     pub fn new(snapshot: &Snapshot) -> Self {
         let mut router = Router {
-            fallback: snapshot.default_route.clone().map(Arc::new),
+            fallback: snapshot.default_route.clone(),
             ..Router::default()
         };
         let mut wildcards: FastMap<String, Table> = FastMap::default();
         for route in &snapshot.routes {
-            let route = Arc::new(route.clone());
+            let route = route.clone();
             for host in &route.hosts {
                 let table = match host {
                     HostMatch::Exact(h) => router.exact_hosts.entry(h.clone()).or_default(),

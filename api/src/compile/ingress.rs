@@ -2,6 +2,8 @@
 //! `ImplementationSpecific` treated as `Prefix`), Service backends by port number or name, and
 //! `defaultBackend`.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::{backends::PortRef, created, max_body, normalise_prefix, Context};
@@ -85,7 +87,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
             backend,
             "spec.defaultBackend",
         ) {
-            cx.default_routes.push(Route {
+            cx.default_routes.push(Arc::new(Route {
                 name: format!("ingress:{}/{}:default", key.namespace, key.name).into(),
                 hosts: vec![HostMatch::Any],
                 matcher: RouteMatch::default(),
@@ -94,7 +96,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 max_request_body,
                 auth: None,
                 limits: Vec::new(),
-            });
+            }));
         }
     }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -144,7 +146,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
             ) else {
                 continue;
             };
-            cx.routes.push(Route {
+            cx.routes.push(Arc::new(Route {
                 name: format!("ingress:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: vec![host.clone()],
                 matcher: RouteMatch {
@@ -156,7 +158,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 max_request_body,
                 auth: None,
                 limits: Vec::new(),
-            });
+            }));
         }
     }
 }

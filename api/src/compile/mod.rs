@@ -15,7 +15,10 @@ mod secrets;
 mod security;
 mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use crate::{
     error::{ConfigError, ConfigErrors, Location},
@@ -47,8 +50,8 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
 /// State shared by the compile passes: the objects, and what has been built so far.
 struct Context<'a> {
     objects: &'a Objects,
-    routes: Vec<Route>,
-    default_routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
+    default_routes: Vec<Arc<Route>>,
     clusters: BTreeMap<String, crate::model::Cluster>,
     tls: Vec<crate::model::TlsCertificate>,
     /// TrafficPolicies by the `(namespace, service)` they apply to.
@@ -135,7 +138,7 @@ impl<'a> Context<'a> {
             default_route,
             tls: self.tls,
             warnings: self.warnings,
-            mesh: std::sync::Arc::new(self.mesh),
+            mesh: Arc::new(self.mesh),
         })
     }
 }

@@ -59,6 +59,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     let mut ignored: Vec<String> = Vec::new();
     let routes = cx.routes.iter_mut().chain(cx.default_routes.iter_mut());
     for route in routes {
+        // Not shared yet: the compile holds the only reference.
+        let route = Arc::make_mut(route);
         for ((_, policy), a, prefixes) in &auth {
             if !prefixes.iter().any(|p| route.name.starts_with(p.as_str())) {
                 continue;

@@ -26,12 +26,13 @@ pub use security::{
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Routes from every Ingress and attached HTTPRoute, unordered; the router orders them.
-    pub routes: Vec<Route>,
+    /// Shared with the router's index rather than copied into it.
+    pub routes: Vec<Arc<Route>>,
     /// Backend clusters by name (`namespace/service:port`).
     pub clusters: BTreeMap<String, Cluster>,
     /// Serves requests no route matched (the oldest `Ingress.spec.defaultBackend`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_route: Option<Route>,
+    pub default_route: Option<Arc<Route>>,
     /// Certificates for the TLS listener, chosen by SNI; one per Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsCertificate>,

@@ -9,7 +9,7 @@ use std::{
 
 use weir_api::{
     error::ConfigErrors,
-    load::{fingerprint, DirCache},
+    load::{fingerprint, load_dir_partial},
 };
 
 use super::ConfigStore;
@@ -33,18 +33,10 @@ impl Default for WatchSettings {
 }
 
 /// Loads and compiles `dir`, installing the result or recording why not. Returns the new
-/// version, or the errors.
+/// version, or the errors. Every file is read again: a proxy keeps no parsed copy of its
+/// objects between reloads (the controller, which reloads big directories often, does).
 pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
-    reload_cached(&mut DirCache::default(), dir, store)
-}
-
-/// [`reload`], re-parsing only the files that changed since `cache` last read `dir`.
-fn reload_cached(
-    cache: &mut DirCache,
-    dir: &Path,
-    store: &ConfigStore,
-) -> Result<u64, ConfigErrors> {
-    let (objects, errors) = cache.load(dir);
+    let (objects, errors) = load_dir_partial(dir);
     let result = if errors.is_empty() {
         weir_api::compile(&objects)
     } else {
@@ -69,7 +61,6 @@ fn reload_cached(
 /// Polls `dir` forever, reloading on change. Runs until its task is dropped.
 pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSettings) {
     let mut seen = fingerprint(&dir);
-    let mut cache = DirCache::default();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,13 +72,7 @@ pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSet
         tokio::time::sleep(settings.settle).await;
         seen = fingerprint(&dir);
         let (dir, store) = (dir.clone(), store.clone());
-        // Reading and compiling touches the disk and may take a while for big configs. The
-        // cache goes along and comes back.
-        cache = tokio::task::spawn_blocking(move || {
-            let _ = reload_cached(&mut cache, &dir, &store);
-            cache
-        })
-        .await
-        .unwrap_or_default();
+        // Reading and compiling touches the disk and may take a while for big configs.
+        let _ = tokio::task::spawn_blocking(move || reload(&dir, &store)).await;
     }
 }

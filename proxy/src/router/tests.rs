@@ -50,10 +50,14 @@ fn regex(p: &str) -> PathMatch {
     PathMatch::Regex(Arc::new(regex::Regex::new(&format!("^(?:{p})$")).unwrap()))
 }
 
+fn shared(routes: Vec<Route>) -> Vec<Arc<Route>> {
+    routes.into_iter().map(Arc::new).collect()
+}
+
 #[test]
 fn regex_ranks_among_prefixes_by_length() {
     let snapshot = Snapshot {
-        routes: vec![
+        routes: shared(vec![
             route("root", HostMatch::Any, PathMatch::Prefix("/".into())),
             route(
                 "long-prefix",
@@ -61,7 +65,7 @@ fn regex_ranks_among_prefixes_by_length() {
                 PathMatch::Prefix("/users/admin".into()),
             ),
             route("regex", HostMatch::Any, regex("/users/[0-9]+")),
-        ],
+        ]),
         ..Snapshot::default()
     };
     let router = Router::new(&snapshot);
@@ -94,7 +98,7 @@ fn equal_paths_order_by_method_headers_then_age() {
     let mut newer = route("newer", HostMatch::Any, PathMatch::Prefix("/".into()));
     newer.order.created = "2024-01-01T00:00:00Z".into();
     let snapshot = Snapshot {
-        routes: vec![newer, with_header, older, with_method],
+        routes: shared(vec![newer, with_header, older, with_method]),
         ..Snapshot::default()
     };
     let router = Router::new(&snapshot);
@@ -119,7 +123,7 @@ fn host_specificity_then_fallback() {
     let mut fallback = route("default", HostMatch::Any, PathMatch::Prefix("/".into()));
     fallback.order.rule = usize::MAX;
     let snapshot = Snapshot {
-        routes: vec![
+        routes: shared(vec![
             route(
                 "exact",
                 HostMatch::Exact("a.example.com".into()),
@@ -130,8 +134,8 @@ fn host_specificity_then_fallback() {
                 HostMatch::Wildcard(".example.com".into()),
                 PathMatch::Prefix("/".into()),
             ),
-        ],
-        default_route: Some(fallback),
+        ]),
+        default_route: Some(Arc::new(fallback)),
         ..Snapshot::default()
     };
     let router = Router::new(&snapshot);

@@ -2,7 +2,7 @@
 //! listeners, hostnames intersected with the listener's, matches, filters, weighted backends,
 //! timeouts, and `ReferenceGrant` for backends in other namespaces.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use gateway_api::apis::standard::{
     gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From},
@@ -248,7 +248,7 @@ fn compile_route(
                 );
                 continue;
             }
-            cx.routes.push(Route {
+            cx.routes.push(Arc::new(Route {
                 name: format!("httproute:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: hosts.clone(),
                 matcher,
@@ -262,7 +262,7 @@ fn compile_route(
                 max_request_body,
                 auth: None,
                 limits: Vec::new(),
-            });
+            }));
         }
     }
 }
@@ -368,7 +368,7 @@ fn route_match(
 
 fn regex(pattern: &str) -> Result<crate::model::Regex, String> {
     regex::Regex::new(&format!("^(?:{pattern})$"))
-        .map(std::sync::Arc::new)
+        .map(Arc::new)
         .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
