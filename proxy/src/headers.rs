@@ -25,31 +25,52 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, including those `Connection` names. `upgrade` keeps
 /// `Connection: upgrade` and `Upgrade` for a protocol switch; `TE: trailers` is kept (gRPC).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names tells which of these headers are there at all: most messages
+    // carry none or one, and every lookup or removal by name costs a hash.
+    let (mut connection, mut te, mut upgrade_header, mut others) = (false, false, false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TE {
+            te = true;
+        } else if name == header::UPGRADE {
+            upgrade_header = true;
+        } else if HOP_BY_HOP.contains(name) {
+            others = true;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    if others {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade_header {
         headers.remove(header::UPGRADE);
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("trailers")));
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if te {
+        let te_trailers = headers
+            .get(header::TE)
+            .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("trailers")));
+        headers.remove(header::TE);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
