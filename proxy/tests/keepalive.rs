@@ -299,3 +299,51 @@ async fn a_client_closing_while_parked_is_let_go() {
     }
     panic!("the closed connection is still counted open");
 }
+
+#[tokio::test]
+async fn many_clients_pausing_around_the_park_delay_lose_nothing() {
+    let server = start(Duration::from_secs(10)).await;
+    let clients = (0..16u64).map(|c| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut parked_between = 0;
+            for i in 0..30u64 {
+                // Pauses on both sides of the 100 ms park delay, and bodies split across
+                // packets, so requests arrive while connections park and wake.
+                let pause = fastrand::u64(0..160);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                parked_between += u32::from(pause > 120);
+                if (c + i) % 3 == 0 {
+                    let body = "x".repeat(fastrand::usize(1..3000));
+                    let head = format!(
+                        "POST /{c}/{i} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let (first, rest) = body.split_at(body.len() / 2);
+                    client
+                        .send_split(&[format!("{head}{first}").as_bytes(), rest.as_bytes()])
+                        .await;
+                    let expected = format!("POST /{c}/{i} {}", body.len());
+                    assert_eq!(client.response().await, (200, expected));
+                } else {
+                    client
+                        .send(format!("GET /{c}/{i} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+                        .await;
+                    assert_eq!(client.response().await, (200, format!("GET /{c}/{i} 0")));
+                }
+            }
+            parked_between
+        })
+    });
+    let mut parked_between = 0;
+    for client in clients.collect::<Vec<_>>() {
+        parked_between += client.await.unwrap();
+    }
+    assert!(
+        parked_between > 0,
+        "some requests came after a connection was parked"
+    );
+    // Each client kept its one connection throughout (a closed one fails its next response).
+    assert_eq!(server.metrics.downstream_accepted.get(), 16);
+}
