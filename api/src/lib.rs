@@ -27,3 +27,15 @@ pub use error::{ConfigError, Location};
 pub use load::load_dir;
 pub use model::Snapshot;
 pub use objects::{Object, ObjectKey, Objects};
+
+/// How every Weir binary logs: to stderr at `info`, or as `WEIR_LOG` says (`debug`,
+/// `weir_proxy=trace`, ...).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}

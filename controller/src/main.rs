@@ -174,13 +174,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", key.sign(&account, args.ttl)?);
         }
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            weir_api::init_logging();
             tokio::runtime::Runtime::new()?.block_on(run(*args))?;
         }
     }

@@ -179,7 +179,7 @@ fn config_source(args: &Args) -> anyhow::Result<Source> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    weir_proxy::init_logging();
+    weir_api::init_logging();
     let workers = if args.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -36,13 +36,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    weir_api::init_logging();
     let config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

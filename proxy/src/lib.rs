@@ -54,14 +54,3 @@ pub(crate) async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream)
     let (server, _) = listener.accept().await.unwrap();
     (client, server)
 }
-
-/// Logs to stderr at `info`, or as `WEIR_LOG` says (`debug`, `weir_proxy=trace`, ...).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-}

@@ -141,7 +141,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    weir_proxy::init_logging();
+    weir_api::init_logging();
     match cli.command {
         Command::Init(args) => init(args),
         Command::Run(args) => {
