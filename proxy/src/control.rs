@@ -96,7 +96,7 @@ impl ControlSettings {
             .map_err(|e| format!("TLS settings: {e}"))?
             .connect()
             .await
-            .map_err(|e| format!("cannot connect: {}", error_chain(&e)))
+            .map_err(|e| format!("cannot connect: {}", crate::error::chain(&e)))
     }
 
     /// `Bearer <token>`, the token read from its file now (the kubelet rotates it on disk).
@@ -238,18 +238,6 @@ async fn apply(
     .map_err(|e| format!("applying failed: {e}"))??;
     *last_payload = Some(payload);
     Ok(())
-}
-
-/// An error and its sources on one line (tonic's transport errors hide the cause).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

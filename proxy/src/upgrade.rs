@@ -1,12 +1,14 @@
 //! HTTP/1.1 protocol switches (WebSocket and other `Upgrade`s) through a proxy: the client's
-//! pending upgrade is taken from its request, and when the backend answers 101 the two
-//! connections hyper hands over are spliced byte for byte.
+//! pending upgrade is taken from its request, and when the backend answers 101 the client's
+//! connection (from hyper) and the backend's (from Weir's HTTP/1.1 client) are spliced byte
+//! for byte.
 
 use http::{request, response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
-use crate::headers;
+use crate::{headers, upstream::h1::Switched};
 
 /// The client's pending upgrade when `parts` asks for a protocol switch (HTTP/1.1 with
 /// `Connection: upgrade` and `Upgrade`); `None` for every other request.
@@ -30,12 +32,17 @@ pub fn switch(downstream: Option<OnUpgrade>, response: &mut response::Parts) -> 
     true
 }
 
-async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
-    let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+async fn splice(downstream: OnUpgrade, upstream: Switched) {
+    let (Ok(down), Some((mut up, early))) = (downstream.await, upstream.take()) else {
         return;
     };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    let mut down = TokioIo::new(down);
+    // What the backend sent right behind its 101 goes first.
+    let spliced = async {
+        down.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut down, &mut up).await
+    };
+    if let Err(e) = spliced.await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
 }

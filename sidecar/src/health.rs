@@ -197,15 +197,23 @@ async fn forward(app: &Upstream, https: &HttpsProbes, probe: AppProbe) -> Respon
             "text/plain",
         );
     };
-    let sent = if scheme == "https" {
-        https.request(request)
-    } else {
-        app.client(Protocol::Http1).request(request)
+    let sent = async {
+        if scheme == "https" {
+            let response = https.request(request).await;
+            response
+                .map(|r| r.status())
+                .map_err(|e| weir_proxy::error::chain(&e))
+        } else {
+            let response = app.send(Protocol::Http1, request).await;
+            response
+                .map(|r| r.status())
+                .map_err(|e| weir_proxy::error::chain(&e))
+        }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, sent).await {
-        Ok(Ok(response)) => {
+        Ok(Ok(status)) => {
             let mut answer = Response::new(boxed(empty()));
-            *answer.status_mut() = response.status();
+            *answer.status_mut() = status;
             answer
         }
         Ok(Err(error)) => text(

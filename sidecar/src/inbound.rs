@@ -283,13 +283,12 @@ impl Inbound {
             .map_err(|_| ProxyError::BadRequest)?;
         let response = self
             .app
-            .client(protocol)
-            .request(Request::from_parts(parts, boxed(body)))
+            .send(protocol, Request::from_parts(parts, boxed(body)))
             .await
             .map_err(|e| classify(&e))?;
         let (mut parts, body) = response.into_parts();
         let switching = upgrade::switch(downstream, &mut parts);
         headers::strip_hop_by_hop(&mut parts.headers, switching);
-        Ok(Response::from_parts(parts, boxed(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }

@@ -231,6 +231,6 @@ impl Outbound {
         let (mut parts, body) = response.into_parts();
         let switching = upgrade::switch(downstream, &mut parts);
         headers::strip_hop_by_hop(&mut parts.headers, switching);
-        Ok(Response::from_parts(parts, boxed(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }

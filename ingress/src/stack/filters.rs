@@ -52,10 +52,10 @@ pub(super) fn mirror(
         if bytes.is_none() {
             copy.headers_mut().remove(header::CONTENT_LENGTH);
         }
-        let client = gw.upstream.client(pool.cluster.protocol).clone();
+        let (upstream, protocol) = (gw.upstream.clone(), pool.cluster.protocol);
         tokio::spawn(async move {
             let sent = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-                if let Ok(response) = client.request(copy).await {
+                if let Ok(response) = upstream.send(protocol, copy).await {
                     let _ = response.into_body().collect().await;
                 }
             });

@@ -323,7 +323,7 @@ async fn forward(
     let switching = upgrade::switch(downstream_upgrade, &mut rparts);
     headers::strip_hop_by_hop(&mut rparts.headers, switching);
     headers::modify(&mut rparts.headers, &f.response_headers);
-    Ok(Response::from_parts(rparts, boxed(rbody)))
+    Ok(Response::from_parts(rparts, rbody))
 }
 
 /// The body, read into memory when mirrors or the cluster's retries need copies of it and it

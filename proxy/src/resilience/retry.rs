@@ -11,17 +11,16 @@ use bytes::Bytes;
 use http::{
     request::Parts,
     uri::{Authority, PathAndQuery, Scheme},
-    Method, Request, Response, Uri,
+    Request, Response, Uri,
 };
-use hyper::body::Incoming;
-use weir_api::model::RetryPolicy;
+use weir_api::model::{Protocol, RetryPolicy};
 
 use super::budget::backoff;
 use crate::{
     balance::{Endpoint, Pool},
     body::{self, Body},
     error::ProxyError,
-    upstream::{classify, Upstream},
+    upstream::{classify, h1::idempotent, Upstream},
 };
 
 /// Request bodies up to this size are kept so the request can be retried.
@@ -112,7 +111,7 @@ pub async fn send(
     deadlines: Deadlines,
     key: Option<u64>,
     report: &mut Report,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Body>, ProxyError> {
     let resilience = &pool.cluster.resilience;
     let deadline = match (deadlines.request, resilience.timeout) {
         (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
@@ -125,7 +124,7 @@ pub async fn send(
     if let Some(budget) = &pool.budget {
         budget.deposit(Instant::now());
     }
-    let client = upstream.client(pool.cluster.protocol);
+    let protocol = pool.cluster.protocol;
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         report.attempts += 1;
@@ -138,7 +137,7 @@ pub async fn send(
             (a, b) => a.or(b),
         };
         let sent = Instant::now();
-        let outcome = attempt(client, request, &endpoint, try_deadline).await;
+        let outcome = attempt(upstream, protocol, request, &endpoint, try_deadline).await;
         report.upstream_wait += sent.elapsed();
         let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
         let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
@@ -179,17 +178,19 @@ pub async fn send(
 
 /// One try, bounded by `deadline`; feeds the endpoint's latency estimate.
 async fn attempt(
-    client: &hyper_util::client::legacy::Client<crate::upstream::CountingConnector, Body>,
+    upstream: &Upstream,
+    protocol: Protocol,
     request: Request<Body>,
     endpoint: &std::sync::Arc<Endpoint>,
     deadline: Option<tokio::time::Instant>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Body>, ProxyError> {
     let in_flight = endpoint.start();
+    let sending = upstream.send(protocol, request);
     let result = match deadline {
-        Some(at) => tokio::time::timeout_at(at, client.request(request))
+        Some(at) => tokio::time::timeout_at(at, sending)
             .await
             .map_err(|_| ProxyError::Timeout),
-        None => Ok(client.request(request).await),
+        None => Ok(sending.await),
     };
     match result {
         Ok(Ok(response)) => {
@@ -248,12 +249,4 @@ fn build(
         out.parts.headers.clone()
     };
     Ok(request)
-}
-
-/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }

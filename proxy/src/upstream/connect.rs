@@ -1,8 +1,6 @@
-//! Connections to backends: pooled keep-alive HTTP/1.1 clients and HTTP/2 (h2c, prior
-//! knowledge) clients, with every open connection counted in `weir_upstream_connections`.
-//! With a mesh [`Dialer`], a connection to a meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by
-//! ALPN, as the cluster speaks), checked against the identity the configuration expects there;
-//! other endpoints stay plaintext.
+//! Dialing backends: TCP, or mesh mTLS to the endpoints the mesh [`Dialer`] knows as meshed
+//! (checked against the identity the configuration expects there), with every open
+//! connection counted in `weir_upstream_connections`.
 
 use std::{
     future::Future,
@@ -15,93 +13,20 @@ use std::{
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::{
-    client::legacy::{
-        connect::{Connected, Connection, HttpConnector},
-        Client,
-    },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    client::legacy::connect::{Connected, Connection, HttpConnector},
+    rt::TokioIo,
 };
 use prometheus::{IntCounter, IntGauge};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tokio_rustls::client::TlsStream;
-use weir_api::model::Protocol;
 
 use crate::{
-    body::{Body, TooLarge},
-    error::ProxyError,
     metrics::Metrics,
-    mtls::{Dialer, H2_ALPN, HTTP1_ALPN},
+    mtls::{Dialer, H2_ALPN},
 };
-
-/// The two client pools a proxy keeps.
-#[derive(Clone)]
-pub struct Upstream {
-    http1: Client<CountingConnector, Body>,
-    h2c: Client<CountingConnector, Body>,
-}
-
-/// How backend connections behave.
-#[derive(Clone, Debug)]
-pub struct UpstreamSettings {
-    /// Give up connecting after this long (then 502).
-    pub connect_timeout: Duration,
-    /// Close pooled connections idle this long.
-    pub idle_timeout: Duration,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Upstream {
-    /// Builds both pools, plaintext only.
-    pub fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
-        Self::build(settings, metrics, None)
-    }
-
-    /// Builds both pools; connections to meshed endpoints go through `dialer`.
-    pub fn with_mesh(settings: &UpstreamSettings, metrics: &Metrics, dialer: Arc<Dialer>) -> Self {
-        Self::build(settings, metrics, Some(dialer))
-    }
-
-    fn build(settings: &UpstreamSettings, metrics: &Metrics, dialer: Option<Arc<Dialer>>) -> Self {
-        let metrics = Arc::new(ConnectMetrics {
-            open: metrics.upstream_connections.clone(),
-            ok: metrics.upstream_connects.with_label_values(&["ok"]),
-            failed: metrics.upstream_connects.with_label_values(&["error"]),
-        });
-        let counting = |alpn| CountingConnector {
-            inner: MeshConnector::new(settings.connect_timeout, dialer.clone(), alpn),
-            metrics: metrics.clone(),
-        };
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(counting(HTTP1_ALPN));
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .build(counting(H2_ALPN));
-        Self { http1, h2c }
-    }
-
-    /// The pool for a protocol.
-    pub fn client(&self, protocol: Protocol) -> &Client<CountingConnector, Body> {
-        match protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::H2c => &self.h2c,
-        }
-    }
-}
 
 /// Dials backends: TCP, then mTLS (offering its ALPN) to the endpoints the mesh dialer knows
 /// as meshed, checked against the identity expected there. The pools use it through
@@ -132,7 +57,8 @@ impl MeshConnector {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Any error dialing can produce.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Uri> for MeshConnector {
     type Response = Io;
@@ -176,6 +102,20 @@ struct ConnectMetrics {
     open: IntGauge,
     ok: IntCounter,
     failed: IntCounter,
+}
+
+impl CountingConnector {
+    /// Dials with `inner`, counting in `metrics`' upstream connection metrics.
+    pub fn new(inner: MeshConnector, metrics: &Metrics) -> Self {
+        Self {
+            inner,
+            metrics: Arc::new(ConnectMetrics {
+                open: metrics.upstream_connections.clone(),
+                ok: metrics.upstream_connects.with_label_values(&["ok"]),
+                failed: metrics.upstream_connects.with_label_values(&["error"]),
+            }),
+        }
+    }
 }
 
 impl tower::Service<Uri> for CountingConnector {
@@ -287,10 +227,75 @@ impl Write for Io {
     }
 }
 
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(io) => io.inner(),
+            Io::Tls(io) => io.inner().get_ref().0,
+        }
+    }
+}
+
+/// Forwards a tokio I/O call to whichever connection it is.
+macro_rules! either_tokio {
+    ($self:ident, $io:ident => $call:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Plain($io) => {
+                let $io = Pin::new($io.inner_mut());
+                $call
+            }
+            Io::Tls($io) => {
+                let $io = Pin::new($io.inner_mut());
+                $call
+            }
+        }
+    };
+}
+
 /// A backend connection that decrements the open-connection gauge when it closes.
 pub struct Counted {
     io: Io,
     gauge: IntGauge,
+}
+
+impl Counted {
+    /// Whether the backend has not closed the connection and sent nothing on it: what an
+    /// idle keep-alive connection must be to be used again. Costs no system call unless the
+    /// event loop saw the socket become readable.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self.io.tcp().try_read(&mut [0; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        either_tokio!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        either_tokio!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either_tokio!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either_tokio!(self, io => io.poll_shutdown(cx))
+    }
 }
 
 impl Drop for Counted {
@@ -343,19 +348,4 @@ impl Write for Counted {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
-}
-
-/// Maps a client error to what the user sees.
-pub fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    if e.is_connect() {
-        return ProxyError::ConnectFailed;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if err.is::<TooLarge>() {
-            return ProxyError::BodyTooLarge;
-        }
-        source = err.source();
-    }
-    ProxyError::BackendReset
 }

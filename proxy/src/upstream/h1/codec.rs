@@ -1,0 +1,421 @@
+//! HTTP/1.1 on the wire to a backend (RFC 9112): the request head out, the response head in,
+//! and how long the response body is. Pure functions over buffers; the connection that drives
+//! them is in the parent module.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING},
+    request, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version,
+};
+
+/// Most header fields a response head (or a chunked trailer section) may carry.
+const MAX_HEADERS: usize = 128;
+/// Largest response head accepted, as hyper's client allows by default.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// What a backend sent that is not HTTP/1.1 as RFC 9112 allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The status line or a header field does not parse.
+    #[error("malformed response head: {0}")]
+    Malformed(httparse::Error),
+    /// The head is over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields.
+    #[error("response head too large")]
+    HeadTooLarge,
+    /// `Content-Length` is not one number (or several equal ones).
+    #[error("invalid content-length")]
+    ContentLength,
+    /// A chunk-size line or the CRLF after a chunk is wrong.
+    #[error("malformed chunked body")]
+    Chunk,
+    /// A response header value that `http` does not accept.
+    #[error("invalid header value")]
+    HeaderValue,
+    /// Bytes after the end of a response on a connection that would be reused.
+    #[error("unexpected bytes after the response")]
+    TrailingBytes,
+}
+
+/// How the request body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body, and no framing header (GET, HEAD, ... without a body).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (a streamed body of unknown length).
+    Chunked,
+}
+
+impl RequestFraming {
+    /// The framing for a body that is `empty`, or `exact` bytes long when known.
+    pub fn of(method: &Method, empty: bool, exact: Option<u64>) -> Self {
+        match (empty, exact) {
+            // Methods whose requests carry content say so even when it is empty.
+            (true, _) if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+                RequestFraming::Length(0)
+            }
+            (true, _) => RequestFraming::None,
+            (false, Some(n)) => RequestFraming::Length(n),
+            (false, None) => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Writes the request head: request line, `Host` first (from `authority` when the request has
+/// none), every other field as given except the framing ones, which `framing` decides.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &request::Parts,
+    authority: &str,
+    framing: RequestFraming,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match parts.headers.get(HOST) {
+        Some(host) => out.extend_from_slice(host.as_bytes()),
+        None => out.extend_from_slice(authority.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the trailer section that ends a chunked body: the last chunk, the fields, CRLF.
+pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a chunk-size line for `len` bytes of data.
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// Parses a response head from the front of `buf`, taking its bytes out (header values share
+/// them, without copying). `None` when the head is not complete yet. `names` is scratch space
+/// kept by the connection so no head allocates it again.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    names: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<Option<Head>, ProtocolError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(ProtocolError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+        Err(e) => return Err(ProtocolError::Malformed(e)),
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ProtocolError::Malformed(httparse::Error::Status))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    names.clear();
+    for f in response.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
+        let start = f.value.as_ptr() as usize - base;
+        names.push((name, start, start + f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(names.len());
+    for (name, start, end) in names.drain(..) {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| ProtocolError::HeaderValue)?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLength {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the backend closes the connection.
+    UntilClose,
+}
+
+/// The response body's length, from the request `method` and the response head.
+pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolError> {
+    let status = head.status;
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyLength::Empty);
+    }
+    if let Some(te) = head.headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let last = te
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .unwrap_or_default();
+        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            BodyLength::Chunked
+        } else {
+            BodyLength::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in head.headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(ProtocolError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ProtocolError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => BodyLength::Empty,
+        Some(n) => BodyLength::Length(n),
+        None => BodyLength::UntilClose,
+    })
+}
+
+/// Whether the connection may carry another request after this response.
+pub fn keep_alive(head: &Head) -> bool {
+    let said = |token: &str| {
+        head.headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    // A body framed both ways may have been misread; never reuse the connection after it.
+    let ambiguous =
+        head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH);
+    let persistent = match head.version {
+        Version::HTTP_10 => said("keep-alive"),
+        _ => !said("close"),
+    };
+    persistent && !ambiguous
+}
+
+/// Decodes a chunked body as its bytes arrive.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: ChunkState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then CRLF.
+    Trailers,
+    /// The body has ended.
+    Done,
+}
+
+/// What [`Chunked::decode`] found in the buffer.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer fields; the body has ended.
+    Trailers(HeaderMap),
+    /// The body has ended (no trailers).
+    Done,
+    /// More bytes are needed.
+    More,
+}
+
+impl Chunked {
+    /// Takes the next piece of the body from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(Decoded::Done),
+                ChunkState::Size => {
+                    let Some(end) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let size = chunk_size(&buf[..end])?;
+                    buf.advance(end + 2);
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ProtocolError::Chunk);
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => return self.trailers(buf),
+            }
+        }
+    }
+
+    /// Whether the body has ended.
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        if buf.len() >= 2 && &buf[..2] == b"\r\n" {
+            buf.advance(2);
+            self.state = ChunkState::Done;
+            return Ok(Decoded::Done);
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::parse_headers(buf, &mut fields) {
+            Ok(httparse::Status::Complete((len, fields))) => {
+                let mut trailers = HeaderMap::with_capacity(fields.len());
+                for f in fields.iter() {
+                    let name = HeaderName::from_bytes(f.name.as_bytes())
+                        .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
+                    let value =
+                        HeaderValue::from_bytes(f.value).map_err(|_| ProtocolError::HeaderValue)?;
+                    trailers.append(name, value);
+                }
+                buf.advance(len);
+                self.state = ChunkState::Done;
+                Ok(Decoded::Trailers(trailers))
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                Err(ProtocolError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => Ok(Decoded::More),
+            Err(httparse::Error::TooManyHeaders) => Err(ProtocolError::HeadTooLarge),
+            Err(e) => Err(ProtocolError::Malformed(e)),
+        }
+    }
+}
+
+/// Where the first CRLF is, looking at most `limit` bytes in.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ProtocolError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => Ok(Some(i)),
+        None if buf.len() > limit => Err(ProtocolError::Chunk),
+        None => Ok(None),
+    }
+}
+
+/// The size from a chunk-size line (hex digits, then optional `;extensions`).
+fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(ProtocolError::Chunk);
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let v = char::from(*d).to_digit(16).ok_or(ProtocolError::Chunk)?;
+        Ok(n * 16 + u64::from(v))
+    })
+}
+
+#[cfg(test)]
+mod tests;

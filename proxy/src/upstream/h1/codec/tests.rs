@@ -1,0 +1,242 @@
+use super::*;
+use http::Request;
+
+fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn head(bytes: &[u8]) -> Head {
+    let mut buf = BytesMut::from(bytes);
+    parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap()
+}
+
+#[test]
+fn request_head_puts_host_first_and_frames_the_body_itself() {
+    let p = parts(
+        Method::POST,
+        "http://10.0.0.1:8080/a?b=1",
+        &[
+            ("x-one", "1"),
+            ("content-length", "999"),
+            ("transfer-encoding", "chunked"),
+            ("x-two", "2"),
+        ],
+    );
+    let mut out = Vec::new();
+    encode_head(&mut out, &p, "10.0.0.1:8080", RequestFraming::Length(12));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:8080\r\nx-one: 1\r\nx-two: 2\r\n\
+         content-length: 12\r\n\r\n"
+    );
+
+    let p = parts(Method::GET, "/", &[("host", "shop.example.com")]);
+    let mut out = Vec::new();
+    encode_head(&mut out, &p, "10.0.0.1:8080", RequestFraming::Chunked);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "GET / HTTP/1.1\r\nhost: shop.example.com\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn request_framing_follows_the_method_and_the_body() {
+    assert_eq!(
+        RequestFraming::of(&Method::GET, true, Some(0)),
+        RequestFraming::None
+    );
+    assert_eq!(
+        RequestFraming::of(&Method::POST, true, Some(0)),
+        RequestFraming::Length(0)
+    );
+    assert_eq!(
+        RequestFraming::of(&Method::PUT, false, Some(70_000)),
+        RequestFraming::Length(70_000)
+    );
+    assert_eq!(
+        RequestFraming::of(&Method::POST, false, None),
+        RequestFraming::Chunked
+    );
+}
+
+#[test]
+fn chunk_sizes_and_the_last_chunk() {
+    let mut out = Vec::new();
+    encode_chunk_size(&mut out, 0x1a2f);
+    encode_chunk_size(&mut out, 1);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    encode_last_chunk(&mut out, Some(&trailers));
+    assert_eq!(out, b"1a2f\r\n1\r\n0\r\nx-checksum: abc\r\n\r\n");
+}
+
+#[test]
+fn a_head_arriving_in_pieces_parses_once_whole_and_leaves_the_body() {
+    let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello";
+    let mut names = Vec::new();
+    let mut buf = BytesMut::new();
+    for (i, b) in wire.iter().enumerate() {
+        buf.extend_from_slice(&[*b]);
+        let parsed = parse_head(&mut buf, &mut names).unwrap();
+        if i + 1 < wire.len() - 5 {
+            assert!(parsed.is_none(), "complete too early at byte {i}");
+            continue;
+        }
+        let head = parsed.unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        let a: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(body_length(&Method::GET, &head), Ok(BodyLength::Length(5)));
+        break;
+    }
+    // What is left is the start of the body (here, none of it yet).
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn bad_heads_are_errors_that_say_what_was_wrong() {
+    let mut names = Vec::new();
+    let mut buf = BytesMut::from(&b"HTTP/1.1 2x0 OK\r\n\r\n"[..]);
+    assert!(matches!(
+        parse_head(&mut buf, &mut names),
+        Err(ProtocolError::Malformed(_))
+    ));
+    let mut big = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    big.resize(MAX_HEAD + 10, b'a');
+    let mut buf = BytesMut::from(&big[..]);
+    assert_eq!(
+        parse_head(&mut buf, &mut names).unwrap_err(),
+        ProtocolError::HeadTooLarge
+    );
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..200 {
+        many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let mut buf = BytesMut::from(&many[..]);
+    assert_eq!(
+        parse_head(&mut buf, &mut names).unwrap_err(),
+        ProtocolError::HeadTooLarge
+    );
+}
+
+#[test]
+fn body_length_follows_rfc_9112() {
+    let get = Method::GET;
+    let ok = |extra: &str| head(format!("HTTP/1.1 200 OK\r\n{extra}\r\n").as_bytes());
+    assert_eq!(
+        body_length(&Method::HEAD, &ok("content-length: 10\r\n")),
+        Ok(BodyLength::Empty)
+    );
+    assert_eq!(
+        body_length(&get, &head(b"HTTP/1.1 204 No Content\r\n\r\n")),
+        Ok(BodyLength::Empty)
+    );
+    assert_eq!(
+        body_length(
+            &get,
+            &head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n")
+        ),
+        Ok(BodyLength::Empty)
+    );
+    assert_eq!(
+        body_length(
+            &get,
+            &ok("transfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n")
+        ),
+        Ok(BodyLength::Chunked)
+    );
+    assert_eq!(
+        body_length(&get, &ok("transfer-encoding: gzip\r\n")),
+        Ok(BodyLength::UntilClose)
+    );
+    assert_eq!(
+        body_length(&get, &ok("content-length: 7, 7\r\ncontent-length: 7\r\n")),
+        Ok(BodyLength::Length(7))
+    );
+    assert_eq!(
+        body_length(&get, &ok("content-length: 0\r\n")),
+        Ok(BodyLength::Empty)
+    );
+    assert_eq!(body_length(&get, &ok("")), Ok(BodyLength::UntilClose));
+    for bad in ["7, 8", "-1", "", "0x10", "99999999999999999999999"] {
+        assert_eq!(
+            body_length(&get, &ok(&format!("content-length: {bad}\r\n"))),
+            Err(ProtocolError::ContentLength),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_by_version_and_connection_tokens() {
+    assert!(keep_alive(&head(b"HTTP/1.1 200 OK\r\n\r\n")));
+    assert!(!keep_alive(&head(
+        b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n"
+    )));
+    assert!(!keep_alive(&head(b"HTTP/1.0 200 OK\r\n\r\n")));
+    assert!(keep_alive(&head(
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n"
+    )));
+    assert!(!keep_alive(&head(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
+    )));
+}
+
+/// Feeds `wire` to a decoder `step` bytes at a time; returns the data and the trailers.
+fn decode_in_steps(
+    wire: &[u8],
+    step: usize,
+) -> Result<(Vec<u8>, Option<HeaderMap>), ProtocolError> {
+    let mut decoder = Chunked::default();
+    let mut buf = BytesMut::new();
+    let mut data = Vec::new();
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(d) => data.extend_from_slice(&d),
+            Decoded::Trailers(t) => return Ok((data, Some(t))),
+            Decoded::Done => return Ok((data, None)),
+            Decoded::More => {
+                assert!(fed < wire.len(), "decoder wants more than the whole body");
+                let end = (fed + step).min(wire.len());
+                buf.extend_from_slice(&wire[fed..end]);
+                fed = end;
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_bodies_decode_however_the_bytes_are_split() {
+    let wire = b"5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 9\r\n\r\n";
+    for step in [1, 2, 3, 7, wire.len()] {
+        let (data, trailers) = decode_in_steps(wire, step).unwrap();
+        assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
+        assert_eq!(trailers.unwrap()["x-sum"], "9");
+    }
+    let (data, trailers) = decode_in_steps(b"3\r\nabc\r\n0\r\n\r\n", 2).unwrap();
+    assert_eq!((data.as_slice(), trailers), (&b"abc"[..], None));
+}
+
+#[test]
+fn broken_chunked_bodies_are_errors() {
+    for wire in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"\r\n",
+        b"fffffffffffffffff\r\n",
+    ] {
+        assert_eq!(
+            decode_in_steps(wire, 1).unwrap_err(),
+            ProtocolError::Chunk,
+            "{}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}

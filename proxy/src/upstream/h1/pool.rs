@@ -1,0 +1,113 @@
+//! Idle keep-alive connections to backends, by authority. A connection is taken out for one
+//! exchange and put back when its response has been read to the end. Each worker thread
+//! prefers the connections it made (they are registered with its own event loop); a sweeper
+//! closes connections idle past the timeout or closed by the backend.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, Weak},
+    thread::ThreadId,
+    time::{Duration, Instant},
+};
+
+use http::uri::Authority;
+
+use super::Conn;
+
+/// Idle connections, most recently used last.
+pub(super) struct Pool {
+    idle: Mutex<HashMap<Authority, Vec<Idle>, foldhash::fast::RandomState>>,
+    timeout: Duration,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+    home: ThreadId,
+}
+
+impl Pool {
+    /// A pool closing connections idle for `timeout`; with a tokio runtime at hand, a task
+    /// sweeps it for as long as the pool lives.
+    pub(super) fn new(timeout: Duration) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            idle: Mutex::default(),
+            timeout,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&pool)));
+        }
+        pool
+    }
+
+    /// An open idle connection to `authority`, preferring one this thread made.
+    pub(super) fn checkout(&self, authority: &Authority) -> Option<Conn> {
+        let here = std::thread::current().id();
+        loop {
+            let idle = {
+                let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let list = map.get_mut(authority)?;
+                let at = list
+                    .iter()
+                    .rposition(|i| i.home == here)
+                    .or(list.len().checked_sub(1))?;
+                list.swap_remove(at)
+            };
+            // Closed by the backend while idle, or idle too long: close it and look again.
+            if idle.since.elapsed() < self.timeout && idle.conn.is_open() {
+                return Some(idle.conn);
+            }
+        }
+    }
+
+    /// Puts a connection whose exchange is complete back for the next request.
+    pub(super) fn put(&self, authority: Authority, conn: Conn) {
+        let idle = Idle {
+            conn,
+            since: Instant::now(),
+            home: std::thread::current().id(),
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(authority)
+            .or_default()
+            .push(idle);
+    }
+
+    /// Takes out the connections idle too long or closed by their backend; they close when
+    /// dropped, after the lock is released.
+    fn expired(&self) -> Vec<Conn> {
+        let mut gone = Vec::new();
+        let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        for list in map.values_mut() {
+            let mut i = 0;
+            while i < list.len() {
+                if list[i].since.elapsed() >= self.timeout || !list[i].conn.is_open() {
+                    gone.push(list.remove(i).conn);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        map.retain(|_, list| !list.is_empty());
+        gone
+    }
+}
+
+/// Sweeps the pool a few times per idle timeout until it is dropped.
+async fn sweep(pool: Weak<Pool>) {
+    let Some(period) = pool
+        .upgrade()
+        .map(|p| (p.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        drop(pool.expired());
+    }
+}

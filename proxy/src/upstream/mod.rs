@@ -1,0 +1,125 @@
+//! Connections to backends: Weir's own pooled keep-alive HTTP/1.1 client ([`h1`]) and hyper's
+//! HTTP/2 (h2c, prior knowledge) client, both dialing through [`connect`], which counts every
+//! open connection in `weir_upstream_connections`. With a mesh [`Dialer`], a connection to a
+//! meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by ALPN, as the cluster speaks), checked
+//! against the identity the configuration expects there; other endpoints stay plaintext.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
+};
+use weir_api::model::Protocol;
+
+use crate::{
+    body::{self, Body, TooLarge},
+    error::ProxyError,
+    metrics::Metrics,
+    mtls::{Dialer, H2_ALPN, HTTP1_ALPN},
+};
+
+mod connect;
+pub mod h1;
+
+pub use connect::{Counted, CountingConnector, Io, MeshConnector};
+
+/// The two clients a proxy keeps.
+#[derive(Clone)]
+pub struct Upstream {
+    http1: h1::Client,
+    h2c: Client<CountingConnector, Body>,
+}
+
+/// How backend connections behave.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// Give up connecting after this long (then 502).
+    pub connect_timeout: Duration,
+    /// Close pooled connections idle this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a request to a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Over HTTP/1.1.
+    #[error(transparent)]
+    Http1(#[from] h1::Error),
+    /// Over HTTP/2.
+    #[error(transparent)]
+    Http2(#[from] hyper_util::client::legacy::Error),
+}
+
+impl Upstream {
+    /// Builds both clients, plaintext only.
+    pub fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
+        Self::build(settings, metrics, None)
+    }
+
+    /// Builds both clients; connections to meshed endpoints go through `dialer`.
+    pub fn with_mesh(settings: &UpstreamSettings, metrics: &Metrics, dialer: Arc<Dialer>) -> Self {
+        Self::build(settings, metrics, Some(dialer))
+    }
+
+    fn build(settings: &UpstreamSettings, metrics: &Metrics, dialer: Option<Arc<Dialer>>) -> Self {
+        let counting = |alpn| {
+            let mesh = MeshConnector::new(settings.connect_timeout, dialer.clone(), alpn);
+            CountingConnector::new(mesh, metrics)
+        };
+        let http1 = h1::Client::new(counting(HTTP1_ALPN), settings.idle_timeout);
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .build(counting(H2_ALPN));
+        Self { http1, h2c }
+    }
+
+    /// Sends `request` (its URI names the endpoint) in `protocol`.
+    pub async fn send(
+        &self,
+        protocol: Protocol,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        match protocol {
+            Protocol::Http1 => Ok(self.http1.request(request).await?),
+            Protocol::H2c => {
+                let response = self.h2c.request(request).await?;
+                Ok(response.map(body::boxed))
+            }
+        }
+    }
+}
+
+/// Maps a client error to what the user sees.
+pub fn classify(e: &UpstreamError) -> ProxyError {
+    let too_large = |mut source: Option<&(dyn std::error::Error + 'static)>| {
+        while let Some(err) = source {
+            if err.is::<TooLarge>() {
+                return true;
+            }
+            source = err.source();
+        }
+        false
+    };
+    match e {
+        UpstreamError::Http1(h1::Error::Connect(_)) => ProxyError::ConnectFailed,
+        UpstreamError::Http1(h1::Error::NoAuthority) => ProxyError::BadRequest,
+        UpstreamError::Http2(e) if e.is_connect() => ProxyError::ConnectFailed,
+        e if too_large(std::error::Error::source(e)) => ProxyError::BodyTooLarge,
+        _ => ProxyError::BackendReset,
+    }
+}
