@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 /// Any error a body can produce.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,9 +23,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// An empty body.
+/// An empty body (which, unlike [`full`], allocates nothing).
 pub fn empty() -> Body {
-    full(Bytes::new())
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Boxes any body.

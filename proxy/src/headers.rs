@@ -7,9 +7,13 @@ use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use weir_api::model::HeaderModifier;
 
 /// The request id header.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The W3C trace context header.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+// Names as constants: inserting by `&str` copies a custom name into a new allocation each time.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -40,13 +44,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if connection {
+        // `close`, `keep-alive` and `upgrade` name nothing beyond what goes anyway (a
+        // `Keep-Alive` or `Upgrade` header was seen above): only other tokens are collected,
+        // which is rare, so this usually allocates nothing.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !(upgrade && name == header::UPGRADE))
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|s| t.eq_ignore_ascii_case(s))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -103,18 +115,18 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, host: &str) {
     let mut ip = [0u8; 39];
     let ip = ip_text(client.ip(), &mut ip);
-    let xff = match headers.get("x-forwarded-for") {
+    let xff = match headers.get(X_FORWARDED_FOR) {
         Some(existing) if !existing.is_empty() => {
             HeaderValue::from_bytes(&[existing.as_bytes(), b", ", ip].concat())
         }
         _ => HeaderValue::from_bytes(ip),
     };
     if let Ok(v) = xff {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
 }
 
@@ -170,8 +182,8 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 /// Continues the caller's W3C trace (a new span id, same trace id and flags) or starts one.
-/// Returns the `traceparent` sent on (see [`trace_id`]).
-pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
+/// The `traceparent` sent on is left in `headers` (see [`trace_id`]).
+pub fn traceparent(headers: &mut HeaderMap) {
     // 00-<trace id: 32>-<span id: 16>-<flags: 2>
     let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let incoming = headers
@@ -187,8 +199,7 @@ pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
     }
     hex(&mut value[36..52], u128::from(fastrand::u64(1..)));
     let value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
-    headers.insert(TRACEPARENT, value.clone());
-    value
+    headers.insert(TRACEPARENT, value);
 }
 
 /// The trace id in a `traceparent` made by [`traceparent`].
@@ -279,8 +290,9 @@ mod tests {
         let mut h = HeaderMap::new();
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert(TRACEPARENT, HeaderValue::from_static(parent));
+        traceparent(&mut h);
         assert_eq!(
-            trace_id(&traceparent(&mut h)),
+            trace_id(h.get(TRACEPARENT).unwrap()),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         let next = h.get(TRACEPARENT).unwrap().to_str().unwrap();
@@ -292,9 +304,8 @@ mod tests {
             TRACEPARENT,
             HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         );
-        let sent = traceparent(&mut bad);
-        assert_eq!(sent, bad.get(TRACEPARENT).unwrap());
-        let started = trace_id(&sent);
+        traceparent(&mut bad);
+        let started = trace_id(bad.get(TRACEPARENT).unwrap());
         assert_eq!(started.len(), 32);
         assert!(started.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(started, "0".repeat(32));

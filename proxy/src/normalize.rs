@@ -4,6 +4,8 @@
 //! encoded: they are data inside a segment, not separators. The backend receives the path
 //! exactly as it was matched.
 
+use std::borrow::Cow;
+
 /// Why a path was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -18,15 +20,16 @@ pub enum PathError {
     Control,
 }
 
-/// Returns the normalised form of `path` (without the query).
-pub fn normalize_path(path: &str) -> Result<String, PathError> {
+/// Returns the normalised form of `path` (without the query): `path` itself, borrowed, when
+/// it is already normal (the usual case, which then costs no copy).
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         // `*` (OPTIONS *) and authority-form are not routable paths.
         return Err(PathError::NotAbsolute);
     }
     // Fast path: nothing to decode, no empty or dot segments.
     if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
-        return Ok(path.to_string());
+        return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
     let mut segments: Vec<&str> = Vec::new();
@@ -48,7 +51,7 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if out.is_empty() || (trailing && !segments.is_empty()) {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §6.2.2.2), uppercases the hex of

@@ -247,7 +247,9 @@ impl Inbound {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let path = normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)?;
+        let path = normalize_path(parts.uri.path())
+            .map_err(|_| ProxyError::BadRequest)?
+            .into_owned();
         let active = self.store.load();
         let request = access::Request {
             peer: caller,

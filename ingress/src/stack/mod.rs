@@ -19,17 +19,17 @@
 //! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
 //! 12. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
 
-use std::{sync::Arc, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use weir_api::model::{Balancer, Forward, Route, RouteAction};
 
 use crate::security::Guards;
 use weir_proxy::{
     access_log::{now_rfc3339, AccessLog, Entry},
     balance::Pool,
-    body::{boxed, Body, Limited, Observed},
+    body::{self, boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, ERROR_HEADER},
     headers,
@@ -82,8 +82,15 @@ pub(crate) struct Exchange {
 pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
+    // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows once.
+    parts.headers.reserve(6);
     let request_id = headers::request_id(&mut parts.headers);
-    let traceparent = headers::traceparent(&mut parts.headers);
+    headers::traceparent(&mut parts.headers);
+    let traceparent = if gw.access_log.enabled() {
+        parts.headers.get(headers::TRACEPARENT).cloned()
+    } else {
+        None
+    };
     let host = request_host(&parts);
     let method = parts.method.clone();
     let protocol = version_name(parts.version);
@@ -181,7 +188,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> R
             bytes_in,
             bytes_out,
             request_id: request_id.to_str().unwrap_or_default(),
-            trace_id: headers::trace_id(&traceparent),
+            trace_id: traceparent.as_ref().map_or("", headers::trace_id),
             user_agent: user_agent.as_deref(),
         });
     });
@@ -200,16 +207,20 @@ async fn proxy(
     if headers::size(&parts.headers) > gw.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    // 3. normalise
-    let path = normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)?;
+    // 3. normalise (a copy only when that changed the path)
+    let normalized = match normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)? {
+        Cow::Owned(changed) => Some(changed),
+        Cow::Borrowed(_) => None,
+    };
+    let path = normalized.as_deref().unwrap_or(parts.uri.path());
     if gw.access_log.enabled() {
-        logged_path.clone_from(&path);
+        path.clone_into(logged_path);
     }
     // 4. route
     let active = gw.store.load();
     let view = RequestView {
         host,
-        path: &path,
+        path,
         query: parts.uri.query(),
         method: &parts.method,
         headers: &parts.headers,
@@ -234,6 +245,7 @@ async fn proxy(
     }
     // 5. body limit
     let body: Body = match route.max_request_body {
+        _ if body.is_end_stream() => body::empty(),
         Some(limit) if content_length(&parts).is_some_and(|n| n > limit) => {
             return Err(ProxyError::BodyTooLarge)
         }
@@ -242,9 +254,12 @@ async fn proxy(
     };
     match &route.action {
         // 6. redirect
-        RouteAction::Redirect(r) => Ok(redirect(r, &route, host, &path, &parts)),
+        RouteAction::Redirect(r) => Ok(redirect(r, &route, host, path, &parts)),
         RouteAction::Forward(f) => {
-            forward(gw, x, &active, &route, f, host, path, &mut parts, body).await
+            forward(
+                gw, x, &active, &route, f, host, normalized, &mut parts, body,
+            )
+            .await
         }
     }
 }
@@ -257,7 +272,7 @@ async fn forward(
     route: &Route,
     f: &Forward,
     host: &str,
-    path: String,
+    normalized: Option<String>,
     parts: &mut Parts,
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
@@ -288,23 +303,34 @@ async fn forward(
         Some(h) => HeaderValue::from_str(h).ok(),
         None => host_header(parts, host),
     };
-    let upstream_path = match rewrite.and_then(|r| r.path.as_ref()) {
-        Some(p) => rewrite_path(p, route, &path),
-        None => path,
-    };
     headers::modify(&mut parts.headers, &f.request_headers);
     if let Some(v) = upstream_host {
         parts.headers.insert(header::HOST, v);
     }
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{upstream_path}?{q}"),
-        None => upstream_path,
+    // The path as matched (normalised), or rewritten; the request's own when neither changed it.
+    let upstream_path = match (rewrite.and_then(|r| r.path.as_ref()), normalized) {
+        (Some(p), normalized) => {
+            let matched = normalized.as_deref().unwrap_or(parts.uri.path());
+            Some(rewrite_path(p, route, matched))
+        }
+        (None, normalized) => normalized,
+    };
+    let uri = match upstream_path {
+        None => std::mem::take(&mut parts.uri),
+        Some(path) => {
+            let path_and_query = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?
+        }
     };
     parts.version = pool.version();
 
     // 9. mirror (a small body is read once for mirrors and retries alike)
     let body = replayable(pool, f, parts, body, upgrade).await?;
-    mirror(gw, active, f, parts, &path_and_query, &body);
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    mirror(gw, active, f, parts, path_and_query, &body);
 
     // 10. send, with the cluster's retries, breaker and timeouts
     let key = match &pool.cluster.balancer {
@@ -315,7 +341,7 @@ async fn forward(
         parts: take_parts(parts),
         body,
     };
-    out.parts.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?;
+    out.parts.uri = uri;
     let response = retry::send(&gw.upstream, pool, out, deadlines, key, &mut x.sent).await?;
 
     // 11. respond
