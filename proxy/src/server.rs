@@ -401,6 +401,8 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::select! {
+        // The connection first: it is what wakes this task nearly every time.
+        biased;
         result = conn.as_mut() => return result,
         stopping = stopping(&mut shutdown) => {
             if !stopping {

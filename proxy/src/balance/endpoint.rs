@@ -160,9 +160,10 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub(super) fn observe(&self, rtt: Duration) {
+    /// Feeds a request that started at `started` and answered at `now`.
+    pub(super) fn observe(&self, started: Instant, now: Instant, floor: Duration) {
+        let rtt = now.saturating_duration_since(started).max(floor);
         let mut e = crate::lock(&self.ewma);
-        let now = Instant::now();
         let sample = rtt.as_nanos() as f64;
         if sample > e.nanos {
             e.nanos = sample; // peak-sensitive: jump up at once, decay slowly
@@ -190,14 +191,15 @@ pub struct InFlight {
 impl InFlight {
     /// Records how long the endpoint took to answer (response headers).
     pub fn success(mut self) {
-        self.endpoint.observe(self.started.elapsed());
+        let now = Instant::now();
+        self.endpoint.observe(self.started, now, Duration::ZERO);
         self.done = true;
     }
 
     /// Records a failure (connection refused, reset, timeout): a latency penalty.
     pub fn failure(mut self) {
-        self.endpoint
-            .observe(FAILURE_PENALTY.max(self.started.elapsed()));
+        let now = Instant::now();
+        self.endpoint.observe(self.started, now, FAILURE_PENALTY);
         self.done = true;
     }
 }
@@ -205,7 +207,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.done {
-            self.endpoint.observe(self.started.elapsed());
+            let now = Instant::now();
+            self.endpoint.observe(self.started, now, Duration::ZERO);
         }
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

@@ -30,7 +30,8 @@ fn round_robin_visits_every_endpoint_evenly() {
 fn ewma_steers_away_from_a_slow_endpoint() {
     let p = pool(2, Balancer::PeakEwma);
     let slow = p.endpoints[0].clone();
-    slow.observe(Duration::from_millis(500));
+    let now = std::time::Instant::now();
+    slow.observe(now - Duration::from_millis(500), now, Duration::ZERO);
     let mut slow_picks = 0;
     for _ in 0..1000 {
         if p.pick(&[], None).unwrap().addr == slow.addr {

@@ -5,8 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, Weak},
-    thread::ThreadId,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
     time::{Duration, Instant},
 };
 
@@ -23,7 +25,15 @@ pub(super) struct Pool {
 struct Idle {
     conn: Conn,
     since: Instant,
-    home: ThreadId,
+    home: usize,
+}
+
+/// A small number naming the current thread (cheaper to ask than `std::thread::current()`,
+/// which counts a reference to the thread's handle up and down).
+fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    NUMBER.with(|n| *n)
 }
 
 impl Pool {
@@ -42,7 +52,7 @@ impl Pool {
 
     /// An open idle connection to `authority`, preferring one this thread made.
     pub(super) fn checkout(&self, authority: &Authority) -> Option<Conn> {
-        let here = std::thread::current().id();
+        let here = thread_number();
         loop {
             let idle = {
                 let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -53,8 +63,9 @@ impl Pool {
                     .or(list.len().checked_sub(1))?;
                 list.swap_remove(at)
             };
-            // Closed by the backend while idle, or idle too long: close it and look again.
-            if idle.since.elapsed() < self.timeout && idle.conn.is_open() {
+            // Closed by the backend while idle: close it and look again. (Connections idle
+            // past the timeout are the sweeper's.)
+            if idle.conn.is_open() {
                 return Some(idle.conn);
             }
         }
@@ -65,7 +76,7 @@ impl Pool {
         let idle = Idle {
             conn,
             since: Instant::now(),
-            home: std::thread::current().id(),
+            home: thread_number(),
         };
         self.idle
             .lock()
