@@ -11,7 +11,6 @@ use std::{
 };
 
 use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::{
     client::legacy::connect::{Connected, Connection, HttpConnector},
     rt::TokioIo,
@@ -61,9 +60,9 @@ impl MeshConnector {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Uri> for MeshConnector {
-    type Response = Io;
+    type Response = TokioIo<Io>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Io, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -77,19 +76,18 @@ impl tower::Service<Uri> for MeshConnector {
         });
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            let io = connecting.await?;
-            Ok(match meshed {
-                None => Io::Plain(io),
+            let tcp = connecting.await?.into_inner();
+            Ok(TokioIo::new(match meshed {
+                None => Io::Plain(tcp),
                 Some((dialer, expected, alpn)) => {
-                    let tls = dialer.handshake(io.into_inner(), &expected, alpn).await?;
-                    Io::Tls(Box::new(TokioIo::new(tls)))
+                    Io::Tls(Box::new(dialer.handshake(tcp, &expected, alpn).await?))
                 }
-            })
+            }))
         })
     }
 }
 
-/// A [`MeshConnector`] that counts connections in the metrics. The client clones its
+/// A [`MeshConnector`] that counts connections in the metrics. hyper's client clones its
 /// connector for every request (even when a pooled connection is used), so the handles sit
 /// behind one `Arc` rather than cloning every metric.
 #[derive(Clone)]
@@ -119,9 +117,9 @@ impl CountingConnector {
 }
 
 impl tower::Service<Uri> for CountingConnector {
-    type Response = Counted;
+    type Response = TokioIo<Counted>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -135,10 +133,10 @@ impl tower::Service<Uri> for CountingConnector {
                 Ok(io) => {
                     metrics.ok.inc();
                     metrics.open.inc();
-                    Ok(Counted {
-                        io,
+                    Ok(TokioIo::new(Counted {
+                        io: io.into_inner(),
                         gauge: metrics.open.clone(),
-                    })
+                    }))
                 }
                 Err(e) => {
                     metrics.failed.inc();
@@ -149,66 +147,69 @@ impl tower::Service<Uri> for CountingConnector {
     }
 }
 
-/// A backend connection: plaintext, or mesh mTLS.
+/// A backend connection: plaintext, or mesh mTLS. Weir's HTTP/1.1 client reads and writes it
+/// as tokio I/O; hyper's clients (HTTP/2, health checks) get it wrapped in [`TokioIo`].
 pub enum Io {
     /// Plaintext TCP.
-    Plain(TokioIo<TcpStream>),
+    Plain(TcpStream),
     /// Mesh mTLS.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
+        }
+    }
 }
 
 impl Connection for Io {
     fn connected(&self) -> Connected {
+        let connected = self.tcp().connected();
         match self {
-            Io::Plain(io) => io.connected(),
-            Io::Tls(io) => {
-                let (tcp, tls) = io.inner().get_ref();
-                let connected = tcp.connected();
-                if tls.alpn_protocol() == Some(H2_ALPN) {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
+            Io::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(H2_ALPN) => {
+                connected.negotiated_h2()
             }
+            _ => connected,
         }
     }
 }
 
-/// Forwards a hyper I/O call to whichever connection it is.
+/// Forwards a tokio I/O call to whichever connection it is.
 macro_rules! either {
     ($self:ident, $io:ident => $call:expr) => {
         match $self.get_mut() {
-            Io::Plain($io) => $call,
-            Io::Tls($io) => $call,
+            Io::Plain($io) => {
+                let $io = Pin::new($io);
+                $call
+            }
+            Io::Tls($io) => {
+                let $io = Pin::new(&mut **$io);
+                $call
+            }
         }
     };
 }
 
-impl Read for Io {
+impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        either!(self, io => Pin::new(io).poll_read(cx, buf))
+        either!(self, io => io.poll_read(cx, buf))
     }
 }
 
-impl Write for Io {
+impl AsyncWrite for Io {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        either!(self, io => Pin::new(io).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        either!(self, io => Pin::new(io).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        either!(self, io => Pin::new(io).poll_shutdown(cx))
+        either!(self, io => io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -216,7 +217,7 @@ impl Write for Io {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        either!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+        either!(self, io => io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -225,31 +226,14 @@ impl Write for Io {
             Io::Tls(io) => io.is_write_vectored(),
         }
     }
-}
 
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(io) => io.inner(),
-            Io::Tls(io) => io.inner().get_ref().0,
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, io => io.poll_flush(cx))
     }
-}
 
-/// Forwards a tokio I/O call to whichever connection it is.
-macro_rules! either_tokio {
-    ($self:ident, $io:ident => $call:expr) => {
-        match &mut $self.get_mut().io {
-            Io::Plain($io) => {
-                let $io = Pin::new($io.inner_mut());
-                $call
-            }
-            Io::Tls($io) => {
-                let $io = Pin::new($io.inner_mut());
-                $call
-            }
-        }
-    };
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either!(self, io => io.poll_shutdown(cx))
+    }
 }
 
 /// A backend connection that decrements the open-connection gauge when it closes.
@@ -270,34 +254,6 @@ impl Counted {
     }
 }
 
-impl AsyncRead for Counted {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        either_tokio!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        either_tokio!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        either_tokio!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        either_tokio!(self, io => io.poll_shutdown(cx))
-    }
-}
-
 impl Drop for Counted {
     fn drop(&mut self) {
         self.gauge.dec();
@@ -310,31 +266,23 @@ impl Connection for Counted {
     }
 }
 
-impl Read for Counted {
+impl AsyncRead for Counted {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
-impl Write for Counted {
+impl AsyncWrite for Counted {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -347,5 +295,13 @@ impl Write for Counted {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -21,21 +21,21 @@ use std::{
     future::poll_fn,
     io,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
-    task::{ready, Context, Poll},
+    sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use http::{request, uri::Authority, HeaderName, Method, Request, Response, StatusCode};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tower::Service;
 
 use self::{
-    codec::{BodyLength, Chunked, Decoded, Head, ProtocolError, RequestFraming},
+    codec::{BodyLength, Chunked, Head, ProtocolError, RequestFraming},
     pool::Pool,
 };
 use super::connect::{BoxError, Counted, CountingConnector};
@@ -43,6 +43,10 @@ use crate::body::{self, Body};
 
 pub mod codec;
 mod pool;
+mod response;
+
+pub use response::Switched;
+use response::{Release, ResponseBody, State};
 
 /// Request heads and small bodies are gathered up to this size into one write.
 const COALESCE: usize = 16 * 1024;
@@ -126,7 +130,7 @@ impl Client {
             .await
             .map_err(Error::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(Error::Connect)?;
-        Ok(Conn::new(io))
+        Ok(Conn::new(io.into_inner()))
     }
 
     /// The response to hand on: its body reads from `conn`, which goes back to the pool when
@@ -145,9 +149,7 @@ impl Client {
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            response
-                .extensions_mut()
-                .insert(Switched(Arc::new(Mutex::new(Some(conn)))));
+            response.extensions_mut().insert(Switched::new(conn));
             return Ok(response);
         }
         let release = Release {
@@ -212,10 +214,11 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 
+    /// Writes what is gathered and flushes it (TLS keeps records until flushed).
     async fn flush_write(&mut self) -> io::Result<()> {
         self.io.write_all(&self.write).await?;
         self.write.clear();
-        Ok(())
+        self.io.flush().await
     }
 }
 
@@ -279,7 +282,6 @@ async fn send_body(
             Some(frame) => frame,
             None => {
                 conn.flush_write().await.map_err(Sending::Io)?;
-                conn.io.flush().await.map_err(Sending::Io)?;
                 body.frame().await
             }
         };
@@ -323,8 +325,7 @@ async fn send_body(
         }
         _ => {}
     }
-    conn.flush_write().await.map_err(Sending::Io)?;
-    conn.io.flush().await.map_err(Sending::Io)
+    conn.flush_write().await.map_err(Sending::Io)
 }
 
 /// Reads until a final response head (or `101`) has arrived; informational responses before
@@ -357,142 +358,6 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failed> {
             error,
             nothing_back,
         });
-    }
-}
-
-/// Where a connection goes when its response has ended.
-struct Release {
-    pool: Arc<Pool>,
-    authority: Authority,
-}
-
-impl Release {
-    fn put(self, conn: Conn) {
-        // Bytes beyond the response would be read as the next one's: never reuse then.
-        if conn.reusable && conn.read.is_empty() {
-            self.pool.put(self.authority, conn);
-        }
-    }
-}
-
-/// A response body read from its connection.
-struct ResponseBody {
-    conn: Option<Conn>,
-    state: State,
-    release: Option<Release>,
-}
-
-enum State {
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-}
-
-impl ResponseBody {
-    /// The body has ended: the connection goes back to the pool (or closes).
-    fn finish(&mut self) {
-        if let (Some(conn), Some(release)) = (self.conn.take(), self.release.take()) {
-            release.put(conn);
-        }
-    }
-}
-
-impl HttpBody for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if !conn.read.is_empty() {
-                match &mut this.state {
-                    State::Length(left) => {
-                        let n = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.read.len());
-                        let data = conn.read.split_to(n).freeze();
-                        *left -= n as u64;
-                        if *left == 0 {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    State::UntilClose => {
-                        let data = conn.read.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    State::Chunked(chunked) => match chunked.decode(&mut conn.read) {
-                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                        Ok(Decoded::Trailers(trailers)) => {
-                            this.finish();
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(Decoded::Done) => {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        Ok(Decoded::More) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
-                    },
-                }
-            }
-            let read = ready!(conn.poll_fill(cx));
-            match (read, &this.state) {
-                (Ok(0), State::UntilClose) => {
-                    this.conn = None;
-                    return Poll::Ready(None);
-                }
-                (Ok(0), _) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(
-                        "the backend closed the connection before the body ended".into(),
-                    )));
-                }
-                (Ok(_), _) => {}
-                (Err(e), _) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.conn.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.conn, &self.state) {
-            (None, _) => SizeHint::with_exact(0),
-            (Some(_), State::Length(n)) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-/// A backend's connection after it answered `101 Switching Protocols`, in the response's
-/// extensions: taken once, to be spliced with the client's.
-#[derive(Clone)]
-pub struct Switched(Arc<Mutex<Option<Conn>>>);
-
-impl Switched {
-    /// The connection, and any bytes the backend sent after its `101` head.
-    pub fn take(&self) -> Option<(Counted, Bytes)> {
-        let conn = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        Some((conn.io, conn.read.freeze()))
     }
 }
 
