@@ -386,7 +386,7 @@ async fn serve_all<H, F>(
     metrics: Metrics,
     shutdown: Shutdown,
 ) where
-    H: Fn(Peer, http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Peer, http::Request<weir_proxy::body::Body>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = http::Response<weir_proxy::body::Body>> + Send + 'static,
 {
     let mut servers = tokio::task::JoinSet::new();

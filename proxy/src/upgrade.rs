@@ -1,14 +1,42 @@
 //! HTTP/1.1 protocol switches (WebSocket and other `Upgrade`s) through a proxy: the client's
 //! pending upgrade is taken from its request, and when the backend answers 101 the client's
-//! connection (from hyper) and the backend's (from Weir's HTTP/1.1 client) are spliced byte
-//! for byte.
+//! connection (from Weir's HTTP/1.1 server) and the backend's (from its HTTP/1.1 client) are
+//! spliced byte for byte.
 
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use http::{request, response, StatusCode, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::{io::AsyncWriteExt, sync::oneshot};
 
-use crate::{headers, upstream::h1::Switched};
+use crate::{headers, server::Transport, upstream::h1::Switched};
+
+/// A client connection that asked to switch protocols, once its `101` (or its CONNECT's 2xx)
+/// has been written: the connection, and what the client sent after its request head.
+pub struct Upgraded {
+    /// The client's connection.
+    pub io: Box<dyn Transport>,
+    /// Bytes the client sent behind its request, already read.
+    pub read_ahead: Bytes,
+}
+
+/// The server's promise of an [`Upgraded`] connection, in the extensions of a request that
+/// asks to switch protocols (cloneable, as extensions must be; one clone gets it).
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    pub(crate) fn new(receiver: oneshot::Receiver<Upgraded>) -> Self {
+        Self(Arc::new(Mutex::new(Some(receiver))))
+    }
+
+    /// The connection, once the response switching protocols has been written; `None` when
+    /// the response did not switch, the connection ended first, or another clone took it.
+    pub async fn upgraded(self) -> Option<Upgraded> {
+        let receiver = crate::lock(&self.0).take()?;
+        receiver.await.ok()
+    }
+}
 
 /// The client's pending upgrade when `parts` asks for a protocol switch (HTTP/1.1 with
 /// `Connection: upgrade` and `Upgrade`); `None` for every other request.
@@ -33,12 +61,16 @@ pub fn switch(downstream: Option<OnUpgrade>, response: &mut response::Parts) -> 
 }
 
 async fn splice(downstream: OnUpgrade, upstream: Switched) {
-    let (Ok(down), Some((mut up, early))) = (downstream.await, upstream.take()) else {
+    let (Some(down), Some((mut up, early))) = (downstream.upgraded().await, upstream.take()) else {
         return;
     };
-    let mut down = TokioIo::new(down);
-    // What the backend sent right behind its 101 goes first.
+    let Upgraded {
+        io: mut down,
+        read_ahead,
+    } = down;
+    // What either side sent right behind its head goes first.
     let spliced = async {
+        up.write_all(&read_ahead).await?;
         down.write_all(&early).await?;
         tokio::io::copy_bidirectional(&mut down, &mut up).await
     };

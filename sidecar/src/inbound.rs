@@ -8,13 +8,12 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use http::{HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use weir_api::model::{Protocol, TlsMode};
 use weir_proxy::{
-    body::{boxed, Body},
+    body::Body,
     config::ConfigStore,
     detect::{self, Protocol as Detected},
     error::ProxyError,
@@ -183,10 +182,10 @@ impl Inbound {
         port: u16,
         shutdown: Shutdown,
     ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: weir_proxy::server::Transport,
     {
         let inbound = self.clone();
-        let handler = Arc::new(move |_: Peer, req: Request<Incoming>| {
+        let handler = Arc::new(move |_: Peer, req: Request<Body>| {
             inbound.clone().request(caller.clone(), port, req)
         });
         if let Err(error) = self.http.serve(io, version, handler, peer, shutdown).await {
@@ -224,7 +223,7 @@ impl Inbound {
         self: Arc<Self>,
         caller: Option<Arc<str>>,
         port: u16,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Response<Body> {
         let started = Instant::now();
         let response = match self.forward(caller.as_deref(), port, req).await {
@@ -244,7 +243,7 @@ impl Inbound {
         &self,
         caller: Option<&str>,
         port: u16,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let path = normalize_path(parts.uri.path())
@@ -285,7 +284,7 @@ impl Inbound {
             .map_err(|_| ProxyError::BadRequest)?;
         let response = self
             .app
-            .send(protocol, Request::from_parts(parts, boxed(body)))
+            .send(protocol, Request::from_parts(parts, body))
             .await
             .map_err(|e| classify(&e))?;
         let (mut parts, body) = response.into_parts();

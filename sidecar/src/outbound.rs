@@ -10,11 +10,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use http::{header, Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use weir_api::model::Protocol;
 use weir_proxy::{
-    body::{boxed, Body},
+    body::Body,
     config::{Active, ConfigStore},
     detect::{self, Protocol as Detected},
     error::ProxyError,
@@ -86,7 +85,7 @@ impl Outbound {
                     .with_label_values(&["outbound", "http"])
                     .inc();
                 let outbound = self.clone();
-                let handler = Arc::new(move |_: Peer, req: Request<Incoming>| {
+                let handler = Arc::new(move |_: Peer, req: Request<Body>| {
                     outbound.clone().request(target.clone(), req)
                 });
                 let peer = Peer { addr, tls: false };
@@ -165,7 +164,7 @@ impl Outbound {
     async fn request(
         self: Arc<Self>,
         target: Option<Target>,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Response<Body> {
         let started = Instant::now();
         let mut report = Report::default();
@@ -201,7 +200,7 @@ impl Outbound {
         &self,
         active: &Active,
         target: &Target,
-        req: Request<Incoming>,
+        req: Request<Body>,
         report: &mut Report,
     ) -> Result<Response<Body>, ProxyError> {
         let pool = active
@@ -217,7 +216,7 @@ impl Outbound {
         headers::host_from_authority(&mut parts);
         parts.version = pool.version();
         let replay = pool.retries() && downstream.is_none();
-        let body = Replay::of(boxed(body), &parts.headers, replay).await?;
+        let body = Replay::of(body, &parts.headers, replay).await?;
         let out = Outgoing { parts, body };
         let response = retry::send(
             &self.upstream,

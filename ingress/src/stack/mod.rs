@@ -22,7 +22,7 @@
 use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Uri};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use weir_api::model::{Balancer, Forward, Route, RouteAction};
 
 use crate::security::Guards;
@@ -79,7 +79,7 @@ pub(crate) struct Exchange {
 }
 
 /// Handles one request end to end.
-pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows once.
@@ -201,7 +201,7 @@ async fn proxy(
     logged_path: &mut String,
     host: &str,
     mut parts: Parts,
-    body: Incoming,
+    body: Body,
 ) -> Result<Response<Body>, ProxyError> {
     // 2. limit
     if headers::size(&parts.headers) > gw.max_header_bytes {
@@ -250,7 +250,7 @@ async fn proxy(
             return Err(ProxyError::BodyTooLarge)
         }
         Some(limit) => boxed(Limited::new(body, limit)),
-        None => boxed(body),
+        None => body,
     };
     match &route.action {
         // 6. redirect

@@ -34,14 +34,13 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tower::Service;
 
-use self::{
-    codec::{BodyLength, Chunked, Head, ProtocolError, RequestFraming},
-    pool::Pool,
-};
+use self::pool::Pool;
 use super::connect::{BoxError, Counted, CountingConnector};
-use crate::body::{self, Body};
+use crate::{
+    body::{self, Body},
+    codec::{self, BodyLength, Chunked, Head, ProtocolError, RequestFraming},
+};
 
-pub mod codec;
 mod pool;
 mod response;
 
@@ -143,7 +142,7 @@ impl Client {
         head: Head,
     ) -> Result<Response<Body>, Error> {
         let length = codec::body_length(method, &head)?;
-        conn.reusable &= codec::keep_alive(&head);
+        conn.reusable &= codec::keep_alive(head.version, &head.headers);
         let mut response = Response::new(body::empty());
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;

@@ -12,12 +12,11 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{
+use super::{pool::Pool, Conn};
+use crate::{
     codec::{Chunked, Decoded},
-    pool::Pool,
-    Conn,
+    upstream::connect::{BoxError, Counted},
 };
-use crate::upstream::connect::{BoxError, Counted};
 
 /// Where a connection goes when its response has ended.
 pub(super) struct Release {

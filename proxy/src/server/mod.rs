@@ -1,44 +1,38 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 with upgrades, and drain gracefully
-//! on shutdown. In cleartext, HTTP/2 is h2c prior knowledge, detected from the first bytes; over
-//! TLS, ALPN chooses.
+//! Listeners: accept connections, serve HTTP/1.1 (Weir's own server, [`h1`]) and HTTP/2
+//! (hyper's), and drain gracefully on shutdown. In cleartext, HTTP/2 is h2c prior knowledge,
+//! detected from the first bytes; over TLS, ALPN chooses.
 
 use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    pin::{pin, Pin},
-    sync::Arc,
-    time::Duration,
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
 };
 
-use http::{Method, Request, Response};
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-    service::service_fn,
-};
+use http::{Request, Response};
+use hyper::{body::Incoming, server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntCounter;
 
 use crate::{
-    body::Body,
+    body::{self, Body, BoxError},
     detect::{peek_until, H2_PREFACE},
-    idle,
     metrics::Metrics,
 };
+
+pub mod h1;
+
+pub use h1::Transport;
 
 /// Limits and timeouts for client connections.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     /// A client must send its request headers within this time, or the connection is closed.
     pub header_read_timeout: Duration,
-    /// Largest header block hyper will buffer. Weir's own 431 limit is enforced below this by
-    /// the handler, so the client gets a proper error response.
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2) accepted. Weir's own 431
+    /// limit is enforced below this by the handler.
     pub max_buffer: usize,
     /// On shutdown, wait at most this long for in-flight requests.
     pub drain_timeout: Duration,
@@ -79,7 +73,7 @@ pub async fn serve<H, F>(
     metrics: Metrics,
     shutdown: Shutdown,
 ) where
-    H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -242,86 +236,41 @@ impl Terminator {
 
 /// HTTP/1.1 and HTTP/2 server settings, made once per listener.
 pub struct Http {
-    http1: http1::Builder,
+    http1: h1::Settings,
     http2: http2::Builder<TokioExecutor>,
-    /// How long an idle keep-alive connection may wait for its next request.
-    idle_timeout: Duration,
-    /// Idle keep-alive connections.
-    idle: IntGauge,
 }
 
 impl Http {
-    /// hyper's connection builders with `settings`' limits and timeouts.
+    /// The HTTP/1.1 server's and hyper's HTTP/2 settings from `settings`' limits and timeouts.
     pub fn new(settings: &ServerSettings, metrics: &Metrics) -> Self {
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(settings.max_buffer)
-            .keep_alive(true);
+        let http1 = h1::Settings {
+            header_read_timeout: settings.header_read_timeout,
+            max_head: settings.max_buffer,
+            idle: metrics.downstream_idle.clone(),
+        };
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(settings.max_buffer as u32)
             .max_concurrent_streams(1024);
-        Self {
-            http1,
-            http2,
-            idle_timeout: settings.header_read_timeout,
-            idle: metrics.downstream_idle.clone(),
-        }
+        Self { http1, http2 }
     }
 
-    /// Serves a cleartext connection like [`Http::serve`], except that an HTTP/1.1 connection
-    /// gives its buffers back whenever it is idle between requests (see [`crate::idle`]); it
-    /// is closed when idle for the header-read timeout.
+    /// Serves a cleartext connection like [`Http::serve`]; idle HTTP/1.1 connections hold no
+    /// buffers (see [`h1`]).
     pub async fn serve_tcp<H, F>(
         &self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         version: HttpVersion,
         handler: Arc<H>,
         peer: Peer,
-        mut shutdown: Shutdown,
-    ) -> Result<(), hyper::Error>
+        shutdown: Shutdown,
+    ) -> Result<(), BoxError>
     where
-        H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
+        H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        if version == HttpVersion::Http2 {
-            return self.serve(stream, version, handler, peer, shutdown).await;
-        }
-        let shared = Arc::new(idle::Shared::default());
-        loop {
-            let requests = shared.clone();
-            let handler = handler.clone();
-            let service = service_fn(move |req: Request<Incoming>| {
-                requests.request();
-                let connect = req.method() == Method::CONNECT;
-                let response = Box::pin(handler(peer, req));
-                let requests = requests.clone();
-                async move { Ok::<_, Infallible>(requests.respond(connect, response.await)) }
-            });
-            let io = TokioIo::new(idle::Parkable::new(stream, shared.clone()));
-            // Boxed, and dropped before parking: hyper's connection with its buffers is what
-            // an idle connection gives back.
-            let mut conn = Box::pin(self.http1.serve_connection(io, service).with_upgrades());
-            until_shutdown(conn.as_mut(), shutdown.clone(), |c| c.graceful_shutdown()).await?;
-            drop(conn);
-            let Some(parked) = shared.take_parked() else {
-                return Ok(());
-            };
-            stream = parked;
-            self.idle.inc();
-            let woken = tokio::select! {
-                ready = stream.readable() => ready.is_ok(),
-                _ = tokio::time::sleep(self.idle_timeout) => false,
-                _ = stopped(&mut shutdown) => false,
-            };
-            self.idle.dec();
-            if !woken || *shutdown.borrow() {
-                return Ok(());
-            }
-        }
+        self.serve(stream, version, handler, peer, shutdown).await
     }
 
     /// Serves one connection speaking `version` with `handler` until it ends (gracefully after
@@ -333,33 +282,26 @@ impl Http {
         handler: Arc<H>,
         peer: Peer,
         shutdown: Shutdown,
-    ) -> Result<(), hyper::Error>
+    ) -> Result<(), BoxError>
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Peer, Request<Incoming>) -> F + Send + Sync + 'static,
+        I: Transport,
+        H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        // hyper keeps a slot the size of the service future for the connection's whole life;
-        // boxing the handler's (large) future keeps that slot pointer-sized on idle
-        // connections.
-        let service = service_fn(move |req| {
-            let response = Box::pin(handler(peer, req));
-            async move { Ok::<_, Infallible>(response.await) }
-        });
         match version {
-            // Boxed: an HTTP/2 connection's state is large; inline, it would size the future
-            // of every HTTP/1 connection too.
             HttpVersion::Http2 => {
+                // hyper keeps a slot the size of the service future for the connection's whole
+                // life; boxing the handler's (large) future keeps that slot pointer-sized.
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let response = Box::pin(handler(peer, req.map(body::boxed)));
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                // Boxed: an HTTP/2 connection's state is large; inline, it would size the
+                // future of every HTTP/1 connection too.
                 let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
-                until_shutdown(conn.as_mut(), shutdown, |c| c.graceful_shutdown()).await
+                Ok(until_shutdown(conn.as_mut(), shutdown, |c| c.graceful_shutdown()).await?)
             }
-            HttpVersion::Http1 => {
-                let conn = self
-                    .http1
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades();
-                until_shutdown(pin!(conn), shutdown, |c| c.graceful_shutdown()).await
-            }
+            HttpVersion::Http1 => Ok(h1::serve(io, handler, peer, &self.http1, shutdown).await?),
         }
     }
 }

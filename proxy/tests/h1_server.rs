@@ -1,13 +1,14 @@
-//! Idle HTTP/1.1 keep-alive connections give their buffers back between requests and are
-//! served again when the next request comes: what a client sees must not change, whatever it
-//! sends (bodies split across packets, chunked bodies, pipelined requests, upgrades).
+//! Weir's HTTP/1.1 server: idle keep-alive connections give their buffers back between
+//! requests and are served again when the next request comes. What a client sees must not
+//! change, whatever it sends (bodies split across packets, chunked bodies, pipelined requests,
+//! upgrades).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -18,16 +19,18 @@ use weir_proxy::{
     body::{self, Body},
     metrics::Metrics,
     server::{self, Peer, ServerSettings},
+    upgrade::OnUpgrade,
 };
 
 /// Answers `METHOD PATH BODY-LENGTH`; a request with `upgrade: echo` is switched to a
 /// protocol that echoes every byte back.
-async fn handler(_: Peer, mut req: Request<Incoming>) -> Response<Body> {
+async fn handler(_: Peer, mut req: Request<Body>) -> Response<Body> {
     if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
-        let upgrading = hyper::upgrade::on(&mut req);
+        let upgrading = req.extensions_mut().remove::<OnUpgrade>().unwrap();
         tokio::spawn(async move {
-            if let Ok(upgraded) = upgrading.await {
-                let mut io = TokioIo::new(upgraded);
+            if let Some(upgraded) = upgrading.upgraded().await {
+                let mut io = upgraded.io;
+                io.write_all(&upgraded.read_ahead).await.unwrap();
                 let mut buf = [0u8; 64];
                 while let Ok(n) = io.read(&mut buf).await {
                     if n == 0 || io.write_all(&buf[..n]).await.is_err() {
@@ -42,6 +45,25 @@ async fn handler(_: Peer, mut req: Request<Incoming>) -> Response<Body> {
             .header("upgrade", "echo")
             .body(body::empty())
             .unwrap();
+    }
+    match req.uri().path() {
+        // Answers without reading the body.
+        "/ignore" => return Response::new(body::full("ignored")),
+        // A body of unknown length, in pieces, with a trailer.
+        "/stream" => {
+            let frames = ["one ", "two ", "three"]
+                .map(|piece| Ok::<_, Infallible>(Frame::data(Bytes::from(piece))))
+                .into_iter()
+                .chain([Ok(Frame::trailers(
+                    [("x-done".parse().unwrap(), "yes".parse().unwrap())]
+                        .into_iter()
+                        .collect(),
+                ))]);
+            return Response::new(body::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))));
+        }
+        _ => {}
     }
     let line = format!("{} {}", req.method(), req.uri().path());
     let len = req.into_body().collect().await.unwrap().to_bytes().len();
@@ -165,6 +187,17 @@ impl Client {
         self.buf.extend_from_slice(&chunk[..n]);
     }
 
+    /// Everything the server sends until it closes the connection (within 5 s).
+    async fn until_closed(&mut self) -> String {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), self.stream.read_to_end(&mut rest))
+            .await
+            .expect("the server closes within 5 s")
+            .unwrap();
+        self.buf.extend_from_slice(&rest);
+        String::from_utf8(std::mem::take(&mut self.buf)).unwrap()
+    }
+
     /// Whether the server closed the connection (within 5 s).
     async fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 64];
@@ -205,7 +238,7 @@ async fn an_idle_connection_is_parked_and_serves_its_next_requests() {
 }
 
 #[tokio::test]
-async fn requests_that_cannot_be_accounted_for_are_served_the_usual_way() {
+async fn pipelined_requests_and_chunked_bodies_are_served_and_their_connections_park() {
     let server = start(Duration::from_secs(10)).await;
 
     // Pipelined: three requests in one packet, the third split.
@@ -232,8 +265,8 @@ async fn requests_that_cannot_be_accounted_for_are_served_the_usual_way() {
     assert_eq!(client.response().await, (200, "POST /c 5".into()));
     client.get().await;
 
-    // Neither connection was parked: both stay served the usual way.
-    assert_eq!(server.metrics.downstream_idle.get(), 0);
+    // Both connections park once idle.
+    server.idle(2).await;
 }
 
 #[tokio::test]
@@ -346,4 +379,180 @@ async fn many_clients_pausing_around_the_park_delay_lose_nothing() {
     );
     // Each client kept its one connection throughout (a closed one fails its next response).
     assert_eq!(server.metrics.downstream_accepted.get(), 16);
+}
+
+/// The head of a raw response, lowercased, and what follows it.
+fn split_head(raw: &str) -> (String, &str) {
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("a whole head");
+    (head.to_ascii_lowercase(), rest)
+}
+
+#[tokio::test]
+async fn responses_are_framed_for_the_request_and_the_client_version() {
+    let server = start(Duration::from_secs(10)).await;
+
+    // Unknown length to HTTP/1.1: chunked, with the trailer; the connection stays open.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    while !client.buf.ends_with(b"\r\n\r\n") || !client.buf.windows(7).any(|w| w == b"x-done:") {
+        client.read_more().await;
+    }
+    let raw = String::from_utf8(std::mem::take(&mut client.buf)).unwrap();
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        head.contains("\r\ndate: "),
+        "every response has a date: {head}"
+    );
+    assert_eq!(
+        body,
+        "4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\nx-done: yes\r\n\r\n"
+    );
+    client.get().await;
+
+    // Unknown length to HTTP/1.0: until close, which ends the connection.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"GET /stream HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        .await;
+    let raw = client.until_closed().await;
+    let (head, body) = split_head(&raw);
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(body, "one two three");
+
+    // HTTP/1.0 keeps the connection only when asked to, and says so.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"GET /a HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        .await;
+    assert_eq!(client.response().await, (200, "GET /a 0".into()));
+    client.send(b"GET /b HTTP/1.0\r\n\r\n").await;
+    let raw = client.until_closed().await;
+    let (head, body) = split_head(&raw);
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "GET /b 0");
+
+    // HEAD: the length a GET would get, no body, and the connection carries on.
+    let mut client = Client::connect(server.addr).await;
+    client.send(b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    while !client.buf.ends_with(b"\r\n\r\n") {
+        client.read_more().await;
+    }
+    let raw = String::from_utf8(std::mem::take(&mut client.buf)).unwrap();
+    assert!(split_head(&raw).1.is_empty());
+    client.get().await;
+}
+
+#[tokio::test]
+async fn a_client_expecting_100_continue_is_invited_to_send_its_body() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        .await;
+    while !client.buf.ends_with(b"\r\n\r\n") {
+        client.read_more().await;
+    }
+    assert_eq!(client.buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.buf.clear();
+    client.send(b"hello").await;
+    assert_eq!(client.response().await, (200, "POST /up 5".into()));
+
+    // Refused without reading the body: no invitation, and the connection ends after the
+    // answer, since the body may still come.
+    client
+        .send(b"POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        .await;
+    let raw = client.until_closed().await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "ignored");
+}
+
+#[tokio::test]
+async fn a_body_the_handler_leaves_unread_is_skipped_when_it_is_here_else_the_connection_ends() {
+    let server = start(Duration::from_secs(10)).await;
+    // The whole body came with the head: skipped, and the next request is read right.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+        .await;
+    assert_eq!(client.response().await, (200, "ignored".into()));
+    client.get().await;
+    client
+        .send(b"POST /ignore HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(client.response().await, (200, "ignored".into()));
+    client.get().await;
+
+    // Most of a large body is still to come: the client gets the answer, then the end.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\nxxxx")
+        .await;
+    let raw = client.until_closed().await;
+    let (head, body) = split_head(&raw);
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "ignored");
+}
+
+#[tokio::test]
+async fn malformed_or_ambiguous_requests_get_400_and_oversized_heads_431() {
+    let server = start(Duration::from_secs(10)).await;
+    let cases: [(&[u8], &str); 6] = [
+        (b"GET / HTTP/1.1\r\nbad header\r\n\r\n", "400"),
+        (b"GET /\x01 HTTP/1.1\r\n\r\n", "400"),
+        // Both framings: how requests are smuggled past proxies that read them differently.
+        (
+            b"POST / HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n", "400"),
+        (
+            b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (b"POST / HTTP/1.1\r\ncontent-length: 1, 2\r\n\r\nab", "400"),
+    ];
+    for (request, status) in cases {
+        let mut client = Client::connect(server.addr).await;
+        client.send(request).await;
+        let raw = client.until_closed().await;
+        let (head, _) = split_head(&raw);
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{}: {head}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(head.contains("x-weir-error: bad-request"), "{head}");
+    }
+    let mut client = Client::connect(server.addr).await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nx-big: {}\r\n\r\n",
+        "a".repeat(300 * 1024)
+    );
+    client.send(huge.as_bytes()).await;
+    let raw = client.until_closed().await;
+    let (head, _) = split_head(&raw);
+    assert!(head.starts_with("http/1.1 431"), "{head}");
+}
+
+#[tokio::test]
+async fn a_head_trickling_in_is_cut_off_at_the_header_read_timeout() {
+    let server = start(Duration::from_millis(400)).await;
+    let mut client = Client::connect(server.addr).await;
+    let started = std::time::Instant::now();
+    for byte in b"GET / HTTP/1.1\r\nx-slow: ".iter().cycle().take(40) {
+        if client.stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(client.closed().await, "a slow head is cut off");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -1,6 +1,7 @@
-//! HTTP/1.1 on the wire to a backend (RFC 9112): the request head out, the response head in,
-//! and how long the response body is. Pure functions over buffers; the connection that drives
-//! them is in the parent module.
+//! HTTP/1.1 on the wire (RFC 9112), pure functions over buffers. This module is the client's
+//! side (the request head out, the response head in, how long the response body is) and what
+//! both sides share (chunked coding, framing headers); [`server`] is the server's side. The
+//! connections that drive them are `upstream::h1` and `server::h1`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
@@ -16,22 +17,35 @@ pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
-/// What a backend sent that is not HTTP/1.1 as RFC 9112 allows.
+mod server;
+pub use server::{
+    closes, encode_response_head, parse_request, response_framing, RequestBodyLength, RequestHead,
+    ResponseFraming,
+};
+
+/// What a peer sent that is not HTTP/1.1 as RFC 9112 allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// The status line or a header field does not parse.
-    #[error("malformed response head: {0}")]
+    /// The start line or a header field does not parse.
+    #[error("malformed head: {0}")]
     Malformed(httparse::Error),
-    /// The head is over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields.
-    #[error("response head too large")]
+    /// The head is over its size limit or has too many fields.
+    #[error("head too large")]
     HeadTooLarge,
+    /// The request target is not a valid URI.
+    #[error("invalid request target")]
+    Target,
+    /// A request's `Transfer-Encoding` does not end in `chunked`, comes with a
+    /// `Content-Length`, or is in an HTTP/1.0 request: its body cannot be delimited safely.
+    #[error("invalid transfer-encoding")]
+    TransferEncoding,
     /// `Content-Length` is not one number (or several equal ones).
     #[error("invalid content-length")]
     ContentLength,
     /// A chunk-size line or the CRLF after a chunk is wrong.
     #[error("malformed chunked body")]
     Chunk,
-    /// A response header value that `http` does not accept.
+    /// A header value that `http` does not accept.
     #[error("invalid header value")]
     HeaderValue,
     /// Bytes after the end of a response on a connection that would be reused.
@@ -229,8 +243,19 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
             BodyLength::UntilClose
         });
     }
+    let length = content_length(&head.headers)?;
+    Ok(match length {
+        Some(0) => BodyLength::Empty,
+        Some(n) => BodyLength::Length(n),
+        None => BodyLength::UntilClose,
+    })
+}
+
+/// The `Content-Length` of a message: one number, or a list of equal ones (RFC 9110 §8.6);
+/// `None` when there is none.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     let mut length = None;
-    for value in head.headers.get_all(CONTENT_LENGTH) {
+    for value in headers.get_all(CONTENT_LENGTH) {
         for part in value.as_bytes().split(|b| *b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
@@ -243,28 +268,26 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(0) => BodyLength::Empty,
-        Some(n) => BodyLength::Length(n),
-        None => BodyLength::UntilClose,
+    Ok(length)
+}
+
+/// Whether `Connection` names `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
-/// Whether the connection may carry another request after this response.
-pub fn keep_alive(head: &Head) -> bool {
-    let said = |token: &str| {
-        head.headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    // A body framed both ways may have been misread; never reuse the connection after it.
-    let ambiguous =
-        head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH);
-    let persistent = match head.version {
-        Version::HTTP_10 => said("keep-alive"),
-        _ => !said("close"),
+/// Whether the connection may carry another message after this one, by its version and
+/// `Connection` tokens (RFC 9112 §9.3). A message framed both ways may have been misread:
+/// never reuse the connection after it.
+pub fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let ambiguous = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+    let persistent = match version {
+        Version::HTTP_10 => connection_has(headers, "keep-alive"),
+        _ => !connection_has(headers, "close"),
     };
     persistent && !ambiguous
 }

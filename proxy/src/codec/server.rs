@@ -1,0 +1,236 @@
+//! The server's side of HTTP/1.1 (RFC 9112): request heads in, response heads out.
+
+use bytes::BytesMut;
+use http::{
+    header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
+    request, response, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri,
+    Version,
+};
+
+use super::{connection_has, content_length, digits, field, keep_alive, ProtocolError};
+
+/// Most header fields a request head may carry (hyper's server allows 100).
+const MAX_REQUEST_HEADERS: usize = 128;
+
+/// A parsed request head and what it says about the connection.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, target, version and fields, ready for a `Request`.
+    pub parts: request::Parts,
+    /// How the body is delimited.
+    pub body: RequestBodyLength,
+    /// The client allows another request on this connection after this one.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+}
+
+/// How a request body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBodyLength {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Parses a request head from the front of `buf`, taking its bytes out (the target and the
+/// header values share them, without copying). `None` when the head is not complete yet;
+/// [`ProtocolError::HeadTooLarge`] once it is past `max_head` bytes or has too many fields.
+/// `names` is scratch space the connection keeps.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    names: &mut Vec<(HeaderName, usize, usize)>,
+    max_head: usize,
+) -> Result<Option<RequestHead>, ProtocolError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > max_head => {
+            return Err(ProtocolError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(ProtocolError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+        Err(e) => return Err(ProtocolError::Malformed(e)),
+    };
+    let malformed = ProtocolError::Malformed;
+    let method = parsed
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or(malformed(httparse::Error::Token))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let target = parsed.path.ok_or(ProtocolError::Target)?;
+    let target_start = target.as_ptr() as usize - base;
+    let target_end = target_start + target.len();
+    names.clear();
+    for f in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| malformed(httparse::Error::HeaderName))?;
+        let start = f.value.as_ptr() as usize - base;
+        names.push((name, start, start + f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target_start..target_end))
+        .map_err(|_| ProtocolError::Target)?;
+    let mut headers = HeaderMap::with_capacity(names.len());
+    for (name, start, end) in names.drain(..) {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| ProtocolError::HeaderValue)?;
+        headers.append(name, value);
+    }
+    let body = request_body_length(version, &headers)?;
+    let keep_alive = keep_alive(version, &headers);
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// The request body's length (RFC 9112 §6.3). Stricter than the RFC requires where a lenient
+/// reading is how requests are smuggled past proxies: `Transfer-Encoding` together with
+/// `Content-Length`, or in HTTP/1.0, is refused rather than resolved.
+fn request_body_length(
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<RequestBodyLength, ProtocolError> {
+    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let last = te
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .unwrap_or_default();
+        if version == Version::HTTP_10
+            || headers.contains_key(CONTENT_LENGTH)
+            || !last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(ProtocolError::TransferEncoding);
+        }
+        return Ok(RequestBodyLength::Chunked);
+    }
+    Ok(match content_length(headers)? {
+        None | Some(0) => RequestBodyLength::Empty,
+        Some(n) => RequestBodyLength::Length(n),
+    })
+}
+
+/// How a response body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body may follow (1xx, 204): framing fields are dropped.
+    None,
+    /// No body follows, but the fields describe the one a GET would get (HEAD, 304): they are
+    /// written as given.
+    Described,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
+    UntilClose,
+}
+
+/// Writes the response head: status line, the fields as given except the framing ones (which
+/// `framing` decides), `Date` when the response has none, and `Connection: close` when the
+/// connection ends after this response (`keep-alive` for an HTTP/1.0 client that keeps it).
+pub fn encode_response_head(
+    out: &mut Vec<u8>,
+    parts: &response::Parts,
+    framing: ResponseFraming,
+    close: bool,
+    client: Version,
+    date: &[u8],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let given_framing = framing == ResponseFraming::Described;
+    for (name, value) in &parts.headers {
+        if !given_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(DATE) {
+        field(out, b"date", date);
+    }
+    match framing {
+        ResponseFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(digits(n, 10, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::None | ResponseFraming::Described | ResponseFraming::UntilClose => {}
+    }
+    if close {
+        if !connection_has(&parts.headers, "close") {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+    } else if client == Version::HTTP_10 && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The framing a response gets: by the request `method`, the status and the body's length
+/// when known (`exact`, or the response's own `Content-Length`), chunked otherwise, or until
+/// close for an HTTP/1.0 client, which knows no chunked coding.
+pub fn response_framing(
+    method: &Method,
+    parts: &response::Parts,
+    empty: bool,
+    exact: Option<u64>,
+    client: Version,
+) -> ResponseFraming {
+    let status = parts.status;
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        return ResponseFraming::None;
+    }
+    if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED {
+        return ResponseFraming::Described;
+    }
+    if empty {
+        return ResponseFraming::Length(0);
+    }
+    let length = exact.or_else(|| content_length(&parts.headers).ok().flatten());
+    match (length, client) {
+        (Some(n), _) => ResponseFraming::Length(n),
+        (None, Version::HTTP_10) => ResponseFraming::UntilClose,
+        (None, _) => ResponseFraming::Chunked,
+    }
+}
+
+/// Whether a message's fields ask to close the connection after it.
+pub fn closes(headers: &HeaderMap) -> bool {
+    connection_has(headers, "close")
+}

@@ -1,0 +1,441 @@
+//! Weir's HTTP/1.1 server: one client connection, its requests one after another.
+//!
+//! ```text
+//!   client ── head ──▶ Conn ── Request (body reads from the Conn) ──▶ handler
+//!      ▲                 ▲ ◀── the Conn back when the body ends ────────┘
+//!      └── response ─────┘ (head and small bodies in one write)
+//! ```
+//!
+//! The connection's own task reads each request head, runs the handler and writes the
+//! response. A request body holds the connection while it is read and gives it back the moment
+//! it ends, so nothing crosses a task or a channel. hyper's server builds the same request but
+//! pays, per request, for a header-read timer of its own, a dispatcher and buffered I/O layers
+//! between the socket and the handler; this one keeps one timer per connection and resets it.
+//!
+//! Between requests a connection holds no buffer once it has been idle for [`PARK_AFTER`]
+//! (where the transport can wait for readability without one, as TCP can): an idle keep-alive
+//! connection costs little more than its socket, as in nginx. It is closed when the next
+//! request's head has not arrived within the header-read timeout, or when shutdown begins.
+
+use std::{
+    future::{poll_fn, Future},
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use http::{HeaderName, Method, Request, Response, StatusCode, Version};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use prometheus::IntGauge;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+    time::{Instant, Sleep},
+};
+
+use super::{Peer, Shutdown};
+use crate::{
+    body::{self, Body},
+    codec::{self, ProtocolError, RequestBodyLength, RequestHead, ResponseFraming},
+    error::ProxyError,
+    headers,
+    upgrade::{OnUpgrade, Upgraded},
+};
+
+mod body_in;
+mod date;
+
+use body_in::{Lent, RequestBody};
+
+/// How long a connection stays idle between requests before it gives its buffers back.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
+/// Read buffers grow by this much.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response heads and small bodies are gathered up to this size into one write.
+const COALESCE: usize = 16 * 1024;
+/// After a response that ends a connection whose request was not read to its end, what the
+/// client still sends is read and dropped for at most this long, so that closing does not
+/// reset the connection before the client has read the response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A client connection's transport.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`Transport::poll_readable`] can tell readiness, so that an idle connection
+    /// needs no read buffer to wait for its next request.
+    fn parks(&self) -> bool {
+        false
+    }
+
+    /// Readiness to read, without a buffer to read into. Only called when
+    /// [`Transport::parks`].
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl Transport for TcpStream {
+    fn parks(&self) -> bool {
+        true
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// Limits and timeouts of HTTP/1.1 client connections.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// A request head must arrive whole within this time after the previous response (or the
+    /// connection's start).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; a larger one gets 431.
+    pub max_head: usize,
+    /// Idle keep-alive connections, parked without buffers.
+    pub idle: IntGauge,
+}
+
+/// A client connection with its buffers.
+pub(super) struct Conn<T> {
+    io: T,
+    /// Bytes read and not yet parsed or handed out.
+    read: BytesMut,
+    /// The response head (and small bodies) being written.
+    write: Vec<u8>,
+    /// Scratch space for parsing heads.
+    names: Vec<(HeaderName, usize, usize)>,
+}
+
+impl<T: Transport> Conn<T> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+            self.read.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Writes what is gathered and flushes it (TLS keeps records until flushed).
+    async fn flush_write(&mut self) -> io::Result<()> {
+        self.io.write_all(&self.write).await?;
+        self.write.clear();
+        self.io.flush().await
+    }
+
+    /// Gives the buffers back while idle.
+    fn park(&mut self) {
+        self.read = BytesMut::new();
+        self.write = Vec::new();
+        self.names = Vec::new();
+    }
+}
+
+/// Serves HTTP/1.1 on `io` with `handler` until the client closes, a request ends the
+/// connection, or shutdown begins (the request in flight, if any, is answered first).
+pub async fn serve<T, H, F>(
+    io: T,
+    handler: Arc<H>,
+    peer: Peer,
+    settings: &Settings,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    T: Transport,
+    H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut conn = Conn {
+        io,
+        read: BytesMut::new(),
+        write: Vec::new(),
+        names: Vec::new(),
+    };
+    let stopping = shutdown.clone();
+    let mut waiting = Waiting {
+        timer: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
+        stop: Box::pin(async move {
+            let mut shutdown = shutdown;
+            super::stopped(&mut shutdown).await
+        }),
+        stopped: false,
+    };
+    loop {
+        let head = match next_head(&mut conn, settings, &mut waiting).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(addr = %peer.addr, error = %e, "malformed request");
+                let error = match e {
+                    ProtocolError::HeadTooLarge => ProxyError::HeadersTooLarge,
+                    _ => ProxyError::BadRequest,
+                };
+                write_response(
+                    &mut conn,
+                    &Method::GET,
+                    Version::HTTP_11,
+                    error.response(),
+                    true,
+                )
+                .await?;
+                return linger(conn).await;
+            }
+        };
+        let RequestHead {
+            parts,
+            body: length,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let method = parts.method.clone();
+        let version = parts.version;
+        let upgrading = method == Method::CONNECT
+            || (version == Version::HTTP_11 && headers::is_upgrade(&parts.headers));
+        let mut request = Request::from_parts(parts, body::empty());
+        let upgrade = upgrading.then(|| {
+            let (tx, rx) = oneshot::channel();
+            request.extensions_mut().insert(OnUpgrade::new(rx));
+            tx
+        });
+        let lent = match length {
+            RequestBodyLength::Empty => Lent::Here(conn),
+            length => {
+                let (body, slot) = RequestBody::new(conn, length, expect_continue);
+                *request.body_mut() = body::boxed(body);
+                Lent::Body(slot)
+            }
+        };
+        // Boxed: the handler's future is large and only lives for the request; inline, it
+        // would size the future every idle connection keeps.
+        let response = Box::pin(handler(peer, request)).await;
+        let (back, read_whole) = lent.reclaim().await;
+        conn = back;
+
+        let status = response.status();
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS
+            || (method == Method::CONNECT && status.is_success());
+        if switching {
+            write_response(&mut conn, &method, version, response, false).await?;
+            if let Some(upgrade) = upgrade {
+                let _ = upgrade.send(Upgraded {
+                    io: Box::new(conn.io),
+                    read_ahead: conn.read.freeze(),
+                });
+            }
+            return Ok(());
+        }
+        let close = !keep_alive
+            || !read_whole
+            || waiting.stopped
+            || *stopping.borrow()
+            || codec::closes(response.headers());
+        if !write_response(&mut conn, &method, version, response, close).await? {
+            return if read_whole {
+                conn.io.shutdown().await
+            } else {
+                linger(conn).await
+            };
+        }
+    }
+}
+
+/// What an idle connection waits on besides the client: its timer (the park delay, then the
+/// header-read deadline) and shutdown.
+struct Waiting {
+    timer: Pin<Box<Sleep>>,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Shutdown has begun (`stop` is done and must not be polled again).
+    stopped: bool,
+}
+
+enum Woken {
+    Read(io::Result<usize>),
+    Readable(io::Result<()>),
+    Timer,
+    Stop,
+}
+
+/// Reads the next request head: `None` when the client closed, went silent past the
+/// header-read timeout, or shutdown began before a request started.
+async fn next_head<T: Transport>(
+    conn: &mut Conn<T>,
+    settings: &Settings,
+    waiting: &mut Waiting,
+) -> Result<Option<RequestHead>, ProtocolError> {
+    // A pipelined request is already here: no clock, no timer.
+    if let Some(head) = parse(conn, settings)? {
+        return Ok(Some(head));
+    }
+    let now = Instant::now();
+    let deadline = now + settings.header_read_timeout;
+    let mut parked = false;
+    let can_park = conn.read.is_empty() && conn.io.parks();
+    let first = if can_park {
+        now + PARK_AFTER.min(settings.header_read_timeout)
+    } else {
+        deadline
+    };
+    waiting.timer.as_mut().reset(first);
+    loop {
+        let woken = poll_fn(|cx| {
+            let io = if parked {
+                conn.io.poll_readable(cx).map(Woken::Readable)
+            } else {
+                conn.poll_fill(cx).map(Woken::Read)
+            };
+            if io.is_ready() {
+                return io;
+            }
+            if !waiting.stopped && waiting.stop.as_mut().poll(cx).is_ready() {
+                waiting.stopped = true;
+                return Poll::Ready(Woken::Stop);
+            }
+            waiting.timer.as_mut().poll(cx).map(|()| Woken::Timer)
+        })
+        .await;
+        match woken {
+            Woken::Read(Ok(0)) | Woken::Read(Err(_)) | Woken::Readable(Err(_)) => break,
+            Woken::Read(Ok(_)) => {
+                if let Some(head) = parse(conn, settings)? {
+                    return Ok(Some(head));
+                }
+            }
+            Woken::Readable(Ok(())) => {
+                parked = false;
+                settings.idle.dec();
+            }
+            Woken::Timer
+                if !parked && can_park && conn.read.is_empty() && Instant::now() < deadline =>
+            {
+                parked = true;
+                settings.idle.inc();
+                conn.park();
+                waiting.timer.as_mut().reset(deadline);
+            }
+            // Silent past the header-read timeout, or shutdown: close, unless a request has
+            // begun to arrive and shutdown is all there is.
+            Woken::Timer => break,
+            Woken::Stop if conn.read.is_empty() => break,
+            Woken::Stop => {}
+        }
+    }
+    if parked {
+        settings.idle.dec();
+    }
+    Ok(None)
+}
+
+fn parse<T>(conn: &mut Conn<T>, settings: &Settings) -> Result<Option<RequestHead>, ProtocolError> {
+    if conn.read.is_empty() {
+        return Ok(None);
+    }
+    codec::parse_request(&mut conn.read, &mut conn.names, settings.max_head)
+}
+
+/// Writes `response` to a request of `method` from a client speaking `client`; `close` when
+/// the connection ends after it. Returns whether the connection may carry another request.
+async fn write_response<T: Transport>(
+    conn: &mut Conn<T>,
+    method: &Method,
+    client: Version,
+    response: Response<Body>,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let framing = codec::response_framing(
+        method,
+        &parts,
+        body.is_end_stream(),
+        body.size_hint().exact(),
+        client,
+    );
+    let close = close || framing == ResponseFraming::UntilClose;
+    conn.write.clear();
+    date::with(|now| {
+        codec::encode_response_head(&mut conn.write, &parts, framing, close, client, now)
+    });
+    let length = match framing {
+        ResponseFraming::None | ResponseFraming::Described | ResponseFraming::Length(0) => {
+            conn.flush_write().await?;
+            return Ok(!close);
+        }
+        ResponseFraming::Length(n) => Some(n),
+        ResponseFraming::Chunked | ResponseFraming::UntilClose => None,
+    };
+    let chunked = framing == ResponseFraming::Chunked;
+    let mut sent = 0u64;
+    let mut trailers = None;
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                conn.flush_write().await?;
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(io::Error::other)?;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if length.is_some_and(|n| sent > n) {
+            return Err(io::Error::other(
+                "the response body is longer than its length",
+            ));
+        }
+        if chunked {
+            codec::encode_chunk_size(&mut conn.write, data.len());
+        }
+        if conn.write.len() + data.len() <= COALESCE {
+            conn.write.extend_from_slice(&data);
+        } else {
+            conn.flush_write().await?;
+            conn.io.write_all(&data).await?;
+        }
+        if chunked {
+            conn.write.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        codec::encode_last_chunk(&mut conn.write, trailers.as_ref());
+    } else if length.is_some_and(|n| sent != n) {
+        return Err(io::Error::other(
+            "the response body is shorter than its length",
+        ));
+    }
+    conn.flush_write().await?;
+    Ok(!close)
+}
+
+/// Ends a connection whose client may still be sending (a request not read to its end): the
+/// write side is shut, and what arrives is dropped until the client closes too, for at most
+/// [`LINGER`]. Closing at once would reset the connection, and a reset can destroy the
+/// response before the client has read it.
+async fn linger<T: Transport>(mut conn: Conn<T>) -> io::Result<()> {
+    conn.io.shutdown().await?;
+    let drain = async {
+        loop {
+            conn.read.clear();
+            match poll_fn(|cx| conn.poll_fill(cx)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+    Ok(())
+}
