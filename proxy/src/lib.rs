@@ -29,6 +29,7 @@ pub mod server;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+mod wire;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

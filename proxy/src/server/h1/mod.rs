@@ -26,11 +26,8 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
-use futures_util::FutureExt;
-use http::{HeaderName, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as HttpBody;
-use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
@@ -46,6 +43,7 @@ use crate::{
     error::ProxyError,
     headers,
     upgrade::{OnUpgrade, Upgraded},
+    wire::{Sending, Wire},
 };
 
 mod body_in;
@@ -55,10 +53,6 @@ use body_in::{Lent, RequestBody};
 
 /// How long a connection stays idle between requests before it gives its buffers back.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
-/// Read buffers grow by this much.
-const READ_CHUNK: usize = 8 * 1024;
-/// Response heads and small bodies are gathered up to this size into one write.
-const COALESCE: usize = 16 * 1024;
 /// After a response that ends a connection whose request was not read to its end, what the
 /// client still sends is read and dropped for at most this long, so that closing does not
 /// reset the connection before the client has read the response.
@@ -104,38 +98,7 @@ pub struct Settings {
 }
 
 /// A client connection with its buffers.
-pub(super) struct Conn<T> {
-    io: T,
-    /// Bytes read and not yet parsed or handed out.
-    read: BytesMut,
-    /// The response head (and small bodies) being written.
-    write: Vec<u8>,
-    /// Scratch space for parsing heads.
-    names: Vec<(HeaderName, usize, usize)>,
-}
-
-impl<T: Transport> Conn<T> {
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
-    }
-
-    /// Writes what is gathered and flushes it (TLS keeps records until flushed).
-    async fn flush_write(&mut self) -> io::Result<()> {
-        self.io.write_all(&self.write).await?;
-        self.write.clear();
-        self.io.flush().await
-    }
-
-    /// Gives the buffers back while idle.
-    fn park(&mut self) {
-        self.read = BytesMut::new();
-        self.write = Vec::new();
-        self.names = Vec::new();
-    }
-}
+pub(super) type Conn<T> = Wire<T>;
 
 /// Serves HTTP/1.1 on `io` with `handler` until the client closes, a request ends the
 /// connection, or shutdown begins (the request in flight, if any, is answered first).
@@ -151,12 +114,7 @@ where
     H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut conn = Conn {
-        io,
-        read: BytesMut::new(),
-        write: Vec::new(),
-        names: Vec::new(),
-    };
+    let mut conn = Conn::new(io);
     let stopping = shutdown.clone();
     let mut waiting = Waiting {
         timer: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
@@ -315,7 +273,7 @@ async fn next_head<T: Transport>(
             {
                 parked = true;
                 settings.idle.inc();
-                conn.park();
+                conn.release();
                 waiting.timer.as_mut().reset(deadline);
             }
             // Silent past the header-read timeout, or shutdown: close, unless a request has
@@ -347,7 +305,7 @@ async fn write_response<T: Transport>(
     response: Response<Body>,
     close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let framing = codec::response_framing(
         method,
         &parts,
@@ -368,57 +326,14 @@ async fn write_response<T: Transport>(
         ResponseFraming::Length(n) => Some(n),
         ResponseFraming::Chunked | ResponseFraming::UntilClose => None,
     };
-    let chunked = framing == ResponseFraming::Chunked;
-    let mut sent = 0u64;
-    let mut trailers = None;
-    loop {
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                conn.flush_write().await?;
-                body.frame().await
-            }
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(io::Error::other)?;
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                continue;
-            }
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        if length.is_some_and(|n| sent > n) {
-            return Err(io::Error::other(
-                "the response body is longer than its length",
-            ));
-        }
-        if chunked {
-            codec::encode_chunk_size(&mut conn.write, data.len());
-        }
-        if conn.write.len() + data.len() <= COALESCE {
-            conn.write.extend_from_slice(&data);
-        } else {
-            conn.flush_write().await?;
-            conn.io.write_all(&data).await?;
-        }
-        if chunked {
-            conn.write.extend_from_slice(b"\r\n");
-        }
+    let sent = conn
+        .send_body(body, length, framing == ResponseFraming::Chunked)
+        .await;
+    match sent {
+        Ok(()) => Ok(!close),
+        Err(Sending::Io(e)) => Err(e),
+        Err(Sending::Body(e)) => Err(io::Error::other(e)),
     }
-    if chunked {
-        codec::encode_last_chunk(&mut conn.write, trailers.as_ref());
-    } else if length.is_some_and(|n| sent != n) {
-        return Err(io::Error::other(
-            "the response body is shorter than its length",
-        ));
-    }
-    conn.flush_write().await?;
-    Ok(!close)
 }
 
 /// Ends a connection whose client may still be sending (a request not read to its end): the

@@ -17,21 +17,10 @@
 //! keep-alive race: the backend closed it just as it was reused, and nothing came back) is
 //! sent again on another connection, as browsers and hyper do.
 
-use std::{
-    future::poll_fn,
-    io,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::poll_fn, io, sync::Arc, time::Duration};
 
-use bytes::BytesMut;
-use futures_util::FutureExt;
-use http::{request, uri::Authority, HeaderName, Method, Request, Response, StatusCode};
+use http::{request, uri::Authority, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
-use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
 use tower::Service;
 
 use self::pool::Pool;
@@ -39,6 +28,7 @@ use super::connect::{BoxError, Counted, CountingConnector};
 use crate::{
     body::{self, Body},
     codec::{self, BodyLength, Chunked, Head, ProtocolError, RequestFraming},
+    wire::{Sending, Wire},
 };
 
 mod pool;
@@ -47,10 +37,6 @@ mod response;
 pub use response::Switched;
 use response::{Release, ResponseBody, State};
 
-/// Request heads and small bodies are gathered up to this size into one write.
-const COALESCE: usize = 16 * 1024;
-/// Read buffers grow by this much.
-const READ_CHUNK: usize = 8 * 1024;
 /// A request goes out again at most this many times after finding a pooled connection closed.
 const MAX_STALE: usize = 3;
 
@@ -178,13 +164,7 @@ impl Client {
 
 /// A connection to a backend with its buffers.
 pub(crate) struct Conn {
-    io: Counted,
-    /// Bytes read and not yet parsed or handed out.
-    read: BytesMut,
-    /// The request head (and small bodies) being written.
-    write: Vec<u8>,
-    /// Scratch space for parsing heads.
-    names: Vec<(HeaderName, usize, usize)>,
+    wire: Wire<Counted>,
     /// False once anything makes a further exchange unsafe.
     reusable: bool,
 }
@@ -192,10 +172,7 @@ pub(crate) struct Conn {
 impl Conn {
     fn new(io: Counted) -> Self {
         Self {
-            io,
-            read: BytesMut::new(),
-            write: Vec::new(),
-            names: Vec::new(),
+            wire: Wire::new(io),
             reusable: true,
         }
     }
@@ -203,21 +180,7 @@ impl Conn {
     /// Whether an idle connection is still open: nothing arrived on it, and the backend has
     /// not closed it.
     fn is_open(&self) -> bool {
-        self.read.is_empty() && self.io.is_open()
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
-    }
-
-    /// Writes what is gathered and flushes it (TLS keeps records until flushed).
-    async fn flush_write(&mut self) -> io::Result<()> {
-        self.io.write_all(&self.write).await?;
-        self.write.clear();
-        self.io.flush().await
+        self.wire.read.is_empty() && self.wire.io.is_open()
     }
 }
 
@@ -239,8 +202,8 @@ async fn exchange(
         body.is_end_stream(),
         body.size_hint().exact(),
     );
-    conn.write.clear();
-    codec::encode_head(&mut conn.write, parts, authority.as_str(), framing);
+    conn.wire.write.clear();
+    codec::encode_head(&mut conn.wire.write, parts, authority.as_str(), framing);
     match send_body(conn, body, framing).await {
         Ok(()) => {}
         Err(Sending::Body(e)) => {
@@ -261,70 +224,16 @@ async fn exchange(
     read_head(conn).await
 }
 
-enum Sending {
-    Body(BoxError),
-    Io(io::Error),
-}
-
-/// Writes the head and the body, framed as `framing` says. Bytes ready at once go out in
-/// one write; when the body is not ready, what is gathered is written before waiting.
-async fn send_body(
-    conn: &mut Conn,
-    mut body: Body,
-    framing: RequestFraming,
-) -> Result<(), Sending> {
-    let chunked = framing == RequestFraming::Chunked;
-    let mut sent = 0u64;
-    let mut trailers = None;
-    loop {
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                conn.flush_write().await.map_err(Sending::Io)?;
-                body.frame().await
-            }
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(Sending::Body)?;
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                continue;
-            }
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        if matches!(framing, RequestFraming::Length(n) if sent > n) {
-            return Err(Sending::Body(
-                "the request body is longer than its length".into(),
-            ));
-        }
-        if chunked {
-            codec::encode_chunk_size(&mut conn.write, data.len());
-        }
-        if conn.write.len() + data.len() <= COALESCE {
-            conn.write.extend_from_slice(&data);
-        } else {
-            conn.flush_write().await.map_err(Sending::Io)?;
-            conn.io.write_all(&data).await.map_err(Sending::Io)?;
-        }
-        if chunked {
-            conn.write.extend_from_slice(b"\r\n");
-        }
-    }
-    match framing {
-        RequestFraming::Chunked => codec::encode_last_chunk(&mut conn.write, trailers.as_ref()),
-        RequestFraming::Length(n) if sent != n => {
-            return Err(Sending::Body(
-                "the request body is shorter than its length".into(),
-            ))
-        }
-        _ => {}
-    }
-    conn.flush_write().await.map_err(Sending::Io)
+/// Writes the head and the body, framed as `framing` says.
+async fn send_body(conn: &mut Conn, body: Body, framing: RequestFraming) -> Result<(), Sending> {
+    let length = match framing {
+        RequestFraming::None => Some(0),
+        RequestFraming::Length(n) => Some(n),
+        RequestFraming::Chunked => None,
+    };
+    conn.wire
+        .send_body(body, length, framing == RequestFraming::Chunked)
+        .await
 }
 
 /// Reads until a final response head (or `101`) has arrived; informational responses before
@@ -332,12 +241,14 @@ async fn send_body(
 async fn read_head(conn: &mut Conn) -> Result<Head, Failed> {
     let mut nothing_back = true;
     loop {
-        while !conn.read.is_empty() {
+        while !conn.wire.read.is_empty() {
             nothing_back = false;
             let parsed =
-                codec::parse_head(&mut conn.read, &mut conn.names).map_err(|e| Failed {
-                    error: e.into(),
-                    nothing_back,
+                codec::parse_head(&mut conn.wire.read, &mut conn.wire.names).map_err(|e| {
+                    Failed {
+                        error: e.into(),
+                        nothing_back,
+                    }
                 })?;
             match parsed {
                 Some(head)
@@ -347,7 +258,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failed> {
                 None => break,
             }
         }
-        let read = poll_fn(|cx| conn.poll_fill(cx)).await;
+        let read = poll_fn(|cx| conn.wire.poll_fill(cx)).await;
         let error = match read {
             Ok(0) => Error::Closed,
             Ok(_) => continue,

@@ -27,7 +27,7 @@ pub(super) struct Release {
 impl Release {
     pub(super) fn put(self, conn: Conn) {
         // Bytes beyond the response would be read as the next one's: never reuse then.
-        if conn.reusable && conn.read.is_empty() {
+        if conn.reusable && conn.wire.read.is_empty() {
             self.pool.put(self.authority, conn);
         }
     }
@@ -68,13 +68,13 @@ impl HttpBody for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if !conn.read.is_empty() {
+            if !conn.wire.read.is_empty() {
                 match &mut this.state {
                     State::Length(left) => {
                         let n = usize::try_from(*left)
                             .unwrap_or(usize::MAX)
-                            .min(conn.read.len());
-                        let data = conn.read.split_to(n).freeze();
+                            .min(conn.wire.read.len());
+                        let data = conn.wire.read.split_to(n).freeze();
                         *left -= n as u64;
                         if *left == 0 {
                             this.finish();
@@ -82,10 +82,10 @@ impl HttpBody for ResponseBody {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     State::UntilClose => {
-                        let data = conn.read.split().freeze();
+                        let data = conn.wire.read.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    State::Chunked(chunked) => match chunked.decode(&mut conn.read) {
+                    State::Chunked(chunked) => match chunked.decode(&mut conn.wire.read) {
                         Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         Ok(Decoded::Trailers(trailers)) => {
                             this.finish();
@@ -103,7 +103,7 @@ impl HttpBody for ResponseBody {
                     },
                 }
             }
-            let read = ready!(conn.poll_fill(cx));
+            let read = ready!(conn.wire.poll_fill(cx));
             match (read, &this.state) {
                 (Ok(0), State::UntilClose) => {
                     this.conn = None;
@@ -154,6 +154,6 @@ impl Switched {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        Some((conn.io, conn.read.freeze()))
+        Some((conn.wire.io, conn.wire.read.freeze()))
     }
 }
