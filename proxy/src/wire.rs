@@ -1,23 +1,24 @@
 //! An HTTP/1.1 connection's bytes, for Weir's client (`upstream::h1`) and server
 //! (`server::h1`) alike: reads into one growing buffer that heads and bodies are split from
-//! without copying, and writes gathered so that a head and a small body leave in one system
-//! call.
+//! without copying, bodies read by their framing, and writes gathered so that a head and a
+//! small body leave in one system call.
 
 use std::{
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::HeaderName;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::{
     body::{Body, BoxError},
-    codec,
+    codec::{self, Chunked, Decoded},
 };
 
 /// Read buffers grow by this much.
@@ -129,5 +130,111 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
         self.read = BytesMut::new();
         self.write = Vec::new();
         self.names = Vec::new();
+    }
+}
+
+/// How an incoming body is delimited, and how much of it is left.
+pub(crate) enum Framing {
+    /// This many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunked),
+    /// Until the peer closes the connection.
+    UntilClose,
+}
+
+/// One step of reading a body.
+pub(crate) enum Step {
+    /// A frame, with more to come.
+    Frame(Frame<Bytes>),
+    /// The body ended, read whole; with its last frame, if that came with the end.
+    Ended(Option<Frame<Bytes>>),
+    /// The body is broken (cut short, malformed, a read failed): the connection is unusable.
+    Failed(BoxError),
+}
+
+impl Framing {
+    /// Reads the body's next piece from `wire`.
+    pub(crate) fn poll_step<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step> {
+        loop {
+            match self {
+                Framing::Length(0) => return Poll::Ready(Step::Ended(None)),
+                Framing::Length(left) if !wire.read.is_empty() => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(wire.read.len());
+                    let data = Frame::data(wire.read.split_to(n).freeze());
+                    *left -= n as u64;
+                    return Poll::Ready(if *left == 0 {
+                        Step::Ended(Some(data))
+                    } else {
+                        Step::Frame(data)
+                    });
+                }
+                Framing::UntilClose if !wire.read.is_empty() => {
+                    return Poll::Ready(Step::Frame(Frame::data(wire.read.split().freeze())));
+                }
+                Framing::Chunked(chunked) if !wire.read.is_empty() => {
+                    match chunked.decode(&mut wire.read) {
+                        Ok(Decoded::Data(data)) => {
+                            return Poll::Ready(Step::Frame(Frame::data(data)))
+                        }
+                        Ok(Decoded::Trailers(trailers)) => {
+                            return Poll::Ready(Step::Ended(Some(Frame::trailers(trailers))))
+                        }
+                        Ok(Decoded::Done) => return Poll::Ready(Step::Ended(None)),
+                        Ok(Decoded::More) => {}
+                        Err(e) => return Poll::Ready(Step::Failed(e.into())),
+                    }
+                }
+                _ => {}
+            }
+            match ready!(wire.poll_fill(cx)) {
+                Ok(0) if matches!(self, Framing::UntilClose) => {
+                    return Poll::Ready(Step::Ended(None))
+                }
+                Ok(0) => {
+                    return Poll::Ready(Step::Failed(
+                        "the connection closed before the body ended".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Step::Failed(e.into())),
+            }
+        }
+    }
+
+    /// Skips the rest of the body if all of it is already in `read`; whether it was.
+    pub(crate) fn skip_buffered(&mut self, read: &mut BytesMut) -> bool {
+        match self {
+            Framing::Length(left) => {
+                let here = usize::try_from(*left).is_ok_and(|n| n <= read.len());
+                if here {
+                    read.advance(*left as usize);
+                    *left = 0;
+                }
+                here
+            }
+            Framing::Chunked(chunked) => loop {
+                match chunked.decode(read) {
+                    Ok(Decoded::Data(_)) => {}
+                    Ok(Decoded::Trailers(_) | Decoded::Done) => break true,
+                    Ok(Decoded::More) | Err(_) => break false,
+                }
+            },
+            Framing::UntilClose => false,
+        }
+    }
+
+    /// What is known of the body's remaining length.
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self {
+            Framing::Length(n) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
     }
 }

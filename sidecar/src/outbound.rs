@@ -91,7 +91,7 @@ impl Outbound {
                 let peer = Peer { addr, tls: false };
                 if let Err(error) = self
                     .http
-                    .serve_tcp(stream, version, handler, peer, shutdown)
+                    .serve(stream, version, handler, peer, shutdown)
                     .await
                 {
                     tracing::debug!(%addr, %error, "outbound connection ended with an error");

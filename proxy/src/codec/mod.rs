@@ -168,44 +168,82 @@ pub fn parse_head(
 ) -> Result<Option<Head>, ProtocolError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return Err(ProtocolError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
-        Err(e) => return Err(ProtocolError::Malformed(e)),
+    let Some(len) = head_len(response.parse(buf), buf.len(), MAX_HEAD)? else {
+        return Ok(None);
     };
     let status = response
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(ProtocolError::Malformed(httparse::Error::Status))?;
-    let version = if response.version == Some(0) {
+    let version = version(response.version);
+    locate_fields(buf, response.headers, names)?;
+    let head = buf.split_to(len).freeze();
+    let headers = header_map(&head, names)?;
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// The head's length once httparse has found all of it; `None` while it is incomplete, an
+/// error past `max` bytes (whole or still arriving) or when it does not parse.
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buffered: usize,
+    max: usize,
+) -> Result<Option<usize>, ProtocolError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len <= max => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buffered <= max => Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => Err(ProtocolError::HeadTooLarge),
+        Err(e) => Err(ProtocolError::Malformed(e)),
+    }
+}
+
+/// The version httparse read (its minor version: HTTP/1.0 or HTTP/1.1).
+fn version(minor: Option<u8>) -> Version {
+    if minor == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
-    };
-    let base = buf.as_ptr() as usize;
+    }
+}
+
+/// Records each field's name and where its value lies in `buf`, so that once the head is split
+/// off the buffer, [`header_map`] can share its bytes.
+fn locate_fields(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    names: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<(), ProtocolError> {
     names.clear();
-    for f in response.headers.iter() {
+    for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
-        let start = f.value.as_ptr() as usize - base;
+        let start = offset(buf, f.value);
         names.push((name, start, start + f.value.len()));
     }
-    let head = buf.split_to(len).freeze();
+    Ok(())
+}
+
+/// Where `part` starts in `buf`, which holds it.
+fn offset(buf: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - buf.as_ptr() as usize
+}
+
+/// The fields [`locate_fields`] found, with values sharing `head`'s bytes.
+fn header_map(
+    head: &Bytes,
+    names: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<HeaderMap, ProtocolError> {
     let mut headers = HeaderMap::with_capacity(names.len());
     for (name, start, end) in names.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError::HeaderValue)?;
         headers.append(name, value);
     }
-    Ok(Some(Head {
-        status,
-        version,
-        headers,
-    }))
+    Ok(headers)
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).

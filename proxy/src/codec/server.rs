@@ -3,11 +3,13 @@
 use bytes::BytesMut;
 use http::{
     header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
-    request, response, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri,
-    Version,
+    request, response, HeaderMap, HeaderName, Method, Request, StatusCode, Uri, Version,
 };
 
-use super::{connection_has, content_length, digits, field, keep_alive, ProtocolError};
+use super::{
+    connection_has, content_length, digits, field, head_len, header_map, keep_alive, locate_fields,
+    offset, version, ProtocolError,
+};
 
 /// Most header fields a request head may carry (hyper's server allows 100).
 const MAX_REQUEST_HEADERS: usize = 128;
@@ -47,48 +49,21 @@ pub fn parse_request(
 ) -> Result<Option<RequestHead>, ProtocolError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len > max_head => {
-            return Err(ProtocolError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > max_head => {
-            return Err(ProtocolError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
-        Err(e) => return Err(ProtocolError::Malformed(e)),
+    let Some(len) = head_len(parsed.parse(buf), buf.len(), max_head)? else {
+        return Ok(None);
     };
-    let malformed = ProtocolError::Malformed;
     let method = parsed
         .method
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .ok_or(malformed(httparse::Error::Token))?;
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let base = buf.as_ptr() as usize;
+        .ok_or(ProtocolError::Malformed(httparse::Error::Token))?;
+    let version = version(parsed.version);
     let target = parsed.path.ok_or(ProtocolError::Target)?;
-    let target_start = target.as_ptr() as usize - base;
-    let target_end = target_start + target.len();
-    names.clear();
-    for f in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| malformed(httparse::Error::HeaderName))?;
-        let start = f.value.as_ptr() as usize - base;
-        names.push((name, start, start + f.value.len()));
-    }
+    let start = offset(buf, target.as_bytes());
+    let target = start..start + target.len();
+    locate_fields(buf, parsed.headers, names)?;
     let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target_start..target_end))
-        .map_err(|_| ProtocolError::Target)?;
-    let mut headers = HeaderMap::with_capacity(names.len());
-    for (name, start, end) in names.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| ProtocolError::HeaderValue)?;
-        headers.append(name, value);
-    }
+    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
+    let headers = header_map(&head, names)?;
     let body = request_body_length(version, &headers)?;
     let keep_alive = keep_alive(version, &headers);
     let expect_continue = version == Version::HTTP_11

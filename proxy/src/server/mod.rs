@@ -114,8 +114,7 @@ pub async fn serve<H, F>(
                     }
                     None => match tokio::time::timeout(handshake_timeout, sniff(&stream)).await {
                         Ok(Ok(Some(version))) => {
-                            http.serve_tcp(stream, version, handler, client, shutdown)
-                                .await
+                            http.serve(stream, version, handler, client, shutdown).await
                         }
                         // Closed before sending anything, a socket error, or silence for the
                         // whole header-read timeout: nothing to answer.
@@ -256,25 +255,9 @@ impl Http {
         Self { http1, http2 }
     }
 
-    /// Serves a cleartext connection like [`Http::serve`]; idle HTTP/1.1 connections hold no
-    /// buffers (see [`h1`]).
-    pub async fn serve_tcp<H, F>(
-        &self,
-        stream: TcpStream,
-        version: HttpVersion,
-        handler: Arc<H>,
-        peer: Peer,
-        shutdown: Shutdown,
-    ) -> Result<(), BoxError>
-    where
-        H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
-        self.serve(stream, version, handler, peer, shutdown).await
-    }
-
     /// Serves one connection speaking `version` with `handler` until it ends (gracefully after
-    /// shutdown begins); every request is told it came from `peer`.
+    /// shutdown begins); every request is told it came from `peer`. Idle HTTP/1.1 connections
+    /// hold no buffers where the transport allows it (see [`h1`]).
     pub async fn serve<I, H, F>(
         &self,
         io: I,

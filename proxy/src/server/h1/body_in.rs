@@ -8,13 +8,14 @@ use std::{
     task::{ready, Context, Poll, Waker},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{Conn, Transport};
 use crate::{
     body::BoxError,
-    codec::{Chunked, Decoded, RequestBodyLength},
+    codec::{Chunked, RequestBodyLength},
+    wire::{Framing, Step},
 };
 
 /// The interim response a client that sent `Expect: 100-continue` waits for.
@@ -71,15 +72,10 @@ impl<T> Slot<T> {
     }
 }
 
-enum State {
-    Length(u64),
-    Chunked(Chunked),
-}
-
 /// A request body streaming from the client connection.
 pub(super) struct RequestBody<T> {
     conn: Option<Conn<T>>,
-    state: State,
+    framing: Framing,
     /// Bytes of `100 Continue` still to send before reading: `Some` only when the client
     /// asked for it and has not been answered yet.
     continuing: Option<usize>,
@@ -108,14 +104,14 @@ impl<T: Transport> RequestBody<T> {
                 waker: None,
             }),
         });
-        let state = match length {
-            RequestBodyLength::Chunked => State::Chunked(Chunked::default()),
-            RequestBodyLength::Length(n) => State::Length(n),
-            RequestBodyLength::Empty => State::Length(0),
+        let framing = match length {
+            RequestBodyLength::Chunked => Framing::Chunked(Chunked::default()),
+            RequestBodyLength::Length(n) => Framing::Length(n),
+            RequestBodyLength::Empty => Framing::Length(0),
         };
         let body = Self {
             conn: Some(conn),
-            state,
+            framing,
             // Bytes already sent behind the head need no invitation.
             continuing: expect_continue.then_some(0),
             slot: slot.clone(),
@@ -129,17 +125,18 @@ impl<T: Transport> RequestBody<T> {
             return Poll::Ready(Ok(()));
         };
         while let Some(sent) = self.continuing {
-            if !conn.read.is_empty() || sent == CONTINUE.len() {
+            if sent == 0 && !conn.read.is_empty() {
+                // The body is already on its way: no invitation needed.
                 self.continuing = None;
-                break;
-            }
-            let n = ready!(Pin::new(&mut conn.io).poll_write(cx, &CONTINUE[sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.continuing = Some(sent + n);
-            if sent + n == CONTINUE.len() {
+            } else if sent == CONTINUE.len() {
                 ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
+                self.continuing = None;
+            } else {
+                let n = ready!(Pin::new(&mut conn.io).poll_write(cx, &CONTINUE[sent..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                self.continuing = Some(sent + n);
             }
         }
         Poll::Ready(Ok(()))
@@ -154,22 +151,7 @@ impl<T> Drop for RequestBody<T> {
         let whole = self
             .conn
             .as_mut()
-            .is_some_and(|conn| match &mut self.state {
-                State::Length(left) => {
-                    let buffered = usize::try_from(*left).is_ok_and(|n| n <= conn.read.len());
-                    if buffered {
-                        conn.read.advance(*left as usize);
-                    }
-                    buffered
-                }
-                State::Chunked(chunked) => loop {
-                    match chunked.decode(&mut conn.read) {
-                        Ok(Decoded::Data(_)) => {}
-                        Ok(Decoded::Trailers(_) | Decoded::Done) => break true,
-                        Ok(Decoded::More) | Err(_) => break false,
-                    }
-                },
-            });
+            .is_some_and(|conn| self.framing.skip_buffered(&mut conn.read));
         self.end(whole);
     }
 }
@@ -187,58 +169,20 @@ impl<T: Transport> HttpBody for RequestBody<T> {
             this.end(false);
             return Poll::Ready(Some(Err(e.into())));
         }
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if !conn.read.is_empty() {
-                match &mut this.state {
-                    State::Length(left) => {
-                        let n = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.read.len());
-                        let data = conn.read.split_to(n).freeze();
-                        *left -= n as u64;
-                        if *left == 0 {
-                            this.end(true);
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    State::Chunked(chunked) => match chunked.decode(&mut conn.read) {
-                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                        Ok(Decoded::Trailers(trailers)) => {
-                            this.end(true);
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(Decoded::Done) => {
-                            this.end(true);
-                            return Poll::Ready(None);
-                        }
-                        Ok(Decoded::More) => {}
-                        Err(e) => {
-                            this.end(false);
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
-                    },
-                }
-            } else if matches!(this.state, State::Length(0)) {
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(match ready!(this.framing.poll_step(conn, cx)) {
+            Step::Frame(frame) => Some(Ok(frame)),
+            Step::Ended(last) => {
                 this.end(true);
-                return Poll::Ready(None);
+                last.map(Ok)
             }
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) => {
-                    this.end(false);
-                    return Poll::Ready(Some(Err(
-                        "the client closed the connection before the request body ended".into(),
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.end(false);
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+            Step::Failed(e) => {
+                this.end(false);
+                Some(Err(e))
             }
-        }
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -246,10 +190,9 @@ impl<T: Transport> HttpBody for RequestBody<T> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.conn, &self.state) {
-            (None, _) => SizeHint::with_exact(0),
-            (Some(_), State::Length(n)) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
+        match self.conn {
+            None => SizeHint::with_exact(0),
+            Some(_) => self.framing.size_hint(),
         }
     }
 }

@@ -28,14 +28,14 @@ use super::connect::{BoxError, Counted, CountingConnector};
 use crate::{
     body::{self, Body},
     codec::{self, BodyLength, Chunked, Head, ProtocolError, RequestFraming},
-    wire::{Sending, Wire},
+    wire::{Framing, Sending, Wire},
 };
 
 mod pool;
 mod response;
 
 pub use response::Switched;
-use response::{Release, ResponseBody, State};
+use response::{Release, ResponseBody};
 
 /// A request goes out again at most this many times after finding a pooled connection closed.
 const MAX_STALE: usize = 3;
@@ -141,21 +141,21 @@ impl Client {
             pool: self.pool.clone(),
             authority,
         };
-        let state = match length {
+        let framing = match length {
             BodyLength::Empty => {
                 release.put(conn);
                 return Ok(response);
             }
-            BodyLength::Length(n) => State::Length(n),
-            BodyLength::Chunked => State::Chunked(Chunked::default()),
+            BodyLength::Length(n) => Framing::Length(n),
+            BodyLength::Chunked => Framing::Chunked(Chunked::default()),
             BodyLength::UntilClose => {
                 conn.reusable = false;
-                State::UntilClose
+                Framing::UntilClose
             }
         };
         *response.body_mut() = body::boxed(ResponseBody {
             conn: Some(conn),
-            state,
+            framing,
             release: Some(release),
         });
         Ok(response)

@@ -14,8 +14,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{pool::Pool, Conn};
 use crate::{
-    codec::{Chunked, Decoded},
     upstream::connect::{BoxError, Counted},
+    wire::{Framing, Step},
 };
 
 /// Where a connection goes when its response has ended.
@@ -36,23 +36,8 @@ impl Release {
 /// A response body read from its connection.
 pub(super) struct ResponseBody {
     pub(super) conn: Option<Conn>,
-    pub(super) state: State,
+    pub(super) framing: Framing,
     pub(super) release: Option<Release>,
-}
-
-pub(super) enum State {
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-}
-
-impl ResponseBody {
-    /// The body has ended: the connection goes back to the pool (or closes).
-    fn finish(&mut self) {
-        if let (Some(conn), Some(release)) = (self.conn.take(), self.release.take()) {
-            release.put(conn);
-        }
-    }
 }
 
 impl HttpBody for ResponseBody {
@@ -64,64 +49,23 @@ impl HttpBody for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if !conn.wire.read.is_empty() {
-                match &mut this.state {
-                    State::Length(left) => {
-                        let n = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.wire.read.len());
-                        let data = conn.wire.read.split_to(n).freeze();
-                        *left -= n as u64;
-                        if *left == 0 {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    State::UntilClose => {
-                        let data = conn.wire.read.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    State::Chunked(chunked) => match chunked.decode(&mut conn.wire.read) {
-                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                        Ok(Decoded::Trailers(trailers)) => {
-                            this.finish();
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(Decoded::Done) => {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        Ok(Decoded::More) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
-                    },
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(match ready!(this.framing.poll_step(&mut conn.wire, cx)) {
+            Step::Frame(frame) => Some(Ok(frame)),
+            Step::Ended(last) => {
+                // The connection goes back to the pool (or closes).
+                if let (Some(conn), Some(release)) = (this.conn.take(), this.release.take()) {
+                    release.put(conn);
                 }
+                last.map(Ok)
             }
-            let read = ready!(conn.wire.poll_fill(cx));
-            match (read, &this.state) {
-                (Ok(0), State::UntilClose) => {
-                    this.conn = None;
-                    return Poll::Ready(None);
-                }
-                (Ok(0), _) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(
-                        "the backend closed the connection before the body ended".into(),
-                    )));
-                }
-                (Ok(_), _) => {}
-                (Err(e), _) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+            Step::Failed(e) => {
+                this.conn = None;
+                Some(Err(e))
             }
-        }
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -129,10 +73,9 @@ impl HttpBody for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.conn, &self.state) {
-            (None, _) => SizeHint::with_exact(0),
-            (Some(_), State::Length(n)) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
+        match self.conn {
+            None => SizeHint::with_exact(0),
+            Some(_) => self.framing.size_hint(),
         }
     }
 }
