@@ -3,9 +3,11 @@
 //! both sides share (chunked coding, framing headers); [`server`] is the server's side. The
 //! connections that drive them are `upstream::h1` and `server::h1`.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
-    header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING},
+    header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE},
     request, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version,
 };
 
@@ -157,7 +159,26 @@ pub struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    /// The backend allows another exchange on this connection after this one.
+    pub keep_alive: bool,
+    present: Present,
 }
+
+/// Which of the fields that frame a message or steer its connection a head carries, noted
+/// while its fields are located. Most heads carry few of them, and looking up an absent one
+/// still costs a hash and a probe.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    content_length: bool,
+    transfer_encoding: bool,
+    connection: bool,
+    expect: bool,
+    upgrade: bool,
+}
+
+/// Room left in a parsed head's map for the fields a proxy adds on the way (request id, trace
+/// context, `X-Forwarded-*`), so that adding them does not grow it.
+const HEADROOM: usize = 8;
 
 /// Parses a response head from the front of `buf`, taking its bytes out (header values share
 /// them, without copying). `None` when the head is not complete yet. `names` is scratch space
@@ -166,9 +187,14 @@ pub fn parse_head(
     buf: &mut BytesMut,
     names: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Result<Option<Head>, ProtocolError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let Some(len) = head_len(response.parse(buf), buf.len(), MAX_HEAD)? else {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let Some(len) = head_len(parsed, buf.len(), MAX_HEAD)? else {
         return Ok(None);
     };
     let status = response
@@ -176,13 +202,16 @@ pub fn parse_head(
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(ProtocolError::Malformed(httparse::Error::Status))?;
     let version = version(response.version);
-    locate_fields(buf, response.headers, names)?;
+    let present = locate_fields(buf, response.headers, names)?;
     let head = buf.split_to(len).freeze();
     let headers = header_map(&head, names)?;
+    let keep_alive = keep_alive(version, &headers, present);
     Ok(Some(Head {
         status,
         version,
         headers,
+        keep_alive,
+        present,
     }))
 }
 
@@ -211,20 +240,32 @@ fn version(minor: Option<u8>) -> Version {
 }
 
 /// Records each field's name and where its value lies in `buf`, so that once the head is split
-/// off the buffer, [`header_map`] can share its bytes.
+/// off the buffer, [`header_map`] can share its bytes; and which framing fields are there.
 fn locate_fields(
     buf: &[u8],
     fields: &[httparse::Header<'_>],
     names: &mut Vec<(HeaderName, usize, usize)>,
-) -> Result<(), ProtocolError> {
+) -> Result<Present, ProtocolError> {
     names.clear();
+    let mut present = Present::default();
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
+        if name == CONTENT_LENGTH {
+            present.content_length = true;
+        } else if name == TRANSFER_ENCODING {
+            present.transfer_encoding = true;
+        } else if name == CONNECTION {
+            present.connection = true;
+        } else if name == EXPECT {
+            present.expect = true;
+        } else if name == UPGRADE {
+            present.upgrade = true;
+        }
         let start = offset(buf, f.value);
         names.push((name, start, start + f.value.len()));
     }
-    Ok(())
+    Ok(present)
 }
 
 /// Where `part` starts in `buf`, which holds it.
@@ -237,7 +278,7 @@ fn header_map(
     head: &Bytes,
     names: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Result<HeaderMap, ProtocolError> {
-    let mut headers = HeaderMap::with_capacity(names.len());
+    let mut headers = HeaderMap::with_capacity(names.len() + HEADROOM);
     for (name, start, end) in names.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError::HeaderValue)?;
@@ -269,19 +310,17 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
     {
         return Ok(BodyLength::Empty);
     }
-    if let Some(te) = head.headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let last = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .unwrap_or_default();
-        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+    if head.present.transfer_encoding {
+        return Ok(if ends_chunked(&head.headers) {
             BodyLength::Chunked
         } else {
             BodyLength::UntilClose
         });
     }
-    let length = content_length(&head.headers)?;
+    let length = match head.present.content_length {
+        true => content_length(&head.headers)?,
+        false => None,
+    };
     Ok(match length {
         Some(0) => BodyLength::Empty,
         Some(n) => BodyLength::Length(n),
@@ -309,6 +348,13 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     Ok(length)
 }
 
+/// Whether the last transfer coding is `chunked` (RFC 9112 §6.3).
+fn ends_chunked(headers: &HeaderMap) -> bool {
+    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
+    last.and_then(|te| te.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
 /// Whether `Connection` names `token`.
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(CONNECTION).iter().any(|v| {
@@ -321,11 +367,12 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Whether the connection may carry another message after this one, by its version and
 /// `Connection` tokens (RFC 9112 §9.3). A message framed both ways may have been misread:
 /// never reuse the connection after it.
-pub fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let ambiguous = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+fn keep_alive(version: Version, headers: &HeaderMap, present: Present) -> bool {
+    let ambiguous = present.transfer_encoding && present.content_length;
+    let has = |token| present.connection && connection_has(headers, token);
     let persistent = match version {
-        Version::HTTP_10 => connection_has(headers, "keep-alive"),
-        _ => !connection_has(headers, "close"),
+        Version::HTTP_10 => has("keep-alive"),
+        _ => !has("close"),
     };
     persistent && !ambiguous
 }

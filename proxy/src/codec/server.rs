@@ -1,5 +1,7 @@
 //! The server's side of HTTP/1.1 (RFC 9112): request heads in, response heads out.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::{
     header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
@@ -7,8 +9,8 @@ use http::{
 };
 
 use super::{
-    connection_has, content_length, digits, field, head_len, header_map, keep_alive, locate_fields,
-    offset, version, ProtocolError,
+    connection_has, content_length, digits, ends_chunked, field, head_len, header_map, keep_alive,
+    locate_fields, offset, version, Present, ProtocolError,
 };
 
 /// Most header fields a request head may carry (hyper's server allows 100).
@@ -25,6 +27,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before sending the body.
     pub expect_continue: bool,
+    /// The client asks to switch protocols (`Upgrade` with `Connection: upgrade`, HTTP/1.1).
+    pub upgrade: bool,
 }
 
 /// How a request body is delimited (RFC 9112 §6.3).
@@ -47,9 +51,14 @@ pub fn parse_request(
     names: &mut Vec<(HeaderName, usize, usize)>,
     max_head: usize,
 ) -> Result<Option<RequestHead>, ProtocolError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let Some(len) = head_len(parsed.parse(buf), buf.len(), max_head)? else {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_REQUEST_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let Some(len) = head_len(
+        parsed.parse_with_uninit_headers(buf, &mut fields),
+        buf.len(),
+        max_head,
+    )?
+    else {
         return Ok(None);
     };
     let method = parsed
@@ -60,16 +69,20 @@ pub fn parse_request(
     let target = parsed.path.ok_or(ProtocolError::Target)?;
     let start = offset(buf, target.as_bytes());
     let target = start..start + target.len();
-    locate_fields(buf, parsed.headers, names)?;
+    let present = locate_fields(buf, parsed.headers, names)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
     let headers = header_map(&head, names)?;
-    let body = request_body_length(version, &headers)?;
-    let keep_alive = keep_alive(version, &headers);
-    let expect_continue = version == Version::HTTP_11
+    let body = request_body_length(version, &headers, present)?;
+    let keep_alive = keep_alive(version, &headers, present);
+    let http11 = version == Version::HTTP_11;
+    let expect_continue = http11
+        && present.expect
         && headers
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let upgrade =
+        http11 && present.upgrade && present.connection && connection_has(&headers, "upgrade");
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -80,6 +93,7 @@ pub fn parse_request(
         body,
         keep_alive,
         expect_continue,
+        upgrade,
     }))
 }
 
@@ -89,20 +103,16 @@ pub fn parse_request(
 fn request_body_length(
     version: Version,
     headers: &HeaderMap,
+    present: Present,
 ) -> Result<RequestBodyLength, ProtocolError> {
-    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let last = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .unwrap_or_default();
-        if version == Version::HTTP_10
-            || headers.contains_key(CONTENT_LENGTH)
-            || !last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-        {
+    if present.transfer_encoding {
+        if version == Version::HTTP_10 || present.content_length || !ends_chunked(headers) {
             return Err(ProtocolError::TransferEncoding);
         }
         return Ok(RequestBodyLength::Chunked);
+    }
+    if !present.content_length {
+        return Ok(RequestBodyLength::Empty);
     }
     Ok(match content_length(headers)? {
         None | Some(0) => RequestBodyLength::Empty,

@@ -173,23 +173,16 @@ fn body_length_follows_rfc_9112() {
     }
 }
 
-fn keep_alive_head(head: &Head) -> bool {
-    keep_alive(head.version, &head.headers)
-}
-
 #[test]
 fn keep_alive_by_version_and_connection_tokens() {
-    assert!(keep_alive_head(&head(b"HTTP/1.1 200 OK\r\n\r\n")));
-    assert!(!keep_alive_head(&head(
-        b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n"
-    )));
-    assert!(!keep_alive_head(&head(b"HTTP/1.0 200 OK\r\n\r\n")));
-    assert!(keep_alive_head(&head(
-        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n"
-    )));
-    assert!(!keep_alive_head(&head(
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
-    )));
+    assert!(head(b"HTTP/1.1 200 OK\r\n\r\n").keep_alive);
+    assert!(!head(b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n").keep_alive);
+    assert!(!head(b"HTTP/1.0 200 OK\r\n\r\n").keep_alive);
+    assert!(head(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n").keep_alive);
+    assert!(
+        !head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n")
+            .keep_alive
+    );
 }
 
 /// Feeds `wire` to a decoder `step` bytes at a time; returns the data and the trailers.

@@ -41,7 +41,6 @@ use crate::{
     body::{self, Body},
     codec::{self, ProtocolError, RequestBodyLength, RequestHead, ResponseFraming},
     error::ProxyError,
-    headers,
     upgrade::{OnUpgrade, Upgraded},
     wire::{Sending, Wire},
 };
@@ -124,8 +123,9 @@ where
         }),
         stopped: false,
     };
+    let mut handling = Handling(None);
     loop {
-        let head = match next_head(&mut conn, settings, &mut waiting).await {
+        let head = match next_head(&mut conn, settings, &mut waiting, &mut handling).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -150,11 +150,11 @@ where
             body: length,
             keep_alive,
             expect_continue,
+            upgrade,
         } = head;
         let method = parts.method.clone();
         let version = parts.version;
-        let upgrading = method == Method::CONNECT
-            || (version == Version::HTTP_11 && headers::is_upgrade(&parts.headers));
+        let upgrading = method == Method::CONNECT || upgrade;
         let mut request = Request::from_parts(parts, body::empty());
         let upgrade = upgrading.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -169,9 +169,8 @@ where
                 Lent::Body(slot)
             }
         };
-        // Boxed: the handler's future is large and only lives for the request; inline, it
-        // would size the future every idle connection keeps.
-        let response = Box::pin(handler(peer, request)).await;
+        let response = handling.start(handler(peer, request)).await;
+        handling.finish();
         let (back, read_whole) = lent.reclaim().await;
         conn = back;
 
@@ -203,6 +202,33 @@ where
     }
 }
 
+/// Where the handler's future runs: one allocation kept from request to request, since the
+/// future is large (kilobytes) and inline it would size what every idle connection keeps.
+/// Released when the connection parks.
+struct Handling<F>(Option<Pin<Box<Option<F>>>>);
+
+impl<F: Future> Handling<F> {
+    /// `future`, in the kept allocation (made on first use).
+    #[inline]
+    fn start(&mut self, future: F) -> Pin<&mut F> {
+        match &mut self.0 {
+            Some(slot) => slot.as_mut().set(Some(future)),
+            None => self.0 = Some(Box::pin(Some(future))),
+        }
+        match self.0.as_mut().and_then(|slot| slot.as_mut().as_pin_mut()) {
+            Some(future) => future,
+            None => unreachable!("the slot was just filled"),
+        }
+    }
+
+    /// Drops the finished future, keeping its allocation.
+    fn finish(&mut self) {
+        if let Some(slot) = &mut self.0 {
+            slot.as_mut().set(None);
+        }
+    }
+}
+
 /// What an idle connection waits on besides the client: its timer (the park delay, then the
 /// header-read deadline) and shutdown.
 struct Waiting {
@@ -221,10 +247,11 @@ enum Woken {
 
 /// Reads the next request head: `None` when the client closed, went silent past the
 /// header-read timeout, or shutdown began before a request started.
-async fn next_head<T: Transport>(
+async fn next_head<T: Transport, F>(
     conn: &mut Conn<T>,
     settings: &Settings,
     waiting: &mut Waiting,
+    handling: &mut Handling<F>,
 ) -> Result<Option<RequestHead>, ProtocolError> {
     // A pipelined request is already here: no clock, no timer.
     if let Some(head) = parse(conn, settings)? {
@@ -274,6 +301,7 @@ async fn next_head<T: Transport>(
                 parked = true;
                 settings.idle.inc();
                 conn.release();
+                handling.0 = None;
                 waiting.timer.as_mut().reset(deadline);
             }
             // Silent past the header-read timeout, or shutdown: close, unless a request has

@@ -128,7 +128,7 @@ impl Client {
         head: Head,
     ) -> Result<Response<Body>, Error> {
         let length = codec::body_length(method, &head)?;
-        conn.reusable &= codec::keep_alive(head.version, &head.headers);
+        conn.reusable &= head.keep_alive;
         let mut response = Response::new(body::empty());
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
