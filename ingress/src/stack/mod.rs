@@ -82,8 +82,9 @@ pub(crate) struct Exchange {
 pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
-    // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows once.
-    parts.headers.reserve(6);
+    // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
+    // once (HTTP/1.1 heads come with it).
+    parts.headers.reserve(5);
     let request_id = headers::request_id(&mut parts.headers);
     headers::traceparent(&mut parts.headers);
     let traceparent = if gw.access_log.enabled() {

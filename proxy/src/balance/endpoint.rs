@@ -147,10 +147,15 @@ impl Endpoint {
     /// Marks a request started; the guard ends it (and feeds the latency) when dropped or
     /// observed.
     pub fn start(self: &Arc<Self>) -> InFlight {
+        self.start_at(Instant::now())
+    }
+
+    /// [`Endpoint::start`] for a request the caller timed as sent at `started`.
+    pub fn start_at(self: &Arc<Self>, started: Instant) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             endpoint: self.clone(),
-            started: Instant::now(),
+            started,
             done: false,
         }
     }
@@ -189,18 +194,21 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Records how long the endpoint took to answer (response headers).
-    pub fn success(mut self) {
+    /// Records how long the endpoint took to answer (response headers); returns when it did.
+    pub fn success(mut self) -> Instant {
         let now = Instant::now();
         self.endpoint.observe(self.started, now, Duration::ZERO);
         self.done = true;
+        now
     }
 
-    /// Records a failure (connection refused, reset, timeout): a latency penalty.
-    pub fn failure(mut self) {
+    /// Records a failure (connection refused, reset, timeout): a latency penalty. Returns
+    /// when it was seen.
+    pub fn failure(mut self) -> Instant {
         let now = Instant::now();
         self.endpoint.observe(self.started, now, FAILURE_PENALTY);
         self.done = true;
+        now
     }
 }
 

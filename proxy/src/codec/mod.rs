@@ -176,9 +176,12 @@ struct Present {
     upgrade: bool,
 }
 
-/// Room left in a parsed head's map for the fields a proxy adds on the way (request id, trace
-/// context, `X-Forwarded-*`), so that adding them does not grow it.
-const HEADROOM: usize = 8;
+/// Room left in a parsed head's map for the fields the gateway adds on the way, so that adding
+/// them does not grow it: `x-request-id`, `traceparent` and `X-Forwarded-For/-Proto/-Host` on
+/// requests, `x-request-id` on responses. No more: a map of up to 6 fields stays small enough
+/// for the allocator's per-thread cache.
+const REQUEST_HEADROOM: usize = 5;
+const RESPONSE_HEADROOM: usize = 1;
 
 /// Parses a response head from the front of `buf`, taking its bytes out (header values share
 /// them, without copying). `None` when the head is not complete yet. `names` is scratch space
@@ -204,7 +207,7 @@ pub fn parse_head(
     let version = version(response.version);
     let present = locate_fields(buf, response.headers, names)?;
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, names)?;
+    let headers = header_map(&head, names, RESPONSE_HEADROOM)?;
     let keep_alive = keep_alive(version, &headers, present);
     Ok(Some(Head {
         status,
@@ -273,12 +276,14 @@ fn offset(buf: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - buf.as_ptr() as usize
 }
 
-/// The fields [`locate_fields`] found, with values sharing `head`'s bytes.
+/// The fields [`locate_fields`] found, with values sharing `head`'s bytes, in a map with room
+/// for `headroom` more.
 fn header_map(
     head: &Bytes,
     names: &mut Vec<(HeaderName, usize, usize)>,
+    headroom: usize,
 ) -> Result<HeaderMap, ProtocolError> {
-    let mut headers = HeaderMap::with_capacity(names.len() + HEADROOM);
+    let mut headers = HeaderMap::with_capacity(names.len() + headroom);
     for (name, start, end) in names.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError::HeaderValue)?;

@@ -10,7 +10,7 @@ use http::{
 
 use super::{
     connection_has, content_length, digits, ends_chunked, field, head_len, header_map, keep_alive,
-    locate_fields, offset, version, Present, ProtocolError,
+    locate_fields, offset, version, Present, ProtocolError, REQUEST_HEADROOM,
 };
 
 /// Most header fields a request head may carry (hyper's server allows 100).
@@ -72,7 +72,7 @@ pub fn parse_request(
     let present = locate_fields(buf, parsed.headers, names)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
-    let headers = header_map(&head, names)?;
+    let headers = header_map(&head, names, REQUEST_HEADROOM)?;
     let body = request_body_length(version, &headers, present)?;
     let keep_alive = keep_alive(version, &headers, present);
     let http11 = version == Version::HTTP_11;

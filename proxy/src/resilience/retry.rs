@@ -137,8 +137,9 @@ pub async fn send(
             (a, b) => a.or(b),
         };
         let sent = Instant::now();
-        let outcome = attempt(upstream, protocol, request, &endpoint, try_deadline).await;
-        report.upstream_wait += sent.elapsed();
+        let (outcome, answered) =
+            attempt(upstream, protocol, request, &endpoint, sent, try_deadline).await;
+        report.upstream_wait += answered.saturating_duration_since(sent);
         let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
         let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
         if success || endpoint_failure {
@@ -176,15 +177,17 @@ pub async fn send(
     }
 }
 
-/// One try, bounded by `deadline`; feeds the endpoint's latency estimate.
+/// One try sent at `sent`, bounded by `deadline`; feeds the endpoint's latency estimate.
+/// Returns the outcome and when it came.
 async fn attempt(
     upstream: &Upstream,
     protocol: Protocol,
     request: Request<Body>,
     endpoint: &std::sync::Arc<Endpoint>,
+    sent: Instant,
     deadline: Option<tokio::time::Instant>,
-) -> Result<Response<Body>, ProxyError> {
-    let in_flight = endpoint.start();
+) -> (Result<Response<Body>, ProxyError>, Instant) {
+    let in_flight = endpoint.start_at(sent);
     let sending = upstream.send(protocol, request);
     let result = match deadline {
         Some(at) => tokio::time::timeout_at(at, sending)
@@ -193,18 +196,9 @@ async fn attempt(
         None => Ok(sending.await),
     };
     match result {
-        Ok(Ok(response)) => {
-            in_flight.success();
-            Ok(response)
-        }
-        Ok(Err(e)) => {
-            in_flight.failure();
-            Err(classify(&e))
-        }
-        Err(e) => {
-            in_flight.failure();
-            Err(e)
-        }
+        Ok(Ok(response)) => (Ok(response), in_flight.success()),
+        Ok(Err(e)) => (Err(classify(&e)), in_flight.failure()),
+        Err(e) => (Err(e), in_flight.failure()),
     }
 }
 

@@ -170,7 +170,6 @@ where
             }
         };
         let response = handling.start(handler(peer, request)).await;
-        handling.finish();
         let (back, read_whole) = lent.reclaim().await;
         conn = back;
 
@@ -204,27 +203,22 @@ where
 
 /// Where the handler's future runs: one allocation kept from request to request, since the
 /// future is large (kilobytes) and inline it would size what every idle connection keeps.
-/// Released when the connection parks.
-struct Handling<F>(Option<Pin<Box<Option<F>>>>);
+/// Released when the connection parks. A finished future stays until the next request
+/// replaces it: handlers are async blocks, which hold nothing once done, and writing an empty
+/// slot would copy the whole slot.
+struct Handling<F>(Option<Pin<Box<F>>>);
 
 impl<F: Future> Handling<F> {
     /// `future`, in the kept allocation (made on first use).
     #[inline]
     fn start(&mut self, future: F) -> Pin<&mut F> {
         match &mut self.0 {
-            Some(slot) => slot.as_mut().set(Some(future)),
-            None => self.0 = Some(Box::pin(Some(future))),
+            Some(slot) => slot.set(future),
+            None => self.0 = Some(Box::pin(future)),
         }
-        match self.0.as_mut().and_then(|slot| slot.as_mut().as_pin_mut()) {
-            Some(future) => future,
+        match &mut self.0 {
+            Some(slot) => slot.as_mut(),
             None => unreachable!("the slot was just filled"),
-        }
-    }
-
-    /// Drops the finished future, keeping its allocation.
-    fn finish(&mut self) {
-        if let Some(slot) = &mut self.0 {
-            slot.as_mut().set(None);
         }
     }
 }

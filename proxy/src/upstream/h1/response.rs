@@ -28,7 +28,7 @@ impl Release {
     pub(super) fn put(self, conn: Conn) {
         // Bytes beyond the response would be read as the next one's: never reuse then.
         if conn.reusable && conn.wire.read.is_empty() {
-            self.pool.put(self.authority, conn);
+            self.pool.put(&self.authority, conn);
         }
     }
 }
