@@ -305,7 +305,9 @@ async fn forward(
         None => host_header(parts, host),
     };
     headers::modify(&mut parts.headers, &f.request_headers);
-    if let Some(v) = upstream_host {
+    // Usually the client's own Host, still in place: inserting it again would cost as much
+    // as a new field (and may grow the map).
+    if let Some(v) = upstream_host.filter(|v| parts.headers.get(header::HOST) != Some(v)) {
         parts.headers.insert(header::HOST, v);
     }
     // The path as matched (normalised), or rewritten; the request's own when neither changed it.
