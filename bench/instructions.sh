@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# bench/instructions.sh BINARY... — user-space instructions per proxied request of each
+# weir-ingress binary, counted by callgrind: deterministic, so a change of 1 % shows, where
+# requests/s on this shared machine move 10-25 % between runs of the same binary. It counts
+# Weir's own work only (not the kernel's, not cache misses): check a change's real effect with
+# bench/ab.sh as well.
+#   bench/instructions.sh /tmp/weir-before target/release/weir-ingress
+# Each binary serves the peer kit's backend through one HTTPRoute; after 500 warm-up requests,
+# N (default 4000) keep-alive GETs as wrk sends them (only a Host header) over 8 connections
+# are counted. Needs valgrind (apt-get install valgrind).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/lib.sh"
+[ $# -gt 0 ] || { echo "usage: bench/instructions.sh BINARY..."; exit 2; }
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind"; exit 1; }
+n=${N:-4000}
+work=${WEIR_BENCH_DIR:-/tmp/weir-bench}/instructions
+mkdir -p "$work/config"
+catch_all_objects > "$work/config/bench.yaml"
+with_peers "backend"
+
+# requests PORT N: N sequential keep-alive GETs over 8 connections, each answer read whole.
+requests() {
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+pending = [b""] * len(conns)
+for i in range(n):
+    k = i % len(conns)
+    conns[k].sendall(request)
+    buf = pending[k]
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].decode()
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(buf) >= end + 4 + length:
+                if not head.startswith("HTTP/1.1 200"):
+                    sys.exit("unexpected answer: " + head.splitlines()[0])
+                buf = buf[end + 4 + length:]
+                break
+        data = conns[k].recv(65536)
+        if not data:
+            sys.exit("connection closed by the proxy")
+        buf += data
+    pending[k] = buf
+PY
+}
+
+for bin in "$@"; do
+  out=$work/callgrind.out
+  rm -f "$out"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+    "$bin" --config-dir "$work/config" --listen 127.0.0.1:18095 --admin 127.0.0.1:19995 \
+    --workers 1 --access-log off --drain-timeout 1s > "$work/weir.log" 2>&1 &
+  vg=$!
+  pids+=("$vg")
+  for _ in $(seq 600); do curl -fs http://127.0.0.1:19995/readyz >/dev/null 2>&1 && break; sleep 0.2; done
+  requests 18095 500
+  callgrind_control -i on "$vg" >/dev/null 2>&1
+  requests 18095 "$n"
+  callgrind_control -i off "$vg" >/dev/null 2>&1
+  kill -TERM "$vg"; wait "$vg" || true
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+  cp "$out" "$work/callgrind.$(basename "$bin").out"
+  echo "$bin: $((total / n)) instructions per request (profile: $work/callgrind.$(basename "$bin").out)"
+done
