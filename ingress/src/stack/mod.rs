@@ -119,7 +119,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
         extra: Vec::new(),
     };
 
-    let result = proxy(&gw, &mut x, &mut logged_path, &host, parts, body).await;
+    let result = proxy(&gw, &mut x, &mut logged_path, &host, &mut parts, body).await;
     let (mut response, error) = match result {
         Ok(response) => (response, None),
         Err(e) => {
@@ -201,7 +201,7 @@ async fn proxy(
     x: &mut Exchange,
     logged_path: &mut String,
     host: &str,
-    mut parts: Parts,
+    parts: &mut Parts,
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
     // 2. limit
@@ -247,7 +247,7 @@ async fn proxy(
     // 5. body limit
     let body: Body = match route.max_request_body {
         _ if body.is_end_stream() => body::empty(),
-        Some(limit) if content_length(&parts).is_some_and(|n| n > limit) => {
+        Some(limit) if content_length(parts).is_some_and(|n| n > limit) => {
             return Err(ProxyError::BodyTooLarge)
         }
         Some(limit) => boxed(Limited::new(body, limit)),
@@ -255,12 +255,9 @@ async fn proxy(
     };
     match &route.action {
         // 6. redirect
-        RouteAction::Redirect(r) => Ok(redirect(r, &route, host, path, &parts)),
+        RouteAction::Redirect(r) => Ok(redirect(r, &route, host, path, parts)),
         RouteAction::Forward(f) => {
-            forward(
-                gw, x, &active, &route, f, host, normalized, &mut parts, body,
-            )
-            .await
+            forward(gw, x, &active, &route, f, host, normalized, parts, body).await
         }
     }
 }
