@@ -203,9 +203,9 @@ where
 
 /// Where the handler's future runs: one allocation kept from request to request, since the
 /// future is large (kilobytes) and inline it would size what every idle connection keeps.
-/// Released when the connection parks. A finished future stays until the next request
-/// replaces it: handlers are async blocks, which hold nothing once done, and writing an empty
-/// slot would copy the whole slot.
+/// Released once the connection has been idle for the park delay. A finished future stays
+/// until the next request replaces it: handlers are async blocks, which hold nothing once
+/// done, and writing an empty slot would copy the whole slot.
 struct Handling<F>(Option<Pin<Box<F>>>);
 
 impl<F: Future> Handling<F> {
@@ -253,9 +253,10 @@ async fn next_head<T: Transport, F>(
     }
     let now = Instant::now();
     let deadline = now + settings.header_read_timeout;
-    let mut parked = false;
-    let can_park = conn.read.is_empty() && conn.io.parks();
-    let first = if can_park {
+    // Quiet: nothing of a next request is here yet, so the connection may idle.
+    let quiet = conn.read.is_empty();
+    let (mut idled, mut parked) = (false, false);
+    let first = if quiet {
         now + PARK_AFTER.min(settings.header_read_timeout)
     } else {
         deadline
@@ -289,13 +290,18 @@ async fn next_head<T: Transport, F>(
                 parked = false;
                 settings.idle.dec();
             }
+            // Idle past the park delay: the handler's allocation goes, and the buffers too when
+            // the transport can wait on readiness alone (TLS keeps its own state and reads on).
             Woken::Timer
-                if !parked && can_park && conn.read.is_empty() && Instant::now() < deadline =>
+                if !idled && quiet && conn.read.is_empty() && Instant::now() < deadline =>
             {
-                parked = true;
-                settings.idle.inc();
-                conn.release();
+                idled = true;
                 handling.0 = None;
+                if conn.io.parks() {
+                    parked = true;
+                    settings.idle.inc();
+                    conn.release();
+                }
                 waiting.timer.as_mut().reset(deadline);
             }
             // Silent past the header-read timeout, or shutdown: close, unless a request has
