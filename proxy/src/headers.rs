@@ -98,19 +98,6 @@ pub fn host_from_authority(parts: &mut request::Parts) {
     }
 }
 
-/// True for an HTTP/1.1 protocol-switch request (WebSocket).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
 /// Sets `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, host: &str) {
     let mut ip = [0u8; 39];

@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{request, response, StatusCode, Version};
+use http::{request, response, Method, StatusCode};
 use tokio::{io::AsyncWriteExt, sync::oneshot};
 
-use crate::{headers, server::Transport, upstream::h1::Switched};
+use crate::{server::Transport, upstream::h1::Switched};
 
 /// A client connection that asked to switch protocols, once its `101` (or its CONNECT's 2xx)
 /// has been written: the connection, and what the client sent after its request head.
@@ -39,13 +39,14 @@ impl OnUpgrade {
 }
 
 /// The client's pending upgrade when `parts` asks for a protocol switch (HTTP/1.1 with
-/// `Connection: upgrade` and `Upgrade`); `None` for every other request.
+/// `Connection: upgrade` and `Upgrade`); `None` for every other request. The HTTP/1.1 server
+/// offers one to exactly those requests (and to CONNECT, which is not a switch here), having
+/// read their framing fields already.
 pub fn requested(parts: &mut request::Parts) -> Option<OnUpgrade> {
-    if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
-        parts.extensions.remove::<OnUpgrade>()
-    } else {
-        None
+    if parts.method == Method::CONNECT {
+        return None;
     }
+    parts.extensions.remove::<OnUpgrade>()
 }
 
 /// Whether the backend's answer switches protocols. If it does and the client asked to
