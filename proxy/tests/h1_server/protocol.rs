@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{split_head, start, Client};
+use crate::support::{split_head, start, Client, GET};
 
 #[tokio::test]
 async fn responses_are_framed_for_the_request_and_the_client_version() {
@@ -174,4 +174,17 @@ async fn a_head_trickling_in_is_cut_off_at_the_header_read_timeout() {
     }
     assert!(client.closed().await, "a slow head is cut off");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_head_arriving_in_pieces_slower_than_the_park_delay_is_served() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(server.addr).await;
+    let (start_of_head, end_of_head) = GET.split_at(GET.len() - 2);
+    client.send(start_of_head).await;
+    // Longer than the 100 ms after which an idle connection parks, far short of the
+    // header-read timeout.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.send(end_of_head).await;
+    assert_eq!(client.response().await, (200, "GET /a 0".into()));
 }

@@ -253,10 +253,9 @@ async fn next_head<T: Transport, F>(
     }
     let now = Instant::now();
     let deadline = now + settings.header_read_timeout;
-    // Quiet: nothing of a next request is here yet, so the connection may idle.
-    let quiet = conn.read.is_empty();
-    let (mut idled, mut parked) = (false, false);
-    let first = if quiet {
+    // Nothing of a next request here yet: the connection may idle first.
+    let mut parked = false;
+    let first = if conn.read.is_empty() {
         now + PARK_AFTER.min(settings.header_read_timeout)
     } else {
         deadline
@@ -290,17 +289,18 @@ async fn next_head<T: Transport, F>(
                 parked = false;
                 settings.idle.dec();
             }
-            // Idle past the park delay: the handler's allocation goes, and the buffers too when
-            // the transport can wait on readiness alone (TLS keeps its own state and reads on).
-            Woken::Timer
-                if !idled && quiet && conn.read.is_empty() && Instant::now() < deadline =>
-            {
-                idled = true;
-                handling.0 = None;
-                if conn.io.parks() {
-                    parked = true;
-                    settings.idle.inc();
-                    conn.release();
+            // The park delay (the timer is at the deadline after it). Still idle: the
+            // handler's allocation goes, and the buffers too when the transport can wait on
+            // readiness alone (TLS keeps its own state and reads on). Part of a head may have
+            // come meanwhile: it has until the deadline.
+            Woken::Timer if Instant::now() < deadline => {
+                if conn.read.is_empty() {
+                    handling.0 = None;
+                    if conn.io.parks() {
+                        parked = true;
+                        settings.idle.inc();
+                        conn.release();
+                    }
                 }
                 waiting.timer.as_mut().reset(deadline);
             }
