@@ -1,9 +1,13 @@
 //! Header work on the way through: hop-by-hop removal, `X-Forwarded-*`, request ids, W3C
 //! trace context, and the Gateway API header modifiers.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use http::{header, request, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::{
+    header::{self, Entry},
+    request, HeaderMap, HeaderName, HeaderValue,
+};
 use weir_api::model::HeaderModifier;
 
 /// The request id header.
@@ -32,15 +36,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names tells which of these headers are there at all: most messages
     // carry none or one, and every lookup or removal by name costs a hash.
     let (mut connection, mut te, mut upgrade_header, mut others) = (false, false, false, false);
+    // By name, as text: cheaper than comparing each with every name in HOP_BY_HOP.
     for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if name == header::TE {
-            te = true;
-        } else if name == header::UPGRADE {
-            upgrade_header = true;
-        } else if HOP_BY_HOP.contains(name) {
-            others = true;
+        match name.as_str() {
+            "connection" => connection = true,
+            "te" => te = true,
+            "upgrade" => upgrade_header = true,
+            "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "trailer"
+            | "transfer-encoding" => others = true,
+            _ => {}
         }
     }
     if connection {
@@ -98,27 +106,106 @@ pub fn host_from_authority(parts: &mut request::Parts) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, host: &str) {
-    let mut ip = [0u8; 39];
-    let ip = ip_text(client.ip(), &mut ip);
-    let xff = match headers.get(X_FORWARDED_FOR) {
-        Some(existing) if !existing.is_empty() => {
-            HeaderValue::from_bytes(&[existing.as_bytes(), b", ", ip].concat())
-        }
-        _ => HeaderValue::from_bytes(ip),
+/// What the gateway stamps on a request as it comes in: its id (the client's when usable, a
+/// new one otherwise), the `traceparent` it sends on, and the client's address for
+/// `X-Forwarded-For`. The values it makes share one allocation.
+pub struct Stamps {
+    /// The request id, also returned to the client and logged.
+    pub request_id: HeaderValue,
+    /// The `traceparent` sent on (see [`trace_id`]).
+    pub traceparent: HeaderValue,
+    /// The client's address as text.
+    pub client: HeaderValue,
+}
+
+/// Lengths in the shared buffer: a request id, a `traceparent`, an address (IPv6 at most).
+const ID_LEN: usize = 32;
+const TRACEPARENT_LEN: usize = 55;
+const ADDRESS_LEN: usize = 39;
+
+/// Sets the request's `x-request-id` (keeping the client's when usable) and `traceparent`
+/// (continuing the client's trace with a new span, or starting one), and returns them with
+/// the client's address.
+pub fn stamp(headers: &mut HeaderMap, client: IpAddr) -> Stamps {
+    let mut buf = [0u8; ID_LEN + TRACEPARENT_LEN + ADDRESS_LEN];
+    let (id, rest) = buf.split_at_mut(ID_LEN);
+    let (trace, address) = rest.split_at_mut(TRACEPARENT_LEN);
+    let given_id = headers
+        .get(REQUEST_ID)
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.to_str().is_ok())
+        .cloned();
+    if given_id.is_none() {
+        hex(id, fastrand::u128(..));
+    }
+    write_traceparent(trace, headers.get(TRACEPARENT));
+    let address_len = ip_text(client, address.try_into().expect("sized")).len();
+    let shared = Bytes::from_owner(buf);
+    let value = |from: usize, len: usize| {
+        HeaderValue::from_maybe_shared(shared.slice(from..from + len))
+            .unwrap_or(HeaderValue::from_static("invalid"))
     };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+    let request_id = given_id.unwrap_or_else(|| {
+        let id = value(0, ID_LEN);
+        headers.insert(REQUEST_ID, id.clone());
+        id
+    });
+    let traceparent = value(ID_LEN, TRACEPARENT_LEN);
+    headers.insert(TRACEPARENT, traceparent.clone());
+    Stamps {
+        request_id,
+        traceparent,
+        client: value(ID_LEN + TRACEPARENT_LEN, address_len),
+    }
+}
+
+/// Writes the `traceparent` to send on: the caller's trace id and flags with a new span id,
+/// or a new trace.
+fn write_traceparent(out: &mut [u8], incoming: Option<&HeaderValue>) {
+    // 00-<trace id: 32>-<span id: 16>-<flags: 2>
+    out.copy_from_slice(b"00-00000000000000000000000000000000-0000000000000000-01");
+    match incoming
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+    {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..55].copy_from_slice(flags.as_bytes());
+        }
+        None => hex(&mut out[3..35], fastrand::u128(1..)),
+    }
+    hex(&mut out[36..52], u128::from(fastrand::u64(1..)));
+}
+
+/// Sets `X-Forwarded-For` (appending `client`, the address from [`Stamps`]), `-Proto`, and
+/// `-Host`: the `Host` the client asked for, as it sent it.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut given) if !given.get().is_empty() => {
+            let appended = [given.get().as_bytes(), b", ", client.as_bytes()].concat();
+            if let Ok(v) = HeaderValue::from_bytes(&appended) {
+                given.insert(v);
+            }
+        }
+        Entry::Occupied(mut given) => {
+            given.insert(client.clone());
+        }
+        Entry::Vacant(absent) => {
+            absent.insert(client.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
 /// An address as text in `buf`, without the formatting machinery for the common IPv4 case.
-fn ip_text(ip: IpAddr, buf: &mut [u8; 39]) -> &[u8] {
+fn ip_text(ip: IpAddr, buf: &mut [u8; ADDRESS_LEN]) -> &[u8] {
     let IpAddr::V4(v4) = ip else {
         let text = ip.to_string();
         let n = text.len().min(buf.len());
@@ -145,51 +232,19 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 39]) -> &[u8] {
     &buf[..n]
 }
 
-/// `value`'s low `out.len()` nibbles as lower-case hex into `out`.
+/// `value`'s low `out.len()` nibbles as lower-case hex into `out` (of even length), a byte
+/// at a time.
 fn hex(out: &mut [u8], mut value: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
+    for pair in out.rchunks_exact_mut(2) {
+        let byte = (value & 0xff) as usize;
+        pair[0] = DIGITS[byte >> 4];
+        pair[1] = DIGITS[byte & 0xf];
+        value >>= 8;
     }
 }
 
-/// Returns the request's `x-request-id`, generating and setting one when absent or unusable.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(REQUEST_ID) {
-        if !id.is_empty() && id.len() <= 128 && id.to_str().is_ok() {
-            return id.clone();
-        }
-    }
-    let mut id = [0u8; 32];
-    hex(&mut id, fastrand::u128(..));
-    let id = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("invalid"));
-    headers.insert(REQUEST_ID, id.clone());
-    id
-}
-
-/// Continues the caller's W3C trace (a new span id, same trace id and flags) or starts one.
-/// The `traceparent` sent on is left in `headers` (see [`trace_id`]).
-pub fn traceparent(headers: &mut HeaderMap) {
-    // 00-<trace id: 32>-<span id: 16>-<flags: 2>
-    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let incoming = headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    match incoming {
-        Some((trace, flags)) => {
-            value[3..35].copy_from_slice(trace.as_bytes());
-            value[53..55].copy_from_slice(flags.as_bytes());
-        }
-        None => hex(&mut value[3..35], fastrand::u128(1..)),
-    }
-    hex(&mut value[36..52], u128::from(fastrand::u64(1..)));
-    let value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
-    headers.insert(TRACEPARENT, value);
-}
-
-/// The trace id in a `traceparent` made by [`traceparent`].
+/// The trace id in a `traceparent` made by [`stamp`].
 pub fn trace_id(traceparent: &HeaderValue) -> &str {
     traceparent
         .to_str()
@@ -272,65 +327,81 @@ mod tests {
         assert_eq!(h.get("x-keep").unwrap(), "1");
     }
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn trace_context_is_continued_or_started() {
         let mut h = HeaderMap::new();
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert(TRACEPARENT, HeaderValue::from_static(parent));
-        traceparent(&mut h);
+        let stamps = stamp(&mut h, CLIENT);
+        assert_eq!(h.get(TRACEPARENT), Some(&stamps.traceparent));
         assert_eq!(
-            trace_id(h.get(TRACEPARENT).unwrap()),
+            trace_id(&stamps.traceparent),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        let next = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+        let next = stamps.traceparent.to_str().unwrap();
         assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"));
         assert_ne!(next, parent);
+        assert!(next[36..52].bytes().all(|b| b.is_ascii_hexdigit()));
 
         let mut bad = HeaderMap::new();
         bad.insert(
             TRACEPARENT,
             HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         );
-        traceparent(&mut bad);
-        let started = trace_id(bad.get(TRACEPARENT).unwrap());
-        assert_eq!(started.len(), 32);
-        assert!(started.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(started, "0".repeat(32));
+        let started = stamp(&mut bad, CLIENT).traceparent;
+        let trace = trace_id(&started);
+        assert_eq!(trace.len(), 32);
+        assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(trace, "0".repeat(32));
+        assert!(started.to_str().unwrap().ends_with("-01"));
     }
 
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.1:5000".parse().unwrap(),
-            "http",
-            "shop.example.com",
-        );
+        let client = stamp(&mut h, CLIENT).client;
+        let host = HeaderValue::from_static("shop.example.com:8080");
+        set_forwarded(&mut h, &client, "http", Some(host));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com:8080");
         for ip in [
             "0.0.0.0",
             "10.20.3.255",
             "192.168.100.9",
             "::1",
             "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let mut h = HeaderMap::new();
-            set_forwarded(&mut h, SocketAddr::new(ip.parse().unwrap(), 1), "http", "x");
+            let client = stamp(&mut h, ip.parse().unwrap()).client;
+            set_forwarded(&mut h, &client, "https", None);
             assert_eq!(h.get("x-forwarded-for").unwrap(), ip);
+            assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+            assert!(h.get("x-forwarded-host").is_none());
         }
     }
 
     #[test]
     fn request_ids_are_kept_or_made() {
         let mut h = HeaderMap::new();
-        let made = request_id(&mut h);
+        let made = stamp(&mut h, CLIENT).request_id;
         assert_eq!(h.get(REQUEST_ID), Some(&made));
         assert_eq!(made.len(), 32);
         assert!(made.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(request_id(&mut HeaderMap::new()), made);
-        assert_eq!(request_id(&mut h), made, "an id the client sent is kept");
+        assert_ne!(stamp(&mut HeaderMap::new(), CLIENT).request_id, made);
+        assert_eq!(
+            stamp(&mut h, CLIENT).request_id,
+            made,
+            "an id the client sent is kept"
+        );
+        let mut unusable = HeaderMap::new();
+        unusable.insert(REQUEST_ID, HeaderValue::from_static(""));
+        let replaced = stamp(&mut unusable, CLIENT).request_id;
+        assert_eq!(replaced.len(), 32);
+        assert_eq!(unusable.get(REQUEST_ID), Some(&replaced));
     }
 }

@@ -11,7 +11,6 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::HeaderName;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -33,8 +32,8 @@ pub(crate) struct Wire<T> {
     pub(crate) read: BytesMut,
     /// The head (and small bodies) being written.
     pub(crate) write: Vec<u8>,
-    /// Scratch space for parsing heads.
-    pub(crate) names: Vec<(HeaderName, usize, usize)>,
+    /// The fields of the last head read.
+    pub(crate) fields: codec::Fields,
 }
 
 /// Why sending a body failed.
@@ -51,7 +50,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
             io,
             read: BytesMut::new(),
             write: Vec::new(),
-            names: Vec::new(),
+            fields: codec::Fields::default(),
         }
     }
 
@@ -129,7 +128,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
     pub(crate) fn release(&mut self) {
         self.read = BytesMut::new();
         self.write = Vec::new();
-        self.names = Vec::new();
+        self.fields = codec::Fields::default();
     }
 }
 

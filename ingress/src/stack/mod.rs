@@ -70,6 +70,8 @@ pub struct Gateway {
 pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
+    /// The client's address as text, for X-Forwarded-For.
+    forwarded_for: HeaderValue,
     route: Option<Arc<str>>,
     backend: Option<String>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
@@ -85,13 +87,9 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
     // once (HTTP/1.1 heads come with it).
     parts.headers.reserve(5);
-    let request_id = headers::request_id(&mut parts.headers);
-    headers::traceparent(&mut parts.headers);
-    let traceparent = if gw.access_log.enabled() {
-        parts.headers.get(headers::TRACEPARENT).cloned()
-    } else {
-        None
-    };
+    let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
+    let request_id = stamps.request_id;
+    let traceparent = gw.access_log.enabled().then_some(stamps.traceparent);
     let host = request_host(&parts);
     let method = parts.method.clone();
     let protocol = version_name(parts.version);
@@ -113,6 +111,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     }
     let mut x = Exchange {
         client,
+        forwarded_for: stamps.client,
         route: None,
         backend: None,
         sent: Report::default(),
@@ -295,11 +294,17 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, client_addr, scheme, host);
+    let client_host = host_header(parts, host);
+    headers::set_forwarded(
+        &mut parts.headers,
+        &x.forwarded_for,
+        scheme,
+        client_host.clone(),
+    );
     let rewrite = f.rewrite.as_ref();
     let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
         Some(h) => HeaderValue::from_str(h).ok(),
-        None => host_header(parts, host),
+        None => client_host,
     };
     headers::modify(&mut parts.headers, &f.request_headers);
     // Usually the client's own Host, still in place: inserting it again would cost as much

@@ -167,18 +167,15 @@ const REQUEST_HEADROOM: usize = 5;
 const RESPONSE_HEADROOM: usize = 1;
 
 /// Parses a response head from the front of `buf`, taking its bytes out (header values share
-/// them, without copying). `None` when the head is not complete yet. `names` is scratch space
-/// kept by the connection so no head allocates it again.
-pub fn parse_head(
-    buf: &mut BytesMut,
-    names: &mut Vec<(HeaderName, usize, usize)>,
-) -> Result<Option<Head>, ProtocolError> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+/// them, without copying). `None` when the head is not complete yet. `fields` is kept by the
+/// connection.
+pub fn parse_head(buf: &mut BytesMut, fields: &mut Fields) -> Result<Option<Head>, ProtocolError> {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
         buf,
-        &mut fields,
+        &mut slots,
     );
     let Some(len) = head_len(parsed, buf.len(), MAX_HEAD)? else {
         return Ok(None);
@@ -188,9 +185,9 @@ pub fn parse_head(
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(ProtocolError::Malformed(httparse::Error::Status))?;
     let version = version(response.version);
-    let present = locate_fields(buf, response.headers, names)?;
+    let present = locate_fields(buf, response.headers, fields)?;
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, names, RESPONSE_HEADROOM)?;
+    let headers = header_map(&head, fields, RESPONSE_HEADROOM)?;
     let keep_alive = keep_alive(version, &headers, present);
     Ok(Some(Head {
         status,
@@ -225,18 +222,65 @@ fn version(minor: Option<u8>) -> Version {
     }
 }
 
+/// The fields of the last head parsed on a connection: each name, where its value lies in the
+/// buffer, and the name as the peer wrote it. A peer sends the same names in the same order
+/// head after head, so a name written as in the same place last time is taken as it is
+/// instead of parsed again. Kept by the connection between heads.
+#[derive(Default)]
+pub struct Fields(Vec<Field>);
+
+struct Field {
+    name: HeaderName,
+    value: (usize, usize),
+    /// The name as written (when it fits).
+    written: [u8; WRITTEN],
+    written_len: usize,
+}
+
+/// Longest name kept as written; longer ones are parsed each time.
+const WRITTEN: usize = 32;
+
+impl Field {
+    fn written(&self) -> &[u8] {
+        &self.written[..self.written_len]
+    }
+}
+
 /// Records each field's name and where its value lies in `buf`, so that once the head is split
 /// off the buffer, [`header_map`] can share its bytes; and which framing fields are there.
 fn locate_fields(
     buf: &[u8],
     fields: &[httparse::Header<'_>],
-    names: &mut Vec<(HeaderName, usize, usize)>,
+    located: &mut Fields,
 ) -> Result<Present, ProtocolError> {
-    names.clear();
+    let located = &mut located.0;
     let mut present = Present::default();
-    for f in fields {
-        let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
+    for (i, f) in fields.iter().enumerate() {
+        let start = offset(buf, f.value);
+        let value = (start, start + f.value.len());
+        let written = f.name.as_bytes();
+        match located.get_mut(i) {
+            Some(known) if known.written() == written => known.value = value,
+            slot => {
+                let name = HeaderName::from_bytes(written)
+                    .map_err(|_| ProtocolError::Malformed(httparse::Error::HeaderName))?;
+                let mut field = Field {
+                    name,
+                    value,
+                    written: [0; WRITTEN],
+                    written_len: 0,
+                };
+                if written.len() <= WRITTEN {
+                    field.written[..written.len()].copy_from_slice(written);
+                    field.written_len = written.len();
+                }
+                match slot {
+                    Some(slot) => *slot = field,
+                    None => located.push(field),
+                }
+            }
+        }
+        let name = &located[i].name;
         if name == CONTENT_LENGTH {
             present.content_length = true;
         } else if name == TRANSFER_ENCODING {
@@ -248,9 +292,8 @@ fn locate_fields(
         } else if name == UPGRADE {
             present.upgrade = true;
         }
-        let start = offset(buf, f.value);
-        names.push((name, start, start + f.value.len()));
     }
+    located.truncate(fields.len());
     Ok(present)
 }
 
@@ -261,16 +304,13 @@ fn offset(buf: &[u8], part: &[u8]) -> usize {
 
 /// The fields [`locate_fields`] found, with values sharing `head`'s bytes, in a map with room
 /// for `headroom` more.
-fn header_map(
-    head: &Bytes,
-    names: &mut Vec<(HeaderName, usize, usize)>,
-    headroom: usize,
-) -> Result<HeaderMap, ProtocolError> {
-    let mut headers = HeaderMap::with_capacity(names.len() + headroom);
-    for (name, start, end) in names.drain(..) {
+fn header_map(head: &Bytes, located: &Fields, headroom: usize) -> Result<HeaderMap, ProtocolError> {
+    let mut headers = HeaderMap::with_capacity(located.0.len() + headroom);
+    for field in &located.0 {
+        let (start, end) = field.value;
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError::HeaderValue)?;
-        headers.append(name, value);
+        headers.append(field.name.clone(), value);
     }
     Ok(headers)
 }

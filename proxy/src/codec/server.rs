@@ -5,12 +5,12 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{
     header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
-    request, response, HeaderMap, HeaderName, Method, Request, StatusCode, Uri, Version,
+    request, response, HeaderMap, Method, Request, StatusCode, Uri, Version,
 };
 
 use super::{
     connection_has, content_length, digits, ends_chunked, field, head_len, header_map, keep_alive,
-    locate_fields, offset, version, Present, ProtocolError, REQUEST_HEADROOM,
+    locate_fields, offset, version, Fields, Present, ProtocolError, REQUEST_HEADROOM,
 };
 
 /// Most header fields a request head may carry (hyper's server allows 100).
@@ -45,16 +45,16 @@ pub enum RequestBodyLength {
 /// Parses a request head from the front of `buf`, taking its bytes out (the target and the
 /// header values share them, without copying). `None` when the head is not complete yet;
 /// [`ProtocolError::HeadTooLarge`] once it is past `max_head` bytes or has too many fields.
-/// `names` is scratch space the connection keeps.
+/// `fields` is kept by the connection.
 pub fn parse_request(
     buf: &mut BytesMut,
-    names: &mut Vec<(HeaderName, usize, usize)>,
+    fields: &mut Fields,
     max_head: usize,
 ) -> Result<Option<RequestHead>, ProtocolError> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_REQUEST_HEADERS];
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_REQUEST_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let Some(len) = head_len(
-        parsed.parse_with_uninit_headers(buf, &mut fields),
+        parsed.parse_with_uninit_headers(buf, &mut slots),
         buf.len(),
         max_head,
     )?
@@ -69,10 +69,10 @@ pub fn parse_request(
     let target = parsed.path.ok_or(ProtocolError::Target)?;
     let start = offset(buf, target.as_bytes());
     let target = start..start + target.len();
-    let present = locate_fields(buf, parsed.headers, names)?;
+    let present = locate_fields(buf, parsed.headers, fields)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
-    let headers = header_map(&head, names, REQUEST_HEADROOM)?;
+    let headers = header_map(&head, fields, REQUEST_HEADROOM)?;
     let body = request_body_length(version, &headers, present)?;
     let keep_alive = keep_alive(version, &headers, present);
     let http11 = version == Version::HTTP_11;

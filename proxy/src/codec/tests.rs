@@ -11,7 +11,9 @@ fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> request::Parts 
 
 fn head(bytes: &[u8]) -> Head {
     let mut buf = BytesMut::from(bytes);
-    parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap()
+    parse_head(&mut buf, &mut Fields::default())
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -77,7 +79,7 @@ fn chunk_sizes_and_the_last_chunk() {
 #[test]
 fn a_head_arriving_in_pieces_parses_once_whole_and_leaves_the_body() {
     let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello";
-    let mut names = Vec::new();
+    let mut names = Fields::default();
     let mut buf = BytesMut::new();
     for (i, b) in wire.iter().enumerate() {
         buf.extend_from_slice(&[*b]);
@@ -100,7 +102,7 @@ fn a_head_arriving_in_pieces_parses_once_whole_and_leaves_the_body() {
 
 #[test]
 fn bad_heads_are_errors_that_say_what_was_wrong() {
-    let mut names = Vec::new();
+    let mut names = Fields::default();
     let mut buf = BytesMut::from(&b"HTTP/1.1 2x0 OK\r\n\r\n"[..]);
     assert!(matches!(
         parse_head(&mut buf, &mut names),
@@ -236,4 +238,50 @@ fn broken_chunked_bodies_are_errors() {
             String::from_utf8_lossy(wire)
         );
     }
+}
+
+#[test]
+fn names_of_the_previous_head_are_reused_only_when_written_the_same() {
+    // The same connection's heads, one after the other, on one scratch list.
+    let mut names = Fields::default();
+    let mut parse = |bytes: &[u8]| {
+        let mut buf = BytesMut::from(bytes);
+        parse_head(&mut buf, &mut names).unwrap().unwrap().headers
+    };
+    let long = "X-A-Custom-Header-Name-Longer-Than-32";
+    let first = parse(b"HTTP/1.1 200 OK\r\nServer: a\r\nX-Trace: 1\r\nContent-Length: 0\r\n\r\n");
+    let second = parse(b"HTTP/1.1 200 OK\r\nserver: b\r\nX-Other: 2\r\n\r\n");
+    let third = parse(
+        format!("HTTP/1.1 200 OK\r\nSERVER: c\r\nX-Other: 3\r\nX-Trace: 4\r\n{long}: 5\r\n\r\n")
+            .as_bytes(),
+    );
+    let fourth = parse(
+        format!("HTTP/1.1 200 OK\r\nSERVER: d\r\nX-Other: 6\r\nX-Trace: 7\r\n{long}: 8\r\n\r\n")
+            .as_bytes(),
+    );
+    let fifth =
+        parse(b"HTTP/1.1 200 OK\r\nSERVER: e\r\nX-Other: 9\r\nX-Trace: 10\r\nX-Short: 11\r\n\r\n");
+    let fields = |h: &HeaderMap| {
+        h.iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fields(&first),
+        ["server=a", "x-trace=1", "content-length=0"]
+    );
+    assert_eq!(fields(&second), ["server=b", "x-other=2"]);
+    let long = long.to_ascii_lowercase();
+    assert_eq!(
+        fields(&third),
+        ["server=c", "x-other=3", "x-trace=4", &format!("{long}=5")]
+    );
+    assert_eq!(
+        fields(&fourth),
+        ["server=d", "x-other=6", "x-trace=7", &format!("{long}=8")]
+    );
+    assert_eq!(
+        fields(&fifth),
+        ["server=e", "x-other=9", "x-trace=10", "x-short=11"]
+    );
 }

@@ -321,7 +321,7 @@ fn parse<T>(conn: &mut Conn<T>, settings: &Settings) -> Result<Option<RequestHea
     if conn.read.is_empty() {
         return Ok(None);
     }
-    codec::parse_request(&mut conn.read, &mut conn.names, settings.max_head)
+    codec::parse_request(&mut conn.read, &mut conn.fields, settings.max_head)
 }
 
 /// Writes `response` to a request of `method` from a client speaking `client`; `close` when

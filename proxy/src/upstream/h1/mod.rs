@@ -244,7 +244,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failed> {
         while !conn.wire.read.is_empty() {
             nothing_back = false;
             let parsed =
-                codec::parse_head(&mut conn.wire.read, &mut conn.wire.names).map_err(|e| {
+                codec::parse_head(&mut conn.wire.read, &mut conn.wire.fields).map_err(|e| {
                     Failed {
                         error: e.into(),
                         nothing_back,
