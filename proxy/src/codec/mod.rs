@@ -3,7 +3,7 @@
 //! both sides share (framing headers); [`chunked`] is the chunked coding, [`server`] the
 //! server's side. The connections that drive them are `upstream::h1` and `server::h1`.
 
-use std::mem::MaybeUninit;
+use std::{cell::RefCell, mem::MaybeUninit};
 
 use bytes::{Bytes, BytesMut};
 use http::{
@@ -19,7 +19,7 @@ mod chunked;
 mod server;
 pub use chunked::{encode_chunk_size, encode_last_chunk, Chunked, Decoded};
 pub use server::{
-    closes, encode_response_head, parse_request, response_framing, RequestBodyLength, RequestHead,
+    encode_response_head, parse_request, response_framing, RequestBodyLength, RequestHead,
     ResponseFraming,
 };
 
@@ -154,10 +154,45 @@ pub struct Head {
 struct Present {
     content_length: bool,
     transfer_encoding: bool,
-    connection: bool,
+    /// What the `Connection` fields say, read as they are located.
+    connection: Tokens,
     expect: bool,
     upgrade: bool,
 }
+
+/// The tokens of a head's `Connection` fields (RFC 9112 §9.6).
+#[derive(Clone, Copy, Debug, Default)]
+struct Tokens {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    /// Any other token: a field that must not go past this hop.
+    other: bool,
+}
+
+impl Tokens {
+    fn note(&mut self, value: &[u8]) {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if !token.is_empty() {
+                self.other = true;
+            }
+        }
+    }
+
+    /// Whether `Connection` (and `Keep-Alive`) only steer this connection, which the codec has
+    /// read them for: a proxy drops them, so they are left out of the head's map.
+    fn only_steer(&self) -> bool {
+        !self.upgrade && !self.other
+    }
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Room left in a parsed head's map for the fields the gateway adds on the way, so that adding
 /// them does not grow it: `x-request-id`, `traceparent` and `X-Forwarded-For/-Proto/-Host` on
@@ -187,8 +222,8 @@ pub fn parse_head(buf: &mut BytesMut, fields: &mut Fields) -> Result<Option<Head
     let version = version(response.version);
     let present = locate_fields(buf, response.headers, fields)?;
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, fields, RESPONSE_HEADROOM)?;
-    let keep_alive = keep_alive(version, &headers, present);
+    let headers = header_map(&head, fields, RESPONSE_HEADROOM, present)?;
+    let keep_alive = keep_alive(version, present);
     Ok(Some(Head {
         status,
         version,
@@ -286,7 +321,7 @@ fn locate_fields(
         } else if name == TRANSFER_ENCODING {
             present.transfer_encoding = true;
         } else if name == CONNECTION {
-            present.connection = true;
+            present.connection.note(f.value);
         } else if name == EXPECT {
             present.expect = true;
         } else if name == UPGRADE {
@@ -303,16 +338,57 @@ fn offset(buf: &[u8], part: &[u8]) -> usize {
 }
 
 /// The fields [`locate_fields`] found, with values sharing `head`'s bytes, in a map with room
-/// for `headroom` more.
-fn header_map(head: &Bytes, located: &Fields, headroom: usize) -> Result<HeaderMap, ProtocolError> {
-    let mut headers = HeaderMap::with_capacity(located.0.len() + headroom);
+/// for `headroom` more; `Connection` and `Keep-Alive` are left out when they only steer this
+/// connection.
+fn header_map(
+    head: &Bytes,
+    located: &Fields,
+    headroom: usize,
+    present: Present,
+) -> Result<HeaderMap, ProtocolError> {
+    let mut headers = empty_map(located.0.len() + headroom);
+    let steering = present.connection.only_steer();
     for field in &located.0 {
+        if steering && (field.name == CONNECTION || field.name == KEEP_ALIVE) {
+            continue;
+        }
         let (start, end) = field.value;
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError::HeaderValue)?;
         headers.append(field.name.clone(), value);
     }
     Ok(headers)
+}
+
+thread_local! {
+    /// Emptied header maps, for the next heads parsed on this thread: a map costs two
+    /// allocations, and every proxied request makes two and drops them again.
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most maps kept per thread; as many as are in flight at once are enough.
+const SPARE_MAPS_MAX: usize = 32;
+/// Larger maps than this are freed, not kept.
+const SPARE_MAP_CAPACITY: usize = 48;
+
+/// Gives a map that is done with (its head written) back for a later head on this thread.
+pub fn recycle(mut map: HeaderMap) {
+    if map.capacity() > SPARE_MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    SPARE_MAPS.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS_MAX {
+            spare.push(map);
+        }
+    });
+}
+
+/// An empty map with room for `capacity` fields: a recycled one when there is.
+fn empty_map(capacity: usize) -> HeaderMap {
+    let mut map = SPARE_MAPS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    map.reserve(capacity);
+    map
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
@@ -383,24 +459,14 @@ fn ends_chunked(headers: &HeaderMap) -> bool {
         .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// Whether `Connection` names `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
 /// Whether the connection may carry another message after this one, by its version and
 /// `Connection` tokens (RFC 9112 §9.3). A message framed both ways may have been misread:
 /// never reuse the connection after it.
-fn keep_alive(version: Version, headers: &HeaderMap, present: Present) -> bool {
+fn keep_alive(version: Version, present: Present) -> bool {
     let ambiguous = present.transfer_encoding && present.content_length;
-    let has = |token| present.connection && connection_has(headers, token);
     let persistent = match version {
-        Version::HTTP_10 => has("keep-alive"),
-        _ => !has("close"),
+        Version::HTTP_10 => present.connection.keep_alive,
+        _ => !present.connection.close,
     };
     persistent && !ambiguous
 }

@@ -4,13 +4,13 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::{
-    header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
+    header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
     request, response, HeaderMap, Method, Request, StatusCode, Uri, Version,
 };
 
 use super::{
-    connection_has, content_length, digits, ends_chunked, field, head_len, header_map, keep_alive,
-    locate_fields, offset, version, Fields, Present, ProtocolError, REQUEST_HEADROOM,
+    content_length, digits, ends_chunked, field, head_len, header_map, keep_alive, locate_fields,
+    offset, version, Fields, Present, ProtocolError, Tokens, REQUEST_HEADROOM,
 };
 
 /// Most header fields a request head may carry (hyper's server allows 100).
@@ -72,17 +72,16 @@ pub fn parse_request(
     let present = locate_fields(buf, parsed.headers, fields)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
-    let headers = header_map(&head, fields, REQUEST_HEADROOM)?;
+    let headers = header_map(&head, fields, REQUEST_HEADROOM, present)?;
     let body = request_body_length(version, &headers, present)?;
-    let keep_alive = keep_alive(version, &headers, present);
+    let keep_alive = keep_alive(version, present);
     let http11 = version == Version::HTTP_11;
     let expect_continue = http11
         && present.expect
         && headers
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade =
-        http11 && present.upgrade && present.connection && connection_has(&headers, "upgrade");
+    let upgrade = http11 && present.upgrade && present.connection.upgrade;
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -137,16 +136,17 @@ pub enum ResponseFraming {
 }
 
 /// Writes the response head: status line, the fields as given except the framing ones (which
-/// `framing` decides), `Date` when the response has none, and `Connection: close` when the
+/// `framing` decides), `Date` (which `date` writes) when the response has none, and `Connection: close` when the
 /// connection ends after this response (`keep-alive` for an HTTP/1.0 client that keeps it).
+/// Returns whether it ends: when `close`, or when the response itself asks to.
 pub fn encode_response_head(
     out: &mut Vec<u8>,
     parts: &response::Parts,
     framing: ResponseFraming,
     close: bool,
     client: Version,
-    date: &[u8],
-) {
+    date: impl FnOnce(&mut Vec<u8>),
+) -> bool {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -159,14 +159,22 @@ pub fn encode_response_head(
     );
     out.extend_from_slice(b"\r\n");
     let given_framing = framing == ResponseFraming::Described;
+    // Noted on the way rather than looked up: each lookup costs a hash.
+    let (mut dated, mut connection) = (false, Tokens::default());
     for (name, value) in &parts.headers {
-        if !given_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
+        if name == DATE {
+            dated = true;
+        } else if name == CONNECTION {
+            connection.note(value.as_bytes());
+        } else if !given_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !parts.headers.contains_key(DATE) {
-        field(out, b"date", date);
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
     }
     match framing {
         ResponseFraming::Length(n) => {
@@ -177,14 +185,15 @@ pub fn encode_response_head(
         ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ResponseFraming::None | ResponseFraming::Described | ResponseFraming::UntilClose => {}
     }
-    if close {
-        if !connection_has(&parts.headers, "close") {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
+    if connection.close {
+        // Said already.
+    } else if close {
+        out.extend_from_slice(b"connection: close\r\n");
     } else if client == Version::HTTP_10 && parts.status != StatusCode::SWITCHING_PROTOCOLS {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    close || connection.close
 }
 
 /// The framing a response gets: by the request `method`, the status and the body's length
@@ -213,9 +222,4 @@ pub fn response_framing(
         (None, Version::HTTP_10) => ResponseFraming::UntilClose,
         (None, _) => ResponseFraming::Chunked,
     }
-}
-
-/// Whether a message's fields ask to close the connection after it.
-pub fn closes(headers: &HeaderMap) -> bool {
-    connection_has(headers, "close")
 }

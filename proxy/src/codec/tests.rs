@@ -187,6 +187,43 @@ fn keep_alive_by_version_and_connection_tokens() {
     );
 }
 
+#[test]
+fn connection_fields_that_only_steer_this_connection_stay_out_of_the_map() {
+    let names = |bytes: &[u8]| {
+        let h = head(bytes);
+        let names: Vec<_> = h.headers.keys().map(|n| n.as_str().to_string()).collect();
+        (names, h.keep_alive)
+    };
+    let (kept, keep_alive) = names(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: a\r\n\r\n",
+    );
+    assert_eq!((kept, keep_alive), (vec!["server".to_string()], true));
+    let (kept, keep_alive) = names(b"HTTP/1.1 200 OK\r\nConnection: close\r\nServer: a\r\n\r\n");
+    assert_eq!((kept, keep_alive), (vec!["server".to_string()], false));
+    // Tokens that name fields, or an upgrade, are left for the proxy to act on.
+    let (kept, _) = names(b"HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n\r\n");
+    assert_eq!(kept, ["connection", "x-hop"]);
+    let (kept, _) = names(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(kept, ["connection", "upgrade"]);
+
+    let request = |bytes: &[u8]| {
+        let mut buf = BytesMut::from(bytes);
+        parse_request(&mut buf, &mut Fields::default(), MAX_HEAD)
+            .unwrap()
+            .unwrap()
+    };
+    let plain = request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+    assert!(plain.keep_alive && !plain.upgrade);
+    assert_eq!(plain.parts.headers.len(), 1);
+    let upgrade = request(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert!(upgrade.upgrade);
+    assert_eq!(upgrade.parts.headers["connection"], "keep-alive, Upgrade");
+}
+
 /// Feeds `wire` to a decoder `step` bytes at a time; returns the data and the trailers.
 fn decode_in_steps(
     wire: &[u8],

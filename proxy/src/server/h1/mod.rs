@@ -186,11 +186,7 @@ where
             }
             return Ok(());
         }
-        let close = !keep_alive
-            || !read_whole
-            || waiting.stopped
-            || *stopping.borrow()
-            || codec::closes(response.headers());
+        let close = !keep_alive || !read_whole || waiting.stopped || *stopping.borrow();
         if !write_response(&mut conn, &method, version, response, close).await? {
             return if read_whole {
                 conn.io.shutdown().await
@@ -343,9 +339,11 @@ async fn write_response<T: Transport>(
     );
     let close = close || framing == ResponseFraming::UntilClose;
     conn.write.clear();
-    date::with(|now| {
-        codec::encode_response_head(&mut conn.write, &parts, framing, close, client, now)
-    });
+    let close =
+        codec::encode_response_head(&mut conn.write, &parts, framing, close, client, |out| {
+            date::with(|now| out.extend_from_slice(now));
+        });
+    codec::recycle(parts.headers);
     let length = match framing {
         ResponseFraming::None | ResponseFraming::Described | ResponseFraming::Length(0) => {
             conn.flush_write().await?;

@@ -102,7 +102,11 @@ impl Client {
             };
             let sending = body.take().unwrap_or_else(body::empty);
             match exchange(&mut conn, &parts, &authority, sending).await {
-                Ok(head) => return self.respond(conn, authority, &parts.method, head),
+                Ok(head) => {
+                    let response = self.respond(conn, authority, &parts.method, head);
+                    codec::recycle(parts.headers);
+                    return response;
+                }
                 Err(failed) if reused && resend && failed.nothing_back => stale += 1,
                 Err(failed) => return Err(failed.error),
             }
