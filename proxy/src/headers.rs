@@ -137,20 +137,33 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr) -> Stamps {
     if given_id.is_none() {
         hex(id, fastrand::u128(..));
     }
-    write_traceparent(trace, headers.get(TRACEPARENT));
     let address_len = ip_text(client, address.try_into().expect("sized")).len();
+    // The caller's traceparent is read and replaced through one entry: one hash of the name.
+    let entry = headers.entry(TRACEPARENT);
+    let incoming = match &entry {
+        Entry::Occupied(given) => Some(given.get()),
+        Entry::Vacant(_) => None,
+    };
+    write_traceparent(trace, incoming);
     let shared = Bytes::from_owner(buf);
     let value = |from: usize, len: usize| {
         HeaderValue::from_maybe_shared(shared.slice(from..from + len))
             .unwrap_or(HeaderValue::from_static("invalid"))
     };
+    let traceparent = value(ID_LEN, TRACEPARENT_LEN);
+    match entry {
+        Entry::Occupied(mut given) => {
+            given.insert(traceparent.clone());
+        }
+        Entry::Vacant(absent) => {
+            absent.insert(traceparent.clone());
+        }
+    }
     let request_id = given_id.unwrap_or_else(|| {
         let id = value(0, ID_LEN);
         headers.insert(REQUEST_ID, id.clone());
         id
     });
-    let traceparent = value(ID_LEN, TRACEPARENT_LEN);
-    headers.insert(TRACEPARENT, traceparent.clone());
     Stamps {
         request_id,
         traceparent,

@@ -50,7 +50,7 @@ mod guard;
 mod request;
 
 use filters::{mirror, redirect, rewrite_path};
-use request::{content_length, host_header, request_host, take_parts, version_name};
+use request::{asked_host, content_length, request_host, take_parts, version_name};
 
 /// Everything the pipeline uses, shared by all connections.
 pub struct Gateway {
@@ -72,6 +72,8 @@ pub(crate) struct Exchange {
     client: Peer,
     /// The client's address as text, for X-Forwarded-For.
     forwarded_for: HeaderValue,
+    /// The client's `Host`.
+    sent_host: Option<HeaderValue>,
     route: Option<Arc<str>>,
     backend: Option<String>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
@@ -90,7 +92,9 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
     let request_id = stamps.request_id;
     let traceparent = gw.access_log.enabled().then_some(stamps.traceparent);
-    let host = request_host(&parts);
+    // `Host` is looked up once: the route, the Host sent on and X-Forwarded-Host need it.
+    let sent_host = parts.headers.get(header::HOST).cloned();
+    let host = request_host(&parts.uri, sent_host.as_ref());
     let method = parts.method.clone();
     let protocol = version_name(parts.version);
     let user_agent = if gw.access_log.enabled() {
@@ -102,7 +106,10 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     } else {
         None
     };
-    let bytes_in = content_length(&parts).unwrap_or(0);
+    let bytes_in = match gw.access_log.enabled() {
+        true => content_length(&parts).unwrap_or(0),
+        false => 0,
+    };
     let grpc = is_grpc(&parts.headers);
     // The path as received, then as normalised: for the access log only.
     let mut logged_path = String::new();
@@ -112,6 +119,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     let mut x = Exchange {
         client,
         forwarded_for: stamps.client,
+        sent_host,
         route: None,
         backend: None,
         sent: Report::default(),
@@ -294,7 +302,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
-    let client_host = host_header(parts, host);
+    let client_host = asked_host(x.sent_host.as_ref(), &parts.uri, host);
     headers::set_forwarded(
         &mut parts.headers,
         &x.forwarded_for,
@@ -309,7 +317,12 @@ async fn forward(
     headers::modify(&mut parts.headers, &f.request_headers);
     // Usually the client's own Host, still in place: inserting it again would cost as much
     // as a new field (and may grow the map).
-    if let Some(v) = upstream_host.filter(|v| parts.headers.get(header::HOST) != Some(v)) {
+    let in_place = rewrite.is_none_or(|r| r.hostname.is_none())
+        && x.sent_host.is_some()
+        && f.request_headers.is_empty();
+    if let Some(v) =
+        upstream_host.filter(|v| !in_place && parts.headers.get(header::HOST) != Some(v))
+    {
         parts.headers.insert(header::HOST, v);
     }
     // The path as matched (normalised), or rewritten; the request's own when neither changed it.

@@ -1,6 +1,6 @@
 //! Reading the client's request: its host, the Host to send on, sizes and version names.
 
-use http::{header, request::Parts, HeaderValue, Request, Version};
+use http::{header, request::Parts, HeaderValue, Request, Uri, Version};
 
 /// Moves method, version and headers out of `parts` (which are not used again).
 pub(super) fn take_parts(parts: &mut Parts) -> Parts {
@@ -11,18 +11,12 @@ pub(super) fn take_parts(parts: &mut Parts) -> Parts {
     taken
 }
 
-/// The request's host: `:authority` (HTTP/2) or `Host`, lowercase, without the port.
-pub(super) fn request_host(parts: &Parts) -> String {
-    let raw = parts
-        .uri
+/// The request's host: `:authority` (HTTP/2) or `Host` (`sent`), lowercase, without the port.
+pub(super) fn request_host(uri: &Uri, sent: Option<&HeaderValue>) -> String {
+    let raw = uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| sent.and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
     let without_port = match raw.find(']') {
         Some(end) => &raw[..=end], // [v6]:port
@@ -34,14 +28,12 @@ pub(super) fn request_host(parts: &Parts) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// The `Host` value to send upstream: the client's own (with its port), as nginx's
-/// `proxy_set_header Host $host` does, or the authority of an HTTP/2 request.
-pub(super) fn host_header(parts: &Parts, host: &str) -> Option<HeaderValue> {
-    parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| HeaderValue::from_str(parts.uri.authority()?.as_str()).ok())
+/// The host the client asked for as it sent it: its `Host` (`sent`), or the authority of an
+/// HTTP/2 request; the normalised `host` when neither is usable. The `Host` sent upstream
+/// (as nginx's `proxy_set_header Host $host` does) and `X-Forwarded-Host`.
+pub(super) fn asked_host(sent: Option<&HeaderValue>, uri: &Uri, host: &str) -> Option<HeaderValue> {
+    sent.cloned()
+        .or_else(|| HeaderValue::from_str(uri.authority()?.as_str()).ok())
         .or_else(|| HeaderValue::from_str(host).ok())
 }
 

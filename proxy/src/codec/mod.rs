@@ -92,12 +92,15 @@ pub fn encode_head(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match parts.headers.get(HOST) {
-        Some(host) => out.extend_from_slice(host.as_bytes()),
-        None => out.extend_from_slice(authority.as_bytes()),
-    }
+    // `Host` usually comes first (clients send it first): then it needs no lookup.
+    let mut fields = parts.headers.iter().peekable();
+    let host = match fields.peek() {
+        Some((name, value)) if *name == HOST => Some(*value),
+        _ => parts.headers.get(HOST),
+    };
+    out.extend_from_slice(host.map_or(authority.as_bytes(), HeaderValue::as_bytes));
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in fields {
         if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
@@ -150,12 +153,18 @@ pub struct Head {
 /// Which of the fields that frame a message or steer its connection a head carries, noted
 /// while its fields are located. Most heads carry few of them, and looking up an absent one
 /// still costs a hash and a probe.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Present {
     content_length: bool,
+    /// What the `Content-Length` fields say, read as they are located (kept as an error until a
+    /// length is needed: a response to HEAD may carry any).
+    length: Result<Option<u64>, ProtocolError>,
     transfer_encoding: bool,
+    /// Whether the last transfer coding is `chunked` (RFC 9112 §6.3).
+    chunked: bool,
     /// What the `Connection` fields say, read as they are located.
     connection: Tokens,
+    /// `Expect: 100-continue`.
     expect: bool,
     upgrade: bool,
 }
@@ -289,7 +298,15 @@ fn locate_fields(
     located: &mut Fields,
 ) -> Result<Present, ProtocolError> {
     let located = &mut located.0;
-    let mut present = Present::default();
+    let mut present = Present {
+        content_length: false,
+        length: Ok(None),
+        transfer_encoding: false,
+        chunked: false,
+        connection: Tokens::default(),
+        expect: false,
+        upgrade: false,
+    };
     for (i, f) in fields.iter().enumerate() {
         let start = offset(buf, f.value);
         let value = (start, start + f.value.len());
@@ -318,12 +335,14 @@ fn locate_fields(
         let name = &located[i].name;
         if name == CONTENT_LENGTH {
             present.content_length = true;
+            present.length = present.length.and_then(|known| add_length(known, f.value));
         } else if name == TRANSFER_ENCODING {
             present.transfer_encoding = true;
+            present.chunked = ends_chunked(f.value);
         } else if name == CONNECTION {
             present.connection.note(f.value);
         } else if name == EXPECT {
-            present.expect = true;
+            present.expect |= f.value.eq_ignore_ascii_case(b"100-continue");
         } else if name == UPGRADE {
             present.upgrade = true;
         }
@@ -415,17 +434,13 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
         return Ok(BodyLength::Empty);
     }
     if head.present.transfer_encoding {
-        return Ok(if ends_chunked(&head.headers) {
+        return Ok(if head.present.chunked {
             BodyLength::Chunked
         } else {
             BodyLength::UntilClose
         });
     }
-    let length = match head.present.content_length {
-        true => content_length(&head.headers)?,
-        false => None,
-    };
-    Ok(match length {
+    Ok(match head.present.length? {
         Some(0) => BodyLength::Empty,
         Some(n) => BodyLength::Length(n),
         None => BodyLength::UntilClose,
@@ -435,27 +450,37 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
 /// The `Content-Length` of a message: one number, or a list of equal ones (RFC 9110 §8.6);
 /// `None` when there is none.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(ProtocolError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ProtocolError::ContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
+    headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .try_fold(None, |known, value| add_length(known, value.as_bytes()))
 }
 
-/// Whether the last transfer coding is `chunked` (RFC 9112 §6.3).
-fn ends_chunked(headers: &HeaderMap) -> bool {
-    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
-    last.and_then(|te| te.as_bytes().rsplit(|b| *b == b',').next())
+/// The length `known` from earlier `Content-Length` values, with `value` too.
+fn add_length(mut known: Option<u64>, value: &[u8]) -> Result<Option<u64>, ProtocolError> {
+    for part in value.split(|b| *b == b',') {
+        let digits = part.trim_ascii();
+        let n = digits
+            .iter()
+            .try_fold(0u64, |n, d| {
+                let digit = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
+                n.checked_mul(10)?.checked_add(digit)
+            })
+            .filter(|_| !digits.is_empty())
+            .ok_or(ProtocolError::ContentLength)?;
+        if known.is_some_and(|l| l != n) {
+            return Err(ProtocolError::ContentLength);
+        }
+        known = Some(n);
+    }
+    Ok(known)
+}
+
+/// Whether the last coding in a `Transfer-Encoding` value is `chunked`.
+fn ends_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
         .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 

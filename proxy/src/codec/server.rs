@@ -4,13 +4,13 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::{
-    header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING},
-    request, response, HeaderMap, Method, Request, StatusCode, Uri, Version,
+    header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING},
+    request, response, Method, Request, StatusCode, Uri, Version,
 };
 
 use super::{
-    content_length, digits, ends_chunked, field, head_len, header_map, keep_alive, locate_fields,
-    offset, version, Fields, Present, ProtocolError, Tokens, REQUEST_HEADROOM,
+    content_length, digits, field, head_len, header_map, keep_alive, locate_fields, offset,
+    version, Fields, Present, ProtocolError, Tokens, REQUEST_HEADROOM,
 };
 
 /// Most header fields a request head may carry (hyper's server allows 100).
@@ -73,14 +73,10 @@ pub fn parse_request(
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
     let headers = header_map(&head, fields, REQUEST_HEADROOM, present)?;
-    let body = request_body_length(version, &headers, present)?;
+    let body = request_body_length(version, present)?;
     let keep_alive = keep_alive(version, present);
     let http11 = version == Version::HTTP_11;
-    let expect_continue = http11
-        && present.expect
-        && headers
-            .get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = http11 && present.expect;
     let upgrade = http11 && present.upgrade && present.connection.upgrade;
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
@@ -101,11 +97,10 @@ pub fn parse_request(
 /// `Content-Length`, or in HTTP/1.0, is refused rather than resolved.
 fn request_body_length(
     version: Version,
-    headers: &HeaderMap,
     present: Present,
 ) -> Result<RequestBodyLength, ProtocolError> {
     if present.transfer_encoding {
-        if version == Version::HTTP_10 || present.content_length || !ends_chunked(headers) {
+        if version == Version::HTTP_10 || present.content_length || !present.chunked {
             return Err(ProtocolError::TransferEncoding);
         }
         return Ok(RequestBodyLength::Chunked);
@@ -113,7 +108,7 @@ fn request_body_length(
     if !present.content_length {
         return Ok(RequestBodyLength::Empty);
     }
-    Ok(match content_length(headers)? {
+    Ok(match present.length? {
         None | Some(0) => RequestBodyLength::Empty,
         Some(n) => RequestBodyLength::Length(n),
     })

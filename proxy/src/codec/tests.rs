@@ -166,7 +166,20 @@ fn body_length_follows_rfc_9112() {
         Ok(BodyLength::Empty)
     );
     assert_eq!(body_length(&get, &ok("")), Ok(BodyLength::UntilClose));
-    for bad in ["7, 8", "-1", "", "0x10", "99999999999999999999999"] {
+    assert_eq!(
+        body_length(&get, &ok("content-length: 18446744073709551615\r\n")),
+        Ok(BodyLength::Length(u64::MAX))
+    );
+    for bad in [
+        "7, 8",
+        "-1",
+        "+5",
+        "",
+        "7,",
+        "0x10",
+        "18446744073709551616",
+        "99999999999999999999999",
+    ] {
         assert_eq!(
             body_length(&get, &ok(&format!("content-length: {bad}\r\n"))),
             Err(ProtocolError::ContentLength),

@@ -52,12 +52,15 @@ impl Replay {
     ) -> Result<Self, ProxyError> {
         use http_body_util::BodyExt;
         use hyper::body::Body as _;
-        let length = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let small = body.is_end_stream() || length.is_some_and(|n| n <= REPLAY_LIMIT);
-        if !needed || !small {
+        // The length is looked up only when it matters.
+        let small = needed
+            && (body.is_end_stream()
+                || headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n <= REPLAY_LIMIT));
+        if !small {
             return Ok(Replay::Once(Some(body)));
         }
         let bytes = body.collect().await.map_err(|e| {
