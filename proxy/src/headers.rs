@@ -184,9 +184,10 @@ fn write_traceparent(out: &mut [u8], incoming: Option<&HeaderValue>) {
             out[3..35].copy_from_slice(trace.as_bytes());
             out[53..55].copy_from_slice(flags.as_bytes());
         }
-        None => hex(&mut out[3..35], fastrand::u128(1..)),
+        // Not zero, which W3C reserves (over the full range: a bounded one costs a division).
+        None => hex(&mut out[3..35], fastrand::u128(..).max(1)),
     }
-    hex(&mut out[36..52], u128::from(fastrand::u64(1..)));
+    hex(&mut out[36..52], u128::from(fastrand::u64(..).max(1)));
 }
 
 /// Sets `X-Forwarded-For` (appending `client`, the address from [`Stamps`]), `-Proto`, and
@@ -247,13 +248,13 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; ADDRESS_LEN]) -> &[u8] {
 
 /// `value`'s low `out.len()` nibbles as lower-case hex into `out` (of even length), a byte
 /// at a time.
-fn hex(out: &mut [u8], mut value: u128) {
+fn hex(out: &mut [u8], value: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for pair in out.rchunks_exact_mut(2) {
-        let byte = (value & 0xff) as usize;
-        pair[0] = DIGITS[byte >> 4];
-        pair[1] = DIGITS[byte & 0xf];
-        value >>= 8;
+    let bytes = value.to_be_bytes();
+    let bytes = &bytes[bytes.len() - out.len() / 2..];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -395,6 +396,27 @@ mod tests {
             assert_eq!(h.get("x-forwarded-for").unwrap(), ip);
             assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
             assert!(h.get("x-forwarded-host").is_none());
+        }
+    }
+
+    #[test]
+    fn hex_is_the_low_nibbles_in_order() {
+        let mut long = [0u8; 32];
+        let mut short = [0u8; 16];
+        for v in [
+            0,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            hex(&mut long, v);
+            assert_eq!(std::str::from_utf8(&long).unwrap(), format!("{v:032x}"));
+            hex(&mut short, v);
+            assert_eq!(
+                std::str::from_utf8(&short).unwrap(),
+                format!("{:016x}", v as u64)
+            );
         }
     }
 

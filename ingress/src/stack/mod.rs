@@ -72,8 +72,8 @@ pub(crate) struct Exchange {
     client: Peer,
     /// The client's address as text, for X-Forwarded-For.
     forwarded_for: HeaderValue,
-    /// The client's `Host`.
-    sent_host: Option<HeaderValue>,
+    /// The host the client asked for, as it sent it.
+    asked: Option<HeaderValue>,
     route: Option<Arc<str>>,
     backend: Option<String>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
@@ -92,9 +92,9 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
     let request_id = stamps.request_id;
     let traceparent = gw.access_log.enabled().then_some(stamps.traceparent);
-    // `Host` is looked up once: the route, the Host sent on and X-Forwarded-Host need it.
-    let sent_host = parts.headers.get(header::HOST).cloned();
-    let host = request_host(&parts.uri, sent_host.as_ref());
+    // Looked up once: the route, the Host sent on and X-Forwarded-Host need it.
+    let asked = asked_host(&parts);
+    let host = request_host(asked.as_ref());
     let method = parts.method.clone();
     let protocol = version_name(parts.version);
     let user_agent = if gw.access_log.enabled() {
@@ -119,7 +119,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     let mut x = Exchange {
         client,
         forwarded_for: stamps.client,
-        sent_host,
+        asked: asked.clone(),
         route: None,
         backend: None,
         sent: Report::default(),
@@ -168,6 +168,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
         return response;
     }
     let log = gw.access_log.clone();
+    let host_logged = host.into_owned();
     let time = now_rfc3339();
     let (parts, body) = response.into_parts();
     let error = error.map(str::to_string).or_else(|| {
@@ -183,7 +184,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
             client: client.addr,
             protocol,
             method: method.as_str(),
-            host: &host,
+            host: &host_logged,
             path: &logged_path,
             status: status.as_u16(),
             route: x.route.as_deref(),
@@ -302,7 +303,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
-    let client_host = asked_host(x.sent_host.as_ref(), &parts.uri, host);
+    let client_host = x.asked.clone().or_else(|| HeaderValue::from_str(host).ok());
     headers::set_forwarded(
         &mut parts.headers,
         &x.forwarded_for,
@@ -318,7 +319,8 @@ async fn forward(
     // Usually the client's own Host, still in place: inserting it again would cost as much
     // as a new field (and may grow the map).
     let in_place = rewrite.is_none_or(|r| r.hostname.is_none())
-        && x.sent_host.is_some()
+        && parts.uri.authority().is_none()
+        && x.asked.is_some()
         && f.request_headers.is_empty();
     if let Some(v) =
         upstream_host.filter(|v| !in_place && parts.headers.get(header::HOST) != Some(v))

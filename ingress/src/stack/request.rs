@@ -1,6 +1,8 @@
 //! Reading the client's request: its host, the Host to send on, sizes and version names.
 
-use http::{header, request::Parts, HeaderValue, Request, Uri, Version};
+use std::borrow::Cow;
+
+use http::{header, request::Parts, HeaderValue, Request, Version};
 
 /// Moves method, version and headers out of `parts` (which are not used again).
 pub(super) fn take_parts(parts: &mut Parts) -> Parts {
@@ -11,13 +13,21 @@ pub(super) fn take_parts(parts: &mut Parts) -> Parts {
     taken
 }
 
-/// The request's host: `:authority` (HTTP/2) or `Host` (`sent`), lowercase, without the port.
-pub(super) fn request_host(uri: &Uri, sent: Option<&HeaderValue>) -> String {
-    let raw = uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| sent.and_then(|h| h.to_str().ok()))
-        .unwrap_or_default();
+/// The host the client asked for, as it sent it: the authority of the request target (HTTP/2's
+/// `:authority`, or an absolute-form HTTP/1.1 target, which RFC 9112 §3.2.2 puts before `Host`),
+/// else its `Host`. What is sent upstream as `Host` (as nginx's `proxy_set_header Host $host`
+/// does) and as `X-Forwarded-Host`.
+pub(super) fn asked_host(parts: &Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    }
+}
+
+/// The host to route by: the `asked` one, lowercase, without the port or a trailing dot;
+/// borrowed when that is how it was sent.
+pub(super) fn request_host(asked: Option<&HeaderValue>) -> Cow<'_, str> {
+    let raw = asked.and_then(|h| h.to_str().ok()).unwrap_or_default();
     let without_port = match raw.find(']') {
         Some(end) => &raw[..=end], // [v6]:port
         None => match raw.rsplit_once(':') {
@@ -25,16 +35,11 @@ pub(super) fn request_host(uri: &Uri, sent: Option<&HeaderValue>) -> String {
             _ => raw,
         },
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The host the client asked for as it sent it: its `Host` (`sent`), or the authority of an
-/// HTTP/2 request; the normalised `host` when neither is usable. The `Host` sent upstream
-/// (as nginx's `proxy_set_header Host $host` does) and `X-Forwarded-Host`.
-pub(super) fn asked_host(sent: Option<&HeaderValue>, uri: &Uri, host: &str) -> Option<HeaderValue> {
-    sent.cloned()
-        .or_else(|| HeaderValue::from_str(uri.authority()?.as_str()).ok())
-        .or_else(|| HeaderValue::from_str(host).ok())
+    let host = without_port.trim_end_matches('.');
+    match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    }
 }
 
 /// `HTTP/1.1`, `HTTP/2`, ... for the access log.

@@ -181,6 +181,15 @@ struct Tokens {
 
 impl Tokens {
     fn note(&mut self, value: &[u8]) {
+        // What nearly every peer sends, as it sends it, needs no splitting.
+        match value {
+            b"keep-alive" | b"Keep-Alive" => self.keep_alive = true,
+            b"close" | b"Close" => self.close = true,
+            _ => self.note_list(value),
+        }
+    }
+
+    fn note_list(&mut self, value: &[u8]) {
         for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
