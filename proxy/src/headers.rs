@@ -107,13 +107,11 @@ pub fn host_from_authority(parts: &mut request::Parts) {
 }
 
 /// What the gateway stamps on a request as it comes in: its id (the client's when usable, a
-/// new one otherwise), the `traceparent` it sends on, and the client's address for
-/// `X-Forwarded-For`. The values it makes share one allocation.
+/// new one otherwise), and the client's address for `X-Forwarded-For`. The values it makes,
+/// and the `traceparent` it sets, share one allocation.
 pub struct Stamps {
     /// The request id, also returned to the client and logged.
     pub request_id: HeaderValue,
-    /// The `traceparent` sent on (see [`trace_id`]).
-    pub traceparent: HeaderValue,
     /// The client's address as text.
     pub client: HeaderValue,
 }
@@ -124,8 +122,8 @@ const TRACEPARENT_LEN: usize = 55;
 const ADDRESS_LEN: usize = 39;
 
 /// Sets the request's `x-request-id` (keeping the client's when usable) and `traceparent`
-/// (continuing the client's trace with a new span, or starting one), and returns them with
-/// the client's address.
+/// (continuing the client's trace with a new span, or starting one; see [`trace_id`]), and
+/// returns the id with the client's address.
 pub fn stamp(headers: &mut HeaderMap, client: IpAddr) -> Stamps {
     let mut buf = [0u8; ID_LEN + TRACEPARENT_LEN + ADDRESS_LEN];
     let (id, rest) = buf.split_at_mut(ID_LEN);
@@ -153,10 +151,10 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr) -> Stamps {
     let traceparent = value(ID_LEN, TRACEPARENT_LEN);
     match entry {
         Entry::Occupied(mut given) => {
-            given.insert(traceparent.clone());
+            given.insert(traceparent);
         }
         Entry::Vacant(absent) => {
-            absent.insert(traceparent.clone());
+            absent.insert(traceparent);
         }
     }
     let request_id = given_id.unwrap_or_else(|| {
@@ -166,7 +164,6 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr) -> Stamps {
     });
     Stamps {
         request_id,
-        traceparent,
         client: value(ID_LEN + TRACEPARENT_LEN, address_len),
     }
 }
@@ -194,7 +191,7 @@ fn write_traceparent(out: &mut [u8], incoming: Option<&HeaderValue>) {
 /// `-Host`: the `Host` the client asked for, as it sent it.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: &HeaderValue,
+    client: HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
@@ -206,10 +203,10 @@ pub fn set_forwarded(
             }
         }
         Entry::Occupied(mut given) => {
-            given.insert(client.clone());
+            given.insert(client);
         }
         Entry::Vacant(absent) => {
-            absent.insert(client.clone());
+            absent.insert(client);
         }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -348,13 +345,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert(TRACEPARENT, HeaderValue::from_static(parent));
-        let stamps = stamp(&mut h, CLIENT);
-        assert_eq!(h.get(TRACEPARENT), Some(&stamps.traceparent));
-        assert_eq!(
-            trace_id(&stamps.traceparent),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        let next = stamps.traceparent.to_str().unwrap();
+        stamp(&mut h, CLIENT);
+        let sent = h.get(TRACEPARENT).unwrap();
+        assert_eq!(trace_id(sent), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let next = sent.to_str().unwrap();
         assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"));
         assert_ne!(next, parent);
         assert!(next[36..52].bytes().all(|b| b.is_ascii_hexdigit()));
@@ -364,8 +358,9 @@ mod tests {
             TRACEPARENT,
             HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         );
-        let started = stamp(&mut bad, CLIENT).traceparent;
-        let trace = trace_id(&started);
+        stamp(&mut bad, CLIENT);
+        let started = bad.get(TRACEPARENT).unwrap();
+        let trace = trace_id(started);
         assert_eq!(trace.len(), 32);
         assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(trace, "0".repeat(32));
@@ -378,7 +373,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         let client = stamp(&mut h, CLIENT).client;
         let host = HeaderValue::from_static("shop.example.com:8080");
-        set_forwarded(&mut h, &client, "http", Some(host));
+        set_forwarded(&mut h, client, "http", Some(host));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com:8080");
@@ -392,7 +387,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             let client = stamp(&mut h, ip.parse().unwrap()).client;
-            set_forwarded(&mut h, &client, "https", None);
+            set_forwarded(&mut h, client, "https", None);
             assert_eq!(h.get("x-forwarded-for").unwrap(), ip);
             assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
             assert!(h.get("x-forwarded-host").is_none());

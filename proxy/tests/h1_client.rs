@@ -378,3 +378,20 @@ async fn idle_connections_close_after_the_idle_timeout() {
     get(&up, &b, "/").await.unwrap();
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn idle_connections_are_kept_until_the_idle_timeout() {
+    let b = backend(|_| Answer::Send("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+    let metrics = Metrics::new();
+    // Swept every 250 ms: two sweeps pass while it is idle, short of the timeout.
+    let up = upstream(&metrics, Duration::from_secs(1));
+    get(&up, &b, "/").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(metrics.upstream_connections.get(), 1, "kept while idle");
+    get(&up, &b, "/").await.unwrap();
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "the pooled connection was reused"
+    );
+}

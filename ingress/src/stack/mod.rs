@@ -70,9 +70,9 @@ pub struct Gateway {
 pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
-    /// The client's address as text, for X-Forwarded-For.
-    forwarded_for: HeaderValue,
-    /// The host the client asked for, as it sent it.
+    /// The client's address as text, for X-Forwarded-For (taken when it is set).
+    forwarded_for: Option<HeaderValue>,
+    /// The host the client asked for, as it sent it (taken when the request is sent on).
     asked: Option<HeaderValue>,
     route: Option<Arc<str>>,
     backend: Option<String>,
@@ -91,7 +91,10 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     parts.headers.reserve(5);
     let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
     let request_id = stamps.request_id;
-    let traceparent = gw.access_log.enabled().then_some(stamps.traceparent);
+    let traceparent = match gw.access_log.enabled() {
+        true => parts.headers.get(headers::TRACEPARENT).cloned(),
+        false => None,
+    };
     // Looked up once: the route, the Host sent on and X-Forwarded-Host need it.
     let asked = asked_host(&parts);
     let host = request_host(asked.as_ref());
@@ -118,7 +121,7 @@ pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Respo
     }
     let mut x = Exchange {
         client,
-        forwarded_for: stamps.client,
+        forwarded_for: Some(stamps.client),
         asked: asked.clone(),
         route: None,
         backend: None,
@@ -303,28 +306,25 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     let client_addr = x.client.addr;
     let scheme = if x.client.tls { "https" } else { "http" };
-    let client_host = x.asked.clone().or_else(|| HeaderValue::from_str(host).ok());
-    headers::set_forwarded(
-        &mut parts.headers,
-        &x.forwarded_for,
-        scheme,
-        client_host.clone(),
-    );
     let rewrite = f.rewrite.as_ref();
-    let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
-        Some(h) => HeaderValue::from_str(h).ok(),
-        None => client_host,
-    };
-    headers::modify(&mut parts.headers, &f.request_headers);
+    let asked = x.asked.take();
     // Usually the client's own Host, still in place: inserting it again would cost as much
     // as a new field (and may grow the map).
     let in_place = rewrite.is_none_or(|r| r.hostname.is_none())
         && parts.uri.authority().is_none()
-        && x.asked.is_some()
+        && asked.is_some()
         && f.request_headers.is_empty();
-    if let Some(v) =
-        upstream_host.filter(|v| !in_place && parts.headers.get(header::HOST) != Some(v))
-    {
+    let client_host = asked.or_else(|| HeaderValue::from_str(host).ok());
+    let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
+        Some(h) => HeaderValue::from_str(h).ok(),
+        None if in_place => None,
+        None => client_host.clone(),
+    };
+    let client = x.forwarded_for.take();
+    let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
+    headers::set_forwarded(&mut parts.headers, client, scheme, client_host);
+    headers::modify(&mut parts.headers, &f.request_headers);
+    if let Some(v) = upstream_host.filter(|v| parts.headers.get(header::HOST) != Some(v)) {
         parts.headers.insert(header::HOST, v);
     }
     // The path as matched (normalised), or rewritten; the request's own when neither changed it.

@@ -6,10 +6,10 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError, Weak,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http::uri::Authority;
@@ -22,12 +22,21 @@ use super::Conn;
 pub(super) struct Pool {
     idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
     timeout: Duration,
+    /// Sweeps so far. A connection put back notes the count rather than the time (a clock read
+    /// per request); it has been idle for the timeout once enough sweeps have followed.
+    sweeps: AtomicU64,
 }
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// Sweeps done when it was put back.
+    since: u64,
     home: usize,
+}
+
+/// How often a pool with this idle timeout is swept.
+fn sweep_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// A small number naming the current thread (cheaper to ask than `std::thread::current()`,
@@ -45,6 +54,7 @@ impl Pool {
         let pool = Arc::new(Self {
             idle: Mutex::default(),
             timeout,
+            sweeps: AtomicU64::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&pool)));
@@ -77,7 +87,7 @@ impl Pool {
     pub(super) fn put(&self, authority: &Authority, conn: Conn) {
         let idle = Idle {
             conn,
-            since: Instant::now(),
+            since: self.sweeps.load(Ordering::Relaxed),
             home: thread_number(),
         };
         let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,15 +99,22 @@ impl Pool {
         }
     }
 
-    /// Takes out the connections idle too long or closed by their backend; they close when
-    /// dropped, after the lock is released.
+    /// Counts a sweep and takes out the connections idle too long or closed by their backend;
+    /// they close when dropped, after the lock is released. A connection put back after sweep
+    /// `n` has been idle for the timeout by sweep `n + 1 + ceil(timeout / period)`: at most one
+    /// period late, never early.
     fn expired(&self) -> Vec<Conn> {
+        let period = sweep_period(self.timeout);
+        let periods =
+            u64::try_from(self.timeout.as_nanos().div_ceil(period.as_nanos())).unwrap_or(u64::MAX);
+        let now = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
         let mut gone = Vec::new();
         let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         for list in map.values_mut() {
             let mut i = 0;
             while i < list.len() {
-                if list[i].since.elapsed() >= self.timeout || !list[i].conn.is_open() {
+                let idle_periods = now.saturating_sub(list[i].since + 1);
+                if idle_periods >= periods || !list[i].conn.is_open() {
                     gone.push(list.remove(i).conn);
                 } else {
                     i += 1;
@@ -111,10 +128,7 @@ impl Pool {
 
 /// Sweeps the pool a few times per idle timeout until it is dropped.
 async fn sweep(pool: Weak<Pool>) {
-    let Some(period) = pool
-        .upgrade()
-        .map(|p| (p.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)))
-    else {
+    let Some(period) = pool.upgrade().map(|p| sweep_period(p.timeout)) else {
         return;
     };
     let mut tick = tokio::time::interval(period);
