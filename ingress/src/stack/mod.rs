@@ -19,7 +19,7 @@
 //! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
 //! 12. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
 
-use std::{borrow::Cow, sync::Arc, time::Instant};
+use std::{borrow::Cow, future::Future, sync::Arc, time::Instant};
 
 use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Body as _;
@@ -82,129 +82,137 @@ pub(crate) struct Exchange {
     extra: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Handles one request end to end.
-pub async fn handle(gw: Arc<Gateway>, client: Peer, req: Request<Body>) -> Response<Body> {
+/// Handles one request end to end. (A block, not an `async fn`, which would hold the request
+/// in the future as well as its parts: every request's future is moved whole once.)
+pub fn handle(
+    gw: Arc<Gateway>,
+    client: Peer,
+    req: Request<Body>,
+) -> impl Future<Output = Response<Body>> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
-    // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
-    // once (HTTP/1.1 heads come with it).
-    parts.headers.reserve(5);
-    let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
-    let request_id = stamps.request_id;
-    let traceparent = match gw.access_log.enabled() {
-        true => parts.headers.get(headers::TRACEPARENT).cloned(),
-        false => None,
-    };
-    // Looked up once: the route, the Host sent on and X-Forwarded-Host need it.
-    let asked = asked_host(&parts);
-    let host = request_host(asked.as_ref());
-    let method = parts.method.clone();
-    let protocol = version_name(parts.version);
-    let user_agent = if gw.access_log.enabled() {
-        parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    } else {
-        None
-    };
-    let bytes_in = match gw.access_log.enabled() {
-        true => content_length(&parts).unwrap_or(0),
-        false => 0,
-    };
-    let grpc = is_grpc(&parts.headers);
-    // The path as received, then as normalised: for the access log only.
-    let mut logged_path = String::new();
-    if gw.access_log.enabled() {
-        logged_path.push_str(parts.uri.path());
-    }
-    let mut x = Exchange {
-        client,
-        forwarded_for: Some(stamps.client),
-        asked: asked.clone(),
-        route: None,
-        backend: None,
-        sent: Report::default(),
-        extra: Vec::new(),
-    };
-
-    let result = proxy(&gw, &mut x, &mut logged_path, &host, &mut parts, body).await;
-    let (mut response, error) = match result {
-        Ok(response) => (response, None),
-        Err(e) => {
-            gw.metrics.proxy_error(e);
-            let response = if grpc {
-                e.grpc_response()
-            } else {
-                e.response()
-            };
-            (response, Some(e.reason()))
+    async move {
+        // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
+        // once (HTTP/1.1 heads come with it).
+        parts.headers.reserve(5);
+        let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
+        let request_id = stamps.request_id;
+        let traceparent = match gw.access_log.enabled() {
+            true => parts.headers.get(headers::TRACEPARENT).cloned(),
+            false => None,
+        };
+        // Looked up once: the route, the Host sent on and X-Forwarded-Host need it.
+        let asked = asked_host(&parts);
+        let host = request_host(asked.as_ref());
+        let method = parts.method.clone();
+        let protocol = version_name(parts.version);
+        let user_agent = if gw.access_log.enabled() {
+            parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        } else {
+            None
+        };
+        let bytes_in = match gw.access_log.enabled() {
+            true => content_length(&parts).unwrap_or(0),
+            false => 0,
+        };
+        let grpc = is_grpc(&parts.headers);
+        // The path as received, then as normalised: for the access log only.
+        let mut logged_path = String::new();
+        if gw.access_log.enabled() {
+            logged_path.push_str(parts.uri.path());
         }
-    };
-    response
-        .headers_mut()
-        .insert(headers::REQUEST_ID, request_id.clone());
-    for (name, value) in x.extra.drain(..) {
-        response.headers_mut().insert(name, value);
-    }
+        let mut x = Exchange {
+            client,
+            forwarded_for: Some(stamps.client),
+            asked: asked.clone(),
+            route: None,
+            backend: None,
+            sent: Report::default(),
+            extra: Vec::new(),
+        };
 
-    // Metrics at response headers: what a client waits for.
-    let status = response.status();
-    let to_headers = started.elapsed();
-    let route_label = x.route.as_deref().unwrap_or("none");
-    gw.metrics
-        .requests
-        .with_label_values(&[route_label, status_class(status)])
-        .inc();
-    gw.metrics
-        .request_duration
-        .with_label_values(&[route_label, status_class(status)])
-        .observe(to_headers.as_secs_f64());
-    gw.metrics.overhead.observe(
-        to_headers
-            .saturating_sub(x.sent.upstream_wait)
-            .as_secs_f64(),
-    );
+        let result = proxy(&gw, &mut x, &mut logged_path, &host, &mut parts, body).await;
+        let (mut response, error) = match result {
+            Ok(response) => (response, None),
+            Err(e) => {
+                gw.metrics.proxy_error(e);
+                let response = if grpc {
+                    e.grpc_response()
+                } else {
+                    e.response()
+                };
+                (response, Some(e.reason()))
+            }
+        };
+        response
+            .headers_mut()
+            .insert(headers::REQUEST_ID, request_id.clone());
+        for (name, value) in x.extra.drain(..) {
+            response.headers_mut().insert(name, value);
+        }
 
-    if !gw.access_log.enabled() {
-        return response;
-    }
-    let log = gw.access_log.clone();
-    let host_logged = host.into_owned();
-    let time = now_rfc3339();
-    let (parts, body) = response.into_parts();
-    let error = error.map(str::to_string).or_else(|| {
-        parts
-            .headers
-            .get(ERROR_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
-    let observed = Observed::new(body, move |bytes_out| {
-        log.log(&Entry {
-            time,
-            client: client.addr,
-            protocol,
-            method: method.as_str(),
-            host: &host_logged,
-            path: &logged_path,
-            status: status.as_u16(),
-            route: x.route.as_deref(),
-            backend: x.backend.as_deref(),
-            endpoint: x.sent.endpoint,
-            error: error.as_deref(),
-            attempts: x.sent.attempts,
-            duration_ms: started.elapsed().as_secs_f64() * 1e3,
-            upstream_ms: (x.sent.attempts > 0).then_some(x.sent.upstream_wait.as_secs_f64() * 1e3),
-            bytes_in,
-            bytes_out,
-            request_id: request_id.to_str().unwrap_or_default(),
-            trace_id: traceparent.as_ref().map_or("", headers::trace_id),
-            user_agent: user_agent.as_deref(),
+        // Metrics at response headers: what a client waits for.
+        let status = response.status();
+        let to_headers = started.elapsed();
+        let route_label = x.route.as_deref().unwrap_or("none");
+        gw.metrics
+            .requests
+            .with_label_values(&[route_label, status_class(status)])
+            .inc();
+        gw.metrics
+            .request_duration
+            .with_label_values(&[route_label, status_class(status)])
+            .observe(to_headers.as_secs_f64());
+        gw.metrics.overhead.observe(
+            to_headers
+                .saturating_sub(x.sent.upstream_wait)
+                .as_secs_f64(),
+        );
+
+        if !gw.access_log.enabled() {
+            return response;
+        }
+        let log = gw.access_log.clone();
+        let host_logged = host.into_owned();
+        let time = now_rfc3339();
+        let (parts, body) = response.into_parts();
+        let error = error.map(str::to_string).or_else(|| {
+            parts
+                .headers
+                .get(ERROR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         });
-    });
-    Response::from_parts(parts, boxed(observed))
+        let observed = Observed::new(body, move |bytes_out| {
+            log.log(&Entry {
+                time,
+                client: client.addr,
+                protocol,
+                method: method.as_str(),
+                host: &host_logged,
+                path: &logged_path,
+                status: status.as_u16(),
+                route: x.route.as_deref(),
+                backend: x.backend.as_deref(),
+                endpoint: x.sent.endpoint,
+                error: error.as_deref(),
+                attempts: x.sent.attempts,
+                duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                upstream_ms: (x.sent.attempts > 0)
+                    .then_some(x.sent.upstream_wait.as_secs_f64() * 1e3),
+                bytes_in,
+                bytes_out,
+                request_id: request_id.to_str().unwrap_or_default(),
+                trace_id: traceparent.as_ref().map_or("", headers::trace_id),
+                user_agent: user_agent.as_deref(),
+            });
+        });
+        Response::from_parts(parts, boxed(observed))
+    }
 }
 
 async fn proxy(

@@ -3,6 +3,7 @@
 //! while the policy, the method, the body, the deadline and the retry budget all allow it.
 
 use std::{
+    future::Future,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -106,76 +107,81 @@ pub struct Report {
 }
 
 /// Sends `out` to an endpoint of `pool`, retrying as the cluster's TrafficPolicy allows.
-/// `key` is the consistent-hash key, if the cluster hashes.
-pub async fn send(
-    upstream: &Upstream,
-    pool: &Pool,
+/// `key` is the consistent-hash key, if the cluster hashes. (A block, not an `async fn`, which
+/// would hold each argument twice in the future that every request moves whole once.)
+#[allow(clippy::manual_async_fn)]
+pub fn send<'a>(
+    upstream: &'a Upstream,
+    pool: &'a Pool,
     mut out: Outgoing,
     deadlines: Deadlines,
     key: Option<u64>,
-    report: &mut Report,
-) -> Result<Response<Body>, ProxyError> {
-    let resilience = &pool.cluster.resilience;
-    let deadline = match (deadlines.request, resilience.timeout) {
-        (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
-        (d, t) => d.or_else(|| t.map(|t| tokio::time::Instant::now() + t)),
-    };
-    let retry = resilience.retry.as_ref();
-    let per_try = retry.and_then(|r| r.per_try_timeout).or(deadlines.per_try);
-    let retry_method = retry.is_some_and(|r| r.non_idempotent || idempotent(&out.parts.method));
-    let _pending = pool.admit()?;
-    if let Some(budget) = &pool.budget {
-        budget.deposit(Instant::now());
-    }
-    let protocol = pool.cluster.protocol;
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    loop {
-        report.attempts += 1;
-        let endpoint = pool.pick(&tried, key)?.clone();
-        report.endpoint = Some(endpoint.addr);
-        let last = retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
-        let request = build(&mut out, &endpoint.authority, last)?;
-        let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    report: &'a mut Report,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
+    async move {
+        let resilience = &pool.cluster.resilience;
+        let deadline = match (deadlines.request, resilience.timeout) {
+            (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
+            (d, t) => d.or_else(|| t.map(|t| tokio::time::Instant::now() + t)),
         };
-        let sent = Instant::now();
-        let (outcome, answered) =
-            attempt(upstream, protocol, request, &endpoint, sent, try_deadline).await;
-        report.upstream_wait += answered.saturating_duration_since(sent);
-        let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
-        let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
-        if success || endpoint_failure {
-            pool.record(&endpoint, success);
+        let retry = resilience.retry.as_ref();
+        let per_try = retry.and_then(|r| r.per_try_timeout).or(deadlines.per_try);
+        let retry_method = retry.is_some_and(|r| r.non_idempotent || idempotent(&out.parts.method));
+        let _pending = pool.admit()?;
+        if let Some(budget) = &pool.budget {
+            budget.deposit(Instant::now());
         }
-        let worth_retrying = match (&outcome, retry) {
-            (_, None) => false,
-            (Ok(response), Some(r)) => r.retry_on.status(response.status().as_u16()),
-            (Err(e), Some(r)) => retryable(*e, r, deadline),
-        };
-        let more = worth_retrying
-            && retry_method
-            && out.body.replayable()
-            && retry.is_some_and(|r| report.attempts < r.attempts)
-            && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
-        if !more {
-            return outcome;
-        }
-        if pool
-            .budget
-            .as_ref()
-            .is_some_and(|b| !b.withdraw(Instant::now()))
-        {
-            pool.metrics.budget_exhausted.inc();
-            return outcome;
-        }
-        pool.metrics.retries.inc();
-        drop(outcome);
-        tried.push(endpoint.addr);
-        if let Some(r) = retry {
-            let pause = backoff(r.backoff_base, r.backoff_max, report.attempts);
-            let wake = tokio::time::Instant::now() + pause;
-            tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+        let protocol = pool.cluster.protocol;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        loop {
+            report.attempts += 1;
+            let endpoint = pool.pick(&tried, key)?.clone();
+            report.endpoint = Some(endpoint.addr);
+            let last =
+                retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
+            let request = build(&mut out, &endpoint.authority, last)?;
+            let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sent = Instant::now();
+            let (outcome, answered) =
+                attempt(upstream, protocol, request, &endpoint, sent, try_deadline).await;
+            report.upstream_wait += answered.saturating_duration_since(sent);
+            let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
+            let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
+            if success || endpoint_failure {
+                pool.record(&endpoint, success);
+            }
+            let worth_retrying = match (&outcome, retry) {
+                (_, None) => false,
+                (Ok(response), Some(r)) => r.retry_on.status(response.status().as_u16()),
+                (Err(e), Some(r)) => retryable(*e, r, deadline),
+            };
+            let more = worth_retrying
+                && retry_method
+                && out.body.replayable()
+                && retry.is_some_and(|r| report.attempts < r.attempts)
+                && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
+            if !more {
+                return outcome;
+            }
+            if pool
+                .budget
+                .as_ref()
+                .is_some_and(|b| !b.withdraw(Instant::now()))
+            {
+                pool.metrics.budget_exhausted.inc();
+                return outcome;
+            }
+            pool.metrics.retries.inc();
+            drop(outcome);
+            tried.push(endpoint.addr);
+            if let Some(r) = retry {
+                let pause = backoff(r.backoff_base, r.backoff_max, report.attempts);
+                let wake = tokio::time::Instant::now() + pause;
+                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+            }
         }
     }
 }

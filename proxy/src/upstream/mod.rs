@@ -4,7 +4,9 @@
 //! meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by ALPN, as the cluster speaks), checked
 //! against the identity the configuration expects there; other endpoints stay plaintext.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::{future::Either, TryFutureExt};
 
 use http::{Request, Response};
 use hyper_util::{
@@ -88,18 +90,22 @@ impl Upstream {
         Self { http1, h2c }
     }
 
-    /// Sends `request` (its URI names the endpoint) in `protocol`.
-    pub async fn send(
+    /// Sends `request` (its URI names the endpoint) in `protocol`. The client's own future,
+    /// not one around it: that would hold the request a second time, and every request's
+    /// future is moved whole once.
+    pub fn send(
         &self,
         protocol: Protocol,
         request: Request<Body>,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + '_ {
         match protocol {
-            Protocol::Http1 => Ok(self.http1.request(request).await?),
-            Protocol::H2c => {
-                let response = self.h2c.request(request).await?;
-                Ok(response.map(body::boxed))
-            }
+            Protocol::Http1 => Either::Left(self.http1.request(request).err_into()),
+            Protocol::H2c => Either::Right(
+                self.h2c
+                    .request(request)
+                    .map_ok(|response| response.map(body::boxed))
+                    .err_into(),
+            ),
         }
     }
 }

@@ -17,7 +17,12 @@
 //! keep-alive race: the backend closed it just as it was reused, and nothing came back) is
 //! sent again on another connection, as browsers and hyper do.
 
-use std::{future::poll_fn, io, sync::Arc, time::Duration};
+use std::{
+    future::{poll_fn, Future},
+    io,
+    sync::Arc,
+    time::Duration,
+};
 
 use http::{request, uri::Authority, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -84,31 +89,37 @@ impl Client {
     }
 
     /// Sends `request` to the authority of its URI and returns the response, whose body
-    /// streams from the connection.
-    pub async fn request(&self, request: Request<Body>) -> Result<Response<Body>, Error> {
+    /// streams from the connection. (Taken apart before the future is made: an `async fn`
+    /// would hold the request in it as well as its parts.)
+    pub fn request(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + '_ {
         let (parts, body) = request.into_parts();
-        let authority = parts.uri.authority().cloned().ok_or(Error::NoAuthority)?;
-        let resend = body.is_end_stream() && idempotent(&parts.method);
-        let mut body = Some(body);
-        let mut stale = 0;
-        loop {
-            let pooled = (stale < MAX_STALE)
-                .then(|| self.pool.checkout(&authority))
-                .flatten();
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => self.connect(&parts.uri).await?,
-            };
-            let sending = body.take().unwrap_or_else(body::empty);
-            match exchange(&mut conn, &parts, &authority, sending).await {
-                Ok(head) => {
-                    let response = self.respond(conn, authority, &parts.method, head);
-                    codec::recycle(parts.headers);
-                    return response;
+        async move {
+            let authority = parts.uri.authority().cloned().ok_or(Error::NoAuthority)?;
+            let resend = body.is_end_stream() && idempotent(&parts.method);
+            let mut body = Some(body);
+            let mut stale = 0;
+            loop {
+                let pooled = (stale < MAX_STALE)
+                    .then(|| self.pool.checkout(&authority))
+                    .flatten();
+                let reused = pooled.is_some();
+                let mut conn = match pooled {
+                    Some(conn) => conn,
+                    None => self.connect(&parts.uri).await?,
+                };
+                let sending = body.take().unwrap_or_else(body::empty);
+                match exchange(&mut conn, &parts, &authority, sending).await {
+                    Ok(head) => {
+                        let response = self.respond(conn, authority, &parts.method, head);
+                        codec::recycle(parts.headers);
+                        return response;
+                    }
+                    Err(failed) if reused && resend && failed.nothing_back => stale += 1,
+                    Err(failed) => return Err(failed.error),
                 }
-                Err(failed) if reused && resend && failed.nothing_back => stale += 1,
-                Err(failed) => return Err(failed.error),
             }
         }
     }
