@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # bench/instructions.sh BINARY... — user-space instructions per proxied request of each
-# weir-ingress binary, counted by callgrind: deterministic, so a change of 1 % shows, where
-# requests/s on this shared machine move 10-25 % between runs of the same binary. It counts
-# Weir's own work only (not the kernel's, not cache misses): check a change's real effect with
-# bench/ab.sh as well.
-#   bench/instructions.sh /tmp/weir-before target/release/weir-ingress
+# weir-ingress binary (or `nginx`: the peer kit's nginx proxy), counted by callgrind:
+# deterministic, so a change of 1 % shows, where requests/s on this shared machine move 10-25 %
+# between runs of the same binary. It counts user-space work only (not the kernel's, not cache
+# misses or atomic operations): check a change's real effect with bench/ab.sh as well.
+#   bench/instructions.sh /tmp/weir-before target/release/weir-ingress nginx
 # Each binary serves the peer kit's backend through one HTTPRoute; after 500 warm-up requests,
-# N (default 4000) keep-alive GETs as wrk sends them (only a Host header) over 8 connections
-# are counted. Needs valgrind (apt-get install valgrind).
+# N (default 4000) keep-alive GETs as wrk sends them (only a Host header) over 8 connections,
+# in rounds of one per connection, are counted. Needs valgrind (apt-get install valgrind).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
@@ -60,20 +60,67 @@ for start in range(0, n, len(conns)):
 PY
 }
 
+# The nginx proxy as the peer kit configures it (one worker, upstream keep-alive), in the
+# foreground without a master process so that callgrind sees the process that does the work.
+nginx_config() {
+  mkdir -p "$work/nginx/tmp"
+  cat <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1000; use epoll; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp/body;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    upstream backend {
+        server 127.0.0.1:18080;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout 120s;
+    }
+    server {
+        listen 127.0.0.1:18095 backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
 for bin in "$@"; do
   out=$work/callgrind.out
   rm -f "$out"
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-    "$bin" --config-dir "$work/config" --listen 127.0.0.1:18095 --admin 127.0.0.1:19995 \
-    --workers 1 --access-log off --drain-timeout 1s > "$work/weir.log" 2>&1 &
+  if [ "$bin" = nginx ]; then
+    nginx_config > "$work/nginx.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+      nginx -c "$work/nginx.conf" -p "$work/nginx" > "$work/nginx.log" 2>&1 &
+    ready=http://127.0.0.1:18095/
+  else
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+      "$bin" --config-dir "$work/config" --listen 127.0.0.1:18095 --admin 127.0.0.1:19995 \
+      --workers 1 --access-log off --drain-timeout 1s > "$work/weir.log" 2>&1 &
+    ready=http://127.0.0.1:19995/readyz
+  fi
   vg=$!
   pids+=("$vg")
-  for _ in $(seq 600); do curl -fs http://127.0.0.1:19995/readyz >/dev/null 2>&1 && break; sleep 0.2; done
+  for _ in $(seq 600); do curl -fs "$ready" >/dev/null 2>&1 && break; sleep 0.2; done
   requests 18095 500
   callgrind_control -i on "$vg" >/dev/null 2>&1
   requests 18095 "$n"
   callgrind_control -i off "$vg" >/dev/null 2>&1
-  kill -TERM "$vg"; wait "$vg" || true
+  if [ "$bin" = nginx ]; then kill -QUIT "$vg"; else kill -TERM "$vg"; fi
+  wait "$vg" || true
   total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
   cp "$out" "$work/callgrind.$(basename "$bin").out"
   echo "$bin: $((total / n)) instructions per request (profile: $work/callgrind.$(basename "$bin").out)"
