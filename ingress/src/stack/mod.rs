@@ -66,7 +66,8 @@ pub struct Gateway {
     pub max_header_bytes: usize,
 }
 
-/// What is known about a request as it moves through the stages, for the log and metrics.
+/// What is known about a request as it moves through the stages, for the log and metrics, and
+/// what an early stage hands a later one (taken when used).
 pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
@@ -97,7 +98,9 @@ pub fn handle(
         parts.headers.reserve(5);
         let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
         let request_id = stamps.request_id;
-        let traceparent = match gw.access_log.enabled() {
+        // What only the access log needs is taken only when it is on.
+        let logging = gw.access_log.enabled();
+        let traceparent = match logging {
             true => parts.headers.get(headers::TRACEPARENT).cloned(),
             false => None,
         };
@@ -106,7 +109,7 @@ pub fn handle(
         let host = request_host(asked.as_ref());
         let method = parts.method.clone();
         let protocol = version_name(parts.version);
-        let user_agent = if gw.access_log.enabled() {
+        let user_agent = if logging {
             parts
                 .headers
                 .get(header::USER_AGENT)
@@ -115,14 +118,14 @@ pub fn handle(
         } else {
             None
         };
-        let bytes_in = match gw.access_log.enabled() {
+        let bytes_in = match logging {
             true => content_length(&parts).unwrap_or(0),
             false => 0,
         };
         let grpc = is_grpc(&parts.headers);
         // The path as received, then as normalised: for the access log only.
         let mut logged_path = String::new();
-        if gw.access_log.enabled() {
+        if logging {
             logged_path.push_str(parts.uri.path());
         }
         let mut x = Exchange {
@@ -173,7 +176,7 @@ pub fn handle(
                 .as_secs_f64(),
         );
 
-        if !gw.access_log.enabled() {
+        if !logging {
             return response;
         }
         let log = gw.access_log.clone();
@@ -332,7 +335,7 @@ async fn forward(
     let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
     headers::set_forwarded(&mut parts.headers, client, scheme, client_host);
     headers::modify(&mut parts.headers, &f.request_headers);
-    if let Some(v) = upstream_host.filter(|v| parts.headers.get(header::HOST) != Some(v)) {
+    if let Some(v) = upstream_host {
         parts.headers.insert(header::HOST, v);
     }
     // The path as matched (normalised), or rewritten; the request's own when neither changed it.

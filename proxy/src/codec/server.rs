@@ -100,12 +100,12 @@ fn request_body_length(
     present: Present,
 ) -> Result<RequestBodyLength, ProtocolError> {
     if present.transfer_encoding {
-        if version == Version::HTTP_10 || present.content_length || !present.chunked {
+        if version == Version::HTTP_10 || present.content_length() || !present.chunked {
             return Err(ProtocolError::TransferEncoding);
         }
         return Ok(RequestBodyLength::Chunked);
     }
-    if !present.content_length {
+    if !present.content_length() {
         return Ok(RequestBodyLength::Empty);
     }
     Ok(match present.length? {

@@ -208,14 +208,14 @@ impl<F: Future> Handling<F> {
     /// `future`, in the kept allocation (made on first use).
     #[inline]
     fn start(&mut self, future: F) -> Pin<&mut F> {
-        match &mut self.0 {
-            Some(slot) => slot.set(future),
-            None => self.0 = Some(Box::pin(future)),
-        }
-        match &mut self.0 {
-            Some(slot) => slot.as_mut(),
-            None => unreachable!("the slot was just filled"),
-        }
+        let slot = match self.0.take() {
+            Some(mut slot) => {
+                slot.set(future);
+                slot
+            }
+            None => Box::pin(future),
+        };
+        self.0.insert(slot).as_mut()
     }
 }
 
