@@ -1,5 +1,14 @@
 //! Prometheus metrics for the data plane, in one registry served at the admin `/metrics`.
 
+use std::{
+    cell::RefCell,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -9,6 +18,9 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Tells this registry's series apart from another's in the per-thread cache of a route's
+    /// series (a process may hold several registries: tests do).
+    id: u64,
     /// Requests by route and status class (`2xx`…).
     pub requests: IntCounterVec,
     /// Whole-request latency by route and status class, until the response headers.
@@ -62,6 +74,35 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Records a request to `route` (`None`: none matched) answered with `status` after
+    /// `elapsed`: its count and latency. A route's series are looked up once per thread and
+    /// status class, then kept: by label, each costs two hashes and a lock.
+    pub fn request(&self, route: Option<&Arc<str>>, status: http::StatusCode, elapsed: Duration) {
+        let class = status_class(status);
+        let key = SeriesKey {
+            metrics: self.id,
+            route: route.map_or(std::ptr::null(), |r| Arc::as_ptr(r).cast::<u8>()),
+            class,
+        };
+        ROUTE_SERIES.with_borrow_mut(|cache| {
+            let slot = &mut cache[key.slot()];
+            let series = match slot {
+                Some(kept) if kept.key == key => kept,
+                _ => {
+                    let label = route.map_or("none", |r| r);
+                    slot.insert(Series {
+                        key,
+                        _route: route.cloned(),
+                        requests: self.requests.with_label_values(&[label, class]),
+                        duration: self.request_duration.with_label_values(&[label, class]),
+                    })
+                }
+            };
+            series.requests.inc();
+            series.duration.observe(elapsed.as_secs_f64());
+        });
+    }
+
     /// Counts an error Weir answered with, by reason and side.
     pub fn proxy_error(&self, e: crate::error::ProxyError) {
         self.errors
@@ -71,6 +112,7 @@ impl Metrics {
 
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let registry = Registry::new();
         // 100 µs .. ~52 s: proxy latencies span from sub-millisecond to long timeouts.
         let latency = exponential_buckets(0.0001, 2.0, 20).unwrap_or_default();
@@ -243,6 +285,7 @@ impl Metrics {
             mesh_handshakes: mesh_handshakes.expect("valid metric"),
             workload_certificate_expiry: workload_certificate_expiry.expect("valid metric"),
             registry,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         };
         metrics.register_all();
         metrics
@@ -308,6 +351,41 @@ impl Default for Metrics {
     }
 }
 
+/// Which series a cached [`Series`] is: the registry, the route (its name's address, kept
+/// alive by the entry so that no other name can take it) and the status class.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SeriesKey {
+    metrics: u64,
+    route: *const u8,
+    class: &'static str,
+}
+
+impl SeriesKey {
+    fn slot(&self) -> usize {
+        // Names are separate allocations, at least 8 bytes apart; the class is a static whose
+        // address tells it apart.
+        let mixed = (self.route as usize >> 4) ^ (self.class.as_ptr() as usize >> 1);
+        mixed % SERIES_SLOTS
+    }
+}
+
+/// A route's request counter and latency histogram for one status class.
+struct Series {
+    key: SeriesKey,
+    _route: Option<Arc<str>>,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// Routes' series kept per thread, one per slot: a request's route is found in one probe, and
+/// a slot taken by another route is simply looked up again.
+const SERIES_SLOTS: usize = 64;
+
+thread_local! {
+    static ROUTE_SERIES: RefCell<[Option<Series>; SERIES_SLOTS]> =
+        const { RefCell::new([const { None }; SERIES_SLOTS]) };
+}
+
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: http::StatusCode) -> &'static str {
     match status.as_u16() {
@@ -316,5 +394,60 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(metrics: &Metrics, route: &str, class: &str) -> u64 {
+        metrics.requests.with_label_values(&[route, class]).get()
+    }
+
+    fn observed(metrics: &Metrics, route: &str, class: &str) -> u64 {
+        metrics
+            .request_duration
+            .with_label_values(&[route, class])
+            .get_sample_count()
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_class_whatever_the_cache_holds() {
+        let (one, two) = (Metrics::new(), Metrics::new());
+        let api: Arc<str> = Arc::from("default/api");
+        let web: Arc<str> = Arc::from("default/web");
+        // Another Arc with the same name (a reload) is the same series.
+        let api_again: Arc<str> = Arc::from("default/api");
+        let ok = http::StatusCode::OK;
+        let missing = http::StatusCode::NOT_FOUND;
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            one.request(Some(&api), ok, ms);
+        }
+        one.request(Some(&api), missing, ms);
+        one.request(Some(&web), ok, ms);
+        one.request(Some(&api_again), ok, ms);
+        one.request(None, missing, ms);
+        two.request(Some(&api), ok, ms);
+        // Many routes: slots are shared, and each still lands in its own series.
+        let many: Vec<Arc<str>> = (0..200).map(|i| Arc::from(format!("r{i}"))).collect();
+        for _ in 0..2 {
+            for r in &many {
+                one.request(Some(r), ok, ms);
+            }
+        }
+
+        assert_eq!(count(&one, "default/api", "2xx"), 4);
+        assert_eq!(observed(&one, "default/api", "2xx"), 4);
+        assert_eq!(count(&one, "default/api", "4xx"), 1);
+        assert_eq!(count(&one, "default/web", "2xx"), 1);
+        assert_eq!(count(&one, "none", "4xx"), 1);
+        assert_eq!(count(&two, "default/api", "2xx"), 1);
+        assert_eq!(count(&two, "default/web", "2xx"), 0);
+        assert!((0..200).all(|i| count(&one, &format!("r{i}"), "2xx") == 2));
+        assert!(one
+            .render()
+            .contains("weir_requests_total{route=\"default/api\",status=\"2xx\"} 4"));
     }
 }

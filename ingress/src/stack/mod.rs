@@ -33,7 +33,7 @@ use weir_proxy::{
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, ERROR_HEADER},
     headers,
-    metrics::{status_class, Metrics},
+    metrics::Metrics,
     normalize::normalize_path,
     resilience::{
         retry::{self, Deadlines, Outgoing, Replay, Report},
@@ -161,15 +161,7 @@ pub fn handle(
         // Metrics at response headers: what a client waits for.
         let status = response.status();
         let to_headers = started.elapsed();
-        let route_label = x.route.as_deref().unwrap_or("none");
-        gw.metrics
-            .requests
-            .with_label_values(&[route_label, status_class(status)])
-            .inc();
-        gw.metrics
-            .request_duration
-            .with_label_values(&[route_label, status_class(status)])
-            .observe(to_headers.as_secs_f64());
+        gw.metrics.request(x.route.as_ref(), status, to_headers);
         gw.metrics.overhead.observe(
             to_headers
                 .saturating_sub(x.sent.upstream_wait)
