@@ -8,14 +8,17 @@
 # Prints requests/s, p50, p99 and CPU µs per request for each target, then the memory of
 # 10,000 idle keep-alive connections and of a gateway holding 5,000 HTTPRoutes.
 #   REPS=5 DURATION=10 bench/run.sh
-#   SECTIONS=memory bench/run.sh     # only some of: load memory routes
+#   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
+# The `peers` section shows what each proxy costs the other core, where wrk and the backend
+# share CPU 0 and which the load saturates too: both cores' busy time, and per request the
+# backend's CPU time and how often it ran out of work and slept.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
 REPS=${REPS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-5000}
-SECTIONS=" ${SECTIONS:-load memory routes} "
+SECTIONS=" ${SECTIONS:-load peers memory routes} "
 section() { [[ "$SECTIONS" == *" $1 "* ]]; }
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench}
 mkdir -p "$work/config" "$work/routes"
@@ -40,6 +43,37 @@ if section load; then
     nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
     haproxy=http://127.0.0.1:18082/,pid=haproxy \
     weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+fi
+
+if section peers; then
+  echo "== the other core: wrk and the backend on CPU $BACKEND_CPU, ${PEER_DURATION:-5}s x $REPS (name req/s cpu0_busy cpu1_busy backend_us/req backend_sleeps/req proxy_us/req)"
+  worker_of() { # the worker process of the peer-kit nginx whose master has pid file $1
+    pgrep -P "$(cat "$RUN/$1.pid")" | head -1
+  }
+  backend=$(worker_of backend)
+  nginx_worker=$(worker_of nginx-proxy)
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  sleeps() { awk '/^voluntary_ctxt_switches/{print $2}' "/proc/$1/status"; }
+  busy() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+  for _ in $(seq "$REPS"); do
+    for target in nginx=18081=$nginx_worker weir=18085=$WEIR_PID; do
+      IFS== read -r name port pid <<<"$target"
+      taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d1s "http://127.0.0.1:$port/" >/dev/null
+      read -r b0 i0 <<<"$(busy "$BACKEND_CPU")"; read -r b1 i1 <<<"$(busy "$PROXY_CPU")"
+      t=$(cpu_ticks "$backend"); s=$(sleeps "$backend"); p=$(cpu_ticks "$pid")
+      out=$(taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d"${PEER_DURATION:-5}s" "http://127.0.0.1:$port/")
+      read -r b0n i0n <<<"$(busy "$BACKEND_CPU")"; read -r b1n i1n <<<"$(busy "$PROXY_CPU")"
+      n=$(echo "$out" | awk '/requests in/{print $1}')
+      awk -v name="$name" -v n="$n" -v secs="${PEER_DURATION:-5}" \
+        -v c0="$(( b0n - b0 )) $(( i0n - i0 ))" -v c1="$(( b1n - b1 )) $(( i1n - i1 ))" \
+        -v bt="$(( $(cpu_ticks "$backend") - t ))" -v bs="$(( $(sleeps "$backend") - s ))" \
+        -v pt="$(( $(cpu_ticks "$pid") - p ))" 'BEGIN {
+          split(c0, a, " "); split(c1, b, " ")
+          printf "%-6s %8.0f %5.1f%% %5.1f%% %6.2f %6.3f %6.2f\n", name, n / secs,
+            100 * a[1] / (a[1] + a[2]), 100 * b[1] / (b[1] + b[2]),
+            bt * 10000 / n, bs / n, pt * 10000 / n }'
+    done
+  done
 fi
 
 if section memory; then
