@@ -46,32 +46,24 @@ if section load; then
 fi
 
 if section peers; then
-  echo "== the other core: wrk and the backend on CPU $BACKEND_CPU, ${PEER_DURATION:-5}s x $REPS (name req/s cpu0_busy cpu1_busy backend_us/req backend_sleeps/req proxy_us/req)"
-  worker_of() { # the worker process of the peer-kit nginx whose master has pid file $1
-    pgrep -P "$(cat "$RUN/$1.pid")" | head -1
-  }
-  backend=$(worker_of backend)
-  nginx_worker=$(worker_of nginx-proxy)
-  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-  sleeps() { awk '/^voluntary_ctxt_switches/{print $2}' "/proc/$1/status"; }
-  busy() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+  echo "== the other core: wrk and the backend on CPU $BACKEND_CPU, ${PEER_DURATION:-5}s x $REPS (name req/s backend_us/req backend_sleeps/req proxy_us/req, busy per core)"
+  # The backend's worker: its master only waits, and the sleeps counted are the worker's.
+  backend=$(pgrep -P "$(cat "$RUN/backend.pid")" | head -1)
+  sleeps() { awk '/^voluntary_ctxt_switches/{print $2}' "/proc/$backend/status"; }
+  us_per_tick=$((1000000 / $(getconf CLK_TCK)))
   for _ in $(seq "$REPS"); do
-    for target in nginx=18081=$nginx_worker weir=18085=$WEIR_PID; do
+    for target in nginx=18081=$(cat "$RUN/nginx-proxy.pid") weir=18085=$WEIR_PID; do
       IFS== read -r name port pid <<<"$target"
       taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d1s "http://127.0.0.1:$port/" >/dev/null
-      read -r b0 i0 <<<"$(busy "$BACKEND_CPU")"; read -r b1 i1 <<<"$(busy "$PROXY_CPU")"
-      t=$(cpu_ticks "$backend"); s=$(sleeps "$backend"); p=$(cpu_ticks "$pid")
+      cores=$(cpu_snap); t=$(pid_ticks "$backend"); s=$(sleeps); p=$(pid_ticks "$pid")
       out=$(taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d"${PEER_DURATION:-5}s" "http://127.0.0.1:$port/")
-      read -r b0n i0n <<<"$(busy "$BACKEND_CPU")"; read -r b1n i1n <<<"$(busy "$PROXY_CPU")"
+      busy=$(cpu_busy "$cores" "$(cpu_snap)")
       n=$(echo "$out" | awk '/requests in/{print $1}')
-      awk -v name="$name" -v n="$n" -v secs="${PEER_DURATION:-5}" \
-        -v c0="$(( b0n - b0 )) $(( i0n - i0 ))" -v c1="$(( b1n - b1 )) $(( i1n - i1 ))" \
-        -v bt="$(( $(cpu_ticks "$backend") - t ))" -v bs="$(( $(sleeps "$backend") - s ))" \
-        -v pt="$(( $(cpu_ticks "$pid") - p ))" 'BEGIN {
-          split(c0, a, " "); split(c1, b, " ")
-          printf "%-6s %8.0f %5.1f%% %5.1f%% %6.2f %6.3f %6.2f\n", name, n / secs,
-            100 * a[1] / (a[1] + a[2]), 100 * b[1] / (b[1] + b[2]),
-            bt * 10000 / n, bs / n, pt * 10000 / n }'
+      awk -v name="$name" -v n="$n" -v secs="${PEER_DURATION:-5}" -v tick="$us_per_tick" \
+        -v bt="$(( $(pid_ticks "$backend") - t ))" -v bs="$(( $(sleeps) - s ))" \
+        -v pt="$(( $(pid_ticks "$pid") - p ))" -v busy="$busy" 'BEGIN {
+          printf "%-6s %8.0f %6.2f %6.3f %6.2f  %s\n", name, n / secs,
+            bt * tick / n, bs / n, pt * tick / n, busy }'
     done
   done
 fi

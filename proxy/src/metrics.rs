@@ -79,20 +79,16 @@ impl Metrics {
     /// status class, then kept: by label, each costs two hashes and a lock.
     pub fn request(&self, route: Option<&Arc<str>>, status: http::StatusCode, elapsed: Duration) {
         let class = status_class(status);
-        let key = SeriesKey {
-            metrics: self.id,
-            route: route.map_or(std::ptr::null(), |r| Arc::as_ptr(r).cast::<u8>()),
-            class,
-        };
         ROUTE_SERIES.with_borrow_mut(|cache| {
-            let slot = &mut cache[key.slot()];
+            let slot = &mut cache[series_slot(route, status)];
             let series = match slot {
-                Some(kept) if kept.key == key => kept,
+                Some(kept) if kept.is(self.id, route, class) => kept,
                 _ => {
                     let label = route.map_or("none", |r| r);
                     slot.insert(Series {
-                        key,
-                        _route: route.cloned(),
+                        metrics: self.id,
+                        route: route.cloned(),
+                        class,
                         requests: self.requests.with_label_values(&[label, class]),
                         duration: self.request_duration.with_label_values(&[label, class]),
                     })
@@ -351,30 +347,31 @@ impl Default for Metrics {
     }
 }
 
-/// Which series a cached [`Series`] is: the registry, the route (its name's address, kept
-/// alive by the entry so that no other name can take it) and the status class.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct SeriesKey {
+/// A route's request counter and latency histogram for one status class, from one registry.
+/// The entry holds the route's name, so no other name can take its address while it is kept.
+struct Series {
     metrics: u64,
-    route: *const u8,
+    route: Option<Arc<str>>,
     class: &'static str,
+    requests: IntCounter,
+    duration: Histogram,
 }
 
-impl SeriesKey {
-    fn slot(&self) -> usize {
-        // Names are separate allocations, at least 8 bytes apart; the class is a static whose
-        // address tells it apart.
-        let mixed = (self.route as usize >> 4) ^ (self.class.as_ptr() as usize >> 1);
-        mixed % SERIES_SLOTS
+impl Series {
+    fn is(&self, metrics: u64, route: Option<&Arc<str>>, class: &str) -> bool {
+        let same_route = match (&self.route, route) {
+            (Some(kept), Some(route)) => Arc::ptr_eq(kept, route),
+            (kept, route) => kept.is_none() && route.is_none(),
+        };
+        self.metrics == metrics && same_route && self.class == class
     }
 }
 
-/// A route's request counter and latency histogram for one status class.
-struct Series {
-    key: SeriesKey,
-    _route: Option<Arc<str>>,
-    requests: IntCounter,
-    duration: Histogram,
+/// Where a route's series for `status` is kept: by the address of the route's name (separate
+/// allocations, at least 16 bytes apart) and the status class.
+fn series_slot(route: Option<&Arc<str>>, status: http::StatusCode) -> usize {
+    let address = route.map_or(0, |r| Arc::as_ptr(r).cast::<u8>() as usize);
+    ((address >> 4) ^ usize::from(status.as_u16() / 100)) % SERIES_SLOTS
 }
 
 /// Routes' series kept per thread, one per slot: a request's route is found in one probe, and
