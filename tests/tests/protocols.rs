@@ -88,6 +88,53 @@ async fn websocket_upgrade_is_proxied_both_ways() {
 }
 
 #[tokio::test]
+async fn backend_response_fields_reach_the_client_less_hop_by_hop() {
+    let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
+    let dir = setup(&app, &grpc);
+    let weir = Weir::start(&dir);
+    // The backend's fields pass: repeated ones in order; its own request id gives way to the
+    // request's, its framing to the gateway's own.
+    let reply = weir
+        .send(
+            "GET",
+            "p.example.com",
+            "/x?respond=set-cookie:a=1&respond=set-cookie:b=2&respond=x-request-id:backend\
+             &respond=cache-control:no-store",
+            &[("x-request-id", "from-client")],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let all = |name| -> Vec<&str> {
+        let values = reply.headers.get_all(name).iter();
+        values.map(|v| v.to_str().unwrap()).collect()
+    };
+    assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(all("x-request-id"), ["from-client"]);
+    assert_eq!(all("cache-control"), ["no-store"]);
+    assert_eq!(all("x-backend"), ["app"]);
+    assert_eq!(all("content-length").len(), 1);
+    assert_eq!(all("date").len(), 1);
+    assert_eq!(reply.json()["backend"], "app");
+    // A field the backend's Connection names, and Keep-Alive, stop at the gateway.
+    let reply = weir
+        .send(
+            "GET",
+            "p.example.com",
+            "/x?respond=connection:x-hop&respond=x-hop:secret&respond=keep-alive:timeout=5\
+             &respond=x-kept:yes",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    for name in ["x-hop", "keep-alive", "connection"] {
+        assert!(reply.header(name).is_none(), "{name}: {:?}", reply.headers);
+    }
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+}
+
+#[tokio::test]
 async fn forwarded_ids_and_trace_context() {
     let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
     let dir = setup(&app, &grpc);

@@ -4,6 +4,7 @@
 //! - any path: 200 with a JSON echo of the request (`backend`, `method`, `path`, `query`,
 //!   `headers`, `body_bytes`);
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
+//! - `?respond=NAME:VALUE` (repeatable): that field added to the answer;
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
 //! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers;
 //! - `/__requests`: how many other requests it has served (tests use it to see mirrors);
@@ -240,6 +241,15 @@ async fn answer(
     response
         .headers_mut()
         .insert("x-backend", HeaderValue::from_static(name));
+    let asked = parts.uri.query().unwrap_or_default().split('&');
+    for (field, value) in asked.filter_map(|p| p.strip_prefix("respond=")?.split_once(':')) {
+        if let (Ok(field), Ok(value)) = (
+            http::HeaderName::from_bytes(field.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(field, value);
+        }
+    }
     Ok(response)
 }
 
