@@ -5,8 +5,9 @@
 # peer kit in ../shared/bench (installs nginx, HAProxy, wrk from Debian on first use):
 #   backend nginx on 127.0.0.1:18080, nginx proxy :18081, HAProxy :18082, weir-ingress :18085;
 #   each proxy pinned alone to CPU 1 with one worker; backend and load generator on CPU 0.
-# Prints requests/s, p50, p99 and CPU µs per request for each target, then the memory of
-# 10,000 idle keep-alive connections and of a gateway holding 5,000 HTTPRoutes.
+# Prints requests/s, p50, p99 and CPU µs per request for each target, Weir's ratio to nginx
+# round by round (bench/paired.py), then the memory of 10,000 idle keep-alive connections and
+# of a gateway holding 5,000 HTTPRoutes.
 #   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
 # The `peers` section shows what each proxy costs the other core, where wrk and the backend
@@ -38,11 +39,13 @@ start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
 if section load; then
   echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
-  "$kit/scripts/compare.sh" -r "$REPS" \
+  "$kit/scripts/compare.sh" -r "$REPS" -o "$work/compare.tsv" \
     direct=http://127.0.0.1:18080/ \
     nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
     haproxy=http://127.0.0.1:18082/,pid=haproxy \
     weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+  echo "== Weir against nginx within each round (both ran in it, minutes apart)"
+  python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx
 fi
 
 if section peers; then

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""bench/paired.py TSV [OURS] [THEIRS] — one proxy against another, round by round.
+
+Reads the raw runs the peer kit's compare.sh writes (one line per run: rep, name, spec, ...,
+rps, p50_ms, p99_ms) and compares OURS (default weir) with THEIRS (default nginx) within each
+round, where both ran minutes apart on the same machine: their requests/s ratio, and each one's
+added p99 (its p99 less the direct run's in that round). The machine's drift between rounds
+(this shared one moves 10-25 %) cancels out of a round's ratio, not out of a ratio of medians.
+A run repeated because other processes were busy counts as its last repeat.
+"""
+import csv
+import statistics
+import sys
+
+path = sys.argv[1]
+ours = sys.argv[2] if len(sys.argv) > 2 else "weir"
+theirs = sys.argv[3] if len(sys.argv) > 3 else "nginx"
+
+runs = {}
+with open(path, newline="") as f:
+    for row in csv.DictReader(f, delimiter="\t"):
+        runs[(row["rep"], row["name"])] = (float(row["rps"]), float(row["p99_ms"]))
+
+rounds = []
+for rep in sorted({rep for rep, _ in runs}, key=int):
+    got = [runs.get((rep, name)) for name in (ours, theirs, "direct")]
+    if None in got:
+        continue
+    (o_rps, o_p99), (t_rps, t_p99), (_, d_p99) = got
+    rounds.append((rep, o_rps / t_rps, o_p99 - d_p99, t_p99 - d_p99))
+if not rounds:
+    sys.exit(f"no round in {path} has {ours}, {theirs} and direct")
+
+print(f"round  req/s {ours}/{theirs}  added p99 {ours}  added p99 {theirs}")
+for rep, ratio, o_add, t_add in rounds:
+    print(f"{rep:>5}  {ratio:>15.2f}×  {o_add:>+11.2f} ms  {t_add:>+12.2f} ms")
+ratios = [r[1] for r in rounds]
+faster = sum(r >= 1 for r in ratios)
+lower = sum(o <= t for _, _, o, t in rounds)
+n = len(rounds)
+print(
+    f"median {statistics.median(ratios):.2f}× the requests/s ({ours} ahead in {faster} of {n} "
+    f"rounds); added p99 {statistics.median(r[2] for r in rounds):+.2f} ms against "
+    f"{statistics.median(r[3] for r in rounds):+.2f} ms ({ours} lower in {lower} of {n})"
+)
