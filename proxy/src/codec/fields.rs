@@ -22,6 +22,8 @@ pub(super) struct Present {
     pub(super) transfer_encoding: bool,
     /// Whether the last transfer coding is `chunked` (RFC 9112 §6.3).
     pub(super) chunked: bool,
+    /// How many transfer codings the `Transfer-Encoding` fields list, all of them.
+    pub(super) codings: usize,
     /// What the `Connection` fields say, read as they are located.
     pub(super) connection: Tokens,
     /// `Expect: 100-continue`.
@@ -115,6 +117,7 @@ pub(super) fn locate_fields(
         length: Ok(None),
         transfer_encoding: false,
         chunked: false,
+        codings: 0,
         connection: Tokens::default(),
         expect: false,
         upgrade: false,
@@ -150,6 +153,7 @@ pub(super) fn locate_fields(
         } else if name == TRANSFER_ENCODING {
             present.transfer_encoding = true;
             present.chunked = ends_chunked(f.value);
+            present.codings += codings(f.value);
         } else if name == CONNECTION {
             present.connection.note(f.value);
         } else if name == EXPECT {
@@ -248,6 +252,14 @@ fn add_length(mut known: Option<u64>, value: &[u8]) -> Result<Option<u64>, Proto
         known = Some(n);
     }
     Ok(known)
+}
+
+/// How many codings a `Transfer-Encoding` value lists (empty list elements are not codings).
+fn codings(value: &[u8]) -> usize {
+    value
+        .split(|b| *b == b',')
+        .filter(|coding| !coding.trim_ascii().is_empty())
+        .count()
 }
 
 /// Whether the last coding in a `Transfer-Encoding` value is `chunked`.

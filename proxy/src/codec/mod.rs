@@ -43,6 +43,10 @@ pub enum ProtocolError {
     /// `Content-Length`, or is in an HTTP/1.0 request: its body cannot be delimited safely.
     #[error("invalid transfer-encoding")]
     TransferEncoding,
+    /// A request's body has a transfer coding besides `chunked` (`gzip, chunked`), which Weir
+    /// does not decode and so cannot pass on (RFC 9112 §6.1: 501).
+    #[error("unsupported transfer coding")]
+    UnsupportedCoding,
     /// `Content-Length` is not one number (or several equal ones).
     #[error("invalid content-length")]
     ContentLength,

@@ -103,6 +103,9 @@ fn request_body_length(
         if version == Version::HTTP_10 || present.content_length() || !present.chunked {
             return Err(ProtocolError::TransferEncoding);
         }
+        if present.codings > 1 {
+            return Err(ProtocolError::UnsupportedCoding);
+        }
         return Ok(RequestBodyLength::Chunked);
     }
     if !present.content_length() {

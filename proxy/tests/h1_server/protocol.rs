@@ -121,7 +121,7 @@ async fn a_body_the_handler_leaves_unread_is_skipped_when_it_is_here_else_the_co
 }
 
 #[tokio::test]
-async fn malformed_or_ambiguous_requests_get_400_and_oversized_heads_431() {
+async fn malformed_or_ambiguous_requests_get_400_unknown_codings_501_and_oversized_heads_431() {
     let server = start(Duration::from_secs(10)).await;
     let cases: [(&[u8], &str); 6] = [
         (b"GET / HTTP/1.1\r\nbad header\r\n\r\n", "400"),
@@ -150,6 +150,28 @@ async fn malformed_or_ambiguous_requests_get_400_and_oversized_heads_431() {
         );
         assert!(head.contains("x-weir-error: bad-request"), "{head}");
     }
+    // A coding besides chunked (RFC 9112 §6.1): Weir cannot decode it, so it cannot pass the
+    // body on; in one field or over several.
+    for request in [
+        &b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut client = Client::connect(server.addr).await;
+        client.send(request).await;
+        let raw = client.until_closed().await;
+        let (head, _) = split_head(&raw);
+        assert!(head.starts_with("http/1.1 501"), "{head}");
+        assert!(
+            head.contains("x-weir-error: unsupported-transfer-coding"),
+            "{head}"
+        );
+    }
+    // chunked alone, in any case and with empty list elements, is served.
+    let mut client = Client::connect(server.addr).await;
+    client
+        .send(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: , Chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(client.response().await.0, 200);
     let mut client = Client::connect(server.addr).await;
     let huge = format!(
         "GET / HTTP/1.1\r\nx-big: {}\r\n\r\n",

@@ -132,6 +132,7 @@ where
                 tracing::debug!(addr = %peer.addr, error = %e, "malformed request");
                 let error = match e {
                     ProtocolError::HeadTooLarge => ProxyError::HeadersTooLarge,
+                    ProtocolError::UnsupportedCoding => ProxyError::NotImplemented,
                     _ => ProxyError::BadRequest,
                 };
                 write_response(
