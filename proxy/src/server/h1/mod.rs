@@ -47,6 +47,8 @@ use crate::{
 
 mod body_in;
 mod date;
+#[cfg(test)]
+mod tests;
 
 use body_in::{Lent, RequestBody};
 
@@ -282,9 +284,15 @@ async fn next_head<T: Transport, F>(
                     return Ok(Some(head));
                 }
             }
+            // Readable, and the buffers are back. Should nothing come (a spurious wake-up), the
+            // park delay parks it again.
             Woken::Readable(Ok(())) => {
                 parked = false;
                 settings.idle.dec();
+                waiting
+                    .timer
+                    .as_mut()
+                    .reset((Instant::now() + PARK_AFTER).min(deadline));
             }
             // The park delay (the timer is at the deadline after it). Still idle: the
             // handler's allocation goes, and the buffers too when the transport can wait on
