@@ -10,6 +10,7 @@ use http::{
 };
 
 use super::ProtocolError;
+use crate::headers::KEEP_ALIVE;
 
 /// Which of the fields that frame a message or steer its connection a head carries, noted
 /// while its fields are located. Most heads carry few of them, and looking up an absent one
@@ -78,8 +79,6 @@ impl Tokens {
         !self.upgrade && !self.other
     }
 }
-
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The fields of the last head parsed on a connection: each name, where its value lies in the
 /// buffer, and the name as the peer wrote it. A peer sends the same names in the same order
