@@ -45,7 +45,7 @@ pub enum ProxyError {
     /// 431: the headers are larger than allowed.
     HeadersTooLarge,
     /// 501: the request's body has a transfer coding Weir does not decode (`gzip, chunked`).
-    NotImplemented,
+    UnsupportedTransferCoding,
     /// 500: the route points at a backend that does not exist (or has no weight).
     BackendNotFound,
     /// 503: the backend has no ready endpoint.
@@ -79,7 +79,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BackendNotFound => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoHealthyEndpoint
             | ProxyError::CircuitOpen
@@ -99,7 +99,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no-route",
             ProxyError::BodyTooLarge => "body-too-large",
             ProxyError::HeadersTooLarge => "headers-too-large",
-            ProxyError::NotImplemented => "unsupported-transfer-coding",
+            ProxyError::UnsupportedTransferCoding => "unsupported-transfer-coding",
             ProxyError::BackendNotFound => "backend-not-found",
             ProxyError::NoHealthyEndpoint => "no-healthy-endpoint",
             ProxyError::ConnectFailed => "connect-failed",
@@ -120,7 +120,7 @@ impl ProxyError {
             ProxyError::BadRequest
             | ProxyError::BodyTooLarge
             | ProxyError::HeadersTooLarge
-            | ProxyError::NotImplemented
+            | ProxyError::UnsupportedTransferCoding
             | ProxyError::Unauthenticated
             | ProxyError::Forbidden
             | ProxyError::AccessDenied
@@ -143,7 +143,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no route for this request\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::HeadersTooLarge => "request headers too large\n",
-            ProxyError::NotImplemented => "transfer coding not supported\n",
+            ProxyError::UnsupportedTransferCoding => "transfer coding not supported\n",
             ProxyError::BackendNotFound => "backend not found\n",
             ProxyError::NoHealthyEndpoint => "no healthy endpoint\n",
             ProxyError::ConnectFailed => "backend connection failed\n",
@@ -166,7 +166,7 @@ impl ProxyError {
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
         if self == ProxyError::BodyTooLarge
             || self == ProxyError::HeadersTooLarge
-            || self == ProxyError::NotImplemented
+            || self == ProxyError::UnsupportedTransferCoding
             || self == ProxyError::BadRequest
         {
             // The rest of the request may still be on the wire; don't try to read past it.
@@ -179,7 +179,9 @@ impl ProxyError {
     pub fn grpc_status(self) -> u8 {
         match self {
             ProxyError::BadRequest => 3, // INVALID_ARGUMENT
-            ProxyError::NoRoute | ProxyError::BackendNotFound | ProxyError::NotImplemented => 12, // UNIMPLEMENTED
+            ProxyError::NoRoute
+            | ProxyError::BackendNotFound
+            | ProxyError::UnsupportedTransferCoding => 12, // UNIMPLEMENTED
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED
             ProxyError::Unauthenticated => 16, // UNAUTHENTICATED
             ProxyError::Forbidden | ProxyError::AccessDenied => 7, // PERMISSION_DENIED

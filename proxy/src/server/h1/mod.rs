@@ -134,7 +134,7 @@ where
                 tracing::debug!(addr = %peer.addr, error = %e, "malformed request");
                 let error = match e {
                     ProtocolError::HeadTooLarge => ProxyError::HeadersTooLarge,
-                    ProtocolError::UnsupportedCoding => ProxyError::NotImplemented,
+                    ProtocolError::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
                     _ => ProxyError::BadRequest,
                 };
                 write_response(
