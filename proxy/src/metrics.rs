@@ -99,6 +99,12 @@ impl Metrics {
         });
     }
 
+    /// Which registry this is, among those of the process: what per-thread caches of its
+    /// series (here and in the roles) tell registries apart by.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Counts an error Weir answered with, by reason and side.
     pub fn proxy_error(&self, e: crate::error::ProxyError) {
         self.errors

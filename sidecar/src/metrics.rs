@@ -3,11 +3,7 @@
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
 };
-use std::{
-    cell::RefCell,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Instant,
-};
+use std::{cell::RefCell, time::Instant};
 
 use weir_proxy::metrics::{status_class, Metrics};
 
@@ -29,7 +25,8 @@ pub struct MeshMetrics {
     /// Connections that sent nothing within the detection timeout and became opaque TCP,
     /// by direction.
     pub detect_timeouts: IntCounterVec,
-    /// Tells this registry's series from another's in the per-thread cache.
+    /// The registry's ([`Metrics::id`]): tells its series from another's in the per-thread
+    /// cache.
     id: u64,
 }
 
@@ -104,9 +101,8 @@ impl MeshMetrics {
             .registry()
             .register(Box::new(duration.clone()))
             .expect("metric registered once");
-        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
-            id: IDS.fetch_add(1, Ordering::Relaxed),
+            id: metrics.id(),
             requests: counter(
                 "weir_mesh_requests_total",
                 "Mesh requests by direction, peer identity, destination and status class",
