@@ -337,12 +337,17 @@ async fn broken_responses_are_errors() {
         0 => Answer::SendAndClose("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b"),
         1 => Answer::Send("HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n"),
         2 => Answer::Send("HTTP/1.1 2x0 OK\r\n\r\n"),
-        _ => Answer::SendAndClose("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+        3 => Answer::SendAndClose("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+        // A gzip-coded body would reach the client still coded, with nothing naming the coding.
+        4 => Answer::Send(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+        _ => Answer::SendAndClose("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nabc"),
     })
     .await;
     let metrics = Metrics::new();
     let up = upstream(&metrics, Duration::from_secs(60));
-    for n in 0..4 {
+    for n in 0..6 {
         assert_eq!(
             get(&up, &b, "/").await.unwrap_err(),
             ProxyError::BackendReset,

@@ -43,8 +43,8 @@ pub enum ProtocolError {
     /// `Content-Length`, or is in an HTTP/1.0 request: its body cannot be delimited safely.
     #[error("invalid transfer-encoding")]
     TransferEncoding,
-    /// A request's body has a transfer coding besides `chunked` (`gzip, chunked`), which Weir
-    /// does not decode and so cannot pass on (RFC 9112 §6.1: 501).
+    /// A body has a transfer coding besides `chunked` (`gzip, chunked`), which Weir does not
+    /// decode and so cannot pass on: a request gets 501 (RFC 9112 §6.1), a response 502.
     #[error("unsupported transfer coding")]
     UnsupportedCoding,
     /// `Content-Length` is not one number (or several equal ones).
@@ -245,11 +245,14 @@ pub fn body_length(method: &Method, head: &Head) -> Result<BodyLength, ProtocolE
         return Ok(BodyLength::Empty);
     }
     if head.present.transfer_encoding {
-        return Ok(if head.present.chunked {
-            BodyLength::Chunked
+        // `Transfer-Encoding` is this hop's alone and Weir decodes only `chunked`: a body with
+        // another coding (`gzip, chunked`, or `gzip` read until close) would reach the client
+        // still coded with nothing naming the coding. Refused, as nginx and Go's client do.
+        return if head.present.chunked && head.present.codings == 1 {
+            Ok(BodyLength::Chunked)
         } else {
-            BodyLength::UntilClose
-        });
+            Err(ProtocolError::UnsupportedCoding)
+        };
     }
     Ok(match head.present.length? {
         Some(0) => BodyLength::Empty,

@@ -149,14 +149,23 @@ fn body_length_follows_rfc_9112() {
     assert_eq!(
         body_length(
             &get,
-            &ok("transfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n")
+            &ok("transfer-encoding: Chunked\r\ncontent-length: 3\r\n")
         ),
         Ok(BodyLength::Chunked)
     );
-    assert_eq!(
-        body_length(&get, &ok("transfer-encoding: gzip\r\n")),
-        Ok(BodyLength::UntilClose)
-    );
+    // Codings Weir does not decode, which the client would get still coded.
+    for coded in [
+        "transfer-encoding: gzip, chunked\r\n",
+        "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: gzip\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+    ] {
+        assert_eq!(
+            body_length(&get, &ok(coded)),
+            Err(ProtocolError::UnsupportedCoding),
+            "{coded}"
+        );
+    }
     assert_eq!(
         body_length(&get, &ok("content-length: 7, 7\r\ncontent-length: 7\r\n")),
         Ok(BodyLength::Length(7))
