@@ -32,7 +32,7 @@ use weir_proxy::{
     body::{self, boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, ERROR_HEADER},
-    headers,
+    headers::{self, Stamps},
     metrics::Metrics,
     normalize::normalize_path,
     resilience::{
@@ -96,8 +96,10 @@ pub fn handle(
         // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
         // once (HTTP/1.1 heads come with it).
         parts.headers.reserve(5);
-        let stamps = headers::stamp(&mut parts.headers, client.addr.ip());
-        let request_id = stamps.request_id;
+        let Stamps {
+            request_id,
+            client: forwarded_for,
+        } = headers::stamp(&mut parts.headers, client.addr.ip());
         // What only the access log needs is taken only when it is on.
         let logging = gw.access_log.enabled();
         let traceparent = match logging {
@@ -130,7 +132,7 @@ pub fn handle(
         }
         let mut x = Exchange {
             client,
-            forwarded_for: Some(stamps.client),
+            forwarded_for: Some(forwarded_for),
             asked: asked.clone(),
             route: None,
             backend: None,
@@ -233,16 +235,15 @@ async fn proxy(
     }
     // 4. route
     let active = gw.store.load();
-    let view = RequestView {
-        host,
-        path,
-        query: parts.uri.query(),
-        method: &parts.method,
-        headers: &parts.headers,
-    };
     let route = active
         .router
-        .route(&view)
+        .route(&RequestView {
+            host,
+            path,
+            query: parts.uri.query(),
+            method: &parts.method,
+            headers: &parts.headers,
+        })
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     x.route = Some(route.name.clone());
@@ -255,7 +256,9 @@ async fn proxy(
             .and_then(|g| g.get(&route.name))
             .cloned();
         if let Some(guard) = guard {
-            guard::check(gw, x, &guard, &mut parts.headers).await?;
+            // Boxed: checks that may call out (JWKS, Redis) take a larger future than the
+            // rest of the request, which would size every request's future, guarded or not.
+            Box::pin(guard::check(gw, x, &guard, &mut parts.headers)).await?;
         }
     }
     // 5. body limit
@@ -303,68 +306,68 @@ async fn forward(
         .filter(|p| p.cluster.resolved)
         .ok_or(ProxyError::BackendNotFound)?;
 
-    // 8. rewrite
+    // 8. rewrite. In a block, like the sending below: what is worked out here is dead by the
+    // awaits, and a local still in scope there would keep its own room in this future (which
+    // every request moves whole) even after being moved away.
     let downstream_upgrade = upgrade::requested(parts);
     let upgrade = downstream_upgrade.is_some();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let client_addr = x.client.addr;
-    let scheme = if x.client.tls { "https" } else { "http" };
-    let rewrite = f.rewrite.as_ref();
-    let asked = x.asked.take();
-    // Usually the client's own Host, still in place: inserting it again would cost as much
-    // as a new field (and may grow the map).
-    let in_place = rewrite.is_none_or(|r| r.hostname.is_none())
-        && parts.uri.authority().is_none()
-        && asked.is_some()
-        && f.request_headers.is_empty();
-    let client_host = asked.or_else(|| HeaderValue::from_str(host).ok());
-    let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
-        Some(h) => HeaderValue::from_str(h).ok(),
-        None if in_place => None,
-        None => client_host.clone(),
-    };
-    let client = x.forwarded_for.take();
-    let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
-    headers::set_forwarded(&mut parts.headers, client, scheme, client_host);
-    headers::modify(&mut parts.headers, &f.request_headers);
-    if let Some(v) = upstream_host {
-        parts.headers.insert(header::HOST, v);
-    }
-    // The path as matched (normalised), or rewritten; the request's own when neither changed it.
-    let upstream_path = match (rewrite.and_then(|r| r.path.as_ref()), normalized) {
-        (Some(p), normalized) => {
-            let matched = normalized.as_deref().unwrap_or(parts.uri.path());
-            Some(rewrite_path(p, route, matched))
+    {
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let scheme = if x.client.tls { "https" } else { "http" };
+        let rewrite = f.rewrite.as_ref();
+        let asked = x.asked.take();
+        // Usually the client's own Host, still in place: inserting it again would cost as much
+        // as a new field (and may grow the map).
+        let in_place = rewrite.is_none_or(|r| r.hostname.is_none())
+            && parts.uri.authority().is_none()
+            && asked.is_some()
+            && f.request_headers.is_empty();
+        let client_host = asked.or_else(|| HeaderValue::from_str(host).ok());
+        let upstream_host = match rewrite.and_then(|r| r.hostname.as_deref()) {
+            Some(h) => HeaderValue::from_str(h).ok(),
+            None if in_place => None,
+            None => client_host.clone(),
+        };
+        let client = x.forwarded_for.take();
+        let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
+        headers::set_forwarded(&mut parts.headers, client, scheme, client_host);
+        headers::modify(&mut parts.headers, &f.request_headers);
+        if let Some(v) = upstream_host {
+            parts.headers.insert(header::HOST, v);
         }
-        (None, normalized) => normalized,
-    };
-    let uri = match upstream_path {
-        None => std::mem::take(&mut parts.uri),
-        Some(path) => {
+        // The path as matched (normalised), or rewritten; the request's own when neither
+        // changed it.
+        let upstream_path = match (rewrite.and_then(|r| r.path.as_ref()), normalized) {
+            (Some(p), normalized) => {
+                let matched = normalized.as_deref().unwrap_or(parts.uri.path());
+                Some(rewrite_path(p, route, matched))
+            }
+            (None, normalized) => normalized,
+        };
+        if let Some(path) = upstream_path {
             let path_and_query = match parts.uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
             };
-            Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?
+            parts.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?;
         }
-    };
+    }
     parts.version = pool.version();
 
     // 9. mirror (a small body is read once for mirrors and retries alike)
     let body = replayable(pool, f, parts, body, upgrade).await?;
-    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     mirror(gw, active, f, parts, path_and_query, &body);
 
     // 10. send, with the cluster's retries, breaker and timeouts
     let key = match &pool.cluster.balancer {
-        Balancer::ConsistentHash(k) => request_key(k, &parts.headers, client_addr.ip()),
+        Balancer::ConsistentHash(k) => request_key(k, &parts.headers, x.client.addr.ip()),
         _ => None,
     };
-    let mut out = Outgoing {
+    let out = Outgoing {
         parts: take_parts(parts),
         body,
     };
-    out.parts.uri = uri;
     let response = retry::send(&gw.upstream, pool, out, deadlines, key, &mut x.sent).await?;
 
     // 11. respond

@@ -4,11 +4,12 @@ use std::borrow::Cow;
 
 use http::{header, request::Parts, HeaderValue, Request, Version};
 
-/// Moves method, version and headers out of `parts` (which are not used again).
+/// Moves method, version, URI and headers out of `parts` (which are not used again).
 pub(super) fn take_parts(parts: &mut Parts) -> Parts {
     let (mut taken, ()) = Request::new(()).into_parts();
     taken.method = parts.method.clone();
     taken.version = parts.version;
+    taken.uri = std::mem::take(&mut parts.uri);
     taken.headers = std::mem::take(&mut parts.headers);
     taken
 }
