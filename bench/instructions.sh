@@ -63,7 +63,7 @@ PY
 # The nginx proxy as the peer kit configures it (one worker, upstream keep-alive), in the
 # foreground without a master process so that callgrind sees the process that does the work.
 nginx_config() {
-  mkdir -p "$work/nginx/tmp"
+  mkdir -p "$work/nginx"
   cat <<EOF
 worker_processes 1;
 daemon off;
@@ -71,31 +71,8 @@ master_process off;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 1000; use epoll; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    keepalive_timeout 120s;
-    keepalive_requests 10000000;
-    upstream backend {
-        server 127.0.0.1:18080;
-        keepalive 64;
-        keepalive_requests 10000000;
-        keepalive_timeout 120s;
-    }
-    server {
-        listen 127.0.0.1:18095 backlog=4096;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
 EOF
+  nginx_http "$work/nginx" 18095
 }
 
 for bin in "$@"; do

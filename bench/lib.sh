@@ -85,3 +85,74 @@ with_peers() {
   PEERS="$1" "$kit/scripts/start_peers.sh" >/dev/null
   ulimit -n "$(ulimit -Hn)"
 }
+
+# nginx_http DIR PORT [HTTP_LINES] [LOCATION_LINES]: the `http` block of an nginx proxy as the
+# peer kit configures its own (upstream keep-alive to the backend, no access log), listening
+# on PORT, its temporary files under DIR/tmp; the lines given are added to the block and to
+# its `location /`.
+nginx_http() {
+  mkdir -p "$1/tmp"
+  cat <<CONF
+http {
+    access_log off;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    upstream backend {
+        server 127.0.0.1:18080;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout 120s;
+    }
+${3:-}
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+${4:-}
+        }
+    }
+}
+CONF
+}
+
+# start_nginx_fields PORT: a second nginx proxy, configured as the peer kit's (one worker on
+# $PROXY_CPU, upstream keep-alive) but doing the header work the issue asks of Weir: the
+# client's Host sent on, X-Forwarded-For/-Proto/-Host, an x-request-id made and returned, a
+# traceparent started (trace id the request id, span id its first 16 digits: nginx has no
+# other random source). The kit's nginx sends only `Host: backend`, so this one shows what
+# those fields cost each side. Sets NGINX_FIELDS_PID and adds it to the caller's `pids`.
+start_nginx_fields() {
+  local dir=$work/nginx-fields
+  mkdir -p "$dir"
+  {
+    cat <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; use epoll; }
+CONF
+    nginx_http "$dir" "$1" '    map $request_id $span_id {
+        "~^(?<span>.{16})" $span;
+    }' '            proxy_set_header Host $http_host;
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header traceparent "00-$request_id-$span_id-01";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            add_header X-Request-Id $request_id always;'
+  } > "$dir/nginx.conf"
+  taskset -c "$PROXY_CPU" nginx -c "$dir/nginx.conf" -p "$dir" > "$dir/out.log" 2>&1 &
+  NGINX_FIELDS_PID=$!
+  pids+=("$NGINX_FIELDS_PID")
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "nginx with fields did not start; see $dir/error.log"; exit 1
+}

@@ -7,7 +7,9 @@
 #   each proxy pinned alone to CPU 1 with one worker; backend and load generator on CPU 0.
 # Prints requests/s, p50, p99 and CPU µs per request for each target, Weir's ratio to nginx
 # round by round (bench/paired.py), then the memory of 10,000 idle keep-alive connections and
-# of a gateway holding 5,000 HTTPRoutes.
+# of a gateway holding 5,000 HTTPRoutes. `nginx-fields` (:18088) is nginx set up to add the
+# request fields the issue asks of Weir (X-Forwarded-*, x-request-id, traceparent); the kit's
+# nginx adds none, and the fields cost the backend as well as the proxy.
 #   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
 # The `peers` section shows what each proxy costs the other core, where wrk and the backend
@@ -37,15 +39,19 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
 start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
+start_nginx_fields 18088
 if section load; then
   echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
   "$kit/scripts/compare.sh" -r "$REPS" -o "$work/compare.tsv" \
     direct=http://127.0.0.1:18080/ \
     nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
+    nginx-fields=http://127.0.0.1:18088/,pid="$NGINX_FIELDS_PID" \
     haproxy=http://127.0.0.1:18082/,pid=haproxy \
     weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
   echo "== Weir against nginx within each round (both ran in it, minutes apart)"
   python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx
+  echo "== Weir against nginx setting the same request fields (X-Forwarded-*, x-request-id, traceparent)"
+  python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx-fields
 fi
 
 if section peers; then
@@ -55,7 +61,8 @@ if section peers; then
   sleeps() { awk '/^voluntary_ctxt_switches/{print $2}' "/proc/$backend/status"; }
   us_per_tick=$((1000000 / $(getconf CLK_TCK)))
   for _ in $(seq "$REPS"); do
-    for target in nginx=18081=$(cat "$RUN/nginx-proxy.pid") weir=18085=$WEIR_PID; do
+    for target in nginx=18081=$(cat "$RUN/nginx-proxy.pid") \
+      nginx-fields=18088=$NGINX_FIELDS_PID weir=18085=$WEIR_PID; do
       IFS== read -r name port pid <<<"$target"
       taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d1s "http://127.0.0.1:$port/" >/dev/null
       cores=$(cpu_snap); t=$(pid_ticks "$backend"); s=$(sleeps); p=$(pid_ticks "$pid")
