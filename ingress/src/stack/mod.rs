@@ -306,9 +306,9 @@ async fn forward(
         .filter(|p| p.cluster.resolved)
         .ok_or(ProxyError::BackendNotFound)?;
 
-    // 8. rewrite. In a block, like the sending below: what is worked out here is dead by the
-    // awaits, and a local still in scope there would keep its own room in this future (which
-    // every request moves whole) even after being moved away.
+    // 8. rewrite. In a block: what is worked out here is dead by the awaits below, and a local
+    // still in scope there would keep its own room in this future (which every request moves
+    // whole) even after being moved away.
     let downstream_upgrade = upgrade::requested(parts);
     let upgrade = downstream_upgrade.is_some();
     {
