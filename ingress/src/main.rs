@@ -30,6 +30,7 @@ use weir_proxy::{
     admin::{serve_admin, AdminState},
     config::{reload, watch_dir, ConfigStore, WatchSettings},
     control::{self, ControlSettings},
+    headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext},
     identity::{self, WorkloadIdentity},
     metrics::Metrics,
     mtls::{self, Dialer},
@@ -90,6 +91,20 @@ struct Args {
     /// Write one JSON access-log line per request to stdout.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     access_log: String,
+    /// The `x-request-id` each request carries on, returns and logs: `preserve-or-generate`
+    /// (the client's when usable, else a new one), `generate` (always new), or `preserve`
+    /// (only the client's; none made).
+    #[arg(long, env = "WEIR_REQUEST_ID", default_value = "preserve-or-generate")]
+    request_id: RequestIdMode,
+    /// W3C `traceparent`: `continue` (the client's trace with a new span, or a new trace) or
+    /// `off` (passed on as the client sent it).
+    #[arg(long, env = "WEIR_TRACE_CONTEXT", default_value = "continue")]
+    trace_context: TraceContext,
+    /// `X-Forwarded-For/-Proto/-Host`: `append` (the client's address after any it sent),
+    /// `replace` (what the client sent about its address is dropped: for a gateway clients
+    /// reach directly), or `off` (none set, the client's passed on).
+    #[arg(long, env = "WEIR_FORWARDED", default_value = "append")]
+    forwarded: ForwardedMode,
     /// Largest request header block accepted; larger gets 431.
     #[arg(long, default_value = "64Ki", value_parser = parse_size)]
     max_header_bytes: u64,
@@ -264,6 +279,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         access_log,
         max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
+        fields: FieldPolicy {
+            request_id: args.request_id,
+            trace_context: args.trace_context,
+            forwarded: args.forwarded,
+        },
     });
 
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);

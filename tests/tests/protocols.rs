@@ -188,3 +188,80 @@ async fn forwarded_ids_and_trace_context() {
         .await;
     assert_eq!(kept.json()["headers"]["x-request-id"], "abc-123");
 }
+
+#[tokio::test]
+async fn request_fields_follow_the_operators_flags() {
+    let (app, grpc) = (Echo::start("app"), Echo::start("grpc"));
+    let dir = setup(&app, &grpc);
+    let claims = [
+        ("x-request-id", "chosen-by-client"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "for=203.0.113.7"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+
+    let start = |request_id, forwarded, trace_context| {
+        let flags = ["--request-id", request_id, "--forwarded", forwarded];
+        Weir::start_with(
+            &dir,
+            &[&flags[..], &["--trace-context", trace_context]].concat(),
+        )
+    };
+
+    // At the edge: a new id whatever the client says, its address claims dropped, no tracing.
+    let edge = start("generate", "replace", "off");
+    let reply = edge.send("GET", "p.example.com", "/x", &claims, "").await;
+    let echo = reply.json();
+    let h = &echo["headers"];
+    let id = h["x-request-id"].as_str().unwrap();
+    assert!(id.len() == 32 && id != "chosen-by-client", "{id}");
+    assert_eq!(reply.header("x-request-id"), Some(id));
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-host"], "p.example.com");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert!(h.get("forwarded").is_none(), "{h}");
+    assert_eq!(h["traceparent"], claims[4].1, "passed on as sent");
+    drop(edge);
+
+    // Adding nothing: what the client sent passes on, and no id is made for a request without.
+    let bare = start("preserve", "off", "off");
+    let reply = bare.send("GET", "p.example.com", "/x", &claims, "").await;
+    let echo = reply.json();
+    let h = &echo["headers"];
+    assert_eq!(h["x-request-id"], "chosen-by-client");
+    assert_eq!(reply.header("x-request-id"), Some("chosen-by-client"));
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(h["x-forwarded-host"], "evil.example");
+    assert_eq!(h["forwarded"], "for=203.0.113.7");
+    let reply = bare.send("GET", "p.example.com", "/x", &[], "").await;
+    let echo = reply.json();
+    let h = &echo["headers"];
+    for name in [
+        "x-request-id",
+        "traceparent",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    ] {
+        assert!(h.get(name).is_none(), "{name} added: {h}");
+    }
+    assert!(reply.header("x-request-id").is_none());
+}
+
+#[test]
+fn an_unknown_field_mode_is_refused_at_start_with_the_choices() {
+    let out = std::process::Command::new(weir_e2e::binary("weir-ingress"))
+        .args(["--config-dir", ".", "--forwarded", "strip"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--forwarded")
+            && stderr.contains("\"strip\" is not one of: append, replace, off"),
+        "{stderr}"
+    );
+}

@@ -32,7 +32,7 @@ use weir_proxy::{
     body::{self, boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, ERROR_HEADER},
-    headers::{self, Stamps},
+    headers::{self, FieldPolicy, Stamps},
     metrics::Metrics,
     normalize::normalize_path,
     resilience::{
@@ -64,6 +64,8 @@ pub struct Gateway {
     pub access_log: AccessLog,
     /// Largest request header block accepted (bytes).
     pub max_header_bytes: usize,
+    /// Which request fields the gateway sets (request id, trace context, X-Forwarded-*).
+    pub fields: FieldPolicy,
 }
 
 /// What is known about a request as it moves through the stages, for the log and metrics, and
@@ -71,7 +73,8 @@ pub struct Gateway {
 pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
-    /// The client's address as text, for X-Forwarded-For (taken when it is set).
+    /// The client's address as text, for X-Forwarded-For (taken when it is set; none when
+    /// the gateway sets no X-Forwarded-*).
     forwarded_for: Option<HeaderValue>,
     /// The host the client asked for, as it sent it (taken when the request is sent on).
     asked: Option<HeaderValue>,
@@ -99,7 +102,7 @@ pub fn handle(
         let Stamps {
             request_id,
             client: forwarded_for,
-        } = headers::stamp(&mut parts.headers, client.addr.ip());
+        } = headers::stamp(&mut parts.headers, client.addr.ip(), gw.fields);
         // What only the access log needs is taken only when it is on.
         let logging = gw.access_log.enabled();
         let traceparent = match logging {
@@ -132,7 +135,7 @@ pub fn handle(
         }
         let mut x = Exchange {
             client,
-            forwarded_for: Some(forwarded_for),
+            forwarded_for,
             asked: asked.clone(),
             route: None,
             backend: None,
@@ -153,9 +156,11 @@ pub fn handle(
                 (response, Some(e.reason()))
             }
         };
-        response
-            .headers_mut()
-            .insert(headers::REQUEST_ID, request_id.clone());
+        if let Some(id) = &request_id {
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID, id.clone());
+        }
         for (name, value) in x.extra.drain(..) {
             response.headers_mut().insert(name, value);
         }
@@ -203,7 +208,9 @@ pub fn handle(
                     .then_some(x.sent.upstream_wait.as_secs_f64() * 1e3),
                 bytes_in,
                 bytes_out,
-                request_id: request_id.to_str().unwrap_or_default(),
+                request_id: request_id
+                    .as_ref()
+                    .map_or("", |v| v.to_str().unwrap_or_default()),
                 trace_id: traceparent.as_ref().map_or("", headers::trace_id),
                 user_agent: user_agent.as_deref(),
             });
@@ -330,7 +337,13 @@ async fn forward(
         };
         let client = x.forwarded_for.take();
         let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
-        headers::set_forwarded(&mut parts.headers, client, scheme, client_host);
+        headers::set_forwarded(
+            &mut parts.headers,
+            gw.fields.forwarded,
+            client,
+            scheme,
+            client_host,
+        );
         headers::modify(&mut parts.headers, &f.request_headers);
         if let Some(v) = upstream_host {
             parts.headers.insert(header::HOST, v);
