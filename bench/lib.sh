@@ -65,12 +65,12 @@ spec:
 YAML
 }
 
-# start_weir BINARY CONFIG_DIR PORT ADMIN_PORT: weir-ingress alone on $PROXY_CPU with one
-# worker and no access log, its output in $work/weir-PORT.log; waits until ready. Sets
-# WEIR_PID and adds it to the caller's `pids` array.
+# start_weir BINARY CONFIG_DIR PORT ADMIN_PORT [FLAG...]: weir-ingress alone on $PROXY_CPU with
+# one worker and no access log (and the flags given), its output in $work/weir-PORT.log; waits
+# until ready. Sets WEIR_PID and adds it to the caller's `pids` array.
 start_weir() {
   taskset -c "$PROXY_CPU" "$1" --config-dir "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
-    --workers 1 --access-log off > "$work/weir-$3.log" 2>&1 &
+    --workers 1 --access-log off "${@:5}" > "$work/weir-$3.log" 2>&1 &
   WEIR_PID=$!
   pids+=("$WEIR_PID")
   for _ in $(seq 600); do curl -fs "http://127.0.0.1:$4/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done

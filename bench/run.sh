@@ -9,7 +9,9 @@
 # round by round (bench/paired.py), then the memory of 10,000 idle keep-alive connections and
 # of a gateway holding 5,000 HTTPRoutes. `nginx-fields` (:18088) is nginx set up to add the
 # request fields the issue asks of Weir (X-Forwarded-*, x-request-id, traceparent); the kit's
-# nginx adds none, and the fields cost the backend as well as the proxy.
+# nginx adds none, and the fields cost the backend as well as the proxy. `weir-bare` (:18089) is
+# Weir set to add none of them either (--request-id preserve --trace-context off --forwarded
+# off): the kit's nginx's job, for a comparison at equal work the other way round.
 #   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
 # The `peers` section shows what each proxy costs the other core, where wrk and the backend
@@ -40,6 +42,10 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
 start_nginx_fields 18088
+main_pid=$WEIR_PID
+start_weir "$weir" "$work/config" 18089 19909 \
+  --request-id preserve --trace-context off --forwarded off
+BARE_PID=$WEIR_PID WEIR_PID=$main_pid
 if section load; then
   echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
   "$kit/scripts/compare.sh" -r "$REPS" -o "$work/compare.tsv" \
@@ -47,11 +53,14 @@ if section load; then
     nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
     nginx-fields=http://127.0.0.1:18088/,pid="$NGINX_FIELDS_PID" \
     haproxy=http://127.0.0.1:18082/,pid=haproxy \
-    weir=http://127.0.0.1:18085/,pid="$WEIR_PID"
+    weir=http://127.0.0.1:18085/,pid="$WEIR_PID" \
+    weir-bare=http://127.0.0.1:18089/,pid="$BARE_PID"
   echo "== Weir against nginx within each round (both ran in it, minutes apart)"
   python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx
   echo "== Weir against nginx setting the same request fields (X-Forwarded-*, x-request-id, traceparent)"
   python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx-fields
+  echo "== Weir adding none of those fields (weir-bare) against the kit's nginx, which adds none"
+  python3 "$root/bench/paired.py" "$work/compare.tsv" weir-bare nginx
 fi
 
 if section peers; then
@@ -62,7 +71,7 @@ if section peers; then
   us_per_tick=$((1000000 / $(getconf CLK_TCK)))
   for _ in $(seq "$REPS"); do
     for target in nginx=18081=$(cat "$RUN/nginx-proxy.pid") \
-      nginx-fields=18088=$NGINX_FIELDS_PID weir=18085=$WEIR_PID; do
+      nginx-fields=18088=$NGINX_FIELDS_PID weir=18085=$WEIR_PID weir-bare=18089=$BARE_PID; do
       IFS== read -r name port pid <<<"$target"
       taskset -c "$BACKEND_CPU" wrk -t1 -c"${CONNS:-64}" -d1s "http://127.0.0.1:$port/" >/dev/null
       cores=$(cpu_snap); t=$(pid_ticks "$backend"); s=$(sleeps); p=$(pid_ticks "$pid")
