@@ -9,9 +9,9 @@
 # round by round (bench/paired.py), then the memory of 10,000 idle keep-alive connections and
 # of a gateway holding 5,000 HTTPRoutes. `nginx-fields` (:18088) is nginx set up to add the
 # request fields the issue asks of Weir (X-Forwarded-*, x-request-id, traceparent); the kit's
-# nginx adds none, and the fields cost the backend as well as the proxy. `weir-bare` (:18089) is
-# Weir set to add none of them either (--request-id preserve --trace-context off --forwarded
-# off): the kit's nginx's job, for a comparison at equal work the other way round.
+# nginx adds none. `weir-bare` (:18089) is Weir set to add none of them either (--request-id
+# preserve --trace-context off --forwarded off): the kit's nginx's job, for a comparison at
+# equal work the other way round.
 #   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
 # The `peers` section shows what each proxy costs the other core, where wrk and the backend
@@ -39,13 +39,12 @@ with_peers "backend nginx-proxy haproxy"
 
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
+start_weir "$weir" "$work/config" 18089 19909 \
+  --request-id preserve --trace-context off --forwarded off
+BARE_PID=$WEIR_PID
 start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
 start_nginx_fields 18088
-main_pid=$WEIR_PID
-start_weir "$weir" "$work/config" 18089 19909 \
-  --request-id preserve --trace-context off --forwarded off
-BARE_PID=$WEIR_PID WEIR_PID=$main_pid
 if section load; then
   echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
   "$kit/scripts/compare.sh" -r "$REPS" -o "$work/compare.tsv" \

@@ -335,15 +335,11 @@ async fn forward(
             None if in_place => None,
             None => client_host.clone(),
         };
-        let client = x.forwarded_for.take();
-        let client = client.unwrap_or_else(|| HeaderValue::from_static("unknown"));
-        headers::set_forwarded(
-            &mut parts.headers,
-            gw.fields.forwarded,
-            client,
-            scheme,
-            client_host,
-        );
+        // None when the gateway sets no X-Forwarded-* (stamp made no address for them).
+        if let Some(client) = x.forwarded_for.take() {
+            let forwarded = gw.fields.forwarded;
+            headers::set_forwarded(&mut parts.headers, forwarded, client, scheme, client_host);
+        }
         headers::modify(&mut parts.headers, &f.request_headers);
         if let Some(v) = upstream_host {
             parts.headers.insert(header::HOST, v);

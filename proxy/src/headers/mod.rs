@@ -5,12 +5,11 @@
 use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use weir_api::model::HeaderModifier;
 
+mod policy;
 mod stamp;
 
-pub use stamp::{
-    set_forwarded, stamp, trace_id, FieldPolicy, ForwardedMode, RequestIdMode, Stamps,
-    TraceContext, REQUEST_ID, TRACEPARENT,
-};
+pub use policy::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext};
+pub use stamp::{set_forwarded, stamp, trace_id, Stamps, REQUEST_ID, TRACEPARENT};
 
 /// `Keep-Alive`, from HTTP/1.0's persistent connections; `http` has no constant for it.
 pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

@@ -7,10 +7,12 @@
 //!   trace;
 //! - `X-Forwarded-For` (the client's address appended, or alone), `-Proto` and `-Host`.
 
-use std::{net::IpAddr, str::FromStr};
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::{header::Entry, HeaderMap, HeaderName, HeaderValue};
+
+use super::policy::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext};
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,85 +28,6 @@ const CLIENT_CLAIMS: [HeaderName; 2] = [
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-real-ip"),
 ];
-
-/// Which request fields the gateway sets. The default is all of them, each as described in
-/// the module's documentation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FieldPolicy {
-    /// `x-request-id`.
-    pub request_id: RequestIdMode,
-    /// `traceparent`.
-    pub trace_context: TraceContext,
-    /// `X-Forwarded-For`, `-Proto` and `-Host`.
-    pub forwarded: ForwardedMode,
-}
-
-/// How a request gets its `x-request-id`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RequestIdMode {
-    /// The client's id when it is usable (1-128 visible ASCII characters), a new one otherwise.
-    #[default]
-    PreserveOrGenerate,
-    /// Always a new id: a client cannot choose what lands in the backends' logs.
-    Generate,
-    /// The client's id when it sent one; none is made (the header passes as the client sent
-    /// it, and the response and the access log carry it only when it is usable).
-    Preserve,
-}
-
-/// What happens to W3C trace context.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TraceContext {
-    /// The client's trace continues with a new span id; a request without a valid
-    /// `traceparent` starts a trace.
-    #[default]
-    Continue,
-    /// `traceparent` passes as the client sent it, or not at all.
-    Off,
-}
-
-/// What the gateway says to backends about where a request came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ForwardedMode {
-    /// The client's address appended to the `X-Forwarded-For` it sent; `X-Forwarded-Proto`
-    /// and `-Host` set. For a gateway behind a load balancer that sets `X-Forwarded-For`.
-    #[default]
-    Append,
-    /// `X-Forwarded-For` is the client's address alone, `-Proto` and `-Host` set, and the
-    /// client's `Forwarded` and `X-Real-IP` dropped: for a gateway that clients reach directly,
-    /// so none can claim another address to the backends.
-    Replace,
-    /// None set, none removed: these headers pass as the client sent them.
-    Off,
-}
-
-/// The value `s` names among `choices`, or an error that lists them (for the command line).
-fn choose<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    match choices.iter().find(|(name, _)| *name == s) {
-        Some((_, value)) => Ok(*value),
-        None => {
-            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-            Err(format!("{s:?} is not one of: {}", names.join(", ")))
-        }
-    }
-}
-
-/// `FromStr` for a mode by its command-line names.
-macro_rules! named {
-    ($mode:ty: $($name:literal => $variant:ident),+) => {
-        impl FromStr for $mode {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                choose(s, &[$(($name, Self::$variant)),+])
-            }
-        }
-    };
-}
-
-named!(RequestIdMode: "preserve-or-generate" => PreserveOrGenerate, "generate" => Generate,
-    "preserve" => Preserve);
-named!(TraceContext: "continue" => Continue, "off" => Off);
-named!(ForwardedMode: "append" => Append, "replace" => Replace, "off" => Off);
 
 /// What [`stamp`] hands the rest of the pipeline. The values it makes, and the `traceparent`
 /// it sets, share one allocation.
@@ -524,21 +447,5 @@ mod tests {
         let stamps = stamp(&mut h, CLIENT, none);
         assert!(stamps.request_id.is_none() && stamps.client.is_none());
         assert_eq!(h, map(&[("user-agent", "curl")]));
-    }
-
-    #[test]
-    fn modes_are_named_on_the_command_line() {
-        assert_eq!("generate".parse(), Ok(RequestIdMode::Generate));
-        assert_eq!("preserve".parse(), Ok(RequestIdMode::Preserve));
-        let default: RequestIdMode = "preserve-or-generate".parse().unwrap();
-        assert_eq!(default, RequestIdMode::default());
-        assert_eq!("off".parse(), Ok(TraceContext::Off));
-        assert_eq!("continue".parse(), Ok(TraceContext::Continue));
-        assert_eq!("replace".parse(), Ok(ForwardedMode::Replace));
-        assert_eq!("append".parse(), Ok(ForwardedMode::default()));
-        assert_eq!(
-            "Off".parse::<ForwardedMode>(),
-            Err("\"Off\" is not one of: append, replace, off".to_string())
-        );
     }
 }
