@@ -1,9 +1,14 @@
 //! The inbound port: connections to the workload. The pod's mTLS mode decides what is
 //! accepted — `STRICT` mTLS only, `PERMISSIVE` mTLS or plaintext (told apart by the first
 //! bytes), `DISABLED` plaintext only (TLS then belongs to the app and passes through) — and
-//! its AccessPolicies decide who may do what. HTTP goes to the app on localhost with the
-//! caller's SPIFFE ID in `x-weir-peer-identity` (a copy the caller sent is removed); anything
-//! else is opaque TCP to the app.
+//! its AccessPolicies decide who may do what. HTTP goes to the app with the caller's SPIFFE ID
+//! in `x-weir-peer-identity` (a copy the caller sent is removed); anything else is opaque TCP
+//! to the app.
+//!
+//! A redirected connection goes to the address it was sent to — the pod's own address and the
+//! port the caller dialed — never to `127.0.0.1`: an app socket bound to loopback only (a debug
+//! server, the sidecar's own outbound listener) is not reachable from outside the pod, exactly
+//! as without the mesh. The sidecar's own ports are refused outright, whatever the rules say.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
@@ -44,10 +49,16 @@ pub struct Inbound {
     pub app: Upstream,
     /// Where the app listens when the connection was not redirected (explicit mode).
     pub app_port: Option<u16>,
+    /// The sidecar's own ports (inbound, outbound, admin): a connection redirected from one of
+    /// them is refused, so no caller reaches the sidecar's listeners through its inbound.
+    pub own_ports: Vec<u16>,
     /// How long a silent client is waited for before it is treated as opaque TCP.
     pub detect_timeout: Duration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// The mesh's trust domain: AccessPolicy callers named by namespace or ServiceAccount
+    /// must be of it unless the policy names another.
+    pub trust_domain: String,
     /// This workload, `namespace/serviceaccount`, as the metrics' destination.
     pub own: String,
     /// Engine metrics.
@@ -66,16 +77,8 @@ impl Inbound {
         addr: SocketAddr,
         shutdown: Shutdown,
     ) {
-        // Redirected by iptables: the app port is the one the caller dialed.
-        let port = match opaque::original_dst(&stream)
-            .map(|a| a.port())
-            .or(self.app_port)
-        {
-            Some(port) => port,
-            None => {
-                tracing::warn!(%addr, "inbound connection with no original destination and no --app-port: closed");
-                return;
-            }
+        let Some(app) = self.destination(&stream, addr) else {
+            return;
         };
         let mode = state(&self.store.load()).inbound.mode;
         // Under STRICT nothing but a ClientHello is accepted, so a slow one is waited for as
@@ -101,7 +104,7 @@ impl Inbound {
         match (detected, mode) {
             (Detected::Closed, _) => {}
             (Detected::Tls, TlsMode::Strict | TlsMode::Permissive) => {
-                self.mtls(stream, peer, port, shutdown).await
+                self.mtls(stream, peer, app, shutdown).await
             }
             (_, TlsMode::Strict) if silent => {
                 self.mesh.refused.with_label_values(&["silent"]).inc();
@@ -116,7 +119,7 @@ impl Inbound {
                     .connections
                     .with_label_values(&["inbound", "http"])
                     .inc();
-                self.serve_http(stream, version, peer, None, port, shutdown)
+                self.serve_http(stream, version, peer, None, app, shutdown)
                     .await
             }
             // Opaque plaintext, or TLS the app terminates itself (DISABLED).
@@ -125,12 +128,32 @@ impl Inbound {
                     .connections
                     .with_label_values(&["inbound", "opaque"])
                     .inc();
-                self.opaque(stream, None, port).await
+                self.opaque(stream, None, app).await
             }
         }
     }
 
-    async fn mtls(self: Arc<Self>, stream: TcpStream, peer: Peer, port: u16, shutdown: Shutdown) {
+    /// Where the connection goes: the original destination of a redirected connection (the
+    /// pod's address and the dialed port), or the app's port on loopback in explicit mode.
+    /// `None` (and the connection is closed) for one of the sidecar's own ports, a loopback
+    /// destination, or no destination at all.
+    fn destination(&self, stream: &TcpStream, addr: SocketAddr) -> Option<SocketAddr> {
+        let Some(original) = opaque::original_dst(stream) else {
+            let Some(port) = self.app_port else {
+                tracing::warn!(%addr, "inbound connection with no original destination and no --app-port: closed");
+                return None;
+            };
+            return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        };
+        if self.own_ports.contains(&original.port()) || original.ip().is_loopback() {
+            self.mesh.refused.with_label_values(&["own-port"]).inc();
+            tracing::info!(%addr, destination = %original, "inbound connection to the sidecar's own port or to loopback refused");
+            return None;
+        }
+        Some(original)
+    }
+
+    async fn mtls(self: Arc<Self>, stream: TcpStream, peer: Peer, app: SocketAddr, shutdown: Shutdown) {
         // Boxed: the handshake's state is large and short-lived; inline, it would size the
         // future every idle connection keeps.
         let accepting = Box::pin(tokio::time::timeout(
@@ -161,13 +184,13 @@ impl Inbound {
             mtls::peer_identity(session.peer_certificates()).map(Arc::from);
         let peer = Peer { tls: true, ..peer };
         match session.alpn_protocol() {
-            Some(OPAQUE_ALPN) => self.opaque(tls, caller, port).await,
+            Some(OPAQUE_ALPN) => self.opaque(tls, caller, app).await,
             Some(b"h2") => {
-                self.serve_http(tls, HttpVersion::Http2, peer, caller, port, shutdown)
+                self.serve_http(tls, HttpVersion::Http2, peer, caller, app, shutdown)
                     .await
             }
             _ => {
-                self.serve_http(tls, HttpVersion::Http1, peer, caller, port, shutdown)
+                self.serve_http(tls, HttpVersion::Http1, peer, caller, app, shutdown)
                     .await
             }
         }
@@ -179,21 +202,21 @@ impl Inbound {
         version: HttpVersion,
         peer: Peer,
         caller: Option<Arc<str>>,
-        port: u16,
+        app: SocketAddr,
         shutdown: Shutdown,
     ) where
         I: weir_proxy::server::Transport,
     {
         let inbound = self.clone();
         let handler = Arc::new(move |_: Peer, req: Request<Body>| {
-            inbound.clone().request(caller.clone(), port, req)
+            inbound.clone().request(caller.clone(), app, req)
         });
         if let Err(error) = self.http.serve(io, version, handler, peer, shutdown).await {
             tracing::debug!(addr = %peer.addr, %error, "inbound connection ended with an error");
         }
     }
 
-    async fn opaque<I>(&self, io: I, caller: Option<Arc<str>>, port: u16)
+    async fn opaque<I>(&self, io: I, caller: Option<Arc<str>>, app: SocketAddr)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -201,15 +224,16 @@ impl Inbound {
         let request = access::Request {
             peer: caller.as_deref(),
             http: None,
-            port,
+            port: app.port(),
+            trust_domain: &self.trust_domain,
         };
         if let Err(policy) = decide(&state(&active).inbound, &request) {
             self.denied(caller.as_deref(), policy, "TCP", "-");
             return;
         }
-        match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(app) => opaque::splice(io, app).await,
-            Err(error) => tracing::info!(port, %error, "the app refused an opaque connection"),
+        match TcpStream::connect(app).await {
+            Ok(conn) => opaque::splice(io, conn).await,
+            Err(error) => tracing::info!(%app, %error, "the app refused an opaque connection"),
         }
     }
 
@@ -222,11 +246,11 @@ impl Inbound {
     async fn request(
         self: Arc<Self>,
         caller: Option<Arc<str>>,
-        port: u16,
+        app: SocketAddr,
         req: Request<Body>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let response = match self.forward(caller.as_deref(), port, req).await {
+        let response = match self.forward(caller.as_deref(), app, req).await {
             Ok(response) => response,
             Err(e) => {
                 self.metrics.proxy_error(e);
@@ -242,7 +266,7 @@ impl Inbound {
     async fn forward(
         &self,
         caller: Option<&str>,
-        port: u16,
+        app: SocketAddr,
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -253,7 +277,8 @@ impl Inbound {
         let request = access::Request {
             peer: caller,
             http: Some((parts.method.as_str(), &path)),
-            port,
+            port: app.port(),
+            trust_domain: &self.trust_domain,
         };
         if let Err(policy) = decide(&state(&active).inbound, &request) {
             self.denied(caller, policy, parts.method.as_str(), &path);
@@ -279,7 +304,7 @@ impl Inbound {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
+        parts.uri = format!("http://{app}{path_and_query}")
             .parse()
             .map_err(|_| ProxyError::BadRequest)?;
         let response = self

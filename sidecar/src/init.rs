@@ -15,7 +15,8 @@ pub struct Interception {
     pub outbound_port: u16,
     /// The sidecar's user id: its own connections are never redirected.
     pub proxy_uid: u32,
-    /// Inbound ports left alone (the sidecar's admin port always is, so probes reach it).
+    /// Inbound ports left alone (the sidecar's own ports always are: admin, so probes reach
+    /// it, and inbound and outbound, so no caller is carried to them).
     pub exclude_inbound: Vec<u16>,
     /// Outbound destination ports left alone.
     pub exclude_outbound: Vec<u16>,
