@@ -1,9 +1,19 @@
 //! The admin listener: `/healthz`, `/readyz` (a snapshot has been compiled), `/metrics`, and
 //! `/status` (the last compile: version, refused objects with their errors, warnings).
+//!
+//! The health pages and `/metrics` are served to any peer (the kubelet and Prometheus reach
+//! the pod's address); `/status` names every refused object and why, so it is served only to
+//! a peer on loopback (inside the pod, or `kubectl port-forward`).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    extract::{ConnectInfo, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
 use tokio::net::TcpListener;
 
 use crate::Controller;
@@ -16,7 +26,11 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) -> std::i
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(controller);
-    axum::serve(listener, router).await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 async fn ready(State(controller): State<Arc<Controller>>) -> impl IntoResponse {
@@ -37,6 +51,16 @@ async fn metrics(State(controller): State<Arc<Controller>>) -> impl IntoResponse
     )
 }
 
-async fn status(State(controller): State<Arc<Controller>>) -> impl IntoResponse {
-    Json(controller.status())
+async fn status(
+    State(controller): State<Arc<Controller>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().to_canonical().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "/status is served on loopback only: /healthz /readyz /metrics are served here\n",
+        )
+            .into_response();
+    }
+    Json(controller.status()).into_response()
 }

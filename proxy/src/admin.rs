@@ -2,6 +2,12 @@
 //! is not shutting down), `/config` (the active snapshot and the last reload's outcome; never
 //! secrets) and `/metrics` (Prometheus text). A role adds its own readiness condition and
 //! pages with [`Pages`].
+//!
+//! The listener is often bound to every address so that the kubelet's probes and Prometheus
+//! reach it; what they need — the health pages, `/metrics` and the pages a role calls public
+//! — is served to any peer. `/config` and every other debug page describe the mesh (every
+//! service, endpoint and expected identity, the pod's policy) and are served only to a peer on
+//! loopback: inside the pod, or `kubectl port-forward`.
 
 use std::{
     convert::Infallible,
@@ -48,12 +54,17 @@ pub trait Pages: Send + Sync {
     fn not_ready(&self) -> Option<&'static str>;
     /// Answers a path the admin listener does not know, or `None` for 404.
     fn serve(&self, req: Request<Incoming>) -> Option<Responding>;
+    /// Whether `path` may be served to a peer that is not on loopback (a health page the
+    /// kubelet probes); every other page of the role is loopback only.
+    fn public(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// Serves the admin pages until `shutdown`.
 pub async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown: Shutdown) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(_) => continue,
@@ -61,9 +72,10 @@ pub async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown:
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let state = state.clone();
+        let local = peer.ip().to_canonical().is_loopback();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = handle(&state, req);
+                let response = handle(&state, req, local);
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -73,9 +85,23 @@ pub async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown:
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Responding {
+/// Whether `path` is served to a peer off loopback.
+fn public(state: &AdminState, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || state.pages.as_ref().is_some_and(|p| p.public(path))
+}
+
+fn handle(state: &AdminState, req: Request<Incoming>, local: bool) -> Responding {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let refused = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", "text/plain");
+        return Box::pin(std::future::ready(refused));
+    }
+    if !local && !public(state, req.uri().path()) {
+        let refused = text(
+            StatusCode::FORBIDDEN,
+            "this page is served on loopback only: /healthz /readyz /metrics are served here\n",
+            "text/plain",
+        );
         return Box::pin(std::future::ready(refused));
     }
     let not_ready = state.pages.as_ref().and_then(|p| p.not_ready());

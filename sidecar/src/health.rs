@@ -157,6 +157,11 @@ impl Pages for SidecarPages {
         (!self.identity.ready()).then_some("no workload certificate yet")
     }
 
+    fn public(&self, path: &str) -> bool {
+        // The kubelet's rewritten probes come from the node's address.
+        path.starts_with("/app-health/")
+    }
+
     fn serve(&self, req: Request<Incoming>) -> Option<Responding> {
         let path = req.uri().path();
         if !path.starts_with("/app-health/") {
