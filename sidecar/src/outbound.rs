@@ -149,7 +149,7 @@ impl Outbound {
                 return;
             }
         };
-        match self.dialer.expected(endpoint) {
+        match self.dialer.expected(&target.cluster, endpoint) {
             // Boxed: the handshake's state is large and only needed until it is done.
             Some(expected) => {
                 match Box::pin(self.dialer.handshake(tcp, &expected, OPAQUE_ALPN)).await {
@@ -189,7 +189,10 @@ impl Outbound {
             }
         };
         let destination = target.as_ref().map_or("unknown", |t| &*t.service);
-        let identity = report.endpoint.and_then(|e| self.dialer.expected(e));
+        let identity = target
+            .as_ref()
+            .zip(report.endpoint)
+            .and_then(|(t, e)| self.dialer.expected(&t.cluster, e));
         let peer = identity.as_deref().unwrap_or("plaintext");
         self.mesh
             .request("outbound", peer, destination, response.status(), started);

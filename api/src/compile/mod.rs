@@ -66,10 +66,17 @@ struct Context<'a> {
 impl<'a> Context<'a> {
     fn new(objects: &'a Objects) -> Self {
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
-        for (object, _) in objects.iter() {
+        let mut errors = Vec::new();
+        for (object, location) in objects.iter() {
             let Object::EndpointSlice(slice) = object else {
                 continue;
             };
+            // An endpoint's identity is its Pod's, looked up in the slice's own namespace: a
+            // targetRef into another namespace would let one namespace claim another's pod.
+            if let Some(error) = foreign_target(slice) {
+                errors.push(ConfigError::new(location, &object.key(), error.0, error.1));
+                continue;
+            }
             let service = slice
                 .metadata
                 .labels
@@ -91,7 +98,7 @@ impl<'a> Context<'a> {
             clusters: BTreeMap::new(),
             tls: Vec::new(),
             traffic: HashMap::new(),
-            errors: Vec::new(),
+            errors,
             warnings: Vec::new(),
         }
     }
@@ -160,6 +167,21 @@ fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
         .and_then(|t| serde_json::to_value(t).ok())
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// The field and message of an endpoint whose `targetRef` names a Pod in another namespace.
+fn foreign_target(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<(String, String)> {
+    let own = slice.metadata.namespace.as_deref().unwrap_or_default();
+    slice.endpoints.iter().enumerate().find_map(|(i, e)| {
+        let target = e.target_ref.as_ref()?;
+        let namespace = target.namespace.as_deref().filter(|ns| *ns != own)?;
+        Some((
+            format!("endpoints[{i}].targetRef.namespace"),
+            format!(
+                "{namespace:?} is not the EndpointSlice's namespace {own:?}: an endpoint may only name a Pod of its own namespace"
+            ),
+        ))
+    })
 }
 
 /// Annotations shared by Ingress and HTTPRoute.

@@ -49,6 +49,8 @@ pub(super) fn mirror(
             body::full(bytes.cloned().unwrap_or_default()),
         );
         *copy.uri_mut() = uri;
+        gw.upstream
+            .expect(&pool.cluster.name, endpoint.addr, &mut copy);
         if bytes.is_none() {
             copy.headers_mut().remove(header::CONTENT_LENGTH);
         }

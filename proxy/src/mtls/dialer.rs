@@ -16,18 +16,22 @@ use weir_api::model::Cluster;
 use super::{client_config, spiffe_uri};
 use crate::{identity::WorkloadIdentity, metrics::Metrics};
 
-/// Dials meshed endpoints: which addresses are meshed and which SPIFFE ID each must prove
-/// come from the active configuration ([`Dialer::update`]); the handshake presents the current
-/// workload certificate. Client configurations are made once per expected identity and ALPN,
+/// Dials meshed endpoints: which endpoints are meshed and which SPIFFE ID each must prove
+/// come from the active configuration ([`Dialer::update`]), per cluster: an address another
+/// namespace's EndpointSlice also claims is still verified against the identity *this*
+/// cluster's objects give it. The handshake presents the current workload certificate. Client configurations are made once per expected identity and ALPN,
 /// so TLS session tickets are reused across connections.
 pub struct Dialer {
     identity: Arc<WorkloadIdentity>,
     trust_domain: String,
-    peers: ArcSwap<HashMap<SocketAddr, Arc<str>>>,
+    peers: ArcSwap<Peers>,
     configs: Mutex<ClientConfigs>,
     ok: IntCounter,
     failed: IntCounter,
 }
+
+/// Expected SPIFFE IDs by cluster, then endpoint address.
+type Peers = HashMap<Arc<str>, HashMap<SocketAddr, Arc<str>>>;
 
 /// Client configurations by expected identity and ALPN.
 type ClientConfigs = HashMap<(Arc<str>, &'static [u8]), Arc<rustls::ClientConfig>>;
@@ -60,18 +64,26 @@ impl Dialer {
 
     /// Learns the meshed endpoints of `clusters` and whom each must prove.
     pub fn update<'a>(&self, clusters: impl IntoIterator<Item = &'a Cluster>) {
-        let mut peers = HashMap::new();
+        let mut peers = Peers::new();
         for cluster in clusters {
-            for (addr, identity) in &cluster.identities {
-                peers.insert(*addr, Arc::from(spiffe_uri(&self.trust_domain, identity)));
+            if cluster.identities.is_empty() {
+                continue;
             }
+            let endpoints = cluster
+                .identities
+                .iter()
+                .map(|(addr, identity)| {
+                    (*addr, Arc::from(spiffe_uri(&self.trust_domain, identity)))
+                })
+                .collect();
+            peers.insert(Arc::from(cluster.name.as_str()), endpoints);
         }
         self.peers.store(Arc::new(peers));
     }
 
-    /// The SPIFFE ID the endpoint at `addr` must prove, when it is meshed.
-    pub fn expected(&self, addr: SocketAddr) -> Option<Arc<str>> {
-        self.peers.load().get(&addr).cloned()
+    /// The SPIFFE ID the endpoint at `addr` of `cluster` must prove, when it is meshed.
+    pub fn expected(&self, cluster: &str, addr: SocketAddr) -> Option<Arc<str>> {
+        self.peers.load().get(cluster)?.get(&addr).cloned()
     }
 
     /// The mTLS handshake over `tcp` with a peer that must prove `expected`, offering `alpn`.

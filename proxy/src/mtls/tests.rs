@@ -117,3 +117,30 @@ async fn both_sides_prove_their_spiffe_ids_and_a_wrong_one_is_refused() {
     let seen = handshake(backend, old_client, &[BACKEND]).await;
     assert_eq!(seen.unwrap().as_deref(), Some(FRONTEND));
 }
+
+#[test]
+fn expected_identities_belong_to_their_cluster_not_to_the_address() {
+    use weir_api::model::Cluster;
+    let addr: std::net::SocketAddr = "10.0.0.5:15006".parse().unwrap();
+    let cluster = |name: &str, identity: &str| Cluster {
+        name: name.into(),
+        identities: [(addr, identity.to_string())].into(),
+        ..Default::default()
+    };
+    let metrics = crate::metrics::Metrics::new();
+    let dialer = Dialer::new(Default::default(), "cluster.local", &metrics);
+    // Another namespace's slice claims the same address for its own pod, listed after.
+    dialer.update(&[
+        cluster("shop/backend:80", "shop/backend"),
+        cluster("zzz/backend:80", "zzz/thief"),
+    ]);
+    assert_eq!(
+        dialer.expected("shop/backend:80", addr).as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/backend")
+    );
+    assert_eq!(
+        dialer.expected("zzz/backend:80", addr).as_deref(),
+        Some("spiffe://cluster.local/ns/zzz/sa/thief")
+    );
+    assert_eq!(dialer.expected("other/x:80", addr), None);
+}

@@ -17,7 +17,7 @@ use weir_api::model::HealthCheckPolicy;
 use crate::{
     balance::Pool,
     mtls::{Dialer, HTTP1_ALPN},
-    upstream::MeshConnector,
+    upstream::{Expect, MeshConnector},
 };
 
 type CheckClient = Client<MeshConnector, Empty<Bytes>>;
@@ -31,7 +31,8 @@ pub fn spawn(pool: &Arc<Pool>, dialer: Option<&Arc<Dialer>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let connector = MeshConnector::new(policy.timeout, dialer.cloned(), HTTP1_ALPN);
+    let connector = MeshConnector::new(policy.timeout, dialer.cloned(), HTTP1_ALPN)
+        .expecting(Expect::Cluster(Arc::from(pool.cluster.name.as_str())));
     runtime.spawn(run(Arc::downgrade(pool), policy, connector));
 }
 

@@ -139,7 +139,8 @@ pub fn send<'a>(
             report.endpoint = Some(endpoint.addr);
             let last =
                 retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
-            let request = build(&mut out, &endpoint.authority, last)?;
+            let mut request = build(&mut out, &endpoint.authority, last)?;
+            upstream.expect(&pool.cluster.name, endpoint.addr, &mut request);
             let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

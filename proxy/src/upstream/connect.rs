@@ -1,6 +1,6 @@
-//! Dialing backends: TCP, or mesh mTLS to the endpoints the mesh [`Dialer`] knows as meshed
-//! (checked against the identity the configuration expects there), with every open
-//! connection counted in `weir_upstream_connections`.
+//! Dialing backends: TCP, or mesh mTLS to meshed endpoints (checked against the identity the
+//! endpoint's cluster expects there: [`Expect`]), with every open connection counted in
+//! `weir_upstream_connections`.
 
 use std::{
     future::Future,
@@ -27,15 +27,35 @@ use crate::{
     mtls::{Dialer, H2_ALPN},
 };
 
-/// Dials backends: TCP, then mTLS (offering its ALPN) to the endpoints the mesh dialer knows
-/// as meshed, checked against the identity expected there. The pools use it through
-/// [`CountingConnector`]; health checks use it directly, so they reach meshed endpoints the
-/// way requests do.
+/// Dials backends: TCP, then mTLS (offering its ALPN) to meshed endpoints, checked against
+/// the identity [`Expect`] names. The pools use it through [`CountingConnector`]; health
+/// checks use it directly, so they reach meshed endpoints the way requests do.
 #[derive(Clone)]
 pub struct MeshConnector {
     inner: HttpConnector,
     mesh: Option<(Arc<Dialer>, &'static [u8])>,
+    expect: Expect,
 }
+
+/// Whom a connection must prove. Expected identities belong to a cluster, never to an address
+/// alone: another namespace's EndpointSlice may name the same address with an identity of its
+/// own, and must not change how this cluster's endpoints are verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// Nobody: plaintext.
+    #[default]
+    Nothing,
+    /// This SPIFFE ID.
+    Peer(Arc<str>),
+    /// Whoever the dialer expects at the dialed address in this cluster (plaintext when the
+    /// endpoint is not meshed there).
+    Cluster(Arc<str>),
+}
+
+/// The identity a request's endpoint must prove, carried in the request's extensions from the
+/// forward path (which knows the cluster) to the client (which dials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected(pub Arc<str>);
 
 impl MeshConnector {
     /// TCP with `connect_timeout` (and no Nagle); mTLS offering `alpn` to meshed endpoints
@@ -52,7 +72,30 @@ impl MeshConnector {
         Self {
             inner: http,
             mesh: dialer.map(|d| (d, alpn)),
+            expect: Expect::Nothing,
         }
+    }
+
+    /// The same connector, its connections proving `expect`.
+    pub fn expecting(&self, expect: Expect) -> Self {
+        Self {
+            expect,
+            ..self.clone()
+        }
+    }
+
+    /// The SPIFFE ID a connection to `uri` must prove, when it is mTLS.
+    fn peer(&self, uri: &Uri) -> Option<(Arc<Dialer>, Arc<str>, &'static [u8])> {
+        let (dialer, alpn) = self.mesh.as_ref()?;
+        let expected = match &self.expect {
+            Expect::Nothing => return None,
+            Expect::Peer(id) => id.clone(),
+            Expect::Cluster(cluster) => {
+                let addr = uri.authority()?.as_str().parse().ok()?;
+                dialer.expected(cluster, addr)?
+            }
+        };
+        Some((dialer.clone(), expected, *alpn))
     }
 }
 
@@ -69,11 +112,7 @@ impl tower::Service<Uri> for MeshConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        // Endpoints are IP:port authorities; the dialer knows which of them are meshed.
-        let meshed = self.mesh.as_ref().and_then(|(dialer, alpn)| {
-            let addr = uri.authority()?.as_str().parse().ok()?;
-            Some((dialer.clone(), dialer.expected(addr)?, *alpn))
-        });
+        let meshed = self.peer(&uri);
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let tcp = connecting.await?.into_inner();
@@ -103,6 +142,14 @@ struct ConnectMetrics {
 }
 
 impl CountingConnector {
+    /// The same connector, its connections proving `expect`.
+    pub fn expecting(&self, expect: Expect) -> Self {
+        Self {
+            inner: self.inner.expecting(expect),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Dials with `inner`, counting in `metrics`' upstream connection metrics.
     pub fn new(inner: MeshConnector, metrics: &Metrics) -> Self {
         Self {

@@ -2,9 +2,17 @@
 //! HTTP/2 (h2c, prior knowledge) client, both dialing through [`connect`], which counts every
 //! open connection in `weir_upstream_connections`. With a mesh [`Dialer`], a connection to a
 //! meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by ALPN, as the cluster speaks), checked
-//! against the identity the configuration expects there; other endpoints stay plaintext.
+//! against the identity the endpoint's cluster expects there ([`Upstream::expect`] tags the
+//! request); other endpoints stay plaintext. Pooled connections are reused only for requests
+//! expecting the identity they proved.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::{future::Either, TryFutureExt};
 
@@ -25,13 +33,25 @@ use crate::{
 mod connect;
 pub mod h1;
 
-pub use connect::{Counted, CountingConnector, Io, MeshConnector};
+pub use connect::{Counted, CountingConnector, Expect, Expected, Io, MeshConnector};
 
 /// The two clients a proxy keeps.
 #[derive(Clone)]
 pub struct Upstream {
     http1: h1::Client,
-    h2c: Client<CountingConnector, Body>,
+    h2c: H2Client,
+    mesh: Option<Arc<MeshH2>>,
+}
+
+type H2Client = Client<CountingConnector, Body>;
+
+/// HTTP/2 to meshed endpoints: hyper pools by authority alone, so each expected identity gets
+/// a client of its own, made when first needed.
+struct MeshH2 {
+    dialer: Arc<Dialer>,
+    connector: CountingConnector,
+    idle_timeout: Duration,
+    clients: Mutex<HashMap<Arc<str>, H2Client>>,
 }
 
 /// How backend connections behave.
@@ -80,14 +100,43 @@ impl Upstream {
             CountingConnector::new(mesh, metrics)
         };
         let http1 = h1::Client::new(counting(HTTP1_ALPN), settings.idle_timeout);
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .build(counting(H2_ALPN));
-        Self { http1, h2c }
+        let h2c = h2_client(counting(H2_ALPN), settings.idle_timeout);
+        let mesh = dialer.clone().map(|dialer| {
+            Arc::new(MeshH2 {
+                dialer,
+                connector: counting(H2_ALPN),
+                idle_timeout: settings.idle_timeout,
+                clients: Mutex::default(),
+            })
+        });
+        Self { http1, h2c, mesh }
+    }
+
+    /// Tags `request`, bound for `endpoint` of `cluster`, with the identity the endpoint must
+    /// prove there (nothing when it is not meshed in that cluster, or there is no mesh).
+    pub fn expect(&self, cluster: &str, endpoint: SocketAddr, request: &mut Request<Body>) {
+        if let Some(id) = self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.dialer.expected(cluster, endpoint))
+        {
+            request.extensions_mut().insert(Expected(id));
+        }
+    }
+
+    /// The HTTP/2 client for a request expecting `expected`.
+    fn h2(&self, expected: Option<&Expected>) -> H2Client {
+        let (Some(mesh), Some(Expected(id))) = (&self.mesh, expected) else {
+            return self.h2c.clone();
+        };
+        let mut clients = crate::lock(&mesh.clients);
+        clients
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let connector = mesh.connector.expecting(Expect::Peer(id.clone()));
+                h2_client(connector, mesh.idle_timeout)
+            })
+            .clone()
     }
 
     /// Sends `request` (its URI names the endpoint) in `protocol`. The client's own future,
@@ -100,14 +149,28 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + '_ {
         match protocol {
             Protocol::Http1 => Either::Left(self.http1.request(request).err_into()),
-            Protocol::H2c => Either::Right(
-                self.h2c
-                    .request(request)
-                    .map_ok(|response| response.map(body::boxed))
-                    .err_into(),
-            ),
+            Protocol::H2c => {
+                let client = self.h2(request.extensions().get::<Expected>());
+                Either::Right(async move {
+                    client
+                        .request(request)
+                        .await
+                        .map(|response| response.map(body::boxed))
+                        .map_err(UpstreamError::from)
+                })
+            }
         }
     }
+}
+
+fn h2_client(connector: CountingConnector, idle_timeout: Duration) -> H2Client {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .pool_idle_timeout(idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// Maps a client error to what the user sees.

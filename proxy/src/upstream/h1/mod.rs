@@ -29,7 +29,7 @@ use http_body::Body as HttpBody;
 use tower::Service;
 
 use self::pool::Pool;
-use super::connect::{BoxError, Counted, CountingConnector};
+use super::connect::{BoxError, Counted, CountingConnector, Expect, Expected};
 use crate::{
     body::{self, Body},
     codec::{self, BodyLength, Chunked, Head, ProtocolError, RequestFraming},
@@ -98,17 +98,18 @@ impl Client {
         let (parts, body) = request.into_parts();
         async move {
             let authority = parts.uri.authority().cloned().ok_or(Error::NoAuthority)?;
+            let expected = parts.extensions.get::<Expected>().map(|e| e.0.clone());
             let resend = body.is_end_stream() && idempotent(&parts.method);
             let mut body = Some(body);
             let mut stale = 0;
             loop {
                 let pooled = (stale < MAX_STALE)
-                    .then(|| self.pool.checkout(&authority))
+                    .then(|| self.pool.checkout(&authority, expected.as_ref()))
                     .flatten();
                 let reused = pooled.is_some();
                 let mut conn = match pooled {
                     Some(conn) => conn,
-                    None => self.connect(&parts.uri).await?,
+                    None => self.connect(&parts.uri, expected.clone()).await?,
                 };
                 let sending = body.take().unwrap_or_else(body::empty);
                 match exchange(&mut conn, &parts, &authority, sending).await {
@@ -124,13 +125,16 @@ impl Client {
         }
     }
 
-    async fn connect(&self, uri: &http::Uri) -> Result<Conn, Error> {
-        let mut connector = self.connector.clone();
+    async fn connect(&self, uri: &http::Uri, expected: Option<Arc<str>>) -> Result<Conn, Error> {
+        let mut connector = match &expected {
+            Some(id) => self.connector.expecting(Expect::Peer(id.clone())),
+            None => self.connector.clone(),
+        };
         poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(Error::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(Error::Connect)?;
-        Ok(Conn::new(io.into_inner()))
+        Ok(Conn::new(io.into_inner(), expected))
     }
 
     /// The response to hand on: its body reads from `conn`, which goes back to the pool when
@@ -182,13 +186,16 @@ pub(crate) struct Conn {
     wire: Wire<Counted>,
     /// False once anything makes a further exchange unsafe.
     reusable: bool,
+    /// The mesh identity it proved (`None`: plaintext); reused only for requests expecting it.
+    peer: Option<Arc<str>>,
 }
 
 impl Conn {
-    fn new(io: Counted) -> Self {
+    fn new(io: Counted, peer: Option<Arc<str>>) -> Self {
         Self {
             wire: Wire::new(io),
             reusable: true,
+            peer,
         }
     }
 

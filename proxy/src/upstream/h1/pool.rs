@@ -62,17 +62,19 @@ impl Pool {
         pool
     }
 
-    /// An open idle connection to `authority`, preferring one this thread made.
-    pub(super) fn checkout(&self, authority: &Authority) -> Option<Conn> {
+    /// An open idle connection to `authority` that proved `expected` (plaintext for `None`),
+    /// preferring one this thread made.
+    pub(super) fn checkout(&self, authority: &Authority, expected: Option<&Arc<str>>) -> Option<Conn> {
         let here = thread_number();
         loop {
             let idle = {
                 let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let list = map.get_mut(authority.as_str())?;
+                let proved = |i: &Idle| i.conn.peer.as_deref() == expected.map(|e| &**e);
                 let at = list
                     .iter()
-                    .rposition(|i| i.home == here)
-                    .or(list.len().checked_sub(1))?;
+                    .rposition(|i| i.home == here && proved(i))
+                    .or_else(|| list.iter().rposition(proved))?;
                 list.swap_remove(at)
             };
             // Closed by the backend while idle: close it and look again. (Connections idle
