@@ -1,6 +1,8 @@
 //! AccessPolicy decisions: is this caller (the SPIFFE ID its mTLS certificate proved, or none
 //! for plaintext) allowed to do this (method and normalised path for HTTP; only the port for
-//! opaque TCP)?
+//! opaque TCP)? A caller named by namespace or ServiceAccount must also be of the mesh's own
+//! trust domain, or of the one the policy names: a certificate another trust domain issued
+//! (one the mesh federates with) never passes for a local workload of the same name.
 
 use weir_api::model::{AccessRules, Caller, Inbound, Operation};
 
@@ -13,6 +15,8 @@ pub struct Request<'a> {
     pub http: Option<(&'a str, &'a str)>,
     /// The workload port it is for.
     pub port: u16,
+    /// The mesh's own trust domain.
+    pub trust_domain: &'a str,
 }
 
 /// Allowed, or denied by the named AccessPolicy.
@@ -25,7 +29,7 @@ pub fn decide<'a>(inbound: &'a Inbound, request: &Request<'_>) -> Result<(), &'a
         .iter()
         .flat_map(|policy| &policy.rules)
         .any(|rule| {
-            rule.from.iter().any(|c| caller_matches(c, request.peer))
+            rule.from.iter().any(|c| caller_matches(c, request.peer, request.trust_domain))
                 && (rule.to.is_empty() || rule.to.iter().any(|op| operation_matches(op, request)))
         });
     if allowed {
@@ -37,26 +41,33 @@ pub fn decide<'a>(inbound: &'a Inbound, request: &Request<'_>) -> Result<(), &'a
     }
 }
 
-fn caller_matches(caller: &Caller, peer: Option<&str>) -> bool {
+fn caller_matches(caller: &Caller, peer: Option<&str>, own_domain: &str) -> bool {
     let Some(peer) = peer else {
         return false;
     };
     // spiffe://TRUST_DOMAIN/ns/NS/sa/SA
-    let path = peer
+    let (domain, path) = peer
         .strip_prefix("spiffe://")
         .and_then(|rest| rest.split_once('/'))
-        .map(|(_, path)| path);
-    let (namespace, account) = match path.map(|p| p.split('/').collect::<Vec<_>>()).as_deref() {
-        Some(["ns", namespace, "sa", account]) => (*namespace, *account),
+        .unwrap_or_default();
+    let (namespace, account) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["ns", namespace, "sa", account] => (*namespace, *account),
         _ => ("", ""),
     };
+    let in_domain = |wanted: &Option<String>| domain == wanted.as_deref().unwrap_or(own_domain);
     match caller {
         Caller::Identity(id) => id == peer,
-        Caller::Namespace(ns) => !namespace.is_empty() && ns == namespace,
+        Caller::Namespace {
+            namespace: ns,
+            trust_domain,
+        } => !namespace.is_empty() && ns == namespace && in_domain(trust_domain),
         Caller::ServiceAccount {
             namespace: ns,
             name,
-        } => !namespace.is_empty() && ns == namespace && name == account,
+            trust_domain,
+        } => {
+            !namespace.is_empty() && ns == namespace && name == account && in_domain(trust_domain)
+        }
     }
 }
 
@@ -106,6 +117,7 @@ mod tests {
                         from: vec![Caller::ServiceAccount {
                             namespace: "shop".into(),
                             name: "frontend".into(),
+                            trust_domain: None,
                         }],
                         to: vec![Operation {
                             methods: vec!["GET".into()],
@@ -114,7 +126,10 @@ mod tests {
                         }],
                     },
                     AccessRule {
-                        from: vec![Caller::Namespace("monitoring".into())],
+                        from: vec![Caller::Namespace {
+                            namespace: "monitoring".into(),
+                            trust_domain: None,
+                        }],
                         to: vec![Operation {
                             ports: vec![9090],
                             ..Operation::default()
@@ -131,6 +146,7 @@ mod tests {
             peer,
             http: Some((method, path)),
             port: 8080,
+            trust_domain: "cluster.local",
         }
     }
 
@@ -172,6 +188,7 @@ mod tests {
             peer: Some(peer),
             http: None,
             port,
+            trust_domain: "cluster.local",
         };
         assert_eq!(decide(&inbound, &tcp(MONITOR, 9090)), Ok(()));
         assert_eq!(decide(&inbound, &tcp(MONITOR, 8080)), denied);
@@ -220,6 +237,35 @@ mod tests {
         assert_eq!(
             decide(&inbound, &http(Some(FRONTEND), "GET", "/api/a")),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn namespace_and_service_account_callers_must_be_of_the_trust_domain() {
+        let inbound = inbound();
+        let denied = Err("AccessPolicy shop/backend");
+        // Another trust domain the mesh trusts issued a certificate for the same names.
+        let foreign = "spiffe://partner.example/ns/shop/sa/frontend";
+        assert_eq!(decide(&inbound, &http(Some(foreign), "GET", "/api/x")), denied);
+        let foreign_monitor = "spiffe://partner.example/ns/monitoring/sa/prometheus";
+        let tcp = Request {
+            peer: Some(foreign_monitor),
+            http: None,
+            port: 9090,
+            trust_domain: "cluster.local",
+        };
+        assert_eq!(decide(&inbound, &tcp), denied);
+        // A policy that names the partner's trust domain lets its caller in, and no other.
+        let mut partner = inbound.clone();
+        partner.access[0].rules[0].from = vec![Caller::ServiceAccount {
+            namespace: "shop".into(),
+            name: "frontend".into(),
+            trust_domain: Some("partner.example".into()),
+        }];
+        assert_eq!(decide(&partner, &http(Some(foreign), "GET", "/api/x")), Ok(()));
+        assert_eq!(
+            decide(&partner, &http(Some(FRONTEND), "GET", "/api/x")),
+            denied
         );
     }
 }

@@ -115,7 +115,8 @@ struct InitArgs {
     /// The sidecar's user id (its own connections are not redirected).
     #[arg(long, default_value_t = 1337)]
     proxy_uid: u32,
-    /// The sidecar's admin port (never redirected, so probes reach it).
+    /// The sidecar's admin port (never redirected, so probes reach it; the inbound and outbound
+    /// ports are never redirected either).
     #[arg(long, default_value_t = 15020)]
     admin_port: u16,
     /// Inbound ports to leave alone (comma-separated).
@@ -156,7 +157,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
-    let mut exclude_inbound = vec![args.admin_port];
+    // The proxy's own ports are never redirected: a connection to one of them from outside
+    // the pod must meet the listener as it is bound (the outbound one on loopback only), not
+    // be carried by the inbound proxy to it.
+    let mut exclude_inbound = vec![args.admin_port, args.inbound_port, args.outbound_port];
     exclude_inbound.extend(&args.exclude_inbound_ports);
     let interception = Interception {
         inbound_port: args.inbound_port,
@@ -296,8 +300,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         http: Http::new(&server_settings, &metrics),
         app: app.clone(),
         app_port: args.app_port,
+        own_ports: std::iter::once(args.inbound.port())
+            .chain(args.outbound.iter().map(SocketAddr::port))
+            .chain([args.admin.port()])
+            .collect(),
         detect_timeout: args.detect_timeout,
         handshake_timeout: server_settings.header_read_timeout,
+        trust_domain: args.trust_domain.clone(),
         own: own.clone(),
         metrics: metrics.clone(),
         mesh: mesh.clone(),

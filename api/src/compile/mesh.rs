@@ -13,7 +13,7 @@ use super::{backends::PortRef, created, Context};
 use crate::{
     crds::{
         AccessDefault, AccessPolicy, AccessSource, MeshTLSMode, NAMESPACE_PATTERN,
-        SERVICE_ACCOUNT_PATTERN, SPIFFE_ID_PATTERN,
+        SERVICE_ACCOUNT_PATTERN, SPIFFE_ID_PATTERN, TRUST_DOMAIN_PATTERN,
     },
     error::Location,
     model::{self, Caller, MeshPod, MeshPort, MeshService, Requirement, Selector, TlsMode},
@@ -27,6 +27,7 @@ pub const INJECTED_ANNOTATION: &str = "weir.dev/injected";
 static SPIFFE_ID: LazyLock<Regex> = LazyLock::new(|| pattern(SPIFFE_ID_PATTERN));
 static NAMESPACE: LazyLock<Regex> = LazyLock::new(|| pattern(NAMESPACE_PATTERN));
 static SERVICE_ACCOUNT: LazyLock<Regex> = LazyLock::new(|| pattern(SERVICE_ACCOUNT_PATTERN));
+static TRUST_DOMAIN: LazyLock<Regex> = LazyLock::new(|| pattern(TRUST_DOMAIN_PATTERN));
 
 fn pattern(text: &str) -> Regex {
     Regex::new(text).expect("the CRD's patterns are valid regular expressions")
@@ -214,12 +215,16 @@ fn access_rules(key: &ObjectKey, policy: &AccessPolicy) -> model::AccessRules {
     let caller =
         |from: &AccessSource| match (&from.identity, &from.namespace, &from.service_account) {
             (Some(id), _, _) => Caller::Identity(id.clone()),
-            (_, Some(ns), _) => Caller::Namespace(ns.clone()),
+            (_, Some(ns), _) => Caller::Namespace {
+                namespace: ns.clone(),
+                trust_domain: from.trust_domain.clone(),
+            },
             (_, _, Some(sa)) => {
                 let (namespace, name) = sa.split_once('/').unwrap_or((&key.namespace, sa));
                 Caller::ServiceAccount {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
+                    trust_domain: from.trust_domain.clone(),
                 }
             }
             _ => unreachable!("check_source allows exactly one"),
@@ -312,6 +317,14 @@ fn check_source(from: &AccessSource) -> Result<(), String> {
         .count();
     if given != 1 {
         return Err("set exactly one of identity, namespace or serviceAccount".into());
+    }
+    if let (Some(_), Some(_)) = (&from.identity, &from.trust_domain) {
+        return Err("trustDomain goes with namespace or serviceAccount: an identity names its own trust domain".into());
+    }
+    if let Some(domain) = &from.trust_domain {
+        if !TRUST_DOMAIN.is_match(domain) {
+            return Err(format!("{domain:?} is not a trust domain (lowercase letters, digits, '.', '-' and '_')"));
+        }
     }
     let checks: [(&Option<String>, &Regex, &str); 3] = [
         (

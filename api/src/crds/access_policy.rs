@@ -77,6 +77,8 @@ pub struct AccessRule {
 
 /// What `from[].identity` must look like (the schema's pattern and the directory check).
 pub const SPIFFE_ID_PATTERN: &str = r"^spiffe://[a-z0-9._-]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+$";
+/// What `from[].trustDomain` must look like.
+pub const TRUST_DOMAIN_PATTERN: &str = r"^[a-z0-9._-]+$";
 /// What `from[].namespace` must look like.
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// What `from[].serviceAccount` must look like: `NAME` or `NAMESPACE/NAME`.
@@ -87,6 +89,7 @@ pub const SERVICE_ACCOUNT_PATTERN: &str =
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("(has(self.identity) ? 1 : 0) + (has(self.namespace) ? 1 : 0) + (has(self.serviceAccount) ? 1 : 0) == 1").message("set exactly one of identity, namespace or serviceAccount"))]
+#[x_kube(validation = Rule::new("!has(self.identity) || !has(self.trustDomain)").message("trustDomain goes with namespace or serviceAccount: an identity names its own trust domain"))]
 pub struct AccessSource {
     /// A SPIFFE ID, `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +105,12 @@ pub struct AccessSource {
         pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     ))]
     pub service_account: Option<String>,
+    /// With `namespace` or `serviceAccount`: the caller's trust domain. Absent: the mesh's own
+    /// (a certificate from another trust domain the mesh trusts never matches by namespace or
+    /// ServiceAccount alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TRUST_DOMAIN_PATTERN))]
+    pub trust_domain: Option<String>,
 }
 
 /// Requests, by method, path and port; each list absent or empty matches anything.

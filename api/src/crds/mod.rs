@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use access_policy::{
     AccessDefault, AccessMethod, AccessPath, AccessPolicy, AccessPolicySpec, AccessPort,
     AccessRule, AccessSource, AccessTarget, NAMESPACE_PATTERN, SERVICE_ACCOUNT_PATTERN,
-    SPIFFE_ID_PATTERN,
+    SPIFFE_ID_PATTERN, TRUST_DOMAIN_PATTERN,
 };
 pub use auth_policy::{ApiKeys, AuthPolicy, AuthPolicySpec, JwksSource, Jwt, JwtProvider};
 pub use mesh_tls_policy::{MeshTLSMode, MeshTLSPolicy, MeshTLSPolicySpec};

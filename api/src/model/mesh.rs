@@ -139,14 +139,24 @@ pub struct AccessRule {
 pub enum Caller {
     /// Exactly this SPIFFE ID.
     Identity(String),
-    /// Any workload of this namespace.
-    Namespace(String),
-    /// This ServiceAccount (`namespace`, `name`).
+    /// Any workload of this namespace, in the trust domain given or else the mesh's own.
+    Namespace {
+        /// The namespace.
+        namespace: String,
+        /// The caller's trust domain; `None`: the mesh's own.
+        #[serde(default, rename = "trustDomain", skip_serializing_if = "Option::is_none")]
+        trust_domain: Option<String>,
+    },
+    /// This ServiceAccount (`namespace`, `name`), in the trust domain given or else the mesh's
+    /// own.
     ServiceAccount {
         /// Its namespace.
         namespace: String,
         /// Its name.
         name: String,
+        /// The caller's trust domain; `None`: the mesh's own.
+        #[serde(default, rename = "trustDomain", skip_serializing_if = "Option::is_none")]
+        trust_domain: Option<String>,
     },
 }
 

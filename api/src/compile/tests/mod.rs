@@ -339,6 +339,7 @@ fn traffic_policy_errors_name_the_field() {
 }
 
 mod security;
+mod tenancy;
 
 const STRICT_SHOP: &str = "apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
@@ -471,11 +472,13 @@ spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}
         [
             crate::model::Caller::ServiceAccount {
                 namespace: "shop".into(),
-                name: "frontend".into()
+                name: "frontend".into(),
+                trust_domain: None,
             },
             crate::model::Caller::ServiceAccount {
                 namespace: "ops".into(),
-                name: "oncall".into()
+                name: "oncall".into(),
+                trust_domain: None,
             },
         ]
     );
