@@ -354,6 +354,12 @@ fn sidecar(
     });
     if config.native_sidecar {
         container["restartPolicy"] = "Always".into();
+        // The kubelet starts the app containers once a native sidecar's startupProbe passes:
+        // `/readyz` passes only with a workload certificate and the first configuration
+        // applied, so the app's first calls already have a mesh to go through. (A readiness
+        // probe alone does not hold the app back.) Ten minutes, polled every second, before
+        // the kubelet restarts it.
+        container["startupProbe"] = json!({"httpGet": {"path": "/readyz", "port": p.admin}, "periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600});
     }
     container
 }

@@ -59,6 +59,16 @@ fn a_deployments_pod_gets_the_sidecar_and_matches_the_golden_file() {
         Some("Always"),
         "a native sidecar"
     );
+    // The kubelet holds the app containers until this passes: the sidecar's /readyz, which
+    // waits for a workload certificate and the first configuration.
+    let startup = sidecar.startup_probe.as_ref().expect("a startupProbe");
+    let get = startup.http_get.as_ref().unwrap();
+    assert_eq!(get.path.as_deref(), Some("/readyz"));
+    assert_eq!(
+        get.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15020)
+    );
+    assert!(startup.failure_threshold.unwrap() * startup.period_seconds.unwrap() >= 300);
     let limits = sidecar.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(
         limits["memory"].0, "256Mi",
