@@ -32,10 +32,13 @@ pub struct Netns {
 }
 
 impl Lan {
-    /// A new bridge on a /24 of 10.241.0.0/16 picked from the process id, so concurrent
-    /// test processes do not collide. Panics, naming the command, when not root.
+    /// A new bridge on a /24 of 10.241.0.0/16 picked from the process id and a count of the
+    /// process's LANs, so concurrent test processes, and the tests of one process, do not
+    /// collide. Panics, naming the command, when not root.
     pub fn new() -> Self {
-        let id = std::process::id() % 10_000;
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let id = std::process::id() % 1_000 * 10 + made;
         let subnet = (id % 250) as u8 + 1;
         let lan = Self {
             gateway: Ipv4Addr::new(10, 241, subnet, 1),
