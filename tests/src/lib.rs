@@ -194,17 +194,29 @@ impl Weir {
     /// Starts `weir-ingress --controller …` connected to `controller` with `token_file`, and
     /// waits until it listens (not until it has a configuration: see [`Weir::wait_ready`]).
     pub fn connect(controller: &Controller, token_file: &Path, extra: &[&str]) -> Self {
+        Self::connect_trusting(controller, &controller.bundle(), token_file, extra, &[])
+    }
+
+    /// Like [`Weir::connect`], checking the controller against `ca` (`--controller-ca`),
+    /// with environment variables (e.g. `SSL_CERT_FILE`, the system roots).
+    pub fn connect_trusting(
+        controller: &Controller,
+        ca: &Path,
+        token_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let source = [
             "--controller".to_string(),
             format!("https://{}", controller.grpc),
             "--controller-ca".to_string(),
-            controller.bundle().display().to_string(),
+            ca.display().to_string(),
             "--identity-token-file".to_string(),
             token_file.display().to_string(),
             "--pod-name".to_string(),
             "ingress-0".to_string(),
         ];
-        let mut weir = Self::spawn_from(&source, extra, &[]);
+        let mut weir = Self::spawn_from(&source, extra, env);
         weir.wait_listening();
         weir
     }
