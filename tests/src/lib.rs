@@ -221,8 +221,26 @@ impl Weir {
         weir
     }
 
+    /// Like [`Weir::start_with`], serving client traffic (`--listen`) on `ip` instead of
+    /// 127.0.0.1 (e.g. an IPv6 address, to see clients by their IPv6 source).
+    pub fn start_listening_on(dir: &ConfigDir, ip: std::net::IpAddr, extra: &[&str]) -> Self {
+        let source = ["--config-dir".into(), dir.path.display().to_string()];
+        let mut weir = Self::spawn_at(&source, ip, extra, &[]);
+        weir.wait_ready();
+        weir
+    }
+
     fn spawn_from(source: &[String], extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::spawn_at(source, [127, 0, 0, 1].into(), extra, env)
+    }
+
+    fn spawn_at(
+        source: &[String],
+        ip: std::net::IpAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let addr = SocketAddr::new(ip, free_port());
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(binary("weir-ingress"))
