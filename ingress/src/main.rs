@@ -142,12 +142,20 @@ struct Args {
     /// Keys one local rate limit holds at most; past it the keys nearest to full are forgotten
     /// and new keys start as far in debt as they were.
     #[arg(long, default_value_t = weir_ingress::ratelimit::gcra::DEFAULT_KEYS,
-        value_parser = clap::value_parser!(u64).range(16..).map(|n| n as usize))]
+        value_parser = parse_local_keys)]
     ratelimit_local_keys: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     weir_api::duration::parse_duration(s)
+}
+
+/// At least one key per shard.
+fn parse_local_keys(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 16 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of keys, at least 16")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
