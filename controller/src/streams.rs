@@ -81,6 +81,9 @@ mod tests {
         assert!(limits.open(&web).is_none(), "a third is refused");
         assert!(limits.open(&db).is_some(), "accounts count apart");
         drop(first);
-        assert!(limits.open(&web).is_some(), "a closed stream frees its slot");
+        assert!(
+            limits.open(&web).is_some(),
+            "a closed stream frees its slot"
+        );
     }
 }

@@ -89,9 +89,7 @@ impl Throttle {
 /// The address a peer is counted under.
 fn group(peer: Option<IpAddr>) -> IpAddr {
     match peer.map(|p| p.to_canonical()) {
-        Some(IpAddr::V6(v6)) => {
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64)))
-        }
+        Some(IpAddr::V6(v6)) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         Some(v4) => v4,
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
@@ -115,7 +113,10 @@ mod tests {
             .filter(|_| throttle.allow_at(ip("10.0.0.1"), start))
             .count();
         assert_eq!(allowed, 10);
-        assert!(throttle.allow_at(ip("10.0.0.2"), start), "peers count apart");
+        assert!(
+            throttle.allow_at(ip("10.0.0.2"), start),
+            "peers count apart"
+        );
         // One second later, five more.
         let later = start + Duration::from_secs(1);
         let allowed = (0..100)

@@ -105,7 +105,11 @@ pub enum Authenticator {
 
 impl Authenticator {
     /// What a token presented by `peer` proves, or why it proves nothing.
-    pub async fn authenticate(&self, token: &str, peer: Option<IpAddr>) -> Result<Proven, Rejected> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Proven, Rejected> {
         match self {
             // Checked here, at the cost of one signature check: nothing to ration.
             Self::Signed(key) => key

@@ -242,10 +242,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let global = (!args.redis.is_empty())
         .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
-    let registry = Registry::new(metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
-        local_keys: args.ratelimit_local_keys,
-        ipv6_prefix: args.ratelimit_ipv6_prefix,
-    });
+    let registry =
+        Registry::new(metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
+            local_keys: args.ratelimit_local_keys,
+            ipv6_prefix: args.ratelimit_ipv6_prefix,
+        });
     let source = config_source(&args)?;
     // Following a controller, the gateway is a mesh workload: it holds an identity and dials
     // meshed backends with mTLS.

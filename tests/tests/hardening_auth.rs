@@ -99,7 +99,11 @@ async fn a_flood_of_invented_keys_never_lets_a_spent_key_through() {
     for victim in victims {
         assert_eq!(status(&weir, &[("x-key", victim)]).await, 200);
         assert_eq!(status(&weir, &[("x-key", victim)]).await, 200);
-        assert_eq!(status(&weir, &[("x-key", victim)]).await, 429, "{victim} spent");
+        assert_eq!(
+            status(&weir, &[("x-key", victim)]).await,
+            429,
+            "{victim} spent"
+        );
     }
     for i in 0..400 {
         let key = format!("invented-{i}");
@@ -109,7 +113,12 @@ async fn a_flood_of_invented_keys_never_lets_a_spent_key_through() {
         if i % 40 == 39 {
             for victim in victims {
                 let got = status(&weir, &[("x-key", victim)]).await;
-                assert_eq!(got, 429, "{victim} got through after {} invented keys", i + 1);
+                assert_eq!(
+                    got,
+                    429,
+                    "{victim} got through after {} invented keys",
+                    i + 1
+                );
             }
         }
     }
@@ -123,7 +132,15 @@ impl LoopbackAddresses {
         let added = Self(addresses.to_vec());
         for a in addresses {
             let out = Command::new("ip")
-                .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])
+                .args([
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])
                 .output()
                 .expect("run ip");
             assert!(

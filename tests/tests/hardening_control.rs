@@ -91,8 +91,7 @@ async fn a_pod_bound_token_opens_streams_only_for_its_own_pod() {
     let status = controller
         .sidecar_stream("web-1-token", "shop", "web", "web-2")
         .await
-        .err()
-        .expect("another pod's stream is refused");
+        .expect_err("another pod's stream is refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("web-1"), "{}", status.message());
 }
@@ -113,8 +112,7 @@ async fn one_service_account_holds_at_most_its_share_of_streams() {
     let status = controller
         .sidecar_stream("web-token", "shop", "web", "made-up-pod-3")
         .await
-        .err()
-        .expect("a fourth stream is refused");
+        .expect_err("a fourth stream is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("--max-streams-per-account"),
@@ -167,9 +165,11 @@ async fn a_node_trusts_only_its_controller_ca_not_the_system_roots() {
     let trusting = Weir::connect_trusting(&impostor, &impostor.bundle(), &token, &[], &env);
     trusting.wait_ready_config().await;
     drop(trusting);
-    eventually(Duration::from_secs(5), "the control node's stream", || async {
-        impostor.logs().contains("node connected").then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the control node's stream",
+        || async { impostor.logs().contains("node connected").then_some(()) },
+    )
     .await;
     let connected_before = impostor.logs().matches("node connected").count();
 

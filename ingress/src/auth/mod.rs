@@ -311,7 +311,10 @@ fn critical_refused(crit: &[String]) -> String {
     if crit.is_empty() {
         "the token's crit header is empty".to_string()
     } else {
-        format!("critical header extension(s) not understood: {}", crit.join(", "))
+        format!(
+            "critical header extension(s) not understood: {}",
+            crit.join(", ")
+        )
     }
 }
 

@@ -65,7 +65,8 @@ impl Idp {
 
 fn claims(extra: Value) -> Value {
     let now = weir_proxy::unix_now();
-    let mut claims = json!({"iss": ISS, "aud": "shop", "sub": "alice", "exp": now + 300, "iat": now});
+    let mut claims =
+        json!({"iss": ISS, "aud": "shop", "sub": "alice", "exp": now + 300, "iat": now});
     if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }

@@ -280,7 +280,10 @@ mod tests {
             buckets.check(slow, &key);
             if i % 50 == 0 {
                 for v in &victims {
-                    assert!(!buckets.check(slow, v).allowed, "{v} got through after {i} keys");
+                    assert!(
+                        !buckets.check(slow, v).allowed,
+                        "{v} got through after {i} keys"
+                    );
                 }
             }
         }
