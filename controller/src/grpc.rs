@@ -4,9 +4,13 @@
 //! who the caller is. A config stream is only opened for a node whose Hello names that same
 //! account, and an ingress view only for the accounts allowed to be an ingress: the ingress
 //! view holds TLS private keys and API keys. A sidecar gets the view of the pod its Hello
-//! names, which must run as the proven account when the controller knows the pod.
+//! names, which must run as the proven account when the controller knows the pod, and which
+//! must be the pod the token was issued for when the token is bound to one.
+//!
+//! Tokens the controller has not seen are rationed per peer address (RESOURCE_EXHAUSTED over
+//! it), and each ServiceAccount holds at most `--max-streams-per-account` config streams.
 
-use std::{pin::Pin, sync::Arc};
+use std::{net::IpAddr, pin::Pin, sync::Arc};
 
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -16,14 +20,23 @@ use weir_api::proto::{
     CertifyRequest, CertifyResponse, ConfigUpdate, Hello, Role, WatchRequest,
 };
 
-use crate::{ca::Refused, identity::ServiceAccount, Controller};
+use crate::{
+    ca::Refused,
+    streams::StreamSlot,
+    tokens::{Proven, Rejected},
+    Controller,
+};
 
 /// Both services over one shared controller.
 #[derive(Clone)]
 pub struct Services(pub Arc<Controller>);
 
 impl Services {
-    async fn authenticate(&self, metadata: &MetadataMap) -> Result<ServiceAccount, Status> {
+    async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Proven, Status> {
         let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -33,9 +46,12 @@ impl Services {
             })?;
         self.0
             .authenticator
-            .authenticate(token)
+            .authenticate(token, peer)
             .await
-            .map_err(Status::unauthenticated)
+            .map_err(|rejected| match rejected {
+                Rejected::Unauthenticated(why) => Status::unauthenticated(why),
+                Rejected::Throttled => Status::resource_exhausted(rejected.to_string()),
+            })
     }
 
     fn refuse(&self, reason: &str, status: Status) -> Status {
@@ -59,10 +75,17 @@ impl ConfigDiscovery for Services {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<UpdateStream>, Status> {
-        let caller = self
-            .authenticate(request.metadata())
+        let peer = request.remote_addr().map(|a| a.ip());
+        let Proven {
+            account: caller,
+            pod: bound_pod,
+        } = self
+            .authenticate(request.metadata(), peer)
             .await
-            .map_err(|s| self.refuse("unauthenticated", s))?;
+            .map_err(|s| match s.code() {
+                tonic::Code::ResourceExhausted => self.refuse("throttled", s),
+                _ => self.refuse("unauthenticated", s),
+            })?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(WatchRequest {
@@ -84,6 +107,24 @@ impl ConfigDiscovery for Services {
                 )),
             ));
         }
+        if let Some(pod) = bound_pod.filter(|pod| *pod != hello.pod) {
+            return Err(self.refuse(
+                "pod-mismatch",
+                Status::permission_denied(format!(
+                    "the Hello names pod {:?}, but the token was issued for pod {pod:?}",
+                    hello.pod
+                )),
+            ));
+        }
+        let slot = self.0.streams.open(&caller).ok_or_else(|| {
+            self.refuse(
+                "too-many-streams",
+                Status::resource_exhausted(format!(
+                    "ServiceAccount {caller} already holds {} config streams, the most it may (--max-streams-per-account)",
+                    self.0.streams.max()
+                )),
+            )
+        })?;
         let role = Role::try_from(hello.role).unwrap_or(Role::Unspecified);
         let views = match role {
             Role::Ingress if self.0.ingress_accounts.contains(&caller) => self.0.views.ingress(),
@@ -132,6 +173,7 @@ impl ConfigDiscovery for Services {
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(serve_stream(
             self.0.clone(),
+            slot,
             hello,
             role,
             inbound,
@@ -146,6 +188,8 @@ impl ConfigDiscovery for Services {
 /// side goes away.
 async fn serve_stream(
     controller: Arc<Controller>,
+    // Counted against the ServiceAccount until the stream ends.
+    _slot: StreamSlot,
     hello: Hello,
     role: Role,
     mut inbound: Streaming<WatchRequest>,
@@ -217,12 +261,18 @@ impl Identity for Services {
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
         let certificates = &self.0.metrics.certificates;
+        let peer = request.remote_addr().map(|a| a.ip());
         let caller = self
-            .authenticate(request.metadata())
+            .authenticate(request.metadata(), peer)
             .await
-            .inspect_err(|_| {
-                certificates.with_label_values(&["unauthenticated"]).inc();
-            })?;
+            .inspect_err(|s| {
+                let label = match s.code() {
+                    tonic::Code::ResourceExhausted => "throttled",
+                    _ => "unauthenticated",
+                };
+                certificates.with_label_values(&[label]).inc();
+            })?
+            .account;
         let authority = &self.0.authority;
         match authority.certify(&request.get_ref().csr_pem, &caller) {
             Ok(issued) => {

@@ -18,6 +18,8 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod source;
 pub mod state;
+pub mod streams;
+pub mod throttle;
 pub mod tokens;
 pub mod views;
 
@@ -32,7 +34,7 @@ use weir_api::{
 
 use crate::{
     ca::Authority, compiler::Compiler, compiler::Rejection, identity::ServiceAccount,
-    metrics::Metrics, tokens::Authenticator, views::Views,
+    metrics::Metrics, streams::StreamLimits, tokens::Authenticator, views::Views,
 };
 
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
@@ -66,6 +68,8 @@ pub struct Controller {
     pub authenticator: Authenticator,
     /// The ServiceAccounts allowed to receive the ingress view.
     pub ingress_accounts: Vec<ServiceAccount>,
+    /// Config streams open per ServiceAccount, and how many each may have.
+    pub streams: StreamLimits,
     compiler: Mutex<Compiler>,
     status: Mutex<CompileStatus>,
     closing: tokio::sync::watch::Sender<bool>,
@@ -98,9 +102,18 @@ impl Controller {
             authority,
             authenticator,
             ingress_accounts,
+            streams: StreamLimits::new(streams::DEFAULT_PER_ACCOUNT),
             compiler: Mutex::default(),
             status: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Lets each ServiceAccount hold at most `max` config streams at once.
+    pub fn with_streams_per_account(self, max: usize) -> Self {
+        Self {
+            streams: StreamLimits::new(max),
+            ..self
         }
     }
 
@@ -167,4 +180,11 @@ impl Controller {
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
+    out
 }

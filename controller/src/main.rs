@@ -141,6 +141,17 @@ struct Run {
     /// Lifetime of workload certificates.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     cert_lifetime: Duration,
+    /// With --kubernetes: tokens not seen in the last 30 s become TokenReviews at most this
+    /// many times per second per peer address (IPv6: per /64); over it, RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 5.0)]
+    token_review_rate: f64,
+    /// The burst of --token-review-rate.
+    #[arg(long, default_value_t = 10)]
+    token_review_burst: u32,
+    /// Config streams one ServiceAccount may hold open at once; more are refused
+    /// (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = weir_controller::streams::DEFAULT_PER_ACCOUNT)]
+    max_streams_per_account: usize,
 }
 
 #[derive(Args)]
@@ -226,17 +237,18 @@ async fn run(args: Run) -> anyhow::Result<()> {
         .serving_certificate(&args.grpc_names)
         .context("cannot make the gRPC serving certificate")?;
     let authenticator = match (&client, &state) {
-        (Some(client), _) => {
-            Authenticator::Reviewed(kubernetes::TokenReviewer::new(client.clone()))
-        }
+        (Some(client), _) => Authenticator::Reviewed(kubernetes::TokenReviewer::new(
+            client.clone(),
+            args.token_review_rate,
+            args.token_review_burst,
+        )),
         (None, Some(state)) => Authenticator::Signed(state.token_key()?),
         (None, None) => anyhow::bail!("--state-dir is required without --kubernetes"),
     };
-    let controller = Arc::new(Controller::new(
-        authority,
-        authenticator,
-        args.ingress_accounts,
-    ));
+    let controller = Arc::new(
+        Controller::new(authority, authenticator, args.ingress_accounts)
+            .with_streams_per_account(args.max_streams_per_account),
+    );
 
     let admin_listener = tokio::net::TcpListener::bind(args.admin)
         .await

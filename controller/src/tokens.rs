@@ -2,7 +2,7 @@
 //! the projected ServiceAccount tokens of a cluster (`sub: system:serviceaccount:NS:SA`,
 //! `aud: weir`), so nodes read and send them the same way in both modes.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,27 @@ impl TokenKey {
     }
 }
 
+/// What a node's token proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proven {
+    /// The ServiceAccount.
+    pub account: ServiceAccount,
+    /// The pod the token was issued for, when it is bound to one (a projected token's
+    /// TokenReview names it); a node may then speak only for that pod.
+    pub pod: Option<String>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    /// It proves nothing.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// This peer has had its ration of token reviews; nothing was asked of the API server.
+    #[error("too many unknown tokens from this address; retry later")]
+    Throttled,
+}
+
 /// How the controller checks the token a node presents.
 pub enum Authenticator {
     /// Directory mode: tokens this controller signed.
@@ -83,11 +104,19 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    /// The ServiceAccount a token proves, or why it proves nothing.
-    pub async fn authenticate(&self, token: &str) -> Result<ServiceAccount, String> {
+    /// What a token presented by `peer` proves, or why it proves nothing.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Proven, Rejected> {
         match self {
-            Self::Signed(key) => key.verify(token),
-            Self::Reviewed(reviewer) => reviewer.review(token).await,
+            // Checked here, at the cost of one signature check: nothing to ration.
+            Self::Signed(key) => key
+                .verify(token)
+                .map(|account| Proven { account, pod: None })
+                .map_err(Rejected::Unauthenticated),
+            Self::Reviewed(reviewer) => reviewer.review(token, peer).await,
         }
     }
 }

@@ -45,6 +45,10 @@ struct Sidecars {
     pods: HashMap<(String, String), Channel>,
     /// Encoded views of the current mesh, by the inbound policy they carry.
     encoded: HashMap<Inbound, Bytes>,
+    /// When `pods` grows to this many, channels nobody watches any more are dropped then and
+    /// there (not only at the next publish), so streams that come and go with made-up pod
+    /// names cannot pile channels up between two compiles.
+    prune_at: usize,
 }
 
 impl Sidecars {
@@ -124,6 +128,12 @@ impl Views {
         let key = (namespace.to_string(), pod.to_string());
         if let Some(channel) = sidecars.pods.get(&key) {
             return channel.subscribe();
+        }
+        if sidecars.pods.len() >= sidecars.prune_at {
+            sidecars
+                .pods
+                .retain(|_, channel| channel.receiver_count() > 0);
+            sidecars.prune_at = (sidecars.pods.len() * 2).max(1024);
         }
         let channel = watch::Sender::new(None);
         let receiver = channel.subscribe();

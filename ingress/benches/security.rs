@@ -19,7 +19,7 @@ use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use weir_api::model::{Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes};
 use weir_ingress::{
     auth::{jwks::KeySource, Authenticator, Identity},
-    ratelimit::{gcra::LocalBuckets, key_of, redis::GlobalStore, Limiter, Outcome},
+    ratelimit::{gcra::LocalBuckets, redis::GlobalStore, Limiter, Outcome},
 };
 use weir_proxy::metrics::Metrics;
 
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
     let identity = Identity::Client("alice".into());
     g.bench_function("limit/local", |b| {
         on_runtime(&rt, b, || async {
-            let key = key_of(&local.limit, &identity, &HeaderMap::new(), ip);
+            let key = local.key(&identity, &HeaderMap::new(), ip);
             assert!(matches!(local.check(&key).await, Outcome::Allowed(_)));
         })
     });
@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
         on_runtime(&rt, b, || async {
             let mut h = headers(&bearer);
             let identity = cached.check(&mut h).await.unwrap();
-            let key = key_of(&local.limit, &identity, &h, ip);
+            let key = local.key(&identity, &h, ip);
             assert!(matches!(local.check(&key).await, Outcome::Allowed(_)));
         })
     });

@@ -19,7 +19,10 @@ use std::{
 };
 use weir_api::proto::Role;
 use weir_ingress::{
-    auth::jwks::HttpsClient, ratelimit::redis::GlobalStore, security::Registry, stack,
+    auth::jwks::HttpsClient,
+    ratelimit::{redis::GlobalStore, LimitSettings},
+    security::Registry,
+    stack,
 };
 
 use anyhow::{bail, Context as _};
@@ -131,10 +134,28 @@ struct Args {
     /// A global limit whose Redis call takes longer falls back (failureMode).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     redis_timeout: Duration,
+    /// Count `clientIP` rate limits of IPv6 clients per prefix of this length (32–128; 128
+    /// counts each address alone). A host usually holds a whole /64.
+    #[arg(long, env = "WEIR_RATELIMIT_IPV6_PREFIX", default_value_t = 64,
+        value_parser = clap::value_parser!(u8).range(32..=128))]
+    ratelimit_ipv6_prefix: u8,
+    /// Keys one local rate limit holds at most; past it the keys nearest to full are forgotten
+    /// and new keys start as far in debt as they were.
+    #[arg(long, default_value_t = weir_ingress::ratelimit::gcra::DEFAULT_KEYS,
+        value_parser = parse_local_keys)]
+    ratelimit_local_keys: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     weir_api::duration::parse_duration(s)
+}
+
+/// At least one key per shard.
+fn parse_local_keys(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 16 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of keys, at least 16")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -221,7 +242,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let global = (!args.redis.is_empty())
         .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
-    let registry = Registry::new(metrics.clone(), jwks_client(), global);
+    let registry =
+        Registry::new(metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
+            local_keys: args.ratelimit_local_keys,
+            ipv6_prefix: args.ratelimit_ipv6_prefix,
+        });
     let source = config_source(&args)?;
     // Following a controller, the gateway is a mesh workload: it holds an identity and dials
     // meshed backends with mTLS.

@@ -24,7 +24,7 @@ use crate::{
     ratelimit::{
         gcra::{LocalBuckets, Params},
         redis::GlobalStore,
-        Limiter,
+        LimitSettings, Limiter,
     },
 };
 
@@ -56,6 +56,7 @@ pub struct Registry {
     global: Option<Arc<GlobalStore>>,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
     buckets: Mutex<HashMap<String, Arc<LocalBuckets>>>,
+    limits: LimitSettings,
 }
 
 impl Registry {
@@ -67,7 +68,13 @@ impl Registry {
             global,
             sources: Mutex::default(),
             buckets: Mutex::default(),
+            limits: LimitSettings::default(),
         }
+    }
+
+    /// Counts local limits with `limits` instead of the defaults.
+    pub fn with_limits(self, limits: LimitSettings) -> Self {
+        Self { limits, ..self }
     }
 
     /// Builds the guards for `snapshot`, reusing key sources and buckets that still apply.
@@ -109,9 +116,14 @@ impl Registry {
                     let id = format!("{} {}/{}", limit.id, p.interval, p.tau);
                     let local = buckets
                         .entry(id.clone())
-                        .or_insert_with(|| old_buckets.remove(&id).unwrap_or_default())
+                        .or_insert_with(|| {
+                            old_buckets.remove(&id).unwrap_or_else(|| {
+                                Arc::new(LocalBuckets::with_capacity(self.limits.local_keys))
+                            })
+                        })
                         .clone();
                     Limiter::new(limit.clone(), local, self.global.clone(), &self.metrics)
+                        .with_ipv6_prefix(self.limits.ipv6_prefix)
                 })
                 .collect();
             guards

@@ -34,7 +34,9 @@ const MAX_SNAPSHOT: usize = 512 << 20;
 pub struct ControlSettings {
     /// `https://host:port`: the stream carries TLS private keys, so it is only spoken over TLS.
     pub url: String,
-    /// PEM roots the controller's certificate is checked against (its trust bundle).
+    /// PEM roots the controller's certificate is checked against (its trust bundle). When
+    /// given, they are the only roots: no public CA may vouch for the controller, which
+    /// receives this node's token.
     pub ca_pem: Option<Vec<u8>>,
     /// The file holding this node's token.
     pub token_file: PathBuf,
@@ -83,10 +85,7 @@ impl Backoff {
 impl ControlSettings {
     /// A TLS channel to the controller.
     pub async fn channel(&self) -> Result<tonic::transport::Channel, String> {
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(ca) = &self.ca_pem {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
+        let tls = tls_config(self.ca_pem.as_deref());
         Endpoint::from_shared(self.url.clone())
             .map_err(|e| format!("bad controller URL {:?}: {e}", self.url))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -106,6 +105,15 @@ impl ControlSettings {
         format!("Bearer {}", token.trim())
             .parse()
             .map_err(|_| format!("{} does not hold a token", self.token_file.display()))
+    }
+}
+
+/// How the controller's certificate is checked: against `ca_pem` alone when given, else the
+/// system's roots.
+fn tls_config(ca_pem: Option<&[u8]>) -> ClientTlsConfig {
+    match ca_pem {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+        None => ClientTlsConfig::new().with_native_roots(),
     }
 }
 
@@ -309,5 +317,21 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(store.load().version, 1);
+    }
+
+    #[test]
+    fn a_given_controller_ca_is_the_only_root() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        let pem = ca.cert.pem();
+        let only = format!("{:?}", tls_config(Some(pem.as_bytes())));
+        assert!(only.contains("with_native_roots: false"), "{only}");
+        assert_eq!(
+            only.matches("Certificate {").count(),
+            1,
+            "exactly the given CA: {only}"
+        );
+        let system = format!("{:?}", tls_config(None));
+        assert!(system.contains("with_native_roots: true"), "{system}");
+        assert!(!system.contains("Certificate {"), "{system}");
     }
 }

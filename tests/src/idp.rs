@@ -57,7 +57,12 @@ impl Signer {
 
     /// A signed token with `claims`.
     pub fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
+        self.sign_with_header(Header::new(Algorithm::ES256), claims)
+    }
+
+    /// A signed token with `claims` and `header` (its `kid` set to this key's), e.g. one
+    /// carrying `crit`.
+    pub fn sign_with_header(&self, mut header: Header, claims: &Value) -> String {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
     }

@@ -194,23 +194,53 @@ impl Weir {
     /// Starts `weir-ingress --controller …` connected to `controller` with `token_file`, and
     /// waits until it listens (not until it has a configuration: see [`Weir::wait_ready`]).
     pub fn connect(controller: &Controller, token_file: &Path, extra: &[&str]) -> Self {
+        Self::connect_trusting(controller, &controller.bundle(), token_file, extra, &[])
+    }
+
+    /// Like [`Weir::connect`], checking the controller against `ca` (`--controller-ca`),
+    /// with environment variables (e.g. `SSL_CERT_FILE`, the system roots).
+    pub fn connect_trusting(
+        controller: &Controller,
+        ca: &Path,
+        token_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let source = [
             "--controller".to_string(),
             format!("https://{}", controller.grpc),
             "--controller-ca".to_string(),
-            controller.bundle().display().to_string(),
+            ca.display().to_string(),
             "--identity-token-file".to_string(),
             token_file.display().to_string(),
             "--pod-name".to_string(),
             "ingress-0".to_string(),
         ];
-        let mut weir = Self::spawn_from(&source, extra, &[]);
+        let mut weir = Self::spawn_from(&source, extra, env);
         weir.wait_listening();
         weir
     }
 
+    /// Like [`Weir::start_with`], serving client traffic (`--listen`) on `ip` instead of
+    /// 127.0.0.1 (e.g. an IPv6 address, to see clients by their IPv6 source).
+    pub fn start_listening_on(dir: &ConfigDir, ip: std::net::IpAddr, extra: &[&str]) -> Self {
+        let source = ["--config-dir".into(), dir.path.display().to_string()];
+        let mut weir = Self::spawn_at(&source, ip, extra, &[]);
+        weir.wait_ready();
+        weir
+    }
+
     fn spawn_from(source: &[String], extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::spawn_at(source, [127, 0, 0, 1].into(), extra, env)
+    }
+
+    fn spawn_at(
+        source: &[String],
+        ip: std::net::IpAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let addr = SocketAddr::new(ip, free_port());
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(binary("weir-ingress"))

@@ -4,7 +4,10 @@
 //! Security rules that hold whatever the policy says:
 //! - `alg: none` and HMAC algorithms are refused before any key is looked at (a public key
 //!   can never be used as an HMAC secret), and a key's algorithm family must match the token.
-//! - `exp` is required; `exp`, `nbf`, `iss` and `aud` are checked with the provider's skew.
+//! - `exp` is required; `exp`, `nbf`, `iss` and `aud` are checked with the provider's skew
+//!   (`nbf` is off by default in jsonwebtoken, so it is switched on here).
+//! - A token whose header has `crit` is refused: Weir implements no JWS extension, and RFC 7515
+//!   §4.1.11 says a recipient that does not understand a critical one must reject the token.
 //! - Client-supplied copies of the forwarded-claim headers and `x-weir-client` are removed
 //!   from every request, authenticated or not.
 //! - A verified token is cached by its SHA-256 until its `exp`, so a repeated token costs a
@@ -207,6 +210,9 @@ impl Authenticator {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Denied::Invalid(format!("malformed token: {e}")))?;
+        if let Some(crit) = &header.crit {
+            return Err(Denied::Invalid(critical_refused(crit)));
+        }
         if matches!(header.alg.family(), AlgorithmFamily::Hmac) {
             return Err(Denied::Invalid(format!(
                 "algorithm {:?} is not accepted",
@@ -226,6 +232,7 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
         validation.leeway = provider.clock_skew.as_secs();
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss"]);
         validation.set_issuer(&[&provider.issuer]);
         if provider.audiences.is_empty() {
@@ -298,6 +305,19 @@ impl Authenticator {
     }
 }
 
+/// Why a token with `crit` is refused. Weir understands no extension, so every name is one it
+/// must not ignore; an empty list is itself forbidden (RFC 7515 §4.1.11).
+fn critical_refused(crit: &[String]) -> String {
+    if crit.is_empty() {
+        "the token's crit header is empty".to_string()
+    } else {
+        format!(
+            "critical header extension(s) not understood: {}",
+            crit.join(", ")
+        )
+    }
+}
+
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
@@ -340,3 +360,6 @@ fn claim_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

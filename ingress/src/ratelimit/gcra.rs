@@ -85,42 +85,88 @@ pub fn now_micros() -> u64 {
 }
 
 const SHARDS: usize = 16;
-/// Keys per shard before idle ones are swept (a key whose TAT has passed holds nothing).
-const SWEEP_AT: usize = 16 * 1024;
+/// Keys one local limit holds by default (spread over [`SHARDS`] shards): 16 Ki per shard.
+pub const DEFAULT_KEYS: usize = SHARDS * 16 * 1024;
+
+/// One shard's buckets.
+#[derive(Default)]
+struct Shard {
+    /// TAT by key.
+    tats: HashMap<String, u64>,
+    /// The latest TAT of a busy key this shard had to forget. A key the shard does not hold
+    /// starts from it (while it lies ahead) rather than from a full bucket, so a forgotten
+    /// key comes back at least as far in debt as it left and never gets a fresh burst.
+    floor: u64,
+}
+
+impl Shard {
+    /// Makes room for one more key once the shard holds `cap`: first drops idle keys (TAT
+    /// passed: the bucket is full again, so forgetting it changes nothing); if too few were
+    /// idle, forgets the eighth of the keys nearest to full, and raises the floor to the
+    /// latest TAT forgotten. Never empties the shard.
+    fn make_room(&mut self, cap: usize, now: u64) {
+        if self.tats.len() < cap {
+            return;
+        }
+        self.tats.retain(|_, tat| *tat > now);
+        if self.tats.len() < cap {
+            return;
+        }
+        // Forget several at once, so a flood of new keys pays for one scan per many keys.
+        let forget = (cap / 8).max(1);
+        let mut tats: Vec<u64> = self.tats.values().copied().collect();
+        let (_, highest_forgotten, _) = tats.select_nth_unstable(forget - 1);
+        let cut = *highest_forgotten;
+        let mut left = forget;
+        self.tats.retain(|_, tat| {
+            if *tat <= cut && left > 0 {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.floor = self.floor.max(cut);
+    }
+}
 
 /// In-process buckets for one limit, sharded to keep lock hold times short, with bounded
-/// memory: idle keys are dropped when a shard grows.
+/// memory: at most a fixed number of keys, see [`Shard::make_room`] for which go first.
 pub struct LocalBuckets {
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
 }
 
 impl Default for LocalBuckets {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
+        Self::with_capacity(DEFAULT_KEYS)
     }
 }
 
 impl LocalBuckets {
+    /// Buckets holding at most about `keys` keys (at least one per shard).
+    pub fn with_capacity(keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
     /// Decides one request for `key`.
     pub fn check(&self, p: Params, key: &str) -> Decision {
         let now = now_micros();
-        let shard = &self.shards[shard_of(key)];
-        let mut map = lock(shard);
-        let (decision, tat) = step(p, map.get(key).copied(), now);
+        let mut shard = lock(&self.shards[shard_of(key)]);
+        let stored = match shard.tats.get(key) {
+            Some(tat) => Some(*tat),
+            None => Some(shard.floor).filter(|floor| *floor > now),
+        };
+        let (decision, tat) = step(p, stored, now);
         if decision.allowed {
-            if map.len() >= SWEEP_AT && !map.contains_key(key) {
-                map.retain(|_, tat| *tat > now);
-                if map.len() >= SWEEP_AT {
-                    // Every key is busy: forget the lot rather than grow without bound.
-                    map.clear();
-                }
-            }
-            match map.get_mut(key) {
+            match shard.tats.get_mut(key) {
                 Some(t) => *t = tat,
                 None => {
-                    map.insert(key.to_string(), tat);
+                    shard.make_room(self.per_shard, now);
+                    shard.tats.insert(key.to_string(), tat);
                 }
             }
         }
@@ -129,7 +175,7 @@ impl LocalBuckets {
 
     /// Keys held (for tests of the memory bound).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).tats.len()).sum()
     }
 
     /// Whether no key is held.
@@ -207,10 +253,61 @@ mod tests {
         assert!(!buckets.check(p, "a").allowed);
         assert!(buckets.check(p, "b").allowed, "keys are counted apart");
         // Many one-off keys: memory stays bounded.
+        let buckets = LocalBuckets::with_capacity(1024);
         let quick = params(1_000_000, 1, 0); // TAT passes within a microsecond
-        for i in 0..(SWEEP_AT * SHARDS * 2) {
+        for i in 0..(1024 * 8) {
             buckets.check(quick, &format!("k{i}"));
         }
-        assert!(buckets.len() <= SWEEP_AT * SHARDS);
+        assert!(buckets.len() <= 1024);
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_never_lets_a_spent_key_through() {
+        // One request per hour, burst 1: nothing refills during the test.
+        let slow = params(1, 3_600_000, 1);
+        let buckets = LocalBuckets::with_capacity(64);
+        let victims: Vec<String> = (0..8).map(|i| format!("victim{i}")).collect();
+        for v in &victims {
+            assert!(buckets.check(slow, v).allowed);
+            assert!(buckets.check(slow, v).allowed);
+            assert!(!buckets.check(slow, v).allowed, "{v} is spent");
+        }
+        // Far more new keys than the buckets hold, each spent as well, so no key is idle and
+        // the shards must forget busy ones.
+        for i in 0..5_000 {
+            let key = format!("flood{i}");
+            buckets.check(slow, &key);
+            buckets.check(slow, &key);
+            if i % 50 == 0 {
+                for v in &victims {
+                    assert!(
+                        !buckets.check(slow, v).allowed,
+                        "{v} got through after {i} keys"
+                    );
+                }
+            }
+        }
+        assert!(buckets.len() <= 64 + SHARDS, "{} keys held", buckets.len());
+        for v in &victims {
+            assert!(!buckets.check(slow, v).allowed, "{v} got through");
+        }
+    }
+
+    #[test]
+    fn a_full_shard_forgets_the_keys_nearest_to_full_and_never_all() {
+        let mut shard = Shard::default();
+        for (i, tat) in [5u64, 50, 40, 30, 20, 10, 60, 70].iter().enumerate() {
+            shard.tats.insert(format!("k{i}"), *tat);
+        }
+        shard.make_room(8, 1); // nothing idle: one eighth (one key) goes, the nearest to full
+        assert_eq!(shard.tats.len(), 7);
+        assert!(!shard.tats.contains_key("k0"));
+        assert_eq!(shard.floor, 5);
+        shard.make_room(8, 1); // below the cap: nothing to do
+        assert_eq!(shard.tats.len(), 7);
+        shard.tats.insert("k8".into(), 80);
+        shard.make_room(8, 35); // k5, k4, k3 are idle at 35
+        assert_eq!(shard.tats.len(), 5);
+        assert_eq!(shard.floor, 5);
     }
 }

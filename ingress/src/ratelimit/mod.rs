@@ -2,11 +2,19 @@
 //! count in this process; `global` ones in Redis, falling back per the policy's `failureMode`
 //! when Redis cannot answer in time: `open` counts on a local bucket instead, `closed`
 //! answers 503.
+//!
+//! A `clientIP` key is the connection's address, IPv6 addresses grouped by their prefix
+//! (`--ratelimit-ipv6-prefix`, /64 by default): one host usually holds a whole /64, so
+//! counting single IPv6 addresses would let it rotate through its own prefix. IPv4 addresses
+//! (IPv4-mapped IPv6 ones included) count alone.
 
 pub mod gcra;
 pub mod redis;
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+};
 
 use http::HeaderMap;
 use prometheus::IntCounter;
@@ -17,10 +25,33 @@ use crate::auth::Identity;
 use gcra::{Decision, LocalBuckets, Params};
 use redis::GlobalStore;
 
+/// Default length of the prefix IPv6 clients are grouped by.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// How local limits count, set by weir-ingress flags.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitSettings {
+    /// Keys one local limit holds at most (`--ratelimit-local-keys`).
+    pub local_keys: usize,
+    /// IPv6 clients count per prefix of this length (`--ratelimit-ipv6-prefix`).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            local_keys: gcra::DEFAULT_KEYS,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        }
+    }
+}
+
 /// One limit of one route, ready to count.
 pub struct Limiter {
     /// The compiled limit.
     pub limit: Arc<RateLimit>,
+    /// `clientIP` keys of IPv6 clients are their address's prefix of this length.
+    pub ipv6_prefix: u8,
     params: Params,
     local: Arc<LocalBuckets>,
     global: Option<Arc<GlobalStore>>,
@@ -70,7 +101,21 @@ impl Limiter {
             },
             limit,
             local,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
+    }
+
+    /// Groups IPv6 clients by a prefix of `len` bits instead of [`DEFAULT_IPV6_PREFIX`].
+    pub fn with_ipv6_prefix(self, len: u8) -> Self {
+        Self {
+            ipv6_prefix: len,
+            ..self
+        }
+    }
+
+    /// The value this limit counts a request under.
+    pub fn key(&self, identity: &Identity, headers: &HeaderMap, client: IpAddr) -> String {
+        key_of(&self.limit, identity, headers, client, self.ipv6_prefix)
     }
 
     /// Counts one request under `key`.
@@ -102,12 +147,13 @@ impl Limiter {
     }
 }
 
-/// The value a limit counts a request under.
+/// The value a limit counts a request under; IPv6 clients by their `ipv6_prefix`.
 pub fn key_of(
     limit: &RateLimit,
     identity: &Identity,
     headers: &HeaderMap,
     client: IpAddr,
+    ipv6_prefix: u8,
 ) -> String {
     match &limit.key {
         LimitKey::Claim(c) => identity.claim(c).unwrap_or_default(),
@@ -115,8 +161,22 @@ pub fn key_of(
             .get(h.as_str())
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
-        LimitKey::ClientIp => client.to_string(),
+        LimitKey::ClientIp => client_key(client, ipv6_prefix),
         LimitKey::Route => String::new(),
+    }
+}
+
+/// An IPv4 address as it is; an IPv6 one as `PREFIX/LEN` (the address when `len` is 128).
+/// An IPv4-mapped IPv6 address (a dual-stack listener's IPv4 client) is its IPv4 address, or
+/// every IPv4 client would share one key.
+pub fn client_key(client: IpAddr, len: u8) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) if len >= 128 => v6.to_string(),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            format!("{}/{len}", Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 
@@ -131,5 +191,28 @@ fn redis_key(limit: &str, value: &str) -> String {
             .map(|b| format!("{b:02x}"))
             .collect();
         format!("weir:rl:{{{limit}|#{hex}}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+
+    #[test]
+    fn ipv6_clients_count_by_prefix_and_ipv4_ones_alone() {
+        let key = |ip: &str, len| client_key(ip.parse().unwrap(), len);
+        assert_eq!(key("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64),
+            key("2001:db8:1:2::1", 64),
+            "one /64, one key"
+        );
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:2::1", 128), "2001:db8:1:2::1");
+        assert_eq!(key("2001:db8::1", 0), "::/0");
+        assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7", "IPv4-mapped");
+        assert_ne!(key("::ffff:192.0.2.7", 64), key("::ffff:192.0.2.8", 64));
     }
 }

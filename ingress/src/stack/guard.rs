@@ -9,7 +9,7 @@ use weir_proxy::error::ProxyError;
 use super::{Exchange, Gateway};
 use crate::{
     auth::{Denied, Identity},
-    ratelimit::{gcra::Decision, key_of, Outcome},
+    ratelimit::{gcra::Decision, Outcome},
     security::RouteGuard,
 };
 
@@ -45,7 +45,7 @@ pub(super) async fn check(
     };
     let mut tightest: Option<Decision> = None;
     for limiter in &guard.limits {
-        let key = key_of(&limiter.limit, &identity, headers, x.client.addr.ip());
+        let key = limiter.key(&identity, headers, x.client.addr.ip());
         match limiter.check(&key).await {
             Outcome::Allowed(d) => {
                 if tightest.is_none_or(|t| d.remaining < t.remaining) {

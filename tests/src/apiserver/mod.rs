@@ -26,6 +26,7 @@ mod error;
 mod meta;
 mod query;
 mod resources;
+mod review;
 mod selector;
 mod store;
 mod watch;
@@ -46,7 +47,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use error::ApiError;
@@ -80,6 +81,8 @@ struct Shared {
 struct Reviewed {
     username: String,
     audiences: Vec<String>,
+    /// The pod a pod-bound projected token was issued for.
+    pod: Option<String>,
 }
 
 impl ApiServer {
@@ -244,8 +247,30 @@ impl ApiServer {
             Reviewed {
                 username: format!("system:serviceaccount:{namespace}:{service_account}"),
                 audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                pod: None,
             },
         );
+    }
+
+    /// Like [`ApiServer::add_token`], for a projected token bound to `pod`: its review names
+    /// the pod in `status.user.extra`, as the real server's does.
+    pub fn add_pod_token(&self, token: &str, namespace: &str, service_account: &str, pod: &str) {
+        self.shared.tokens.lock().expect("tokens").insert(
+            token.to_string(),
+            Reviewed {
+                username: format!("system:serviceaccount:{namespace}:{service_account}"),
+                audiences: vec!["weir".to_string()],
+                pod: Some(pod.to_string()),
+            },
+        );
+    }
+
+    /// How many TokenReviews were asked for so far.
+    pub fn token_reviews(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.contains("/tokenreviews"))
+            .count()
     }
 
     /// Every request so far, as `METHOD /path?query`.
@@ -317,7 +342,7 @@ async fn serve(
 
     if target.resource.plural == "tokenreviews" {
         return match method {
-            Method::POST => Ok(json_response(201, &review(shared, parse_body()?)?)),
+            Method::POST => Ok(json_response(201, &review::review(shared, parse_body()?)?)),
             _ => Err(ApiError::method_not_allowed()),
         };
     }
@@ -429,51 +454,6 @@ impl Target {
             subresource,
         })
     }
-}
-
-fn review(shared: &Shared, mut body: Value) -> Result<Value, ApiError> {
-    let token = body
-        .pointer("/spec/token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("TokenReview", "", "spec.token: Required value"))?;
-    let wanted: Vec<String> = body
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let known = shared.tokens.lock().expect("tokens").get(token).cloned();
-    let status = match known {
-        None => json!({"authenticated": false, "error": "invalid bearer token"}),
-        Some(reviewed) => {
-            let audiences: Vec<&String> = if wanted.is_empty() {
-                reviewed.audiences.iter().collect()
-            } else {
-                wanted
-                    .iter()
-                    .filter(|a| reviewed.audiences.contains(a))
-                    .collect()
-            };
-            if audiences.is_empty() {
-                json!({"authenticated": false, "error": "invalid bearer token, token audiences are invalid"})
-            } else {
-                let parts: Vec<&str> = reviewed.username.split(':').collect();
-                json!({
-                    "authenticated": true,
-                    "audiences": audiences,
-                    "user": {
-                        "username": reviewed.username,
-                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", parts[2]), "system:authenticated"],
-                    },
-                })
-            }
-        }
-    };
-    body["status"] = status;
-    Ok(body)
 }
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {
