@@ -1,0 +1,252 @@
+//! Requests crafted to be read one way by Weir and another by the backend (issue 24), sent as
+//! raw bytes (curl and hyper rewrite some of them) to the real binaries:
+//! - paths backends resolve differently (`;` parameters, `%2F`, `%5C`, `\`): refused, or
+//!   unescaped/stripped before routing, at the ingress and at a sidecar's AccessPolicy;
+//! - header names that a CGI/WSGI/Rack backend reads as a trusted header (`X_User_Id`);
+//! - `Connection` naming the headers Weir vouches for;
+//! - protocol upgrades other than WebSocket, and `h2c`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use weir_e2e::{
+    api_key_policy, gateway, http_route,
+    mesh::{echo_app, frontend_and_backend, Ports, Sidecar},
+    mesh_tls, service, ConfigDir, Controller, Echo, Weir, API_KEYS,
+};
+
+/// What a raw request got back: the status, the head as text, and the body.
+struct Raw {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    /// The body as the echo backend's JSON.
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Writes `request` (a whole HTTP/1.1 head, `Connection: close` included) to `addr` as it is,
+/// and reads the answer to the end.
+async fn raw(addr: SocketAddr, request: &str) -> Raw {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the answer took too long")
+        .unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&answer)));
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut body = answer[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    Raw { status, head, body }
+}
+
+fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = chunked.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&chunked[..end]).unwrap_or("0");
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunked[end + 2..end + 2 + size]);
+        chunked = &chunked[end + 4 + size..];
+    }
+    out
+}
+
+/// A GET of `path` for `host` with extra header lines (each ending in CRLF).
+fn get(host: &str, path: &str, headers: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n")
+}
+
+/// Every path below is read by some backend as `/admin/users`, while RFC 3986 alone reads
+/// it as something under `/public` or as one `/admin…` segment.
+const TRICKS: [&str; 6] = [
+    "/admin;x/users",
+    "/public/..;/admin/users",
+    "/admin%2fusers",
+    "/public/..%2fadmin/users",
+    "/public\\..\\admin\\users",
+    "/admin%5cusers",
+];
+
+const SHOP: &str = "shop.example.com";
+const KEY: &str = "X-API-Key: k-mobile-123\r\n";
+
+/// The ingress in front of one echo app: `/admin` behind an API key, `/` public.
+fn admin_and_public(app: &Echo) -> ConfigDir {
+    let admin = http_route(
+        "shop",
+        &[SHOP],
+        "  - matches: [{path: {type: PathPrefix, value: /admin}}]\n    backendRefs: [{name: app, port: 80}]\n",
+    );
+    let public = http_route(
+        "public",
+        &[SHOP],
+        "  - backendRefs: [{name: app, port: 80}]\n",
+    );
+    ConfigDir::new()
+        .with("svc.yaml", &service("app", &[app]))
+        .with("gw.yaml", &gateway())
+        .with("routes.yaml", &format!("{admin}---\n{public}"))
+        .with("keys.yaml", API_KEYS)
+        .with("auth.yaml", &api_key_policy("X-API-Key"))
+}
+
+#[tokio::test]
+async fn paths_backends_read_as_another_route_are_refused_by_default() {
+    let app = Echo::start("app");
+    let dir = admin_and_public(&app);
+    let weir = Weir::start(&dir);
+    // The routes work as meant.
+    assert_eq!(
+        raw(weir.addr, &get(SHOP, "/admin/users", "")).await.status,
+        401
+    );
+    let keyed = raw(weir.addr, &get(SHOP, "/admin/users", KEY)).await;
+    assert_eq!(keyed.status, 200, "{}", keyed.head);
+    assert_eq!(
+        raw(weir.addr, &get(SHOP, "/public/x", "")).await.status,
+        200
+    );
+    // Every form a backend reads as /admin/users is refused, key or no key.
+    for path in TRICKS {
+        for key in ["", KEY] {
+            let answer = raw(weir.addr, &get(SHOP, path, key)).await;
+            assert_eq!(answer.status, 400, "{path}: {}", answer.head);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unescaped_and_stripped_paths_match_the_route_the_backend_sees() {
+    let app = Echo::start("app");
+    let dir = admin_and_public(&app);
+    let flags = [
+        "--escaped-slashes",
+        "unescape",
+        "--path-parameters",
+        "strip",
+    ];
+    let weir = Weir::start_with(&dir, &flags);
+    for path in TRICKS {
+        let anonymous = raw(weir.addr, &get(SHOP, path, "")).await;
+        assert_eq!(anonymous.status, 401, "{path}: {}", anonymous.head);
+        let keyed = raw(weir.addr, &get(SHOP, path, KEY)).await;
+        assert_eq!(keyed.status, 200, "{path}: {}", keyed.head);
+        // The backend receives the path that was matched.
+        assert_eq!(keyed.json()["path"], "/admin/users", "{path}");
+    }
+}
+
+/// A frontend and a backend sidecar under STRICT; the backend's AccessPolicy lets the
+/// frontend reach `/public/*` only. The backend sidecar runs with `flags`.
+struct Mesh {
+    frontend: Sidecar,
+    _backend: Sidecar,
+    _app: weir_e2e::mesh::App,
+    _controller: Controller,
+    _dir: ConfigDir,
+}
+
+const PUBLIC_ONLY: &str = "apiVersion: weir.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: backend, namespace: shop}\nspec:\n  selector: {matchLabels: {app: backend}}\n  rules: [{from: [{serviceAccount: frontend}], to: [{paths: [\"/public/*\"]}]}]\n";
+
+impl Mesh {
+    async fn start(flags: &[&str]) -> Self {
+        let (front, back) = (Ports::free(), Ports::free());
+        let dir = ConfigDir::new()
+            .with(
+                "workloads.yaml",
+                &frontend_and_backend(front.endpoint(), back.endpoint()),
+            )
+            .with("access.yaml", PUBLIC_ONLY)
+            .with("tls.yaml", &mesh_tls("STRICT"));
+        let controller = Controller::start(&dir);
+        let app = echo_app("backend", None);
+        let frontend = Sidecar::start(
+            &controller,
+            "shop",
+            "frontend-0",
+            "frontend",
+            app.port,
+            front,
+            &[],
+        );
+        let backend = Sidecar::start(
+            &controller,
+            "shop",
+            "backend-0",
+            "backend",
+            app.port,
+            back,
+            flags,
+        );
+        frontend.wait_ready().await;
+        backend.wait_ready().await;
+        Self {
+            frontend,
+            _backend: backend,
+            _app: app,
+            _controller: controller,
+            _dir: dir,
+        }
+    }
+
+    /// A raw request from the frontend app to the backend, through both sidecars.
+    async fn call(&self, path: &str, headers: &str) -> Raw {
+        raw(self.frontend.outbound, &get("backend.shop", path, headers)).await
+    }
+}
+
+#[tokio::test]
+async fn access_policy_paths_cannot_be_bypassed_with_forms_the_app_reads_differently() {
+    let mesh = Mesh::start(&[]).await;
+    assert_eq!(mesh.call("/public/ok", "").await.status, 200);
+    assert_eq!(mesh.call("/admin/users", "").await.status, 403);
+    for path in TRICKS {
+        let answer = mesh.call(path, "").await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.head);
+    }
+}
+
+#[tokio::test]
+async fn access_policy_paths_see_unescaped_and_stripped_forms() {
+    let flags = [
+        "--escaped-slashes",
+        "unescape",
+        "--path-parameters",
+        "strip",
+    ];
+    let mesh = Mesh::start(&flags).await;
+    let allowed = mesh.call("/public;v=1/ok", "").await;
+    assert_eq!(allowed.status, 200, "{}", allowed.head);
+    assert_eq!(allowed.json()["path"], "/public/ok");
+    for path in TRICKS {
+        let answer = mesh.call(path, "").await;
+        assert_eq!(answer.status, 403, "{path}: {}", answer.head);
+    }
+}
