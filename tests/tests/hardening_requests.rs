@@ -14,8 +14,11 @@ use tokio::{
 };
 use weir_e2e::{
     api_key_policy, gateway, http_route,
+    idp::{claims, JwksServer, Signer},
     mesh::{echo_app, frontend_and_backend, Ports, Sidecar},
-    mesh_tls, service, ConfigDir, Controller, Echo, Weir, API_KEYS,
+    mesh_tls, route_policy, service,
+    tls::Pki,
+    ConfigDir, Controller, Echo, Weir, API_KEYS,
 };
 
 /// What a raw request got back: the status, the head as text, and the body.
@@ -33,33 +36,70 @@ impl Raw {
     }
 }
 
-/// Writes `request` (a whole HTTP/1.1 head, `Connection: close` included) to `addr` as it is,
-/// and reads the answer to the end.
+/// Writes `request` (a whole HTTP/1.1 head) to `addr` as it is, and reads one answer: its
+/// head, then a `Content-Length` body, nothing more after a 101, or everything to the end.
 async fn raw(addr: SocketAddr, request: &str) -> Raw {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
+    exchange(&mut tcp, request).await
+}
+
+/// [`raw`] on a connection already open.
+async fn exchange(tcp: &mut TcpStream, request: &str) -> Raw {
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-        .await
-        .expect("the answer took too long")
-        .unwrap();
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&answer)));
+    let split = loop {
+        if let Some(at) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("the answer took too long")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before a head: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    };
     let head = String::from_utf8_lossy(&answer[..split]).into_owned();
     let mut body = answer[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let lower = head.to_ascii_lowercase();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if status == 101 {
+        return Raw { status, head, body };
+    }
+    match length {
+        Some(length) => {
+            while body.len() < length {
+                let mut buf = [0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+                    .await
+                    .expect("the body took too long")
+                    .unwrap();
+                assert!(n > 0, "closed inside the body");
+                body.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut body))
+                .await
+                .expect("the body took too long")
+                .unwrap();
+            if lower.contains("transfer-encoding: chunked") {
+                body = dechunk(&body);
+            }
+        }
+    }
     Raw { status, head, body }
 }
 
@@ -249,4 +289,138 @@ async fn access_policy_paths_see_unescaped_and_stripped_forms() {
         let answer = mesh.call(path, "").await;
         assert_eq!(answer.status, 403, "{path}: {}", answer.head);
     }
+}
+
+const JWT_HOST: &str = "jwt.example.com";
+const KEYS_HOST: &str = "keys.example.com";
+const ISS: &str = "https://idp.example.com";
+
+/// The ingress in front of one echo app: `jwt.example.com` needs a token whose `sub` goes to
+/// the app as `X-User-Id`, `keys.example.com` an API key whose client goes as
+/// `X-Weir-Client`; `flags` for weir-ingress. Returns the gateway, a valid token, and what
+/// must outlive the test.
+async fn trusted_headers(flags: &[&str]) -> (Weir, String, impl Sized) {
+    let pki = Pki::new();
+    let signer = Signer::new("k1");
+    let idp = JwksServer::start(&pki, vec![signer.jwk.clone()]).await;
+    let app = Echo::start("app");
+    let route = |name: &str, host: &str| {
+        http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
+    };
+    let jwt = format!(
+        "  jwt:\n    providers:\n    - name: idp\n      issuer: {ISS}\n      audiences: [shop]\n      jwks: {{uri: \"{}\"}}\n      forwardClaims: {{sub: X-User-Id}}\n",
+        idp.uri()
+    );
+    let keys = "  apiKeys: {secretRef: {name: keys}, header: X-API-Key}\n";
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("app", &[&app]))
+        .with("gw.yaml", &gateway())
+        .with(
+            "routes.yaml",
+            &format!(
+                "{}---\n{}",
+                route("jwt", JWT_HOST),
+                route("keys", KEYS_HOST)
+            ),
+        )
+        .with("keys.yaml", API_KEYS)
+        .with(
+            "auth.yaml",
+            &format!(
+                "{}---\n{}",
+                route_policy("AuthPolicy", "jwt", "jwt", &jwt),
+                route_policy("AuthPolicy", "keys", "keys", keys)
+            ),
+        );
+    let ca = dir.path.join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let weir = Weir::start_with_env(&dir, flags, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let token = signer.sign(&claims(ISS, "shop", "alice", 300));
+    (weir, token, (idp, app, dir))
+}
+
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn connection_cannot_name_away_what_weir_vouches_for() {
+    let (weir, token, _keep) = trusted_headers(&[]).await;
+    let named = "Connection: x-user-id, x-weir-client, x-request-id, traceparent\r\n";
+    let stamps = format!("traceparent: {TRACE}\r\nx-request-id: client-id\r\n");
+    let bearer = format!("Authorization: Bearer {token}\r\n{stamps}");
+    let with_token = format!("GET / HTTP/1.1\r\nHost: {JWT_HOST}\r\n{bearer}{named}\r\n");
+    let answer = raw(weir.addr, &with_token).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let sent = &answer.json()["headers"];
+    assert_eq!(sent["x-user-id"], "alice", "{sent}");
+    let id = sent["x-request-id"].as_str().expect("an x-request-id");
+    assert_eq!(id.len(), 32, "a new id: the client's was hop-by-hop");
+    let trace = sent["traceparent"].as_str().expect("a traceparent");
+    assert!(
+        trace.starts_with("00-") && !trace.contains("4bf92f3577b34da6"),
+        "{trace}"
+    );
+
+    let key = format!("GET / HTTP/1.1\r\nHost: {KEYS_HOST}\r\n{KEY}{stamps}{named}\r\n");
+    let answer = raw(weir.addr, &key).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let sent = &answer.json()["headers"];
+    assert_eq!(sent["x-weir-client"], "mobile", "{sent}");
+    assert_eq!(
+        sent["x-request-id"].as_str().map(str::len),
+        Some(32),
+        "{sent}"
+    );
+    assert!(sent["traceparent"].is_string(), "{sent}");
+
+    // An API key named hop-by-hop is not the client's credential for the backend's hop.
+    let hidden =
+        format!("GET / HTTP/1.1\r\nHost: {KEYS_HOST}\r\n{KEY}Connection: x-api-key\r\n\r\n");
+    assert_eq!(raw(weir.addr, &hidden).await.status, 401);
+}
+
+/// Lookalikes of what Weir sets or vouches for, plus one header of the app's own.
+const LOOKALIKES: &str = "X_User_Id: mallory\r\nX_Weir_Client: admin\r\nX_Request_Id: chosen\r\nX_Forwarded_For: 203.0.113.9\r\nX_Weir_Peer_Identity: spiffe://forged\r\nMy_App_Flag: 1\r\n";
+
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_by_default() {
+    let (weir, token, _keep) = trusted_headers(&[]).await;
+    for request in [
+        format!("GET / HTTP/1.1\r\nHost: {JWT_HOST}\r\nAuthorization: Bearer {token}\r\n{LOOKALIKES}\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: {KEYS_HOST}\r\n{KEY}{LOOKALIKES}\r\n"),
+    ] {
+        let answer = raw(weir.addr, &request).await;
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        let sent = answer.json()["headers"].as_object().unwrap().clone();
+        let underscored: Vec<&String> = sent.keys().filter(|n| n.contains('_')).collect();
+        assert!(underscored.is_empty(), "{underscored:?} reached the backend");
+    }
+}
+
+#[tokio::test]
+async fn kept_underscores_never_shadow_a_vouched_header() {
+    let (weir, token, _keep) = trusted_headers(&["--underscore-headers", "keep"]).await;
+    // On a route without the JWT policy too: x-user-id is vouched for by the snapshot.
+    let request = format!("GET / HTTP/1.1\r\nHost: {KEYS_HOST}\r\n{KEY}{LOOKALIKES}\r\n");
+    let answer = raw(weir.addr, &request).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let sent = &answer.json()["headers"];
+    for name in [
+        "x_user_id",
+        "x_weir_client",
+        "x_request_id",
+        "x_forwarded_for",
+    ] {
+        assert!(
+            sent.get(name).is_none(),
+            "{name} reached the backend: {sent}"
+        );
+    }
+    assert_eq!(sent["my_app_flag"], "1", "{sent}");
+    assert_eq!(sent["x-weir-client"], "mobile");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {JWT_HOST}\r\nAuthorization: Bearer {token}\r\n{LOOKALIKES}\r\n"
+    );
+    let sent = raw(weir.addr, &request).await.json()["headers"].clone();
+    assert!(sent.get("x_user_id").is_none(), "{sent}");
+    assert_eq!(sent["x-user-id"], "alice");
 }
