@@ -274,6 +274,31 @@ async fn access_policy_paths_cannot_be_bypassed_with_forms_the_app_reads_differe
 }
 
 #[tokio::test]
+async fn sidecars_vouch_for_the_caller_and_switch_to_websocket_only() {
+    let mesh = Mesh::start(&[]).await;
+    // A lookalike of the identity header never reaches the app; the proved identity does.
+    let forged =
+        "X_Weir_Peer_Identity: spiffe://forged\r\nx-weir-peer-identity: spiffe://forged\r\n";
+    let answer = mesh.call("/public/ok", forged).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let sent = &answer.json()["headers"];
+    assert!(sent.get("x_weir_peer_identity").is_none(), "{sent}");
+    assert_eq!(
+        sent["x-weir-peer-identity"],
+        "spiffe://cluster.local/ns/shop/sa/frontend"
+    );
+    // Upgrades other than WebSocket are served as plain requests, h2c included.
+    for protocol in ["my-proto", "h2c"] {
+        let request = upgrade("backend.shop", protocol, "").replace("/chat", "/public/chat");
+        let answer = raw(mesh.frontend.outbound, &request).await;
+        assert_eq!(answer.status, 200, "{protocol}: {}", answer.head);
+        assert!(answer.json()["headers"].get("upgrade").is_none());
+    }
+    let ws = upgrade("backend.shop", "websocket", "").replace("/chat", "/public/chat");
+    assert_eq!(raw(mesh.frontend.outbound, &ws).await.status, 101);
+}
+
+#[tokio::test]
 async fn access_policy_paths_see_unescaped_and_stripped_forms() {
     let flags = [
         "--escaped-slashes",
@@ -423,4 +448,71 @@ async fn kept_underscores_never_shadow_a_vouched_header() {
     let sent = raw(weir.addr, &request).await.json()["headers"].clone();
     assert!(sent.get("x_user_id").is_none(), "{sent}");
     assert_eq!(sent["x-user-id"], "alice");
+}
+
+const PROTO_HOST: &str = "proto.example.com";
+
+/// `Upgrade: protocol` on a connection kept open, with extra header lines.
+fn upgrade(host: &str, protocol: &str, headers: &str) -> String {
+    format!("GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade{headers}\r\nUpgrade: {protocol}\r\n\r\n")
+}
+
+#[tokio::test]
+async fn only_the_upgrades_a_route_allows_reach_the_backend_and_never_h2c() {
+    let app = Echo::start("app");
+    let plain = http_route(
+        "shop",
+        &[SHOP],
+        "  - backendRefs: [{name: app, port: 80}]\n",
+    );
+    let more = http_route("proto", &[PROTO_HOST], "  - backendRefs: [{name: app, port: 80}]\n")
+        .replace(
+            "metadata: {name: proto, namespace: default}",
+            "metadata: {name: proto, namespace: default, annotations: {weir.dev/upgrades: 'websocket,my-proto'}}",
+        );
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("app", &[&app]))
+        .with("gw.yaml", &gateway())
+        .with("routes.yaml", &format!("{plain}---\n{more}"));
+    let weir = Weir::start(&dir);
+
+    // WebSocket switches anywhere; another protocol only where the route allows it.
+    assert_eq!(
+        raw(weir.addr, &upgrade(SHOP, "websocket", "")).await.status,
+        101
+    );
+    let mut tcp = TcpStream::connect(weir.addr).await.unwrap();
+    let refused = exchange(&mut tcp, &upgrade(SHOP, "my-proto", "")).await;
+    assert_eq!(refused.status, 200, "{}", refused.head);
+    assert!(refused.json()["headers"].get("upgrade").is_none());
+    // The connection is still HTTP: the next request is routed as one.
+    let next = exchange(&mut tcp, &get(SHOP, "/after", "")).await;
+    assert_eq!(next.json()["path"], "/after");
+
+    let mut tcp = TcpStream::connect(weir.addr).await.unwrap();
+    let switched = exchange(&mut tcp, &upgrade(PROTO_HOST, "my-proto", "")).await;
+    assert_eq!(switched.status, 101, "{}", switched.head);
+    assert!(switched
+        .head
+        .to_ascii_lowercase()
+        .contains("upgrade: my-proto"));
+    tcp.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
+        .await
+        .expect("the tunnel echoes")
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    // h2c is served as plain HTTP/1.1, even where other protocols are allowed.
+    let h2c = ", HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__";
+    for host in [SHOP, PROTO_HOST] {
+        let answer = raw(weir.addr, &upgrade(host, "h2c", h2c)).await;
+        assert_eq!(answer.status, 200, "{host}: {}", answer.head);
+        let sent = &answer.json()["headers"];
+        assert!(
+            sent.get("upgrade").is_none() && sent.get("http2-settings").is_none(),
+            "{sent}"
+        );
+    }
 }
