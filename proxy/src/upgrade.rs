@@ -154,7 +154,7 @@ pub fn switch(
 fn switches_to_offered(headers: &HeaderMap, offered: &HeaderValue) -> bool {
     let offered: Vec<&str> = offered
         .to_str()
-        .map(|o| o.split(',').map(|t| protocol_name(t)).collect())
+        .map(|o| o.split(',').map(protocol_name).collect())
         .unwrap_or_default();
     let mut named = headers
         .get_all(header::UPGRADE)

@@ -3,13 +3,13 @@
 //! [`ProxyError`] that becomes the client's response.
 //!
 //! 0. hop-by-hop: what `Connection` names and hop-by-hop fields out, before anything is
-//!                stamped or checked (so none of that can be named away) (proxy::headers)
+//!    stamped or checked, so none of that can be named away     (proxy::headers)
 //! 1. identify:   x-request-id, W3C traceparent                 (proxy::headers)
 //! 2. limit:      header block size → 431                        (proxy::headers::size)
-//!    2a. lookalikes: names with `_` dropped (or, with --underscore-headers keep, those that
-//!                read as a header Weir sets or vouches for)    (proxy::headers::trusted)
-//! 3. normalise:  path → 400 if malformed, or a form the path policy (proxy::normalize)
-//!                refuses (%2F, %5C, \, `;` parameters)
+//!    2a. lookalikes: names with `_` dropped (with --underscore-headers keep, those that
+//!    read as a header Weir sets or vouches for)                (proxy::headers::trusted)
+//! 3. normalise:  path → 400 if malformed, or a form the path policy refuses (%2F, %5C,
+//!    `\`, `;` parameters: --escaped-slashes, --path-parameters) (proxy::normalize)
 //! 4. route:      host + path + method/headers/query → 404       (proxy::router)
 //!    4a. auth:   JWT / API key → 401 / 403, claims to headers    (crate::auth)
 //!    4b. limit:  every rate limit of the route → 429 / 503       (crate::ratelimit)
@@ -17,7 +17,7 @@
 //! 6. redirect:   RequestRedirect answers here                   (redirect)
 //! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
 //! 8. rewrite:    upgrades the route allows (websocket by default; never h2c) or plain
-//!                HTTP/1.1, X-Forwarded-*, URLRewrite, RequestHeaderModifier (proxy::upgrade)
+//!    HTTP/1.1 (proxy::upgrade), X-Forwarded-*, URLRewrite, RequestHeaderModifier
 //! 9. mirror:     RequestMirror copies, fire and forget          (replayable, mirror)
 //!    (a body up to 64 KiB is read once, for mirrors and retries alike)
 //! 10. send:      pending cap → endpoint → try → retry in budget (proxy::resilience::retry)
