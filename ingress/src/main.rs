@@ -33,10 +33,11 @@ use weir_proxy::{
     admin::{serve_admin, AdminState},
     config::{reload, watch_dir, ConfigStore, WatchSettings},
     control::{self, ControlSettings},
-    headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext},
+    headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     identity::{self, WorkloadIdentity},
     metrics::Metrics,
     mtls::{self, Dialer},
+    normalize::{EscapedSlashes, PathParameters, PathPolicy},
     server::{serve, Peer, ServerSettings, Shutdown},
     upstream::{Upstream, UpstreamSettings},
 };
@@ -108,6 +109,19 @@ struct Args {
     /// reach directly), or `off` (none set, the client's passed on).
     #[arg(long, env = "WEIR_FORWARDED", default_value = "append")]
     forwarded: ForwardedMode,
+    /// Encoded slashes and backslashes (`%2F`, `%5C`) and raw `\` in a path: `reject` (400),
+    /// `unescape` (read as `/` before routing, and sent on so), or `keep` (passed on as data).
+    #[arg(long, env = "WEIR_ESCAPED_SLASHES", default_value = "reject")]
+    escaped_slashes: EscapedSlashes,
+    /// `;` parameters in a path segment (`/a;x/b`): `reject` (400), `strip` (removed before
+    /// routing, and sent on without), or `keep` (part of the segment).
+    #[arg(long, env = "WEIR_PATH_PARAMETERS", default_value = "reject")]
+    path_parameters: PathParameters,
+    /// Request headers whose names contain `_`: `drop` (all of them: CGI, WSGI and Rack read
+    /// `X_User_Id` as `X-User-Id`) or `keep` (all but those that read as a header Weir sets
+    /// or vouches for).
+    #[arg(long, env = "WEIR_UNDERSCORE_HEADERS", default_value = "drop")]
+    underscore_headers: UnderscoreHeaders,
     /// Largest request header block accepted; larger gets 431.
     #[arg(long, default_value = "64Ki", value_parser = parse_size)]
     max_header_bytes: u64,
@@ -309,6 +323,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
             trace_context: args.trace_context,
             forwarded: args.forwarded,
         },
+        paths: PathPolicy {
+            escaped_slashes: args.escaped_slashes,
+            parameters: args.path_parameters,
+        },
+        underscores: args.underscore_headers,
     });
 
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);

@@ -6,7 +6,7 @@
 //! neither refetches every JWKS nor resets every count.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -40,12 +40,21 @@ pub struct RouteGuard {
 #[derive(Default)]
 pub struct Guards {
     routes: HashMap<Arc<str>, Arc<RouteGuard>>,
+    /// Every header an AuthPolicy of the snapshot vouches for (its claim headers and
+    /// `x-weir-client`), lowercase: their lookalikes are dropped on every route.
+    vouched: HashSet<String>,
 }
 
 impl Guards {
     /// The guard of a route, if it has one.
     pub fn get(&self, route: &str) -> Option<&Arc<RouteGuard>> {
         self.routes.get(route)
+    }
+
+    /// Whether an AuthPolicy of this snapshot sets `name` (lowercase) on the requests it
+    /// lets through.
+    pub fn vouches(&self, name: &str) -> bool {
+        self.vouched.contains(name)
     }
 }
 
@@ -90,6 +99,10 @@ impl Registry {
         for route in routes {
             if route.auth.is_none() && route.limits.is_empty() {
                 continue;
+            }
+            if let Some(auth) = &route.auth {
+                let names = auth.strip_headers.iter().map(|h| h.to_ascii_lowercase());
+                guards.vouched.extend(names);
             }
             let auth = route.auth.as_ref().map(|auth| {
                 authenticators

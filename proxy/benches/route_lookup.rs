@@ -39,6 +39,7 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
                 },
                 action: RouteAction::Forward(Forward::default()),
                 max_request_body: None,
+                upgrades: weir_api::model::websocket_only(),
                 auth: None,
                 limits: Vec::new(),
             }));

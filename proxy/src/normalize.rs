@@ -1,10 +1,22 @@
 //! Path normalisation before routing, so that a route for `/public` can never be used to reach
 //! `/admin`: percent-encoded unreserved characters are decoded (`%2e` → `.`), `//` collapses,
-//! `.` and `..` segments are resolved (never above the root). Encoded slashes (`%2F`) stay
-//! encoded: they are data inside a segment, not separators. The backend receives the path
-//! exactly as it was matched.
+//! `.` and `..` segments are resolved (never above the root). The backend receives the path
+//! exactly as it was matched: normalised once, and that form forwarded.
+//!
+//! Some backends read a path differently from plain RFC 3986, and a path they would resolve to
+//! `/admin` must not match `/public` here. The [`PathPolicy`] (weir-ingress's and
+//! `weir-sidecar run`'s `--escaped-slashes` and `--path-parameters`) says what happens to:
+//! - encoded slashes and backslashes (`%2F`, `%5C`) and raw backslashes, which backends that
+//!   decode before resolving dots, or that run on Windows, take as separators;
+//! - `;` parameters in a segment (`/admin;x/users`, `/..;/`), which Tomcat and Spring remove
+//!   before routing.
+//!
+//! Both are refused (400) by default; either can be made separators (unescape) or removed
+//! (strip) before routing, or passed through as data (keep).
 
 use std::borrow::Cow;
+
+use crate::headers::named;
 
 /// Why a path was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -18,23 +30,79 @@ pub enum PathError {
     /// A decoded NUL or control character.
     #[error("control character in the path")]
     Control,
+    /// `%2F`, `%5C` or `\` under [`EscapedSlashes::Reject`].
+    #[error("encoded slash or backslash in the path")]
+    EscapedSlash,
+    /// A `;` parameter under [`PathParameters::Reject`].
+    #[error("path parameter (;) in the path")]
+    Parameter,
 }
 
-/// Returns the normalised form of `path` (without the query): `path` itself, borrowed, when
-/// it is already normal (the usual case, which then costs no copy).
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+/// How paths are read before routing: what a gateway does with the forms that backends read
+/// differently. The default refuses both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// `%2F`, `%5C` and `\`.
+    pub escaped_slashes: EscapedSlashes,
+    /// `;` parameters in a segment.
+    pub parameters: PathParameters,
+}
+
+/// What happens to encoded slashes and backslashes (`%2F`, `%5C`) and raw backslashes (`\`)
+/// (Envoy's `path_with_escaped_slashes_action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// The request is refused with 400.
+    #[default]
+    Reject,
+    /// Each is a `/`, before dots are resolved and routes matched; the backend receives the
+    /// path with `/` in their place.
+    Unescape,
+    /// Passed on as data inside a segment (`%2F` stays encoded, `\` stays). Only for backends
+    /// known to read them the same way.
+    Keep,
+}
+
+/// What happens to `;` parameters in a path segment (`/a;jsessionid=1/b`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathParameters {
+    /// The request is refused with 400.
+    #[default]
+    Reject,
+    /// Removed from every segment (from `;` to the segment's end) before dots are resolved and
+    /// routes matched: `/public/..;/admin` is `/admin`, and is sent on as that.
+    Strip,
+    /// Part of the segment, as RFC 3986 reads it (`..;` is not a dot segment).
+    Keep,
+}
+
+named!(EscapedSlashes: "reject" => Reject, "unescape" => Unescape, "keep" => Keep);
+named!(PathParameters: "reject" => Reject, "strip" => Strip, "keep" => Keep);
+
+/// Returns the normalised form of `path` (without the query) under `policy`: `path` itself,
+/// borrowed, when it is already normal (the usual case, which then costs no copy).
+pub fn normalize_path(path: &str, policy: PathPolicy) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         // `*` (OPTIONS *) and authority-form are not routable paths.
         return Err(PathError::NotAbsolute);
     }
-    // Fast path: nothing to decode, no empty or dot segments.
-    if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
+    // Fast path: nothing to decode, no empty or dot segments, nothing a backend reads
+    // differently.
+    let special = path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'));
+    if !special && !path.contains("//") && !path.contains("/.") {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = decode(path, policy.escaped_slashes)?;
     let mut segments: Vec<&str> = Vec::new();
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut trailing = false;
     for segment in decoded.split('/') {
+        let segment = match (segment.split_once(';'), policy.parameters) {
+            (None, _) | (Some(_), PathParameters::Keep) => segment,
+            (Some(_), PathParameters::Reject) => return Err(PathError::Parameter),
+            (Some((kept, _)), PathParameters::Strip) => kept,
+        };
+        // Whether the path ends in a directory: after an empty, `.` or `..` last segment.
+        trailing = matches!(segment, "" | "." | "..");
         match segment {
             "" | "." => {}
             ".." => {
@@ -55,8 +123,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §6.2.2.2), uppercases the hex of
-/// the rest, and refuses malformed escapes and control characters.
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+/// the rest, applies `slashes` to `%2F`, `%5C` and `\`, and refuses malformed escapes and
+/// control characters.
+fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
@@ -71,48 +140,164 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             }
             if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
                 out.push(value as char);
+            } else if matches!(value, b'/' | b'\\') {
+                separator(&mut out, slashes, Some(hex))?;
             } else {
                 out.push('%');
                 out.push_str(&hex.to_ascii_uppercase());
             }
             i += 3;
         } else {
-            out.push(b as char);
+            if b == b'\\' {
+                separator(&mut out, slashes, None)?;
+            } else {
+                out.push(b as char);
+            }
             i += 1;
         }
     }
     Ok(out)
 }
 
+/// Writes what stands for an encoded slash or backslash (`escape`: its hex digits) or a raw
+/// backslash (`None`) under `slashes`.
+fn separator(
+    out: &mut String,
+    slashes: EscapedSlashes,
+    escape: Option<&str>,
+) -> Result<(), PathError> {
+    match (slashes, escape) {
+        (EscapedSlashes::Reject, _) => return Err(PathError::EscapedSlash),
+        (EscapedSlashes::Unescape, _) => out.push('/'),
+        (EscapedSlashes::Keep, Some(hex)) => {
+            out.push('%');
+            out.push_str(&hex.to_ascii_uppercase());
+        }
+        (EscapedSlashes::Keep, None) => out.push('\\'),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The policy as RFC 3986 alone reads paths: Weir's behaviour before the path policy.
+    const KEEP: PathPolicy = PathPolicy {
+        escaped_slashes: EscapedSlashes::Keep,
+        parameters: PathParameters::Keep,
+    };
+    const UNESCAPE_STRIP: PathPolicy = PathPolicy {
+        escaped_slashes: EscapedSlashes::Unescape,
+        parameters: PathParameters::Strip,
+    };
+
+    fn normal(path: &str) -> Result<Cow<'_, str>, PathError> {
+        normalize_path(path, PathPolicy::default())
+    }
+
     #[test]
     fn traversal_cannot_escape_a_prefix() {
-        assert_eq!(normalize_path("/public/../admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/public/%2e%2e/admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/public/%2E%2E/admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/a/../../../admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("//admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/./admin/.").unwrap(), "/admin/");
+        assert_eq!(normal("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normal("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(normal("/public/%2E%2E/admin").unwrap(), "/admin");
+        assert_eq!(normal("/a/../../../admin").unwrap(), "/admin");
+        assert_eq!(normal("//admin").unwrap(), "/admin");
+        assert_eq!(normal("/./admin/.").unwrap(), "/admin/");
     }
 
     #[test]
     fn keeps_what_it_must() {
-        assert_eq!(normalize_path("/").unwrap(), "/");
-        assert_eq!(normalize_path("/a/b/").unwrap(), "/a/b/");
-        assert_eq!(normalize_path("/a%2Fb").unwrap(), "/a%2Fb");
-        assert_eq!(normalize_path("/a%2fb/..").unwrap(), "/");
-        assert_eq!(normalize_path("/%7euser").unwrap(), "/~user");
-        assert_eq!(normalize_path("/..").unwrap(), "/");
+        assert!(matches!(normal("/a/b").unwrap(), Cow::Borrowed("/a/b")));
+        assert_eq!(normal("/").unwrap(), "/");
+        assert_eq!(normal("/a/b/").unwrap(), "/a/b/");
+        assert_eq!(normal("/%7euser").unwrap(), "/~user");
+        assert_eq!(normal("/..").unwrap(), "/");
+        assert_eq!(normal("/a%3Bb").unwrap(), "/a%3Bb", "an encoded ; is data");
+        assert_eq!(normalize_path("/a%2Fb", KEEP).unwrap(), "/a%2Fb");
+        assert_eq!(normalize_path("/a%2fb/..", KEEP).unwrap(), "/");
     }
 
     #[test]
     fn refuses_malformed() {
-        assert_eq!(normalize_path("/a%zz"), Err(PathError::BadEscape));
-        assert_eq!(normalize_path("/a%2"), Err(PathError::BadEscape));
-        assert_eq!(normalize_path("/a%00"), Err(PathError::Control));
-        assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normal("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normal("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normal("/a%00"), Err(PathError::Control));
+        assert_eq!(normal("*"), Err(PathError::NotAbsolute));
+    }
+
+    /// Every form a backend may read as `/admin/users` while RFC 3986 reads it otherwise.
+    const TRICKS: [&str; 6] = [
+        "/admin;x/users",
+        "/public/..;/admin/users",
+        "/admin%2fusers",
+        "/public/..%2Fadmin/users",
+        "/public\\..\\admin\\users",
+        "/admin%5cusers",
+    ];
+
+    #[test]
+    fn forms_backends_read_differently_are_refused_by_default() {
+        for path in TRICKS {
+            assert!(normal(path).is_err(), "{path} passed");
+        }
+        assert_eq!(normal("/admin;x/users"), Err(PathError::Parameter));
+        assert_eq!(normal("/admin%2Fusers"), Err(PathError::EscapedSlash));
+        assert_eq!(normal("/a\\b"), Err(PathError::EscapedSlash));
+        assert_eq!(normal("/a%5Cb"), Err(PathError::EscapedSlash));
+    }
+
+    #[test]
+    fn unescape_and_strip_give_the_path_backends_see() {
+        for path in TRICKS {
+            assert_eq!(
+                normalize_path(path, UNESCAPE_STRIP).unwrap(),
+                "/admin/users",
+                "{path}"
+            );
+        }
+        assert_eq!(
+            normalize_path("/a;v=1;w=2/b;x/", UNESCAPE_STRIP).unwrap(),
+            "/a/b/"
+        );
+        assert_eq!(normalize_path("/a/..;", UNESCAPE_STRIP).unwrap(), "/");
+    }
+
+    #[test]
+    fn each_option_applies_alone() {
+        let strip_only = PathPolicy {
+            parameters: PathParameters::Strip,
+            ..PathPolicy::default()
+        };
+        assert_eq!(normalize_path("/a;x/b", strip_only).unwrap(), "/a/b");
+        assert_eq!(
+            normalize_path("/a%2Fb", strip_only),
+            Err(PathError::EscapedSlash)
+        );
+        let keep_slashes = PathPolicy {
+            escaped_slashes: EscapedSlashes::Keep,
+            ..PathPolicy::default()
+        };
+        assert_eq!(
+            normalize_path("/a%5cb\\c", keep_slashes).unwrap(),
+            "/a%5Cb\\c"
+        );
+        assert_eq!(
+            normalize_path("/a;x", keep_slashes),
+            Err(PathError::Parameter)
+        );
+        assert_eq!(
+            normalize_path("/public/..;/admin", KEEP).unwrap(),
+            "/public/..;/admin"
+        );
+    }
+
+    #[test]
+    fn modes_are_named_on_the_command_line() {
+        assert_eq!("unescape".parse(), Ok(EscapedSlashes::Unescape));
+        assert_eq!("reject".parse(), Ok(EscapedSlashes::default()));
+        assert_eq!("strip".parse(), Ok(PathParameters::Strip));
+        assert_eq!("keep".parse(), Ok(PathParameters::Keep));
+        assert!("merge".parse::<EscapedSlashes>().is_err());
     }
 }

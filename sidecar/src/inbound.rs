@@ -12,7 +12,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -22,10 +22,10 @@ use weir_proxy::{
     config::ConfigStore,
     detect::{self, Protocol as Detected},
     error::ProxyError,
-    headers,
+    headers::{self, UnderscoreHeaders},
     metrics::Metrics,
     mtls::{self, OPAQUE_ALPN},
-    normalize::normalize_path,
+    normalize::{normalize_path, PathPolicy},
     server::{Http, HttpVersion, Peer, Shutdown},
     upgrade,
     upstream::{classify, Upstream},
@@ -67,6 +67,8 @@ pub struct Inbound {
     pub mesh: MeshMetrics,
     /// Inbound handshakes that passed and failed.
     pub handshakes: (IntCounter, IntCounter),
+    /// What paths the app may read differently become before AccessPolicy paths are matched.
+    pub paths: PathPolicy,
 }
 
 impl Inbound {
@@ -270,7 +272,10 @@ impl Inbound {
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let path = normalize_path(parts.uri.path())
+        // WebSocket only: after a switch, nothing on the connection meets AccessPolicy again.
+        let downstream = upgrade::requested(&mut parts, &[upgrade::WEBSOCKET]);
+        vouch(&mut parts.headers, downstream.is_some(), caller);
+        let path = normalize_path(parts.uri.path(), self.paths)
             .map_err(|_| ProxyError::BadRequest)?
             .into_owned();
         let active = self.store.load();
@@ -285,12 +290,6 @@ impl Inbound {
             return Err(ProxyError::AccessDenied);
         }
         drop(active);
-        let downstream = upgrade::requested(&mut parts);
-        headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
-        parts.headers.remove(PEER_IDENTITY);
-        if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
-            parts.headers.insert(PEER_IDENTITY, id);
-        }
         let protocol = if parts.version == Version::HTTP_2 {
             Protocol::H2c
         } else {
@@ -313,8 +312,55 @@ impl Inbound {
             .await
             .map_err(|e| classify(&e))?;
         let (mut parts, body) = response.into_parts();
-        let switching = upgrade::switch(downstream, &mut parts);
+        let switching = upgrade::switch(downstream, &mut parts)?;
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Puts the caller's identity on a request for the app: hop-by-hop fields go first (so
+/// `Connection` cannot name the identity away), then every copy the caller sent, in any
+/// spelling the app may read as it (`x_weir_peer_identity`), then the one its certificate
+/// proved is set. `upgrade` keeps a protocol switch's `Connection: upgrade`.
+fn vouch(headers: &mut HeaderMap, upgrade: bool, caller: Option<&str>) {
+    headers::strip_hop_by_hop(headers, upgrade);
+    headers::drop_lookalikes(headers, UnderscoreHeaders::Keep, |n| n == PEER_IDENTITY);
+    headers.remove(PEER_IDENTITY);
+    if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(PEER_IDENTITY, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+
+    #[test]
+    fn the_identity_cannot_be_forged_shadowed_or_named_away() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("x-weir-peer-identity"),
+        );
+        h.insert(PEER_IDENTITY, HeaderValue::from_static("spiffe://forged"));
+        h.insert(
+            "x_weir_peer_identity",
+            HeaderValue::from_static("spiffe://forged"),
+        );
+        h.insert("x_app_flag", HeaderValue::from_static("1"));
+        vouch(&mut h, false, Some(CALLER));
+        assert_eq!(
+            h.get_all(PEER_IDENTITY).iter().collect::<Vec<_>>(),
+            [CALLER]
+        );
+        assert!(h.get("x_weir_peer_identity").is_none() && h.get("connection").is_none());
+        assert_eq!(h.get("x_app_flag").unwrap(), "1", "other underscores pass");
+
+        let mut plaintext = HeaderMap::new();
+        plaintext.insert(PEER_IDENTITY, HeaderValue::from_static("spiffe://forged"));
+        vouch(&mut plaintext, false, None);
+        assert!(plaintext.is_empty());
     }
 }

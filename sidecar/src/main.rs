@@ -21,6 +21,7 @@ use weir_proxy::{
     identity::{self, WorkloadIdentity},
     metrics::Metrics,
     mtls::{self, Dialer},
+    normalize::{EscapedSlashes, PathParameters, PathPolicy},
     server::{accept_loop, Http, ServerSettings},
     upstream::{Upstream, UpstreamSettings},
 };
@@ -102,6 +103,15 @@ struct RunArgs {
     /// The kubelet's probes, rewritten by the injector (JSON, path → probe).
     #[arg(long, env = "WEIR_APP_PROBES", hide_env_values = true)]
     app_probes: Option<String>,
+    /// Encoded slashes and backslashes (`%2F`, `%5C`) and raw `\` in an inbound path:
+    /// `reject` (400), `unescape` (read as `/` before AccessPolicy paths are matched, and sent
+    /// on so), or `keep` (passed on as data).
+    #[arg(long, env = "WEIR_ESCAPED_SLASHES", default_value = "reject")]
+    escaped_slashes: EscapedSlashes,
+    /// `;` parameters in an inbound path segment (`/a;x/b`): `reject` (400), `strip` (removed
+    /// before AccessPolicy paths are matched, and sent on without), or `keep`.
+    #[arg(long, env = "WEIR_PATH_PARAMETERS", default_value = "reject")]
+    path_parameters: PathParameters,
 }
 
 #[derive(Parser, Debug)]
@@ -311,6 +321,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         mesh: mesh.clone(),
         handshakes: (handshakes("ok"), handshakes("error")),
+        paths: PathPolicy {
+            escaped_slashes: args.escaped_slashes,
+            parameters: args.path_parameters,
+        },
     });
     let outbound = Arc::new(Outbound {
         store: store.clone(),

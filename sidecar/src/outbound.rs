@@ -212,9 +212,10 @@ impl Outbound {
             .filter(|p| p.cluster.resolved)
             .ok_or(ProxyError::BackendNotFound)?;
         let (mut parts, body) = req.into_parts();
-        // A protocol switch (WebSocket) needs HTTP/1.1 to the peer.
-        let downstream =
-            upgrade::requested(&mut parts).filter(|_| pool.cluster.protocol == Protocol::Http1);
+        // A protocol switch needs HTTP/1.1 to the peer, and is WebSocket only: the peer's
+        // inbound would splice any other past its AccessPolicy.
+        let downstream = upgrade::requested(&mut parts, &[upgrade::WEBSOCKET])
+            .filter(|_| pool.cluster.protocol == Protocol::Http1);
         headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
         headers::host_from_authority(&mut parts);
         parts.version = pool.version();
@@ -231,7 +232,7 @@ impl Outbound {
         )
         .await?;
         let (mut parts, body) = response.into_parts();
-        let switching = upgrade::switch(downstream, &mut parts);
+        let switching = upgrade::switch(downstream, &mut parts)?;
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         Ok(Response::from_parts(parts, body))
     }

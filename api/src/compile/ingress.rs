@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::{backends::PortRef, created, max_body, normalise_prefix, Context};
+use super::{backends::PortRef, created, max_body, normalise_prefix, upgrades, Context};
 use crate::{
     error::Location,
     model::{
@@ -19,6 +19,9 @@ use crate::{
 pub const INGRESS_CLASS: &str = "weir";
 /// Ingress/HTTPRoute annotation: the largest request body accepted (`10Mi`); over it, 413.
 pub const MAX_BODY_ANNOTATION: &str = "weir.dev/max-request-body";
+/// Ingress/HTTPRoute annotation: the protocols a client may switch to (`websocket,my-proto`);
+/// without it, WebSocket alone.
+pub const UPGRADES_ANNOTATION: &str = "weir.dev/upgrades";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
@@ -71,6 +74,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
     let key = Object::Ingress(ingress.clone()).key();
     let namespace = key.namespace.clone();
     let max_request_body = max_body(cx, &ingress.metadata, &key, location);
+    let upgrades = upgrades(cx, &ingress.metadata, &key, location);
     let order = |rule: usize, matcher: usize| RouteOrder {
         created: created(&ingress.metadata),
         object: format!("{}/{}", key.namespace, key.name),
@@ -94,6 +98,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 order: order(usize::MAX, 0),
                 action: forward(cluster),
                 max_request_body,
+                upgrades: upgrades.clone(),
                 auth: None,
                 limits: Vec::new(),
             }));
@@ -156,6 +161,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 order: order(r, p),
                 action: forward(cluster),
                 max_request_body,
+                upgrades: upgrades.clone(),
                 auth: None,
                 limits: Vec::new(),
             }));

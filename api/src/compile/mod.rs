@@ -27,7 +27,9 @@ use crate::{
 };
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
-pub use ingress::{is_ours as serves_ingress, INGRESS_CLASS, MAX_BODY_ANNOTATION};
+pub use ingress::{
+    is_ours as serves_ingress, INGRESS_CLASS, MAX_BODY_ANNOTATION, UPGRADES_ANNOTATION,
+};
 pub use mesh::INJECTED_ANNOTATION;
 pub use security::{CLIENT_HEADER, JWKS_SECRET_KEY};
 pub use tls::{TLS_CERT_KEY, TLS_KEY_KEY};
@@ -204,6 +206,50 @@ fn max_body(
             None
         }
     }
+}
+
+/// The `weir.dev/upgrades` annotation: protocol names (HTTP tokens, lowercased), comma
+/// separated; empty allows none. `h2c` is refused: its requests would follow in HTTP/2 on a
+/// spliced connection, past routing, auth, limits and AccessPolicy.
+fn upgrades(
+    cx: &mut Context<'_>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &ObjectKey,
+    location: &Location,
+) -> Vec<String> {
+    let Some(value) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(UPGRADES_ANNOTATION))
+    else {
+        return crate::model::websocket_only();
+    };
+    let mut names: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let token = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let problem = if !token {
+            Some(format!("{name:?} is not a protocol name (an HTTP token)"))
+        } else if name.eq_ignore_ascii_case("h2c") {
+            Some(
+                "h2c is never forwarded: its requests would skip routing, auth and limits"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let field = format!("metadata.annotations[{UPGRADES_ANNOTATION}]");
+            cx.error(location, key, field, problem);
+            return crate::model::websocket_only();
+        }
+        let name = name.to_ascii_lowercase();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]

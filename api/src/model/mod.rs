@@ -72,12 +72,22 @@ pub struct Route {
     pub action: RouteAction,
     /// Largest request body accepted (`weir.dev/max-request-body` annotation); `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// Protocols a client may switch to (`weir.dev/upgrades` annotation: names, lowercase,
+    /// never `h2c`); WebSocket alone when the object names none. A node that does not know
+    /// the field reads the default: it can only allow less.
+    #[serde(default = "websocket_only")]
+    pub upgrades: Vec<String>,
     /// Who may use the route (an AuthPolicy targeting its HTTPRoute or Ingress).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Arc<Auth>>,
     /// Rate limits, all of which must pass (every RateLimitPolicy targeting its object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Arc<RateLimit>>,
+}
+
+/// What a route allows when its object names no upgrades: WebSocket alone.
+pub fn websocket_only() -> Vec<String> {
+    vec!["websocket".to_string()]
 }
 
 /// Ordering key for routes whose matches are equally specific.

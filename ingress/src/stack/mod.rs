@@ -2,28 +2,38 @@
 //! this order; each stage is a function in `weir-proxy` (or below) and returns early with a
 //! [`ProxyError`] that becomes the client's response.
 //!
+//! 0. hop-by-hop: what `Connection` names and hop-by-hop fields out, before anything is
+//!    stamped or checked, so none of that can be named away     (proxy::headers)
 //! 1. identify:   x-request-id, W3C traceparent                 (proxy::headers)
 //! 2. limit:      header block size → 431                        (proxy::headers::size)
-//! 3. normalise:  path → 400 if malformed                        (proxy::normalize)
+//!    2a. lookalikes: names with `_` dropped (with --underscore-headers keep, those that
+//!    read as a header Weir sets or vouches for)                (proxy::headers::trusted)
+//! 3. normalise:  path → 400 if malformed, or a form the path policy refuses (%2F, %5C,
+//!    `\`, `;` parameters: --escaped-slashes, --path-parameters) (proxy::normalize)
 //! 4. route:      host + path + method/headers/query → 404       (proxy::router)
 //!    4a. auth:   JWT / API key → 401 / 403, claims to headers    (crate::auth)
 //!    4b. limit:  every rate limit of the route → 429 / 503       (crate::ratelimit)
 //! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
 //! 6. redirect:   RequestRedirect answers here                   (redirect)
 //! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
-//! 8. rewrite:    hop-by-hop out, X-Forwarded-*, URLRewrite, RequestHeaderModifier
+//! 8. rewrite:    upgrades the route allows (websocket by default; never h2c) or plain
+//!    HTTP/1.1 (proxy::upgrade), X-Forwarded-*, URLRewrite, RequestHeaderModifier
 //! 9. mirror:     RequestMirror copies, fire and forget          (replayable, mirror)
 //!    (a body up to 64 KiB is read once, for mirrors and retries alike)
 //! 10. send:      pending cap → endpoint → try → retry in budget (proxy::resilience::retry)
 //!     (the cluster's TrafficPolicy: balancer, breaker, health, deadlines) → 502 / 503 / 504
-//! 11. respond:   hop-by-hop out, ResponseHeaderModifier, WebSocket splice
+//! 11. respond:   hop-by-hop out, ResponseHeaderModifier, splice of an offered switch → 502
+//!     for a switch not offered
 //! 12. observe:   metrics at headers, access log when the body ends (proxy::metrics, access_log)
 
 use std::{borrow::Cow, future::Future, sync::Arc, time::Instant};
 
-use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, Uri};
+use http::{header, request::Parts, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Body as _;
-use weir_api::model::{Balancer, Forward, Route, RouteAction};
+use weir_api::{
+    compile::CLIENT_HEADER,
+    model::{Balancer, Forward, Route, RouteAction},
+};
 
 use crate::security::Guards;
 use weir_proxy::{
@@ -32,9 +42,9 @@ use weir_proxy::{
     body::{self, boxed, Body, Limited, Observed},
     config::{Active, ConfigStore},
     error::{is_grpc, ProxyError, ERROR_HEADER},
-    headers::{self, FieldPolicy, Stamps},
+    headers::{self, FieldPolicy, Stamps, UnderscoreHeaders},
     metrics::Metrics,
-    normalize::normalize_path,
+    normalize::{normalize_path, PathPolicy},
     resilience::{
         retry::{self, Deadlines, Outgoing, Replay, Report},
         ring::request_key,
@@ -66,6 +76,11 @@ pub struct Gateway {
     pub max_header_bytes: usize,
     /// Which request fields the gateway sets (request id, trace context, X-Forwarded-*).
     pub fields: FieldPolicy,
+    /// What paths backends read differently become before routing (`--escaped-slashes`,
+    /// `--path-parameters`).
+    pub paths: PathPolicy,
+    /// What happens to request header names with `_` (`--underscore-headers`).
+    pub underscores: UnderscoreHeaders,
 }
 
 /// What is known about a request as it moves through the stages, for the log and metrics, and
@@ -99,6 +114,13 @@ pub fn handle(
         // Room for the headers added below (id, trace, X-Forwarded-*), so the map grows at most
         // once (HTTP/1.1 heads come with it).
         parts.headers.reserve(5);
+        // 0. hop-by-hop. An upgrade the server offered keeps `Connection: upgrade` until its
+        // route says whether it is allowed.
+        let offered = parts.extensions.get::<upgrade::OnUpgrade>().is_some();
+        headers::strip_hop_by_hop(
+            &mut parts.headers,
+            offered && parts.method != Method::CONNECT,
+        );
         let Stamps {
             request_id,
             client: forwarded_for,
@@ -231,17 +253,28 @@ async fn proxy(
     if headers::size(&parts.headers) > gw.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
+    // 2a. lookalikes of what Weir sets (whatever the field modes) or an AuthPolicy vouches for
+    let active = gw.store.load();
+    let guards = active
+        .role
+        .as_ref()
+        .and_then(|r| r.downcast_ref::<Guards>());
+    headers::drop_lookalikes(&mut parts.headers, gw.underscores, |name| {
+        headers::STAMPED.contains(&name)
+            || name == CLIENT_HEADER
+            || guards.is_some_and(|g| g.vouches(name))
+    });
     // 3. normalise (a copy only when that changed the path)
-    let normalized = match normalize_path(parts.uri.path()).map_err(|_| ProxyError::BadRequest)? {
-        Cow::Owned(changed) => Some(changed),
-        Cow::Borrowed(_) => None,
-    };
+    let normalized =
+        match normalize_path(parts.uri.path(), gw.paths).map_err(|_| ProxyError::BadRequest)? {
+            Cow::Owned(changed) => Some(changed),
+            Cow::Borrowed(_) => None,
+        };
     let path = normalized.as_deref().unwrap_or(parts.uri.path());
     if gw.access_log.enabled() {
         path.clone_into(logged_path);
     }
     // 4. route
-    let active = gw.store.load();
     let route = active
         .router
         .route(&RequestView {
@@ -256,12 +289,7 @@ async fn proxy(
     x.route = Some(route.name.clone());
     // 4a. authenticate, 4b. rate limit
     if route.auth.is_some() || !route.limits.is_empty() {
-        let guard = active
-            .role
-            .as_ref()
-            .and_then(|r| r.downcast_ref::<Guards>())
-            .and_then(|g| g.get(&route.name))
-            .cloned();
+        let guard = guards.and_then(|g| g.get(&route.name)).cloned();
         if let Some(guard) = guard {
             // Boxed: checks that may call out (JWKS, Redis) take a larger future than the
             // rest of the request, which would size every request's future, guarded or not.
@@ -316,10 +344,11 @@ async fn forward(
     // 8. rewrite. In a block: what is worked out here is dead by the awaits below, and a local
     // still in scope there would keep its own room in this future (which every request moves
     // whole) even after being moved away.
-    let downstream_upgrade = upgrade::requested(parts);
+    // (hop-by-hop fields went at stage 0; an upgrade goes on only to a protocol the route
+    // allows, never h2c)
+    let downstream_upgrade = upgrade::requested(parts, &route.upgrades);
     let upgrade = downstream_upgrade.is_some();
     {
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let scheme = if x.client.tls { "https" } else { "http" };
         let rewrite = f.rewrite.as_ref();
         let asked = x.asked.take();
@@ -381,7 +410,7 @@ async fn forward(
 
     // 11. respond
     let (mut rparts, rbody) = response.into_parts();
-    let switching = upgrade::switch(downstream_upgrade, &mut rparts);
+    let switching = upgrade::switch(downstream_upgrade, &mut rparts)?;
     headers::strip_hop_by_hop(&mut rparts.headers, switching);
     headers::modify(&mut rparts.headers, &f.response_headers);
     Ok(Response::from_parts(rparts, rbody))

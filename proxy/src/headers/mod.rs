@@ -1,21 +1,27 @@
-//! Header work on the way through: hop-by-hop removal, the fields the gateway stamps on a
-//! request (request id, W3C trace context, `X-Forwarded-*`: [`stamp`]), and the Gateway API
-//! header modifiers.
+//! Header work on the way through: hop-by-hop removal, the names that look like trusted ones
+//! ([`drop_lookalikes`]), the fields the gateway stamps on a request (request id, W3C trace
+//! context, `X-Forwarded-*`: [`stamp`]), and the Gateway API header modifiers.
 
 use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use weir_api::model::HeaderModifier;
 
 mod policy;
 mod stamp;
+mod trusted;
 
+pub(crate) use policy::{choose, named};
 pub use policy::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext};
 pub use stamp::{set_forwarded, stamp, trace_id, Stamps, REQUEST_ID, TRACEPARENT};
+pub use trusted::{drop_lookalikes, UnderscoreHeaders, STAMPED};
 
 /// `Keep-Alive`, from HTTP/1.0's persistent connections; `http` has no constant for it.
 pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+/// `HTTP2-Settings`, which only an `h2c` upgrade carries (RFC 7540 §3.2.1: connection-specific).
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
@@ -23,6 +29,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHORIZATION,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    HTTP2_SETTINGS,
 ];
 
 /// Removes hop-by-hop headers, including those `Connection` names. `upgrade` keeps
@@ -42,7 +49,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             | "proxy-authenticate"
             | "proxy-authorization"
             | "trailer"
-            | "transfer-encoding" => others = true,
+            | "transfer-encoding"
+            | "http2-settings" => others = true,
             _ => {}
         }
     }
@@ -147,7 +155,15 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
         h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
         strip_hop_by_hop(&mut h, false);
+        assert!(
+            h.get("http2-settings").is_none(),
+            "only an h2c upgrade carries it"
+        );
         assert!(
             h.get("x-secret-hop").is_none()
                 && h.get("keep-alive").is_none()

@@ -1,8 +1,6 @@
 //! How much of the request fields [`super::stamp`] sets, as an operator chooses it with
 //! weir-ingress's `--request-id`, `--trace-context` and `--forwarded`.
 
-use std::str::FromStr;
-
 /// Which request fields the gateway sets. The default is all of them, each as [`super::stamp`]
 /// describes it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +53,7 @@ pub enum ForwardedMode {
 }
 
 /// The value `s` names among `choices`, or an error that lists them (for the command line).
-fn choose<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
+pub(crate) fn choose<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
     match choices.iter().find(|(name, _)| *name == s) {
         Some((_, value)) => Ok(*value),
         None => {
@@ -68,14 +66,15 @@ fn choose<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
 /// `FromStr` for a mode by its command-line names.
 macro_rules! named {
     ($mode:ty: $($name:literal => $variant:ident),+) => {
-        impl FromStr for $mode {
+        impl ::std::str::FromStr for $mode {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
-                choose(s, &[$(($name, Self::$variant)),+])
+                $crate::headers::choose(s, &[$(($name, Self::$variant)),+])
             }
         }
     };
 }
+pub(crate) use named;
 
 named!(RequestIdMode: "preserve-or-generate" => PreserveOrGenerate, "generate" => Generate,
     "preserve" => Preserve);

@@ -24,6 +24,7 @@ fn route(name: &str, host: HostMatch, path: PathMatch) -> Route {
         },
         action: RouteAction::Forward(Forward::default()),
         max_request_body: None,
+        upgrades: weir_api::model::websocket_only(),
         auth: None,
         limits: Vec::new(),
     }

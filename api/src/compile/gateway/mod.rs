@@ -18,7 +18,7 @@ use gateway_api::apis::standard::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
-    backends::PortRef, created, ingress::host_match, max_body, normalise_prefix, Context,
+    backends::PortRef, created, ingress::host_match, max_body, normalise_prefix, upgrades, Context,
     GATEWAY_CLASS,
 };
 use crate::{
@@ -223,6 +223,7 @@ fn compile_route(
     hosts: Vec<HostMatch>,
 ) {
     let max_request_body = max_body(cx, &route.metadata, key, location);
+    let upgrades = upgrades(cx, &route.metadata, key, location);
     for (r, rule) in route.spec.rules.iter().flatten().enumerate() {
         let field = format!("spec.rules[{r}]");
         let Some(action) = rule_action(cx, rule, key, location, &field) else {
@@ -260,6 +261,7 @@ fn compile_route(
                 },
                 action: action.clone(),
                 max_request_body,
+                upgrades: upgrades.clone(),
                 auth: None,
                 limits: Vec::new(),
             }));

@@ -340,6 +340,7 @@ fn traffic_policy_errors_name_the_field() {
 
 mod security;
 mod tenancy;
+mod upgrades;
 
 const STRICT_SHOP: &str = "apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
