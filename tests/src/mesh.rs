@@ -122,9 +122,12 @@ impl Sidecar {
     /// until its admin port (15020 on the namespace's address) listens.
     pub fn start_in(netns: &Netns, controller: &Controller, pod: &Pod<'_>) -> Self {
         // The token and the bundle as a cluster mounts them: readable by the proxy user.
+        // Named per sidecar, not per pod: two tests of one process may run the same pod.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let volume = std::env::temp_dir().join(format!(
-            "weir-pod-{}-{}-{}",
+            "weir-pod-{}-{}-{}-{}",
             std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pod.namespace,
             pod.name
         ));
@@ -196,11 +199,21 @@ impl Sidecar {
 
     /// Waits (at most 15 s) until `/readyz` says ready: a view and a certificate.
     pub async fn wait_ready(&self) {
-        eventually(Duration::from_secs(15), "weir-sidecar ready", || async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
             let ready = request(self.admin, "admin", "/readyz", &[], Bytes::new(), "GET").await;
-            (ready.status == StatusCode::OK).then_some(())
-        })
-        .await;
+            if ready.status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir-sidecar not ready within 15s ({}: {}):\n{}",
+                ready.status,
+                ready.text(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// GET through the outbound port, as the app would, with `Host: host`.

@@ -223,3 +223,35 @@ apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: borrowed
         "{text}"
     );
 }
+
+/// The injected native sidecar's startupProbe is `/readyz`: it must fail while the sidecar
+/// has no certificate or configuration (so the kubelet holds the app back) and pass once both
+/// have arrived.
+#[tokio::test]
+async fn readyz_holds_the_app_back_until_the_sidecar_has_a_certificate_and_its_view() {
+    let (front, back) = (Ports::free(), Ports::free());
+    let dir = ConfigDir::new()
+        .with(
+            "workloads.yaml",
+            &frontend_and_backend(front.endpoint(), back.endpoint()),
+        )
+        .with("tls.yaml", &mesh_tls("STRICT"));
+    let mut controller = Controller::start(&dir);
+    controller.kill();
+    let app = echo_app("frontend", None);
+    let sidecar = Sidecar::start(&controller, "shop", "frontend-0", "frontend", app.port, front, &[]);
+    for _ in 0..5 {
+        let ready = request(sidecar.admin, "admin", "/readyz", &[], Default::default(), "GET").await;
+        assert_eq!(
+            ready.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ready with no controller: {}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.restart();
+    sidecar.wait_ready().await;
+    let reply = sidecar.call("frontend.shop", "/").await;
+    assert_ne!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+}
