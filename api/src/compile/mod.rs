@@ -77,7 +77,7 @@ impl<'a> Context<'a> {
             // An endpoint's identity is its Pod's, looked up in the slice's own namespace: a
             // targetRef into another namespace would let one namespace claim another's pod.
             if let Some(error) = foreign_target(slice) {
-                errors.push(ConfigError::new(location, &object.key(), error.0, error.1));
+                errors.push(ConfigError::new(location, object.key(), error.0, error.1));
                 continue;
             }
             let service = slice

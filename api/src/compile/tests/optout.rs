@@ -5,8 +5,8 @@
 use super::ok;
 use crate::model::{OptOut, StrictCoverage, Uncovered};
 
-/// A STRICT namespace-wide policy for `shop` and a pod of every kind.
-const SHOP: &str = "
+/// A STRICT namespace-wide policy for `shop` and its one meshed pod.
+const COVERED: &str = "
 apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
 metadata: {name: default, namespace: shop}
@@ -16,7 +16,10 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web-0, namespace: shop, annotations: {weir.dev/injected: 0.1.0}}
 spec: {containers: [{name: app}]}
----
+";
+
+/// A pod of every kind that escapes [`COVERED`], and one that ran to completion.
+const ESCAPING: &str = "
 apiVersion: v1
 kind: Pod
 metadata: {name: legacy-0, namespace: shop, labels: {app: legacy}, annotations: {weir.dev/inject: disabled}}
@@ -47,6 +50,16 @@ spec: {containers: [{name: app}]}
 status: {phase: Succeeded}
 ";
 
+/// A pod nobody injected, as a document to append.
+fn plain_pod(namespace: &str, name: &str) -> String {
+    format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{containers: [{{name: app}}]}}\n")
+}
+
+/// [`COVERED`] and [`ESCAPING`].
+fn shop() -> String {
+    format!("{COVERED}---{ESCAPING}")
+}
+
 fn uncovered(pod: &str, reason: OptOut) -> Uncovered {
     Uncovered {
         pod: pod.into(),
@@ -56,7 +69,7 @@ fn uncovered(pod: &str, reason: OptOut) -> Uncovered {
 
 #[test]
 fn every_pod_escaping_a_strict_policy_is_named_with_why() {
-    let snapshot = ok(SHOP);
+    let snapshot = ok(&shop());
     assert_eq!(
         snapshot.mesh.strict,
         [StrictCoverage {
@@ -92,18 +105,18 @@ fn every_pod_escaping_a_strict_policy_is_named_with_why() {
     );
 }
 
+/// [`shop()`] plus a MeshTLSPolicy `shop/legacy` of this mode for the pods labelled
+/// `app: legacy`.
+fn with_legacy_policy(mode: &str) -> crate::Snapshot {
+    ok(&format!(
+        "{}---\napiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: legacy, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: legacy}}}}, mode: {mode}}}\n",
+        shop()
+    ))
+}
+
 #[test]
 fn a_pod_governed_by_a_more_specific_permissive_policy_does_not_escape() {
-    let yaml = format!(
-        "{SHOP}---\n{}",
-        "
-apiVersion: weir.dev/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: legacy, namespace: shop}
-spec: {selector: {matchLabels: {app: legacy}}, mode: PERMISSIVE}
-"
-    );
-    let snapshot = ok(&yaml);
+    let snapshot = with_legacy_policy("PERMISSIVE");
     assert_eq!(snapshot.mesh.strict.len(), 1, "only STRICT policies");
     let pods: Vec<&str> = snapshot.mesh.strict[0]
         .uncovered
@@ -115,16 +128,7 @@ spec: {selector: {matchLabels: {app: legacy}}, mode: PERMISSIVE}
 
 #[test]
 fn a_pod_is_counted_against_the_strict_policy_that_governs_it() {
-    let yaml = format!(
-        "{SHOP}---\n{}",
-        "
-apiVersion: weir.dev/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: legacy, namespace: shop}
-spec: {selector: {matchLabels: {app: legacy}}, mode: STRICT}
-"
-    );
-    let snapshot = ok(&yaml);
+    let snapshot = with_legacy_policy("STRICT");
     let by_policy: Vec<(String, usize)> = snapshot
         .mesh
         .strict
@@ -145,33 +149,12 @@ spec: {selector: {matchLabels: {app: legacy}}, mode: STRICT}
 
 #[test]
 fn a_fully_meshed_namespace_is_covered_and_other_modes_and_namespaces_are_not_reported() {
-    let yaml = "
-apiVersion: weir.dev/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: shop}
-spec: {mode: STRICT}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-0, namespace: shop, annotations: {weir.dev/injected: 0.1.0}}
-spec: {containers: [{name: app}]}
----
-apiVersion: weir.dev/v1alpha1
-kind: MeshTLSPolicy
-metadata: {name: default, namespace: blog}
-spec: {mode: PERMISSIVE}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: plain-0, namespace: blog}
-spec: {containers: [{name: app}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: plain-0, namespace: other}
-spec: {containers: [{name: app}]}
-";
-    let snapshot = ok(yaml);
+    let yaml = format!(
+        "{COVERED}---\napiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: default, namespace: blog}}\nspec: {{mode: PERMISSIVE}}\n{}{}",
+        plain_pod("blog", "plain-0"),
+        plain_pod("other", "plain-0")
+    );
+    let snapshot = ok(&yaml);
     assert_eq!(snapshot.mesh.strict.len(), 1);
     assert_eq!(snapshot.mesh.strict[0].policy(), "shop/default");
     assert!(snapshot.mesh.strict[0].uncovered.is_empty());
@@ -184,13 +167,9 @@ spec: {containers: [{name: app}]}
 
 #[test]
 fn a_long_list_names_ten_pods_and_counts_the_rest() {
-    let mut yaml = String::from(
-        "apiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: default, namespace: shop}\nspec: {mode: STRICT}\n",
-    );
+    let mut yaml = COVERED.to_string();
     for i in 0..12 {
-        yaml.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:02}, namespace: shop}}\nspec: {{containers: [{{name: app}}]}}\n"
-        ));
+        yaml.push_str(&plain_pod("shop", &format!("p-{i:02}")));
     }
     let snapshot = ok(&yaml);
     let summary = snapshot.mesh.strict[0].summary();
