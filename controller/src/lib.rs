@@ -29,6 +29,7 @@ use kube::CustomResourceExt;
 use serde::Serialize;
 use weir_api::{
     crds::{AccessPolicy, AuthPolicy, MeshTLSPolicy, RateLimitPolicy, TrafficPolicy},
+    model::StrictCoverage,
     ConfigError, Objects,
 };
 
@@ -87,6 +88,9 @@ pub struct CompileStatus {
     pub warnings: Vec<String>,
     /// Errors of the last compile that produced nothing (the previous snapshot serves).
     pub errors: Vec<ConfigError>,
+    /// Every STRICT MeshTLSPolicy of the last accepted compile, with the pods it governs that
+    /// still take plaintext (for the status writer, the metric and this page).
+    pub strict_coverage: Vec<StrictCoverage>,
 }
 
 impl Controller {
@@ -147,7 +151,11 @@ impl Controller {
                 status.version += 1;
                 status.rejected = compiled.rejected;
                 status.warnings = compiled.snapshot.warnings;
+                let strict = compiled.snapshot.mesh.strict.clone();
+                log_opt_outs(&status.strict_coverage, &strict);
+                status.strict_coverage = strict;
                 status.errors.clear();
+                self.metrics.set_strict_coverage(&status.strict_coverage);
                 self.metrics.snapshot_version.set(status.version as i64);
                 self.metrics
                     .rejected_objects
@@ -175,6 +183,22 @@ impl Controller {
     /// The last compile's outcome.
     pub fn status(&self) -> CompileStatus {
         lock(&self.status).clone()
+    }
+}
+
+/// Logs each STRICT policy whose opted-out pods changed to a non-empty set: once per change,
+/// not at every compile (pods come and go, each change compiles).
+fn log_opt_outs(before: &[StrictCoverage], now: &[StrictCoverage]) {
+    for coverage in now.iter().filter(|c| !c.uncovered.is_empty()) {
+        let same =
+            |c: &&StrictCoverage| c.namespace == coverage.namespace && c.name == coverage.name;
+        if before.iter().find(same).map(|c| &c.uncovered) != Some(&coverage.uncovered) {
+            tracing::warn!(
+                policy = %coverage.policy(),
+                "MeshTLSPolicy is STRICT but does not cover {}",
+                coverage.summary()
+            );
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+use weir_api::model::StrictCoverage;
 
 /// Every metric the controller exports.
 #[derive(Clone)]
@@ -25,6 +26,9 @@ pub struct Metrics {
     pub certificates: IntCounterVec,
     /// `weir_controller_streams_refused_total{reason}`.
     pub streams_refused: IntCounterVec,
+    /// `weir_controller_strict_uncovered_pods{policy}`: per STRICT MeshTLSPolicy
+    /// (`namespace/name`), the pods it governs that still take plaintext.
+    pub strict_uncovered_pods: IntGaugeVec,
 }
 
 impl Metrics {
@@ -92,6 +96,14 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            strict_uncovered_pods: IntGaugeVec::new(
+                Opts::new(
+                    "weir_controller_strict_uncovered_pods",
+                    "Pods a STRICT MeshTLSPolicy governs that still take plaintext (opted out of injection or of inbound ports)",
+                ),
+                &["policy"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -103,6 +115,7 @@ impl Metrics {
             Box::new(metrics.push_seconds.clone()),
             Box::new(metrics.certificates.clone()),
             Box::new(metrics.streams_refused.clone()),
+            Box::new(metrics.strict_uncovered_pods.clone()),
         ];
         for c in collectors {
             metrics
@@ -111,6 +124,17 @@ impl Metrics {
                 .expect("distinct names in a fresh registry");
         }
         metrics
+    }
+
+    /// Sets `weir_controller_strict_uncovered_pods` to the last compile's STRICT policies:
+    /// one series per policy (0 when it covers every pod), none for a policy that is gone.
+    pub fn set_strict_coverage(&self, strict: &[StrictCoverage]) {
+        self.strict_uncovered_pods.reset();
+        for policy in strict {
+            self.strict_uncovered_pods
+                .with_label_values(&[policy.policy()])
+                .set(policy.uncovered.len() as i64);
+        }
     }
 
     /// The Prometheus text exposition.

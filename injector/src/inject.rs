@@ -7,12 +7,14 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use weir_api::compile::INJECTED_ANNOTATION;
+use weir_api::compile::{annotation_ports, INJECTED_ANNOTATION};
+/// Pod annotations `weir.dev/inject` (`enabled` or `disabled` overrides the namespace) and
+/// `weir.dev/skip-inbound-ports` (inbound ports not redirected to the sidecar), shared with
+/// the compile, which reports the pods they leave outside a STRICT policy.
+pub use weir_api::compile::{INJECT_ANNOTATION, SKIP_INBOUND_ANNOTATION};
 
 use crate::config::{is_quantity, Config};
 
-/// Pod annotation: `enabled` or `disabled` overrides the namespace.
-pub const INJECT_ANNOTATION: &str = "weir.dev/inject";
 /// Pod annotations overriding the sidecar's resources.
 pub const RESOURCE_ANNOTATIONS: [(&str, &str, &str); 4] = [
     ("weir.dev/proxy-cpu-request", "requests", "cpu"),
@@ -20,8 +22,6 @@ pub const RESOURCE_ANNOTATIONS: [(&str, &str, &str); 4] = [
     ("weir.dev/proxy-memory-request", "requests", "memory"),
     ("weir.dev/proxy-memory-limit", "limits", "memory"),
 ];
-/// Inbound ports not redirected to the sidecar (comma-separated).
-pub const SKIP_INBOUND_ANNOTATION: &str = "weir.dev/skip-inbound-ports";
 /// Outbound ports not redirected to the sidecar (comma-separated).
 pub const SKIP_OUTBOUND_ANNOTATION: &str = "weir.dev/skip-outbound-ports";
 /// The binary both injected containers run (`run` and `init`), from the sidecar image.
@@ -269,19 +269,7 @@ fn build(
 }
 
 fn ports(pod: &Value, key: &str) -> Result<Vec<u16>, String> {
-    let Some(text) = annotation(pod, key) else {
-        return Ok(Vec::new());
-    };
-    text.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("annotation {key}: {p:?} is not a port (1-65535)"))
-        })
-        .collect()
+    annotation(pod, key).map_or(Ok(Vec::new()), |text| annotation_ports(key, text))
 }
 
 fn restricted(uid: i64) -> Value {

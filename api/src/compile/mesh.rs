@@ -50,7 +50,8 @@ impl<'a> Context<'a> {
     }
 }
 
-fn meshed(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+/// Whether the injector added the sidecar to `pod`.
+pub(super) fn meshed(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()
@@ -86,6 +87,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                 let policy = model::TlsPolicy {
                     policy: key.to_string(),
                     namespace: key.namespace.clone(),
+                    name: key.name.clone(),
                     selector,
                     mode,
                 };
@@ -323,7 +325,9 @@ fn check_source(from: &AccessSource) -> Result<(), String> {
     }
     if let Some(domain) = &from.trust_domain {
         if !TRUST_DOMAIN.is_match(domain) {
-            return Err(format!("{domain:?} is not a trust domain (lowercase letters, digits, '.', '-' and '_')"));
+            return Err(format!(
+                "{domain:?} is not a trust domain (lowercase letters, digits, '.', '-' and '_')"
+            ));
         }
     }
     let checks: [(&Option<String>, &Regex, &str); 3] = [

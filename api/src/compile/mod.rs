@@ -7,6 +7,7 @@
 //! errors, and requests to them get the status the specs ask for.
 
 mod backends;
+mod coverage;
 mod gateway;
 mod ingress;
 mod mesh;
@@ -27,6 +28,7 @@ use crate::{
 };
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
+pub use coverage::{annotation_ports, INJECT_ANNOTATION, SKIP_INBOUND_ANNOTATION};
 pub use ingress::{
     is_ours as serves_ingress, INGRESS_CLASS, MAX_BODY_ANNOTATION, UPGRADES_ANNOTATION,
 };
@@ -46,6 +48,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     security::compile_all(&mut cx);
     tls::compile_all(&mut cx);
     mesh::compile_all(&mut cx);
+    coverage::compile_all(&mut cx);
     cx.finish()
 }
 
@@ -76,7 +79,7 @@ impl<'a> Context<'a> {
             // An endpoint's identity is its Pod's, looked up in the slice's own namespace: a
             // targetRef into another namespace would let one namespace claim another's pod.
             if let Some(error) = foreign_target(slice) {
-                errors.push(ConfigError::new(location, &object.key(), error.0, error.1));
+                errors.push(ConfigError::new(location, object.key(), error.0, error.1));
                 continue;
             }
             let service = slice
@@ -172,7 +175,9 @@ fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 }
 
 /// The field and message of an endpoint whose `targetRef` names a Pod in another namespace.
-fn foreign_target(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<(String, String)> {
+fn foreign_target(
+    slice: &k8s_openapi::api::discovery::v1::EndpointSlice,
+) -> Option<(String, String)> {
     let own = slice.metadata.namespace.as_deref().unwrap_or_default();
     slice.endpoints.iter().enumerate().find_map(|(i, e)| {
         let target = e.target_ref.as_ref()?;

@@ -25,6 +25,9 @@ pub struct Mesh {
     pub access: Vec<AccessPolicy>,
     /// Meshed pods by `namespace/name`.
     pub pods: BTreeMap<String, MeshPod>,
+    /// Every STRICT MeshTLSPolicy with the pods it governs that escape it (for the
+    /// controller's reports; sent to no node).
+    pub strict: Vec<super::StrictCoverage>,
 }
 
 /// A meshed pod: who it runs as and the labels policies select it by.
@@ -43,6 +46,8 @@ pub struct TlsPolicy {
     pub policy: String,
     /// The namespace whose pods it may select.
     pub namespace: String,
+    /// Its own name.
+    pub name: String,
     /// Which of them.
     pub selector: Selector,
     /// Their mode.
@@ -144,7 +149,11 @@ pub enum Caller {
         /// The namespace.
         namespace: String,
         /// The caller's trust domain; `None`: the mesh's own.
-        #[serde(default, rename = "trustDomain", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            rename = "trustDomain",
+            skip_serializing_if = "Option::is_none"
+        )]
         trust_domain: Option<String>,
     },
     /// This ServiceAccount (`namespace`, `name`), in the trust domain given or else the mesh's
@@ -155,7 +164,11 @@ pub enum Caller {
         /// Its name.
         name: String,
         /// The caller's trust domain; `None`: the mesh's own.
-        #[serde(default, rename = "trustDomain", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            rename = "trustDomain",
+            skip_serializing_if = "Option::is_none"
+        )]
         trust_domain: Option<String>,
     },
 }

@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod coverage;
 mod mesh;
 mod security;
 
@@ -15,6 +16,7 @@ pub use cluster::{
     Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience, RetryOn,
     RetryPolicy,
 };
+pub use coverage::{OptOut, StrictCoverage, Uncovered};
 pub use mesh::{
     AccessPolicy, AccessRule, AccessRules, Caller, Identities, Inbound, Mesh, MeshPod, MeshPort,
     MeshService, Operation, Requirement, Selector, SidecarView, SidecarViewRef, TlsMode, TlsPolicy,

@@ -338,6 +338,7 @@ fn traffic_policy_errors_name_the_field() {
     }
 }
 
+mod optout;
 mod security;
 mod tenancy;
 mod upgrades;

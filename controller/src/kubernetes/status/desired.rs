@@ -2,9 +2,12 @@
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
-use weir_api::{compile::serves_ingress, compile::GATEWAY_CLASS, Object, ObjectKey, Objects};
+use weir_api::{
+    compile::serves_ingress, compile::GATEWAY_CLASS, model::StrictCoverage, Object, ObjectKey,
+    Objects,
+};
 
-use super::{messages, GATEWAY_CONTROLLER};
+use super::{messages, GATEWAY_CONTROLLER, OPTED_OUT};
 use crate::compiler::Rejection;
 
 /// The status every reported object should have: `(key, current status, desired status)`.
@@ -12,6 +15,7 @@ pub(super) fn desired(
     objects: &Objects,
     rejected: &[Rejection],
     warnings: &[String],
+    strict: &[StrictCoverage],
     addresses: &[String],
 ) -> Vec<(ObjectKey, Value, Value)> {
     let refused = |key: &ObjectKey| {
@@ -58,10 +62,14 @@ pub(super) fn desired(
             ),
         };
         let status = match object {
+            Object::MeshTLSPolicy(_) => {
+                let mut conditions = vec![accepted(), resolved()];
+                conditions.extend(enforced(strict, &key, generation));
+                json!({ "conditions": conditions })
+            }
             Object::TrafficPolicy(_)
             | Object::AuthPolicy(_)
             | Object::RateLimitPolicy(_)
-            | Object::MeshTLSPolicy(_)
             | Object::AccessPolicy(_) => json!({"conditions": [accepted(), resolved()]}),
             Object::HttpRoute(route) => {
                 let ours: Vec<Value> = route
@@ -156,6 +164,26 @@ pub(super) fn desired(
         out.push((key, current, status));
     }
     out
+}
+
+/// `Enforced` on a STRICT MeshTLSPolicy: False (`PodsOptedOut`, naming them) while pods it
+/// governs still take plaintext. Policies of other modes promise no refusal, so get none.
+fn enforced(strict: &[StrictCoverage], key: &ObjectKey, generation: Option<i64>) -> Option<Value> {
+    let coverage = strict
+        .iter()
+        .find(|c| c.namespace == key.namespace && c.name == key.name)?;
+    Some(if coverage.uncovered.is_empty() {
+        condition(
+            "Enforced",
+            true,
+            "AllPodsCovered",
+            "every pod it governs is meshed with no inbound port skipped",
+            generation,
+        )
+    } else {
+        let message = format!("STRICT does not cover {}", coverage.summary());
+        condition("Enforced", false, OPTED_OUT, &message, generation)
+    })
 }
 
 fn current_status(object: &Object) -> Value {

@@ -1,5 +1,6 @@
 //! What the controller tells the cluster: status conditions on the objects it read, Gateway
-//! API status, `Ingress.status.loadBalancer`, and a Warning Event for each refused object.
+//! API status, `Ingress.status.loadBalancer`, a Warning Event for each refused object, and one
+//! for each STRICT MeshTLSPolicy whose pods opt out of it (see [`optout`]).
 //!
 //! Every replica compiles and serves, but only the holder of a `coordination.k8s.io` Lease
 //! writes, so replicas never fight over an object's status. A replica that gains the Lease
@@ -19,6 +20,7 @@ use weir_api::{Object, ObjectKey, Objects};
 
 mod desired;
 mod lease;
+mod optout;
 
 use desired::{desired, keep_transition_times};
 use lease::LeaseHolder;
@@ -28,6 +30,10 @@ use crate::{compiler::Rejection, Controller};
 
 /// `status.parents[].controllerName` and `GatewayClass.spec.controllerName` for Weir.
 pub const GATEWAY_CONTROLLER: &str = "weir.dev/gateway-controller";
+
+/// The reason of a STRICT MeshTLSPolicy's `Enforced=False` condition and of its Warning Event
+/// while pods it governs still take plaintext.
+pub const OPTED_OUT: &str = "PodsOptedOut";
 
 /// Where the status writer keeps its Lease, and what it reports.
 #[derive(Clone, Debug)]
@@ -77,13 +83,7 @@ async fn run(
         api: Api::namespaced(client.clone(), &settings.lease_namespace),
         settings: settings.clone(),
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "weir-controller".into(),
-            instance: Some(settings.identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), reporter(&settings.identity));
     let mut state = Written::default();
     let mut published = super::publish::Published::default();
     let mut leading = false;
@@ -119,9 +119,13 @@ async fn run(
         };
         let compiled = controller.status();
         let (rejected, warnings) = (compiled.rejected, compiled.warnings);
-        let desired = desired(&objects, &rejected, &warnings, &settings.addresses);
+        let strict = compiled.strict_coverage;
+        let desired = desired(&objects, &rejected, &warnings, &strict, &settings.addresses);
         state
             .write(&client, &recorder, &objects, desired, &rejected)
+            .await;
+        state
+            .opted_out(&client, &settings.identity, &objects, &strict)
             .await;
         let problems = published
             .update(&client, &controller.authority, &objects, &settings.publish)
@@ -137,6 +141,8 @@ async fn run(
 struct Written {
     status: HashMap<ObjectKey, Value>,
     events: HashMap<ObjectKey, String>,
+    /// The opted-out pods last reported by an Event, per STRICT MeshTLSPolicy.
+    opted_out: HashMap<ObjectKey, Vec<weir_api::model::Uncovered>>,
 }
 
 impl Written {
@@ -204,6 +210,14 @@ impl Written {
         }
         self.events
             .retain(|key, _| rejected.iter().any(|r| r.object == key.to_string()));
+    }
+}
+
+/// Who records the Events: this replica of weir-controller.
+fn reporter(identity: &str) -> Reporter {
+    Reporter {
+        controller: "weir-controller".into(),
+        instance: Some(identity.to_string()),
     }
 }
 
