@@ -29,7 +29,9 @@ pub fn decide<'a>(inbound: &'a Inbound, request: &Request<'_>) -> Result<(), &'a
         .iter()
         .flat_map(|policy| &policy.rules)
         .any(|rule| {
-            rule.from.iter().any(|c| caller_matches(c, request.peer, request.trust_domain))
+            rule.from
+                .iter()
+                .any(|c| caller_matches(c, request.peer, request.trust_domain))
                 && (rule.to.is_empty() || rule.to.iter().any(|op| operation_matches(op, request)))
         });
     if allowed {
@@ -65,9 +67,7 @@ fn caller_matches(caller: &Caller, peer: Option<&str>, own_domain: &str) -> bool
             namespace: ns,
             name,
             trust_domain,
-        } => {
-            !namespace.is_empty() && ns == namespace && name == account && in_domain(trust_domain)
-        }
+        } => !namespace.is_empty() && ns == namespace && name == account && in_domain(trust_domain),
     }
 }
 
@@ -246,7 +246,10 @@ mod tests {
         let denied = Err("AccessPolicy shop/backend");
         // Another trust domain the mesh trusts issued a certificate for the same names.
         let foreign = "spiffe://partner.example/ns/shop/sa/frontend";
-        assert_eq!(decide(&inbound, &http(Some(foreign), "GET", "/api/x")), denied);
+        assert_eq!(
+            decide(&inbound, &http(Some(foreign), "GET", "/api/x")),
+            denied
+        );
         let foreign_monitor = "spiffe://partner.example/ns/monitoring/sa/prometheus";
         let tcp = Request {
             peer: Some(foreign_monitor),
@@ -262,7 +265,10 @@ mod tests {
             name: "frontend".into(),
             trust_domain: Some("partner.example".into()),
         }];
-        assert_eq!(decide(&partner, &http(Some(foreign), "GET", "/api/x")), Ok(()));
+        assert_eq!(
+            decide(&partner, &http(Some(foreign), "GET", "/api/x")),
+            Ok(())
+        );
         assert_eq!(
             decide(&partner, &http(Some(FRONTEND), "GET", "/api/x")),
             denied

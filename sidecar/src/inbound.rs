@@ -155,7 +155,13 @@ impl Inbound {
         Some(original)
     }
 
-    async fn mtls(self: Arc<Self>, stream: TcpStream, peer: Peer, app: SocketAddr, shutdown: Shutdown) {
+    async fn mtls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: Peer,
+        app: SocketAddr,
+        shutdown: Shutdown,
+    ) {
         // Boxed: the handshake's state is large and short-lived; inline, it would size the
         // future every idle connection keeps.
         let accepting = Box::pin(tokio::time::timeout(

@@ -16,8 +16,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    binary, collect_lines, eventually, free_port, netns::Netns, request, wait_for_port, Controller,
-    Reply,
+    binary, collect_lines, free_port, netns::Netns, request, wait_for_port, Controller, Reply,
 };
 
 /// A sidecar's inbound and outbound ports, chosen before it starts (the objects name the

@@ -77,7 +77,9 @@ async fn another_pod_reaches_the_apps_port_but_not_the_sidecars_own_ports_or_loo
     let at = |port: u16| SocketAddr::from((victim.ip, port));
 
     // The app's real port: reached, through the sidecar.
-    let reply = raw(at(APP_PORT), &get("frontend.shop")).await.unwrap_or_default();
+    let reply = raw(at(APP_PORT), &get("frontend.shop"))
+        .await
+        .unwrap_or_default();
     assert!(
         reply.starts_with("HTTP/1.1 200") && reply.contains("\"backend\":\"frontend\""),
         "the app's port is reachable: {reply}\n{}",
@@ -87,24 +89,32 @@ async fn another_pod_reaches_the_apps_port_but_not_the_sidecars_own_ports_or_loo
     // The sidecar's outbound port, asking for the STRICT backend under the victim's identity.
     let stolen = raw(at(15001), &get("backend.shop")).await;
     assert!(
-        stolen.as_deref().is_none_or(|r| !r.contains("\"backend\":\"backend\"")),
+        stolen
+            .as_deref()
+            .is_none_or(|r| !r.contains("\"backend\":\"backend\"")),
         "another pod rode the victim's outbound listener to the backend: {stolen:?}"
     );
     // The sidecar's inbound port itself carries nobody anywhere.
     let inbound = raw(at(15006), &get("backend.shop")).await;
     assert!(
-        inbound.as_deref().is_none_or(|r| !r.contains("\"backend\":\"backend\"")),
+        inbound
+            .as_deref()
+            .is_none_or(|r| !r.contains("\"backend\":\"backend\"")),
         "{inbound:?}"
     );
 
     // A socket the app bound to loopback only stays out of reach, as it is without a mesh.
     let reply = raw(at(6060), &get("debug")).await;
     assert!(
-        reply.as_deref().is_none_or(|r| !r.contains("\"backend\":\"debug\"")),
+        reply
+            .as_deref()
+            .is_none_or(|r| !r.contains("\"backend\":\"debug\"")),
         "another pod reached a loopback-only debug server: {reply:?}"
     );
     assert!(
-        reply.as_deref().is_none_or(|r| r.starts_with("HTTP/1.1 502")),
+        reply
+            .as_deref()
+            .is_none_or(|r| r.starts_with("HTTP/1.1 502")),
         "{reply:?}"
     );
 
@@ -113,13 +123,26 @@ async fn another_pod_reaches_the_apps_port_but_not_the_sidecars_own_ports_or_loo
     victim.run(
         "iptables",
         &[
-            "-t", "nat", "-I", "WEIR_INBOUND", "1", "-p", "tcp", "--dport", "15001", "-j",
-            "REDIRECT", "--to-ports", "15006",
+            "-t",
+            "nat",
+            "-I",
+            "WEIR_INBOUND",
+            "1",
+            "-p",
+            "tcp",
+            "--dport",
+            "15001",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15006",
         ],
     );
     let stolen = raw(at(15001), &get("backend.shop")).await;
     assert!(
-        stolen.as_deref().is_some_and(|r| !r.contains("\"backend\":\"backend\"")),
+        stolen
+            .as_deref()
+            .is_some_and(|r| !r.contains("\"backend\":\"backend\"")),
         "redirected to the inbound and refused there: {stolen:?}"
     );
     let refused = r#"weir_mesh_refused_connections_total{reason="own-port"}"#;
@@ -149,19 +172,46 @@ async fn other_pods_get_health_and_metrics_from_the_admin_port_but_not_the_confi
         let reply = request(sidecar.admin, "admin", page, &[], Default::default(), "GET").await;
         assert_eq!(reply.status, StatusCode::OK, "{page}: {}", reply.text());
     }
-    let config = request(sidecar.admin, "admin", "/config", &[], Default::default(), "GET").await;
+    let config = request(
+        sidecar.admin,
+        "admin",
+        "/config",
+        &[],
+        Default::default(),
+        "GET",
+    )
+    .await;
     assert_eq!(config.status, StatusCode::FORBIDDEN, "{}", config.text());
     assert!(!config.text().contains("backend"), "{}", config.text());
 
     // Inside the pod, on loopback, the page is there.
-    let inside = server.run("curl", &["-sS", "--max-time", "5", "http://127.0.0.1:15020/config"]);
+    let inside = server.run(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:15020/config"],
+    );
     let text = String::from_utf8_lossy(&inside.stdout);
     assert!(text.contains("shop/backend"), "{text}");
 
     // The controller's /status names refused objects: loopback only as well.
-    let status = request(controller.admin, "admin", "/status", &[], Default::default(), "GET").await;
+    let status = request(
+        controller.admin,
+        "admin",
+        "/status",
+        &[],
+        Default::default(),
+        "GET",
+    )
+    .await;
     assert_eq!(status.status, StatusCode::FORBIDDEN, "{}", status.text());
-    let metrics = request(controller.admin, "admin", "/metrics", &[], Default::default(), "GET").await;
+    let metrics = request(
+        controller.admin,
+        "admin",
+        "/metrics",
+        &[],
+        Default::default(),
+        "GET",
+    )
+    .await;
     assert_eq!(metrics.status, StatusCode::OK);
 }
 
@@ -239,9 +289,25 @@ async fn readyz_holds_the_app_back_until_the_sidecar_has_a_certificate_and_its_v
     let mut controller = Controller::start(&dir);
     controller.kill();
     let app = echo_app("frontend", None);
-    let sidecar = Sidecar::start(&controller, "shop", "frontend-0", "frontend", app.port, front, &[]);
+    let sidecar = Sidecar::start(
+        &controller,
+        "shop",
+        "frontend-0",
+        "frontend",
+        app.port,
+        front,
+        &[],
+    );
     for _ in 0..5 {
-        let ready = request(sidecar.admin, "admin", "/readyz", &[], Default::default(), "GET").await;
+        let ready = request(
+            sidecar.admin,
+            "admin",
+            "/readyz",
+            &[],
+            Default::default(),
+            "GET",
+        )
+        .await;
         assert_eq!(
             ready.status,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -64,7 +64,11 @@ impl Pool {
 
     /// An open idle connection to `authority` that proved `expected` (plaintext for `None`),
     /// preferring one this thread made.
-    pub(super) fn checkout(&self, authority: &Authority, expected: Option<&Arc<str>>) -> Option<Conn> {
+    pub(super) fn checkout(
+        &self,
+        authority: &Authority,
+        expected: Option<&Arc<str>>,
+    ) -> Option<Conn> {
         let here = thread_number();
         loop {
             let idle = {
