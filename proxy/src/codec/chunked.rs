@@ -127,6 +127,10 @@ impl Chunked {
         }
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match httparse::parse_headers(buf, &mut fields) {
+            // Too long, however it arrived (whole, it would not have been seen partial).
+            Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                Err(ProtocolError::HeadTooLarge)
+            }
             Ok(httparse::Status::Complete((len, fields))) => {
                 let mut trailers = HeaderMap::with_capacity(fields.len());
                 for f in fields.iter() {
@@ -151,9 +155,11 @@ impl Chunked {
 }
 
 /// Where the first line ends (the index of its CR), looking at most `limit` bytes in. A line
-/// ending in a bare LF is an error.
+/// ending in a bare LF is an error, and so is one longer than `limit` whether or not its end
+/// has arrived: a body must not be refused or accepted depending on how it was split.
 fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ProtocolError> {
     match buf.iter().position(|b| *b == b'\n') {
+        Some(i) if i > limit => Err(ProtocolError::Chunk),
         Some(i) if i > 0 && buf[i - 1] == b'\r' => Ok(Some(i - 1)),
         Some(_) => Err(ProtocolError::Chunk),
         None if buf.len() > limit => Err(ProtocolError::Chunk),

@@ -402,3 +402,21 @@ fn a_request_with_more_than_one_host_field_is_refused() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn a_long_chunk_line_or_trailer_section_is_refused_however_it_was_split() {
+    let mut line = b"5;".to_vec();
+    line.extend(std::iter::repeat_n(b'a', 5000));
+    line.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+    let mut trailers = b"0\r\nx: ".to_vec();
+    trailers.extend(std::iter::repeat_n(b'a', 20_000));
+    trailers.extend_from_slice(b"\r\n\r\n");
+    for (wire, error) in [
+        (line, ProtocolError::Chunk),
+        (trailers, ProtocolError::HeadTooLarge),
+    ] {
+        for step in [97, 4096, wire.len()] {
+            assert_eq!(decode_in_steps(&wire, step).unwrap_err(), error, "step {step}");
+        }
+    }
+}
