@@ -78,8 +78,14 @@ async fn malformed_chunked_bodies_are_the_clients_400_and_never_the_backends_fau
     let (_dir, app, weir) = setup(&[]);
     let bodies = [
         ("a size that is not hex", "zz\r\nhello\r\n0\r\n\r\n"),
-        ("an 18-digit size", "123456789012345678\r\nhello\r\n0\r\n\r\n"),
-        ("more data than the size", "5\r\nhello, and more\r\n0\r\n\r\n"),
+        (
+            "an 18-digit size",
+            "123456789012345678\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "more data than the size",
+            "5\r\nhello, and more\r\n0\r\n\r\n",
+        ),
         ("a bare LF after the size", "5\nhello\r\n0\r\n\r\n"),
         // Read leniently, this last chunk's line ends at the LF and its trailer section never
         // does: the connection would hang until the client gave up.
@@ -88,7 +94,10 @@ async fn malformed_chunked_bodies_are_the_clients_400_and_never_the_backends_fau
     for (what, body) in bodies {
         let answer = exchange(weir.addr, &chunked_post(body), Duration::from_secs(10)).await;
         assert!(answer.starts_with("http/1.1 400"), "{what}: {answer}");
-        assert!(answer.contains("x-weir-error: bad-request"), "{what}: {answer}");
+        assert!(
+            answer.contains("x-weir-error: bad-request"),
+            "{what}: {answer}"
+        );
     }
 
     // Nothing was held against the backend: its breaker (one failure ejects) is still closed.
@@ -199,7 +208,9 @@ async fn a_body_that_stops_coming_gets_408_and_frees_the_backend_connection() {
         .await
         .unwrap();
     let request = Request::post(format!("http://{HOST}/upload"))
-        .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), send.send_request(request))
         .await
@@ -211,7 +222,8 @@ async fn a_body_that_stops_coming_gets_408_and_frees_the_backend_connection() {
 
     let metrics = String::from_utf8_lossy(&weir.admin_get("/metrics").await.body).into_owned();
     assert!(
-        metrics.contains("weir_proxy_errors_total{reason=\"client-timeout\",side=\"downstream\"} 2"),
+        metrics
+            .contains("weir_proxy_errors_total{reason=\"client-timeout\",side=\"downstream\"} 2"),
         "{metrics}"
     );
     // Neither stall was held against the backend (one failure would have ejected it).

@@ -369,7 +369,8 @@ fn a_last_chunk_ending_in_a_bare_lf_is_an_error_at_once_not_a_wait() {
 
 #[test]
 fn chunk_extensions_may_follow_spaces_and_a_trailer_section_may_follow_the_last_chunk() {
-    let (data, trailers) = decode_in_steps(b"5 \t;ext=\"a b\"\r\nhello\r\n0;last\r\n\r\n", 1).unwrap();
+    let (data, trailers) =
+        decode_in_steps(b"5 \t;ext=\"a b\"\r\nhello\r\n0;last\r\n\r\n", 1).unwrap();
     assert_eq!((data.as_slice(), trailers), (&b"hello"[..], None));
     // What follows the body (a pipelined request, even one with bare LFs) is not the body's.
     let mut buf = BytesMut::from(&b"0\r\n\r\nGET / HTTP/1.1\nhost: a\n\n"[..]);
@@ -416,7 +417,11 @@ fn a_long_chunk_line_or_trailer_section_is_refused_however_it_was_split() {
         (trailers, ProtocolError::HeadTooLarge),
     ] {
         for step in [97, 4096, wire.len()] {
-            assert_eq!(decode_in_steps(&wire, step).unwrap_err(), error, "step {step}");
+            assert_eq!(
+                decode_in_steps(&wire, step).unwrap_err(),
+                error,
+                "step {step}"
+            );
         }
     }
 }

@@ -67,9 +67,9 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.armed = false;
-                return Poll::Ready(frame.map(|f| {
-                    f.map_err(|e| ClientBodyError::Failed(e.into()).into())
-                }));
+                return Poll::Ready(
+                    frame.map(|f| f.map_err(|e| ClientBodyError::Failed(e.into()).into())),
+                );
             }
             Poll::Pending if this.timeout.is_zero() => return Poll::Pending,
             Poll::Pending => {}
@@ -83,7 +83,9 @@ where
             *this.armed = true;
         }
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::TimedOut(*this.timeout).into()))),
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err(ClientBodyError::TimedOut(*this.timeout).into())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -108,9 +110,17 @@ mod tests {
 
     type Sent = Result<Frame<Bytes>, BoxError>;
 
-    fn channel_body(timeout: Duration) -> (mpsc::Sender<Sent>, ClientBody<StreamBody<ReceiverStream<Sent>>>) {
+    fn channel_body(
+        timeout: Duration,
+    ) -> (
+        mpsc::Sender<Sent>,
+        ClientBody<StreamBody<ReceiverStream<Sent>>>,
+    ) {
         let (tx, rx) = mpsc::channel(4);
-        (tx, ClientBody::new(StreamBody::new(ReceiverStream::new(rx)), timeout))
+        (
+            tx,
+            ClientBody::new(StreamBody::new(ReceiverStream::new(rx)), timeout),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -129,7 +139,10 @@ mod tests {
         let started = Instant::now();
         let error = body.frame().await.unwrap().unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(60));
-        assert_eq!(ProxyError::from_client_body(&*error), Some(ProxyError::ClientTimeout));
+        assert_eq!(
+            ProxyError::from_client_body(&*error),
+            Some(ProxyError::ClientTimeout)
+        );
         drop(tx);
     }
 
@@ -142,7 +155,9 @@ mod tests {
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()));
         assert!(pending.is_pending());
-        tx.send(Ok(Frame::data(Bytes::from_static(b"late")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"late"))))
+            .await
+            .unwrap();
         assert_eq!(next.await.unwrap().unwrap().into_data().unwrap(), "late");
     }
 
@@ -151,7 +166,10 @@ mod tests {
         let (tx, mut body) = channel_body(Duration::from_secs(60));
         tx.send(Err("malformed chunked body".into())).await.unwrap();
         let error = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(ProxyError::from_client_body(&*error), Some(ProxyError::BadRequest));
+        assert_eq!(
+            ProxyError::from_client_body(&*error),
+            Some(ProxyError::BadRequest)
+        );
         // Any error that does not come from a client body is not the client's.
         let other: BoxError = "backend reset".into();
         assert_eq!(ProxyError::from_client_body(&*other), None);

@@ -181,11 +181,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_zero_idle_timeout_never_ends() {
         let (_open, streams) = watch::channel(0usize);
-        let result = tokio::time::timeout(
-            Duration::from_secs(86_400),
-            idle(streams, Duration::ZERO),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(Duration::from_secs(86_400), idle(streams, Duration::ZERO)).await;
         assert!(result.is_err());
     }
 }
