@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use crate::{body::ClientBodyError, error::Side};
 
-    fn body_failed(cause: crate::body::BoxError) -> UpstreamError {
+    fn body_failed(cause: body::BoxError) -> UpstreamError {
         UpstreamError::Http1(h1::Error::RequestBody(cause))
     }
 
