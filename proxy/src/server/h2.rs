@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   client ══ streams ══▶ hyper ── Request<ClientBody> ──▶ handler
-//!                           ▲ ◀── Response<Tracked> (open until its body ends) ─┘
+//!                           ▲ ◀── Response (the stream open until its body ends) ─┘
 //!   idle watch: no stream open for the idle timeout ──▶ graceful shutdown (GOAWAY, close)
 //! ```
 //!
@@ -14,24 +14,15 @@
 //! `keepalive_timeout`) and Envoy's `idle_timeout` do. Request bodies get the per-read
 //! timeout of [`ClientBody`].
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::{body::Incoming, server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 use super::{client_body::ClientBody, Peer, Shutdown, Transport};
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body, Observed};
 
 /// What an HTTP/2 connection is given besides hyper's own settings.
 #[derive(Clone, Copy, Debug)]
@@ -68,10 +59,8 @@ where
         let response = Box::pin(handler(peer, req));
         async move {
             let response = response.await;
-            Ok::<_, Infallible>(response.map(|inner| Tracked {
-                inner,
-                _stream: stream,
-            }))
+            // The stream stays counted until its response body has ended or is dropped.
+            Ok::<_, Infallible>(response.map(|body| Observed::new(body, move |_| drop(stream))))
         }
     });
     // Boxed: an HTTP/2 connection's state is large; inline, it would size the future of every
@@ -123,35 +112,6 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.0.send_modify(|open| *open -= 1);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its stream counted as open.
-    struct Tracked {
-        #[pin]
-        inner: Body,
-        _stream: Stream,
-    }
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
