@@ -58,7 +58,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// the rest, and refuses malformed escapes and control characters.
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    // Bytes, not chars: a byte of a multi-byte character pushed as a char would become a
+    // character of its own (`é` would turn into `Ã©`).
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -70,18 +72,19 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 return Err(PathError::Control);
             }
             if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                out.push(value as char);
+                out.push(value);
             } else {
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
+                out.push(b'%');
+                out.extend(hex.bytes().map(|h| h.to_ascii_uppercase()));
             }
             i += 3;
         } else {
-            out.push(b as char);
+            out.push(b);
             i += 1;
         }
     }
-    Ok(out)
+    // Only ASCII took the place of ASCII escapes: still the UTF-8 it was.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 #[cfg(test)]
@@ -106,6 +109,16 @@ mod tests {
         assert_eq!(normalize_path("/a%2fb/..").unwrap(), "/");
         assert_eq!(normalize_path("/%7euser").unwrap(), "/~user");
         assert_eq!(normalize_path("/..").unwrap(), "/");
+    }
+
+    #[test]
+    fn characters_beyond_ascii_stay_as_they_were_sent() {
+        // Found by proxy/fuzz's normalize_path: each byte of `é` became a character of its
+        // own, so the normal form changed again when normalised.
+        let normal = normalize_path("/caf\u{e9}//%41/\u{48d}/./x").unwrap();
+        assert_eq!(normal, "/caf\u{e9}/A/\u{48d}/x");
+        assert_eq!(normalize_path(&normal).unwrap(), normal);
+        assert!(http::Uri::try_from("/caf\u{e9}/%41").is_ok());
     }
 
     #[test]

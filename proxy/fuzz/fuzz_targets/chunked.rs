@@ -1,5 +1,5 @@
 //! Any bytes as a chunked body, fed to the decoder whole and in pieces of any size: both ways
-//! give the same data, the same trailers (or the same error) and leave the same bytes after
+//! give the same data and the same trailers (or both refuse it) and leave the same bytes after
 //! the body, so where a body ends never depends on how the network split it. Never panics.
 //!
 //! cargo +nightly fuzz run chunked fuzz/corpus/chunked   (from proxy/)
@@ -54,6 +54,9 @@ fuzz_target!(|data: &[u8]| {
     match (&whole, &pieces) {
         // Waiting with part of the data: pieces may have handed out less of a chunk so far.
         (Outcome::Waiting(a), Outcome::Waiting(b)) => assert!(a.starts_with(b) || b.starts_with(a)),
+        // Refused both ways; which fault is seen first may depend on the split (`\r\r\n\n`
+        // in a trailer: a bad field value, or a bare LF), and both refuse the message.
+        (Outcome::Failed(_), Outcome::Failed(_)) => {}
         _ => assert_eq!(whole, pieces),
     }
 });
