@@ -128,6 +128,20 @@ struct Args {
     /// Close a client connection that doesn't send its request headers within this time.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
+    /// A request body that has been waited on this long without a byte arriving fails with
+    /// 408, and its backend connection is closed (nginx's client_body_timeout); 0s: no limit.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    client_body_timeout: Duration,
+    /// Close (GOAWAY) an HTTP/2 client connection with no stream open for this long; 0s: never.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    http2_idle_timeout: Duration,
+    /// Send HTTP/2 clients a PING this often, and close a connection whose PING goes
+    /// unanswered for --http2-keepalive-timeout; 0s: no PINGs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 client has to answer a PING.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    http2_keepalive_timeout: Duration,
     /// On SIGTERM, wait this long for in-flight requests before closing connections.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -362,6 +376,10 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let plain_settings = ServerSettings {
         header_read_timeout: args.header_read_timeout,
         drain_timeout: args.drain_timeout,
+        client_body_timeout: args.client_body_timeout,
+        http2_idle_timeout: args.http2_idle_timeout,
+        http2_keepalive_interval: args.http2_keepalive_interval,
+        http2_keepalive_timeout: args.http2_keepalive_timeout,
         ..ServerSettings::default()
     };
     let mut listeners = vec![(plain, plain_settings.clone())];

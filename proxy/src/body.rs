@@ -37,6 +37,18 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Why a request body failed on the client's side (see `server::ClientBody`): the client's
+/// fault, whichever layer meets it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// It is malformed (a broken chunked coding), was cut short, or its stream was reset.
+    #[error("the client's request body failed")]
+    Failed(#[source] BoxError),
+    /// Nothing of it arrived for this long while it was waited on.
+    #[error("no request body arrived for {0:?}")]
+    TimedOut(std::time::Duration),
+}
+
 /// The error a [`Limited`] body yields past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the route's limit of {0} bytes")]

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::{full, Body};
+use crate::body::{full, Body, ClientBodyError};
 
 /// The header that names why Weir (not the backend) produced a response.
 pub const ERROR_HEADER: &str = "x-weir-error";
@@ -40,6 +40,9 @@ pub enum ProxyError {
     BadRequest,
     /// 404: no route matches.
     NoRoute,
+    /// 408: the client stopped sending its request body (nothing arrived for the client body
+    /// timeout).
+    ClientTimeout,
     /// 413: the body is larger than the route allows.
     BodyTooLarge,
     /// 431: the headers are larger than allowed.
@@ -77,6 +80,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -97,6 +101,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => "bad-request",
             ProxyError::NoRoute => "no-route",
+            ProxyError::ClientTimeout => "client-timeout",
             ProxyError::BodyTooLarge => "body-too-large",
             ProxyError::HeadersTooLarge => "headers-too-large",
             ProxyError::UnsupportedTransferCoding => "unsupported-transfer-coding",
@@ -118,6 +123,7 @@ impl ProxyError {
     pub fn side(self) -> Side {
         match self {
             ProxyError::BadRequest
+            | ProxyError::ClientTimeout
             | ProxyError::BodyTooLarge
             | ProxyError::HeadersTooLarge
             | ProxyError::UnsupportedTransferCoding
@@ -141,6 +147,7 @@ impl ProxyError {
         let text = match self {
             ProxyError::BadRequest => "bad request\n",
             ProxyError::NoRoute => "no route for this request\n",
+            ProxyError::ClientTimeout => "request body timed out\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::HeadersTooLarge => "request headers too large\n",
             ProxyError::UnsupportedTransferCoding => "transfer coding not supported\n",
@@ -168,11 +175,27 @@ impl ProxyError {
             || self == ProxyError::HeadersTooLarge
             || self == ProxyError::UnsupportedTransferCoding
             || self == ProxyError::BadRequest
+            || self == ProxyError::ClientTimeout
         {
             // The rest of the request may still be on the wire; don't try to read past it.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+
+    /// The client's error that `error` (or one of its sources) is, when it comes from a
+    /// request body failing on the client's side ([`ClientBodyError`]): 408 for a body that
+    /// stopped coming, 400 for one that is malformed or cut short. `None` for any other error.
+    pub fn from_client_body(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            match e.downcast_ref::<ClientBodyError>() {
+                Some(ClientBodyError::TimedOut(_)) => return Some(ProxyError::ClientTimeout),
+                Some(ClientBodyError::Failed(_)) => return Some(ProxyError::BadRequest),
+                None => source = e.source(),
+            }
+        }
+        None
     }
 
     /// The gRPC status code a gRPC client gets for this error.
@@ -185,7 +208,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED
             ProxyError::Unauthenticated => 16, // UNAUTHENTICATED
             ProxyError::Forbidden | ProxyError::AccessDenied => 7, // PERMISSION_DENIED
-            ProxyError::Timeout => 4,          // DEADLINE_EXCEEDED
+            ProxyError::Timeout | ProxyError::ClientTimeout => 4, // DEADLINE_EXCEEDED
             ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed
             | ProxyError::BackendReset

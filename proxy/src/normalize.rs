@@ -127,7 +127,9 @@ pub fn normalize_path(path: &str, policy: PathPolicy) -> Result<Cow<'_, str>, Pa
 /// control characters.
 fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    // Bytes, not chars: a byte of a multi-byte character pushed as a char would become a
+    // character of its own (`é` would turn into `Ã©`).
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -139,41 +141,42 @@ fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
                 return Err(PathError::Control);
             }
             if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                out.push(value as char);
+                out.push(value);
             } else if matches!(value, b'/' | b'\\') {
                 separator(&mut out, slashes, Some(hex))?;
             } else {
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
+                out.push(b'%');
+                out.extend(hex.bytes().map(|h| h.to_ascii_uppercase()));
             }
             i += 3;
         } else {
             if b == b'\\' {
                 separator(&mut out, slashes, None)?;
             } else {
-                out.push(b as char);
+                out.push(b);
             }
             i += 1;
         }
     }
-    Ok(out)
+    // Only ASCII took the place of ASCII escapes: still the UTF-8 it was.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 /// Writes what stands for an encoded slash or backslash (`escape`: its hex digits) or a raw
 /// backslash (`None`) under `slashes`.
 fn separator(
-    out: &mut String,
+    out: &mut Vec<u8>,
     slashes: EscapedSlashes,
     escape: Option<&str>,
 ) -> Result<(), PathError> {
     match (slashes, escape) {
         (EscapedSlashes::Reject, _) => return Err(PathError::EscapedSlash),
-        (EscapedSlashes::Unescape, _) => out.push('/'),
+        (EscapedSlashes::Unescape, _) => out.push(b'/'),
         (EscapedSlashes::Keep, Some(hex)) => {
-            out.push('%');
-            out.push_str(&hex.to_ascii_uppercase());
+            out.push(b'%');
+            out.extend(hex.bytes().map(|h| h.to_ascii_uppercase()));
         }
-        (EscapedSlashes::Keep, None) => out.push('\\'),
+        (EscapedSlashes::Keep, None) => out.push(b'\\'),
     }
     Ok(())
 }
@@ -216,6 +219,16 @@ mod tests {
         assert_eq!(normal("/a%3Bb").unwrap(), "/a%3Bb", "an encoded ; is data");
         assert_eq!(normalize_path("/a%2Fb", KEEP).unwrap(), "/a%2Fb");
         assert_eq!(normalize_path("/a%2fb/..", KEEP).unwrap(), "/");
+    }
+
+    #[test]
+    fn characters_beyond_ascii_stay_as_they_were_sent() {
+        // Found by proxy/fuzz's normalize_path: each byte of `é` became a character of its
+        // own, so the normal form changed again when normalised.
+        let form = normal("/caf\u{e9}//%41/\u{48d}/./x").unwrap();
+        assert_eq!(form, "/caf\u{e9}/A/\u{48d}/x");
+        assert_eq!(normal(&form).unwrap(), form);
+        assert!(http::Uri::try_from("/caf\u{e9}/%41").is_ok());
     }
 
     #[test]

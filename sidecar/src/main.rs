@@ -100,6 +100,18 @@ struct RunArgs {
     /// On SIGTERM, wait this long for in-flight requests.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// A request body (in either direction) waited on this long without a byte arriving
+    /// fails with 408, and its connection to the app or endpoint is closed; 0s: no limit.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    client_body_timeout: Duration,
+    /// Close (GOAWAY) an HTTP/2 connection from the app or a peer with no stream open for
+    /// this long; 0s: never.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    http2_idle_timeout: Duration,
+    /// PING HTTP/2 clients this often (0s: never), closing a connection whose PING goes
+    /// unanswered for 20s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http2_keepalive_interval: Duration,
     /// The kubelet's probes, rewritten by the injector (JSON, path → probe).
     #[arg(long, env = "WEIR_APP_PROBES", hide_env_values = true)]
     app_probes: Option<String>,
@@ -294,6 +306,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = Upstream::new(&upstream_settings, &metrics);
     let server_settings = ServerSettings {
         drain_timeout: args.drain_timeout,
+        client_body_timeout: args.client_body_timeout,
+        http2_idle_timeout: args.http2_idle_timeout,
+        http2_keepalive_interval: args.http2_keepalive_interval,
         ..ServerSettings::default()
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(

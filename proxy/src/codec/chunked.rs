@@ -1,5 +1,10 @@
 //! The chunked transfer coding (RFC 9112 §7.1): chunk-size lines and the last chunk with its
 //! trailers out, a body decoded as its bytes arrive.
+//!
+//! Decoding is strict where leniency is how two parsers come to disagree about where a body
+//! ends: every line ends in CRLF (a bare LF is refused, never read as a line end, so `0\n\r\n`
+//! is an error at once rather than a last chunk whose end never comes), a chunk size is hex
+//! digits only, and whitespace may stand only before an extension's `;`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -116,8 +121,16 @@ impl Chunked {
             self.state = ChunkState::Done;
             return Ok(Decoded::Done);
         }
+        // httparse takes a bare LF as a line end; here it is refused, as in chunk-size lines.
+        if bare_lf(buf) {
+            return Err(ProtocolError::Chunk);
+        }
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match httparse::parse_headers(buf, &mut fields) {
+            // Too long, however it arrived (whole, it would not have been seen partial).
+            Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                Err(ProtocolError::HeadTooLarge)
+            }
             Ok(httparse::Status::Complete((len, fields))) => {
                 let mut trailers = HeaderMap::with_capacity(fields.len());
                 for f in fields.iter() {
@@ -141,20 +154,51 @@ impl Chunked {
     }
 }
 
-/// Where the first CRLF is, looking at most `limit` bytes in.
+/// Where the first line ends (the index of its CR), looking at most `limit` bytes in. A line
+/// ending in a bare LF is an error, and so is one longer than `limit` whether or not its end
+/// has arrived: a body must not be refused or accepted depending on how it was split.
 fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ProtocolError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => Ok(Some(i)),
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(i) if i > limit => Err(ProtocolError::Chunk),
+        Some(i) if i > 0 && buf[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(ProtocolError::Chunk),
         None if buf.len() > limit => Err(ProtocolError::Chunk),
         None => Ok(None),
     }
 }
 
-/// The size from a chunk-size line (hex digits, then optional `;extensions`).
+/// Whether the bytes up to the end of a trailer section (or all of them, while it is still
+/// arriving) hold an LF without its CR.
+fn bare_lf(buf: &[u8]) -> bool {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let section = &buf[..end.min(MAX_TRAILERS + 4)];
+    section
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || section[i - 1] != b'\r'))
+}
+
+/// The size from a chunk-size line (hex digits, then optional `;extensions`, which may be
+/// preceded by spaces or tabs and hold no control characters besides tab).
 fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
-    let digits = digits.trim_ascii_end();
-    if digits.is_empty() || digits.len() > 15 {
+    let (mut digits, extensions) = match line.iter().position(|b| *b == b';') {
+        Some(i) => (&line[..i], &line[i..]),
+        None => (line, &b""[..]),
+    };
+    if !extensions.is_empty() {
+        while let [rest @ .., b' ' | b'\t'] = digits {
+            digits = rest;
+        }
+    }
+    if digits.is_empty()
+        || digits.len() > 15
+        || extensions
+            .iter()
+            .any(|b| b.is_ascii_control() && *b != b'\t')
+    {
         return Err(ProtocolError::Chunk);
     }
     digits.iter().try_fold(0u64, |n, d| {

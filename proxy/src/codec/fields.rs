@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 use http::{
-    header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE},
+    header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE},
     HeaderMap, HeaderName, HeaderValue, Version,
 };
 
@@ -30,6 +30,8 @@ pub(super) struct Present {
     /// `Expect: 100-continue`.
     pub(super) expect: bool,
     pub(super) upgrade: bool,
+    /// How many `Host` fields there are (a request must have exactly one, RFC 9112 §3.2).
+    pub(super) hosts: usize,
 }
 
 impl Present {
@@ -120,6 +122,7 @@ pub(super) fn locate_fields(
         connection: Tokens::default(),
         expect: false,
         upgrade: false,
+        hosts: 0,
     };
     for (i, f) in fields.iter().enumerate() {
         let start = offset(buf, f.value);
@@ -159,6 +162,8 @@ pub(super) fn locate_fields(
             present.expect |= f.value.eq_ignore_ascii_case(b"100-continue");
         } else if name == UPGRADE {
             present.upgrade = true;
+        } else if name == HOST {
+            present.hosts += 1;
         }
     }
     located.truncate(fields.len());

@@ -53,6 +53,10 @@ pub enum ProtocolError {
     /// A chunk-size line or the CRLF after a chunk is wrong.
     #[error("malformed chunked body")]
     Chunk,
+    /// A request with more than one `Host` field: which one names the target is ambiguous, and
+    /// RFC 9112 §3.2 has the server answer 400 (as nginx and HAProxy do).
+    #[error("more than one host field")]
+    DuplicateHost,
     /// A header value that `http` does not accept.
     #[error("invalid header value")]
     HeaderValue,

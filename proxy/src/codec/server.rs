@@ -70,6 +70,9 @@ pub fn parse_request(
     let start = offset(buf, target.as_bytes());
     let target = start..start + target.len();
     let present = locate_fields(buf, parsed.headers, fields)?;
+    if present.hosts > 1 {
+        return Err(ProtocolError::DuplicateHost);
+    }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| ProtocolError::Target)?;
     let headers = header_map(&head, fields, REQUEST_HEADROOM, present)?;

@@ -289,6 +289,18 @@ fn broken_chunked_bodies_are_errors() {
         b"5\r\nhelloXX0\r\n\r\n",
         b"\r\n",
         b"fffffffffffffffff\r\n",
+        b"123456789012345678\r\n",
+        // Bare LFs are refused wherever a line ends, never read as a line end.
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\n\r\n",
+        b"0\r\n\n",
+        b"0\r\nx-sum: 9\n\r\n",
+        // Whitespace only before an extension; no control characters in one.
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b" 5\r\nhello\r\n0\r\n\r\n",
+        b"5\r;a\r\nhello\r\n0\r\n\r\n",
+        b"5;a\x00b\r\nhello\r\n0\r\n\r\n",
     ] {
         assert_eq!(
             decode_in_steps(wire, 1).unwrap_err(),
@@ -343,4 +355,73 @@ fn names_of_the_previous_head_are_reused_only_when_written_the_same() {
         fields(&fifth),
         ["server=e", "x-other=9", "x-trace=10", "x-short=11"]
     );
+}
+
+#[test]
+fn a_last_chunk_ending_in_a_bare_lf_is_an_error_at_once_not_a_wait() {
+    // Read leniently, `0\n` would end the body and `\r\n` start a trailer section that never
+    // ends: the decoder would ask for more forever.
+    let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\n\r\n"[..]);
+    let mut decoder = Chunked::default();
+    assert!(matches!(decoder.decode(&mut buf), Ok(Decoded::Data(_))));
+    assert_eq!(decoder.decode(&mut buf), Err(ProtocolError::Chunk));
+}
+
+#[test]
+fn chunk_extensions_may_follow_spaces_and_a_trailer_section_may_follow_the_last_chunk() {
+    let (data, trailers) =
+        decode_in_steps(b"5 \t;ext=\"a b\"\r\nhello\r\n0;last\r\n\r\n", 1).unwrap();
+    assert_eq!((data.as_slice(), trailers), (&b"hello"[..], None));
+    // What follows the body (a pipelined request, even one with bare LFs) is not the body's.
+    let mut buf = BytesMut::from(&b"0\r\n\r\nGET / HTTP/1.1\nhost: a\n\n"[..]);
+    assert_eq!(Chunked::default().decode(&mut buf), Ok(Decoded::Done));
+    assert_eq!(&buf[..], b"GET / HTTP/1.1\nhost: a\n\n");
+    let mut buf = BytesMut::from(&b"0\r\nx: 1\r\n\r\nGET / HTTP/1.1\nhost: a\n\n"[..]);
+    assert!(matches!(
+        Chunked::default().decode(&mut buf),
+        Ok(Decoded::Trailers(_))
+    ));
+}
+
+#[test]
+fn a_request_with_more_than_one_host_field_is_refused() {
+    for head in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nx: 1\r\nhost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a\r\nHOST:\r\n\r\n",
+    ] {
+        let mut buf = BytesMut::from(head);
+        assert_eq!(
+            parse_request(&mut buf, &mut Fields::default(), MAX_HEAD).unwrap_err(),
+            ProtocolError::DuplicateHost,
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
+    assert!(parse_request(&mut buf, &mut Fields::default(), MAX_HEAD)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn a_long_chunk_line_or_trailer_section_is_refused_however_it_was_split() {
+    let mut line = b"5;".to_vec();
+    line.extend(std::iter::repeat_n(b'a', 5000));
+    line.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+    let mut trailers = b"0\r\nx: ".to_vec();
+    trailers.extend(std::iter::repeat_n(b'a', 20_000));
+    trailers.extend_from_slice(b"\r\n\r\n");
+    for (wire, error) in [
+        (line, ProtocolError::Chunk),
+        (trailers, ProtocolError::HeadTooLarge),
+    ] {
+        for step in [97, 4096, wire.len()] {
+            assert_eq!(
+                decode_in_steps(&wire, step).unwrap_err(),
+                error,
+                "step {step}"
+            );
+        }
+    }
 }

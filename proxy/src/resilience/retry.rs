@@ -20,7 +20,7 @@ use super::budget::backoff;
 use crate::{
     balance::{Endpoint, Pool},
     body::{self, Body},
-    error::ProxyError,
+    error::{ProxyError, Side},
     upstream::{classify, h1::idempotent, Upstream},
 };
 
@@ -68,7 +68,7 @@ impl Replay {
             if e.is::<body::TooLarge>() {
                 ProxyError::BodyTooLarge
             } else {
-                ProxyError::BadRequest
+                ProxyError::from_client_body(&*e).unwrap_or(ProxyError::BadRequest)
             }
         })?;
         Ok(Replay::Bytes(bytes.to_bytes()))
@@ -150,7 +150,9 @@ pub fn send<'a>(
                 attempt(upstream, protocol, request, &endpoint, sent, try_deadline).await;
             report.upstream_wait += answered.saturating_duration_since(sent);
             let success = matches!(&outcome, Ok(r) if !r.status().is_server_error());
-            let endpoint_failure = !matches!(outcome, Err(ProxyError::BodyTooLarge));
+            // The client's own failures (its body too large, malformed, stalled) say nothing
+            // about the endpoint.
+            let endpoint_failure = !matches!(&outcome, Err(e) if e.side() == Side::Downstream);
             if success || endpoint_failure {
                 pool.record(&endpoint, success);
             }
@@ -207,7 +209,11 @@ async fn attempt(
     };
     match result {
         Ok(Ok(response)) => (Ok(response), in_flight.success()),
-        Ok(Err(e)) => (Err(classify(&e)), in_flight.failure()),
+        // No latency penalty for what the client did.
+        Ok(Err(e)) => match classify(&e) {
+            e if e.side() == Side::Downstream => (Err(e), Instant::now()),
+            e => (Err(e), in_flight.failure()),
+        },
         Err(e) => (Err(e), in_flight.failure()),
     }
 }

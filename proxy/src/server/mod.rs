@@ -1,14 +1,13 @@
 //! Listeners: accept connections, serve HTTP/1.1 (Weir's own server, [`h1`]) and HTTP/2
-//! (hyper's), and drain gracefully on shutdown. In cleartext, HTTP/2 is h2c prior knowledge,
-//! detected from the first bytes; over TLS, ALPN chooses.
+//! (hyper's, with an idle timeout, [`h2`]), and drain gracefully on shutdown. In cleartext,
+//! HTTP/2 is h2c prior knowledge, detected from the first bytes; over TLS, ALPN chooses.
+//! Request bodies of both come as [`ClientBody`], which times out a client that stops sending.
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Request, Response};
-use hyper::{body::Incoming, server::conn::http2, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
@@ -17,13 +16,16 @@ use tokio::{
 use prometheus::IntCounter;
 
 use crate::{
-    body::{self, Body, BoxError},
+    body::{Body, BoxError},
     detect::{peek_until, H2_PREFACE},
     metrics::Metrics,
 };
 
+mod client_body;
 pub mod h1;
+mod h2;
 
+pub use client_body::ClientBody;
 pub use h1::Transport;
 
 /// Limits and timeouts for client connections.
@@ -39,6 +41,15 @@ pub struct ServerSettings {
     /// Terminate TLS with this configuration (the handshake must finish within
     /// `header_read_timeout`); cleartext when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A request body that has been waited on this long without a byte arriving fails: 408
+    /// when its response has not started (nginx's `client_body_timeout`). Zero: no limit.
+    pub client_body_timeout: Duration,
+    /// An HTTP/2 connection with no stream open for this long is closed (GOAWAY). Zero: never.
+    pub http2_idle_timeout: Duration,
+    /// HTTP/2 PINGs go out on a connection this often; zero: none.
+    pub http2_keepalive_interval: Duration,
+    /// A connection whose client has not answered a PING within this time is closed.
+    pub http2_keepalive_timeout: Duration,
 }
 
 /// Who sent a request.
@@ -57,6 +68,10 @@ impl Default for ServerSettings {
             max_buffer: 256 * 1024,
             drain_timeout: Duration::from_secs(15),
             tls: None,
+            client_body_timeout: Duration::from_secs(60),
+            http2_idle_timeout: Duration::from_secs(180),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -237,6 +252,7 @@ impl Terminator {
 pub struct Http {
     http1: h1::Settings,
     http2: http2::Builder<TokioExecutor>,
+    limits: h2::Limits,
 }
 
 impl Http {
@@ -246,13 +262,27 @@ impl Http {
             header_read_timeout: settings.header_read_timeout,
             max_head: settings.max_buffer,
             idle: metrics.downstream_idle.clone(),
+            body_timeout: settings.client_body_timeout,
         };
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(settings.max_buffer as u32)
             .max_concurrent_streams(1024);
-        Self { http1, http2 }
+        if !settings.http2_keepalive_interval.is_zero() {
+            http2
+                .keep_alive_interval(settings.http2_keepalive_interval)
+                .keep_alive_timeout(settings.http2_keepalive_timeout);
+        }
+        let limits = h2::Limits {
+            idle_timeout: settings.http2_idle_timeout,
+            body_timeout: settings.client_body_timeout,
+        };
+        Self {
+            http1,
+            http2,
+            limits,
+        }
     }
 
     /// Serves one connection speaking `version` with `handler` until it ends (gracefully after
@@ -273,16 +303,7 @@ impl Http {
     {
         match version {
             HttpVersion::Http2 => {
-                // hyper keeps a slot the size of the service future for the connection's whole
-                // life; boxing the handler's (large) future keeps that slot pointer-sized.
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let response = Box::pin(handler(peer, req.map(body::boxed)));
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                // Boxed: an HTTP/2 connection's state is large; inline, it would size the
-                // future of every HTTP/1 connection too.
-                let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
-                Ok(until_shutdown(conn.as_mut(), shutdown, |c| c.graceful_shutdown()).await?)
+                Ok(h2::serve(&self.http2, self.limits, io, handler, peer, shutdown).await?)
             }
             HttpVersion::Http1 => Ok(h1::serve(io, handler, peer, &self.http1, shutdown).await?),
         }
@@ -313,31 +334,6 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Option<HttpVersion>> {
         }
     })
     .await
-}
-
-/// Drives a connection to its end; when shutdown begins, asks it to finish gracefully (finish
-/// in-flight requests, then close) and keeps driving it.
-async fn until_shutdown<C, E>(
-    mut conn: Pin<&mut C>,
-    mut shutdown: Shutdown,
-    graceful: fn(Pin<&mut C>),
-) -> Result<(), E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    tokio::select! {
-        // The connection first: it is what wakes this task nearly every time.
-        biased;
-        result = conn.as_mut() => return result,
-        stopping = stopping(&mut shutdown) => {
-            if !stopping {
-                // The process is not managing shutdown: run until the client is done.
-                return conn.await;
-            }
-        }
-    }
-    graceful(conn.as_mut());
-    conn.await
 }
 
 /// Waits for shutdown to begin, forever when the sender is gone.

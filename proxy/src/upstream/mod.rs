@@ -184,11 +184,42 @@ pub fn classify(e: &UpstreamError) -> ProxyError {
         }
         false
     };
+    // The request body failing on the client's side is the client's error (400, 408), not
+    // the backend's: it is answered and counted as such, and never held against the endpoint.
+    let client = || ProxyError::from_client_body(e);
     match e {
         UpstreamError::Http1(h1::Error::Connect(_)) => ProxyError::ConnectFailed,
         UpstreamError::Http1(h1::Error::NoAuthority) => ProxyError::BadRequest,
         UpstreamError::Http2(e) if e.is_connect() => ProxyError::ConnectFailed,
         e if too_large(std::error::Error::source(e)) => ProxyError::BodyTooLarge,
-        _ => ProxyError::BackendReset,
+        _ => client().unwrap_or(ProxyError::BackendReset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{body::ClientBodyError, error::Side};
+
+    fn body_failed(cause: body::BoxError) -> UpstreamError {
+        UpstreamError::Http1(h1::Error::RequestBody(cause))
+    }
+
+    #[test]
+    fn a_request_body_failing_on_the_clients_side_is_the_clients_error() {
+        let malformed = body_failed(Box::new(ClientBodyError::Failed("bad chunk".into())));
+        assert_eq!(classify(&malformed), ProxyError::BadRequest);
+        let stalled = body_failed(Box::new(ClientBodyError::TimedOut(Duration::from_secs(60))));
+        assert_eq!(classify(&stalled), ProxyError::ClientTimeout);
+        assert_eq!(classify(&stalled).side(), Side::Downstream);
+        assert_eq!(classify(&stalled).status(), 408);
+        // A body failing for any other reason is still the exchange breaking.
+        assert_eq!(classify(&body_failed("?".into())), ProxyError::BackendReset);
+        assert_eq!(
+            classify(&UpstreamError::Http1(h1::Error::Closed)),
+            ProxyError::BackendReset
+        );
     }
 }

@@ -36,7 +36,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::{Peer, Shutdown};
+use super::{ClientBody, Peer, Shutdown};
 use crate::{
     body::{self, Body},
     codec::{self, ProtocolError, RequestBodyLength, RequestHead, ResponseFraming},
@@ -96,6 +96,8 @@ pub struct Settings {
     pub max_head: usize,
     /// Idle keep-alive connections, parked without buffers.
     pub idle: IntGauge,
+    /// A request body's per-read timeout (zero: none); see [`super::ClientBody`].
+    pub body_timeout: Duration,
 }
 
 /// A client connection with its buffers.
@@ -168,7 +170,7 @@ where
             RequestBodyLength::Empty => Lent::Here(conn),
             length => {
                 let (body, slot) = RequestBody::new(conn, length, expect_continue);
-                *request.body_mut() = body::boxed(body);
+                *request.body_mut() = body::boxed(ClientBody::new(body, settings.body_timeout));
                 Lent::Body(slot)
             }
         };

@@ -54,6 +54,7 @@ async fn a_spurious_wake_up_of_a_parked_connection_parks_it_again() {
         header_read_timeout: Duration::from_secs(10),
         max_head: 64 * 1024,
         idle: idle.clone(),
+        body_timeout: Duration::from_secs(60),
     };
     let readable_calls = Arc::new(AtomicUsize::new(0));
     let io = Spurious {
