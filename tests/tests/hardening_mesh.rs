@@ -164,7 +164,7 @@ async fn other_pods_get_health_and_metrics_from_the_admin_port_but_not_the_confi
         .with("tls.yaml", &mesh_tls("STRICT"));
     let controller = Controller::start_at(&dir, lan.gateway.into(), &[]);
     let _app = echo_app_in(&server, "backend", APP_PORT);
-    server.run(&binary("weir-sidecar"), &["init"]);
+    server.run(binary("weir-sidecar"), &["init"]);
     let sidecar = Sidecar::start_in(&server, &controller, &pod("backend-0", "backend"));
     sidecar.wait_ready().await;
 
