@@ -149,16 +149,14 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + '_ {
         match protocol {
             Protocol::Http1 => Either::Left(self.http1.request(request).err_into()),
-            Protocol::H2c => {
-                let client = self.h2(request.extensions().get::<Expected>());
-                Either::Right(async move {
-                    client
-                        .request(request)
-                        .await
-                        .map(|response| response.map(body::boxed))
-                        .map_err(UpstreamError::from)
-                })
-            }
+            // hyper's response future owns what it needs (the client may go), and is boxed:
+            // the per-try future stays the size of the HTTP/1.1 one.
+            Protocol::H2c => Either::Right(
+                self.h2(request.extensions().get::<Expected>())
+                    .request(request)
+                    .map_ok(|response| response.map(body::boxed))
+                    .err_into(),
+            ),
         }
     }
 }
