@@ -33,7 +33,7 @@ mod yaml;
 
 pub use controller::{certify_request, csr_for, next_sidecar_view, Controller};
 pub use yaml::{
-    api_key_policy, gateway, http_route, ingress_tls, mesh_tls, route_policy, service,
+    api_key_policy, gateway, http_route, ingress_tls, mesh_tls, route_policy, routed, service,
     service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS, MESH,
 };
 

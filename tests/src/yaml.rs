@@ -108,6 +108,18 @@ pub fn http_route(name: &str, hostnames: &[&str], rules: &str) -> String {
     )
 }
 
+/// A directory with Service `app` for `app`, the Gateway, and HTTPRoute `route` sending `host`
+/// to it: the one-backend gateway most tests start from.
+pub fn routed(app: &Echo, route: &str, host: &str) -> ConfigDir {
+    ConfigDir::new()
+        .with("svc.yaml", &service("app", &[app]))
+        .with("gw.yaml", &gateway())
+        .with(
+            "route.yaml",
+            &http_route(route, &[host], "  - backendRefs: [{name: app, port: 80}]\n"),
+        )
+}
+
 /// YAML for a `kubernetes.io/tls` Secret `name` in `default` holding `cert`.
 pub fn tls_secret(name: &str, cert: &crate::tls::Issued) -> String {
     let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");

@@ -19,27 +19,16 @@ use tokio::{
     net::TcpSocket,
 };
 use weir_e2e::{
-    gateway, http_route,
     idp::{claims, Signer},
     netns::ipv6_enabled,
-    request, route_policy, service, ConfigDir, Echo, Weir,
+    request, route_policy, routed, ConfigDir, Echo, Weir,
 };
 
 const ISS: &str = "https://idp.example.com";
 
 /// Service `app`, a Gateway, HTTPRoute `shop` for shop.example.com, and a `kind` policy on it.
 fn shop_with(app: &Echo, kind: &str, spec: &str) -> ConfigDir {
-    ConfigDir::new()
-        .with("svc.yaml", &service("app", &[app]))
-        .with("gw.yaml", &gateway())
-        .with(
-            "route.yaml",
-            &http_route(
-                "shop",
-                &["shop.example.com"],
-                "  - backendRefs: [{name: app, port: 80}]\n",
-            ),
-        )
+    routed(app, "shop", "shop.example.com")
         .with("policy.yaml", &route_policy(kind, "policy", "shop", spec))
 }
 

@@ -12,8 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use tonic::Code;
 use weir_e2e::{
-    apiserver::ApiServer, certify_request, csr_for, eventually, gateway, http_route, service,
-    ConfigDir, Controller, Echo, Weir,
+    apiserver::ApiServer, certify_request, csr_for, eventually, routed, Controller, Echo, Weir,
 };
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
@@ -138,19 +137,7 @@ async fn one_service_account_holds_at_most_its_share_of_streams() {
 #[tokio::test]
 async fn a_node_trusts_only_its_controller_ca_not_the_system_roots() {
     let app = Echo::start("app");
-    let config = || {
-        ConfigDir::new()
-            .with("svc.yaml", &service("app", &[&app]))
-            .with("gw.yaml", &gateway())
-            .with(
-                "route.yaml",
-                &http_route(
-                    "shop",
-                    &["shop.example.com"],
-                    "  - backendRefs: [{name: app, port: 80}]\n",
-                ),
-            )
-    };
+    let config = || routed(&app, "shop", "shop.example.com");
     // Two controllers, each with its own CA (its own state directory): `real` is the one
     // nodes are told to trust; `impostor` holds a certificate from a CA the system roots
     // trust.

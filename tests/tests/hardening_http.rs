@@ -18,7 +18,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use weir_e2e::{gateway, http_route, service, traffic_policy, ConfigDir, Echo, Weir};
+use weir_e2e::{routed, traffic_policy, ConfigDir, Echo, Weir};
 
 const HOST: &str = "app.example.com";
 
@@ -26,17 +26,7 @@ const HOST: &str = "app.example.com";
 /// failure, so that any failure counted against it would show.
 fn setup(flags: &[&str]) -> (ConfigDir, Echo, Weir) {
     let app = Echo::start("app");
-    let dir = ConfigDir::new()
-        .with("svc.yaml", &service("app", &[&app]))
-        .with("gw.yaml", &gateway())
-        .with(
-            "route.yaml",
-            &http_route(
-                "app",
-                &[HOST],
-                "  - backendRefs: [{name: app, port: 80}]\n",
-            ),
-        )
+    let dir = routed(&app, "app", HOST)
         .with(
             "policy.yaml",
             &traffic_policy(
