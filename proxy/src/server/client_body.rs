@@ -74,12 +74,14 @@ where
             Poll::Pending if this.timeout.is_zero() => return Poll::Pending,
             Poll::Pending => {}
         }
-        let deadline = Instant::now() + *this.timeout;
+        // The clock is read when a wait begins, not at every poll of a wait (a slow upload's
+        // reader polls again and again while it waits).
+        let timeout = *this.timeout;
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if !*this.armed {
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(Instant::now() + timeout);
             *this.armed = true;
         }
         match timer.as_mut().poll(cx) {
