@@ -116,6 +116,19 @@ impl Sidecar {
         )
     }
 
+    /// Starts the sidecar of pod `NAME-0` in namespace `shop`, running as ServiceAccount
+    /// `NAME` (the workloads of [`frontend_and_backend`]), in front of the app on `app_port`.
+    pub fn shop(
+        controller: &Controller,
+        name: &str,
+        app_port: u16,
+        ports: Ports,
+        extra: &[&str],
+    ) -> Self {
+        let pod = format!("{name}-0");
+        Self::start(controller, "shop", &pod, name, app_port, ports, extra)
+    }
+
     /// Starts the sidecar of `pod` inside network namespace `netns` on its default ports, as
     /// uid 1337 (the proxy user `weir-sidecar init` exempts from interception), and waits
     /// until its admin port (15020 on the namespace's address) listens.

@@ -237,11 +237,8 @@ apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: borrowed
         .with("tls.yaml", &mesh_tls("STRICT"));
     let controller = Controller::start(&dir);
     let app = echo_app("backend", None);
-    let sidecar = |pod: &str, sa: &str, ports: Ports| {
-        Sidecar::start(&controller, "shop", pod, sa, app.port, ports, &[])
-    };
-    let frontend = sidecar("frontend-0", "frontend", front);
-    let backend = sidecar("backend-0", "backend", back);
+    let frontend = Sidecar::shop(&controller, "frontend", app.port, front, &[]);
+    let backend = Sidecar::shop(&controller, "backend", app.port, back, &[]);
     frontend.wait_ready().await;
     backend.wait_ready().await;
 
@@ -289,15 +286,7 @@ async fn readyz_holds_the_app_back_until_the_sidecar_has_a_certificate_and_its_v
     let mut controller = Controller::start(&dir);
     controller.kill();
     let app = echo_app("frontend", None);
-    let sidecar = Sidecar::start(
-        &controller,
-        "shop",
-        "frontend-0",
-        "frontend",
-        app.port,
-        front,
-        &[],
-    );
+    let sidecar = Sidecar::shop(&controller, "frontend", app.port, front, &[]);
     for _ in 0..5 {
         let ready = request(
             sidecar.admin,

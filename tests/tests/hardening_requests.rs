@@ -210,24 +210,8 @@ impl Mesh {
             .with("tls.yaml", &mesh_tls("STRICT"));
         let controller = Controller::start(&dir);
         let app = echo_app("backend", None);
-        let frontend = Sidecar::start(
-            &controller,
-            "shop",
-            "frontend-0",
-            "frontend",
-            app.port,
-            front,
-            &[],
-        );
-        let backend = Sidecar::start(
-            &controller,
-            "shop",
-            "backend-0",
-            "backend",
-            app.port,
-            back,
-            flags,
-        );
+        let frontend = Sidecar::shop(&controller, "frontend", app.port, front, &[]);
+        let backend = Sidecar::shop(&controller, "backend", app.port, back, flags);
         frontend.wait_ready().await;
         backend.wait_ready().await;
         Self {
