@@ -49,8 +49,9 @@ pub(super) fn mirror(
             body::full(bytes.cloned().unwrap_or_default()),
         );
         *copy.uri_mut() = uri;
-        gw.upstream
-            .expect(&pool.cluster.name, endpoint.addr, &mut copy);
+        if let Some(expected) = gw.upstream.expected(&pool.cluster.name, endpoint.addr) {
+            copy.extensions_mut().insert(expected);
+        }
         if bytes.is_none() {
             copy.headers_mut().remove(header::CONTENT_LENGTH);
         }

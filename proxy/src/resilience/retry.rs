@@ -21,7 +21,7 @@ use crate::{
     balance::{Endpoint, Pool},
     body::{self, Body},
     error::{ProxyError, Side},
-    upstream::{classify, h1::idempotent, Upstream},
+    upstream::{classify, h1::idempotent, Expected, Upstream},
 };
 
 /// Request bodies up to this size are kept so the request can be retried.
@@ -139,8 +139,8 @@ pub fn send<'a>(
             report.endpoint = Some(endpoint.addr);
             let last =
                 retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();
-            let mut request = build(&mut out, &endpoint.authority, last)?;
-            upstream.expect(&pool.cluster.name, endpoint.addr, &mut request);
+            let expected = upstream.expected(&pool.cluster.name, endpoint.addr);
+            let request = build(&mut out, &endpoint.authority, last, expected)?;
             let try_deadline = match (per_try.map(|t| tokio::time::Instant::now() + t), deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -237,6 +237,7 @@ fn build(
     out: &mut Outgoing,
     authority: &Authority,
     last: bool,
+    expected: Option<Expected>,
 ) -> Result<Request<Body>, ProxyError> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -258,5 +259,9 @@ fn build(
     } else {
         out.parts.headers.clone()
     };
+    // Set where the request is made: tagging it afterwards moved the whole request once more.
+    if let Some(expected) = expected {
+        request.extensions_mut().insert(expected);
+    }
     Ok(request)
 }

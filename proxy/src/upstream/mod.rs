@@ -112,16 +112,11 @@ impl Upstream {
         Self { http1, h2c, mesh }
     }
 
-    /// Tags `request`, bound for `endpoint` of `cluster`, with the identity the endpoint must
-    /// prove there (nothing when it is not meshed in that cluster, or there is no mesh).
-    pub fn expect(&self, cluster: &str, endpoint: SocketAddr, request: &mut Request<Body>) {
-        if let Some(id) = self
-            .mesh
-            .as_ref()
-            .and_then(|m| m.dialer.expected(cluster, endpoint))
-        {
-            request.extensions_mut().insert(Expected(id));
-        }
+    /// The identity `endpoint` of `cluster` must prove (nothing when it is not meshed in that
+    /// cluster, or there is no mesh), to tag a request bound for it with.
+    pub fn expected(&self, cluster: &str, endpoint: SocketAddr) -> Option<Expected> {
+        let id = self.mesh.as_ref()?.dialer.expected(cluster, endpoint)?;
+        Some(Expected(id))
     }
 
     /// The HTTP/2 client for a request expecting `expected`.

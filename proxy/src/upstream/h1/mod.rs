@@ -114,7 +114,7 @@ impl Client {
                 let sending = body.take().unwrap_or_else(body::empty);
                 match exchange(&mut conn, &parts, &authority, sending).await {
                     Ok(head) => {
-                        let response = self.respond(conn, authority, &parts.method, head);
+                        let response = self.respond(conn, authority, expected, &parts.method, head);
                         codec::recycle(parts.headers);
                         return response;
                     }
@@ -134,7 +134,7 @@ impl Client {
             .await
             .map_err(Error::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(Error::Connect)?;
-        Ok(Conn::new(io.into_inner(), expected))
+        Ok(Conn::new(io.into_inner()))
     }
 
     /// The response to hand on: its body reads from `conn`, which goes back to the pool when
@@ -143,6 +143,7 @@ impl Client {
         &self,
         mut conn: Conn,
         authority: Authority,
+        peer: Option<Arc<str>>,
         method: &Method,
         head: Head,
     ) -> Result<Response<Body>, Error> {
@@ -159,6 +160,7 @@ impl Client {
         let release = Release {
             pool: self.pool.clone(),
             authority,
+            peer,
         };
         let framing = match length {
             BodyLength::Empty => {
@@ -186,16 +188,13 @@ pub(crate) struct Conn {
     wire: Wire<Counted>,
     /// False once anything makes a further exchange unsafe.
     reusable: bool,
-    /// The mesh identity it proved (`None`: plaintext); reused only for requests expecting it.
-    peer: Option<Arc<str>>,
 }
 
 impl Conn {
-    fn new(io: Counted, peer: Option<Arc<str>>) -> Self {
+    fn new(io: Counted) -> Self {
         Self {
             wire: Wire::new(io),
             reusable: true,
-            peer,
         }
     }
 

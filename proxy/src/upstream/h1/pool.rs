@@ -29,6 +29,8 @@ pub(super) struct Pool {
 
 struct Idle {
     conn: Conn,
+    /// The mesh identity it proved (`None`: plaintext).
+    peer: Option<Arc<str>>,
     /// Sweeps done when it was put back.
     since: u64,
     home: usize,
@@ -74,7 +76,7 @@ impl Pool {
             let idle = {
                 let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let list = map.get_mut(authority.as_str())?;
-                let proved = |i: &Idle| i.conn.peer.as_deref() == expected.map(|e| &**e);
+                let proved = |i: &Idle| i.peer.as_deref() == expected.map(|e| &**e);
                 let at = list
                     .iter()
                     .rposition(|i| i.home == here && proved(i))
@@ -90,9 +92,10 @@ impl Pool {
     }
 
     /// Puts a connection whose exchange is complete back for the next request.
-    pub(super) fn put(&self, authority: &Authority, conn: Conn) {
+    pub(super) fn put(&self, authority: &Authority, peer: Option<Arc<str>>, conn: Conn) {
         let idle = Idle {
             conn,
+            peer,
             since: self.sweeps.load(Ordering::Relaxed),
             home: thread_number(),
         };

@@ -22,13 +22,16 @@ use crate::{
 pub(super) struct Release {
     pub(super) pool: Arc<Pool>,
     pub(super) authority: Authority,
+    /// The mesh identity the connection proved (`None`: plaintext): it is reused only for
+    /// requests expecting the same. (Kept here, not in `Conn`, which every request moves.)
+    pub(super) peer: Option<Arc<str>>,
 }
 
 impl Release {
     pub(super) fn put(self, conn: Conn) {
         // Bytes beyond the response would be read as the next one's: never reuse then.
         if conn.reusable && conn.wire.read.is_empty() {
-            self.pool.put(&self.authority, conn);
+            self.pool.put(&self.authority, self.peer, conn);
         }
     }
 }
