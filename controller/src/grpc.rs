@@ -206,6 +206,9 @@ async fn serve_stream(
         .with_label_values(&[&role_name, &hello.node_version]);
     connected.inc();
     let node = format!("{}/{} ({})", hello.namespace, hello.pod, role_name);
+    let refusals = controller
+        .refusals
+        .slot(&controller.metrics.refusing_nodes, &role_name);
     tracing::info!(%node, version = %hello.node_version, "node connected");
     views.mark_changed();
     let connected_at = std::time::Instant::now();
@@ -236,11 +239,18 @@ async fn serve_stream(
                         let since = view.published.max(connected_at);
                         controller.metrics.push_seconds.observe(since.elapsed().as_secs_f64());
                     }
+                    refusals.applied();
                     tracing::debug!(%node, version = ack.version, "applied");
                 }
                 Ok(Some(WatchRequest { kind: Some(Kind::Nack(nack)) })) => {
                     controller.metrics.acks.with_label_values(&[&role_name, "nack"]).inc();
                     tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
+                    refusals.refused(crate::refusals::Refusal {
+                        node: node.clone(),
+                        node_version: hello.node_version.clone(),
+                        version: nack.version,
+                        error: nack.error,
+                    });
                 }
                 Ok(Some(_)) => {
                     let _ = tx.send(Err(Status::invalid_argument("after the Hello, send only Ack or Nack"))).await;

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
+pub mod refusals;
 pub mod source;
 pub mod state;
 pub mod streams;
@@ -34,8 +35,15 @@ use weir_api::{
 };
 
 use crate::{
-    ca::Authority, compiler::Compiler, compiler::Rejection, identity::ServiceAccount,
-    metrics::Metrics, streams::StreamLimits, tokens::Authenticator, views::Views,
+    ca::Authority,
+    compiler::Compiler,
+    compiler::Rejection,
+    identity::ServiceAccount,
+    metrics::Metrics,
+    refusals::{Refusal, Refusals},
+    streams::StreamLimits,
+    tokens::Authenticator,
+    views::Views,
 };
 
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
@@ -71,6 +79,8 @@ pub struct Controller {
     pub ingress_accounts: Vec<ServiceAccount>,
     /// Config streams open per ServiceAccount, and how many each may have.
     pub streams: StreamLimits,
+    /// Nodes refusing their current view.
+    pub refusals: Refusals,
     compiler: Mutex<Compiler>,
     status: Mutex<CompileStatus>,
     closing: tokio::sync::watch::Sender<bool>,
@@ -91,6 +101,8 @@ pub struct CompileStatus {
     /// Every STRICT MeshTLSPolicy of the last accepted compile, with the pods it governs that
     /// still take plaintext (for the status writer, the metric and this page).
     pub strict_coverage: Vec<StrictCoverage>,
+    /// Nodes refusing (NACKing) their current view, and why; they serve an older one.
+    pub refusing: Vec<Refusal>,
 }
 
 impl Controller {
@@ -107,6 +119,7 @@ impl Controller {
             authenticator,
             ingress_accounts,
             streams: StreamLimits::new(streams::DEFAULT_PER_ACCOUNT),
+            refusals: Refusals::default(),
             compiler: Mutex::default(),
             status: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
@@ -180,9 +193,12 @@ impl Controller {
         lock(&self.status).version > 0
     }
 
-    /// The last compile's outcome.
+    /// The last compile's outcome, and the nodes refusing what it made.
     pub fn status(&self) -> CompileStatus {
-        lock(&self.status).clone()
+        CompileStatus {
+            refusing: self.refusals.list(),
+            ..lock(&self.status).clone()
+        }
     }
 }
 

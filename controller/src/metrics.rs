@@ -20,6 +20,8 @@ pub struct Metrics {
     pub connected_nodes: IntGaugeVec,
     /// `weir_controller_acks_total{role,result}`.
     pub acks: IntCounterVec,
+    /// `weir_controller_refusing_nodes{role}`: nodes whose latest reply was a NACK.
+    pub refusing_nodes: IntGaugeVec,
     /// `weir_controller_push_seconds`: from a view's publication to a node's ACK of it.
     pub push_seconds: Histogram,
     /// `weir_controller_certificates_total{result}`.
@@ -72,6 +74,14 @@ impl Metrics {
                 &["role", "result"],
             )
             .expect("valid metric"),
+            refusing_nodes: IntGaugeVec::new(
+                Opts::new(
+                    "weir_controller_refusing_nodes",
+                    "Connected nodes refusing their current view (they serve an older one)",
+                ),
+                &["role"],
+            )
+            .expect("valid metric"),
             push_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "weir_controller_push_seconds",
@@ -112,6 +122,7 @@ impl Metrics {
             Box::new(metrics.rejected_objects.clone()),
             Box::new(metrics.connected_nodes.clone()),
             Box::new(metrics.acks.clone()),
+            Box::new(metrics.refusing_nodes.clone()),
             Box::new(metrics.push_seconds.clone()),
             Box::new(metrics.certificates.clone()),
             Box::new(metrics.streams_refused.clone()),

@@ -124,6 +124,10 @@ struct RunArgs {
     /// before AccessPolicy paths are matched, and sent on without), or `keep`.
     #[arg(long, env = "WEIR_PATH_PARAMETERS", default_value = "reject")]
     path_parameters: PathParameters,
+    /// Acts as a node that predates these restricting features (comma-separated, e.g.
+    /// `access.ports`): a view requiring one is refused. For rehearsing a rollout and for tests.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    refuse_features: Vec<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -374,6 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
         metrics.workload_certificate_expiry.clone(),
     ));
+    view::refuse_features(args.refuse_features.clone());
     let config = tokio::spawn(control::follow(settings, store, view::decode));
 
     // Each listener drains on its own; every connection task watches the same shutdown.

@@ -2,11 +2,19 @@
 //! made resilient by the engine, like the ingress's), and the rest, [`MeshState`]: its own
 //! inbound policy and how a destination is mapped to a Service — by cluster IP and port in
 //! transparent mode, by `Host` in explicit mode.
+//!
+//! A view that requires a restricting feature this sidecar does not enforce
+//! ([`weir_api::model::features`]) is refused: the engine NACKs it with the error [`decode`]
+//! returns, naming the features, and keeps serving the last good view.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use weir_api::{
-    model::{Inbound, SidecarView},
+    model::{features, Inbound, SidecarView},
     wire::{self, SIDECAR_ENCODING},
     Snapshot,
 };
@@ -32,11 +40,51 @@ pub struct MeshState {
     by_name: HashMap<String, Vec<(u16, Target)>>,
 }
 
+/// The restricting features this sidecar enforces, each where it is enforced: access rules,
+/// their operations and callers' trust domains in [`crate::access`], STRICT in
+/// [`crate::inbound`].
+pub const ENFORCES: &[&str] = &[
+    features::ACCESS,
+    features::ACCESS_METHODS,
+    features::ACCESS_PATHS,
+    features::ACCESS_PORTS,
+    features::ACCESS_TRUST_DOMAIN,
+    features::MTLS_STRICT,
+];
+
+/// Features this process acts as not enforcing (`--refuse-features`). Process-wide because the
+/// engine calls [`decode`] as a plain function; set once at startup.
+static REFUSED: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Makes [`decode`] refuse views requiring any of `refused`, as a node predating them would.
+pub fn refuse_features(refused: Vec<String>) {
+    let _ = REFUSED.set(refused);
+}
+
 /// [`Decode`](weir_proxy::control::Decode) for a sidecar view.
 pub fn decode(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
     let view: SidecarView = wire::decode_view(SIDECAR_ENCODING, encoding, payload)?;
+    let refused = REFUSED.get().map(Vec::as_slice).unwrap_or_default();
+    check(&view, refused)?;
     let (snapshot, state) = split(view);
     Ok((snapshot, Some(Arc::new(state))))
+}
+
+/// Whether this sidecar can enforce everything `view` requires, short of `refused`.
+fn check(view: &SidecarView, refused: &[String]) -> Result<(), String> {
+    let enforced: Vec<&str> = ENFORCES
+        .iter()
+        .copied()
+        .filter(|feature| !refused.iter().any(|r| r == feature))
+        .collect();
+    let missing = view.unenforceable(&enforced);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "this sidecar cannot enforce {} (required by its inbound policy); it keeps serving its last good view",
+        missing.join(", ")
+    ))
 }
 
 /// The snapshot the engine serves and the mesh state, from one view.
@@ -169,5 +217,66 @@ mod tests {
             cluster(state.by_addr("10.96.0.30:80".parse().unwrap())),
             None
         );
+    }
+
+    fn encoded(view: &SidecarView) -> Vec<u8> {
+        wire::encode_view(view)
+    }
+
+    /// The frontend may call port 8080 only.
+    fn ports_policy() -> Inbound {
+        serde_json::from_value(serde_json::json!({
+            "mode": "PERMISSIVE",
+            "access": [{"policy": "AccessPolicy shop/backend", "denyByDefault": true, "rules": [
+                {"from": [{"namespace": {"namespace": "shop"}}], "to": [{"methods": [], "paths": [], "ports": [8080]}]},
+            ]}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_sidecar_enforces_every_feature_the_model_can_express() {
+        assert_eq!(ENFORCES, features::ALL);
+    }
+
+    #[test]
+    fn a_view_requiring_what_the_sidecar_does_not_enforce_is_refused_by_name() {
+        let newer = SidecarView {
+            requires: vec!["access.headers".into(), features::ACCESS.into()],
+            ..SidecarView::default()
+        };
+        let err = decode(SIDECAR_ENCODING, &encoded(&newer))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.contains("cannot enforce access.headers"), "{err}");
+        assert!(
+            !err.contains("access,"),
+            "what it enforces is not named: {err}"
+        );
+
+        let known = SidecarView {
+            requires: vec![features::ACCESS.into()],
+            ..SidecarView::default()
+        };
+        assert!(decode(SIDECAR_ENCODING, &encoded(&known)).is_ok());
+    }
+
+    #[test]
+    fn a_node_refusing_a_feature_refuses_it_listed_or_not() {
+        let refused = vec![features::ACCESS_PORTS.to_string()];
+        let listed = SidecarView {
+            requires: vec![features::ACCESS.into(), features::ACCESS_PORTS.into()],
+            inbound: ports_policy(),
+            ..SidecarView::default()
+        };
+        let dropped = SidecarView {
+            requires: vec![],
+            ..listed.clone()
+        };
+        for view in [&listed, &dropped] {
+            let err = check(view, &refused).unwrap_err();
+            assert!(err.contains("cannot enforce access.ports"), "{err}");
+            assert!(check(view, &[]).is_ok());
+        }
     }
 }

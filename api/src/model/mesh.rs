@@ -1,9 +1,14 @@
 //! The mesh: what sidecars are sent. One [`Mesh`] is compiled for the whole cluster; each
 //! sidecar's [`SidecarView`] is its own inbound policy (picked by its pod's labels) plus the
 //! services it may call, which every sidecar shares.
+//!
+//! The inbound policy is closed on the wire (`deny_unknown_fields`): everything in it restricts
+//! what a sidecar lets in, so a field a node does not know is an error there, not a field to
+//! skip. The rest of the view stays open, so a field that only informs can be added without
+//! every node refusing it; see [`super::features`] for how a view names what it needs.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
 };
 
@@ -117,7 +122,7 @@ pub enum TlsMode {
 
 /// One AccessPolicy as a sidecar enforces it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessRules {
     /// `AccessPolicy namespace/name`, for logs and metrics.
     pub policy: String,
@@ -130,7 +135,7 @@ pub struct AccessRules {
 /// One allow rule: a caller named by `from` doing something `to` allows (or anything, when
 /// `to` is empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessRule {
     /// Who.
     pub from: Vec<Caller>,
@@ -140,7 +145,7 @@ pub struct AccessRule {
 
 /// A caller, by the identity in its mTLS certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Caller {
     /// Exactly this SPIFFE ID.
     Identity(String),
@@ -175,7 +180,7 @@ pub enum Caller {
 
 /// Requests a rule allows: every non-empty list must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     /// Uppercase methods.
     pub methods: Vec<String>,
@@ -213,7 +218,7 @@ pub struct MeshPort {
 
 /// The inbound half of a sidecar's view: what its pod enforces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inbound {
     /// The mTLS mode.
     pub mode: TlsMode,
@@ -229,6 +234,10 @@ pub struct Inbound {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarView {
+    /// The restricting features ([`super::features`]) the view uses: a node that does not
+    /// implement one of them refuses the view. Absent from a controller that predates the list.
+    #[serde(default)]
+    pub requires: Vec<String>,
     /// Its own pod's policy.
     pub inbound: Inbound,
     /// Services it may call.
@@ -237,16 +246,16 @@ pub struct SidecarView {
     pub clusters: BTreeMap<String, Cluster>,
 }
 
-/// [`SidecarView`] by reference, so the shared parts are encoded without a copy.
+/// [`SidecarView`] by reference, so the shared parts are encoded without a copy. Only
+/// [`Mesh::view`] makes one, so every encoded view carries the requirements of its own
+/// inbound policy.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarViewRef<'a> {
-    /// See [`SidecarView::inbound`].
-    pub inbound: &'a Inbound,
-    /// See [`SidecarView::services`].
-    pub services: &'a [MeshService],
-    /// See [`SidecarView::clusters`].
-    pub clusters: &'a BTreeMap<String, Cluster>,
+    requires: BTreeSet<&'static str>,
+    inbound: &'a Inbound,
+    services: &'a [MeshService],
+    clusters: &'a BTreeMap<String, Cluster>,
 }
 
 impl Mesh {
@@ -280,9 +289,10 @@ impl Mesh {
         self.pods.get(&format!("{namespace}/{pod}"))
     }
 
-    /// A sidecar's view, by reference.
+    /// A sidecar's view, by reference, stating the restricting features its policy uses.
     pub fn view<'a>(&'a self, inbound: &'a Inbound) -> SidecarViewRef<'a> {
         SidecarViewRef {
+            requires: inbound.requires(),
             inbound,
             services: &self.services,
             clusters: &self.clusters,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod cluster;
 mod coverage;
+pub mod features;
 mod mesh;
 mod security;
 
