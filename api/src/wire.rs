@@ -6,6 +6,11 @@
 //! ([`SecretBytes`](crate::model::SecretBytes)) travel as bytes here and nowhere else: the
 //! human-readable encodings redact them.
 //!
+//! Ignoring what a node does not know is only safe for fields that do not restrict: a sidecar
+//! view also names the restricting features it uses and its inbound policy refuses unknown
+//! fields, so a node NACKs a policy it cannot enforce instead of weakening it (see
+//! [`model::features`](crate::model::features)).
+//!
 //! Encoding is deterministic for a given snapshot (clusters are in a `BTreeMap`, everything
 //! else in compile order, zstd at a fixed level), so the controller can tell that a change
 //! left a view as it was by comparing bytes.
