@@ -293,12 +293,11 @@ async fn run(args: Run) -> anyhow::Result<()> {
             ));
         }
         (None, Some(dir)) => {
-            tokio::spawn(source::watch_dir(
-                dir,
-                controller.clone(),
-                args.poll_interval,
-                args.debounce,
-            ));
+            let poll = weir_api::watch::Poll {
+                interval: args.poll_interval,
+                settle: args.debounce,
+            };
+            tokio::spawn(source::watch_dir(dir, controller.clone(), poll));
         }
         (None, None) => anyhow::bail!("give --config-dir or --kubernetes"),
     }

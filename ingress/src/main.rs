@@ -20,6 +20,7 @@ use std::{
 use weir_api::proto::Role;
 use weir_ingress::{
     auth::jwks::HttpsClient,
+    config_dir,
     ratelimit::{redis::GlobalStore, LimitSettings},
     security::Registry,
     stack,
@@ -31,7 +32,7 @@ use tokio::net::TcpListener;
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
-    config::{reload, watch_dir, ConfigStore, WatchSettings},
+    config::ConfigStore,
     control::{self, ControlSettings},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     identity::{self, WorkloadIdentity},
@@ -294,7 +295,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     }
     let store = Arc::new(store);
     if let Source::Dir(dir) = &source {
-        if let Err(errors) = reload(dir, &store) {
+        if let Err(errors) = config_dir::reload(dir, &store) {
             bail!(
                 "the configuration in {} is invalid:\n{errors}",
                 dir.display()
@@ -354,7 +355,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
-        Source::Dir(dir) => tokio::spawn(watch_dir(dir, store.clone(), WatchSettings::default())),
+        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, store.clone())),
         Source::Controller(settings) => {
             if let Some(dialer) = &dialer {
                 let own = format!("{}/{}", settings.namespace, settings.service_account);

@@ -4,7 +4,7 @@
 //!  client ─▶ server (h1/h2c, limits, drain) ─▶ role stack (ingress/src/stack/) ─▶ upstream pool ─▶ backend
 //!                                              │ normalize → router → filters → balance
 //!                                              └ headers, metrics, access_log on the way
-//!  config::watch_dir ─▶ weir_api::compile ─▶ ConfigStore (atomic swap) ─▶ every new request
+//!  control::follow (or the ingress's --config-dir) ─▶ ConfigStore (atomic swap) ─▶ every new request
 //! ```
 //!
 //! One concern per module; each role assembles them in one place.

@@ -145,13 +145,13 @@ impl CertStore {
         if cert.chain.0.is_empty() {
             return Err(format!(
                 "Secret {name} has no {}",
-                weir_api::compile::TLS_CERT_KEY
+                weir_api::model::TLS_CERT_KEY
             ));
         }
         if cert.key.0.is_empty() {
             return Err(format!(
                 "Secret {name} has no {}",
-                weir_api::compile::TLS_KEY_KEY
+                weir_api::model::TLS_KEY_KEY
             ));
         }
         let chain = CertificateDer::pem_slice_iter(&cert.chain.0)

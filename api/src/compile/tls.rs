@@ -17,10 +17,7 @@ use crate::{
     objects::{Object, ObjectKey},
 };
 
-/// Secret key holding the PEM certificate chain.
-pub const TLS_CERT_KEY: &str = "tls.crt";
-/// Secret key holding the PEM private key.
-pub const TLS_KEY_KEY: &str = "tls.key";
+pub use crate::model::{TLS_CERT_KEY, TLS_KEY_KEY};
 
 #[derive(Default)]
 struct Wanted {

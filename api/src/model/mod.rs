@@ -24,6 +24,7 @@ pub use mesh::{
 };
 pub use security::{
     ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
+    TLS_CERT_KEY, TLS_KEY_KEY,
 };
 /// Everything a gateway needs to serve: the routes and the clusters they point at.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

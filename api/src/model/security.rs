@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::HostMatch;
 
+/// Secret key holding the PEM certificate chain of a [`TlsCertificate`].
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Secret key holding the PEM private key of a [`TlsCertificate`].
+pub const TLS_KEY_KEY: &str = "tls.key";
+
 /// A certificate and key from a `kubernetes.io/tls` Secret, and the SNI names it serves. The
 /// proxy parses and checks it; a bad one is refused there and the previous one keeps serving.
 #[derive(Clone, Debug, Serialize, Deserialize)]

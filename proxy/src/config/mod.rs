@@ -4,8 +4,6 @@
 //! of a request never mixes two versions, and nothing on the connection (keep-alive, an open
 //! WebSocket) depends on the config: routes are swapped in place under live connections.
 
-mod watch;
-
 use std::{
     any::Any,
     collections::HashMap,
@@ -16,8 +14,6 @@ use std::{
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use weir_api::{error::ConfigErrors, Snapshot};
-
-pub use watch::{reload, watch_dir, WatchSettings};
 
 use crate::{
     balance::{Endpoint, Pool},
