@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
-    config::{reload, watch_dir, ConfigStore, WatchSettings},
+    config::{reload, watch_dir, ConfigStore, Follow, Installer, WatchSettings},
     control::{self, ControlSettings},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     identity::{self, WorkloadIdentity},
@@ -39,6 +39,7 @@ use weir_proxy::{
     mtls::{self, Dialer},
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
     server::{serve, Peer, ServerSettings, Shutdown},
+    tls::CertStore,
     upstream::{Upstream, UpstreamSettings},
 };
 
@@ -286,15 +287,17 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         ))),
         Source::Dir(_) => None,
     };
-    let mut store = ConfigStore::new(metrics.clone()).with_role(Box::new(move |snapshot| {
-        Arc::new(registry.prepare(snapshot))
-    }));
+    let store = Arc::new(ConfigStore::new(metrics.clone()));
+    let certs = Arc::new(CertStore::new(metrics.clone()));
+    let mut installer = Installer::new(store.clone())
+        .prepare(Box::new(move |snapshot| registry.prepare(snapshot)))
+        .certificates(certs.clone());
     if let Some(dialer) = dialer.clone() {
-        store = store.mesh(dialer);
+        installer = installer.mesh(dialer);
     }
-    let store = Arc::new(store);
+    let installer = Arc::new(installer);
     if let Source::Dir(dir) = &source {
-        if let Err(errors) = reload(dir, &store) {
+        if let Err(errors) = reload(dir, &installer) {
             bail!(
                 "the configuration in {} is invalid:\n{errors}",
                 dir.display()
@@ -354,7 +357,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
-        Source::Dir(dir) => tokio::spawn(watch_dir(dir, store.clone(), WatchSettings::default())),
+        Source::Dir(dir) => tokio::spawn(watch_dir(dir, installer, WatchSettings::default())),
         Source::Controller(settings) => {
             if let Some(dialer) = &dialer {
                 let own = format!("{}/{}", settings.namespace, settings.service_account);
@@ -365,11 +368,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
                     metrics.workload_certificate_expiry.clone(),
                 ));
             }
-            tokio::spawn(control::follow(
-                settings,
-                store.clone(),
-                control::decode_snapshot,
-            ))
+            let node = Arc::new(Follow {
+                installer,
+                decode: |encoding, payload| Ok((weir_api::wire::decode(encoding, payload)?, None)),
+            });
+            tokio::spawn(control::follow(settings, node))
         }
     };
 
@@ -384,8 +387,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let mut listeners = vec![(plain, plain_settings.clone())];
     if let Some(tls) = tls {
-        let config = store
-            .certs
+        let config = certs
             .server_config()
             .context("building the TLS configuration")?;
         let settings = ServerSettings {

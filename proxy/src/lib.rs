@@ -18,6 +18,8 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod error;
+pub mod filter;
+pub mod forward;
 pub mod headers;
 pub mod identity;
 pub mod metrics;

@@ -10,7 +10,6 @@ use weir_api::{
     wire::{self, SIDECAR_ENCODING},
     Snapshot,
 };
-use weir_proxy::control::Decoded;
 
 /// One port of one Service, as a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,11 +31,11 @@ pub struct MeshState {
     by_name: HashMap<String, Vec<(u16, Target)>>,
 }
 
-/// [`Decode`](weir_proxy::control::Decode) for a sidecar view.
-pub fn decode(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
+/// [`Decode`](weir_proxy::config::Decode) for a sidecar view.
+pub fn decode(encoding: &str, payload: &[u8]) -> Result<(Snapshot, Option<MeshState>), String> {
     let view: SidecarView = wire::decode_view(SIDECAR_ENCODING, encoding, payload)?;
     let (snapshot, state) = split(view);
-    Ok((snapshot, Some(Arc::new(state))))
+    Ok((snapshot, Some(state)))
 }
 
 /// The snapshot the engine serves and the mesh state, from one view.

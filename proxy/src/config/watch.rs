@@ -12,7 +12,7 @@ use weir_api::{
     load::{fingerprint, load_dir_partial},
 };
 
-use super::ConfigStore;
+use super::Installer;
 
 /// How the directory is watched.
 #[derive(Clone, Debug)]
@@ -35,7 +35,10 @@ impl Default for WatchSettings {
 /// Loads and compiles `dir`, installing the result or recording why not. Returns the new
 /// version, or the errors. Every file is read again: a proxy keeps no parsed copy of its
 /// objects between reloads (the controller, which reloads big directories often, does).
-pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
+pub fn reload<R: Default + Send + Sync + 'static>(
+    dir: &Path,
+    installer: &Installer<R>,
+) -> Result<u64, ConfigErrors> {
     let (objects, errors) = load_dir_partial(dir);
     let result = if errors.is_empty() {
         weir_api::compile(&objects)
@@ -44,12 +47,12 @@ pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
     };
     match result {
         Ok(snapshot) => {
-            let version = store.install(snapshot);
+            let version = installer.install(snapshot, None);
             tracing::info!(version, dir = %dir.display(), "configuration applied");
             Ok(version)
         }
         Err(errors) => {
-            store.reject(&errors);
+            installer.reject(&errors);
             for e in &errors.0 {
                 tracing::error!(error = %e, "configuration rejected; the last good configuration keeps serving");
             }
@@ -59,7 +62,11 @@ pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
 }
 
 /// Polls `dir` forever, reloading on change. Runs until its task is dropped.
-pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSettings) {
+pub async fn watch_dir<R: Default + Send + Sync + 'static>(
+    dir: PathBuf,
+    installer: Arc<Installer<R>>,
+    settings: WatchSettings,
+) {
     let mut seen = fingerprint(&dir);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -71,8 +78,8 @@ pub async fn watch_dir(dir: PathBuf, store: Arc<ConfigStore>, settings: WatchSet
         }
         tokio::time::sleep(settings.settle).await;
         seen = fingerprint(&dir);
-        let (dir, store) = (dir.clone(), store.clone());
+        let (dir, installer) = (dir.clone(), installer.clone());
         // Reading and compiling touches the disk and may take a while for big configs.
-        let _ = tokio::task::spawn_blocking(move || reload(&dir, &store)).await;
+        let _ = tokio::task::spawn_blocking(move || reload(&dir, &installer)).await;
     }
 }

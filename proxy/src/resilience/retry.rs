@@ -74,6 +74,11 @@ impl Replay {
         Ok(Replay::Bytes(bytes.to_bytes()))
     }
 
+    /// The body to send once.
+    pub fn into_body(mut self) -> Body {
+        self.take()
+    }
+
     fn take(&mut self) -> Body {
         match self {
             Replay::Bytes(b) => body::full(b.clone()),
