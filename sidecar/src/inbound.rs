@@ -28,7 +28,7 @@ use weir_proxy::{
     normalize::{normalize_path, PathPolicy},
     server::{Http, HttpVersion, Peer, Shutdown},
     upgrade,
-    upstream::{classify, Upstream},
+    upstream::{classify_and_log, Upstream},
 };
 
 use crate::{
@@ -316,7 +316,7 @@ impl Inbound {
             .app
             .send(protocol, Request::from_parts(parts, body))
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| classify_and_log(&e, app))?;
         let (mut parts, body) = response.into_parts();
         let switching = upgrade::switch(downstream, &mut parts)?;
         headers::strip_hop_by_hop(&mut parts.headers, switching);
