@@ -19,6 +19,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod objects;
+pub mod process;
 pub mod proto;
 pub mod wire;
 

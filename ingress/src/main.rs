@@ -17,7 +17,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
-use weir_api::proto::Role;
+use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_ingress::{
     auth::jwks::HttpsClient,
     ratelimit::{redis::GlobalStore, LimitSettings},
@@ -173,10 +173,6 @@ struct Args {
     #[arg(long, default_value_t = weir_ingress::ratelimit::gcra::DEFAULT_KEYS,
         value_parser = parse_local_keys)]
     ratelimit_local_keys: usize,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_api::duration::parse_duration(s)
 }
 
 /// At least one key per shard.
@@ -417,7 +413,10 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     }
     let server = tokio::spawn(serve_all(listeners, handler, metrics, shutdown.clone()));
 
-    wait_for_signal().await?;
+    Signals::install()
+        .context("installing the SIGTERM and SIGINT handlers")?
+        .received()
+        .await;
     tracing::info!("shutting down: no longer ready, draining connections");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(args.shutdown_delay).await;
@@ -489,15 +488,4 @@ async fn serve_all<H, F>(
         }
     }
     while servers.join_next().await.is_some() {}
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

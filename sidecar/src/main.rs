@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use tokio::net::{TcpListener, TcpStream};
-use weir_api::proto::Role;
+use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
@@ -161,10 +161,6 @@ struct InitArgs {
     /// Print the commands instead of running them.
     #[arg(long)]
     dry_run: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_api::duration::parse_duration(s)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -410,7 +406,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    wait_for_signal().await?;
+    Signals::install()
+        .context("installing the SIGTERM and SIGINT handlers")?
+        .received()
+        .await;
     tracing::info!("shutting down: no longer ready, draining connections");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
@@ -421,16 +420,5 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     certificates.abort();
     admin_task.abort();
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

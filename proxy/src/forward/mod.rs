@@ -34,7 +34,7 @@ use crate::{
         ring::request_key,
     },
     upgrade,
-    upstream::{classify, Upstream},
+    upstream::{classify_and_log, Upstream},
 };
 
 /// Where a request goes.
@@ -144,7 +144,7 @@ pub async fn forward(
             let started = Instant::now();
             let sent = upstream.send(protocol, request).await;
             report.upstream_wait = started.elapsed();
-            sent.map_err(|e| classify(&e))?
+            sent.map_err(|e| classify_and_log(&e, addr))?
         }
     };
     // 6. respond
