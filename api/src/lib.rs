@@ -28,6 +28,7 @@ pub mod load;
 pub mod model;
 #[cfg(feature = "compile")]
 pub mod objects;
+pub mod process;
 pub mod proto;
 #[cfg(feature = "compile")]
 pub mod watch;

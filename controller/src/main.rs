@@ -12,8 +12,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tonic::transport::{server::TcpIncoming, Identity, Server, ServerTlsConfig};
-use weir_api::proto::{
-    config_discovery_server::ConfigDiscoveryServer, identity_server::IdentityServer,
+use weir_api::{
+    duration::parse_duration,
+    process::Signals,
+    proto::{config_discovery_server::ConfigDiscoveryServer, identity_server::IdentityServer},
 };
 use weir_controller::{
     admin,
@@ -170,10 +172,6 @@ struct Token {
     ttl: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_api::duration::parse_duration(s)
-}
-
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds => print!("{}", weir_controller::crds_yaml()?),
@@ -303,6 +301,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
     }
     tokio::spawn(admin::serve(admin_listener, controller.clone()));
 
+    let mut signals = Signals::install().context("installing the SIGTERM and SIGINT handlers")?;
     let services = Services(controller.clone());
     // Small unary replies (certificates) must not wait out Nagle's algorithm and delayed ACKs.
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
@@ -312,20 +311,11 @@ async fn run(args: Run) -> anyhow::Result<()> {
         .add_service(ConfigDiscoveryServer::new(services.clone()))
         .add_service(IdentityServer::new(services))
         .serve_with_incoming_shutdown(incoming, async move {
-            shutdown_signal().await;
+            signals.received().await;
             tracing::info!("shutting down: closing config streams");
             controller.close();
         })
         .await?;
     tracing::info!("weir-controller stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -7,6 +7,8 @@ use std::{net::IpAddr, time::Duration};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use weir_api::process::unix_now;
+
 use crate::identity::ServiceAccount;
 
 /// The audience every token a node presents must name.
@@ -119,13 +121,6 @@ impl Authenticator {
             Self::Reviewed(reviewer) => reviewer.review(token, peer).await,
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

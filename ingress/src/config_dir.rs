@@ -10,11 +10,14 @@ use weir_api::{
     load::load_dir_partial,
     watch::{self, Poll, Start},
 };
-use weir_proxy::config::ConfigStore;
+use weir_proxy::config::Installer;
 
 /// Loads and compiles `dir`, installing the result or recording why not. Returns the new
 /// version, or the errors.
-pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
+pub fn reload<R: Default + Send + Sync + 'static>(
+    dir: &Path,
+    installer: &Installer<R>,
+) -> Result<u64, ConfigErrors> {
     let (objects, errors) = load_dir_partial(dir);
     let result = if errors.is_empty() {
         weir_api::compile(&objects)
@@ -23,12 +26,12 @@ pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
     };
     match result {
         Ok(snapshot) => {
-            let version = store.install(snapshot);
+            let version = installer.install(snapshot, None);
             tracing::info!(version, dir = %dir.display(), "configuration applied");
             Ok(version)
         }
         Err(errors) => {
-            store.reject(&errors);
+            installer.reject(&errors);
             for e in &errors.0 {
                 tracing::error!(error = %e, "configuration rejected; the last good configuration keeps serving");
             }
@@ -38,9 +41,12 @@ pub fn reload(dir: &Path, store: &ConfigStore) -> Result<u64, ConfigErrors> {
 }
 
 /// Reloads `dir` after every change, forever; the caller has loaded it once already.
-pub async fn follow(dir: PathBuf, store: Arc<ConfigStore>) {
+pub async fn follow<R: Default + Send + Sync + 'static>(
+    dir: PathBuf,
+    installer: Arc<Installer<R>>,
+) {
     watch::watch_dir(dir, Poll::default(), Start::Wait, move |dir: &Path| {
-        let _ = reload(dir, &store);
+        let _ = reload(dir, &installer);
     })
     .await
 }

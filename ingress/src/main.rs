@@ -17,7 +17,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
-use weir_api::proto::Role;
+use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_ingress::{
     auth::jwks::HttpsClient,
     config_dir,
@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
-    config::ConfigStore,
+    config::{ConfigStore, Follow, Installer},
     control::{self, ControlSettings},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     identity::{self, WorkloadIdentity},
@@ -40,6 +40,7 @@ use weir_proxy::{
     mtls::{self, Dialer},
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
     server::{serve, Peer, ServerSettings, Shutdown},
+    tls::CertStore,
     upstream::{Upstream, UpstreamSettings},
 };
 
@@ -175,10 +176,6 @@ struct Args {
     ratelimit_local_keys: usize,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_api::duration::parse_duration(s)
-}
-
 /// At least one key per shard.
 fn parse_local_keys(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -287,15 +284,17 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         ))),
         Source::Dir(_) => None,
     };
-    let mut store = ConfigStore::new(metrics.clone()).with_role(Box::new(move |snapshot| {
-        Arc::new(registry.prepare(snapshot))
-    }));
+    let store = Arc::new(ConfigStore::new(metrics.clone()));
+    let certs = Arc::new(CertStore::new(metrics.clone()));
+    let mut installer = Installer::new(store.clone())
+        .prepare(Box::new(move |snapshot| registry.prepare(snapshot)))
+        .certificates(certs.clone());
     if let Some(dialer) = dialer.clone() {
-        store = store.mesh(dialer);
+        installer = installer.mesh(dialer);
     }
-    let store = Arc::new(store);
+    let installer = Arc::new(installer);
     if let Source::Dir(dir) = &source {
-        if let Err(errors) = config_dir::reload(dir, &store) {
+        if let Err(errors) = config_dir::reload(dir, &installer) {
             bail!(
                 "the configuration in {} is invalid:\n{errors}",
                 dir.display()
@@ -355,7 +354,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
-        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, store.clone())),
+        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, installer)),
         Source::Controller(settings) => {
             if let Some(dialer) = &dialer {
                 let own = format!("{}/{}", settings.namespace, settings.service_account);
@@ -366,11 +365,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
                     metrics.workload_certificate_expiry.clone(),
                 ));
             }
-            tokio::spawn(control::follow(
-                settings,
-                store.clone(),
-                control::decode_snapshot,
-            ))
+            let node = Arc::new(Follow {
+                installer,
+                decode: |encoding, payload| Ok((weir_api::wire::decode(encoding, payload)?, None)),
+            });
+            tokio::spawn(control::follow(settings, node))
         }
     };
 
@@ -385,8 +384,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let mut listeners = vec![(plain, plain_settings.clone())];
     if let Some(tls) = tls {
-        let config = store
-            .certs
+        let config = certs
             .server_config()
             .context("building the TLS configuration")?;
         let settings = ServerSettings {
@@ -416,7 +414,10 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     }
     let server = tokio::spawn(serve_all(listeners, handler, metrics, shutdown.clone()));
 
-    wait_for_signal().await?;
+    Signals::install()
+        .context("installing the SIGTERM and SIGINT handlers")?
+        .received()
+        .await;
     tracing::info!("shutting down: no longer ready, draining connections");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(args.shutdown_delay).await;
@@ -488,15 +489,4 @@ async fn serve_all<H, F>(
         }
     }
     while servers.join_next().await.is_some() {}
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
+use weir_api::process::Signals;
 use weir_injector::{
     config::Config,
     metrics::{self, Metrics},
@@ -48,24 +49,17 @@ fn main() -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(cli.admin)
             .await
             .with_context(|| format!("cannot listen on --admin {}", cli.admin))?;
+        let mut signals =
+            Signals::install().context("installing the SIGTERM and SIGINT handlers")?;
         let metrics = Arc::new(Metrics::default());
         tokio::spawn(metrics::serve(admin, metrics.clone()));
         tracing::info!(listen = %cli.listen, admin = %cli.admin, image = %config.image, "weir-injector started");
         tokio::select! {
             served = server::serve(listener, Arc::new(config), metrics, cli.tls_cert, cli.tls_key) => served,
-            _ = shutdown() => {
+            _ = signals.received() => {
                 tracing::info!("weir-injector stopped");
                 Ok(())
             }
         }
     })
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -8,10 +8,22 @@
 use std::{
     io::Write,
     net::SocketAddr,
-    sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+    sync::{
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
+    time::Instant,
 };
 
+use http::{header, request, HeaderValue, Method, Response, Version};
 use serde::Serialize;
+
+use crate::{
+    body::{boxed, Body, Observed},
+    error::ERROR_HEADER,
+    headers,
+    resilience::retry::Report,
+};
 
 /// One request, as logged.
 #[derive(Debug, Serialize)]
@@ -95,6 +107,124 @@ impl AccessLog {
     /// True when lines are written somewhere.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
+    }
+}
+
+/// What a log line says of the request, taken from its head as it arrives (only when the log
+/// is on: nothing of it is copied otherwise).
+pub struct Arrival {
+    started: Instant,
+    client: SocketAddr,
+    protocol: &'static str,
+    method: Method,
+    host: String,
+    /// The path, as received until the role normalises it.
+    pub path: String,
+    bytes_in: u64,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    user_agent: Option<String>,
+}
+
+impl Arrival {
+    /// The request's half of its line: `host` is the host it was routed by.
+    pub fn of(parts: &request::Parts, client: SocketAddr, host: &str, started: Instant) -> Self {
+        let text = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Self {
+            started,
+            client,
+            protocol: version_name(parts.version),
+            method: parts.method.clone(),
+            host: host.to_string(),
+            path: parts.uri.path().to_string(),
+            bytes_in: text(header::CONTENT_LENGTH)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            request_id: parts.headers.get(headers::REQUEST_ID).cloned(),
+            traceparent: parts.headers.get(headers::TRACEPARENT).cloned(),
+            user_agent: text(header::USER_AGENT),
+        }
+    }
+}
+
+/// What happened to a request, known when its response headers go.
+#[derive(Default)]
+pub struct Outcome {
+    /// The route (or, in the mesh, the Service) it went to.
+    pub route: Option<Arc<str>>,
+    /// The cluster.
+    pub backend: Option<Arc<str>>,
+    /// Tries, the last endpoint, time waiting on it.
+    pub sent: Report,
+    /// Why Weir answered itself, when it did.
+    pub error: Option<&'static str>,
+}
+
+impl AccessLog {
+    /// Logs the exchange once `response`'s body ends (or the client goes away).
+    pub fn on_end(
+        &self,
+        arrival: Arrival,
+        outcome: Outcome,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let log = self.clone();
+        let time = now_rfc3339();
+        let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let error = outcome.error.map(str::to_string).or_else(|| {
+            parts
+                .headers
+                .get(ERROR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+        let observed = Observed::new(body, move |bytes_out| {
+            let sent = outcome.sent;
+            log.log(&Entry {
+                time,
+                client: arrival.client,
+                protocol: arrival.protocol,
+                method: arrival.method.as_str(),
+                host: &arrival.host,
+                path: &arrival.path,
+                status,
+                route: outcome.route.as_deref(),
+                backend: outcome.backend.as_deref(),
+                endpoint: sent.endpoint,
+                error: error.as_deref(),
+                attempts: sent.attempts,
+                duration_ms: arrival.started.elapsed().as_secs_f64() * 1e3,
+                upstream_ms: (sent.attempts > 0).then_some(sent.upstream_wait.as_secs_f64() * 1e3),
+                bytes_in: arrival.bytes_in,
+                bytes_out,
+                request_id: arrival
+                    .request_id
+                    .as_ref()
+                    .map_or("", |v| v.to_str().unwrap_or_default()),
+                trace_id: arrival.traceparent.as_ref().map_or("", headers::trace_id),
+                user_agent: arrival.user_agent.as_deref(),
+            });
+        });
+        Response::from_parts(parts, boxed(observed))
+    }
+}
+
+/// `HTTP/1.1`, `HTTP/2`, ... for the access log.
+pub fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
     }
 }
 

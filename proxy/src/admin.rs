@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     body::{full, Body},
-    config::ConfigStore,
+    config::Served,
     metrics::Metrics,
     server::Shutdown,
 };
@@ -36,7 +36,7 @@ use crate::{
 #[derive(Clone)]
 pub struct AdminState {
     /// The served configuration.
-    pub store: Arc<ConfigStore>,
+    pub store: Arc<dyn Served>,
     /// The process's metrics.
     pub metrics: Metrics,
     /// False once shutdown begins.

@@ -6,7 +6,7 @@
 //! read from its file at every connect, because projected ServiceAccount tokens are rotated
 //! on disk by the kubelet.
 
-use std::{any::Any, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,10 +17,7 @@ use weir_api::{
         config_discovery_client::ConfigDiscoveryClient, watch_request::Kind, Ack, ConfigUpdate,
         Hello, Nack, Role, WatchRequest,
     },
-    Snapshot,
 };
-
-use crate::config::ConfigStore;
 
 /// First wait after a failed connection; doubles up to 15 s.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
@@ -117,24 +114,22 @@ fn tls_config(ca_pem: Option<&[u8]>) -> ClientTlsConfig {
     }
 }
 
-/// A decoded view: the snapshot to serve, and the role's state when the view carries more than
-/// a snapshot (else the store's own `prepare` makes it).
-pub type Decoded = (Snapshot, Option<Arc<dyn Any + Send + Sync>>);
-
-/// Decodes a `ConfigUpdate`'s payload, given its encoding.
-pub type Decode = fn(&str, &[u8]) -> Result<Decoded, String>;
-
-/// [`Decode`] for an ingress: the payload is a whole snapshot.
-pub fn decode_snapshot(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
-    Ok((weir_api::wire::decode(encoding, payload)?, None))
+/// What the node does with each version: serve it, or say why not. The engine's install step
+/// implements it; this client knows nothing of what a version holds.
+pub trait Apply: Send + Sync + 'static {
+    /// Decodes and serves one payload and returns the node's own version for it; the error
+    /// (why it cannot be served) is sent back as the version's NACK.
+    fn apply(&self, encoding: &str, payload: &[u8]) -> Result<u64, String>;
+    /// Records that a payload was refused (shown at `/config`).
+    fn refuse(&self, errors: &ConfigErrors);
 }
 
-/// Follows the controller forever, installing every version it sends into `store`.
-pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>, decode: Decode) {
+/// Follows the controller forever, handing every version it sends to `node`.
+pub async fn follow(settings: ControlSettings, node: Arc<dyn Apply>) {
     let mut backoff = RECONNECT;
     let mut last_payload: Option<bytes::Bytes> = None;
     loop {
-        match stream_once(&settings, &store, decode, &mut last_payload, &mut backoff).await {
+        match stream_once(&settings, &node, &mut last_payload, &mut backoff).await {
             Ok(()) => {
                 tracing::warn!(url = %settings.url, "the controller closed the config stream; reconnecting")
             }
@@ -150,8 +145,7 @@ pub async fn follow(settings: ControlSettings, store: Arc<ConfigStore>, decode: 
 /// resets `backoff`: the next reconnect after it is quick again.
 async fn stream_once(
     settings: &ControlSettings,
-    store: &Arc<ConfigStore>,
-    decode: Decode,
+    node: &Arc<dyn Apply>,
     last_payload: &mut Option<bytes::Bytes>,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
@@ -188,7 +182,7 @@ async fn stream_once(
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
     {
         let version = update.version;
-        let reply = match apply(store, decode, update, last_payload, &settings.url).await {
+        let reply = match apply(node, update, last_payload, &settings.url).await {
             Ok(()) => {
                 backoff.reset();
                 Kind::Ack(Ack { version })
@@ -205,8 +199,7 @@ async fn stream_once(
 /// Decodes and installs one version. The same payload as the one being served (a reconnect
 /// to an unchanged view) is acknowledged without being installed again.
 async fn apply(
-    store: &Arc<ConfigStore>,
-    decode: Decode,
+    node: &Arc<dyn Apply>,
     update: ConfigUpdate,
     last_payload: &mut Option<bytes::Bytes>,
     url: &str,
@@ -214,15 +207,11 @@ async fn apply(
     if last_payload.as_ref() == Some(&update.payload) {
         return Ok(());
     }
-    let (store, url, payload) = (store.clone(), url.to_string(), update.payload.clone());
+    let (node, url, payload) = (node.clone(), url.to_string(), update.payload.clone());
     // Decoding and building the router for a big snapshot takes a while: off the worker.
     tokio::task::spawn_blocking(move || {
-        match decode(&update.encoding, &update.payload) {
-            Ok((snapshot, role)) => {
-                let local = match role {
-                    Some(role) => store.install_prepared(snapshot, Some(role)),
-                    None => store.install(snapshot),
-                };
+        match node.apply(&update.encoding, &update.payload) {
+            Ok(local) => {
                 tracing::info!(
                     version = update.version,
                     local_version = local,
@@ -236,7 +225,7 @@ async fn apply(
                     document: None,
                 };
                 let refused = ConfigError::new(&location, "-", "payload", error.clone());
-                store.reject(&ConfigErrors(vec![refused]));
+                node.refuse(&ConfigErrors(vec![refused]));
                 tracing::error!(version = update.version, %error, "configuration from the controller refused; the current one keeps serving");
                 Err(error)
             }
@@ -250,53 +239,65 @@ async fn apply(
 
 #[cfg(test)]
 mod tests {
-    use weir_api::{wire, Snapshot};
+    use std::sync::Mutex;
 
     use super::*;
-    use crate::metrics::Metrics;
 
-    fn update(version: u64, encoding: &str, payload: Vec<u8>) -> ConfigUpdate {
+    /// A node that serves payloads saying `ok` and refuses the rest, recording both.
+    #[derive(Default)]
+    struct Node {
+        served: Mutex<Vec<String>>,
+        refused: Mutex<Vec<ConfigError>>,
+    }
+
+    impl Apply for Node {
+        fn apply(&self, encoding: &str, payload: &[u8]) -> Result<u64, String> {
+            if payload != b"ok" {
+                return Err(format!("unknown encoding {encoding:?}"));
+            }
+            let mut served = self.served.lock().unwrap();
+            served.push(encoding.to_string());
+            Ok(served.len() as u64)
+        }
+
+        fn refuse(&self, errors: &ConfigErrors) {
+            self.refused
+                .lock()
+                .unwrap()
+                .extend(errors.0.iter().cloned());
+        }
+    }
+
+    fn update(version: u64, encoding: &str, payload: &[u8]) -> ConfigUpdate {
         ConfigUpdate {
             version,
             encoding: encoding.to_string(),
-            payload: payload.into(),
+            payload: payload.to_vec().into(),
         }
     }
 
     #[tokio::test]
-    async fn a_version_that_does_not_decode_is_refused_and_the_served_one_stays() {
-        let store = Arc::new(ConfigStore::new(Metrics::new()));
+    async fn a_refused_version_is_nacked_with_its_reason_and_a_resent_one_is_not_served_twice() {
+        let node = Arc::new(Node::default());
+        let dyn_node: Arc<dyn Apply> = node.clone();
         let mut last = None;
-        let good = wire::encode(&Snapshot::default());
         let url = "https://controller:15010";
-        apply(
-            &store,
-            decode_snapshot,
-            update(1, wire::SNAPSHOT_ENCODING, good.clone()),
-            &mut last,
-            url,
-        )
-        .await
-        .unwrap();
-        assert_eq!(store.load().version, 1);
+        apply(&dyn_node, update(1, "snapshot", b"ok"), &mut last, url)
+            .await
+            .unwrap();
 
         let err = apply(
-            &store,
-            decode_snapshot,
-            update(2, "text/yaml", b"routes: []".to_vec()),
+            &dyn_node,
+            update(2, "text/yaml", b"routes: []"),
             &mut last,
             url,
         )
         .await
         .unwrap_err();
         assert!(err.contains("unknown encoding \"text/yaml\""), "{err}");
-        assert_eq!(
-            store.load().version,
-            1,
-            "the previous version keeps serving"
-        );
-        let described = store.describe();
-        let error = &described["reload"]["errors"][0];
+        let refused = node.refused.lock().unwrap().clone();
+        assert_eq!(refused.len(), 1);
+        let error = serde_json::to_value(&refused[0]).unwrap();
         assert_eq!(
             error["location"]["file"],
             "controller https://controller:15010"
@@ -306,17 +307,11 @@ mod tests {
             .unwrap()
             .contains("unknown encoding"));
 
-        // A reconnect re-sends the same view: acknowledged, not installed again.
-        apply(
-            &store,
-            decode_snapshot,
-            update(1, wire::SNAPSHOT_ENCODING, good),
-            &mut last,
-            url,
-        )
-        .await
-        .unwrap();
-        assert_eq!(store.load().version, 1);
+        // A reconnect re-sends the same view: acknowledged, not served again.
+        apply(&dyn_node, update(1, "snapshot", b"ok"), &mut last, url)
+            .await
+            .unwrap();
+        assert_eq!(node.served.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl Side {
 }
 
 /// Why a request did not reach a backend, or did not come back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProxyError {
     /// 400: the request could not be understood (malformed path, bad host).
     BadRequest,

@@ -18,6 +18,8 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod error;
+pub mod filter;
+pub mod forward;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
@@ -31,19 +33,8 @@ pub mod upgrade;
 pub mod upstream;
 mod wire;
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked (counters, estimates,
-/// status): a poisoned lock is used as it is rather than taking the proxy down with it.
-pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Shared with the controller; re-exported so that the engine's modules say `crate::lock`.
+pub use weir_api::process::{lock, unix_now};
 
 /// A connected loopback TCP pair (client, server), for tests.
 #[cfg(test)]

@@ -152,6 +152,28 @@ pub(crate) enum Step {
     Failed(BoxError),
 }
 
+impl Step {
+    /// What a body reading this step yields. `end` is told when the body is over, and whether
+    /// it was read whole: the server's request body and the client's response body each give
+    /// their connection back (or close it) their own way, and only that differs between them.
+    pub(crate) fn into_frame(
+        self,
+        end: impl FnOnce(bool),
+    ) -> Option<Result<Frame<Bytes>, BoxError>> {
+        match self {
+            Step::Frame(frame) => Some(Ok(frame)),
+            Step::Ended(last) => {
+                end(true);
+                last.map(Ok)
+            }
+            Step::Failed(e) => {
+                end(false);
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 impl Framing {
     /// Reads the body's next piece from `wire`.
     pub(crate) fn poll_step<T: AsyncRead + AsyncWrite + Unpin>(

@@ -12,35 +12,40 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
-use http::{HeaderMap, HeaderValue, Request, Response, Version};
+use http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, Uri};
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use weir_api::model::{Protocol, TlsMode};
+use weir_api::model::TlsMode;
 use weir_proxy::{
+    access_log::{AccessLog, Arrival, Outcome},
     body::Body,
     config::ConfigStore,
     detect::{self, Protocol as Detected},
     error::ProxyError,
+    forward::{self, Destination, Forward},
     headers::{self, UnderscoreHeaders},
     metrics::Metrics,
     mtls::{self, OPAQUE_ALPN},
     normalize::{normalize_path, PathPolicy},
+    resilience::retry::Report,
     server::{Http, HttpVersion, Peer, Shutdown},
-    upgrade,
-    upstream::{classify, Upstream},
+    upstream::Upstream,
 };
 
 use crate::{
     access::{self, decide},
     metrics::MeshMetrics,
-    opaque, state, PEER_IDENTITY,
+    opaque,
+    outbound::MESH_UPGRADES,
+    view::MeshState,
+    PEER_IDENTITY,
 };
 
 /// Everything inbound connections share.
 pub struct Inbound {
     /// The served configuration (the mesh state is its role).
-    pub store: Arc<ConfigStore>,
+    pub store: Arc<ConfigStore<MeshState>>,
     /// mTLS with the workload certificate.
     pub acceptor: TlsAcceptor,
     /// HTTP connection settings.
@@ -63,6 +68,8 @@ pub struct Inbound {
     pub own: String,
     /// Engine metrics.
     pub metrics: Metrics,
+    /// One JSON line per request.
+    pub access_log: AccessLog,
     /// Mesh metrics.
     pub mesh: MeshMetrics,
     /// Inbound handshakes that passed and failed.
@@ -82,7 +89,7 @@ impl Inbound {
         let Some(app) = self.destination(&stream, addr) else {
             return;
         };
-        let mode = state(&self.store.load()).inbound.mode;
+        let mode = self.store.load().role.inbound.mode;
         // Under STRICT nothing but a ClientHello is accepted, so a slow one is waited for as
         // long as a handshake may take; the short detection timeout is for the other modes,
         // where a silent client may speak a server-speaks-first protocol.
@@ -216,8 +223,8 @@ impl Inbound {
         I: weir_proxy::server::Transport,
     {
         let inbound = self.clone();
-        let handler = Arc::new(move |_: Peer, req: Request<Body>| {
-            inbound.clone().request(caller.clone(), app, req)
+        let handler = Arc::new(move |peer: Peer, req: Request<Body>| {
+            inbound.clone().request(peer, caller.clone(), app, req)
         });
         if let Err(error) = self.http.serve(io, version, handler, peer, shutdown).await {
             tracing::debug!(addr = %peer.addr, %error, "inbound connection ended with an error");
@@ -235,7 +242,7 @@ impl Inbound {
             port: app.port(),
             trust_domain: &self.trust_domain,
         };
-        if let Err(policy) = decide(&state(&active).inbound, &request) {
+        if let Err(policy) = decide(&active.role.inbound, &request) {
             self.denied(caller.as_deref(), policy, "TCP", "-");
             return;
         }
@@ -251,36 +258,67 @@ impl Inbound {
         tracing::info!(peer, policy, method, path, "access denied");
     }
 
+    /// One request to the workload: hop-by-hop out, the caller's identity vouched for, the
+    /// path normalised, AccessPolicy, then the forward path to the app.
     async fn request(
         self: Arc<Self>,
+        client: Peer,
         caller: Option<Arc<str>>,
         app: SocketAddr,
         req: Request<Body>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let response = match self.forward(caller.as_deref(), app, req).await {
+        let (mut parts, body) = req.into_parts();
+        // 0. hop-by-hop, before anything is read
+        forward::strip_request(&mut parts);
+        let arrival = self.access_log.enabled().then(|| {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let host = host.or_else(|| parts.uri.authority().map(|a| a.as_str()));
+            Arrival::of(&parts, client.addr, host.unwrap_or_default(), started)
+        });
+        let mut outcome = Outcome::default();
+        let result = self
+            .forward(
+                client,
+                caller.as_deref(),
+                app,
+                &mut parts,
+                body,
+                &mut outcome.sent,
+            )
+            .await;
+        let response = match result {
             Ok(response) => response,
             Err(e) => {
                 self.metrics.proxy_error(e);
+                outcome.error = Some(e.reason());
                 e.response()
             }
         };
         let peer = caller.as_deref().unwrap_or("plaintext");
         self.mesh
             .request("inbound", peer, &self.own, response.status(), started);
-        response
+        match arrival {
+            Some(arrival) => self.access_log.on_end(arrival, outcome, response),
+            None => response,
+        }
     }
 
     async fn forward(
         &self,
+        client: Peer,
         caller: Option<&str>,
         app: SocketAddr,
-        req: Request<Body>,
+        parts: &mut Parts,
+        body: Body,
+        report: &mut Report,
     ) -> Result<Response<Body>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        // WebSocket only: after a switch, nothing on the connection meets AccessPolicy again.
-        let downstream = upgrade::requested(&mut parts, &[upgrade::WEBSOCKET]);
-        vouch(&mut parts.headers, downstream.is_some(), caller);
+        // 1. the caller's identity, as its certificate proved it
+        vouch(&mut parts.headers, caller);
+        // 2. the path as the app will read it, 3. AccessPolicy on that path
         let path = normalize_path(parts.uri.path(), self.paths)
             .map_err(|_| ProxyError::BadRequest)?
             .into_owned();
@@ -291,45 +329,35 @@ impl Inbound {
             port: app.port(),
             trust_domain: &self.trust_domain,
         };
-        if let Err(policy) = decide(&state(&active).inbound, &request) {
+        if let Err(policy) = decide(&active.role.inbound, &request) {
             self.denied(caller, policy, parts.method.as_str(), &path);
             return Err(ProxyError::AccessDenied);
         }
         drop(active);
-        let protocol = if parts.version == Version::HTTP_2 {
-            Protocol::H2c
-        } else {
-            parts.version = Version::HTTP_11;
-            Protocol::Http1
-        };
-        if protocol == Protocol::Http1 {
-            headers::host_from_authority(&mut parts);
-        }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        parts.uri = format!("http://{app}{path_and_query}")
-            .parse()
-            .map_err(|_| ProxyError::BadRequest)?;
-        let response = self
-            .app
-            .send(protocol, Request::from_parts(parts, body))
-            .await
-            .map_err(|e| classify(&e))?;
-        let (mut parts, body) = response.into_parts();
-        let switching = upgrade::switch(downstream, &mut parts)?;
-        headers::strip_hop_by_hop(&mut parts.headers, switching);
-        Ok(Response::from_parts(parts, body))
+        parts.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?;
+        // 4. the forward path, to the app (WebSocket only: after a switch, nothing on the
+        // connection meets AccessPolicy again)
+        let out = Forward {
+            upstream: &self.app,
+            destination: Destination::Local(app),
+            upgrades: &MESH_UPGRADES,
+            filters: &[],
+            mirrors: Vec::new(),
+            client: client.addr.ip(),
+        };
+        forward::forward(out, parts, body, report).await
     }
 }
 
-/// Puts the caller's identity on a request for the app: hop-by-hop fields go first (so
-/// `Connection` cannot name the identity away), then every copy the caller sent, in any
+/// Puts the caller's identity on a request for the app, after hop-by-hop fields went (stage 0,
+/// so `Connection` cannot name the identity away): every copy the caller sent goes, in any
 /// spelling the app may read as it (`x_weir_peer_identity`), then the one its certificate
-/// proved is set. `upgrade` keeps a protocol switch's `Connection: upgrade`.
-fn vouch(headers: &mut HeaderMap, upgrade: bool, caller: Option<&str>) {
-    headers::strip_hop_by_hop(headers, upgrade);
+/// proved is set.
+fn vouch(headers: &mut HeaderMap, caller: Option<&str>) {
     headers::drop_lookalikes(headers, UnderscoreHeaders::Keep, |n| n == PEER_IDENTITY);
     headers.remove(PEER_IDENTITY);
     if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
@@ -356,7 +384,8 @@ mod tests {
             HeaderValue::from_static("spiffe://forged"),
         );
         h.insert("x_app_flag", HeaderValue::from_static("1"));
-        vouch(&mut h, false, Some(CALLER));
+        headers::strip_hop_by_hop(&mut h, false);
+        vouch(&mut h, Some(CALLER));
         assert_eq!(
             h.get_all(PEER_IDENTITY).iter().collect::<Vec<_>>(),
             [CALLER]
@@ -366,7 +395,7 @@ mod tests {
 
         let mut plaintext = HeaderMap::new();
         plaintext.insert(PEER_IDENTITY, HeaderValue::from_static("spiffe://forged"));
-        vouch(&mut plaintext, false, None);
+        vouch(&mut plaintext, None);
         assert!(plaintext.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!  caller ─▶ inbound :15006 ─ mode (STRICT/PERMISSIVE/DISABLED) ─ mTLS ─ AccessPolicy ─▶ app (localhost)
 //!  app ─▶ outbound :15001 ─ Host or original destination → Service ─ engine pool ─ mTLS ─▶ peer's inbound
-//!  controller ─ SidecarView ─▶ view::split ─▶ ConfigStore (clusters) + MeshState (policy, services)
+//!  controller ─ SidecarView ─▶ view::split ─▶ ConfigStore<MeshState>: clusters + policy, services
 //!  controller ─ Identity.Certify ─▶ WorkloadIdentity (renewed at half life) ─▶ both directions
 //! ```
 
@@ -16,21 +16,5 @@ pub mod opaque;
 pub mod outbound;
 pub mod view;
 
-use std::sync::{Arc, LazyLock};
-
-use weir_proxy::config::Active;
-
-use view::MeshState;
-
 /// The header carrying the caller's SPIFFE ID to the app.
 pub const PEER_IDENTITY: &str = "x-weir-peer-identity";
-
-/// The mesh state of a configuration (empty before the first view).
-pub fn state(active: &Arc<Active>) -> &MeshState {
-    static EMPTY: LazyLock<MeshState> = LazyLock::new(MeshState::default);
-    active
-        .role
-        .as_ref()
-        .and_then(|r| r.downcast_ref::<MeshState>())
-        .unwrap_or(&EMPTY)
-}

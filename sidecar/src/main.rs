@@ -13,10 +13,11 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use tokio::net::{TcpListener, TcpStream};
-use weir_api::proto::Role;
+use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_proxy::{
+    access_log::AccessLog,
     admin::{serve_admin, AdminState},
-    config::ConfigStore,
+    config::{ConfigStore, Follow, Installer},
     control::{self, ControlSettings},
     identity::{self, WorkloadIdentity},
     metrics::Metrics,
@@ -61,6 +62,10 @@ struct RunArgs {
     /// The token proving this pod's ServiceAccount (re-read at every connect).
     #[arg(long, env = "WEIR_IDENTITY_TOKEN_FILE")]
     identity_token_file: PathBuf,
+    /// Write one JSON access-log line per request to stdout (both directions; the same
+    /// fields as weir-ingress's).
+    #[arg(long, env = "WEIR_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
+    access_log: String,
     /// The app's port on localhost, for inbound connections that were not redirected
     /// (explicit mode); redirected ones go to the port they were sent to.
     #[arg(long)]
@@ -160,10 +165,6 @@ struct InitArgs {
     /// Print the commands instead of running them.
     #[arg(long)]
     dry_run: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_api::duration::parse_duration(s)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -280,7 +281,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mesh = MeshMetrics::new(&metrics);
     let identity = Arc::new(WorkloadIdentity::default());
     let dialer = Arc::new(Dialer::new(identity.clone(), &args.trust_domain, &metrics));
-    let store = Arc::new(ConfigStore::new(metrics.clone()).mesh(dialer.clone()));
+    let store = Arc::new(ConfigStore::new(metrics.clone()));
+    let installer = Arc::new(Installer::new(store.clone()).mesh(dialer.clone()));
+    let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
+        .context("starting the access-log writer")?;
 
     let inbound_listener = listen(args.inbound, "--inbound")
         .await?
@@ -338,6 +342,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
         own: own.clone(),
         metrics: metrics.clone(),
+        access_log: access_log.clone(),
         mesh: mesh.clone(),
         handshakes: (handshakes("ok"), handshakes("error")),
         paths: PathPolicy {
@@ -354,6 +359,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         detect_timeout: args.detect_timeout,
         connect_timeout: args.connect_timeout,
         metrics: metrics.clone(),
+        access_log,
         mesh,
     });
 
@@ -379,7 +385,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.workload_certificate_expiry.clone(),
     ));
     view::refuse_features(args.refuse_features.clone());
-    let config = tokio::spawn(control::follow(settings, store, view::decode));
+    let node = Arc::new(Follow {
+        installer,
+        decode: view::decode,
+    });
+    let config = tokio::spawn(control::follow(settings, node));
 
     // Each listener drains on its own; every connection task watches the same shutdown.
     let serve = |listener: TcpListener, connection: Box<ConnectionFn>| {
@@ -401,7 +411,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    wait_for_signal().await?;
+    Signals::install()
+        .context("installing the SIGTERM and SIGINT handlers")?
+        .received()
+        .await;
     tracing::info!("shutting down: no longer ready, draining connections");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
@@ -412,16 +425,5 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     certificates.abort();
     admin_task.abort();
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -7,31 +7,43 @@
 //! endpoint, over mTLS when it is meshed; a destination that is not a Service passes through
 //! untouched.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::{Duration, Instant},
+};
 
-use http::{header, Request, Response};
+use http::{header, request::Parts, Request, Response};
 use tokio::net::TcpStream;
-use weir_api::model::Protocol;
+use weir_api::model::websocket_only;
 use weir_proxy::{
+    access_log::{AccessLog, Arrival, Outcome},
     body::Body,
     config::{Active, ConfigStore},
     detect::{self, Protocol as Detected},
     error::ProxyError,
-    headers,
+    forward::{self, Destination, Forward},
     metrics::Metrics,
     mtls::{Dialer, OPAQUE_ALPN},
-    resilience::retry::{self, Deadlines, Outgoing, Replay, Report},
+    resilience::retry::{Deadlines, Report},
     server::{Http, Peer, Shutdown},
-    upgrade,
     upstream::Upstream,
 };
 
-use crate::{metrics::MeshMetrics, opaque, state, view::Target};
+use crate::{
+    metrics::MeshMetrics,
+    opaque,
+    view::{MeshState, Target},
+};
+
+/// The protocols a mesh request may switch to: WebSocket alone, since the peer's inbound would
+/// splice any other past its AccessPolicy.
+pub(crate) static MESH_UPGRADES: LazyLock<Vec<String>> = LazyLock::new(websocket_only);
 
 /// Everything outbound connections share.
 pub struct Outbound {
     /// The served configuration.
-    pub store: Arc<ConfigStore>,
+    pub store: Arc<ConfigStore<MeshState>>,
     /// HTTP connection settings.
     pub http: Http,
     /// Pools to endpoints (mTLS to meshed ones).
@@ -46,6 +58,8 @@ pub struct Outbound {
     pub connect_timeout: Duration,
     /// Engine metrics.
     pub metrics: Metrics,
+    /// One JSON line per request.
+    pub access_log: AccessLog,
     /// Mesh metrics.
     pub mesh: MeshMetrics,
 }
@@ -59,7 +73,7 @@ impl Outbound {
         shutdown: Shutdown,
     ) {
         let original = opaque::original_dst(&stream);
-        let target = original.and_then(|dst| state(&self.store.load()).by_addr(dst).cloned());
+        let target = original.and_then(|dst| self.store.load().role.by_addr(dst).cloned());
         if let (Some(dst), None) = (original, &target) {
             // Not a Service of the mesh: passed through as it was sent.
             self.mesh
@@ -85,8 +99,8 @@ impl Outbound {
                     .with_label_values(&["outbound", "http"])
                     .inc();
                 let outbound = self.clone();
-                let handler = Arc::new(move |_: Peer, req: Request<Body>| {
-                    outbound.clone().request(target.clone(), req)
+                let handler = Arc::new(move |peer: Peer, req: Request<Body>| {
+                    outbound.clone().request(peer, target.clone(), req)
                 });
                 let peer = Peer { addr, tls: false };
                 if let Err(error) = self
@@ -161,49 +175,74 @@ impl Outbound {
         }
     }
 
+    /// One request of the app's: to the Service its original destination or its `Host` names.
     async fn request(
         self: Arc<Self>,
+        client: Peer,
         target: Option<Target>,
         req: Request<Body>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let mut report = Report::default();
+        let (mut parts, body) = req.into_parts();
+        // 0. hop-by-hop, before anything is read
+        forward::strip_request(&mut parts);
+        // 1. destination: the original destination's Service, else the one `Host` names
         let active = self.store.load();
-        let target = target.or_else(|| {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-            state(&active).by_host(host, &self.namespace).cloned()
-        });
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        let target = target.or_else(|| active.role.by_host(host, &self.namespace).cloned());
+        let arrival = self
+            .access_log
+            .enabled()
+            .then(|| Arrival::of(&parts, client.addr, host, started));
+        let mut outcome = Outcome {
+            route: target.as_ref().map(|t| t.service.clone()),
+            backend: target.as_ref().map(|t| t.cluster.clone()),
+            ..Outcome::default()
+        };
+        // 2. the forward path
         let result = match &target {
-            Some(target) => self.forward(&active, target, req, &mut report).await,
+            Some(target) => {
+                self.forward(&active, target, client, &mut parts, body, &mut outcome.sent)
+                    .await
+            }
             None => Err(ProxyError::NoRoute),
         };
+        drop(active);
         let response = match result {
             Ok(response) => response,
             Err(e) => {
                 self.metrics.proxy_error(e);
+                outcome.error = Some(e.reason());
                 e.response()
             }
         };
+        // 3. observe
         let destination = target.as_ref().map_or("unknown", |t| &*t.service);
         let identity = target
             .as_ref()
-            .zip(report.endpoint)
+            .zip(outcome.sent.endpoint)
             .and_then(|(t, e)| self.dialer.expected(&t.cluster, e));
         let peer = identity.as_deref().unwrap_or("plaintext");
         self.mesh
             .request("outbound", peer, destination, response.status(), started);
-        response
+        match arrival {
+            Some(arrival) => self.access_log.on_end(arrival, outcome, response),
+            None => response,
+        }
     }
 
     async fn forward(
         &self,
-        active: &Active,
+        active: &Active<MeshState>,
         target: &Target,
-        req: Request<Body>,
+        client: Peer,
+        parts: &mut Parts,
+        body: Body,
         report: &mut Report,
     ) -> Result<Response<Body>, ProxyError> {
         let pool = active
@@ -211,29 +250,17 @@ impl Outbound {
             .get(&*target.cluster)
             .filter(|p| p.cluster.resolved)
             .ok_or(ProxyError::BackendNotFound)?;
-        let (mut parts, body) = req.into_parts();
-        // A protocol switch needs HTTP/1.1 to the peer, and is WebSocket only: the peer's
-        // inbound would splice any other past its AccessPolicy.
-        let downstream = upgrade::requested(&mut parts, &[upgrade::WEBSOCKET])
-            .filter(|_| pool.cluster.protocol == Protocol::Http1);
-        headers::strip_hop_by_hop(&mut parts.headers, downstream.is_some());
-        headers::host_from_authority(&mut parts);
-        parts.version = pool.version();
-        let replay = pool.retries() && downstream.is_none();
-        let body = Replay::of(body, &parts.headers, replay).await?;
-        let out = Outgoing { parts, body };
-        let response = retry::send(
-            &self.upstream,
-            pool,
-            out,
-            Deadlines::default(),
-            None,
-            report,
-        )
-        .await?;
-        let (mut parts, body) = response.into_parts();
-        let switching = upgrade::switch(downstream, &mut parts)?;
-        headers::strip_hop_by_hop(&mut parts.headers, switching);
-        Ok(Response::from_parts(parts, body))
+        let out = Forward {
+            upstream: &self.upstream,
+            destination: Destination::Cluster {
+                pool,
+                deadlines: Deadlines::default(),
+            },
+            upgrades: &MESH_UPGRADES,
+            filters: &[],
+            mirrors: Vec::new(),
+            client: client.addr.ip(),
+        };
+        forward::forward(out, parts, body, report).await
     }
 }

@@ -18,7 +18,6 @@ use weir_api::{
     wire::{self, SIDECAR_ENCODING},
     Snapshot,
 };
-use weir_proxy::control::Decoded;
 
 /// One port of one Service, as a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,13 +60,13 @@ pub fn refuse_features(refused: Vec<String>) {
     let _ = REFUSED.set(refused);
 }
 
-/// [`Decode`](weir_proxy::control::Decode) for a sidecar view.
-pub fn decode(encoding: &str, payload: &[u8]) -> Result<Decoded, String> {
+/// [`Decode`](weir_proxy::config::Decode) for a sidecar view.
+pub fn decode(encoding: &str, payload: &[u8]) -> Result<(Snapshot, Option<MeshState>), String> {
     let view: SidecarView = wire::decode_view(SIDECAR_ENCODING, encoding, payload)?;
     let refused = REFUSED.get().map(Vec::as_slice).unwrap_or_default();
     check(&view, refused)?;
     let (snapshot, state) = split(view);
-    Ok((snapshot, Some(Arc::new(state))))
+    Ok((snapshot, Some(state)))
 }
 
 /// Whether this sidecar can enforce everything `view` requires, short of `refused`.

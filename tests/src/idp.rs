@@ -7,7 +7,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
@@ -70,10 +69,7 @@ impl Signer {
 
 /// Claims for `sub` from `iss` to `aud`, expiring in `ttl` seconds (negative: expired).
 pub fn claims(iss: &str, aud: &str, sub: &str, ttl: i64) -> Value {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = weir_api::process::unix_now() as i64;
     json!({"iss": iss, "aud": aud, "sub": sub, "exp": now + ttl, "iat": now, "scope": "orders.read profile"})
 }
 

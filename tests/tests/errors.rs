@@ -118,3 +118,43 @@ async fn invalid_config_at_startup_is_refused_with_the_field_named() {
         "{stderr}"
     );
 }
+
+/// The cause of a backend failure reaches the debug log with the endpoint, at most once a
+/// second however often it happens; the client still sees only its kind.
+#[tokio::test]
+async fn a_backend_failure_is_logged_with_its_cause_and_endpoint_rate_limited() {
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service_with("dead", &[(dead, true)], ""))
+        .with("gw.yaml", &gateway())
+        .with("routes.yaml", &route("refused", "dead", ""));
+    let debug = [("WEIR_LOG", "info,weir_proxy::upstream=debug")];
+    let weir = Weir::start_with_env(&dir, &[], &debug);
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let reply = weir.get("refused.example.com", "/").await;
+        assert_eq!(reply.status, 502);
+        assert!(!reply.text().contains("refused"), "{}", reply.text());
+    }
+    let failures = || {
+        let lines = weir.stderr().into_iter();
+        lines
+            .filter(|l| l.contains("backend exchange failed"))
+            .collect::<Vec<_>>()
+    };
+    let first = weir_e2e::eventually(Duration::from_secs(5), "a failure logged", || async {
+        failures().into_iter().next()
+    })
+    .await;
+    // (The log is colored even into a pipe, so the field's name and value are matched apart.)
+    assert!(
+        first.contains("endpoint") && first.contains(&dead.to_string()),
+        "{first}"
+    );
+    assert!(first.contains("Connection refused"), "{first}");
+    let lines = failures().len() as u64;
+    assert!(
+        lines <= started.elapsed().as_secs() + 1,
+        "{lines} lines for 20 failures"
+    );
+}

@@ -239,18 +239,38 @@ pub enum PathRewrite {
 pub struct Forward {
     /// Backends with weights; a weight of 0 gets no traffic. No backend with a weight: 500.
     pub backends: Vec<WeightedBackend>,
-    /// `RequestHeaderModifier`.
-    pub request_headers: HeaderModifier,
-    /// `ResponseHeaderModifier`.
-    pub response_headers: HeaderModifier,
-    /// `URLRewrite`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<UrlRewrite>,
-    /// `RequestMirror`: copies sent and forgotten.
+    /// The rule's filters, in the order the route lists them: each runs on the request as the
+    /// ones before it left it, and the response halves run in the same order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<Mirror>,
+    pub filters: Vec<Filter>,
     /// `timeouts`.
     pub timeouts: Timeouts,
+}
+
+impl Forward {
+    /// The `URLRewrite` among the filters, if any (a rule has at most one).
+    pub fn rewrite(&self) -> Option<&UrlRewrite> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::UrlRewrite(r) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+/// One HTTPRoute filter that acts on a forwarded request (a `RequestRedirect` is a
+/// [`RouteAction`] of its own: it answers instead of forwarding). A node that does not know a
+/// variant cannot decode the snapshot and refuses it: a filter is never skipped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Filter {
+    /// `RequestHeaderModifier`.
+    RequestHeaderModifier(HeaderModifier),
+    /// `ResponseHeaderModifier`.
+    ResponseHeaderModifier(HeaderModifier),
+    /// `URLRewrite`.
+    UrlRewrite(UrlRewrite),
+    /// `RequestMirror`: a copy sent and forgotten.
+    RequestMirror(Mirror),
 }
 
 /// A backend and its share of traffic.

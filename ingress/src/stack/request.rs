@@ -1,18 +1,8 @@
-//! Reading the client's request: its host, the Host to send on, sizes and version names.
+//! Reading the client's request: its host, the Host to send on, its size.
 
 use std::borrow::Cow;
 
-use http::{header, request::Parts, HeaderValue, Request, Version};
-
-/// Moves method, version, URI and headers out of `parts` (which are not used again).
-pub(super) fn take_parts(parts: &mut Parts) -> Parts {
-    let (mut taken, ()) = Request::new(()).into_parts();
-    taken.method = parts.method.clone();
-    taken.version = parts.version;
-    taken.uri = std::mem::take(&mut parts.uri);
-    taken.headers = std::mem::take(&mut parts.headers);
-    taken
-}
+use http::{header, request::Parts, HeaderValue};
 
 /// The host the client asked for, as it sent it: the authority of the request target (HTTP/2's
 /// `:authority`, or an absolute-form HTTP/1.1 target, which RFC 9112 §3.2.2 puts before `Host`),
@@ -40,18 +30,6 @@ pub(super) fn request_host(asked: Option<&HeaderValue>) -> Cow<'_, str> {
     match host.bytes().any(|b| b.is_ascii_uppercase()) {
         true => Cow::Owned(host.to_ascii_lowercase()),
         false => Cow::Borrowed(host),
-    }
-}
-
-/// `HTTP/1.1`, `HTTP/2`, ... for the access log.
-pub(super) fn version_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP",
     }
 }
 

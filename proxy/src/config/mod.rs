@@ -3,9 +3,14 @@
 //! A request loads the [`Active`] config once and uses it to the end, so a reload in the middle
 //! of a request never mixes two versions, and nothing on the connection (keep-alive, an open
 //! WebSocket) depends on the config: routes are swapped in place under live connections.
+//!
+//! The store only holds versions and their outcome. What accepting a version sets in motion
+//! (the mesh dialer learning its endpoints, health checks, certificates) is the install step's
+//! ([`Installer`]), in one place.
+
+mod install;
 
 use std::{
-    any::Any,
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -15,17 +20,18 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use weir_api::{error::ConfigErrors, Snapshot};
 
+pub use install::{Decode, Follow, Installer, Prepare};
+
 use crate::{
     balance::{Endpoint, Pool},
     metrics::Metrics,
-    mtls::Dialer,
-    resilience::health,
     router::Router,
-    tls::{CertStatus, CertStore},
+    tls::CertStatus,
 };
 
-/// One version of the configuration, ready to serve.
-pub struct Active {
+/// One version of the configuration, ready to serve; `R` is what the role compiled from it
+/// (the ingress's auth and limit guards, the sidecar's mesh policy).
+pub struct Active<R> {
     /// Increases by one per accepted change; 0 before the first.
     pub version: u64,
     /// The compiled snapshot.
@@ -34,13 +40,9 @@ pub struct Active {
     pub router: Router,
     /// Running clusters by name.
     pub pools: HashMap<String, Arc<Pool>>,
-    /// What the role built from this snapshot (see [`ConfigStore::with_role`]).
-    pub role: Option<Arc<dyn Any + Send + Sync>>,
+    /// The role's own state for this version.
+    pub role: R,
 }
-
-/// Builds a role's own runtime state for a snapshot (key caches, rate limiters), once per
-/// accepted change; the stack finds it in [`Active::role`].
-pub type Prepare = Box<dyn Fn(&Snapshot) -> Arc<dyn Any + Send + Sync> + Send + Sync>;
 
 /// The last reload's outcome, shown at `/config`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -57,19 +59,32 @@ pub struct ReloadStatus {
     pub certificates: Vec<CertStatus>,
 }
 
-/// Holds the active configuration and swaps in new versions.
-pub struct ConfigStore {
-    active: ArcSwap<Active>,
-    status: Mutex<ReloadStatus>,
-    metrics: Metrics,
-    /// Certificates for the TLS listener, updated with each accepted change.
-    pub certs: Arc<CertStore>,
-    prepare: Option<Prepare>,
-    /// The mesh dialer: taught each snapshot's meshed endpoints, used by health checks.
-    dialer: Option<Arc<Dialer>>,
+/// What the admin pages read of a store, whatever the role's state.
+pub trait Served: Send + Sync {
+    /// True once a configuration has been accepted.
+    fn loaded(&self) -> bool;
+    /// The `/config` page: version, snapshot, and the last reload's outcome.
+    fn describe(&self) -> serde_json::Value;
 }
 
-impl ConfigStore {
+impl<R: Send + Sync> Served for ConfigStore<R> {
+    fn loaded(&self) -> bool {
+        ConfigStore::loaded(self)
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        ConfigStore::describe(self)
+    }
+}
+
+/// Holds the active configuration and swaps in new versions.
+pub struct ConfigStore<R> {
+    active: ArcSwap<Active<R>>,
+    status: Mutex<ReloadStatus>,
+    metrics: Metrics,
+}
+
+impl<R: Default> ConfigStore<R> {
     /// An empty store (version 0, no routes: every request gets 404).
     pub fn new(metrics: Metrics) -> Self {
         let empty = Active {
@@ -77,34 +92,19 @@ impl ConfigStore {
             snapshot: Arc::default(),
             router: Router::default(),
             pools: HashMap::new(),
-            role: None,
+            role: R::default(),
         };
         Self {
             active: ArcSwap::from_pointee(empty),
             status: Mutex::default(),
-            certs: Arc::new(CertStore::new(metrics.clone())),
             metrics,
-            prepare: None,
-            dialer: None,
         }
     }
+}
 
-    /// Runs `prepare` on every accepted snapshot before it is served.
-    pub fn with_role(mut self, prepare: Prepare) -> Self {
-        self.prepare = Some(prepare);
-        self
-    }
-
-    /// Makes this proxy a mesh workload: `dialer` learns from every accepted snapshot which
-    /// endpoints are meshed (before any connection to them is made), and health checks reach
-    /// those over mTLS.
-    pub fn mesh(mut self, dialer: Arc<Dialer>) -> Self {
-        self.dialer = Some(dialer);
-        self
-    }
-
+impl<R> ConfigStore<R> {
     /// The configuration to use for one request.
-    pub fn load(&self) -> Arc<Active> {
+    pub fn load(&self) -> Arc<Active<R>> {
         self.active.load_full()
     }
 
@@ -113,26 +113,9 @@ impl ConfigStore {
         self.active.load().version > 0
     }
 
-    /// Makes `snapshot` the active configuration and returns its version. Endpoint state
-    /// (latency, in-flight counts) carries over by address. Its warnings are logged.
-    pub fn install(&self, snapshot: Snapshot) -> u64 {
-        let role = self.prepare.as_ref().map(|p| p(&snapshot));
-        self.install_prepared(snapshot, role)
-    }
-
-    /// [`install`](Self::install) with the role's state already made (a sidecar makes it from
-    /// the parts of its view that are not in the snapshot).
-    pub fn install_prepared(
-        &self,
-        snapshot: Snapshot,
-        role: Option<Arc<dyn Any + Send + Sync>>,
-    ) -> u64 {
-        for warning in &snapshot.warnings {
-            tracing::warn!(%warning, "configuration warning");
-        }
-        if let Some(dialer) = &self.dialer {
-            dialer.update(snapshot.clusters.values());
-        }
+    /// The next version made of `snapshot`, not yet served. Endpoint state (latency,
+    /// in-flight counts) carries over by address.
+    pub(crate) fn next(&self, snapshot: Snapshot, role: R) -> Active<R> {
         let previous = self.active.load();
         let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .pools
@@ -143,26 +126,28 @@ impl ConfigStore {
             .clusters
             .iter()
             .map(|(name, cluster)| {
-                let pool = Arc::new(Pool::new(
+                let pool = Pool::new(
                     cluster.clone(),
                     &endpoints,
                     previous.pools.get(name).map(|p| &**p),
                     &self.metrics,
-                ));
-                health::spawn(&pool, self.dialer.as_ref());
-                (name.clone(), pool)
+                );
+                (name.clone(), Arc::new(pool))
             })
             .collect();
-        let certificates = self.certs.update(&snapshot.tls);
-        let version = previous.version + 1;
-        let router = Router::new(&snapshot);
-        self.active.store(Arc::new(Active {
-            version,
+        Active {
+            version: previous.version + 1,
+            router: Router::new(&snapshot),
             snapshot: Arc::new(snapshot),
-            router,
             pools,
             role,
-        }));
+        }
+    }
+
+    /// Serves `next` from now on and returns its version.
+    pub(crate) fn swap(&self, next: Active<R>, certificates: Vec<CertStatus>) -> u64 {
+        let version = next.version;
+        self.active.store(Arc::new(next));
         self.metrics.config_version.set(version as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         let mut status = crate::lock(&self.status);

@@ -21,7 +21,7 @@ use crate::{
     balance::{Endpoint, Pool},
     body::{self, Body},
     error::{ProxyError, Side},
-    upstream::{classify, h1::idempotent, Expected, Upstream},
+    upstream::{classify_and_log, h1::idempotent, Expected, Upstream},
 };
 
 /// Request bodies up to this size are kept so the request can be retried.
@@ -72,6 +72,11 @@ impl Replay {
             }
         })?;
         Ok(Replay::Bytes(bytes.to_bytes()))
+    }
+
+    /// The body to send once.
+    pub fn into_body(mut self) -> Body {
+        self.take()
     }
 
     fn take(&mut self) -> Body {
@@ -210,7 +215,7 @@ async fn attempt(
     match result {
         Ok(Ok(response)) => (Ok(response), in_flight.success()),
         // No latency penalty for what the client did.
-        Ok(Err(e)) => match classify(&e) {
+        Ok(Err(e)) => match classify_and_log(&e, endpoint.addr) {
             e if e.side() == Side::Downstream => (Err(e), Instant::now()),
             e => (Err(e), in_flight.failure()),
         },

@@ -31,9 +31,11 @@ use crate::{
 };
 
 mod connect;
+mod failure;
 pub mod h1;
 
 pub use connect::{Counted, CountingConnector, Expect, Expected, Io, MeshConnector};
+pub use failure::classify_and_log;
 
 /// The two clients a proxy keeps.
 #[derive(Clone)]
@@ -166,7 +168,7 @@ fn h2_client(connector: CountingConnector, idle_timeout: Duration) -> H2Client {
         .build(connector)
 }
 
-/// Maps a client error to what the user sees.
+/// Maps a client error to what the user sees (and [`classify_and_log`] logs its cause).
 pub fn classify(e: &UpstreamError) -> ProxyError {
     let too_large = |mut source: Option<&(dyn std::error::Error + 'static)>| {
         while let Some(err) = source {

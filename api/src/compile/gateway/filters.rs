@@ -21,34 +21,40 @@ pub(super) fn apply_filter(
     let lower = |s: &str| s.to_ascii_lowercase();
     match filter.r#type {
         FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier => {
-            let (target, value) = if filter.r#type == FilterType::RequestHeaderModifier {
+            let request = filter.r#type == FilterType::RequestHeaderModifier;
+            let value = if request {
                 let m = filter
                     .request_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("requestHeaderModifier"))?;
-                (&mut forward.request_headers, serde_json::to_value(m))
+                serde_json::to_value(m)
             } else {
                 let m = filter
                     .response_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("responseHeaderModifier"))?;
-                (&mut forward.response_headers, serde_json::to_value(m))
+                serde_json::to_value(m)
             };
             // Both modifier types have the same shape; read them through one form.
             let m: HeaderModifierSpec = value
                 .ok()
                 .and_then(|v| serde_json::from_value(v).ok())
                 .ok_or_else(|| (String::new(), "unreadable header modifier".to_string()))?;
+            let mut target = HeaderModifier::default();
             for (list, out) in [(&m.set, &mut target.set), (&m.add, &mut target.add)] {
                 for h in list {
-                    check_header(&h.name, &h.value)?;
+                    check_header(&h.name, &h.value, request)?;
                     out.push((lower(&h.name), h.value.clone()));
                 }
             }
             for name in &m.remove {
-                check_header(name, "")?;
+                check_header(name, "", request)?;
                 target.remove.push(lower(name));
             }
+            forward.filters.push(match request {
+                true => Filter::RequestHeaderModifier(target),
+                false => Filter::ResponseHeaderModifier(target),
+            });
         }
         FilterType::RequestRedirect => {
             let r = filter
@@ -105,10 +111,13 @@ pub(super) fn apply_filter(
                     PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
                 }
             });
-            forward.rewrite = Some(UrlRewrite {
+            if forward.rewrite().is_some() {
+                return Err((".type".into(), "a rule has at most one URLRewrite".into()));
+            }
+            forward.filters.push(Filter::UrlRewrite(UrlRewrite {
                 hostname: r.hostname.as_deref().map(lower),
                 path,
-            });
+            }));
         }
         FilterType::RequestMirror => {
             let m = filter
@@ -151,10 +160,10 @@ pub(super) fn apply_filter(
                 &b.name,
                 port,
             );
-            forward.mirrors.push(Mirror {
+            forward.filters.push(Filter::RequestMirror(Mirror {
                 cluster,
                 per_million,
-            });
+            }));
         }
         FilterType::ExtensionRef | FilterType::Cors => {
             let name = if filter.r#type == FilterType::Cors {
@@ -171,9 +180,17 @@ pub(super) fn apply_filter(
     Ok(())
 }
 
-fn check_header(name: &str, value: &str) -> Result<(), FilterError> {
+/// A header a modifier may name. The request's `Host` is not one of them: what the backend is
+/// asked for is URLRewrite's `hostname`, and a modifier that set it would be undone there.
+fn check_header(name: &str, value: &str, request: bool) -> Result<(), FilterError> {
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         return Err((String::new(), format!("{name:?} is not a header name")));
+    }
+    if request && name.eq_ignore_ascii_case("host") {
+        return Err((
+            String::new(),
+            "the Host header cannot be modified here: use URLRewrite's hostname".to_string(),
+        ));
     }
     if http::HeaderValue::from_str(value).is_err() {
         return Err((

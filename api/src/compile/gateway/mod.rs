@@ -25,8 +25,9 @@ use crate::{
     duration::parse_duration,
     error::Location,
     model::{
-        Forward, HostMatch, Mirror, PathMatch, PathRewrite, Redirect, Route, RouteAction,
-        RouteMatch, RouteOrder, StringMatch, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+        Filter, Forward, HeaderModifier, HostMatch, Mirror, PathMatch, PathRewrite, Redirect,
+        Route, RouteAction, RouteMatch, RouteOrder, StringMatch, Timeouts, UrlRewrite, ValueMatch,
+        WeightedBackend,
     },
     objects::{Object, ObjectKey},
 };
@@ -273,7 +274,7 @@ fn uses_prefix_rewrite(action: &RouteAction) -> bool {
     match action {
         RouteAction::Redirect(r) => matches!(r.path, Some(PathRewrite::Prefix(_))),
         RouteAction::Forward(f) => matches!(
-            f.rewrite.as_ref().and_then(|r| r.path.as_ref()),
+            f.rewrite().and_then(|r| r.path.as_ref()),
             Some(PathRewrite::Prefix(_))
         ),
     }

@@ -23,7 +23,7 @@ pub(super) fn rule_action(
             }
         }
     }
-    if redirect.is_some() && forward.rewrite.is_some() {
+    if redirect.is_some() && forward.rewrite().is_some() {
         cx.error(
             location,
             key,

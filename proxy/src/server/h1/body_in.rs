@@ -15,7 +15,7 @@ use super::{Conn, Transport};
 use crate::{
     body::BoxError,
     codec::{Chunked, RequestBodyLength},
-    wire::{Framing, Step},
+    wire::Framing,
 };
 
 /// The interim response a client that sent `Expect: 100-continue` waits for.
@@ -172,17 +172,8 @@ impl<T: Transport> HttpBody for RequestBody<T> {
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        Poll::Ready(match ready!(this.framing.poll_step(conn, cx)) {
-            Step::Frame(frame) => Some(Ok(frame)),
-            Step::Ended(last) => {
-                this.end(true);
-                last.map(Ok)
-            }
-            Step::Failed(e) => {
-                this.end(false);
-                Some(Err(e))
-            }
-        })
+        let step = ready!(this.framing.poll_step(conn, cx));
+        Poll::Ready(step.into_frame(|whole| this.end(whole)))
     }
 
     fn is_end_stream(&self) -> bool {

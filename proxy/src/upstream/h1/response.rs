@@ -15,7 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::{pool::Pool, Conn};
 use crate::{
     upstream::connect::{BoxError, Counted},
-    wire::{Framing, Step},
+    wire::Framing,
 };
 
 /// Where a connection goes when its response has ended.
@@ -55,20 +55,14 @@ impl HttpBody for ResponseBody {
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        Poll::Ready(match ready!(this.framing.poll_step(&mut conn.wire, cx)) {
-            Step::Frame(frame) => Some(Ok(frame)),
-            Step::Ended(last) => {
-                // The connection goes back to the pool (or closes).
-                if let (Some(conn), Some(release)) = (this.conn.take(), this.release.take()) {
-                    release.put(conn);
-                }
-                last.map(Ok)
+        let step = ready!(this.framing.poll_step(&mut conn.wire, cx));
+        Poll::Ready(step.into_frame(|whole| {
+            // Read whole, the connection goes back to the pool (or closes); broken, it closes.
+            let conn = this.conn.take();
+            if let (true, Some(conn), Some(release)) = (whole, conn, this.release.take()) {
+                release.put(conn);
             }
-            Step::Failed(e) => {
-                this.conn = None;
-                Some(Err(e))
-            }
-        })
+        }))
     }
 
     fn is_end_stream(&self) -> bool {
