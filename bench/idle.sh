@@ -6,51 +6,11 @@
 #   bench/idle.sh target/release/weir-ingress target/release/weir-sidecar target/release/weir-controller
 set -euo pipefail
 ingress=$1 sidecar=$2 controller=$3
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/lib.sh"
 work=$(mktemp -d /tmp/weir-idle.XXXX)
 mkdir -p "$work/ingress" "$work/mesh" "$work/state"
-cat > "$work/ingress/bench.yaml" <<'YAML'
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: 18080}]
-endpoints: [{addresses: [127.0.0.1]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: bench}
-spec: {gatewayClassName: weir, listeners: [{name: http, protocol: HTTP, port: 80}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: all, namespace: bench}
-spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: backend, port: 80}]}]}
-YAML
-pod() { cat <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: $1, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: $1-1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
-addressType: IPv4
-ports: [{name: http, port: $2}]
-endpoints: [{addresses: [127.0.0.1], targetRef: {kind: Pod, name: $1-0, namespace: bench}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: $1-0, namespace: bench, annotations: {weir.dev/injected: bench}}
-spec: {serviceAccountName: $1, containers: [{name: app}]}
----
-YAML
-}
+catch_all_objects > "$work/ingress/bench.yaml"
 { pod client 29106; pod backend 29206; printf 'apiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: default, namespace: bench}\nspec: {mode: STRICT}\n'; } > "$work/mesh/mesh.yaml"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT

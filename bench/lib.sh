@@ -156,3 +156,16 @@ CONF
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "nginx with fields did not start; see $dir/error.log"; exit 1
 }
+
+# pod NAME INBOUND_PORT: a meshed pod NAME-0 (ServiceAccount NAME) behind Service NAME, its
+# endpoint its sidecar's inbound port.
+pod() { # NAME INBOUND_PORT
+  service "$1" "$2" "$1-0"
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1-0, namespace: bench, annotations: {weir.dev/injected: bench}}
+spec: {serviceAccountName: $1, containers: [{name: app}]}
+---
+YAML
+}

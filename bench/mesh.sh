@@ -33,16 +33,6 @@ bash "$kit/setup.sh" >/dev/null
 bin=$root/target/release
 
 # Two meshed pods as a cluster describes them; each endpoint is its sidecar's inbound port.
-pod() { # NAME INBOUND_PORT
-  service "$1" "$2" "$1-0"
-  cat <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: $1-0, namespace: bench, annotations: {weir.dev/injected: bench}}
-spec: {serviceAccountName: $1, containers: [{name: app}]}
----
-YAML
-}
 { pod client 19106; pod backend 19206; cat <<'YAML'
 apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
