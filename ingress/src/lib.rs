@@ -2,6 +2,7 @@
 //! limiting), shared by the binary and the benchmarks.
 
 pub mod auth;
+pub mod metrics;
 pub mod ratelimit;
 pub mod security;
 pub mod stack;

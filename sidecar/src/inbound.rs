@@ -17,20 +17,22 @@ use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use weir_api::model::TlsMode;
-use weir_proxy::{
-    access_log::{AccessLog, Arrival, Outcome},
+use weir_http::{
     body::Body,
-    config::ConfigStore,
     detect::{self, Protocol as Detected},
     error::ProxyError,
+    server::{Http, HttpVersion, Peer, Shutdown},
+    upstream::Upstream,
+};
+use weir_mesh::mtls::{self, OPAQUE_ALPN};
+use weir_proxy::{
+    access_log::{AccessLog, Arrival, Outcome},
+    config::ConfigStore,
     forward::{self, Destination, Forward},
     headers::{self, UnderscoreHeaders},
     metrics::Metrics,
-    mtls::{self, OPAQUE_ALPN},
     normalize::{normalize_path, PathPolicy},
     resilience::retry::Report,
-    server::{Http, HttpVersion, Peer, Shutdown},
-    upstream::Upstream,
 };
 
 use crate::{
@@ -220,7 +222,7 @@ impl Inbound {
         app: SocketAddr,
         shutdown: Shutdown,
     ) where
-        I: weir_proxy::server::Transport,
+        I: weir_http::server::Transport,
     {
         let inbound = self.clone();
         let handler = Arc::new(move |peer: Peer, req: Request<Body>| {

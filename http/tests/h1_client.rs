@@ -18,10 +18,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use weir_api::model::Protocol;
-use weir_proxy::{
+use weir_http::{
     body::{self, Body},
     error::ProxyError,
-    metrics::Metrics,
+    metrics::HttpMetrics,
     upstream::{classify, Upstream, UpstreamSettings},
 };
 
@@ -117,7 +117,7 @@ async fn read_request(socket: &mut TcpStream) -> Option<String> {
     }
 }
 
-fn upstream(metrics: &Metrics, idle_timeout: Duration) -> Upstream {
+fn upstream(metrics: &HttpMetrics, idle_timeout: Duration) -> Upstream {
     let settings = UpstreamSettings {
         connect_timeout: Duration::from_secs(1),
         idle_timeout,
@@ -168,7 +168,7 @@ async fn one_connection_carries_every_request_however_the_body_is_framed() {
         }
     })
     .await;
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     let up = upstream(&metrics, Duration::from_secs(60));
     for n in 0..10 {
         let (status, body) = get(&up, &b, "/x").await.unwrap();
@@ -204,7 +204,7 @@ async fn responses_without_a_body_or_after_interim_ones_are_read_right() {
         _ => Answer::SendAndClose("HTTP/1.1 200 OK\r\n\r\nuntil the end"),
     })
     .await;
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     let up = upstream(&metrics, Duration::from_secs(60));
     let head = request(Method::HEAD, &b, "/", body::empty());
     assert_eq!(exchange(&up, head).await.unwrap().1, "", "HEAD has no body");
@@ -234,7 +234,10 @@ async fn chunked_trailers_reach_the_caller() {
         )
     })
     .await;
-    let up = upstream(&Metrics::new(), Duration::from_secs(60));
+    let up = upstream(
+        &HttpMetrics::register(&prometheus::Registry::new()),
+        Duration::from_secs(60),
+    );
     let request = request(Method::GET, &b, "/", body::empty());
     let (_, data, trailers) = exchange(&up, request).await.unwrap();
     assert_eq!(data, "data");
@@ -244,7 +247,10 @@ async fn chunked_trailers_reach_the_caller() {
 #[tokio::test]
 async fn request_bodies_are_framed_by_length_or_chunked() {
     let b = backend(|_| Answer::Send("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
-    let up = upstream(&Metrics::new(), Duration::from_secs(60));
+    let up = upstream(
+        &HttpMetrics::register(&prometheus::Registry::new()),
+        Duration::from_secs(60),
+    );
     let full = request(Method::POST, &b, "/full", body::full("twelve bytes"));
     exchange(&up, full).await.unwrap();
     // A body of unknown length, arriving in pieces.
@@ -293,7 +299,7 @@ async fn a_pooled_connection_the_backend_closed_is_never_used() {
     // Each connection answers once (and says it will stay open), then the backend closes it.
     let b =
         backend(|_| Answer::SendAndClose("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     let up = upstream(&metrics, Duration::from_secs(60));
     // POSTs with a body, which are never sent twice: each must get a fresh connection.
     for _ in 0..3 {
@@ -316,7 +322,10 @@ async fn the_keep_alive_race_resends_requests_without_a_body_only() {
         }
     })
     .await;
-    let up = upstream(&Metrics::new(), Duration::from_secs(60));
+    let up = upstream(
+        &HttpMetrics::register(&prometheus::Registry::new()),
+        Duration::from_secs(60),
+    );
     assert_eq!(get(&up, &b, "/1").await.unwrap().1, "ok");
     // Request 1 goes on the pooled connection, which closes: it is sent again, as request 2,
     // on a new connection.
@@ -345,7 +354,7 @@ async fn broken_responses_are_errors() {
         _ => Answer::SendAndClose("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nabc"),
     })
     .await;
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     let up = upstream(&metrics, Duration::from_secs(60));
     for n in 0..6 {
         assert_eq!(
@@ -364,7 +373,10 @@ async fn refused_connections_are_connect_failures() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let up = upstream(&Metrics::new(), Duration::from_secs(60));
+    let up = upstream(
+        &HttpMetrics::register(&prometheus::Registry::new()),
+        Duration::from_secs(60),
+    );
     let mut request = Request::new(body::empty());
     *request.uri_mut() = format!("http://{addr}/").parse().unwrap();
     let error = up.send(Protocol::Http1, request).await.unwrap_err();
@@ -374,7 +386,7 @@ async fn refused_connections_are_connect_failures() {
 #[tokio::test]
 async fn idle_connections_are_kept_until_the_idle_timeout_then_closed() {
     let b = backend(|_| Answer::Send("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     // Swept every 250 ms: two sweeps pass while it is idle, short of the timeout.
     let up = upstream(&metrics, Duration::from_secs(1));
     get(&up, &b, "/").await.unwrap();

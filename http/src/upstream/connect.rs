@@ -1,9 +1,11 @@
 //! Dialing backends: TCP, or mesh mTLS to meshed endpoints (checked against the identity the
 //! endpoint's cluster expects there: [`Expect`]), with every open connection counted in
-//! `weir_upstream_connections`.
+//! `weir_upstream_connections`. What the mesh adds is behind [`PeerDialer`]: this layer knows
+//! that a connection may have to prove an identity, not how.
 
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -22,10 +24,28 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use crate::{
-    metrics::Metrics,
-    mtls::{Dialer, H2_ALPN},
-};
+use crate::{metrics::HttpMetrics, H2_ALPN};
+
+/// A handshake in progress.
+pub type Handshake<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<TlsStream<TcpStream>>> + Send + 'a>>;
+
+/// A dialer, the identity to prove and the ALPN to offer: what makes a connection mTLS.
+type Meshed = (Arc<dyn PeerDialer>, Arc<str>, &'static [u8]);
+
+/// The mesh's part in dialing: whom an endpoint of a cluster must prove, and the mTLS
+/// handshake that makes it prove it (`weir_mesh::mtls::Dialer`).
+pub trait PeerDialer: Send + Sync + 'static {
+    /// The identity the endpoint at `addr` of `cluster` must prove, when it is meshed there.
+    fn expected(&self, cluster: &str, addr: SocketAddr) -> Option<Arc<str>>;
+    /// The handshake over `tcp` with a peer that must prove `expected`, offering `alpn`.
+    fn handshake<'a>(
+        &'a self,
+        tcp: TcpStream,
+        expected: &'a Arc<str>,
+        alpn: &'static [u8],
+    ) -> Handshake<'a>;
+}
 
 /// Dials backends: TCP, then mTLS (offering its ALPN) to meshed endpoints, checked against
 /// the identity [`Expect`] names. The pools use it through [`CountingConnector`]; health
@@ -33,7 +53,7 @@ use crate::{
 #[derive(Clone)]
 pub struct MeshConnector {
     inner: HttpConnector,
-    mesh: Option<(Arc<Dialer>, &'static [u8])>,
+    mesh: Option<(Arc<dyn PeerDialer>, &'static [u8])>,
     expect: Expect,
 }
 
@@ -62,7 +82,7 @@ impl MeshConnector {
     /// when `dialer` is given.
     pub fn new(
         connect_timeout: Duration,
-        dialer: Option<Arc<Dialer>>,
+        dialer: Option<Arc<dyn PeerDialer>>,
         alpn: &'static [u8],
     ) -> Self {
         let mut http = HttpConnector::new();
@@ -85,7 +105,7 @@ impl MeshConnector {
     }
 
     /// The SPIFFE ID a connection to `uri` must prove, when it is mTLS.
-    fn peer(&self, uri: &Uri) -> Option<(Arc<Dialer>, Arc<str>, &'static [u8])> {
+    fn peer(&self, uri: &Uri) -> Option<Meshed> {
         let (dialer, alpn) = self.mesh.as_ref()?;
         let expected = match &self.expect {
             Expect::Nothing => return None,
@@ -151,7 +171,7 @@ impl CountingConnector {
     }
 
     /// Dials with `inner`, counting in `metrics`' upstream connection metrics.
-    pub fn new(inner: MeshConnector, metrics: &Metrics) -> Self {
+    pub fn new(inner: MeshConnector, metrics: &HttpMetrics) -> Self {
         Self {
             inner,
             metrics: Arc::new(ConnectMetrics {

@@ -18,7 +18,7 @@ use prometheus::IntCounter;
 use crate::{
     body::{Body, BoxError},
     detect::{peek_until, H2_PREFACE},
-    metrics::Metrics,
+    metrics::HttpMetrics,
 };
 
 mod client_body;
@@ -85,7 +85,7 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     settings: ServerSettings,
-    metrics: Metrics,
+    metrics: HttpMetrics,
     shutdown: Shutdown,
 ) where
     H: Fn(Peer, Request<Body>) -> F + Send + Sync + 'static,
@@ -151,7 +151,7 @@ pub async fn serve<H, F>(
 pub async fn accept_loop<C, Fut>(
     listener: TcpListener,
     drain_timeout: Duration,
-    metrics: &Metrics,
+    metrics: &HttpMetrics,
     mut shutdown: Shutdown,
     connection: C,
 ) where
@@ -208,7 +208,7 @@ struct Terminator {
 }
 
 impl Terminator {
-    fn new(config: Arc<rustls::ServerConfig>, metrics: &Metrics) -> Self {
+    fn new(config: Arc<rustls::ServerConfig>, metrics: &HttpMetrics) -> Self {
         let counter = |result: &str| metrics.tls_handshakes.with_label_values(&[result]);
         Self {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
@@ -257,7 +257,7 @@ pub struct Http {
 
 impl Http {
     /// The HTTP/1.1 server's and hyper's HTTP/2 settings from `settings`' limits and timeouts.
-    pub fn new(settings: &ServerSettings, metrics: &Metrics) -> Self {
+    pub fn new(settings: &ServerSettings, metrics: &HttpMetrics) -> Self {
         let http1 = h1::Settings {
             header_read_timeout: settings.header_read_timeout,
             max_head: settings.max_buffer,

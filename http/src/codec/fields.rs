@@ -10,7 +10,7 @@ use http::{
 };
 
 use super::ProtocolError;
-use crate::headers::KEEP_ALIVE;
+use crate::hop::KEEP_ALIVE;
 
 /// Which of the fields that frame a message or steer its connection a head carries, noted
 /// while its fields are located. Most heads carry few of them, and looking up an absent one

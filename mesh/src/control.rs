@@ -92,7 +92,7 @@ impl ControlSettings {
             .map_err(|e| format!("TLS settings: {e}"))?
             .connect()
             .await
-            .map_err(|e| format!("cannot connect: {}", crate::error::chain(&e)))
+            .map_err(|e| format!("cannot connect: {}", weir_http::error::chain(&e)))
     }
 
     /// `Bearer <token>`, the token read from its file now (the kubelet rotates it on disk).

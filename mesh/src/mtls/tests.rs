@@ -127,7 +127,7 @@ fn expected_identities_belong_to_their_cluster_not_to_the_address() {
         identities: [(addr, identity.to_string())].into(),
         ..Default::default()
     };
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::metrics::IdentityMetrics::register(&prometheus::Registry::new());
     let dialer = Dialer::new(Default::default(), "cluster.local", &metrics);
     // Another namespace's slice claims the same address for its own pod, listed after.
     dialer.update(&[

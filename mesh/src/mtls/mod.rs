@@ -30,10 +30,8 @@ use verify::{ClientVerifier, ServerVerifier};
 
 /// ALPN of an mTLS connection that carries opaque TCP (not HTTP) to the peer's workload.
 pub const OPAQUE_ALPN: &[u8] = b"weir-opaque";
-/// ALPN of HTTP/2 and HTTP/1.1 over mesh mTLS.
-pub const H2_ALPN: &[u8] = b"h2";
-/// See [`H2_ALPN`].
-pub const HTTP1_ALPN: &[u8] = b"http/1.1";
+/// ALPN of HTTP/2 and HTTP/1.1 over mesh mTLS: the protocol's own ids.
+pub use weir_http::{H2_ALPN, HTTP1_ALPN};
 
 /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` for a `NS/SA` identity.
 pub fn spiffe_uri(trust_domain: &str, namespace_account: &str) -> String {

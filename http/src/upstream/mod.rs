@@ -1,6 +1,6 @@
 //! Connections to backends: Weir's own pooled keep-alive HTTP/1.1 client ([`h1`]) and hyper's
 //! HTTP/2 (h2c, prior knowledge) client, both dialing through [`connect`], which counts every
-//! open connection in `weir_upstream_connections`. With a mesh [`Dialer`], a connection to a
+//! open connection in `weir_upstream_connections`. With a mesh [`PeerDialer`], a connection to a
 //! meshed endpoint is mTLS (HTTP/2 or HTTP/1.1 by ALPN, as the cluster speaks), checked
 //! against the identity the endpoint's cluster expects there ([`Upstream::expect`] tags the
 //! request); other endpoints stay plaintext. Pooled connections are reused only for requests
@@ -26,15 +26,17 @@ use weir_api::model::Protocol;
 use crate::{
     body::{self, Body, TooLarge},
     error::ProxyError,
-    metrics::Metrics,
-    mtls::{Dialer, H2_ALPN, HTTP1_ALPN},
+    metrics::HttpMetrics,
+    H2_ALPN, HTTP1_ALPN,
 };
 
 mod connect;
 mod failure;
 pub mod h1;
 
-pub use connect::{Counted, CountingConnector, Expect, Expected, Io, MeshConnector};
+pub use connect::{
+    Counted, CountingConnector, Expect, Expected, Handshake, Io, MeshConnector, PeerDialer,
+};
 pub use failure::classify_and_log;
 
 /// The two clients a proxy keeps.
@@ -50,7 +52,7 @@ type H2Client = Client<CountingConnector, Body>;
 /// HTTP/2 to meshed endpoints: hyper pools by authority alone, so each expected identity gets
 /// a client of its own, made when first needed.
 struct MeshH2 {
-    dialer: Arc<Dialer>,
+    dialer: Arc<dyn PeerDialer>,
     connector: CountingConnector,
     idle_timeout: Duration,
     clients: Mutex<HashMap<Arc<str>, H2Client>>,
@@ -87,16 +89,24 @@ pub enum UpstreamError {
 
 impl Upstream {
     /// Builds both clients, plaintext only.
-    pub fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
+    pub fn new(settings: &UpstreamSettings, metrics: &HttpMetrics) -> Self {
         Self::build(settings, metrics, None)
     }
 
     /// Builds both clients; connections to meshed endpoints go through `dialer`.
-    pub fn with_mesh(settings: &UpstreamSettings, metrics: &Metrics, dialer: Arc<Dialer>) -> Self {
+    pub fn with_mesh(
+        settings: &UpstreamSettings,
+        metrics: &HttpMetrics,
+        dialer: Arc<dyn PeerDialer>,
+    ) -> Self {
         Self::build(settings, metrics, Some(dialer))
     }
 
-    fn build(settings: &UpstreamSettings, metrics: &Metrics, dialer: Option<Arc<Dialer>>) -> Self {
+    fn build(
+        settings: &UpstreamSettings,
+        metrics: &HttpMetrics,
+        dialer: Option<Arc<dyn PeerDialer>>,
+    ) -> Self {
         let counting = |alpn| {
             let mesh = MeshConnector::new(settings.connect_timeout, dialer.clone(), alpn);
             CountingConnector::new(mesh, metrics)

@@ -12,9 +12,9 @@ use tokio::{
     sync::watch,
     task::JoinHandle,
 };
-use weir_proxy::{
+use weir_http::{
     body::{self, Body},
-    metrics::Metrics,
+    metrics::HttpMetrics,
     server::{self, Peer, ServerSettings},
     upgrade::OnUpgrade,
 };
@@ -69,7 +69,7 @@ pub async fn handler(_: Peer, mut req: Request<Body>) -> Response<Body> {
 
 pub struct Server {
     pub addr: SocketAddr,
-    pub metrics: Metrics,
+    pub metrics: HttpMetrics,
     pub stop: watch::Sender<bool>,
     pub serving: JoinHandle<()>,
 }
@@ -77,7 +77,7 @@ pub struct Server {
 pub async fn start(header_read_timeout: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let metrics = Metrics::new();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new());
     let (stop, shutdown) = watch::channel(false);
     let settings = ServerSettings {
         header_read_timeout,

@@ -14,7 +14,9 @@ use tokio::net::TcpStream;
 use weir_api::model::Cluster;
 
 use super::{client_config, spiffe_uri};
-use crate::{identity::WorkloadIdentity, metrics::Metrics};
+use weir_http::upstream::{Handshake, PeerDialer};
+
+use crate::{identity::WorkloadIdentity, metrics::IdentityMetrics};
 
 /// Dials meshed endpoints: which endpoints are meshed and which SPIFFE ID each must prove
 /// come from the active configuration ([`Dialer::update`]), per cluster: an address another
@@ -41,12 +43,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Dialer {
     /// A dialer presenting `identity`, for SPIFFE IDs in `trust_domain`.
-    pub fn new(identity: Arc<WorkloadIdentity>, trust_domain: &str, metrics: &Metrics) -> Self {
-        let counter = |result: &str| {
-            metrics
-                .mesh_handshakes
-                .with_label_values(&["outbound", result])
-        };
+    pub fn new(
+        identity: Arc<WorkloadIdentity>,
+        trust_domain: &str,
+        metrics: &IdentityMetrics,
+    ) -> Self {
+        let counter = |result: &str| metrics.handshakes.with_label_values(&["outbound", result]);
         Self {
             identity,
             trust_domain: trust_domain.to_string(),
@@ -130,6 +132,21 @@ impl Dialer {
         let config = Arc::new(config);
         configs.insert((expected.clone(), alpn), config.clone());
         Ok(config)
+    }
+}
+
+impl PeerDialer for Dialer {
+    fn expected(&self, cluster: &str, addr: SocketAddr) -> Option<Arc<str>> {
+        Dialer::expected(self, cluster, addr)
+    }
+
+    fn handshake<'a>(
+        &'a self,
+        tcp: TcpStream,
+        expected: &'a Arc<str>,
+        alpn: &'static [u8],
+    ) -> Handshake<'a> {
+        Box::pin(Dialer::handshake(self, tcp, expected, alpn))
     }
 }
 
