@@ -16,14 +16,15 @@ mod fields;
 mod filters;
 mod guards;
 mod routing;
-pub(crate) mod stub;
+mod stub;
 mod upstreams;
 
-use std::{net::SocketAddr, sync::Arc};
+pub(super) use stub::{service, Reply};
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{header, Method, Request};
 use weir_api::{load::load_str, Objects};
 use weir_proxy::{
     access_log::AccessLog,
@@ -44,22 +45,6 @@ pub(super) const CLIENT: &str = "203.0.113.7:50000";
 
 /// The Gateway `gw` in `default` every route attaches to: HTTP on port 80, any host.
 const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n";
-
-/// A Service `name` in `default` (port 80, named `http`) with one EndpointSlice per address,
-/// each a ready endpoint on its own port (stubs each listen on a port of their own).
-pub(super) fn service(name: &str, endpoints: &[SocketAddr]) -> String {
-    let mut yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n"
-    );
-    for (i, addr) in endpoints.iter().enumerate() {
-        yaml += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
-            addr.port(),
-            addr.ip()
-        );
-    }
-    yaml
-}
 
 /// An HTTPRoute `name` in `default` on `gw` for `hosts`, with the `rules:` body `rules`
 /// (indented by 2).
@@ -198,46 +183,6 @@ impl Call<'_> {
             addr: CLIENT.parse().expect("an address"),
             tls: false,
         };
-        let response = handle(self.gw.clone(), client, request).await;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("the response body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-}
-
-/// The response as the client reads it.
-#[derive(Debug)]
-pub(super) struct Reply {
-    /// Its status.
-    pub status: StatusCode,
-    /// Its header fields.
-    pub headers: HeaderMap,
-    /// Its body, as text.
-    pub body: String,
-}
-
-impl Reply {
-    /// The first value of header `name`, if it is text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `x-weir-error` reason, if the gateway answered with an error.
-    pub fn error(&self) -> Option<&str> {
-        self.header(weir_proxy::error::ERROR_HEADER)
-    }
-
-    /// The status and the `x-weir-error` reason together, as a failure is checked.
-    pub fn failure(&self) -> (u16, Option<&str>) {
-        (self.status.as_u16(), self.error())
-    }
-
-    /// The stub that answered (its `x-stub`).
-    pub fn stub(&self) -> Option<&str> {
-        self.header("x-stub")
+        Reply::read(handle(self.gw.clone(), client, request).await).await
     }
 }

@@ -1,10 +1,14 @@
 //! A stub upstream for in-process tests: an HTTP/1.1 server on `127.0.0.1:0`, on the test's
 //! own runtime, that records every request it receives (method, target, headers, body) and
 //! answers as it is told — 200 naming itself, another status, a connection closed unanswered,
-//! or an answer after a delay. The sidecar's tests include this file by path, so both roles'
-//! pipelines are checked against the same backend.
+//! or an answer after a delay. With it: the YAML that makes stubs a Service's endpoints, and
+//! the [`Reply`] a test reads of the proxy's response.
+//!
+//! The sidecar's tests include this file by path, so both roles' pipelines are checked against
+//! the same backend (a dev-only crate would be its home once the engine's layers are crates).
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -142,6 +146,94 @@ impl Drop for Stub {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// A Service `name` in `default` (port 80, named `http`) with one EndpointSlice per address,
+/// each a ready endpoint on its own port (stubs each listen on a port of their own).
+pub fn service(name: &str, endpoints: &[SocketAddr]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n"
+    );
+    for (i, addr) in endpoints.iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
+            addr.port(),
+            addr.ip()
+        );
+    }
+    yaml
+}
+
+/// The response as the client reads it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its header fields.
+    pub headers: HeaderMap,
+    /// Its body, as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// Reads the whole of `response`.
+    pub async fn read(response: Response<weir_proxy::body::Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("the response body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// The first value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `x-weir-error` reason, if the gateway answered with an error.
+    pub fn error(&self) -> Option<&str> {
+        self.header(weir_proxy::error::ERROR_HEADER)
+    }
+
+    /// The status and the `x-weir-error` reason together, as a failure is checked.
+    pub fn failure(&self) -> (u16, Option<&str>) {
+        (self.status.as_u16(), self.error())
+    }
+
+    /// The stub that answered (its `x-stub`).
+    pub fn stub(&self) -> Option<&str> {
+        self.header("x-stub")
+    }
+}
+
+/// Three stubs `a`, `b` and `c`, the endpoints of one Service.
+pub async fn three() -> [Stub; 3] {
+    [
+        Stub::start("a").await,
+        Stub::start("b").await,
+        Stub::start("c").await,
+    ]
+}
+
+/// Checks what consistent hashing promises: `send(key)` four times for each of twenty keys,
+/// each key answered by one stub every time, and not every key by the same one.
+pub async fn assert_keys_stick<F, R>(send: F)
+where
+    F: Fn(String) -> R,
+    R: std::future::Future<Output = Reply>,
+{
+    let mut used = HashSet::new();
+    for user in 0..20 {
+        let mut answered = HashSet::new();
+        for _ in 0..4 {
+            answered.insert(send(format!("u{user}")).await.stub().map(str::to_string));
+        }
+        assert_eq!(answered.len(), 1, "key u{user} went to {answered:?}");
+        used.extend(answered);
+    }
+    assert!(used.len() > 1, "twenty keys all on one endpoint: {used:?}");
 }
 
 /// A test's lock: a panic elsewhere should not hide what was recorded.

@@ -1,13 +1,13 @@
 //! Stages 7 and 10, backends: a TrafficPolicy's retries and consistent hashing, and every way
 //! a backend can fail mapped to the status and `x-weir-error` the client gets.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use http::Method;
 
 use super::{
     policy, route, service,
-    stub::{Answer, Stub},
+    stub::{self, Answer, Stub},
     Pipeline,
 };
 
@@ -66,27 +66,15 @@ async fn without_a_retry_the_client_sees_the_backend_status() {
 
 #[tokio::test]
 async fn consistent_hashing_sends_equal_keys_to_the_same_endpoint() {
-    let stubs = [
-        Stub::start("a").await,
-        Stub::start("b").await,
-        Stub::start("c").await,
-    ];
+    let stubs = stub::three().await;
     let hash =
         traffic("  loadBalancer: {algorithm: consistentHash, hashOn: {header: x-user-id}}\n");
     let pipe = shop(&stubs.each_ref().map(|s| s.addr), "", &[&hash]);
-    let mut used = HashSet::new();
-    for user in 0..20 {
-        let mut answered = HashSet::new();
-        for _ in 0..4 {
-            let call = pipe
-                .get("shop.example.com/")
-                .header("x-user-id", &format!("u{user}"));
-            answered.insert(call.send().await.stub().map(str::to_string));
-        }
-        assert_eq!(answered.len(), 1, "user u{user} went to {answered:?}");
-        used.extend(answered);
-    }
-    assert!(used.len() > 1, "twenty keys all on one endpoint: {used:?}");
+    stub::assert_keys_stick(|key| {
+        let call = pipe.get("shop.example.com/").header("x-user-id", &key);
+        call.send()
+    })
+    .await;
 }
 
 #[tokio::test]
