@@ -172,6 +172,12 @@ impl Call<'_> {
         self.header(header::CONTENT_LENGTH.as_str(), &body.len().to_string())
     }
 
+    /// Sends `body` in chunks, with no length said up front.
+    pub fn chunked(mut self, body: &str) -> Self {
+        self.body = Bytes::copy_from_slice(body.as_bytes());
+        self.header(header::TRANSFER_ENCODING.as_str(), "chunked")
+    }
+
     /// Runs the request through the pipeline and reads the whole response.
     pub async fn send(self) -> Reply {
         let body = match self.body.is_empty() {

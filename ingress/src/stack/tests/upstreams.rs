@@ -107,6 +107,29 @@ async fn a_backend_slower_than_the_route_timeout_is_504() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_try_slower_than_its_per_try_timeout_is_retried_on_another_endpoint() {
+    let slow = Stub::answering("slow", Answer::After(Duration::from_secs(30))).await;
+    let fast = Stub::start("fast").await;
+    let retry = traffic(
+        "  retry: {attempts: 2, perTryTimeout: 1s, retryOn: [timeout], backoff: {base: 1ms, max: 1ms}, budget: {percent: 100}}\n  loadBalancer: {algorithm: roundRobin}\n",
+    );
+    let pipe = shop(&[slow.addr, fast.addr], "", &[&retry]);
+    let started = tokio::time::Instant::now();
+    for _ in 0..4 {
+        let r = pipe.get("shop.example.com/").send().await;
+        assert_eq!((r.status.as_u16(), r.stub()), (200, Some("fast")));
+    }
+    assert_eq!(fast.count(), 4);
+    let waited = started.elapsed();
+    let slow_tries = slow.count() as u32;
+    assert!(slow_tries >= 1, "round robin never tried the slow endpoint");
+    assert!(
+        waited >= Duration::from_secs(1) * slow_tries && waited < Duration::from_secs(30),
+        "{slow_tries} slow tries took {waited:?}: one per-try timeout each"
+    );
+}
+
 #[tokio::test]
 async fn a_service_with_no_endpoints_is_503_and_a_missing_one_500() {
     let pipe = shop(&[], "", &[]);
@@ -144,4 +167,13 @@ async fn a_body_over_the_route_limit_is_413_and_never_sent() {
 
     assert_eq!(post("small").await.status, 200);
     assert_eq!(app.one().body, "small");
+
+    let unsaid = pipe.call(Method::POST, "shop.example.com/upload");
+    let r = unsaid.chunked("far more than sixteen bytes").send().await;
+    assert_eq!(
+        r.failure(),
+        (413, Some("body-too-large")),
+        "no length said: counted"
+    );
+    assert_eq!(app.count(), 1, "nothing more reached the backend");
 }
