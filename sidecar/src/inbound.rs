@@ -262,7 +262,7 @@ impl Inbound {
 
     /// One request to the workload: hop-by-hop out, the caller's identity vouched for, the
     /// path normalised, AccessPolicy, then the forward path to the app.
-    async fn request(
+    pub(crate) async fn request(
         self: Arc<Self>,
         client: Peer,
         caller: Option<Arc<str>>,

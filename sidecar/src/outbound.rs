@@ -178,7 +178,7 @@ impl Outbound {
     }
 
     /// One request of the app's: to the Service its original destination or its `Host` names.
-    async fn request(
+    pub(crate) async fn request(
         self: Arc<Self>,
         client: Peer,
         target: Option<Target>,

@@ -56,6 +56,8 @@ use weir_proxy::{
 
 mod guard;
 mod request;
+#[cfg(test)]
+mod tests;
 
 use request::{asked_host, content_length, request_host};
 
