@@ -24,16 +24,20 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{header, Method, Request};
 use weir_api::{load::load_str, model::SidecarView, Objects};
-use weir_proxy::{
-    access_log::AccessLog,
+use weir_http::{
     body,
-    config::{ConfigStore, Installer},
-    identity::WorkloadIdentity,
-    metrics::Metrics,
-    mtls::{self, Dialer},
-    normalize::PathPolicy,
     server::{Http, Peer, ServerSettings},
     upstream::{Upstream, UpstreamSettings},
+};
+use weir_mesh::{
+    identity::WorkloadIdentity,
+    mtls::{self, Dialer},
+};
+use weir_proxy::{
+    access_log::AccessLog,
+    config::{ConfigStore, Installer},
+    metrics::Metrics,
+    normalize::PathPolicy,
 };
 
 use crate::{inbound::Inbound, metrics::MeshMetrics, outbound::Outbound, view};
@@ -65,7 +69,11 @@ impl Sidecar {
 
         let metrics = Metrics::new();
         let identity = Arc::new(WorkloadIdentity::default());
-        let dialer = Arc::new(Dialer::new(identity.clone(), "cluster.local", &metrics));
+        let dialer = Arc::new(Dialer::new(
+            identity.clone(),
+            "cluster.local",
+            &metrics.identity,
+        ));
         let store = Arc::new(ConfigStore::new(metrics.clone()));
         let installer = Installer::new(store.clone()).mesh(dialer.clone());
         installer.install(snapshot, Some(state));
@@ -77,8 +85,8 @@ impl Sidecar {
         let mesh = MeshMetrics::new(&metrics);
         let outbound = Outbound {
             store: store.clone(),
-            http: Http::new(&server, &metrics),
-            upstream: Upstream::with_mesh(&settings, &metrics, dialer.clone()),
+            http: Http::new(&server, &metrics.http),
+            upstream: Upstream::with_mesh(&settings, &metrics.http, dialer.clone()),
             dialer,
             namespace: POD.0.to_string(),
             detect_timeout: Duration::from_secs(1),
@@ -90,13 +98,13 @@ impl Sidecar {
         let config = mtls::server_config(identity).expect("the inbound mTLS configuration");
         let handshakes = |result: &str| {
             let labels = ["inbound", result];
-            metrics.mesh_handshakes.with_label_values(&labels)
+            metrics.identity.handshakes.with_label_values(&labels)
         };
         let inbound = Inbound {
             store,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            http: Http::new(&server, &metrics),
-            app: Upstream::new(&settings, &metrics),
+            http: Http::new(&server, &metrics.http),
+            app: Upstream::new(&settings, &metrics.http),
             app_port: None,
             own_ports: Vec::new(),
             detect_timeout: Duration::from_secs(1),

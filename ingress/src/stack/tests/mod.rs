@@ -26,19 +26,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, Request};
 use weir_api::{load::load_str, Objects};
+use weir_http::{
+    body,
+    server::Peer,
+    upstream::{Upstream, UpstreamSettings},
+};
 use weir_proxy::{
     access_log::AccessLog,
-    body,
     config::{ConfigStore, Installer},
     headers::{FieldPolicy, UnderscoreHeaders},
     metrics::Metrics,
     normalize::PathPolicy,
-    server::Peer,
-    upstream::{Upstream, UpstreamSettings},
 };
 
 use super::{handle, Gateway};
-use crate::{auth::jwks::HttpsClient, security::Registry};
+use crate::{auth::jwks::HttpsClient, metrics::GuardMetrics, security::Registry};
 
 /// The address every test request comes from (TEST-NET-3).
 pub(super) const CLIENT: &str = "203.0.113.7:50000";
@@ -78,7 +80,8 @@ impl Pipeline {
     /// documents) and the Gateway `gw`, with its default flags and the access log off.
     pub fn serving(objects: &[&str]) -> Self {
         let metrics = Metrics::new();
-        let registry = Registry::new(metrics.clone(), jwks_client(), None);
+        let guard_metrics = GuardMetrics::register(metrics.registry());
+        let registry = Registry::new(guard_metrics.clone(), jwks_client(), None);
         let store = Arc::new(ConfigStore::new(metrics.clone()));
         let installer = Installer::new(store.clone())
             .prepare(Box::new(move |snapshot| registry.prepare(snapshot)));
@@ -86,10 +89,11 @@ impl Pipeline {
         installer.install(snapshot, None);
         let gw = Gateway {
             store,
-            upstream: Upstream::new(&UpstreamSettings::default(), &metrics),
+            upstream: Upstream::new(&UpstreamSettings::default(), &metrics.http),
             access_log: AccessLog::stdout(false, metrics.access_log_dropped.clone())
                 .expect("a discarding access log starts no thread"),
             metrics,
+            guard_metrics,
             max_header_bytes: 64 * 1024,
             fields: FieldPolicy::default(),
             paths: PathPolicy::default(),

@@ -177,7 +177,7 @@ pub struct Reply {
 
 impl Reply {
     /// Reads the whole of `response`.
-    pub async fn read(response: Response<weir_proxy::body::Body>) -> Self {
+    pub async fn read(response: Response<weir_http::body::Body>) -> Self {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("the response body").to_bytes();
         Reply {
@@ -194,7 +194,7 @@ impl Reply {
 
     /// The `x-weir-error` reason, if the gateway answered with an error.
     pub fn error(&self) -> Option<&str> {
-        self.header(weir_proxy::error::ERROR_HEADER)
+        self.header(weir_http::error::ERROR_HEADER)
     }
 
     /// The status and the `x-weir-error` reason together, as a failure is checked.
