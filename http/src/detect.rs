@@ -8,7 +8,14 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::server::HttpVersion;
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
+    Http2,
+}
 
 /// What a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

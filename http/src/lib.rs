@@ -19,6 +19,7 @@ pub mod error;
 pub mod hop;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 pub mod upgrade;
 pub mod upstream;
 mod wire;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{header, request, response, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::{io::AsyncWriteExt, sync::oneshot};
 
-use crate::{error::ProxyError, server::Transport, upstream::h1::Switched};
+use crate::{error::ProxyError, transport::Transport, upstream::h1::Switched};
 
 /// The protocol every route may switch to unless it names its own list.
 pub const WEBSOCKET: &str = "websocket";

@@ -25,8 +25,8 @@ mod client_body;
 pub mod h1;
 mod h2;
 
+pub use crate::{detect::HttpVersion, transport::Transport};
 pub use client_body::ClientBody;
-pub use h1::Transport;
 
 /// Limits and timeouts for client connections.
 #[derive(Clone, Debug)]
@@ -308,15 +308,6 @@ impl Http {
             HttpVersion::Http1 => Ok(h1::serve(io, handler, peer, &self.http1, shutdown).await?),
         }
     }
-}
-
-/// Which HTTP a connection speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpVersion {
-    /// HTTP/1.x.
-    Http1,
-    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
-    Http2,
 }
 
 /// Tells HTTP/2 prior knowledge from HTTP/1 by peeking at the first bytes, without consuming

@@ -11,7 +11,8 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Conn, Transport};
+use super::Conn;
+use crate::transport::Transport;
 use crate::{
     body::BoxError,
     codec::{Chunked, RequestBodyLength},

@@ -22,7 +22,7 @@ use std::{
     io,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::Poll,
     time::Duration,
 };
 
@@ -30,8 +30,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as HttpBody;
 use prometheus::IntGauge;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
+    io::AsyncWriteExt,
     sync::oneshot,
     time::{Instant, Sleep},
 };
@@ -41,6 +40,7 @@ use crate::{
     body::{self, Body},
     codec::{self, ProtocolError, RequestBodyLength, RequestHead, ResponseFraming},
     error::ProxyError,
+    transport::Transport,
     upgrade::{OnUpgrade, Upgraded},
     wire::{Sending, Wire},
 };
@@ -58,33 +58,6 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 /// client still sends is read and dropped for at most this long, so that closing does not
 /// reset the connection before the client has read the response.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// A client connection's transport.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Whether [`Transport::poll_readable`] can tell readiness, so that an idle connection
-    /// needs no read buffer to wait for its next request.
-    fn parks(&self) -> bool {
-        false
-    }
-
-    /// Readiness to read, without a buffer to read into. Only called when
-    /// [`Transport::parks`].
-    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Pending
-    }
-}
-
-impl Transport for TcpStream {
-    fn parks(&self) -> bool {
-        true
-    }
-
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-}
-
-impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
 
 /// Limits and timeouts of HTTP/1.1 client connections.
 #[derive(Clone, Debug)]

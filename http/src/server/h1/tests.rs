@@ -1,9 +1,13 @@
 use std::{
     net::SocketAddr,
     sync::atomic::{AtomicUsize, Ordering},
+    task::Context,
 };
 
-use tokio::{io::ReadBuf, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::watch,
+};
 
 use super::*;
 
