@@ -70,6 +70,7 @@ pub struct Sidecar {
     /// Its admin port.
     pub admin: SocketAddr,
     child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Files mounted for it, removed on drop.
     volume: Option<PathBuf>,
@@ -184,16 +185,18 @@ impl Sidecar {
             .args(["--app-port", &pod.app_port.to_string()])
             .args(["--namespace", pod.namespace, "--pod", pod.name])
             .args(["--service-account", pod.service_account])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start weir-sidecar");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
         let mut sidecar = Self {
             inbound,
             outbound,
             admin,
             child,
+            stdout,
             stderr,
             volume: None,
         };
@@ -231,6 +234,15 @@ impl Sidecar {
     /// GET through the outbound port, as the app would, with `Host: host`.
     pub async fn call(&self, host: &str, path: &str) -> Reply {
         request(self.outbound, host, path, &[], Bytes::new(), "GET").await
+    }
+
+    /// The access-log lines written so far (stdout lines that are JSON objects).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The value of one series from `/metrics` (0 when absent).
