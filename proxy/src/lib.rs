@@ -1,10 +1,14 @@
-//! weir-proxy: the data-plane engine that the ingress gateway and the sidecar share.
+//! weir-proxy: the data-plane engine that the ingress gateway and the sidecar compose. It
+//! stands on the protocol (weir-http) and the mesh identity (weir-mesh) and names neither role.
 //!
 //! ```text
-//!  client ─▶ server (h1/h2c, limits, drain) ─▶ role stack (ingress/src/stack/) ─▶ upstream pool ─▶ backend
-//!                                              │ normalize → router → filters → balance
-//!                                              └ headers, metrics, access_log on the way
-//!  config::watch_dir ─▶ weir_api::compile ─▶ ConfigStore (atomic swap) ─▶ every new request
+//!  weir_http::server ─▶ role pipeline (ingress/src/stack, sidecar inbound/outbound)
+//!                        │ normalize → router → (role: auth, limits, AccessPolicy) → filter chain
+//!                        └▶ forward: upgrade, version, replay body, mirrors, balance + hash key,
+//!                           retries/breaker/deadlines (resilience) ─▶ weir_http::upstream ─▶ endpoint
+//!                        headers, metrics, access_log on the way
+//!  snapshot (controller or directory) ─▶ config::Installer (dialer, pools, health checks,
+//!                        certificates) ─▶ ConfigStore<RoleState> (atomic swap) ─▶ every new request
 //! ```
 //!
 //! One concern per module; each role assembles them in one place.
