@@ -30,20 +30,20 @@ spec:
 YAML
 }
 
-# service NAME PORT [POD]: Service NAME (port 80) in namespace bench with one endpoint,
+# service NAME PORT [POD]: Service NAME (port 80) in namespace $NS (default bench) with one endpoint,
 # 127.0.0.1:PORT; with POD, the endpoint's targetRef names that Pod (for the mesh).
 service() {
-  local target=""
-  [ -n "${3:-}" ] && target=", targetRef: {kind: Pod, name: $3, namespace: bench}"
+  local target="" ns=${NS:-bench}
+  [ -n "${3:-}" ] && target=", targetRef: {kind: Pod, name: $3, namespace: $ns}"
   cat <<YAML
 apiVersion: v1
 kind: Service
-metadata: {name: $1, namespace: bench}
+metadata: {name: $1, namespace: $ns}
 spec: {ports: [{name: http, port: 80}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: $1-1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
+metadata: {name: $1-1, namespace: $ns, labels: {kubernetes.io/service-name: $1}}
 addressType: IPv4
 ports: [{name: http, port: $2}]
 endpoints: [{addresses: [127.0.0.1]$target}]
