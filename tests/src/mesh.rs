@@ -16,7 +16,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    binary, collect_lines, free_port, netns::Netns, request, wait_for_port, Controller, Reply,
+    binary, collect_lines, free_port, mesh_tls, netns::Netns, request, wait_for_port, ConfigDir,
+    Controller, Reply,
 };
 
 /// A sidecar's inbound and outbound ports, chosen before it starts (the objects name the
@@ -309,6 +310,16 @@ apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: shop, labels: 
         port = endpoint.port(),
         ip = endpoint.ip(),
     )
+}
+
+/// A directory holding [`frontend_and_backend`] at `front` and `back` under STRICT.
+pub fn strict_shop(front: &Ports, back: &Ports) -> ConfigDir {
+    ConfigDir::new()
+        .with(
+            "workloads.yaml",
+            &frontend_and_backend(front.endpoint(), back.endpoint()),
+        )
+        .with("tls.yaml", &mesh_tls("STRICT"))
 }
 
 /// The two meshed workloads of the tests: `frontend` (cluster IP 10.96.0.10) at `front` and

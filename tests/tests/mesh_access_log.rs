@@ -5,8 +5,8 @@ use http::StatusCode;
 use serde_json::Value;
 use weir_e2e::{
     eventually,
-    mesh::{echo_app, frontend_and_backend, Ports, Sidecar},
-    mesh_tls, ConfigDir, Controller,
+    mesh::{echo_app, strict_shop, Ports, Sidecar},
+    Controller,
 };
 
 /// The line whose `path` is `path`, once it is written.
@@ -22,12 +22,7 @@ async fn line(sidecar: &Sidecar, path: &str) -> Value {
 #[tokio::test]
 async fn each_direction_logs_one_json_line_per_request_and_the_flag_turns_it_off() {
     let (front, back) = (Ports::free(), Ports::free());
-    let dir = ConfigDir::new()
-        .with(
-            "workloads.yaml",
-            &frontend_and_backend(front.endpoint(), back.endpoint()),
-        )
-        .with("tls.yaml", &mesh_tls("STRICT"));
+    let dir = strict_shop(&front, &back);
     let controller = Controller::start(&dir);
     let app = echo_app("backend", None);
     let frontend = Sidecar::shop(&controller, "frontend", app.port, front, &[]);

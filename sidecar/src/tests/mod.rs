@@ -3,7 +3,7 @@
 //! `weir-sidecar` installs what the controller streams, and requests handed to
 //! [`Outbound::request`] and [`Inbound::request`] as the server would hand them over (no
 //! listener, no socket, no mTLS handshake: the caller's identity is given as a handshake would
-//! have proved it). Upstreams are the ingress tests' stubs, plaintext endpoints of the mesh.
+//! have proved it). Upstreams are the stubs the ingress's tests use too (`weir_e2e::stub`), plaintext endpoints of the mesh.
 //!
 //! ```text
 //!  Sidecar::serving(yaml) ─ compile ─ Mesh::inbound + services + clusters ─ view::split ─▶ store
@@ -11,11 +11,7 @@
 //!  sidecar.inbound(app, "/path").from(spiffe) ─▶ Inbound::request ─▶ Stub (the app)
 //! ```
 
-// The ingress's stub, shared rather than copied; these tests need less of it than the
-// ingress's do.
-#[allow(dead_code)]
-#[path = "../../../ingress/src/stack/tests/stub.rs"]
-mod stub;
+use weir_e2e::stub;
 
 mod inbound;
 mod outbound;

@@ -16,7 +16,7 @@ mod fields;
 mod filters;
 mod guards;
 mod routing;
-mod stub;
+use weir_e2e::stub;
 mod upstreams;
 
 pub(super) use stub::{service, Reply};

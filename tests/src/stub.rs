@@ -4,8 +4,8 @@
 //! or an answer after a delay. With it: the YAML that makes stubs a Service's endpoints, and
 //! the [`Reply`] a test reads of the proxy's response.
 //!
-//! The sidecar's tests include this file by path, so both roles' pipelines are checked against
-//! the same backend (a dev-only crate would be its home once the engine's layers are crates).
+//! The ingress's and the sidecar's in-process tests both use it, so both roles' pipelines are
+//! checked against the same backend.
 
 use std::{
     collections::HashSet,
