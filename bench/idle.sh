@@ -11,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/weir-idle.XXXX)
 mkdir -p "$work/ingress" "$work/mesh" "$work/state"
 catch_all_objects > "$work/ingress/bench.yaml"
-{ pod client 29106; pod backend 29206; printf 'apiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: default, namespace: bench}\nspec: {mode: STRICT}\n'; } > "$work/mesh/mesh.yaml"
+{ pod bench client 29106; pod bench backend 29206; printf 'apiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: default, namespace: bench}\nspec: {mode: STRICT}\n'; } > "$work/mesh/mesh.yaml"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 ready() { for _ in $(seq 200); do curl -fs "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }

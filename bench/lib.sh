@@ -30,20 +30,20 @@ spec:
 YAML
 }
 
-# service NAME PORT [POD]: Service NAME (port 80) in namespace bench with one endpoint,
+# service NAME PORT [POD]: Service NAME (port 80) in namespace $NS (default bench) with one endpoint,
 # 127.0.0.1:PORT; with POD, the endpoint's targetRef names that Pod (for the mesh).
 service() {
-  local target=""
-  [ -n "${3:-}" ] && target=", targetRef: {kind: Pod, name: $3, namespace: bench}"
+  local target="" ns=${NS:-bench}
+  [ -n "${3:-}" ] && target=", targetRef: {kind: Pod, name: $3, namespace: $ns}"
   cat <<YAML
 apiVersion: v1
 kind: Service
-metadata: {name: $1, namespace: bench}
+metadata: {name: $1, namespace: $ns}
 spec: {ports: [{name: http, port: 80}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: $1-1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
+metadata: {name: $1-1, namespace: $ns, labels: {kubernetes.io/service-name: $1}}
 addressType: IPv4
 ports: [{name: http, port: $2}]
 endpoints: [{addresses: [127.0.0.1]$target}]
@@ -157,15 +157,15 @@ CONF
   echo "nginx with fields did not start; see $dir/error.log"; exit 1
 }
 
-# pod NAME INBOUND_PORT: a meshed pod NAME-0 (ServiceAccount NAME) behind Service NAME, its
-# endpoint its sidecar's inbound port.
-pod() { # NAME INBOUND_PORT
-  service "$1" "$2" "$1-0"
+# pod NAMESPACE NAME INBOUND_PORT: a meshed pod NAME-0 (ServiceAccount NAME) behind Service
+# NAME, its endpoint its sidecar's inbound port.
+pod() {
+  NS=$1 service "$2" "$3" "$2-0"
   cat <<YAML
 apiVersion: v1
 kind: Pod
-metadata: {name: $1-0, namespace: bench, annotations: {weir.dev/injected: bench}}
-spec: {serviceAccountName: $1, containers: [{name: app}]}
+metadata: {name: $2-0, namespace: $1, annotations: {weir.dev/injected: bench}}
+spec: {serviceAccountName: $2, containers: [{name: app}]}
 ---
 YAML
 }

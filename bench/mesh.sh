@@ -16,7 +16,14 @@
 # connection (outbound plaintext from the app, inbound mTLS from a peer), and mTLS handshakes
 # per second of proxy CPU (openssl s_time with a client certificate: a full handshake and one
 # request per connection, so both servers finish every handshake).
-#   REPS=3 DURATION=5 CONNS_LIST="1 32" HOLD_N=2000 bench/mesh.sh
+#
+# Each weir pair is in a namespace of its own and the client sidecar is asked for `Host:
+# backend` (the Service of its own namespace): `bench` runs the default configuration (the
+# access log on, written to a file), `quiet` the same binaries with `--access-log off` (the nginx
+# pair logs nothing), and with WEIR_BEFORE_DIR=DIR (a directory holding another build's
+# weir-sidecar) `before` runs that build, for a comparison with an earlier commit in the same
+# run.
+#   REPS=3 DURATION=5 CONNS_LIST="1 32" HOLD_N=2000 [WEIR_BEFORE_DIR=/tmp/base] bench/mesh.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
@@ -32,13 +39,19 @@ bash "$kit/setup.sh" >/dev/null
 (cd "$root" && cargo build --release -q -p weir-controller -p weir-sidecar)
 bin=$root/target/release
 
-# Two meshed pods as a cluster describes them; each endpoint is its sidecar's inbound port.
-{ pod client 19106; pod backend 19206; cat <<'YAML'
+# Two meshed pods per pair as a cluster describes them, under STRICT; each endpoint is its
+# sidecar's inbound port.
+pair_objects() { # NAMESPACE CLIENT_INBOUND BACKEND_INBOUND
+  pod "$1" client "$2"; pod "$1" backend "$3"; cat <<YAML
 apiVersion: weir.dev/v1alpha1
 kind: MeshTLSPolicy
-metadata: {name: default, namespace: bench}
+metadata: {name: default, namespace: $1}
 spec: {mode: STRICT}
+---
 YAML
+}
+{ pair_objects bench 19106 19206; pair_objects quiet 19306 19406
+  [ -n "${WEIR_BEFORE_DIR:-}" ] && pair_objects before 19506 19606
 } > "$work/config/mesh.yaml"
 
 pids=()
@@ -54,18 +67,29 @@ ready() { for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return; sleep
 taskset -c 0 "$bin/weir-controller" run --config-dir "$work/config" --state-dir "$work/state" \
   --grpc 127.0.0.1:19010 --admin 127.0.0.1:19014 2>"$work/controller.log" & pids+=($!)
 ready http://127.0.0.1:19014/readyz
-sidecar() { # NAME INBOUND OUTBOUND ADMIN
-  "$bin/weir-controller" token --state-dir "$work/state" --namespace bench --service-account "$1" > "$work/$1.token"
-  taskset -c 1 "$bin/weir-sidecar" run --controller https://127.0.0.1:19010 \
-    --controller-ca "$work/state/trust-bundle.pem" --identity-token-file "$work/$1.token" \
-    --namespace bench --pod "$1-0" --service-account "$1" --app-port 18080 \
-    --inbound "127.0.0.1:$2" --outbound "127.0.0.1:$3" --admin "127.0.0.1:$4" 2>"$work/$1.log" &
+sidecar() { # BINARY NAMESPACE NAME INBOUND OUTBOUND ADMIN [FLAG...]
+  "$bin/weir-controller" token --state-dir "$work/state" --namespace "$2" --service-account "$3" > "$work/$2-$3.token"
+  taskset -c 1 "$1" run --controller https://127.0.0.1:19010 \
+    --controller-ca "$work/state/trust-bundle.pem" --identity-token-file "$work/$2-$3.token" \
+    --namespace "$2" --pod "$3-0" --service-account "$3" --app-port 18080 \
+    --inbound "127.0.0.1:$4" --outbound "127.0.0.1:$5" --admin "127.0.0.1:$6" "${@:7}" \
+    >"$work/$2-$3.access.log" 2>"$work/$2-$3.log" &
   pids+=($!)
 }
-sidecar client 19106 19101 19120; client_pid=$!
-sidecar backend 19206 19201 19220; backend_pid=$!
-ready http://127.0.0.1:19120/readyz
-ready http://127.0.0.1:19220/readyz
+sidecar "$bin/weir-sidecar" bench client 19106 19101 19120; client_pid=$!
+sidecar "$bin/weir-sidecar" bench backend 19206 19201 19220; backend_pid=$!
+sidecar "$bin/weir-sidecar" quiet client 19306 19301 19320 --access-log off; quiet_client=$!
+sidecar "$bin/weir-sidecar" quiet backend 19406 19401 19420 --access-log off; quiet_backend=$!
+echo "$quiet_client $quiet_backend" > "$RUN/weir-mesh-quiet.pid"
+before_targets=()
+if [ -n "${WEIR_BEFORE_DIR:-}" ]; then
+  sidecar "$WEIR_BEFORE_DIR/weir-sidecar" before client 19506 19501 19520; before_client=$!
+  sidecar "$WEIR_BEFORE_DIR/weir-sidecar" before backend 19606 19601 19620; before_backend=$!
+  echo "$before_client $before_backend" > "$RUN/weir-mesh-before.pid"
+  before_targets=(weir-pair-before=http://127.0.0.1:19501/,pid=weir-mesh-before)
+  ready http://127.0.0.1:19520/readyz; ready http://127.0.0.1:19620/readyz
+fi
+for admin in 19120 19220 19320 19420; do ready "http://127.0.0.1:$admin/readyz"; done
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 sleep 1
 idle_client=$(rss_kb "$client_pid"); idle_backend=$(rss_kb "$backend_pid")
@@ -125,8 +149,9 @@ NGINX
 for side in a b; do taskset -c 1 nginx -c "$work/nginx-$side/nginx.conf" -p "$work/nginx-$side"; done
 sleep 0.5
 nginx_a=$(cat "$work/nginx-a/nginx.pid"); nginx_b=$(cat "$work/nginx-b/nginx.pid")
-for url in http://127.0.0.1:19101/ http://127.0.0.1:19081/; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend.bench' "$url")
+for url in http://127.0.0.1:19101/ http://127.0.0.1:19301/ http://127.0.0.1:19081/ \
+  ${WEIR_BEFORE_DIR:+http://127.0.0.1:19501/}; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "$url")
   [ "$code" = 200 ] || { echo "$url answered $code; logs in $work" >&2; exit 1; }
 done
 echo "$client_pid $backend_pid" > "$RUN/weir-mesh-pair.pid"
@@ -135,11 +160,13 @@ echo "$nginx_a $nginx_b" > "$RUN/nginx-mesh-pair.pid"
 echo "== latency and throughput (wrk, DURATION=${DURATION}s, REPS=$REPS, medians)"
 for conns in $CONNS_LIST; do
   echo "-- $conns connection(s)"
-  CONNS=$conns DURATION=$DURATION WRK_HEADER="Host: backend.bench" "$kit/scripts/compare.sh" \
+  CONNS=$conns DURATION=$DURATION WRK_HEADER="Host: backend" "$kit/scripts/compare.sh" \
     -r "$REPS" -o "$work/compare-c$conns.tsv" \
     direct=http://127.0.0.1:18080/ \
     nginx-pair=http://127.0.0.1:19081/,pid=nginx-mesh-pair \
-    weir-pair=http://127.0.0.1:19101/,pid=weir-mesh-pair 2>>"$work/compare.log"
+    weir-pair=http://127.0.0.1:19101/,pid=weir-mesh-pair \
+    weir-pair-quiet=http://127.0.0.1:19301/,pid=weir-mesh-quiet \
+    "${before_targets[@]}" 2>>"$work/compare.log"
 done
 
 echo "== memory"

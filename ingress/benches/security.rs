@@ -17,17 +17,21 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use weir_api::model::{Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes};
+use weir_ingress::metrics::GuardMetrics;
 use weir_ingress::{
     auth::{jwks::KeySource, Authenticator, Identity},
     ratelimit::{gcra::LocalBuckets, redis::GlobalStore, Limiter, Outcome},
 };
-use weir_proxy::metrics::Metrics;
 
 fn setup() -> (Arc<Auth>, Arc<KeySource>, String) {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let raw = key.public_key_raw();
     let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65]), "kid": "k1", "alg": "ES256"}]});
-    let (source, error) = KeySource::fixed("idp", jwks.to_string().as_bytes(), Metrics::new());
+    let (source, error) = KeySource::fixed(
+        "idp",
+        jwks.to_string().as_bytes(),
+        GuardMetrics::register(&prometheus::Registry::new()),
+    );
     assert!(error.is_none());
     let provider = Arc::new(JwtProvider {
         id: "bench".into(),
@@ -86,7 +90,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let (auth, source, bearer) = setup();
-    let metrics = Metrics::new();
+    let metrics = GuardMetrics::register(&prometheus::Registry::new());
     let cached = Authenticator::new(auth.clone(), vec![source.clone()]);
     rt.block_on(cached.check(&mut headers(&bearer))).unwrap();
     let local = Limiter::new(
@@ -151,7 +155,7 @@ where
 }
 
 /// Sequential global-limit decisions against a redis-server on loopback: p50/p99/p999.
-fn global_latency(rt: &tokio::runtime::Runtime, metrics: &Metrics) {
+fn global_latency(rt: &tokio::runtime::Runtime, metrics: &GuardMetrics) {
     let port = 16390;
     let Ok(mut redis) = std::process::Command::new("redis-server")
         .args([

@@ -21,6 +21,7 @@ use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_ingress::{
     auth::jwks::HttpsClient,
     config_dir,
+    metrics::GuardMetrics,
     ratelimit::{redis::GlobalStore, LimitSettings},
     security::Registry,
     stack,
@@ -29,19 +30,23 @@ use weir_ingress::{
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use tokio::net::TcpListener;
+use weir_http::{
+    server::{serve, Peer, ServerSettings, Shutdown},
+    upstream::{Upstream, UpstreamSettings},
+};
+use weir_mesh::{
+    control::{self, ControlSettings},
+    identity::{self, WorkloadIdentity},
+    mtls::{self, Dialer},
+};
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
     config::{ConfigStore, Follow, Installer},
-    control::{self, ControlSettings},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
-    identity::{self, WorkloadIdentity},
     metrics::Metrics,
-    mtls::{self, Dialer},
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
-    server::{serve, Peer, ServerSettings, Shutdown},
     tls::CertStore,
-    upstream::{Upstream, UpstreamSettings},
 };
 
 /// Weir's north-south gateway: serves Kubernetes Ingress and Gateway API routes.
@@ -268,8 +273,9 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let global = (!args.redis.is_empty())
         .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
+    let guard_metrics = GuardMetrics::register(metrics.registry());
     let registry =
-        Registry::new(metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
+        Registry::new(guard_metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
             local_keys: args.ratelimit_local_keys,
             ipv6_prefix: args.ratelimit_ipv6_prefix,
         });
@@ -280,7 +286,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         Source::Controller(_) => Some(Arc::new(Dialer::new(
             Arc::new(WorkloadIdentity::default()),
             &args.trust_domain,
-            &metrics,
+            &metrics.identity,
         ))),
         Source::Dir(_) => None,
     };
@@ -323,13 +329,14 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         ..UpstreamSettings::default()
     };
     let upstream = match &dialer {
-        Some(dialer) => Upstream::with_mesh(&upstream_settings, &metrics, dialer.clone()),
-        None => Upstream::new(&upstream_settings, &metrics),
+        Some(dialer) => Upstream::with_mesh(&upstream_settings, &metrics.http, dialer.clone()),
+        None => Upstream::new(&upstream_settings, &metrics.http),
     };
     let gateway = Arc::new(stack::Gateway {
         store: store.clone(),
         upstream,
         metrics: metrics.clone(),
+        guard_metrics,
         access_log,
         max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
         fields: FieldPolicy {
@@ -362,7 +369,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
                     settings.clone(),
                     mtls::spiffe_uri(&args.trust_domain, &own),
                     dialer.identity().clone(),
-                    metrics.workload_certificate_expiry.clone(),
+                    metrics.identity.certificate_expiry.clone(),
                 ));
             }
             let node = Arc::new(Follow {
@@ -470,8 +477,8 @@ async fn serve_all<H, F>(
     metrics: Metrics,
     shutdown: Shutdown,
 ) where
-    H: Fn(Peer, http::Request<weir_proxy::body::Body>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = http::Response<weir_proxy::body::Body>> + Send + 'static,
+    H: Fn(Peer, http::Request<weir_http::body::Body>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<weir_http::body::Body>> + Send + 'static,
 {
     let mut servers = tokio::task::JoinSet::new();
     for (listener, settings) in listeners {
@@ -481,7 +488,7 @@ async fn serve_all<H, F>(
                     l,
                     handler.clone(),
                     settings,
-                    metrics.clone(),
+                    metrics.http.clone(),
                     shutdown.clone(),
                 ));
             }

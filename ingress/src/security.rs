@@ -14,7 +14,9 @@ use weir_api::{
     model::{Jwks, JwtProvider},
     Snapshot,
 };
-use weir_proxy::{lock, metrics::Metrics};
+use weir_proxy::lock;
+
+use crate::metrics::GuardMetrics;
 
 use crate::{
     auth::{
@@ -60,7 +62,7 @@ impl Guards {
 
 /// Long-lived state shared by every snapshot's guards.
 pub struct Registry {
-    metrics: Metrics,
+    metrics: GuardMetrics,
     client: HttpsClient,
     global: Option<Arc<GlobalStore>>,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
@@ -70,7 +72,11 @@ pub struct Registry {
 
 impl Registry {
     /// A registry fetching JWKS with `client` and counting global limits in `global`.
-    pub fn new(metrics: Metrics, client: HttpsClient, global: Option<Arc<GlobalStore>>) -> Self {
+    pub fn new(
+        metrics: GuardMetrics,
+        client: HttpsClient,
+        global: Option<Arc<GlobalStore>>,
+    ) -> Self {
         Self {
             metrics,
             client,

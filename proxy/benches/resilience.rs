@@ -10,7 +10,8 @@ use std::{collections::HashMap, hint::black_box, net::SocketAddr, sync::Arc, tim
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use weir_api::model::{BreakerPolicy, Cluster, Resilience, RetryOn, RetryPolicy};
-use weir_proxy::{balance::Pool, error::ProxyError, metrics::Metrics};
+use weir_http::error::ProxyError;
+use weir_proxy::{balance::Pool, metrics::Metrics};
 
 fn cluster(resilience: Resilience) -> Cluster {
     Cluster {

@@ -18,11 +18,10 @@ use std::{
 use http::{header, request, HeaderValue, Method, Response, Version};
 use serde::Serialize;
 
-use crate::{
+use crate::{headers, resilience::retry::Report};
+use weir_http::{
     body::{boxed, Body, Observed},
     error::ERROR_HEADER,
-    headers,
-    resilience::retry::Report,
 };
 
 /// One request, as logged.

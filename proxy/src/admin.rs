@@ -25,10 +25,9 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{
+use crate::{config::Served, metrics::Metrics};
+use weir_http::{
     body::{full, Body},
-    config::Served,
-    metrics::Metrics,
     server::Shutdown,
 };
 

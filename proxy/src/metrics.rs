@@ -1,4 +1,6 @@
-//! Prometheus metrics for the data plane, in one registry served at the admin `/metrics`.
+//! Prometheus metrics for the data plane, in one registry served at the admin `/metrics`: the
+//! engine's own series, beside the protocol's and the mesh identity's (registered here too). A
+//! role adds its own to [`Metrics::registry`] (the ingress: auth, JWKS, rate limits).
 
 use std::{
     cell::RefCell,
@@ -8,6 +10,9 @@ use std::{
     },
     time::Duration,
 };
+
+use weir_http::metrics::HttpMetrics;
+use weir_mesh::metrics::IdentityMetrics;
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -21,6 +26,10 @@ pub struct Metrics {
     /// Tells this registry's series apart from another's in the per-thread cache of a route's
     /// series (a process may hold several registries: tests do).
     id: u64,
+    /// The protocol layer's series (connections, TLS handshakes).
+    pub http: HttpMetrics,
+    /// The mesh identity layer's series (mTLS handshakes, the workload certificate).
+    pub identity: IdentityMetrics,
     /// Requests by route and status class (`2xx`…).
     pub requests: IntCounterVec,
     /// Whole-request latency by route and status class, until the response headers.
@@ -29,16 +38,6 @@ pub struct Metrics {
     pub overhead: Histogram,
     /// Responses Weir produced itself, by `x-weir-error` reason and side at fault.
     pub errors: IntCounterVec,
-    /// Open client connections.
-    pub downstream_connections: IntGauge,
-    /// Client connections accepted since start.
-    pub downstream_accepted: IntCounter,
-    /// Client HTTP/1.1 keep-alive connections idle between requests, holding no buffers.
-    pub downstream_idle: IntGauge,
-    /// Open connections to backends.
-    pub upstream_connections: IntGauge,
-    /// Connection attempts to backends by result (`ok`, `error`).
-    pub upstream_connects: IntCounterVec,
     /// Version of the configuration being served.
     pub config_version: IntGauge,
     /// Reload attempts by result (`ok`, `rejected`).
@@ -55,22 +54,8 @@ pub struct Metrics {
     pub endpoint_state: IntGaugeVec,
     /// Active health check results by cluster and result (`pass`, `fail`).
     pub health_checks: IntCounterVec,
-    /// TLS handshakes on the TLS listener by result (`ok`, `error`, `timeout`).
-    pub tls_handshakes: IntCounterVec,
     /// When each served certificate expires (Unix seconds), by Secret.
     pub tls_certificate_expiry: IntGaugeVec,
-    /// Authentication decisions by result (`allowed`, `anonymous`, `missing`, `invalid`,
-    /// `forbidden`).
-    pub auth_decisions: IntCounterVec,
-    /// JWKS fetches by provider and result (`ok`, `error`).
-    pub jwks_fetches: IntCounterVec,
-    /// Rate-limit decisions by limit and result (`allowed`, `limited`, `fallback`,
-    /// `unavailable`).
-    pub rate_limit_decisions: IntCounterVec,
-    /// Mesh mTLS handshakes by direction (`inbound`, `outbound`) and result (`ok`, `error`).
-    pub mesh_handshakes: IntCounterVec,
-    /// When the workload certificate expires (Unix seconds); 0 before the first.
-    pub workload_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -106,7 +91,7 @@ impl Metrics {
     }
 
     /// Counts an error Weir answered with, by reason and side.
-    pub fn proxy_error(&self, e: crate::error::ProxyError) {
+    pub fn proxy_error(&self, e: weir_http::error::ProxyError) {
         self.errors
             .with_label_values(&[e.reason(), e.side().label()])
             .inc();
@@ -149,13 +134,6 @@ impl Metrics {
             ),
             &["reason", "side"],
         );
-        let upstream_connects = IntCounterVec::new(
-            Opts::new(
-                "weir_upstream_connects_total",
-                "Connection attempts to backends, by result",
-            ),
-            &["result"],
-        );
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "weir_config_reloads_total",
@@ -188,13 +166,6 @@ impl Metrics {
             ),
             &["cluster", "result"],
         );
-        let tls_handshakes = IntCounterVec::new(
-            Opts::new(
-                "weir_tls_handshakes_total",
-                "TLS handshakes on the TLS listener, by result",
-            ),
-            &["result"],
-        );
         let tls_certificate_expiry = IntGaugeVec::new(
             Opts::new(
                 "weir_tls_certificate_expiry_timestamp_seconds",
@@ -202,67 +173,16 @@ impl Metrics {
             ),
             &["secret"],
         );
-        let mesh_handshakes = IntCounterVec::new(
-            Opts::new(
-                "weir_mesh_tls_handshakes_total",
-                "Mesh mTLS handshakes, by direction and result",
-            ),
-            &["direction", "result"],
-        );
-        let workload_certificate_expiry = IntGauge::new(
-            "weir_workload_certificate_expiry_timestamp_seconds",
-            "When the workload certificate expires (0 before the first)",
-        );
-        let auth_decisions = IntCounterVec::new(
-            Opts::new(
-                "weir_auth_decisions_total",
-                "Authentication decisions, by result",
-            ),
-            &["result"],
-        );
-        let jwks_fetches = IntCounterVec::new(
-            Opts::new(
-                "weir_jwks_fetches_total",
-                "JWKS fetches, by provider and result",
-            ),
-            &["provider", "result"],
-        );
-        let rate_limit_decisions = IntCounterVec::new(
-            Opts::new(
-                "weir_rate_limit_decisions_total",
-                "Rate-limit decisions, by limit and result",
-            ),
-            &["limit", "result"],
-        );
         // The names and label sets above are constants that Prometheus accepts; a failure here
         // is a programming error caught by every test run, so panicking is the right answer.
         #[allow(clippy::expect_used)]
         let metrics = Metrics {
+            http: HttpMetrics::register(&registry),
+            identity: IdentityMetrics::register(&registry),
             requests: requests.expect("valid metric"),
             request_duration: request_duration.expect("valid metric"),
             overhead: overhead.expect("valid metric"),
             errors: errors.expect("valid metric"),
-            downstream_connections: IntGauge::new(
-                "weir_downstream_connections",
-                "Open client connections",
-            )
-            .expect("valid metric"),
-            downstream_accepted: IntCounter::new(
-                "weir_downstream_connections_total",
-                "Client connections accepted",
-            )
-            .expect("valid metric"),
-            downstream_idle: IntGauge::new(
-                "weir_downstream_idle_connections",
-                "Client keep-alive connections idle between requests, holding no buffers",
-            )
-            .expect("valid metric"),
-            upstream_connections: IntGauge::new(
-                "weir_upstream_connections",
-                "Open connections to backends",
-            )
-            .expect("valid metric"),
-            upstream_connects: upstream_connects.expect("valid metric"),
             config_version: IntGauge::new(
                 "weir_config_version",
                 "Version of the configuration being served",
@@ -279,13 +199,7 @@ impl Metrics {
             ejections: ejections.expect("valid metric"),
             endpoint_state: endpoint_state.expect("valid metric"),
             health_checks: health_checks.expect("valid metric"),
-            tls_handshakes: tls_handshakes.expect("valid metric"),
             tls_certificate_expiry: tls_certificate_expiry.expect("valid metric"),
-            auth_decisions: auth_decisions.expect("valid metric"),
-            jwks_fetches: jwks_fetches.expect("valid metric"),
-            rate_limit_decisions: rate_limit_decisions.expect("valid metric"),
-            mesh_handshakes: mesh_handshakes.expect("valid metric"),
-            workload_certificate_expiry: workload_certificate_expiry.expect("valid metric"),
             registry,
             id: IDS.fetch_add(1, Ordering::Relaxed),
         };
@@ -300,11 +214,6 @@ impl Metrics {
             Box::new(self.request_duration.clone()),
             Box::new(self.overhead.clone()),
             Box::new(self.errors.clone()),
-            Box::new(self.downstream_connections.clone()),
-            Box::new(self.downstream_accepted.clone()),
-            Box::new(self.downstream_idle.clone()),
-            Box::new(self.upstream_connections.clone()),
-            Box::new(self.upstream_connects.clone()),
             Box::new(self.config_version.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.access_log_dropped.clone()),
@@ -313,13 +222,7 @@ impl Metrics {
             Box::new(self.ejections.clone()),
             Box::new(self.endpoint_state.clone()),
             Box::new(self.health_checks.clone()),
-            Box::new(self.tls_handshakes.clone()),
             Box::new(self.tls_certificate_expiry.clone()),
-            Box::new(self.auth_decisions.clone()),
-            Box::new(self.jwks_fetches.clone()),
-            Box::new(self.rate_limit_decisions.clone()),
-            Box::new(self.mesh_handshakes.clone()),
-            Box::new(self.workload_certificate_expiry.clone()),
         ];
         for c in collectors {
             // Distinct names in a fresh registry: registration cannot collide.

@@ -21,12 +21,12 @@ use rustls::{
 };
 use serde::Deserialize;
 use weir_api::model::Protocol;
-use weir_proxy::{
-    admin::{text, Pages, Responding},
+use weir_http::{
     body::{boxed, empty, Body},
-    identity::WorkloadIdentity,
     upstream::Upstream,
 };
+use weir_mesh::identity::WorkloadIdentity;
+use weir_proxy::admin::{text, Pages, Responding};
 
 /// A kubelet gives up on a probe long before this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,12 +207,12 @@ async fn forward(app: &Upstream, https: &HttpsProbes, probe: AppProbe) -> Respon
             let response = https.request(request).await;
             response
                 .map(|r| r.status())
-                .map_err(|e| weir_proxy::error::chain(&e))
+                .map_err(|e| weir_http::error::chain(&e))
         } else {
             let response = app.send(Protocol::Http1, request).await;
             response
                 .map(|r| r.status())
-                .map_err(|e| weir_proxy::error::chain(&e))
+                .map_err(|e| weir_http::error::chain(&e))
         }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, sent).await {

@@ -17,20 +17,22 @@ use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use weir_api::model::TlsMode;
-use weir_proxy::{
-    access_log::{AccessLog, Arrival, Outcome},
+use weir_http::{
     body::Body,
-    config::ConfigStore,
     detect::{self, Protocol as Detected},
     error::ProxyError,
+    server::{Http, HttpVersion, Peer, Shutdown},
+    upstream::Upstream,
+};
+use weir_mesh::mtls::{self, OPAQUE_ALPN};
+use weir_proxy::{
+    access_log::{AccessLog, Arrival, Outcome},
+    config::ConfigStore,
     forward::{self, Destination, Forward},
     headers::{self, UnderscoreHeaders},
     metrics::Metrics,
-    mtls::{self, OPAQUE_ALPN},
     normalize::{normalize_path, PathPolicy},
     resilience::retry::Report,
-    server::{Http, HttpVersion, Peer, Shutdown},
-    upstream::Upstream,
 };
 
 use crate::{
@@ -220,7 +222,7 @@ impl Inbound {
         app: SocketAddr,
         shutdown: Shutdown,
     ) where
-        I: weir_proxy::server::Transport,
+        I: weir_http::server::Transport,
     {
         let inbound = self.clone();
         let handler = Arc::new(move |peer: Peer, req: Request<Body>| {
@@ -260,7 +262,7 @@ impl Inbound {
 
     /// One request to the workload: hop-by-hop out, the caller's identity vouched for, the
     /// path normalised, AccessPolicy, then the forward path to the app.
-    async fn request(
+    pub(crate) async fn request(
         self: Arc<Self>,
         client: Peer,
         caller: Option<Arc<str>>,

@@ -16,5 +16,8 @@ pub mod opaque;
 pub mod outbound;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 /// The header carrying the caller's SPIFFE ID to the app.
 pub const PEER_IDENTITY: &str = "x-weir-peer-identity";

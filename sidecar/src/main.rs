@@ -14,17 +14,21 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use tokio::net::{TcpListener, TcpStream};
 use weir_api::{duration::parse_duration, process::Signals, proto::Role};
+use weir_http::{
+    server::{accept_loop, Http, ServerSettings},
+    upstream::{Upstream, UpstreamSettings},
+};
+use weir_mesh::{
+    control::{self, ControlSettings},
+    identity::{self, WorkloadIdentity},
+    mtls::{self, Dialer},
+};
 use weir_proxy::{
     access_log::AccessLog,
     admin::{serve_admin, AdminState},
     config::{ConfigStore, Follow, Installer},
-    control::{self, ControlSettings},
-    identity::{self, WorkloadIdentity},
     metrics::Metrics,
-    mtls::{self, Dialer},
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
-    server::{accept_loop, Http, ServerSettings},
-    upstream::{Upstream, UpstreamSettings},
 };
 use weir_sidecar::{
     health::{https_probes, parse_probes, SidecarPages},
@@ -280,7 +284,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let mesh = MeshMetrics::new(&metrics);
     let identity = Arc::new(WorkloadIdentity::default());
-    let dialer = Arc::new(Dialer::new(identity.clone(), &args.trust_domain, &metrics));
+    let dialer = Arc::new(Dialer::new(
+        identity.clone(),
+        &args.trust_domain,
+        &metrics.identity,
+    ));
     let store = Arc::new(ConfigStore::new(metrics.clone()));
     let installer = Arc::new(Installer::new(store.clone()).mesh(dialer.clone()));
     let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
@@ -311,7 +319,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()
     };
-    let app = Upstream::new(&upstream_settings, &metrics);
+    let app = Upstream::new(&upstream_settings, &metrics.http);
     let server_settings = ServerSettings {
         drain_timeout: args.drain_timeout,
         client_body_timeout: args.client_body_timeout,
@@ -324,13 +332,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let handshakes = |result: &str| {
         metrics
-            .mesh_handshakes
+            .identity
+            .handshakes
             .with_label_values(&["inbound", result])
     };
     let inbound = Arc::new(Inbound {
         store: store.clone(),
         acceptor,
-        http: Http::new(&server_settings, &metrics),
+        http: Http::new(&server_settings, &metrics.http),
         app: app.clone(),
         app_port: args.app_port,
         own_ports: std::iter::once(args.inbound.port())
@@ -352,8 +361,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let outbound = Arc::new(Outbound {
         store: store.clone(),
-        http: Http::new(&server_settings, &metrics),
-        upstream: Upstream::with_mesh(&upstream_settings, &metrics, dialer.clone()),
+        http: Http::new(&server_settings, &metrics.http),
+        upstream: Upstream::with_mesh(&upstream_settings, &metrics.http, dialer.clone()),
         dialer,
         namespace: args.namespace.clone(),
         detect_timeout: args.detect_timeout,
@@ -382,7 +391,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings.clone(),
         spiffe_id,
         identity,
-        metrics.workload_certificate_expiry.clone(),
+        metrics.identity.certificate_expiry.clone(),
     ));
     view::refuse_features(args.refuse_features.clone());
     let node = Arc::new(Follow {
@@ -394,9 +403,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Each listener drains on its own; every connection task watches the same shutdown.
     let serve = |listener: TcpListener, connection: Box<ConnectionFn>| {
         let (metrics, shutdown, drain) = (metrics.clone(), shutdown.clone(), args.drain_timeout);
-        tokio::spawn(
-            async move { accept_loop(listener, drain, &metrics, shutdown, connection).await },
-        )
+        tokio::spawn(async move {
+            accept_loop(listener, drain, &metrics.http, shutdown, connection).await
+        })
     };
     let conns = shutdown.clone();
     let mut servers = vec![serve(

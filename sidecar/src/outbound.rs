@@ -16,18 +16,20 @@ use std::{
 use http::{header, request::Parts, Request, Response};
 use tokio::net::TcpStream;
 use weir_api::model::websocket_only;
-use weir_proxy::{
-    access_log::{AccessLog, Arrival, Outcome},
+use weir_http::{
     body::Body,
-    config::{Active, ConfigStore},
     detect::{self, Protocol as Detected},
     error::ProxyError,
-    forward::{self, Destination, Forward},
-    metrics::Metrics,
-    mtls::{Dialer, OPAQUE_ALPN},
-    resilience::retry::{Deadlines, Report},
     server::{Http, Peer, Shutdown},
     upstream::Upstream,
+};
+use weir_mesh::mtls::{Dialer, OPAQUE_ALPN};
+use weir_proxy::{
+    access_log::{AccessLog, Arrival, Outcome},
+    config::{Active, ConfigStore},
+    forward::{self, Destination, Forward},
+    metrics::Metrics,
+    resilience::retry::{Deadlines, Report},
 };
 
 use crate::{
@@ -176,7 +178,7 @@ impl Outbound {
     }
 
     /// One request of the app's: to the Service its original destination or its `Host` names.
-    async fn request(
+    pub(crate) async fn request(
         self: Arc<Self>,
         client: Peer,
         target: Option<Target>,

@@ -270,7 +270,7 @@ impl Drop for Controller {
 
 /// A CSR (fresh P-256 key) asking for `spiffe_id` as its only URI SAN.
 pub fn csr_for(spiffe_id: &str) -> String {
-    weir_proxy::identity::csr(spiffe_id).expect("CSR").1
+    weir_mesh::identity::csr(spiffe_id).expect("CSR").1
 }
 
 /// A `Certify` call with `token` as its bearer token.

@@ -27,6 +27,7 @@ pub mod idp;
 pub mod mesh;
 pub mod netns;
 pub mod redis;
+pub mod stub;
 pub mod tls;
 pub mod websocket;
 mod weir;

@@ -16,7 +16,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    binary, collect_lines, free_port, netns::Netns, request, wait_for_port, Controller, Reply,
+    binary, collect_lines, free_port, mesh_tls, netns::Netns, request, wait_for_port, ConfigDir,
+    Controller, Reply,
 };
 
 /// A sidecar's inbound and outbound ports, chosen before it starts (the objects name the
@@ -70,6 +71,7 @@ pub struct Sidecar {
     /// Its admin port.
     pub admin: SocketAddr,
     child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Files mounted for it, removed on drop.
     volume: Option<PathBuf>,
@@ -184,16 +186,18 @@ impl Sidecar {
             .args(["--app-port", &pod.app_port.to_string()])
             .args(["--namespace", pod.namespace, "--pod", pod.name])
             .args(["--service-account", pod.service_account])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start weir-sidecar");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
         let mut sidecar = Self {
             inbound,
             outbound,
             admin,
             child,
+            stdout,
             stderr,
             volume: None,
         };
@@ -231,6 +235,15 @@ impl Sidecar {
     /// GET through the outbound port, as the app would, with `Host: host`.
     pub async fn call(&self, host: &str, path: &str) -> Reply {
         request(self.outbound, host, path, &[], Bytes::new(), "GET").await
+    }
+
+    /// The access-log lines written so far (stdout lines that are JSON objects).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The value of one series from `/metrics` (0 when absent).
@@ -297,6 +310,16 @@ apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-0, namespace: shop, labels: 
         port = endpoint.port(),
         ip = endpoint.ip(),
     )
+}
+
+/// A directory holding [`frontend_and_backend`] at `front` and `back` under STRICT.
+pub fn strict_shop(front: &Ports, back: &Ports) -> ConfigDir {
+    ConfigDir::new()
+        .with(
+            "workloads.yaml",
+            &frontend_and_backend(front.endpoint(), back.endpoint()),
+        )
+        .with("tls.yaml", &mesh_tls("STRICT"))
 }
 
 /// The two meshed workloads of the tests: `frontend` (cluster IP 10.96.0.10) at `front` and

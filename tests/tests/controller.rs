@@ -363,7 +363,7 @@ async fn a_sidecar_gets_its_pods_policy_and_the_services_it_may_call() {
 #[tokio::test]
 async fn a_workload_certificate_is_renewed_at_half_its_life_and_outlives_a_controller_outage() {
     use std::sync::Arc;
-    use weir_proxy::{
+    use weir_mesh::{
         control::ControlSettings,
         identity::{maintain, WorkloadIdentity},
     };
@@ -385,7 +385,9 @@ async fn a_workload_certificate_is_renewed_at_half_its_life_and_outlives_a_contr
         settings,
         web.to_string(),
         identity.clone(),
-        weir_proxy::metrics::Metrics::new().workload_certificate_expiry,
+        weir_proxy::metrics::Metrics::new()
+            .identity
+            .certificate_expiry,
     ));
 
     let first = eventually(Duration::from_secs(10), "a certificate", || async {

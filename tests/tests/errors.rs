@@ -128,7 +128,7 @@ async fn a_backend_failure_is_logged_with_its_cause_and_endpoint_rate_limited() 
         .with("svc.yaml", &service_with("dead", &[(dead, true)], ""))
         .with("gw.yaml", &gateway())
         .with("routes.yaml", &route("refused", "dead", ""));
-    let debug = [("WEIR_LOG", "info,weir_proxy::upstream=debug")];
+    let debug = [("WEIR_LOG", "info,weir_http::upstream=debug")];
     let weir = Weir::start_with_env(&dir, &[], &debug);
     let started = std::time::Instant::now();
     for _ in 0..20 {

@@ -9,7 +9,9 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_e2e::{
     binary,
-    mesh::{allow_only, echo_app, echo_app_in, frontend_and_backend, Pod, Ports, Sidecar},
+    mesh::{
+        allow_only, echo_app, echo_app_in, frontend_and_backend, strict_shop, Pod, Ports, Sidecar,
+    },
     mesh_tls,
     netns::{Lan, Netns},
     request, ConfigDir, Controller,
@@ -277,12 +279,7 @@ apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: borrowed
 #[tokio::test]
 async fn readyz_holds_the_app_back_until_the_sidecar_has_a_certificate_and_its_view() {
     let (front, back) = (Ports::free(), Ports::free());
-    let dir = ConfigDir::new()
-        .with(
-            "workloads.yaml",
-            &frontend_and_backend(front.endpoint(), back.endpoint()),
-        )
-        .with("tls.yaml", &mesh_tls("STRICT"));
+    let dir = strict_shop(&front, &back);
     let mut controller = Controller::start(&dir);
     controller.kill();
     let app = echo_app("frontend", None);

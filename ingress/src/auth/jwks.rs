@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::metrics::GuardMetrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -22,7 +23,6 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, JwkSet, PublicKeyUse},
     Algorithm, DecodingKey,
 };
-use weir_proxy::metrics::Metrics;
 
 /// HTTPS client for JWKS fetches.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -69,13 +69,17 @@ pub struct KeySource {
     /// (scheduled refreshes don't count against that budget).
     fetching: tokio::sync::Mutex<Triggered>,
     client: Option<HttpsClient>,
-    metrics: Metrics,
+    metrics: GuardMetrics,
 }
 
 impl KeySource {
     /// Keys from a JWKS document (inline or from a Secret). A bad document gives no keys, so
     /// every token of the provider is refused; the error says why.
-    pub fn fixed(provider: &str, jwks: &[u8], metrics: Metrics) -> (Arc<Self>, Option<String>) {
+    pub fn fixed(
+        provider: &str,
+        jwks: &[u8],
+        metrics: GuardMetrics,
+    ) -> (Arc<Self>, Option<String>) {
         let (keys, error) = match parse(jwks) {
             Ok(keys) => (keys, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -93,7 +97,12 @@ impl KeySource {
 
     /// Keys fetched from `uri`, refreshed by a background task that ends when the source is
     /// dropped. Starts empty; the first fetch begins at once.
-    pub fn remote(provider: &str, uri: &str, client: HttpsClient, metrics: Metrics) -> Arc<Self> {
+    pub fn remote(
+        provider: &str,
+        uri: &str,
+        client: HttpsClient,
+        metrics: GuardMetrics,
+    ) -> Arc<Self> {
         let source = Arc::new(Self {
             provider: provider.to_string(),
             uri: Some(uri.to_string()),

@@ -3,12 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::metrics::GuardMetrics;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use weir_api::model::{Auth, Jwks, JwtProvider, SecretBytes};
-use weir_proxy::metrics::Metrics;
 
 use super::{jwks::KeySource, Authenticator, Denied, Identity};
 
@@ -50,7 +50,11 @@ impl Idp {
             required_scopes: vec![],
             clock_skew: Duration::from_secs(5),
         };
-        let (source, error) = KeySource::fixed("idp", &self.jwks, Metrics::new());
+        let (source, error) = KeySource::fixed(
+            "idp",
+            &self.jwks,
+            GuardMetrics::register(&prometheus::Registry::new()),
+        );
         assert!(error.is_none(), "{error:?}");
         let auth = Auth {
             policy: "shop/auth".into(),

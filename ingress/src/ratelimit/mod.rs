@@ -16,10 +16,10 @@ use std::{
     sync::Arc,
 };
 
+use crate::metrics::GuardMetrics;
 use http::HeaderMap;
 use prometheus::IntCounter;
 use weir_api::model::{LimitKey, RateLimit};
-use weir_proxy::metrics::Metrics;
 
 use crate::auth::Identity;
 use gcra::{Decision, LocalBuckets, Params};
@@ -83,7 +83,7 @@ impl Limiter {
         limit: Arc<RateLimit>,
         local: Arc<LocalBuckets>,
         global: Option<Arc<GlobalStore>>,
-        metrics: &Metrics,
+        metrics: &GuardMetrics,
     ) -> Self {
         let counter = |result: &str| {
             metrics

@@ -4,7 +4,7 @@
 //! headers of its tightest limit.
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
-use weir_proxy::error::ProxyError;
+use weir_http::error::ProxyError;
 
 use super::{Exchange, Gateway};
 use crate::{
@@ -26,11 +26,14 @@ pub(super) async fn check(
                     Identity::Anonymous => "anonymous",
                     _ => "allowed",
                 };
-                gw.metrics.auth_decisions.with_label_values(&[result]).inc();
+                gw.guard_metrics
+                    .auth_decisions
+                    .with_label_values(&[result])
+                    .inc();
                 identity
             }
             Err(denied) => {
-                gw.metrics
+                gw.guard_metrics
                     .auth_decisions
                     .with_label_values(&[denied.label()])
                     .inc();

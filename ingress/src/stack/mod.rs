@@ -35,12 +35,16 @@ use weir_api::{
     model::{Forward, Route, RouteAction},
 };
 
-use crate::security::Guards;
+use crate::{metrics::GuardMetrics, security::Guards};
+use weir_http::{
+    body::{self, boxed, Body, Limited},
+    error::{is_grpc, ProxyError},
+    server::Peer,
+    upstream::Upstream,
+};
 use weir_proxy::{
     access_log::{AccessLog, Arrival, Outcome},
-    body::{self, boxed, Body, Limited},
     config::{Active, ConfigStore},
-    error::{is_grpc, ProxyError},
     filter,
     forward::{self, Destination},
     headers::{self, FieldPolicy, Stamps, UnderscoreHeaders},
@@ -48,12 +52,12 @@ use weir_proxy::{
     normalize::{normalize_path, PathPolicy},
     resilience::retry::{Deadlines, Report},
     router::RequestView,
-    server::Peer,
-    upstream::Upstream,
 };
 
 mod guard;
 mod request;
+#[cfg(test)]
+mod tests;
 
 use request::{asked_host, content_length, request_host};
 
@@ -65,6 +69,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Metrics.
     pub metrics: Metrics,
+    /// The auth and rate-limit series.
+    pub guard_metrics: GuardMetrics,
     /// The access log.
     pub access_log: AccessLog,
     /// Largest request header block accepted (bytes).

@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
-use weir_proxy::codec::{Chunked, Decoded, ProtocolError};
+use weir_http::codec::{Chunked, Decoded, ProtocolError};
 
 /// How decoding ended: the body, its trailers and the bytes left after it; or still waiting
 /// (with the data so far); or an error.

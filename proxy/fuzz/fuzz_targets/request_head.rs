@@ -9,7 +9,7 @@
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use libfuzzer_sys::fuzz_target;
-use weir_proxy::codec::{parse_request, Fields, RequestBodyLength, MAX_HEAD};
+use weir_http::codec::{parse_request, Fields, RequestBodyLength, MAX_HEAD};
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = Fields::default();

@@ -9,7 +9,7 @@
 use bytes::BytesMut;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use weir_proxy::codec::{body_length, parse_head, BodyLength, Chunked, Decoded, Fields};
+use weir_http::codec::{body_length, parse_head, BodyLength, Chunked, Decoded, Fields};
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = Fields::default();

@@ -20,10 +20,10 @@ use prometheus::IntCounter;
 use weir_api::model::{Balancer, Cluster, Protocol};
 
 use crate::{
-    error::ProxyError,
     metrics::Metrics,
     resilience::{breaker::State, budget::RetryBudget, ring::Ring},
 };
+use weir_http::error::ProxyError;
 
 mod endpoint;
 

@@ -12,9 +12,11 @@
 use std::sync::Arc;
 
 use weir_api::{error::ConfigErrors, Snapshot};
+use weir_http::upstream::PeerDialer;
+use weir_mesh::{control::Apply, mtls::Dialer};
 
 use super::ConfigStore;
-use crate::{control::Apply, mtls::Dialer, resilience::health, tls::CertStore};
+use crate::{resilience::health, tls::CertStore};
 
 /// Builds a role's state for a snapshot that came without one (key caches, rate limiters).
 pub type Prepare<R> = Box<dyn Fn(&Snapshot) -> R + Send + Sync>;
@@ -85,7 +87,8 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
         };
         let next = self.store.next(snapshot, role);
         for pool in next.pools.values() {
-            health::spawn(pool, self.dialer.as_ref());
+            let dialer = self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>);
+            health::spawn(pool, dialer);
         }
         self.store.swap(next, certificates)
     }

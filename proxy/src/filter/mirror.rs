@@ -9,7 +9,8 @@ use http_body_util::BodyExt;
 use weir_api::model::Mirror;
 
 use super::Context;
-use crate::{balance::Pool, body, resilience::retry::Replay, upstream::Upstream};
+use crate::{balance::Pool, resilience::retry::Replay};
+use weir_http::{body, upstream::Upstream};
 
 /// How long a mirrored exchange may take before it is dropped.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);

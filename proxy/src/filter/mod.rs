@@ -23,7 +23,8 @@ use std::{collections::HashMap, sync::Arc};
 use http::{request, response};
 use weir_api::model::{Filter, Route};
 
-use crate::{balance::Pool, error::ProxyError, headers};
+use crate::{balance::Pool, headers};
+use weir_http::error::ProxyError;
 
 pub use mirror::Mirrored;
 pub use redirect::redirect;

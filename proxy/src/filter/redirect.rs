@@ -4,7 +4,7 @@ use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use weir_api::model::{Redirect, Route};
 
 use super::rewrite::rewrite_path;
-use crate::body::{self, Body};
+use weir_http::body::{self, Body};
 
 /// The redirect for a request to `host` and the (normalised) `path`.
 pub fn redirect(

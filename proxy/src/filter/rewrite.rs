@@ -3,7 +3,7 @@
 use http::{header, request::Parts, HeaderValue, Uri};
 use weir_api::model::{PathMatch, PathRewrite, Route, UrlRewrite};
 
-use crate::error::ProxyError;
+use weir_http::error::ProxyError;
 
 /// Rewrites the request's `Host` and path (the path as matched: normalised, and as the filters
 /// before this one left it). The query stays.

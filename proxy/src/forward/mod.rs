@@ -5,7 +5,7 @@
 //!
 //! 0. hop-by-hop: every role strips them first, before it checks anything ([`strip_request`])
 //! 1. upgrade:   a switch the client offered goes on only to a protocol allowed, and only to
-//!    an HTTP/1.1 destination                                          (crate::upgrade)
+//!    an HTTP/1.1 destination                                          (weir_http::upgrade)
 //! 2. version:   the destination's; HTTP/1.1 gets a `Host` from an h2 `:authority`
 //! 3. body:      read once, up to 64 KiB, when retries or mirrors need copies (Replay)
 //! 4. mirrors:   the copies the filter chain took, sent with that body (crate::filter::mirror)
@@ -25,14 +25,16 @@ use weir_api::model::{Balancer, Filter, Protocol};
 
 use crate::{
     balance::Pool,
-    body::Body,
-    error::ProxyError,
     filter::{self, mirror, Mirrored},
     headers,
     resilience::{
         retry::{self, Deadlines, Outgoing, Replay, Report},
         ring::request_key,
     },
+};
+use weir_http::{
+    body::Body,
+    error::ProxyError,
     upgrade,
     upstream::{classify_and_log, Upstream},
 };

@@ -14,24 +14,25 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{task::JoinSet, time::MissedTickBehavior};
 use weir_api::model::HealthCheckPolicy;
 
-use crate::{
-    balance::Pool,
-    mtls::{Dialer, HTTP1_ALPN},
-    upstream::{Expect, MeshConnector},
+use weir_http::{
+    upstream::{Expect, MeshConnector, PeerDialer},
+    HTTP1_ALPN,
 };
+
+use crate::balance::Pool;
 
 type CheckClient = Client<MeshConnector, Empty<Bytes>>;
 
 /// Starts checking `pool`'s endpoints if its policy asks for it (and a runtime is running).
 /// With the mesh `dialer`, meshed endpoints are checked over mTLS, as requests reach them.
-pub fn spawn(pool: &Arc<Pool>, dialer: Option<&Arc<Dialer>>) {
+pub fn spawn(pool: &Arc<Pool>, dialer: Option<Arc<dyn PeerDialer>>) {
     let Some(policy) = pool.cluster.resilience.health_check.clone() else {
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let connector = MeshConnector::new(policy.timeout, dialer.cloned(), HTTP1_ALPN)
+    let connector = MeshConnector::new(policy.timeout, dialer, HTTP1_ALPN)
         .expecting(Expect::Cluster(Arc::from(pool.cluster.name.as_str())));
     runtime.spawn(run(Arc::downgrade(pool), policy, connector));
 }

@@ -17,8 +17,8 @@ use http::{
 use weir_api::model::{Protocol, RetryPolicy};
 
 use super::budget::backoff;
-use crate::{
-    balance::{Endpoint, Pool},
+use crate::balance::{Endpoint, Pool};
+use weir_http::{
     body::{self, Body},
     error::{ProxyError, Side},
     upstream::{classify_and_log, h1::idempotent, Expected, Upstream},
