@@ -6,7 +6,8 @@
 //! 0. hop-by-hop: every role strips them first, before it checks anything ([`strip_request`])
 //! 1. upgrade:   a switch the client offered goes on only to a protocol allowed, and only to
 //!    an HTTP/1.1 destination                                          (weir_http::upgrade)
-//! 2. version:   the destination's; HTTP/1.1 gets a `Host` from an h2 `:authority`
+//! 2. version:   the destination's; a `Host` from an h2 `:authority` (the URI's authority
+//!    becomes the endpoint's)
 //! 3. body:      read once, up to 64 KiB, when retries or mirrors need copies (Replay)
 //! 4. mirrors:   the copies the filter chain took, sent with that body (crate::filter::mirror)
 //! 5. send:      a cluster: pending cap → endpoint (its balancer; the hash key from this
@@ -113,9 +114,9 @@ pub async fn forward(
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2c => Version::HTTP_2,
     };
-    if protocol == Protocol::Http1 {
-        headers::host_from_authority(parts);
-    }
+    // The host asked for stays with the request whatever the hop: a `Host` from an h2
+    // `:authority` (the URI's authority becomes the endpoint's when it is sent).
+    headers::host_from_authority(parts);
     // 3. body, 4. mirrors
     let retries = match &destination {
         Destination::Cluster { pool, .. } => pool.retries(),
