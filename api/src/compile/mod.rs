@@ -256,6 +256,3 @@ fn upgrades(
     }
     names
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,4 +1,7 @@
-use crate::{
+//! The compile step end to end: Kubernetes objects as YAML in, the snapshot or the errors
+//! naming each bad field out, through the crate's public API (`load_str`, `compile`).
+
+use weir_api::{
     compile,
     load::load_str,
     model::{HostMatch, PathMatch, Protocol, RouteAction},
@@ -282,7 +285,7 @@ fn a_traffic_policy_reaches_the_clusters_of_its_service_with_defaults_filled_in(
         ),
         (5, 50, 5)
     );
-    assert_eq!(cluster.balancer, crate::model::Balancer::LeastRequest);
+    assert_eq!(cluster.balancer, weir_api::model::Balancer::LeastRequest);
 }
 
 #[test]
@@ -407,7 +410,7 @@ spec: {mode: strict}
 fn the_mesh_knows_who_serves_each_endpoint_and_which_policy_each_pod_enforces() {
     // The e2e tests' mesh (Service shop/backend, its injected pod backend-a running as
     // shop/backend, an AccessPolicy for it), plus an unmeshed pod and two MeshTLSPolicies.
-    let yaml = format!("{}---\n{STRICT_SHOP}---\n{}", include_str!("../../../../tests/fixtures/mesh.yaml"), "
+    let yaml = format!("{}---\n{STRICT_SHOP}---\n{}", include_str!("../../../tests/fixtures/mesh.yaml"), "
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: backend-2, namespace: shop, labels: {kubernetes.io/service-name: backend}}
@@ -461,7 +464,7 @@ spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}
     );
 
     let backend = mesh.inbound("shop", "backend-a");
-    assert_eq!(backend.mode, crate::model::TlsMode::Strict);
+    assert_eq!(backend.mode, weir_api::model::TlsMode::Strict);
     assert_eq!(
         backend.mode_from.as_deref(),
         Some("MeshTLSPolicy shop/default")
@@ -472,12 +475,12 @@ spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}
     assert_eq!(
         rules.rules[0].from,
         [
-            crate::model::Caller::ServiceAccount {
+            weir_api::model::Caller::ServiceAccount {
                 namespace: "shop".into(),
                 name: "frontend".into(),
                 trust_domain: None,
             },
-            crate::model::Caller::ServiceAccount {
+            weir_api::model::Caller::ServiceAccount {
                 namespace: "ops".into(),
                 name: "oncall".into(),
                 trust_domain: None,
@@ -486,7 +489,7 @@ spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}
     );
     // A selector beats the namespace-wide policy.
     let reports = mesh.inbound("shop", "reports");
-    assert_eq!(reports.mode, crate::model::TlsMode::Permissive);
+    assert_eq!(reports.mode, weir_api::model::TlsMode::Permissive);
     assert!(reports.access.is_empty());
     assert_eq!(
         mesh.pod("shop", "reports").unwrap().service_account,
@@ -495,6 +498,6 @@ spec: {selector: {matchExpressions: [{key: app, operator: In, values: [reports]}
     // Elsewhere: no policy, PERMISSIVE.
     assert_eq!(
         mesh.inbound("web", "x").mode,
-        crate::model::TlsMode::Permissive
+        weir_api::model::TlsMode::Permissive
     );
 }

@@ -3,7 +3,7 @@
 //! with a warning, while the annotations keep working as they did.
 
 use super::ok;
-use crate::model::{OptOut, StrictCoverage, Uncovered};
+use weir_api::model::{OptOut, StrictCoverage, Uncovered};
 
 /// A STRICT namespace-wide policy for `shop` and its one meshed pod.
 const COVERED: &str = "
@@ -101,13 +101,13 @@ fn every_pod_escaping_a_strict_policy_is_named_with_why() {
     // Reporting changes nothing a sidecar is sent: the meshed pods are still STRICT.
     assert_eq!(
         snapshot.mesh.inbound("shop", "db-0").mode,
-        crate::model::TlsMode::Strict
+        weir_api::model::TlsMode::Strict
     );
 }
 
 /// [`shop()`] plus a MeshTLSPolicy `shop/legacy` of this mode for the pods labelled
 /// `app: legacy`.
-fn with_legacy_policy(mode: &str) -> crate::Snapshot {
+fn with_legacy_policy(mode: &str) -> weir_api::Snapshot {
     ok(&format!(
         "{}---\napiVersion: weir.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: legacy, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: legacy}}}}, mode: {mode}}}\n",
         shop()

@@ -2,7 +2,7 @@
 //! quickstart (which uses both policies).
 
 use super::{errors, ok, route};
-use crate::{compile, model::HostMatch};
+use weir_api::{compile, model::HostMatch};
 
 const TLS_GATEWAY: &str = "
 apiVersion: gateway.networking.k8s.io/v1
@@ -153,7 +153,7 @@ spec:
 #[test]
 fn the_quickstart_compiles_and_protects_its_api_route() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
-    let objects = crate::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let objects = weir_api::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let snapshot = compile(&objects).unwrap_or_else(|e| panic!("{e}"));
     let api = snapshot
         .routes
