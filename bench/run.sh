@@ -12,9 +12,7 @@
 # nginx adds none. `weir-bare` (:18089) is Weir set to add none of them either (--request-id
 # preserve --trace-context off --forwarded off): the kit's nginx's job, for a comparison at
 # equal work the other way round.
-# With WEIR_BEFORE=BINARY, `weir-before` (:18090) runs another build of weir-ingress as `weir`
-# runs this one, for a comparison with an earlier commit in the same run.
-#   REPS=5 DURATION=10 [WEIR_BEFORE=/tmp/base/weir-ingress] bench/run.sh
+#   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
 # The `peers` section shows what each proxy costs the other core, where wrk and the backend
 # share CPU 0 and which the load saturates too: both cores' busy time, and per request the
@@ -44,11 +42,6 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 start_weir "$weir" "$work/config" 18089 19909 \
   --request-id preserve --trace-context off --forwarded off
 BARE_PID=$WEIR_PID
-before_target=()
-if [ -n "${WEIR_BEFORE:-}" ]; then
-  start_weir "$WEIR_BEFORE" "$work/config" 18090 19910
-  before_target=(weir-before=http://127.0.0.1:18090/,pid="$WEIR_PID")
-fi
 start_weir "$weir" "$work/config" 18085 19905
 base=$(rss_kb "$WEIR_PID")
 start_nginx_fields 18088
@@ -60,12 +53,7 @@ if section load; then
     nginx-fields=http://127.0.0.1:18088/,pid="$NGINX_FIELDS_PID" \
     haproxy=http://127.0.0.1:18082/,pid=haproxy \
     weir=http://127.0.0.1:18085/,pid="$WEIR_PID" \
-    weir-bare=http://127.0.0.1:18089/,pid="$BARE_PID" \
-    "${before_target[@]}"
-  if [ -n "${WEIR_BEFORE:-}" ]; then
-    echo "== this build against WEIR_BEFORE within each round"
-    python3 "$root/bench/paired.py" "$work/compare.tsv" weir weir-before
-  fi
+    weir-bare=http://127.0.0.1:18089/,pid="$BARE_PID"
   echo "== Weir against nginx within each round (both ran in it, minutes apart)"
   python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx
   echo "== Weir against nginx setting the same request fields (X-Forwarded-*, x-request-id, traceparent)"
