@@ -337,7 +337,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         upstream,
         metrics: metrics.clone(),
         guard_metrics,
-        access_log,
+        access_log: access_log.clone(),
         max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX),
         fields: FieldPolicy {
             request_id: args.request_id,
@@ -439,6 +439,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     .context("waiting for the workers")?;
     watcher.abort();
     admin_task.abort();
+    access_log.settle();
     tracing::info!("stopped");
     Ok(())
 }

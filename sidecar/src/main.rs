@@ -368,7 +368,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         detect_timeout: args.detect_timeout,
         connect_timeout: args.connect_timeout,
         metrics: metrics.clone(),
-        access_log,
+        access_log: access_log.clone(),
         mesh,
     });
 
@@ -433,6 +433,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.abort();
     certificates.abort();
     admin_task.abort();
+    access_log.settle();
     tracing::info!("stopped");
     Ok(())
 }
