@@ -10,7 +10,7 @@
 //! server, the sidecar's own outbound listener) is not reachable from outside the pod, exactly
 //! as without the mesh. The sidecar's own ports are refused outright, whatever the rules say.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, Uri};
 use prometheus::IntCounter;
@@ -273,7 +273,7 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 0. hop-by-hop, before anything is read
         forward::strip_request(&mut parts);
-        let arrival = self.access_log.enabled().then(|| {
+        let mut arrival = self.access_log.enabled().then(|| {
             let host = parts
                 .headers
                 .get(header::HOST)
@@ -282,16 +282,21 @@ impl Inbound {
             Arrival::of(&parts, client.addr, host.unwrap_or_default(), started)
         });
         let mut outcome = Outcome::default();
-        let result = self
-            .forward(
-                client,
-                caller.as_deref(),
-                app,
-                &mut parts,
-                body,
-                &mut outcome.sent,
-            )
-            .await;
+        // The path as the app will read it: what AccessPolicy matches and the log shows.
+        let normalized = normalize_path(parts.uri.path(), self.paths).map(Cow::into_owned);
+        if let (Some(arrival), Ok(path)) = (arrival.as_mut(), &normalized) {
+            path.clone_into(&mut arrival.path);
+        }
+        let admitted = normalized
+            .map_err(|_| ProxyError::BadRequest)
+            .and_then(|path| self.admit(caller.as_deref(), app, path, &mut parts));
+        let result = match admitted {
+            Ok(()) => {
+                self.forward(client, app, &mut parts, body, &mut outcome.sent)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -309,21 +314,18 @@ impl Inbound {
         }
     }
 
-    async fn forward(
+    /// Vouches for the caller and applies AccessPolicy to `path` (the request's, normalised),
+    /// which the request then carries on.
+    fn admit(
         &self,
-        client: Peer,
         caller: Option<&str>,
         app: SocketAddr,
+        path: String,
         parts: &mut Parts,
-        body: Body,
-        report: &mut Report,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<(), ProxyError> {
         // 1. the caller's identity, as its certificate proved it
         vouch(&mut parts.headers, caller);
-        // 2. the path as the app will read it, 3. AccessPolicy on that path
-        let path = normalize_path(parts.uri.path(), self.paths)
-            .map_err(|_| ProxyError::BadRequest)?
-            .into_owned();
+        // 2. AccessPolicy on the path as the app will read it
         let active = self.store.load();
         let request = access::Request {
             peer: caller,
@@ -341,7 +343,18 @@ impl Inbound {
             None => path,
         };
         parts.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest)?;
-        // 4. the forward path, to the app (WebSocket only: after a switch, nothing on the
+        Ok(())
+    }
+
+    async fn forward(
+        &self,
+        client: Peer,
+        app: SocketAddr,
+        parts: &mut Parts,
+        body: Body,
+        report: &mut Report,
+    ) -> Result<Response<Body>, ProxyError> {
+        // 3. the forward path, to the app (WebSocket only: after a switch, nothing on the
         // connection meets AccessPolicy again)
         let out = Forward {
             upstream: &self.app,

@@ -80,4 +80,19 @@ async fn each_direction_logs_one_json_line_per_request_and_the_flag_turns_it_off
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(quiet.access_log().is_empty(), "{:?}", quiet.access_log());
+
+    // The callee's line shows the path as its AccessPolicy matched it and the app read it, not
+    // the spelling a caller chose to hide it behind.
+    let reply = frontend.call("backend.shop", "/x/../orders/9").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let normalised = line(&backend, "/orders/9").await;
+    assert_eq!(normalised["status"], 200);
+    assert!(
+        backend
+            .access_log()
+            .iter()
+            .all(|l| l["path"] != "/x/../orders/9"),
+        "{:?}",
+        backend.access_log()
+    );
 }
