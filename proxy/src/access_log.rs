@@ -141,7 +141,6 @@ impl Arrival {
                 .headers
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
         };
         Self {
             started,
@@ -155,7 +154,7 @@ impl Arrival {
                 .unwrap_or(0),
             request_id: parts.headers.get(headers::REQUEST_ID).cloned(),
             traceparent: parts.headers.get(headers::TRACEPARENT).cloned(),
-            user_agent: text(header::USER_AGENT),
+            user_agent: text(header::USER_AGENT).map(str::to_string),
         }
     }
 }
