@@ -86,9 +86,9 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
             None => Vec::new(),
         };
         let next = self.store.next(snapshot, role);
+        let dialer = self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>);
         for pool in next.pools.values() {
-            let dialer = self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>);
-            health::spawn(pool, dialer);
+            health::spawn(pool, dialer.clone());
         }
         self.store.swap(next, certificates)
     }
