@@ -15,8 +15,8 @@ catch_all_objects > "$work/config/bench.yaml"
 bash "$kit/setup.sh" >/dev/null
 with_peers "backend nginx-proxy"
 
-start_weir "$old" "$work/config" 18087 19907; old_pid=$WEIR_PID
-start_weir "$new" "$work/config" 18085 19905; new_pid=$WEIR_PID
+start_weir "$old" "$work/config" 18087 19907 --access-log off; old_pid=$WEIR_PID
+start_weir "$new" "$work/config" 18085 19905 --access-log off; new_pid=$WEIR_PID
 "$kit/scripts/compare.sh" -r "${REPS:-3}" \
   nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
   old=http://127.0.0.1:18087/,pid="$old_pid" \

@@ -5,9 +5,13 @@ kit=${WEIR_BENCH_KIT:-$root/../shared/bench}
 . "$kit/scripts/common.sh"
 
 # The peer kit's backend (nginx on 127.0.0.1:18080) as the objects weir-ingress reads, in
-# namespace `bench`, with a Gateway `gw` of class weir.
+# namespace `bench`, with a Gateway `gw` of class weir. With TLS=1, the Gateway also has an
+# HTTPS listener serving the kit's ECDSA P-256 certificate (Secret bench-tls): the same one
+# the peers serve.
 backend_objects() {
-  cat <<'YAML'
+  local https=""
+  [ "${TLS:-0}" = 1 ] && https=", {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: bench-tls}]}}"
+  cat <<YAML
 apiVersion: v1
 kind: Service
 metadata: {name: backend, namespace: bench}
@@ -26,7 +30,20 @@ kind: Gateway
 metadata: {name: gw, namespace: bench}
 spec:
   gatewayClassName: weir
-  listeners: [{name: http, protocol: HTTP, port: 80}]
+  listeners: [{name: http, protocol: HTTP, port: 80}$https]
+YAML
+  [ "${TLS:-0}" = 1 ] || return 0
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-tls, namespace: bench}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(sed 's/^/    /' "$CONF/tls/server.crt")
+  tls.key: |
+$(sed 's/^/    /' "$CONF/tls/server.key")
 YAML
 }
 
@@ -66,15 +83,17 @@ YAML
 }
 
 # start_weir BINARY CONFIG_DIR PORT ADMIN_PORT [FLAG...]: weir-ingress alone on $PROXY_CPU with
-# one worker and no access log (and the flags given), its output in $work/weir-PORT.log; waits
-# until ready. Sets WEIR_PID and adds it to the caller's `pids` array.
+# one worker and its defaults (access log on) but for the flags given; its access log in
+# $work/weir-PORT.log (a file, as a container runtime's log is; appended to, so that it may be
+# emptied under it) and its own log in
+# $work/weir-PORT.err; waits until ready. Sets WEIR_PID and adds it to the caller's `pids`.
 start_weir() {
   taskset -c "$PROXY_CPU" "$1" --config-dir "$2" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4" \
-    --workers 1 --access-log off "${@:5}" > "$work/weir-$3.log" 2>&1 &
+    --workers 1 "${@:5}" >> "$work/weir-$3.log" 2> "$work/weir-$3.err" &
   WEIR_PID=$!
   pids+=("$WEIR_PID")
   for _ in $(seq 600); do curl -fs "http://127.0.0.1:$4/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "weir-ingress did not become ready; see $work/weir-$3.log"; exit 1
+  echo "weir-ingress did not become ready; see $work/weir-$3.err"; exit 1
 }
 
 # with_peers "backend nginx-proxy ...": starts those peer-kit servers, and on exit stops them and
@@ -86,10 +105,10 @@ with_peers() {
   ulimit -n "$(ulimit -Hn)"
 }
 
-# nginx_http DIR PORT [HTTP_LINES] [LOCATION_LINES]: the `http` block of an nginx proxy as the
-# peer kit configures its own (upstream keep-alive to the backend, no access log), listening
-# on PORT, its temporary files under DIR/tmp; the lines given are added to the block and to
-# its `location /`.
+# nginx_http DIR PORT [HTTP_LINES] [LOCATION_LINES] [SERVER_LINES]: the `http` block of an
+# nginx proxy as the peer kit configures its own (upstream keep-alive to the backend, no access
+# log), listening on PORT, its temporary files under DIR/tmp; the lines given are added to the
+# block, to its `location /` and to its `server`.
 nginx_http() {
   mkdir -p "$1/tmp"
   cat <<CONF
@@ -111,6 +130,7 @@ http {
 ${3:-}
     server {
         listen 127.0.0.1:$2 backlog=4096;
+${5:-}
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -122,14 +142,26 @@ ${4:-}
 CONF
 }
 
-# start_nginx_fields PORT: a second nginx proxy, configured as the peer kit's (one worker on
-# $PROXY_CPU, upstream keep-alive) but doing the header work the issue asks of Weir: the
-# client's Host sent on, X-Forwarded-For/-Proto/-Host, an x-request-id made and returned, a
-# traceparent started (trace id the request id, span id its first 16 digits: nginx has no
-# other random source). The kit's nginx sends only `Host: backend`, so this one shows what
-# those fields cost each side. Sets NGINX_FIELDS_PID and adds it to the caller's `pids`.
-start_nginx_fields() {
-  local dir=$work/nginx-fields
+# The request fields Weir adds by default, as nginx adds them: the client's Host sent on,
+# X-Forwarded-For/-Proto/-Host, an x-request-id made and returned, a traceparent started (trace
+# id the request id, span id its first 16 digits: nginx has no other random source).
+NGINX_SPAN='    map $request_id $span_id {
+        "~^(?<span>.{16})" $span;
+    }'
+NGINX_FIELDS='            proxy_set_header Host $http_host;
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header traceparent "00-$request_id-$span_id-01";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            add_header X-Request-Id $request_id always;'
+
+# start_nginx NAME PORT HTTP_LINES LOCATION_LINES [SERVER_LINES]: an nginx proxy configured as
+# the peer kit's (one worker on $PROXY_CPU, upstream keep-alive) with the lines given (see
+# nginx_http), in $work/NAME; waits until it answers on PORT. Sets NGINX_PID and adds it to the
+# caller's `pids`.
+start_nginx() {
+  local dir=$work/$1
   mkdir -p "$dir"
   {
     cat <<CONF
@@ -140,21 +172,90 @@ error_log $dir/error.log warn;
 worker_rlimit_nofile 20000;
 events { worker_connections 19000; use epoll; }
 CONF
-    nginx_http "$dir" "$1" '    map $request_id $span_id {
-        "~^(?<span>.{16})" $span;
-    }' '            proxy_set_header Host $http_host;
-            proxy_set_header X-Request-Id $request_id;
-            proxy_set_header traceparent "00-$request_id-$span_id-01";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            add_header X-Request-Id $request_id always;'
+    nginx_http "$dir" "$2" "$3" "$4" "${5:-}"
   } > "$dir/nginx.conf"
   taskset -c "$PROXY_CPU" nginx -c "$dir/nginx.conf" -p "$dir" > "$dir/out.log" 2>&1 &
-  NGINX_FIELDS_PID=$!
-  pids+=("$NGINX_FIELDS_PID")
+  NGINX_PID=$!
+  pids+=("$NGINX_PID")
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "nginx $1 did not start; see $dir/error.log"; exit 1
+}
+
+# start_nginx_fields PORT: nginx adding Weir's request fields (the kit's nginx sends only
+# `Host: backend`), so this one shows what those fields cost each side. Sets NGINX_FIELDS_PID.
+start_nginx_fields() {
+  start_nginx nginx-fields "$1" "$NGINX_SPAN" "$NGINX_FIELDS"
+  NGINX_FIELDS_PID=$NGINX_PID
+}
+
+# start_nginx_log PORT H2C_PORT TLS_PORT: the production peer: nginx doing what Weir does by
+# default — Weir's request fields and one JSON access line per request with the fields of
+# Weir's line, buffered as nginx advises (`buffer=64k flush=1s`), to a file — on HTTP/1.1
+# (PORT), h2c (H2C_PORT) and TLS with h2 and http/1.1 by ALPN (TLS_PORT), with the kit's
+# certificate. Sets NGINX_LOG_PID.
+start_nginx_log() {
+  local dir=$work/nginx-log
+  start_nginx nginx-log "$1" "$NGINX_SPAN
+    log_format weir escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
+        '\"protocol\":\"\$server_protocol\",\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$uri\",'
+        '\"status\":\$status,\"backend\":\"backend\",\"endpoint\":\"\$upstream_addr\",'
+        '\"duration_ms\":\$request_time,\"upstream_ms\":\"\$upstream_header_time\",'
+        '\"bytes_in\":\$request_length,\"bytes_out\":\$body_bytes_sent,\"request_id\":\"\$request_id\",'
+        '\"trace_id\":\"\$request_id\",\"user_agent\":\"\$http_user_agent\"}';
+    access_log $dir/access.log weir buffer=64k flush=1s;
+    ssl_certificate $CONF/tls/server.crt;
+    ssl_certificate_key $CONF/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;" "$NGINX_FIELDS" "        listen 127.0.0.1:$2 http2 backlog=4096;
+        listen 127.0.0.1:$3 ssl http2 backlog=4096;"
+  NGINX_LOG_PID=$NGINX_PID
+}
+
+# start_haproxy_log PORT H2C_PORT TLS_PORT: HAProxy as the kit configures it (one thread), doing
+# the same work as start_nginx_log: X-Forwarded-For/-Proto, an x-request-id made, sent on and
+# returned, and a JSON line per request with Weir's fields, written to stdout (`log stdout
+# format raw`, HAProxy's way for containers) and from there to a file. Sets HAPROXY_LOG_PID.
+start_haproxy_log() {
+  local dir=$work/haproxy-log
+  mkdir -p "$dir"
+  cat > "$dir/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 9000
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$1 backlog 4096
+    bind 127.0.0.1:$2 proto h2 backlog 4096
+    bind 127.0.0.1:$3 ssl crt $CONF/tls/server.pem alpn h2,http/1.1 no-tls-tickets backlog 4096
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+    unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid
+    unique-id-header X-Request-Id
+    http-after-response set-header X-Request-Id %[unique-id]
+    http-request capture req.hdr(host) len 64
+    http-request capture req.hdr(user-agent) len 128
+    http-request capture path len 256
+    log-format '{"time":"%tr","client":"%ci:%cp","protocol":"%HV","method":"%HM","host":"%[capture.req.hdr(0),json(utf8s)]","path":"%[capture.req.hdr(2),json(utf8s)]","status":%ST,"backend":"%b","endpoint":"%si:%sp","duration_ms":%Ta,"upstream_ms":%Tr,"bytes_in":%U,"bytes_out":%B,"request_id":"%ID","user_agent":"%[capture.req.hdr(1),json(utf8s)]"}'
+    default_backend be
+backend be
+    server b1 127.0.0.1:18080
+CONF
+  taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg" >> "$dir/access.log" 2> "$dir/error.log" &
+  HAPROXY_LOG_PID=$!
+  pids+=("$HAPROXY_LOG_PID")
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "nginx with fields did not start; see $dir/error.log"; exit 1
+  echo "HAProxy with a JSON log did not start; see $dir/error.log"; exit 1
 }
 
 # pod NAMESPACE NAME INBOUND_PORT: a meshed pod NAME-0 (ServiceAccount NAME) behind Service

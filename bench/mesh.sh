@@ -6,6 +6,7 @@
 #                   ══ mTLS ══ weir-sidecar (backend pod, inbound :19206, STRICT) → backend
 #   nginx pair  wrk → nginx (:19081, proxy_pass https with a client certificate)
 #                   ══ mTLS ══ nginx (:19443, ssl_verify_client on) → backend
+#               (each logging a JSON line per request, buffered; :19082 → :19444 log nothing)
 #
 # Both pairs use ECDSA P-256 certificates from the same CA (the controller's: the nginx pair's
 # are signed with its key, with the same SPIFFE IDs), TLS 1.3, pooled keep-alive connections
@@ -19,8 +20,8 @@
 #
 # Each weir pair is in a namespace of its own and the client sidecar is asked for `Host:
 # backend` (the Service of its own namespace): `bench` runs the default configuration (the
-# access log on, written to a file), `quiet` the same binaries with `--access-log off` (the nginx
-# pair logs nothing), and with WEIR_BEFORE_DIR=DIR (a directory holding another build's
+# access log on, written to a file; against `nginx-pair`, which logs too), `quiet` the same
+# binaries with `--access-log off` (against `nginx-pair-quiet`), and with WEIR_BEFORE_DIR=DIR (a directory holding another build's
 # weir-sidecar) `before` runs that build, for a comparison with an earlier commit in the same
 # run.
 #   REPS=3 DURATION=5 CONNS_LIST="1 32" HOLD_N=2000 [WEIR_BEFORE_DIR=/tmp/base] bench/mesh.sh
@@ -111,17 +112,27 @@ pid $work/nginx-$1/nginx.pid;
 error_log $work/nginx-$1/error.log;
 events { worker_connections 8192; }
 http {
-  access_log off;
+  log_format weir escape=json '{"time":"\$time_iso8601","client":"\$remote_addr:\$remote_port",'
+    '"protocol":"\$server_protocol","method":"\$request_method","host":"\$host","path":"\$uri",'
+    '"status":\$status,"endpoint":"\$upstream_addr","duration_ms":\$request_time,'
+    '"upstream_ms":"\$upstream_header_time","bytes_in":\$request_length,'
+    '"bytes_out":\$body_bytes_sent,"request_id":"\$http_x_request_id","user_agent":"\$http_user_agent"}';
+  access_log $work/nginx-$1/access.log weir buffer=64k flush=1s;
 $(cat)
 }
 NGINX
 }
-nginx_conf a <<NGINX
-  upstream mesh { server 127.0.0.1:19443; keepalive 64; }
+# Each side serves twice: logging a JSON line per request (buffered, as nginx advises), as the
+# weir pair does by default (front 19081, back 19443); and with no log (19082, 19444), as the
+# quiet weir pair.
+front() { # PORT BACK_PORT LOG_LINE
+  cat <<NGINX
+  upstream mesh-$2 { server 127.0.0.1:$2; keepalive 64; }
   server {
-    listen 127.0.0.1:19081;
+    listen 127.0.0.1:$1;
+    $3
     location / {
-      proxy_pass https://mesh;
+      proxy_pass https://mesh-$2;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_ssl_certificate $work/client.crt;
@@ -134,10 +145,12 @@ nginx_conf a <<NGINX
     }
   }
 NGINX
-nginx_conf b <<NGINX
-  upstream backend { server 127.0.0.1:18080; keepalive 64; }
+}
+back() { # PORT LOG_LINE
+  cat <<NGINX
   server {
-    listen 127.0.0.1:19443 ssl;
+    listen 127.0.0.1:$1 ssl;
+    $2
     ssl_certificate $work/backend.crt;
     ssl_certificate_key $work/backend.key;
     ssl_client_certificate $work/state/ca.crt;
@@ -146,10 +159,14 @@ nginx_conf b <<NGINX
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 NGINX
+}
+{ front 19081 19443 ""; front 19082 19444 "access_log off;"; } | nginx_conf a
+{ echo '  upstream backend { server 127.0.0.1:18080; keepalive 64; }'
+  back 19443 ""; back 19444 "access_log off;"; } | nginx_conf b
 for side in a b; do taskset -c 1 nginx -c "$work/nginx-$side/nginx.conf" -p "$work/nginx-$side"; done
 sleep 0.5
 nginx_a=$(cat "$work/nginx-a/nginx.pid"); nginx_b=$(cat "$work/nginx-b/nginx.pid")
-for url in http://127.0.0.1:19101/ http://127.0.0.1:19301/ http://127.0.0.1:19081/ \
+for url in http://127.0.0.1:19101/ http://127.0.0.1:19301/ http://127.0.0.1:19081/ http://127.0.0.1:19082/ \
   ${WEIR_BEFORE_DIR:+http://127.0.0.1:19501/}; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "$url")
   [ "$code" = 200 ] || { echo "$url answered $code; logs in $work" >&2; exit 1; }
@@ -164,6 +181,7 @@ for conns in $CONNS_LIST; do
     -r "$REPS" -o "$work/compare-c$conns.tsv" \
     direct=http://127.0.0.1:18080/ \
     nginx-pair=http://127.0.0.1:19081/,pid=nginx-mesh-pair \
+    nginx-pair-quiet=http://127.0.0.1:19082/,pid=nginx-mesh-pair \
     weir-pair=http://127.0.0.1:19101/,pid=weir-mesh-pair \
     weir-pair-quiet=http://127.0.0.1:19301/,pid=weir-mesh-quiet \
     "${before_targets[@]}" 2>>"$work/compare.log"

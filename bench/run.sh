@@ -2,28 +2,33 @@
 # bench/run.sh — Weir side by side with nginx and HAProxy on this machine, in one run.
 #
 # Everything stays on loopback and every load run is bounded (DURATION seconds each). Uses the
-# peer kit in ../shared/bench (installs nginx, HAProxy, wrk from Debian on first use):
-#   backend nginx on 127.0.0.1:18080, nginx proxy :18081, HAProxy :18082, weir-ingress :18085;
-#   each proxy pinned alone to CPU 1 with one worker; backend and load generator on CPU 0.
-# Prints requests/s, p50, p99 and CPU µs per request for each target, Weir's ratio to nginx
-# round by round (bench/paired.py), then the memory of 10,000 idle keep-alive connections and
-# of a gateway holding 5,000 HTTPRoutes. `nginx-fields` (:18088) is nginx set up to add the
-# request fields the issue asks of Weir (X-Forwarded-*, x-request-id, traceparent); the kit's
-# nginx adds none. `weir-bare` (:18089) is Weir set to add none of them either (--request-id
-# preserve --trace-context off --forwarded off): the kit's nginx's job, for a comparison at
-# equal work the other way round.
+# peer kit in ../shared/bench (installs nginx, HAProxy, wrk, h2load from Debian on first use);
+# each proxy pinned alone to CPU 1 with one worker; backend and load generator on CPU 0. Prints
+# requests/s, p50, p99 and CPU µs per request for each target and Weir's ratio to nginx round by
+# round (bench/paired.py).
+#
+# `load` — the headline: the configuration users run, over HTTP/1.1 (wrk, 64 connections),
+# HTTPS keep-alive (wrk, 64 connections, TLS 1.3, the kit's ECDSA P-256 certificate), h2c and
+# h2 over TLS (h2load, 8 connections x 32 streams). `weir` is weir-ingress with its defaults
+# (access log on, to a file; request ids; trace context; X-Forwarded-*). `nginx` and `haproxy`
+# do the same work: the same request fields, and a JSON line per request with the fields of
+# Weir's (nginx buffered, `buffer=64k flush=1s`; HAProxy to stdout, to a file). `weir-quiet` is
+# Weir with --access-log off, run beside them to show what the log costs.
+# `off` — the second table: every proxy with its access log off (the kit's nginx and HAProxy,
+# which add no request fields; `weir-bare`, Weir adding none either: --request-id preserve
+# --trace-context off --forwarded off; `nginx-fields`, nginx adding Weir's fields, no log).
+# Then `peers` (the other core's cost), `memory` (10,000 idle keep-alive connections) and
+# `routes` (a gateway holding 5,000 HTTPRoutes).
 #   REPS=5 DURATION=10 bench/run.sh
-#   SECTIONS=memory bench/run.sh     # only some of: load peers memory routes
-# The `peers` section shows what each proxy costs the other core, where wrk and the backend
-# share CPU 0 and which the load saturates too: both cores' busy time, and per request the
-# backend's CPU time and how often it ran out of work and slept.
+#   SECTIONS="load" PROTOCOLS="h1 https" bench/run.sh   # some of: load off peers memory routes
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
 REPS=${REPS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-5000}
-SECTIONS=" ${SECTIONS:-load peers memory routes} "
+SECTIONS=" ${SECTIONS:-load off peers memory routes} "
+PROTOCOLS=${PROTOCOLS:-h1 https h2c h2}
 section() { [[ "$SECTIONS" == *" $1 "* ]]; }
 work=${WEIR_BENCH_DIR:-/tmp/weir-bench}
 mkdir -p "$work/config" "$work/routes"
@@ -32,34 +37,89 @@ bash "$kit/setup.sh" >/dev/null
 (cd "$root" && cargo build --release -q -p weir-ingress)
 weir=$root/target/release/weir-ingress
 
-# The same backend the peers use, as Kubernetes objects.
-catch_all_objects > "$work/config/bench.yaml"
+# The same backend the peers use, as Kubernetes objects, with the kit's certificate.
+TLS=1 catch_all_objects > "$work/config/bench.yaml"
 
 with_peers "backend nginx-proxy haproxy"
 
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
-start_weir "$weir" "$work/config" 18089 19909 \
+start_weir "$weir" "$work/config" 18089 19909 --access-log off \
   --request-id preserve --trace-context off --forwarded off
 BARE_PID=$WEIR_PID
-start_weir "$weir" "$work/config" 18085 19905
+start_weir "$weir" "$work/config" 18087 19907 --listen-tls 127.0.0.1:18467 --access-log off
+QUIET_PID=$WEIR_PID
+start_weir "$weir" "$work/config" 18085 19905 --listen-tls 127.0.0.1:18465
 base=$(rss_kb "$WEIR_PID")
 start_nginx_fields 18088
+start_nginx_log 18073 18074 18463
+start_haproxy_log 18075 18076 18464
+
+# compare TITLE TSV PROTOCOL NAME=PORTS...: one table, each PORTS h1port/tlsport; the protocol
+# picks the URL and the load (wrk for HTTP/1.1, h2load 8x32 for HTTP/2).
+compare() {
+  local title=$1 tsv=$2 proto=$3 targets=() t name ports h1 tls url
+  shift 3
+  for t in "$@"; do
+    name=${t%%=*}; ports=${t#*=}; h1=${ports%%/*}; tls=${ports##*/}
+    case $proto in
+      h1) url=http://127.0.0.1:$h1/ ;;
+      https) url=https://127.0.0.1:$tls/ ;;
+      h2c) url=h2:http://127.0.0.1:${H2C[$name]:-$h1}/ ;;
+      h2) url=h2:https://127.0.0.1:$tls/ ;;
+    esac
+    targets+=("$name=$url${PIDS[$name]:+,pid=${PIDS[$name]}}")
+  done
+  case $proto in
+    h2c | h2) export CONNS=8 STREAMS=32 ;;
+    *) export CONNS=64 STREAMS=1 ;;
+  esac
+  echo "== $title: $proto, ${CONNS} connections x ${STREAMS} streams, ${DURATION:-10}s x $REPS interleaved runs"
+  "$kit/scripts/compare.sh" -r "$REPS" -o "$tsv" "${targets[@]}"
+  echo "-- Weir against nginx within each round"
+  python3 "$root/bench/paired.py" "$tsv" weir nginx || true
+}
+declare -A PIDS=(
+  [weir]=$WEIR_PID [weir-quiet]=$QUIET_PID [weir-bare]=$BARE_PID
+  [nginx]=$NGINX_LOG_PID [haproxy]=$HAPROXY_LOG_PID [nginx-fields]=$NGINX_FIELDS_PID
+  [nginx-kit]=$(cat "$RUN/nginx-proxy.pid") [haproxy-kit]=$(cat "$RUN/haproxy.pid")
+)
+
+declare -A H2C=()
+# The access logs, emptied after each table (they take about 20 MB/s each): the lines each
+# wrote, counted first.
+logs=("$work/weir-18085.log" "$work/nginx-log/access.log" "$work/haproxy-log/access.log")
+lines=(0 0 0)
+empty_logs() {
+  local i
+  for i in 0 1 2; do
+    lines[i]=$((lines[i] + $(wc -l < "${logs[i]}"))); : > "${logs[i]}"
+  done
+}
+
 if section load; then
-  echo "== throughput and latency: HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION:-10}s x $REPS interleaved runs"
-  "$kit/scripts/compare.sh" -r "$REPS" -o "$work/compare.tsv" \
-    direct=http://127.0.0.1:18080/ \
-    nginx=http://127.0.0.1:18081/,pid=nginx-proxy \
-    nginx-fields=http://127.0.0.1:18088/,pid="$NGINX_FIELDS_PID" \
-    haproxy=http://127.0.0.1:18082/,pid=haproxy \
-    weir=http://127.0.0.1:18085/,pid="$WEIR_PID" \
-    weir-bare=http://127.0.0.1:18089/,pid="$BARE_PID"
-  echo "== Weir against nginx within each round (both ran in it, minutes apart)"
-  python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx
-  echo "== Weir against nginx setting the same request fields (X-Forwarded-*, x-request-id, traceparent)"
-  python3 "$root/bench/paired.py" "$work/compare.tsv" weir nginx-fields
-  echo "== Weir adding none of those fields (weir-bare) against the kit's nginx, which adds none"
-  python3 "$root/bench/paired.py" "$work/compare.tsv" weir-bare nginx
+  for proto in $PROTOCOLS; do
+    compare "the configuration users run (access logs on)" "$work/load-$proto.tsv" "$proto" \
+      nginx=18073/18463 haproxy=18075/18464 weir=18085/18465 weir-quiet=18087/18467
+    empty_logs
+  done
+  echo "== access-log lines written: weir ${lines[0]}, nginx ${lines[1]}, haproxy ${lines[2]}"
+fi
+
+if section off; then
+  for proto in $PROTOCOLS; do
+    case $proto in
+      h1) extra=(direct=18080/0 nginx-fields=18088/0 weir-bare=18089/0) ;;
+      *) extra=() ;;
+    esac
+    # The kit's peers: nginx 18081 (h2c 18091, TLS 18443), HAProxy 18082 (h2c 18092, TLS 18444).
+    H2C=([nginx]=18091 [haproxy]=18092)
+    PIDS[nginx]=${PIDS[nginx-kit]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
+    compare "access logs off" "$work/off-$proto.tsv" "$proto" \
+      nginx=18081/18443 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
+    PIDS[nginx]=$NGINX_LOG_PID PIDS[haproxy]=$HAPROXY_LOG_PID PIDS[weir]=$WEIR_PID
+    H2C=()
+  done
 fi
 
 if section peers; then

@@ -15,31 +15,8 @@ rm -rf "$work" && mkdir -p "$work/config" "$work/nginx"
 bash "$kit/setup.sh" >/dev/null
 (cd "$root" && cargo build --release -q -p weir-ingress)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-  -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-indent() { sed 's/^/    /' "$1"; }
-{ backend_objects; cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-tls, namespace: bench}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(indent "$work/cert.pem")
-  tls.key: |
-$(indent "$work/key.pem")
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: bench}
-spec:
-  ingressClassName: weir
-  tls: [{secretName: bench-tls}]
-  defaultBackend: {service: {name: backend, port: {number: 80}}}
-YAML
-} > "$work/config/bench.yaml"
+# The kit's ECDSA P-256 certificate, served by both, and the backend behind a catch-all route.
+TLS=1 catch_all_objects > "$work/config/bench.yaml"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx/nginx.pid;
@@ -50,8 +27,8 @@ http {
   upstream backend { server 127.0.0.1:18080; keepalive 64; }
   server {
     listen 127.0.0.1:18443 ssl http2;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
+    ssl_certificate $CONF/tls/server.crt;
+    ssl_certificate_key $CONF/tls/server.key;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;

@@ -40,7 +40,7 @@ use weir_mesh::{
     mtls::{self, Dialer},
 };
 use weir_proxy::{
-    access_log::AccessLog,
+    access_log::{AccessLog, LogArgs},
     admin::{serve_admin, AdminState},
     config::{ConfigStore, Follow, Installer},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
@@ -99,9 +99,8 @@ struct Args {
     /// Worker threads; 0 means one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Write one JSON access-log line per request to stdout.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    access_log: String,
+    #[command(flatten)]
+    log: LogArgs,
     /// The `x-request-id` each request carries on, returns and logs: `preserve-or-generate`
     /// (the client's when usable, else a new one), `generate` (always new), or `preserve`
     /// (only the client's; none made).
@@ -322,8 +321,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         "weir-ingress serving"
     );
 
-    let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
-        .context("starting the access-log writer")?;
+    let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
     let upstream_settings = UpstreamSettings {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()

@@ -24,7 +24,7 @@ use weir_mesh::{
     mtls::{self, Dialer},
 };
 use weir_proxy::{
-    access_log::AccessLog,
+    access_log::{AccessLog, LogArgs},
     admin::{serve_admin, AdminState},
     config::{ConfigStore, Follow, Installer},
     metrics::Metrics,
@@ -66,10 +66,9 @@ struct RunArgs {
     /// The token proving this pod's ServiceAccount (re-read at every connect).
     #[arg(long, env = "WEIR_IDENTITY_TOKEN_FILE")]
     identity_token_file: PathBuf,
-    /// Write one JSON access-log line per request to stdout (both directions; the same
-    /// fields as weir-ingress's).
-    #[arg(long, env = "WEIR_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
-    access_log: String,
+    /// The access log, in both directions (the same fields as weir-ingress's).
+    #[command(flatten)]
+    log: LogArgs,
     /// The app's port on localhost, for inbound connections that were not redirected
     /// (explicit mode); redirected ones go to the port they were sent to.
     #[arg(long)]
@@ -291,8 +290,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let store = Arc::new(ConfigStore::new(metrics.clone()));
     let installer = Arc::new(Installer::new(store.clone()).mesh(dialer.clone()));
-    let access_log = AccessLog::stdout(args.access_log == "on", metrics.access_log_dropped.clone())
-        .context("starting the access-log writer")?;
+    let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
 
     let inbound_listener = listen(args.inbound, "--inbound")
         .await?

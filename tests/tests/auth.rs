@@ -2,6 +2,8 @@
 //! wrong issuer, tampered, `alg: none`, HMAC signed with the public key, missing scope, key
 //! rotation with an unknown `kid`, spoofed claim headers, and API keys.
 
+use std::time::Duration;
+
 use weir_e2e::{
     gateway, http_route,
     idp::{claims, hmac_signed, unsigned, JwksServer, Signer},
@@ -11,6 +13,15 @@ use weir_e2e::{
 };
 
 const ISS: &str = "https://idp.example.com";
+
+/// An AuthPolicy spec with one JWT provider, `idp`, and the lines given (of the provider, then
+/// of the policy).
+fn jwt_policy(idp: &JwksServer, lines: &str) -> String {
+    format!(
+        "  jwt:\n    providers:\n    - name: idp\n      issuer: {ISS}\n      jwks: {{uri: \"{}\"}}\n{lines}",
+        idp.uri()
+    )
+}
 
 async fn call(weir: &Weir, host: &str, headers: &[(&str, &str)]) -> Reply {
     request(weir.addr, host, "/", headers, Default::default(), "GET").await
@@ -32,14 +43,11 @@ async fn jwts_are_verified_against_the_idps_keys_and_every_forgery_is_refused() 
     let (first, second) = (Signer::new("k1"), Signer::new("k2"));
     let idp = JwksServer::start(&pki, vec![first.jwk.clone()]).await;
     let app = Echo::start("app");
-    let policy = format!(
-        "  jwt:\n    providers:\n    - name: idp\n      issuer: {ISS}\n      audiences: [shop]\n      jwks: {{uri: \"{}\"}}\n      forwardClaims: {{sub: X-User-Id}}\n      clockSkew: 5s\n  required: true\n",
-        idp.uri()
+    let policy = jwt_policy(
+        &idp,
+        "      audiences: [shop]\n      forwardClaims: {sub: X-User-Id}\n      clockSkew: 5s\n  required: true\n",
     );
-    let admin_policy = format!(
-        "  jwt:\n    providers:\n    - name: idp\n      issuer: {ISS}\n      jwks: {{uri: \"{}\"}}\n      requiredScopes: [orders.write]\n",
-        idp.uri()
-    );
+    let admin_policy = jwt_policy(&idp, "      requiredScopes: [orders.write]\n");
     let dir = ConfigDir::new()
         .with("svc.yaml", &service("app", &[&app]))
         .with("gw.yaml", &gateway())
@@ -221,14 +229,10 @@ async fn api_keys_name_the_client_and_wrong_keys_are_refused() {
             "  apiKeys: {secretRef: {name: shop-keys}}\n  required: false\n",
         ),
     );
-    let anonymous = weir_e2e::eventually(
-        std::time::Duration::from_secs(5),
-        "optional auth",
-        || async {
-            let r = call(&weir, "shop.example.com", &[("x-weir-client", "admin")]).await;
-            (r.status == 200).then_some(r)
-        },
-    )
+    let anonymous = weir_e2e::eventually(Duration::from_secs(5), "optional auth", || async {
+        let r = call(&weir, "shop.example.com", &[("x-weir-client", "admin")]).await;
+        (r.status == 200).then_some(r)
+    })
     .await;
     assert!(
         anonymous.json()["headers"].get("x-weir-client").is_none(),
@@ -240,4 +244,88 @@ async fn api_keys_name_the_client_and_wrong_keys_are_refused() {
             .status,
         401
     );
+}
+
+#[tokio::test]
+async fn the_access_log_names_users_by_a_keyed_hash_that_replicas_share() {
+    let pki = Pki::new();
+    let signer = Signer::new("k1");
+    let idp = JwksServer::start(&pki, vec![signer.jwk.clone()]).await;
+    let app = Echo::start("app");
+    let policy = jwt_policy(&idp, "      audiences: [shop]\n  required: true\n");
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("app", &[&app]))
+        .with("gw.yaml", &gateway())
+        .with(
+            "routes.yaml",
+            &http_route(
+                "shop",
+                &["shop.example.com"],
+                "  - backendRefs: [{name: app, port: 80}]\n",
+            ),
+        )
+        .with(
+            "auth.yaml",
+            &route_policy("AuthPolicy", "shop", "shop", &policy),
+        );
+    let ca = dir.path.join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    // The key lives outside the config directory, as a mounted Secret would.
+    let key_dir = ConfigDir::new();
+    let key = key_dir.path.join("log-key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let env = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let key_flag = ["--access-log-user-key-file", key.to_str().unwrap()];
+    let replicas = [
+        Weir::start_with_env(&dir, &key_flag, &env),
+        Weir::start_with_env(&dir, &key_flag, &env),
+    ];
+    let plain = Weir::start_with_env(&dir, &["--access-log-user", "plain"], &env);
+
+    let alice = signer.sign(&claims(ISS, "shop", "alice", 300));
+    let bob = signer.sign(&claims(ISS, "shop", "bob", 300));
+    let mut users = Vec::new();
+    for weir in replicas.iter().chain([&plain]) {
+        let mut ids = Vec::new();
+        for token in [&alice, &alice, &bob] {
+            let reply = bearer(weir, token).await;
+            assert_eq!(reply.status, 200);
+            ids.push(reply.header("x-request-id").unwrap().to_string());
+        }
+        let refused = call(weir, "shop.example.com", &[]).await;
+        assert_eq!(refused.status, 401);
+        ids.push(refused.header("x-request-id").unwrap().to_string());
+        let lines =
+            weir_e2e::eventually(Duration::from_secs(5), "four access log lines", || async {
+                Some(weir.access_log()).filter(|lines| lines.len() >= 4)
+            })
+            .await;
+        // Lines from different workers come out of order: each request's by its id.
+        let user: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let line = lines.iter().find(|l| l["request_id"] == id.as_str());
+                line.expect("a line for each request")["user"].clone()
+            })
+            .collect();
+        let everything = weir.stdout().join("\n");
+        assert!(
+            !everything.contains(alice.as_str()),
+            "a token reached the log"
+        );
+        users.push(user);
+    }
+    let (first, second, plain) = (&users[0], &users[1], &users[2]);
+    assert_eq!(plain[..3], ["alice", "alice", "bob"], "plain: {plain:?}");
+    assert!(plain[3].is_null(), "a refused request has no user");
+    let hash = first[0].as_str().unwrap();
+    assert_eq!(hash.len(), 32, "{hash}");
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(first[1], first[0], "one user, one hash");
+    assert_ne!(first[2], first[0], "two users, one hash");
+    assert!(
+        !first.iter().any(|u| u == "alice" || u == "bob"),
+        "{first:?}"
+    );
+    assert_eq!(second, first, "replicas with the same key disagree");
 }

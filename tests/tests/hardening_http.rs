@@ -99,11 +99,16 @@ async fn malformed_chunked_bodies_are_the_clients_400_and_never_the_backends_fau
         "{metrics}"
     );
     assert!(!metrics.contains("backend-reset"), "{metrics}");
-    let logged: Vec<_> = weir
-        .access_log()
-        .into_iter()
-        .filter(|e| e["path"] == "/upload")
-        .collect();
+    // Lines reach the log within a writer's sweep.
+    let logged = weir_e2e::eventually(Duration::from_secs(5), "five lines for /upload", || async {
+        let lines: Vec<_> = weir
+            .access_log()
+            .into_iter()
+            .filter(|e| e["path"] == "/upload")
+            .collect();
+        (lines.len() >= 5).then_some(lines)
+    })
+    .await;
     assert_eq!(logged.len(), 5);
     assert!(
         logged

@@ -55,15 +55,20 @@ async fn retries_go_to_another_endpoint_and_only_for_idempotent_methods() {
         echoes[1].served().await >= 5,
         "the broken endpoint got tries"
     );
-    let retried = weir
-        .access_log()
-        .iter()
-        .filter(|e| e["attempts"] == 2)
-        .count();
-    assert!(
-        retried >= 5,
-        "the access log shows 2 attempts on retried requests"
-    );
+    // Lines reach the log within a writer's sweep.
+    weir_e2e::eventually(
+        std::time::Duration::from_secs(5),
+        "the access log showing 2 attempts on 5 retried requests",
+        || async {
+            let retried = weir
+                .access_log()
+                .iter()
+                .filter(|e| e["attempts"] == 2)
+                .count();
+            (retried >= 5).then_some(())
+        },
+    )
+    .await;
     assert!(
         weir.metric("weir_retries_total{cluster=\"default/app:80\"}")
             .await

@@ -85,6 +85,15 @@ pub enum Identity {
 }
 
 impl Identity {
+    /// Who this is, for the log: a JWT's `sub`, an API key's client name.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::Token(claims) => claims.get("sub")?.as_str(),
+            Identity::Client(name) => Some(name),
+        }
+    }
+
     /// A claim as text (strings as they are, numbers and booleans printed).
     pub fn claim(&self, name: &str) -> Option<String> {
         match self {

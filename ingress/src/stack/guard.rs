@@ -46,6 +46,9 @@ pub(super) async fn check(
         },
         None => Identity::Anonymous,
     };
+    if gw.access_log.enabled() {
+        x.user = identity.user().map(Into::into);
+    }
     let mut tightest: Option<Decision> = None;
     for limiter in &guard.limits {
         let key = limiter.key(&identity, headers, x.client.addr.ip());

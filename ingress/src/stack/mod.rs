@@ -96,6 +96,8 @@ pub(crate) struct Exchange {
     asked: Option<HeaderValue>,
     route: Option<Arc<str>>,
     backend: Option<Arc<str>>,
+    /// Who the request was authenticated as (a JWT's `sub`, an API key's client), for the log.
+    user: Option<Box<str>>,
     /// Tries, last endpoint and time waiting on backends (zero tries: never sent).
     sent: Report,
     /// Headers for the client's response, whatever it is (rate-limit state, challenges).
@@ -129,7 +131,7 @@ pub fn handle(
         // What only the access log needs is taken only when it is on.
         let mut arrival = gw
             .access_log
-            .enabled()
+            .wants(&parts)
             .then(|| Arrival::of(&parts, client.addr, &host, started));
         let mut x = Exchange {
             client,
@@ -137,6 +139,7 @@ pub fn handle(
             asked: asked.clone(),
             route: None,
             backend: None,
+            user: None,
             sent: Report::default(),
             extra: Vec::new(),
         };
@@ -181,6 +184,7 @@ pub fn handle(
                     backend: x.backend,
                     sent: x.sent,
                     error,
+                    user: x.user,
                 };
                 gw.access_log.on_end(arrival, outcome, response)
             }

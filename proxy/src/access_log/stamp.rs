@@ -1,0 +1,88 @@
+//! The log's timestamp, formatted without allocating: each thread keeps the text of the
+//! current second and only writes the milliseconds anew.
+
+use std::{
+    cell::Cell,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Serialize, Serializer};
+
+/// `2026-12-07T04:44:30.123Z`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp([u8; 24]);
+
+thread_local! {
+    /// The second last formatted, and its text up to the seconds.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+impl Stamp {
+    /// `time` in UTC, to the millisecond.
+    pub fn of(time: SystemTime) -> Self {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (cached, mut text) = SECOND.get();
+        if cached != secs {
+            text = to_second(secs);
+            SECOND.set((secs, text));
+        }
+        let mut out = [0; 24];
+        out[..19].copy_from_slice(&text);
+        let ms = since.subsec_millis();
+        out[19] = b'.';
+        out[20] = b'0' + (ms / 100) as u8;
+        out[21] = b'0' + (ms / 10 % 10) as u8;
+        out[22] = b'0' + (ms % 10) as u8;
+        out[23] = b'Z';
+        Self(out)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and punctuation are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix second (civil-from-days, Howard Hinnant's algorithm).
+fn to_second(secs: u64) -> [u8; 19] {
+    let secs = secs as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = [0; 19];
+    let mut put = |at: usize, n: i64, width: usize| {
+        let mut n = n;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, d, 2);
+    put(11, h, 2);
+    put(14, m, 2);
+    put(17, s, 2);
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    out
+}

@@ -1,0 +1,277 @@
+use std::{
+    io::Write,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::*;
+use weir_http::body::full;
+
+/// An output the test reads back; `stuck` holds every write until released.
+#[derive(Clone, Default)]
+struct Sink {
+    out: Arc<Mutex<Vec<u8>>>,
+    stuck: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (stuck, released) = &*self.stuck;
+        let mut held = stuck.lock().unwrap();
+        while *held {
+            held = released.wait(held).unwrap();
+        }
+        self.out.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn lines(&self) -> Vec<Value> {
+        let out = self.out.lock().unwrap();
+        String::from_utf8(out.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+    fn hold(&self, on: bool) {
+        *self.stuck.0.lock().unwrap() = on;
+        self.stuck.1.notify_all();
+    }
+}
+
+fn counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new("dropped", "dropped").unwrap()
+}
+
+fn log_to(sink: &Sink, args: LogArgs) -> AccessLog {
+    AccessLog::to(&args, Box::new(sink.clone()), counter()).unwrap()
+}
+
+fn request(id: &str) -> request::Parts {
+    Request::get("/shop/cart?token=secret")
+        .header("x-request-id", id)
+        .header("user-agent", "curl/8")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0
+}
+
+/// One request through `on_end`, its body read to the end as a client would.
+async fn exchange(log: &AccessLog, id: &str, user: Option<&str>) {
+    let parts = request(id);
+    let arrival = Arrival::of(
+        &parts,
+        "10.0.0.7:5555".parse().unwrap(),
+        "shop.example",
+        Instant::now(),
+    );
+    let outcome = Outcome {
+        route: Some("shop/cart".into()),
+        user: user.map(Into::into),
+        ..Outcome::default()
+    };
+    let response = Response::new(full(Bytes::from_static(b"hello")));
+    let response = log.on_end(arrival, outcome, response);
+    response.into_body().collect().await.unwrap();
+}
+
+async fn eventually(sink: &Sink, n: usize) -> Vec<Value> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = sink.lines();
+        if lines.len() >= n || Instant::now() > until {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn lines_from_every_thread_reach_the_output_whole_without_settling() {
+    let sink = Sink::default();
+    let log = log_to(&sink, LogArgs::default());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                for i in 0..500 {
+                    rt.block_on(exchange(&log, &format!("t{t}-{i}"), None));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Within a sweep or two, with no settle() asked for.
+    let lines = eventually(&sink, 2000).await;
+    assert_eq!(lines.len(), 2000);
+    let first = &lines[0];
+    assert_eq!(first["path"], "/shop/cart", "no query string: {first}");
+    assert_eq!(first["host"], "shop.example");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes_out"], 5);
+    assert_eq!(first["route"], "shop/cart");
+    assert_eq!(first["user_agent"], "curl/8");
+    assert_eq!(first["client"], "10.0.0.7:5555");
+    assert!(first["user"].is_null());
+    let mut ids: Vec<_> = lines
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2000, "every line once");
+}
+
+#[tokio::test]
+async fn a_stuck_output_drops_and_counts_lines_and_never_blocks_a_request() {
+    let sink = Sink::default();
+    sink.hold(true);
+    let dropped = counter();
+    let log = AccessLog::to(&LogArgs::default(), Box::new(sink.clone()), dropped.clone()).unwrap();
+    // Far more than the queue holds (each line is about 400 bytes).
+    let n = 60_000;
+    let started = Instant::now();
+    for i in 0..n {
+        exchange(&log, &format!("r{i}"), None).await;
+    }
+    assert!(
+        dropped.get() > 0,
+        "nothing was dropped while stdout was stuck"
+    );
+    // Let it go: what was kept is written, and kept + dropped is everything.
+    sink.hold(false);
+    log.settle();
+    let written = eventually(&sink, n - dropped.get() as usize).await.len();
+    assert_eq!(
+        written as u64 + dropped.get(),
+        n as u64,
+        "written {written}, dropped {}",
+        dropped.get()
+    );
+    // Bounded: what waited was at most the queue and one buffer per thread.
+    let held = (writer::QUEUE + 2) * (writer::CHUNK + 1024);
+    assert!(
+        written * 300 <= held,
+        "{written} lines were held for a stuck output"
+    );
+    println!("{n} requests in {:?} with stdout stuck", started.elapsed());
+}
+
+#[tokio::test]
+async fn settle_writes_what_was_logged_at_once() {
+    let sink = Sink::default();
+    let log = log_to(&sink, LogArgs::default());
+    exchange(&log, "one", None).await;
+    let asked = Instant::now();
+    log.settle();
+    assert_eq!(sink.lines().len(), 1);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn the_timestamp_is_rfc3339_utc_with_milliseconds() {
+    let t = UNIX_EPOCH + Duration::from_millis(1_796_618_670_123);
+    assert_eq!(Stamp::of(t).as_str(), "2026-12-07T04:44:30.123Z");
+    // The cached second is not reused for another.
+    let t = UNIX_EPOCH + Duration::from_millis(951_782_400_007);
+    assert_eq!(Stamp::of(t).as_str(), "2000-02-29T00:00:00.007Z");
+    let t = UNIX_EPOCH + Duration::from_millis(951_782_400_999);
+    assert_eq!(Stamp::of(t).as_str(), "2000-02-29T00:00:00.999Z");
+}
+
+#[test]
+fn sampling_keeps_about_the_ratio_and_agrees_across_processes_by_request_id() {
+    let args = |r| LogArgs {
+        access_log_sample: r,
+        ..LogArgs::default()
+    };
+    let tenth = AccessLog::to(&args(0.1), Box::new(std::io::sink()), counter()).unwrap();
+    let again = AccessLog::to(&args(0.1), Box::new(std::io::sink()), counter()).unwrap();
+    let all = AccessLog::to(&args(1.0), Box::new(std::io::sink()), counter()).unwrap();
+    let mut kept = 0;
+    for i in 0..20_000 {
+        let parts = request(&format!("{i:032x}"));
+        let wants = tenth.wants(&parts);
+        assert_eq!(
+            wants,
+            again.wants(&parts),
+            "two logs disagree on request {i}"
+        );
+        assert!(all.wants(&parts));
+        kept += usize::from(wants);
+    }
+    assert!(
+        (1_700..2_300).contains(&kept),
+        "kept {kept} of 20,000 at 0.1"
+    );
+    assert!(!AccessLog::off().wants(&request("x")));
+    for bad in ["0", "1.5", "-1", "half", "NaN"] {
+        assert!(ratio(bad).is_err(), "{bad} was taken");
+    }
+}
+
+#[tokio::test]
+async fn users_are_hashed_under_the_key_unless_plain_is_asked() {
+    let dir = std::env::temp_dir().join(format!("weir-log-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, "an example key of 32 bytes......\n").unwrap();
+    let with = |user: &str, key_file: Option<&std::path::Path>| LogArgs {
+        access_log_user: user.into(),
+        access_log_user_key_file: key_file.map(Into::into),
+        ..LogArgs::default()
+    };
+    let mut seen = Vec::new();
+    for args in [
+        with("hash", Some(&key)),
+        with("hash", Some(&key)),
+        with("hash", None),
+        with("plain", None),
+        with("off", None),
+    ] {
+        let sink = Sink::default();
+        let log = log_to(&sink, args);
+        exchange(&log, "a", Some("alice@example.com")).await;
+        exchange(&log, "b", Some("bob@example.com")).await;
+        log.settle();
+        let lines = sink.lines();
+        seen.push((lines[0]["user"].clone(), lines[1]["user"].clone()));
+    }
+    let (alice, bob) = &seen[0];
+    let alice = alice.as_str().unwrap();
+    assert_eq!(alice.len(), 32);
+    assert!(alice.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!alice.contains("alice"));
+    assert_ne!(Some(alice), bob.as_str(), "two users, one hash");
+    assert_eq!(seen[1], seen[0], "the same key gives the same hash");
+    assert_ne!(seen[2].0, seen[0].0, "a random key is not the file's");
+    assert_eq!(seen[3].0, "alice@example.com");
+    assert!(seen[4].0.is_null());
+
+    std::fs::write(&key, "short").unwrap();
+    let err = AccessLog::to(
+        &with("hash", Some(&key)),
+        Box::new(std::io::sink()),
+        counter(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("at least 16"), "{err:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
