@@ -17,11 +17,15 @@
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use http::{Request, Response};
-use hyper::{body::Incoming, server::conn::http2, service::service_fn};
+use hyper::{
+    body::{Body as _, Incoming},
+    server::conn::http2,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
-use super::{client_body::ClientBody, Peer, Shutdown, Transport};
+use super::{client_body::ClientBody, cork, Peer, Shutdown, Transport};
 use crate::body::{self, Body, Observed};
 
 /// What an HTTP/2 connection is given besides hyper's own settings.
@@ -53,7 +57,11 @@ where
     let body_timeout = limits.body_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let stream = Stream::open(&open);
-        let req = req.map(|b| body::boxed(ClientBody::new(b, body_timeout)));
+        // Most requests have no body (END_STREAM on their headers): nothing to box or time.
+        let req = req.map(|b| match b.is_end_stream() {
+            true => body::empty(),
+            false => body::boxed(ClientBody::new(b, body_timeout)),
+        });
         // hyper keeps a slot the size of the service future for the connection's whole life;
         // boxing the handler's (large) future keeps that slot pointer-sized.
         let response = Box::pin(handler(peer, req));
@@ -64,18 +72,20 @@ where
         }
     });
     // Boxed: an HTTP/2 connection's state is large; inline, it would size the future of every
-    // HTTP/1 connection too.
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+    // HTTP/1 connection too. Corked: what one turn of it writes goes out in one write.
+    let io = cork::cork(io);
+    let conn = Box::pin(builder.serve_connection(TokioIo::new(io.clone()), service));
+    let mut conn = cork::Flushing::new(conn, &io);
     tokio::select! {
         // The connection first: it is what wakes this task nearly every time.
         biased;
-        result = conn.as_mut() => return result,
+        result = &mut conn => return result,
         () = idle(streams, limits.idle_timeout) => {
             tracing::debug!(addr = %peer.addr, "HTTP/2 connection idle; going away");
         }
         () = super::stopped(&mut shutdown) => {}
     }
-    conn.as_mut().graceful_shutdown();
+    conn.conn().as_mut().graceful_shutdown();
     conn.await
 }
 

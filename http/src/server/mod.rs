@@ -22,6 +22,7 @@ use crate::{
 };
 
 mod client_body;
+mod cork;
 pub mod h1;
 mod h2;
 

@@ -158,10 +158,12 @@ pub fn handle(
                 (response, Some(e.reason()))
             }
         };
-        if let Some(id) = &request_id {
-            response
-                .headers_mut()
-                .insert(headers::REQUEST_ID, id.clone());
+        if let Some(id) = request_id {
+            // Never indexed by HPACK: a value unique to each response would only churn the
+            // HTTP/2 connection's table (and be compared against every entry in it).
+            let mut id = id;
+            id.set_sensitive(true);
+            response.headers_mut().insert(headers::REQUEST_ID, id);
         }
         for (name, value) in x.extra.drain(..) {
             response.headers_mut().insert(name, value);
@@ -279,12 +281,11 @@ async fn forward(
     };
     // 7. backend
     let cluster = pick_backend(f).ok_or(ProxyError::BackendNotFound)?;
+    let pool = active.pools.get(cluster);
     if gw.access_log.enabled() {
-        x.backend = Some(Arc::from(cluster));
+        x.backend = Some(pool.map_or_else(|| Arc::from(cluster), |p| p.name.clone()));
     }
-    let pool = active
-        .pools
-        .get(cluster)
+    let pool = pool
         .filter(|p| p.cluster.resolved)
         .ok_or(ProxyError::BackendNotFound)?;
 

@@ -11,10 +11,11 @@
 //! never reach the log; nor does the query string, which often carries tokens.
 
 use std::{
+    collections::HashMap,
     io::Write,
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Instant, SystemTime},
 };
 
@@ -126,7 +127,37 @@ fn ratio(text: &str) -> Result<f64, String> {
 enum User {
     Off,
     Plain,
-    Hash(Arc<hmac::Key>),
+    Hash(Arc<Hasher>),
+}
+
+/// The keyed hash of users, remembering the last few thousand: the same users come back, and
+/// an HMAC costs about a microsecond.
+struct Hasher {
+    key: hmac::Key,
+    seen: Mutex<HashMap<Box<str>, [u8; 32]>>,
+}
+
+/// Users remembered before the memory starts again.
+const SEEN: usize = 4096;
+
+impl Hasher {
+    fn hash(&self, user: &str) -> [u8; 32] {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hex) = seen.get(user) {
+            return *hex;
+        }
+        let tag = hmac::sign(&self.key, user.as_bytes());
+        let mut hex = [0; 32];
+        for (i, b) in tag.as_ref()[..16].iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        if seen.len() >= SEEN {
+            seen.clear();
+        }
+        seen.insert(user.into(), hex);
+        hex
+    }
 }
 
 /// Where access-log lines go.
@@ -165,7 +196,10 @@ impl AccessLog {
         let user = match args.access_log_user.as_str() {
             "off" => User::Off,
             "plain" => User::Plain,
-            _ => User::Hash(Arc::new(user_key(args.access_log_user_key_file.as_ref())?)),
+            _ => User::Hash(Arc::new(Hasher {
+                key: user_key(args.access_log_user_key_file.as_ref())?,
+                seen: Mutex::default(),
+            })),
         };
         let lines = writer::Lines::start(out, dropped).context("starting the access-log writer")?;
         Ok(Self {
@@ -209,8 +243,10 @@ impl AccessLog {
     pub fn log(&self, entry: &Entry<'_>) {
         let Some(lines) = &self.lines else { return };
         lines.append(|buf| {
-            if serde_json::to_writer(&mut *buf, entry).is_ok() {
-                buf.push(b'\n');
+            let start = buf.len();
+            match serde_json::to_writer(&mut *buf, entry) {
+                Ok(()) => buf.push(b'\n'),
+                Err(_) => buf.truncate(start),
             }
         });
     }
@@ -221,12 +257,8 @@ impl AccessLog {
         match &self.user {
             User::Off => None,
             User::Plain => Some(user),
-            User::Hash(key) => {
-                let tag = hmac::sign(key, user.as_bytes());
-                for (i, b) in tag.as_ref()[..16].iter().enumerate() {
-                    hex[2 * i] = HEX[usize::from(b >> 4)];
-                    hex[2 * i + 1] = HEX[usize::from(b & 15)];
-                }
+            User::Hash(hasher) => {
+                *hex = hasher.hash(user);
                 std::str::from_utf8(hex).ok()
             }
         }
@@ -353,8 +385,8 @@ impl AccessLog {
                 client: arrival.client,
                 protocol: arrival.protocol,
                 method: arrival.method.as_str(),
-                host: &arrival.host,
-                path: &arrival.path,
+                host: clip(&arrival.host),
+                path: clip(&arrival.path),
                 status,
                 route: outcome.route.as_deref(),
                 backend: outcome.backend.as_deref(),
@@ -367,12 +399,27 @@ impl AccessLog {
                 bytes_out,
                 request_id: text(&arrival.request_id).unwrap_or_default(),
                 trace_id: arrival.traceparent.as_ref().map_or("", headers::trace_id),
-                user_agent: text(&arrival.user_agent),
+                user_agent: text(&arrival.user_agent).map(clip),
                 user: log.user(outcome.user.as_deref(), &mut hex),
             });
         });
         Response::from_parts(parts, boxed(observed))
     }
+}
+
+/// The most of a client's text a line holds (host, path, user agent): a line stays a few KiB
+/// however large the head the server took, so what the log may hold stays bounded.
+const CLIP: usize = 2048;
+
+fn clip(text: &str) -> &str {
+    if text.len() <= CLIP {
+        return text;
+    }
+    let mut end = CLIP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn text(value: &Option<HeaderValue>) -> Option<&str> {

@@ -275,3 +275,34 @@ async fn users_are_hashed_under_the_key_unless_plain_is_asked() {
     assert!(err.to_string().contains("at least 16"), "{err:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_huge_client_field_is_clipped_so_a_line_stays_small() {
+    let sink = Sink::default();
+    let log = log_to(&sink, LogArgs::default());
+    let agent = "agent-".repeat(20_000);
+    let parts = Request::get("/")
+        .header("user-agent", agent.as_str())
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let arrival = Arrival::of(
+        &parts,
+        "10.0.0.7:5555".parse().unwrap(),
+        "h",
+        Instant::now(),
+    );
+    let response = Response::new(full(Bytes::from_static(b"")));
+    let response = log.on_end(arrival, Outcome::default(), response);
+    response.into_body().collect().await.unwrap();
+    log.settle();
+    let lines = sink.lines();
+    let logged = lines[0]["user_agent"].as_str().unwrap();
+    assert!(
+        logged.len() <= CLIP && logged.len() > CLIP - 4,
+        "{}",
+        logged.len()
+    );
+    assert!(agent.starts_with(logged));
+}

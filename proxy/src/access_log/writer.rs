@@ -76,7 +76,10 @@ impl Lines {
     /// Appends one line, written by `line` into this thread's buffer (which it must end with
     /// a newline).
     pub(super) fn append(self: &Arc<Self>, line: impl FnOnce(&mut Vec<u8>)) {
-        let full = MINE.with_borrow_mut(|mine| {
+        // Fails only while the thread is exiting (a body dropped by a thread-local's
+        // destructor): the line is counted as dropped.
+        let full = MINE.try_with(|mine| {
+            let mut mine = mine.borrow_mut();
             let me = Arc::as_ptr(self);
             // A Weak keeps its allocation, so the address is this log's for as long as the
             // entry exists.
@@ -97,6 +100,10 @@ impl Lines {
             line(&mut buf);
             (buf.len() >= CHUNK).then(|| mem::replace(&mut *buf, Vec::with_capacity(CHUNK + 1024)))
         });
+        let Ok(full) = full else {
+            self.dropped.inc();
+            return;
+        };
         if let Some(chunk) = full {
             self.send(chunk);
         } else if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
@@ -110,6 +117,20 @@ impl Lines {
             Err(TrySendError::Full(Message::Chunk(chunk))) => self.drop_lines(&chunk),
             Err(_) => {}
         }
+    }
+
+    /// Writes `lines` out; what a failing output did not take is counted as dropped.
+    fn write(&self, out: &mut dyn Write, lines: &[u8]) {
+        let mut rest = lines;
+        while !rest.is_empty() {
+            match out.write(rest) {
+                Ok(0) => break,
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.drop_lines(rest);
     }
 
     fn drop_lines(&self, chunk: &[u8]) {
@@ -138,11 +159,12 @@ impl Lines {
 
     /// Takes every buffer's lines; true when there were any.
     fn sweep(&self, out: &mut dyn Write) -> bool {
-        let buffers = self
-            .buffers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let buffers = {
+            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            // A thread that has exited leaves its buffer here alone: written out, then let go.
+            buffers.retain(|b| Arc::strong_count(b) > 1 || !b.lock().is_ok_and(|b| b.is_empty()));
+            buffers.clone()
+        };
         let mut spare = Vec::with_capacity(CHUNK + 1024);
         let mut any = false;
         for buffer in buffers {
@@ -154,7 +176,7 @@ impl Lines {
                 mem::swap(&mut *buf, &mut spare);
             }
             any = true;
-            let _ = out.write_all(&spare);
+            self.write(out, &spare);
             spare.clear();
         }
         any
@@ -172,7 +194,9 @@ fn write_out(lines: Weak<Lines>, rx: Receiver<Message>, mut out: Box<dyn Write +
         };
         let settled = match message {
             Ok(Message::Chunk(chunk)) => {
-                let _ = out.write_all(&chunk);
+                if let Some(lines) = lines.upgrade() {
+                    lines.write(&mut *out, &chunk);
+                }
                 None
             }
             Ok(Message::Wake) => None,

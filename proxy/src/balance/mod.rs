@@ -35,6 +35,8 @@ pub use endpoint::{Endpoint, InFlight};
 pub struct Pool {
     /// The compiled cluster.
     pub cluster: Cluster,
+    /// Its name, shared (the access log names it on every request).
+    pub name: Arc<str>,
     endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
     ring: Option<Ring>,
@@ -105,6 +107,7 @@ impl Pool {
             pending: previous.map(|p| p.pending.clone()).unwrap_or_default(),
             budget,
             metrics: cluster_metrics,
+            name: Arc::from(name),
             cluster,
         }
     }
