@@ -56,8 +56,8 @@ async fn retries_go_to_another_endpoint_and_only_for_idempotent_methods() {
         "the broken endpoint got tries"
     );
     // Lines reach the log within a writer's sweep.
-    weir_e2e::eventually(
-        std::time::Duration::from_secs(5),
+    eventually(
+        Duration::from_secs(5),
         "the access log showing 2 attempts on 5 retried requests",
         || async {
             let retried = weir
