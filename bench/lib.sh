@@ -123,7 +123,7 @@ http {
     keepalive_requests 10000000;
     upstream backend {
         server 127.0.0.1:18080;
-        keepalive 64;
+        keepalive ${NGINX_KEEPALIVE:-64};
         keepalive_requests 10000000;
         keepalive_timeout 120s;
     }
@@ -188,27 +188,41 @@ start_nginx_fields() {
   NGINX_FIELDS_PID=$NGINX_PID
 }
 
+# TLS and h2c listeners for start_nginx's SERVER_LINES: H2C_PORT TLS_PORT.
+nginx_listeners() {
+  echo "        listen 127.0.0.1:$1 http2 backlog=4096;
+        listen 127.0.0.1:$2 ssl http2 backlog=4096;
+        ssl_certificate $CONF/tls/server.crt;
+        ssl_certificate_key $CONF/tls/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;"
+}
+
+# start_nginx_off PORT H2C_PORT TLS_PORT: the kit's nginx (no request fields, no log) on
+# HTTP/1.1, h2c and TLS, but keeping up to 1,024 idle backend connections: with 256 streams in
+# flight over HTTP/2, the kit's 64 make nginx open and close a backend connection for most
+# requests, which is not how anyone runs it. Sets NGINX_OFF_PID.
+start_nginx_off() {
+  NGINX_KEEPALIVE=1024 start_nginx nginx-off "$1" "" "" "$(nginx_listeners "$2" "$3")"
+  NGINX_OFF_PID=$NGINX_PID
+}
+
 # start_nginx_log PORT H2C_PORT TLS_PORT: the production peer: nginx doing what Weir does by
 # default — Weir's request fields and one JSON access line per request with the fields of
 # Weir's line, buffered as nginx advises (`buffer=64k flush=1s`), to a file — on HTTP/1.1
 # (PORT), h2c (H2C_PORT) and TLS with h2 and http/1.1 by ALPN (TLS_PORT), with the kit's
-# certificate. Sets NGINX_LOG_PID.
+# certificate; 1,024 idle backend connections, as start_nginx_off. Sets NGINX_LOG_PID.
 start_nginx_log() {
   local dir=$work/nginx-log
-  start_nginx nginx-log "$1" "$NGINX_SPAN
+  NGINX_KEEPALIVE=1024 start_nginx nginx-log "$1" "$NGINX_SPAN
     log_format weir escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
         '\"protocol\":\"\$server_protocol\",\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$uri\",'
         '\"status\":\$status,\"backend\":\"backend\",\"endpoint\":\"\$upstream_addr\",'
         '\"duration_ms\":\$request_time,\"upstream_ms\":\"\$upstream_header_time\",'
         '\"bytes_in\":\$request_length,\"bytes_out\":\$body_bytes_sent,\"request_id\":\"\$request_id\",'
         '\"trace_id\":\"\$request_id\",\"user_agent\":\"\$http_user_agent\"}';
-    access_log $dir/access.log weir buffer=64k flush=1s;
-    ssl_certificate $CONF/tls/server.crt;
-    ssl_certificate_key $CONF/tls/server.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;" "$NGINX_FIELDS" "        listen 127.0.0.1:$2 http2 backlog=4096;
-        listen 127.0.0.1:$3 ssl http2 backlog=4096;"
+    access_log $dir/access.log weir buffer=64k flush=1s;" "$NGINX_FIELDS" "$(nginx_listeners "$2" "$3")"
   NGINX_LOG_PID=$NGINX_PID
 }
 

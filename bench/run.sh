@@ -14,8 +14,9 @@
 # do the same work: the same request fields, and a JSON line per request with the fields of
 # Weir's (nginx buffered, `buffer=64k flush=1s`; HAProxy to stdout, to a file). `weir-quiet` is
 # Weir with --access-log off, run beside them to show what the log costs.
-# `off` — the second table: every proxy with its access log off (the kit's nginx and HAProxy,
-# which add no request fields; `weir-bare`, Weir adding none either: --request-id preserve
+# `off` — the second table: every proxy with its access log off (nginx as the kit's, adding no
+# request fields, but keeping 1,024 idle backend connections for HTTP/2's 256 streams in
+# flight; the kit's HAProxy; `weir-bare`, Weir adding none either: --request-id preserve
 # --trace-context off --forwarded off; `nginx-fields`, nginx adding Weir's fields, no log).
 # Then `peers` (the other core's cost), `memory` (10,000 idle keep-alive connections) and
 # `routes` (a gateway holding 5,000 HTTPRoutes).
@@ -54,6 +55,7 @@ base=$(rss_kb "$WEIR_PID")
 start_nginx_fields 18088
 start_nginx_log 18073 18074 18463
 start_haproxy_log 18075 18076 18464
+start_nginx_off 18077 18078 18468
 
 # compare TITLE TSV PROTOCOL NAME=PORTS...: one table, each PORTS h1port/tlsport; the protocol
 # picks the URL and the load (wrk for HTTP/1.1, h2load 8x32 for HTTP/2).
@@ -82,7 +84,7 @@ compare() {
 declare -A PIDS=(
   [weir]=$WEIR_PID [weir-quiet]=$QUIET_PID [weir-bare]=$BARE_PID
   [nginx]=$NGINX_LOG_PID [haproxy]=$HAPROXY_LOG_PID [nginx-fields]=$NGINX_FIELDS_PID
-  [nginx-kit]=$(cat "$RUN/nginx-proxy.pid") [haproxy-kit]=$(cat "$RUN/haproxy.pid")
+  [nginx-off]=$NGINX_OFF_PID [haproxy-kit]=$(cat "$RUN/haproxy.pid")
 )
 
 declare -A H2C=()
@@ -112,11 +114,11 @@ if section off; then
       h1) extra=(direct=18080/0 nginx-fields=18088/0 weir-bare=18089/0) ;;
       *) extra=() ;;
     esac
-    # The kit's peers: nginx 18081 (h2c 18091, TLS 18443), HAProxy 18082 (h2c 18092, TLS 18444).
-    H2C=([nginx]=18091 [haproxy]=18092)
-    PIDS[nginx]=${PIDS[nginx-kit]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
+    # nginx-off (18077, h2c 18078, TLS 18468); the kit's HAProxy 18082 (h2c 18092, TLS 18444).
+    H2C=([haproxy]=18092)
+    PIDS[nginx]=${PIDS[nginx-off]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
     compare "access logs off" "$work/off-$proto.tsv" "$proto" \
-      nginx=18081/18443 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
+      nginx=18077/18468 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
     PIDS[nginx]=$NGINX_LOG_PID PIDS[haproxy]=$HAPROXY_LOG_PID PIDS[weir]=$WEIR_PID
     H2C=()
   done
