@@ -8,6 +8,8 @@
 # Each binary serves the peer kit's backend through one HTTPRoute; after 500 warm-up requests,
 # N (default 4000) keep-alive GETs as wrk sends them (only a Host header) over 8 connections,
 # in rounds of one per connection, are counted. Needs valgrind (apt-get install valgrind).
+# Weir runs with --access-log off unless WEIR_FLAGS says otherwise (WEIR_FLAGS="" counts its
+# defaults, the access log written to a file included, every thread's instructions counted).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
@@ -86,7 +88,7 @@ for bin in "$@"; do
   else
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
       "$bin" --config-dir "$work/config" --listen 127.0.0.1:18095 --admin 127.0.0.1:19995 \
-      --workers 1 --access-log off --drain-timeout 1s > "$work/weir.log" 2>&1 &
+      --workers 1 --drain-timeout 1s ${WEIR_FLAGS---access-log off} > "$work/weir.log" 2>&1 &
     ready=http://127.0.0.1:19995/readyz
   fi
   vg=$!

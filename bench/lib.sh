@@ -181,10 +181,16 @@ CONF
   echo "nginx $1 did not start; see $dir/error.log"; exit 1
 }
 
-# start_nginx_fields PORT: nginx adding Weir's request fields (the kit's nginx sends only
-# `Host: backend`), so this one shows what those fields cost each side. Sets NGINX_FIELDS_PID.
+# start_nginx_fields PORT [H2C_PORT TLS_PORT]: nginx adding Weir's request fields (the kit's
+# nginx sends only `Host: backend`), so this one shows what those fields cost each side; with
+# no access log. With H2C_PORT and TLS_PORT, also on h2c and TLS, and keeping up to 1,024 idle
+# backend connections: with 256 streams in flight over HTTP/2, the kit's 64 make nginx open and
+# close a backend connection for most requests, which is not how anyone runs it. Sets
+# NGINX_FIELDS_PID.
 start_nginx_fields() {
-  start_nginx nginx-fields "$1" "$NGINX_SPAN" "$NGINX_FIELDS"
+  local listeners=""
+  [ -n "${2:-}" ] && listeners=$(nginx_listeners "$2" "$3")
+  NGINX_KEEPALIVE=1024 start_nginx nginx-fields "$1" "$NGINX_SPAN" "$NGINX_FIELDS" "$listeners"
   NGINX_FIELDS_PID=$NGINX_PID
 }
 
@@ -199,20 +205,11 @@ nginx_listeners() {
         ssl_session_tickets off;"
 }
 
-# start_nginx_off PORT H2C_PORT TLS_PORT: the kit's nginx (no request fields, no log) on
-# HTTP/1.1, h2c and TLS, but keeping up to 1,024 idle backend connections: with 256 streams in
-# flight over HTTP/2, the kit's 64 make nginx open and close a backend connection for most
-# requests, which is not how anyone runs it. Sets NGINX_OFF_PID.
-start_nginx_off() {
-  NGINX_KEEPALIVE=1024 start_nginx nginx-off "$1" "" "" "$(nginx_listeners "$2" "$3")"
-  NGINX_OFF_PID=$NGINX_PID
-}
-
 # start_nginx_log PORT H2C_PORT TLS_PORT: the production peer: nginx doing what Weir does by
 # default — Weir's request fields and one JSON access line per request with the fields of
 # Weir's line, buffered as nginx advises (`buffer=64k flush=1s`), to a file — on HTTP/1.1
 # (PORT), h2c (H2C_PORT) and TLS with h2 and http/1.1 by ALPN (TLS_PORT), with the kit's
-# certificate; 1,024 idle backend connections, as start_nginx_off. Sets NGINX_LOG_PID.
+# certificate; 1,024 idle backend connections, as start_nginx_fields. Sets NGINX_LOG_PID.
 start_nginx_log() {
   local dir=$work/nginx-log
   NGINX_KEEPALIVE=1024 start_nginx nginx-log "$1" "$NGINX_SPAN
@@ -221,9 +218,15 @@ start_nginx_log() {
         '\"status\":\$status,\"backend\":\"backend\",\"endpoint\":\"\$upstream_addr\",'
         '\"duration_ms\":\$request_time,\"upstream_ms\":\"\$upstream_header_time\",'
         '\"bytes_in\":\$request_length,\"bytes_out\":\$body_bytes_sent,\"request_id\":\"\$request_id\",'
-        '\"trace_id\":\"\$request_id\",\"user_agent\":\"\$http_user_agent\"}';
-    access_log $dir/access.log weir buffer=64k flush=1s;" "$NGINX_FIELDS" "$(nginx_listeners "$2" "$3")"
+        '\"trace_id\":\"\$request_id\",\"user_agent\":\"\$http_user_agent\"}';" "$NGINX_FIELDS" \
+    "$(nginx_listeners "$2" "$3")
+        access_log $dir/access.log weir buffer=64k flush=1s;"
   NGINX_LOG_PID=$NGINX_PID
+  # The log is in the server block: the http block's `access_log off` cancels one beside it.
+  # A line must reach the file within the flush interval.
+  curl -fs "http://127.0.0.1:$1/" >/dev/null
+  sleep 1.5
+  [ -s "$dir/access.log" ] || { echo "nginx wrote no access log line to $dir/access.log"; exit 1; }
 }
 
 # start_haproxy_log PORT H2C_PORT TLS_PORT: HAProxy as the kit configures it (one thread), doing

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """bench/paired.py TSV [OURS] [THEIRS] — one proxy against another, round by round.
+bench/paired.py --cpu TSV A A-OFF [B B-OFF] — what A costs over A-OFF in CPU per request.
 
 Reads the raw runs the peer kit's compare.sh writes (one line per run: rep, name, spec, ...,
 rps, p50_ms, p99_ms) and compares OURS (default weir) with THEIRS (default nginx) within each
@@ -10,8 +11,41 @@ A run repeated because other processes were busy counts as its last repeat. With
 run in the round (the TLS and HTTP/2 tables have none) the p99s are shown as they are.
 """
 import csv
+import re
 import statistics
 import sys
+
+
+def cpu_costs(path, pairs):
+    """`--cpu TSV A A-OFF B B-OFF`: per round, what A costs over A-OFF and B over B-OFF in CPU µs
+    per request (say, each proxy with its access log on against the same proxy with it off)."""
+    cpu = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            m = re.search(r"cpu_us/req=([0-9.]+)", row["extra"])
+            if m:
+                cpu[(row["rep"], row["name"])] = float(m.group(1))
+    names = [f"{on}-{off}" for on, off in pairs]
+    print("round  " + "  ".join(f"{n:>24}" for n in names))
+    diffs = {n: [] for n in names}
+    for rep in sorted({rep for rep, _ in cpu}, key=int):
+        cells = []
+        for (on, off), n in zip(pairs, names):
+            if (rep, on) in cpu and (rep, off) in cpu:
+                d = cpu[(rep, on)] - cpu[(rep, off)]
+                diffs[n].append(d)
+                cells.append(f"{d:>+21.1f} µs")
+            else:
+                cells.append(f"{'-':>24}")
+        print(f"{rep:>5}  " + "  ".join(cells))
+    print("median " + ", ".join(
+        f"{n} {statistics.median(d):+.1f} µs" for n, d in diffs.items() if d))
+
+
+if sys.argv[1] == "--cpu":
+    args = sys.argv[3:]
+    cpu_costs(sys.argv[2], list(zip(args[::2], args[1::2])))
+    sys.exit(0)
 
 path = sys.argv[1]
 ours = sys.argv[2] if len(sys.argv) > 2 else "weir"

@@ -13,15 +13,16 @@
 # (access log on, to a file; request ids; trace context; X-Forwarded-*). `nginx` and `haproxy`
 # do the same work: the same request fields, and a JSON line per request with the fields of
 # Weir's (nginx buffered, `buffer=64k flush=1s`; HAProxy to stdout, to a file). `weir-quiet` is
-# Weir with --access-log off, run beside them to show what the log costs.
-# `off` — the second table: every proxy with its access log off (nginx as the kit's, adding no
-# request fields, but keeping 1,024 idle backend connections for HTTP/2's 256 streams in
-# flight; the kit's HAProxy; `weir-bare`, Weir adding none either: --request-id preserve
+# Weir with --access-log off and `nginx-quiet` the same nginx without its log, run beside them
+# to show what each one's log costs, round by round.
+# `off` — the second table, HTTP/1.1 (OFF_PROTOCOLS for more): every proxy with its access log
+# off (the kit's nginx and HAProxy, which add no request fields; `weir-bare`, Weir adding none either: --request-id preserve
 # --trace-context off --forwarded off; `nginx-fields`, nginx adding Weir's fields, no log).
 # Then `peers` (the other core's cost), `memory` (10,000 idle keep-alive connections) and
 # `routes` (a gateway holding 5,000 HTTPRoutes).
 #   REPS=5 DURATION=10 bench/run.sh
 #   SECTIONS="load" PROTOCOLS="h1 https" bench/run.sh   # some of: load off peers memory routes
+#   OFF_PROTOCOLS="h1 https h2c h2" bench/run.sh        # the logs-off table on more than h1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/bench/lib.sh"
@@ -52,10 +53,9 @@ start_weir "$weir" "$work/config" 18087 19907 --listen-tls 127.0.0.1:18467 --acc
 QUIET_PID=$WEIR_PID
 start_weir "$weir" "$work/config" 18085 19905 --listen-tls 127.0.0.1:18465
 base=$(rss_kb "$WEIR_PID")
-start_nginx_fields 18088
+start_nginx_fields 18088 18078 18468
 start_nginx_log 18073 18074 18463
 start_haproxy_log 18075 18076 18464
-start_nginx_off 18077 18078 18468
 
 # compare TITLE TSV PROTOCOL NAME=PORTS...: one table, each PORTS h1port/tlsport; the protocol
 # picks the URL and the load (wrk for HTTP/1.1, h2load 8x32 for HTTP/2).
@@ -84,7 +84,8 @@ compare() {
 declare -A PIDS=(
   [weir]=$WEIR_PID [weir-quiet]=$QUIET_PID [weir-bare]=$BARE_PID
   [nginx]=$NGINX_LOG_PID [haproxy]=$HAPROXY_LOG_PID [nginx-fields]=$NGINX_FIELDS_PID
-  [nginx-off]=$NGINX_OFF_PID [haproxy-kit]=$(cat "$RUN/haproxy.pid")
+  [nginx-quiet]=$NGINX_FIELDS_PID [nginx-kit]=$(cat "$RUN/nginx-proxy.pid")
+  [haproxy-kit]=$(cat "$RUN/haproxy.pid")
 )
 
 declare -A H2C=()
@@ -101,24 +102,29 @@ empty_logs() {
 
 if section load; then
   for proto in $PROTOCOLS; do
+    H2C=([nginx]=18074 [haproxy]=18076 [nginx-quiet]=18078)
     compare "the configuration users run (access logs on)" "$work/load-$proto.tsv" "$proto" \
-      nginx=18073/18463 haproxy=18075/18464 weir=18085/18465 weir-quiet=18087/18467
+      nginx=18073/18463 haproxy=18075/18464 weir=18085/18465 \
+      nginx-quiet=18088/18468 weir-quiet=18087/18467
     empty_logs
+    echo "-- what each one's access log costs, round by round (CPU µs per request, log on less off)"
+    python3 "$root/bench/paired.py" --cpu "$work/load-$proto.tsv" weir weir-quiet nginx nginx-quiet || true
   done
   echo "== access-log lines written: weir ${lines[0]}, nginx ${lines[1]}, haproxy ${lines[2]}"
 fi
 
 if section off; then
-  for proto in $PROTOCOLS; do
+  for proto in ${OFF_PROTOCOLS:-h1}; do
     case $proto in
       h1) extra=(direct=18080/0 nginx-fields=18088/0 weir-bare=18089/0) ;;
       *) extra=() ;;
     esac
-    # nginx-off (18077, h2c 18078, TLS 18468); the kit's HAProxy 18082 (h2c 18092, TLS 18444).
-    H2C=([haproxy]=18092)
-    PIDS[nginx]=${PIDS[nginx-off]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
+    # The kit's nginx 18081 (h2c 18091, TLS 18443; 64 idle backend connections) and HAProxy
+    # 18082 (h2c 18092, TLS 18444).
+    H2C=([nginx]=18091 [haproxy]=18092)
+    PIDS[nginx]=${PIDS[nginx-kit]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
     compare "access logs off" "$work/off-$proto.tsv" "$proto" \
-      nginx=18077/18468 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
+      nginx=18081/18443 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
     PIDS[nginx]=$NGINX_LOG_PID PIDS[haproxy]=$HAPROXY_LOG_PID PIDS[weir]=$WEIR_PID
     H2C=()
   done

@@ -33,7 +33,7 @@ use weir_http::{
 mod stamp;
 mod writer;
 
-pub use stamp::Stamp;
+pub use stamp::{Addr, Stamp};
 pub use writer::FLUSH;
 
 /// One request, as logged.
@@ -42,7 +42,7 @@ pub struct Entry<'a> {
     /// RFC 3339 time the request arrived, in UTC with milliseconds.
     pub time: Stamp,
     /// Client address.
-    pub client: SocketAddr,
+    pub client: Addr,
     /// `HTTP/1.1`, `HTTP/2.0`.
     pub protocol: &'a str,
     /// Request method.
@@ -58,7 +58,7 @@ pub struct Entry<'a> {
     /// Backend cluster.
     pub backend: Option<&'a str>,
     /// Endpoint address.
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Addr>,
     /// `x-weir-error` reason, when Weir produced the response.
     pub error: Option<&'a str>,
     /// Tries made to the backend.
@@ -382,7 +382,7 @@ impl AccessLog {
             let mut hex = [0; 32];
             log.log(&Entry {
                 time: Stamp::of(arrival.time),
-                client: arrival.client,
+                client: Addr(arrival.client),
                 protocol: arrival.protocol,
                 method: arrival.method.as_str(),
                 host: clip(&arrival.host),
@@ -390,7 +390,7 @@ impl AccessLog {
                 status,
                 route: outcome.route.as_deref(),
                 backend: outcome.backend.as_deref(),
-                endpoint: sent.endpoint,
+                endpoint: sent.endpoint.map(Addr),
                 error: error.as_deref(),
                 attempts: sent.attempts,
                 duration_ms: arrival.started.elapsed().as_secs_f64() * 1e3,

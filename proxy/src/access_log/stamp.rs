@@ -1,8 +1,11 @@
-//! The log's timestamp, formatted without allocating: each thread keeps the text of the
-//! current second and only writes the milliseconds anew.
+//! The log's timestamp and addresses, formatted without allocating or going through
+//! `fmt`: each thread keeps the text of the current second and only writes the milliseconds
+//! anew; an IPv4 address and port are written digit by digit.
 
 use std::{
     cell::Cell,
+    io::Write as _,
+    net::SocketAddr,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -85,4 +88,54 @@ fn to_second(secs: u64) -> [u8; 19] {
     out[13] = b':';
     out[16] = b':';
     out
+}
+
+/// A socket address as the log writes it: `10.0.0.7:5555`, `[2001:db8::1]:443`.
+#[derive(Debug, Clone, Copy)]
+pub struct Addr(pub SocketAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // "[" + 39 + "%" + 10 (scope id) + "]:" + 5 fits.
+        let mut buf = [0u8; 64];
+        let len = match self.0 {
+            SocketAddr::V4(v4) => {
+                let mut at = 0;
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[at] = b'.';
+                        at += 1;
+                    }
+                    at += decimal(&mut buf[at..], u32::from(octet));
+                }
+                buf[at] = b':';
+                at + 1 + decimal(&mut buf[at + 1..], u32::from(v4.port()))
+            }
+            SocketAddr::V6(v6) => {
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                let _ = write!(cursor, "{v6}");
+                cursor.position() as usize
+            }
+        };
+        // Only ASCII is ever written.
+        s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+    }
+}
+
+/// Writes `n` in decimal at the start of `out`; returns the digits written.
+fn decimal(out: &mut [u8], mut n: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[i] = digits[len - 1 - i];
+    }
+    len
 }

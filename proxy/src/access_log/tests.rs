@@ -306,3 +306,19 @@ async fn a_huge_client_field_is_clipped_so_a_line_stays_small() {
     );
     assert!(agent.starts_with(logged));
 }
+
+#[test]
+fn addresses_are_written_as_rust_writes_them() {
+    for addr in [
+        "10.0.0.7:5555",
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[2001:db8::1]:443",
+        "[::ffff:10.1.2.3]:80",
+        "[fe80::1%7]:8080",
+    ] {
+        let parsed: SocketAddr = addr.parse().unwrap();
+        let json = serde_json::to_string(&Addr(parsed)).unwrap();
+        assert_eq!(json, format!("\"{parsed}\""), "{addr}");
+    }
+}
