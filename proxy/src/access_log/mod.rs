@@ -30,6 +30,7 @@ use weir_http::{
     error::ERROR_HEADER,
 };
 
+mod json;
 mod stamp;
 mod writer;
 
@@ -243,11 +244,8 @@ impl AccessLog {
     pub fn log(&self, entry: &Entry<'_>) {
         let Some(lines) = &self.lines else { return };
         lines.append(|buf| {
-            let start = buf.len();
-            match serde_json::to_writer(&mut *buf, entry) {
-                Ok(()) => buf.push(b'\n'),
-                Err(_) => buf.truncate(start),
-            }
+            entry.write_json(buf);
+            buf.push(b'\n');
         });
     }
 

@@ -94,10 +94,10 @@ fn to_second(secs: u64) -> [u8; 19] {
 #[derive(Debug, Clone, Copy)]
 pub struct Addr(pub SocketAddr);
 
-impl Serialize for Addr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Addr {
+    /// The address as text, written into `buf`.
+    pub fn text<'b>(&self, buf: &'b mut [u8; 64]) -> &'b str {
         // "[" + 39 + "%" + 10 (scope id) + "]:" + 5 fits.
-        let mut buf = [0u8; 64];
         let len = match self.0 {
             SocketAddr::V4(v4) => {
                 let mut at = 0;
@@ -118,7 +118,13 @@ impl Serialize for Addr {
             }
         };
         // Only ASCII is ever written.
-        s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+        std::str::from_utf8(&buf[..len]).unwrap_or_default()
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.text(&mut [0; 64]))
     }
 }
 

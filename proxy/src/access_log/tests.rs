@@ -322,3 +322,63 @@ fn addresses_are_written_as_rust_writes_them() {
         assert_eq!(json, format!("\"{parsed}\""), "{addr}");
     }
 }
+
+#[test]
+fn the_line_is_the_json_serde_would_write_escapes_included() {
+    let now = UNIX_EPOCH + Duration::from_millis(1_796_618_670_123);
+    let entries = [
+        Entry {
+            time: Stamp::of(now),
+            client: Addr("10.0.0.7:5555".parse().unwrap()),
+            protocol: "HTTP/1.1",
+            method: "GET",
+            host: "shop.example.com",
+            path: "/cart/items",
+            status: 200,
+            route: Some("httproute:shop/cart:0"),
+            backend: Some("shop/cart:80"),
+            endpoint: Some(Addr("[2001:db8::1]:8080".parse().unwrap())),
+            error: None,
+            attempts: 1,
+            duration_ms: 0.359161,
+            upstream_ms: Some(0.217927),
+            bytes_in: 0,
+            bytes_out: 1234,
+            request_id: "fb00b2baefade18a2bdce7f8785b966f",
+            trace_id: "f393bdbacaedc5dedf01eea9c8d9b2e4",
+            user_agent: Some("curl/8"),
+            user: Some("0123456789abcdef0123456789abcdef"),
+        },
+        Entry {
+            time: Stamp::of(now),
+            client: Addr("[::1]:1".parse().unwrap()),
+            protocol: "HTTP/2",
+            method: "PO\"ST",
+            host: "h\\ost",
+            path: "/a\u{1}b\n\"c\"/é/\u{7f}",
+            status: 502,
+            route: None,
+            backend: None,
+            endpoint: None,
+            error: Some("connect-failed"),
+            attempts: 0,
+            duration_ms: f64::NAN,
+            upstream_ms: None,
+            bytes_in: u64::MAX,
+            bytes_out: 0,
+            request_id: "",
+            trace_id: "",
+            user_agent: Some("\"><script>"),
+            user: None,
+        },
+    ];
+    for entry in entries {
+        let mut ours = Vec::new();
+        entry.write_json(&mut ours);
+        let serde = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            String::from_utf8(serde).unwrap()
+        );
+    }
+}

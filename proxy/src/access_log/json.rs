@@ -1,0 +1,87 @@
+//! The line itself, written straight into the worker's buffer. serde_json escapes a string
+//! byte by byte through a table (about 10 instructions a byte, two thirds of the log's cost per
+//! request); here a string with nothing to escape — nearly every one — is checked in one pass
+//! and copied whole, and only one that has something to escape goes through serde_json.
+//! Numbers go through serde_json (itoa, ryu). The result is the same JSON as `Entry`'s
+//! `Serialize` gives (a test holds them together).
+
+use super::{Addr, Entry};
+
+impl Entry<'_> {
+    /// Appends the line's JSON object (no newline) to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":");
+        text(out, self.time.as_str());
+        out.extend_from_slice(b",\"client\":");
+        addr(out, Some(self.client));
+        out.extend_from_slice(b",\"protocol\":");
+        text(out, self.protocol);
+        out.extend_from_slice(b",\"method\":");
+        text(out, self.method);
+        out.extend_from_slice(b",\"host\":");
+        text(out, self.host);
+        out.extend_from_slice(b",\"path\":");
+        text(out, self.path);
+        out.extend_from_slice(b",\"status\":");
+        number(out, self.status);
+        out.extend_from_slice(b",\"route\":");
+        maybe(out, self.route);
+        out.extend_from_slice(b",\"backend\":");
+        maybe(out, self.backend);
+        out.extend_from_slice(b",\"endpoint\":");
+        addr(out, self.endpoint);
+        out.extend_from_slice(b",\"error\":");
+        maybe(out, self.error);
+        out.extend_from_slice(b",\"attempts\":");
+        number(out, self.attempts);
+        out.extend_from_slice(b",\"duration_ms\":");
+        number(out, self.duration_ms);
+        out.extend_from_slice(b",\"upstream_ms\":");
+        number(out, self.upstream_ms);
+        out.extend_from_slice(b",\"bytes_in\":");
+        number(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        number(out, self.bytes_out);
+        out.extend_from_slice(b",\"request_id\":");
+        text(out, self.request_id);
+        out.extend_from_slice(b",\"trace_id\":");
+        text(out, self.trace_id);
+        out.extend_from_slice(b",\"user_agent\":");
+        maybe(out, self.user_agent);
+        out.extend_from_slice(b",\"user\":");
+        maybe(out, self.user);
+        out.push(b'}');
+    }
+}
+
+/// A JSON string: copied whole when nothing in it needs escaping.
+fn text(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn maybe(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => text(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn addr(out: &mut Vec<u8>, a: Option<Addr>) {
+    match a {
+        Some(a) => text(out, a.text(&mut [0; 64])),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn number(out: &mut Vec<u8>, n: impl serde::Serialize) {
+    // Writing to a Vec cannot fail; a non-finite float is written as null, as serde_json does.
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
