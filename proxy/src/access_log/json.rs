@@ -56,7 +56,7 @@ impl Entry<'_> {
 
 /// A JSON string: copied whole when nothing in it needs escaping.
 fn text(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -65,6 +65,29 @@ fn text(out: &mut Vec<u8>, s: &str) {
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// True when no byte needs escaping in a JSON string (a control character, `"` or `\`):
+/// eight bytes at a time.
+fn plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` under `n` (n <= 128) sets its high bit here; exact as a whole.
+    let under = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS != 0;
+    let has = |v: u64, b: u8| under(v ^ (ONES * u64::from(b)), 1);
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let v = u64::from_le_bytes(bytes);
+        if under(v, 0x20) || has(v, b'"') || has(v, b'\\') {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 fn maybe(out: &mut Vec<u8>, s: Option<&str>) {
@@ -84,4 +107,29 @@ fn addr(out: &mut Vec<u8>, a: Option<Addr>) {
 fn number(out: &mut Vec<u8>, n: impl serde::Serialize) {
     // Writing to a Vec cannot fail; a non-finite float is written as null, as serde_json does.
     let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn plain_finds_every_byte_that_needs_escaping_wherever_it_is() {
+        for len in 0..20 {
+            let clean: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(plain(&clean));
+            for at in 0..len {
+                for bad in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut s = clean.clone();
+                    s[at] = bad;
+                    assert!(!plain(&s), "{bad:#x} at {at} of {len}");
+                }
+                for fine in [0x20u8, 0x7f, 0x80, 0xc3, 0xff, b'/', b']', b'!', b'#'] {
+                    let mut s = clean.clone();
+                    s[at] = fine;
+                    assert!(plain(&s), "{fine:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
 }
