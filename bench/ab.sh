@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/ab.sh OLD NEW — two weir-ingress binaries side by side with nginx, in one run, to
 # measure a change to the request path (build each commit, copy its binary aside, pass both).
-# Same setup as run.sh: each proxy alone on CPU 1 with one worker, backend and wrk on CPU 0.
+# Same setup as run.sh: each proxy alone on CPU 1 with one worker, backend and wrk on CPU 0;
+# both with their access log off, so that the request path's own cost shows.
 #   REPS=3 DURATION=5 bench/ab.sh /tmp/weir-before target/release/weir-ingress
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
