@@ -273,7 +273,7 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 0. hop-by-hop, before anything is read
         forward::strip_request(&mut parts);
-        let mut arrival = self.access_log.wants(&parts).then(|| {
+        let mut arrival = self.access_log.enabled().then(|| {
             let host = parts
                 .headers
                 .get(header::HOST)

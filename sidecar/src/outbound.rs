@@ -199,7 +199,7 @@ impl Outbound {
         let target = target.or_else(|| active.role.by_host(host, &self.namespace).cloned());
         let arrival = self
             .access_log
-            .wants(&parts)
+            .enabled()
             .then(|| Arrival::of(&parts, client.addr, host, started));
         let mut outcome = Outcome {
             route: target.as_ref().map(|t| t.service.clone()),

@@ -131,7 +131,7 @@ pub fn handle(
         // What only the access log needs is taken only when it is on.
         let mut arrival = gw
             .access_log
-            .wants(&parts)
+            .enabled()
             .then(|| Arrival::of(&parts, client.addr, &host, started));
         let mut x = Exchange {
             client,

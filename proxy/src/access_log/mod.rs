@@ -224,16 +224,18 @@ impl AccessLog {
         self.lines.is_some()
     }
 
-    /// True when this request is to be logged: the log is on and the request is in the
-    /// sample. The same `x-request-id` gives the same answer in every Weir process.
+    /// True when this request is in the sample (the log on): the same `x-request-id` gives
+    /// the same answer in every Weir process. A request outside it is still logged when it is
+    /// refused or fails (see `on_end`).
     pub fn wants(&self, parts: &request::Parts) -> bool {
-        if self.lines.is_none() {
-            return false;
-        }
+        self.enabled() && self.samples(parts.headers.get(headers::REQUEST_ID))
+    }
+
+    fn samples(&self, request_id: Option<&HeaderValue>) -> bool {
         if self.sample == u64::MAX {
             return true;
         }
-        let draw = match parts.headers.get(headers::REQUEST_ID) {
+        let draw = match request_id {
             Some(id) => spread(id.as_bytes()),
             None => fastrand::u64(..),
         };
@@ -301,7 +303,7 @@ fn spread(id: &[u8]) -> u64 {
 }
 
 /// What a log line says of the request, taken from its head as it arrives (only when the log
-/// wants the request: nothing of it is copied otherwise).
+/// is on: nothing of it is copied otherwise).
 pub struct Arrival {
     time: SystemTime,
     started: Instant,
@@ -358,7 +360,10 @@ pub struct Outcome {
 }
 
 impl AccessLog {
-    /// Logs the exchange once `response`'s body ends (or the client goes away).
+    /// Logs the exchange once `response`'s body ends (or the client goes away): every
+    /// exchange in the sample, and every one that is refused or fails (status 400 and up, or a
+    /// reason of Weir's) whatever its id. A client may choose its `x-request-id`, and so which
+    /// of its requests fall outside the sample; it cannot hide its refusals and failures.
     pub fn on_end(
         &self,
         arrival: Arrival,
@@ -375,6 +380,9 @@ impl AccessLog {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         });
+        if status < 400 && error.is_none() && !self.samples(arrival.request_id.as_ref()) {
+            return Response::from_parts(parts, body);
+        }
         let observed = Observed::new(body, move |bytes_out| {
             let sent = outcome.sent;
             let mut hex = [0; 32];

@@ -382,3 +382,55 @@ fn the_line_is_the_json_serde_would_write_escapes_included() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_choosing_ids_outside_the_sample_still_has_its_refusals_and_failures_logged() {
+    let sink = Sink::default();
+    let args = LogArgs {
+        access_log_sample: 0.01,
+        ..LogArgs::default()
+    };
+    let log = log_to(&sink, args);
+    // Ids a client found to fall outside the sample.
+    let outside: Vec<String> = (0..)
+        .map(|i| format!("evade-{i}"))
+        .filter(|id| !log.wants(&request(id)))
+        .take(4)
+        .collect();
+    let send = |id: &str, status: u16, error: Option<&'static str>| {
+        let arrival = Arrival::of(
+            &request(id),
+            "10.0.0.9:1".parse().unwrap(),
+            "h",
+            Instant::now(),
+        );
+        let outcome = Outcome {
+            error,
+            ..Outcome::default()
+        };
+        let mut response = Response::new(full(Bytes::from_static(b"x")));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        log.on_end(arrival, outcome, response)
+    };
+    for (id, status, error) in [
+        (&outside[0], 200, None),
+        (&outside[1], 401, Some("unauthenticated")),
+        (&outside[2], 503, None),
+        (&outside[3], 404, Some("no-route")),
+    ] {
+        send(id, status, error).into_body().collect().await.unwrap();
+    }
+    log.settle();
+    let logged: Vec<_> = sink
+        .lines()
+        .iter()
+        .map(|l| l["request_id"].clone())
+        .collect();
+    assert_eq!(logged.len(), 3, "{logged:?}");
+    for id in &outside[1..] {
+        assert!(
+            logged.iter().any(|l| l == id.as_str()),
+            "{id} was hidden: {logged:?}"
+        );
+    }
+}
