@@ -2,8 +2,8 @@
 //! byte by byte through a table (about 10 instructions a byte, two thirds of the log's cost per
 //! request); here a string with nothing to escape — nearly every one — is checked in one pass
 //! and copied whole, and only one that has something to escape goes through serde_json.
-//! Numbers go through serde_json (itoa, ryu). The result is the same JSON as `Entry`'s
-//! `Serialize` gives (a test holds them together).
+//! Numbers go through serde_json (itoa, ryu). The result is the same JSON as serde's derive
+//! gives for `Entry` (a test holds them together).
 
 use super::{Addr, Entry};
 

@@ -9,8 +9,6 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::{Serialize, Serializer};
-
 /// `2026-12-07T04:44:30.123Z`.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp([u8; 24]);
@@ -48,8 +46,9 @@ impl Stamp {
     }
 }
 
-impl Serialize for Stamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+#[cfg(test)]
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
 }
@@ -122,8 +121,9 @@ impl Addr {
     }
 }
 
-impl Serialize for Addr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+#[cfg(test)]
+impl serde::Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.text(&mut [0; 64]))
     }
 }
