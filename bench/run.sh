@@ -57,20 +57,23 @@ start_nginx_fields 18088 18078 18468
 start_nginx_log 18073 18074 18463
 start_haproxy_log 18075 18076 18464
 
-# compare TITLE TSV PROTOCOL NAME=PORTS...: one table, each PORTS h1port/tlsport; the protocol
-# picks the URL and the load (wrk for HTTP/1.1, h2load 8x32 for HTTP/2).
+# compare TITLE TSV PROTOCOL NAME=H1/H2C/TLS[@PID]...: one table, each target's HTTP/1.1, h2c
+# and TLS ports and the process whose CPU is counted; the protocol picks the port and the load
+# (wrk for HTTP/1.1 and HTTPS, h2load 8x32 for HTTP/2).
 compare() {
-  local title=$1 tsv=$2 proto=$3 targets=() t name ports h1 tls url
+  local title=$1 tsv=$2 proto=$3 targets=() t name spec pid h1 h2c tls url
   shift 3
   for t in "$@"; do
-    name=${t%%=*}; ports=${t#*=}; h1=${ports%%/*}; tls=${ports##*/}
+    name=${t%%=*}; spec=${t#*=}; pid=""
+    [[ $spec == *@* ]] && pid=${spec#*@} && spec=${spec%@*}
+    IFS=/ read -r h1 h2c tls <<<"$spec"
     case $proto in
       h1) url=http://127.0.0.1:$h1/ ;;
       https) url=https://127.0.0.1:$tls/ ;;
-      h2c) url=h2:http://127.0.0.1:${H2C[$name]:-$h1}/ ;;
+      h2c) url=h2:http://127.0.0.1:$h2c/ ;;
       h2) url=h2:https://127.0.0.1:$tls/ ;;
     esac
-    targets+=("$name=$url${PIDS[$name]:+,pid=${PIDS[$name]}}")
+    targets+=("$name=$url${pid:+,pid=$pid}")
   done
   case $proto in
     h2c | h2) export CONNS=8 STREAMS=32 ;;
@@ -81,14 +84,7 @@ compare() {
   echo "-- Weir against nginx within each round"
   python3 "$root/bench/paired.py" "$tsv" weir nginx || true
 }
-declare -A PIDS=(
-  [weir]=$WEIR_PID [weir-quiet]=$QUIET_PID [weir-bare]=$BARE_PID
-  [nginx]=$NGINX_LOG_PID [haproxy]=$HAPROXY_LOG_PID [nginx-fields]=$NGINX_FIELDS_PID
-  [nginx-quiet]=$NGINX_FIELDS_PID [nginx-kit]=$(cat "$RUN/nginx-proxy.pid")
-  [haproxy-kit]=$(cat "$RUN/haproxy.pid")
-)
 
-declare -A H2C=()
 # The access logs, emptied after each table (they take about 20 MB/s each): the lines each
 # wrote, counted first.
 logs=("$work/weir-18085.log" "$work/nginx-log/access.log" "$work/haproxy-log/access.log")
@@ -102,10 +98,11 @@ empty_logs() {
 
 if section load; then
   for proto in $PROTOCOLS; do
-    H2C=([nginx]=18074 [haproxy]=18076 [nginx-quiet]=18078)
+    # Weir serves h2c on its HTTP/1.1 port.
     compare "the configuration users run (access logs on)" "$work/load-$proto.tsv" "$proto" \
-      nginx=18073/18463 haproxy=18075/18464 weir=18085/18465 \
-      nginx-quiet=18088/18468 weir-quiet=18087/18467
+      nginx=18073/18074/18463@"$NGINX_LOG_PID" haproxy=18075/18076/18464@"$HAPROXY_LOG_PID" \
+      weir=18085/18085/18465@"$WEIR_PID" nginx-quiet=18088/18078/18468@"$NGINX_FIELDS_PID" \
+      weir-quiet=18087/18087/18467@"$QUIET_PID"
     empty_logs
     echo "-- what each one's access log costs, round by round (CPU µs per request, log on less off)"
     python3 "$root/bench/paired.py" --cpu "$work/load-$proto.tsv" weir weir-quiet nginx nginx-quiet || true
@@ -116,17 +113,14 @@ fi
 if section off; then
   for proto in ${OFF_PROTOCOLS:-h1}; do
     case $proto in
-      h1) extra=(direct=18080/0 nginx-fields=18088/0 weir-bare=18089/0) ;;
+      h1) extra=(direct=18080 nginx-fields=18088@"$NGINX_FIELDS_PID" weir-bare=18089@"$BARE_PID") ;;
       *) extra=() ;;
     esac
-    # The kit's nginx 18081 (h2c 18091, TLS 18443; 64 idle backend connections) and HAProxy
-    # 18082 (h2c 18092, TLS 18444).
-    H2C=([nginx]=18091 [haproxy]=18092)
-    PIDS[nginx]=${PIDS[nginx-kit]} PIDS[haproxy]=${PIDS[haproxy-kit]} PIDS[weir]=$QUIET_PID
+    # The kit's nginx (64 idle backend connections) and HAProxy.
     compare "access logs off" "$work/off-$proto.tsv" "$proto" \
-      nginx=18081/18443 haproxy=18082/18444 weir=18087/18467 "${extra[@]}"
-    PIDS[nginx]=$NGINX_LOG_PID PIDS[haproxy]=$HAPROXY_LOG_PID PIDS[weir]=$WEIR_PID
-    H2C=()
+      nginx=18081/18091/18443@"$(cat "$RUN/nginx-proxy.pid")" \
+      haproxy=18082/18092/18444@"$(cat "$RUN/haproxy.pid")" \
+      weir=18087/18087/18467@"$QUIET_PID" "${extra[@]}"
   done
 fi
 
