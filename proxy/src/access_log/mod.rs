@@ -140,6 +140,18 @@ struct Hasher {
 
 /// Users remembered before the memory starts again.
 const SEEN: usize = 4096;
+/// The longest user name remembered.
+const REMEMBERED: usize = 256;
+
+/// The first 16 bytes of `tag` in hex.
+fn hex_of(tag: &[u8]) -> [u8; 32] {
+    let mut hex = [0; 32];
+    for (i, b) in tag[..16].iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    hex
+}
 
 impl Hasher {
     fn hash(&self, user: &str) -> [u8; 32] {
@@ -148,10 +160,11 @@ impl Hasher {
             return *hex;
         }
         let tag = hmac::sign(&self.key, user.as_bytes());
-        let mut hex = [0; 32];
-        for (i, b) in tag.as_ref()[..16].iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 15)];
+        // Only names of a usual size are remembered: a few thousand huge ones (a claim is as
+        // long as the token allows) would hold megabytes.
+        let hex = hex_of(tag.as_ref());
+        if user.len() > REMEMBERED {
+            return hex;
         }
         if seen.len() >= SEEN {
             seen.clear();
@@ -256,7 +269,7 @@ impl AccessLog {
         let user = user?;
         match &self.user {
             User::Off => None,
-            User::Plain => Some(user),
+            User::Plain => Some(clip(user)),
             User::Hash(hasher) => {
                 *hex = hasher.hash(user);
                 std::str::from_utf8(hex).ok()

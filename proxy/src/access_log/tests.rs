@@ -264,6 +264,17 @@ async fn users_are_hashed_under_the_key_unless_plain_is_asked() {
     assert_eq!(seen[3].0, "alice@example.com");
     assert!(seen[4].0.is_null());
 
+    // A name as long as a token allows: clipped when plain, hashed (not remembered) otherwise.
+    let huge = "u".repeat(60_000);
+    for (user, hashed) in [("plain", false), ("hash", true)] {
+        let sink = Sink::default();
+        let log = log_to(&sink, with(user, Some(&key)));
+        exchange(&log, "h", Some(&huge)).await;
+        log.settle();
+        let logged = sink.lines()[0]["user"].as_str().unwrap().to_string();
+        assert_eq!(logged.len(), if hashed { 32 } else { CLIP }, "{user}");
+    }
+
     std::fs::write(&key, "short").unwrap();
     let err = AccessLog::to(
         &with("hash", Some(&key)),
