@@ -19,6 +19,13 @@ command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables >/dev/null || need_apt+=(iptables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
+# The image tier builds the container image with podman (runc) on a Debian base bootstrapped
+# by mmdebstrap, unless a Docker engine runs here.
+if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
+  command -v podman >/dev/null || need_apt+=(podman)
+  command -v runc >/dev/null || need_apt+=(runc)
+fi
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,6 +62,16 @@ echo "==> build (the end-to-end tests start these binaries)"
 # Bins and tests in one build, so the dependencies are compiled once with the features the tests
 # unify in, and the test run below builds nothing again.
 cargo build --workspace --bins --tests --locked
+echo "==> the container image, from these binaries (scripts/image.sh)"
+# tests/tests/image.rs runs it as the manifests and the injector say; it is skipped, with this
+# message, only where no container can run at all.
+if scripts/image.sh --binaries target/debug --tag weir:test; then
+  set -a; . target/image/run.env; set +a
+elif ! { podman info >/dev/null 2>&1 || docker info >/dev/null 2>&1; }; then
+  echo "==> SKIPPING the image tier: no container engine can run on this machine"
+else
+  echo "scripts/image.sh failed"; exit 1
+fi
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -24,6 +24,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 pub mod apiserver;
 mod controller;
 pub mod idp;
+pub mod image;
 pub mod mesh;
 pub mod netns;
 pub mod redis;

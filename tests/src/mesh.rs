@@ -360,6 +360,39 @@ apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web
     )
 }
 
+/// The quickstart's first requests (`examples/quickstart`), through the ingress at `ingress`:
+/// with the demo IdP's `token`, `web.example.com/call/hello` reaches the frontend, which calls
+/// the backend, each over mTLS (the identity each app saw is in the answer); without a token,
+/// 401. `logs` says what the processes printed, for a failure.
+pub async fn quickstart_calls(ingress: SocketAddr, token: &str, logs: impl Fn() -> String) {
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let reply = request(
+        ingress,
+        "web.example.com",
+        "/call/hello",
+        &auth,
+        Bytes::new(),
+        "GET",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}\n{}", reply.text(), logs());
+    let body = reply.json();
+    assert_eq!(body["backend"], "frontend");
+    assert_eq!(
+        body["peer"],
+        "spiffe://cluster.local/ns/weir-system/sa/weir-ingress"
+    );
+    assert_eq!(body["called"]["body"]["backend"], "backend", "{body}");
+    assert_eq!(
+        body["called"]["body"]["headers"]["x-weir-peer-identity"],
+        "spiffe://cluster.local/ns/demo/sa/frontend",
+        "the backend was called over mTLS from the frontend's identity"
+    );
+    let anonymous = request(ingress, "web.example.com", "/", &[], Bytes::new(), "GET").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
 /// Sends a plaintext HTTP request straight to `addr` and returns what came back (empty when
 /// the connection was closed without an answer).
 pub async fn plaintext(addr: SocketAddr) -> String {
@@ -377,6 +410,13 @@ pub struct App {
     /// Its port on 127.0.0.1.
     pub port: u16,
     child: Child,
+}
+
+impl App {
+    /// An app already started as `child`, listening on `port`.
+    pub fn from_child(port: u16, child: Child) -> Self {
+        Self { port, child }
+    }
 }
 
 impl Drop for App {

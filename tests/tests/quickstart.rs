@@ -12,7 +12,11 @@ use std::{
 
 use bytes::Bytes;
 use http::StatusCode;
-use weir_e2e::{binary, collect_lines, free_port, mesh::plaintext, request};
+use weir_e2e::{
+    binary, collect_lines, free_port,
+    mesh::{plaintext, quickstart_calls},
+    request,
+};
 
 /// The script's process group; everything in it is killed on drop, whatever happened.
 struct Quickstart(Child);
@@ -78,41 +82,12 @@ async fn the_quickstart_brings_up_the_local_mesh_and_ctrl_c_stops_it() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    // Through the ingress with the token: frontend, then backend, each called over mTLS.
+    // Through the ingress with the token: frontend, then backend, each called over mTLS;
+    // without a token: 401. Until the rate limit (burst 5) bites: 429.
     let ingress = SocketAddr::from(([127, 0, 0, 1], listen));
+    quickstart_calls(ingress, &token, output).await;
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
-    let reply = request(
-        ingress,
-        "web.example.com",
-        "/call/hello",
-        &auth,
-        Bytes::new(),
-        "GET",
-    )
-    .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}\n{}",
-        reply.text(),
-        output()
-    );
-    let body = reply.json();
-    assert_eq!(body["backend"], "frontend");
-    assert_eq!(
-        body["peer"],
-        "spiffe://cluster.local/ns/weir-system/sa/weir-ingress"
-    );
-    assert_eq!(body["called"]["body"]["backend"], "backend");
-    assert_eq!(
-        body["called"]["body"]["headers"]["x-weir-peer-identity"],
-        "spiffe://cluster.local/ns/demo/sa/frontend"
-    );
-
-    // Without a token: 401. Until the rate limit (burst 5) bites: 429.
-    let anonymous = request(ingress, "web.example.com", "/", &[], Bytes::new(), "GET").await;
-    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let mut statuses = Vec::new();
     for _ in 0..7 {
         let reply = request(ingress, "web.example.com", "/", &auth, Bytes::new(), "GET").await;
