@@ -63,7 +63,10 @@ pub struct Resources {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            image: format!("ghcr.io/weir-dev/weir:{}", env!("CARGO_PKG_VERSION")),
+            image: format!(
+                "ghcr.io/weir-dev/weir-sidecar:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             image_pull_policy: "IfNotPresent".into(),
             controller: "https://weir-controller.weir-system.svc:15010".into(),
             trust_domain: "cluster.local".into(),

@@ -388,10 +388,12 @@ fn init(config: &Config, skip_inbound: &[u16], skip_outbound: &[u16]) -> Value {
         // iptables needs root and these two capabilities, for the few milliseconds it runs.
         "securityContext": {
             "runAsUser": 0,
+            "runAsGroup": 0,
             "runAsNonRoot": false,
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
     })
 }

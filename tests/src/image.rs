@@ -1,40 +1,58 @@
-//! Weir's container image for the smoke tests: containers run the way a pod spec says (the
+//! Weir's container images for the smoke tests: containers run the way a pod spec says (the
 //! manifests' Deployments, the injector's patch), on the host's network or in a test's network
 //! namespace.
 //!
-//! `scripts/test.sh` builds the image with `scripts/image.sh` and names it here through
-//! `WEIR_TEST_IMAGE` (the image), `WEIR_TEST_ENGINE` (the engine's command with its global
-//! flags) and `WEIR_TEST_RUN_FLAGS` (flags every `run` needs on this machine).
+//! `scripts/test.sh` builds the images with `scripts/image.sh` and names them here through
+//! `WEIR_TEST_IMAGE` (every binary), `WEIR_TEST_SIDECAR_IMAGE` (weir-sidecar alone),
+//! `WEIR_TEST_ENGINE` (the engine's command with its global flags) and `WEIR_TEST_RUN_FLAGS`
+//! (flags every `run` needs on this machine). With `WEIR_TEST_IMAGE_REQUIRED=1` (the test
+//! script sets it when it built them) a missing image fails the test instead of skipping it.
 
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
 use crate::{collect_lines, netns::Netns};
 
-/// The image under test and the engine that runs it.
+/// The label on every container the tests start, for the test script to sweep up what a
+/// killed test run left.
+pub const LABEL: &str = "dev.weir.test";
+
+/// The images under test and the engine that runs them.
 pub struct Image {
     engine: Vec<String>,
     run_flags: Vec<String>,
-    /// Its name, e.g. `weir:dev`.
+    /// The image with every binary, e.g. `weir:dev`.
     pub name: String,
+    /// The sidecar's image, e.g. `weir-sidecar:dev`.
+    pub sidecar: String,
 }
 
 impl Image {
-    /// The image the test script built, or `None` when there is none (the reason is printed:
-    /// the test script says why it built none).
+    /// The images the test script built, or `None` when there are none (the reason is
+    /// printed; the test script says why it built none).
     pub fn from_env() -> Option<Self> {
         let var = |name: &str| std::env::var(name).unwrap_or_default();
-        let (name, engine) = (var("WEIR_TEST_IMAGE"), var("WEIR_TEST_ENGINE"));
-        if name.is_empty() || engine.is_empty() {
+        let (name, sidecar, engine) = (
+            var("WEIR_TEST_IMAGE"),
+            var("WEIR_TEST_SIDECAR_IMAGE"),
+            var("WEIR_TEST_ENGINE"),
+        );
+        if name.is_empty() || sidecar.is_empty() || engine.is_empty() {
+            assert!(
+                var("WEIR_TEST_IMAGE_REQUIRED") != "1",
+                "WEIR_TEST_IMAGE_REQUIRED=1 but no image is named"
+            );
             eprintln!(
-                "no image to test: WEIR_TEST_IMAGE and WEIR_TEST_ENGINE are unset \
-                 (scripts/test.sh builds it with scripts/image.sh where containers can run)"
+                "no image to test: WEIR_TEST_IMAGE, WEIR_TEST_SIDECAR_IMAGE and WEIR_TEST_ENGINE \
+                 are unset (scripts/test.sh builds them with scripts/image.sh where containers \
+                 can run)"
             );
             return None;
         }
@@ -43,31 +61,37 @@ impl Image {
             engine: words(engine),
             run_flags: words(var("WEIR_TEST_RUN_FLAGS")),
             name,
+            sidecar,
         })
     }
 
-    /// The user the image runs as when a pod spec names none (its `USER`).
-    pub fn user(&self) -> String {
+    /// The image under test that stands for `published` (a pod spec's `image`): the sidecar's
+    /// for `…/weir-sidecar:…`, the other for `…/weir:…`.
+    pub fn local(&self, published: &str) -> &str {
+        let repository = published.rsplit_once(':').map_or(published, |(r, _)| r);
+        match repository.rsplit('/').next() {
+            Some("weir") => &self.name,
+            Some("weir-sidecar") => &self.sidecar,
+            _ => panic!("no image under test stands for {published}"),
+        }
+    }
+
+    /// The user `image` runs as when a pod spec names none (its `USER`).
+    pub fn user(&self, image: &str) -> String {
         let out = self
             .engine()
-            .args([
-                "image",
-                "inspect",
-                "--format",
-                "{{.Config.User}}",
-                &self.name,
-            ])
+            .args(["image", "inspect", "--format", "{{.Config.User}}", image])
             .output()
             .expect("run the container engine");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Every file of the image, as `tar -tv --numeric-owner` lists them (mode, owner, size,
+    /// Every file of `image`, as `tar -tv --numeric-owner` lists them (mode, owner, size,
     /// date, path).
-    pub fn listing(&self) -> Vec<String> {
+    pub fn listing(&self, image: &str) -> Vec<String> {
         let created = self
             .engine()
-            .args(["create", &self.name, "none"])
+            .args(["create", image, "none"])
             .output()
             .expect("run the container engine");
         assert!(
@@ -109,6 +133,7 @@ impl Image {
         let mut command = self.engine();
         command
             .args(["run", "--rm", "--name", &container.name])
+            .arg(format!("--label={LABEL}"))
             .args(&self.run_flags);
         match &container.network {
             Network::Host => command.arg("--network=host"),
@@ -129,6 +154,12 @@ impl Image {
         for cap in &container.cap_add {
             command.arg(format!("--cap-add={cap}"));
         }
+        if let Some(memory) = &container.memory_limit {
+            command.arg(format!("--memory={memory}"));
+        }
+        for (name, ip) in &container.hosts {
+            command.arg(format!("--add-host={name}:{ip}"));
+        }
         for (name, value) in &container.env {
             command.arg(format!("--env={name}={value}"));
         }
@@ -142,7 +173,7 @@ impl Image {
         }
         command
             .arg(format!("--entrypoint={}", container.command[0]))
-            .arg(&self.name)
+            .arg(self.local(&container.image))
             .args(&container.command[1..])
             .args(&container.args);
         command
@@ -167,10 +198,12 @@ impl Image {
             .expect("run the container engine");
         let stdout = collect_lines(child.stdout.take().expect("stdout"));
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
-        let mut remove = self.engine();
+        let (mut stop, mut remove) = (self.engine(), self.engine());
+        stop.args(["stop", "--time=10", &container.name]);
         remove.args(["rm", "--force", "--time=0", &container.name]);
         Running {
             child,
+            stop,
             remove,
             stdout,
             stderr,
@@ -203,6 +236,8 @@ pub struct Mount {
 pub struct Container {
     /// The engine's name for it (unique: it is removed by name).
     pub name: String,
+    /// Its `image`, as published (see [`Image::local`]).
+    pub image: String,
     /// Its `command`.
     pub command: Vec<String>,
     /// Its `args`.
@@ -221,15 +256,33 @@ pub struct Container {
     pub cap_drop: Vec<String>,
     /// Its volume mounts, each at the host directory given for the volume's name.
     pub mounts: Vec<Mount>,
+    /// `resources.limits.memory`, as the engine writes it (`128m`).
+    pub memory_limit: Option<String>,
+    /// Names the container resolves (`--add-host`): what cluster DNS would answer.
+    pub hosts: Vec<(String, std::net::IpAddr)>,
     /// Its network.
     pub network: Network,
 }
+
+/// The securityContext fields the smoke run honours; any other is refused, so that a pod spec
+/// never asks for something the test would silently not do.
+const POD_SECURITY: [&str; 4] = ["runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile"];
+const CONTAINER_SECURITY: [&str; 7] = [
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "seccompProfile",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+    "capabilities",
+];
 
 impl Container {
     /// Container `name` of `pod` (a Pod's JSON, or a workload's pod template: anything with a
     /// `spec`), with `fields` for its `fieldRef`s (e.g. `metadata.name`) and `volume` giving
     /// the host directory of each volume it mounts, by name. Panics, naming it, on what it
-    /// cannot map.
+    /// cannot map, and where the kubelet would refuse to start it (`runAsNonRoot` with uid 0).
+    /// Without `runAsGroup`, the group is the user's own (as the image's /etc/group has it).
     pub fn from_pod(
         pod: &Value,
         name: &str,
@@ -251,6 +304,17 @@ impl Container {
         };
         let env = env_values(&container["env"], fields);
         let (pod_security, security) = (&spec["securityContext"], &container["securityContext"]);
+        for (context, allowed) in [
+            (pod_security, &POD_SECURITY[..]),
+            (security, &CONTAINER_SECURITY[..]),
+        ] {
+            for key in context.as_object().into_iter().flat_map(|o| o.keys()) {
+                assert!(
+                    allowed.contains(&key.as_str()),
+                    "{name}: securityContext.{key} is not honoured by the smoke run"
+                );
+            }
+        }
         let setting = |key: &str| -> &Value {
             if security[key].is_null() {
                 &pod_security[key]
@@ -261,6 +325,18 @@ impl Container {
         let user = setting("runAsUser")
             .as_i64()
             .map(|uid| (uid, setting("runAsGroup").as_i64().unwrap_or(uid)));
+        if setting("runAsNonRoot") == true {
+            // Without runAsUser, the image's USER decides (65532 in Weir's images).
+            assert!(
+                user.is_none_or(|(uid, _)| uid != 0),
+                "{name}: runAsNonRoot with uid 0: the kubelet would not start it"
+            );
+        }
+        let seccomp = setting("seccompProfile");
+        assert!(
+            seccomp.is_null() || seccomp["type"] == "RuntimeDefault",
+            "{name}: seccompProfile {seccomp} (the engine runs its default profile)"
+        );
         let mounts = container["volumeMounts"]
             .as_array()
             .map(Vec::as_slice)
@@ -274,8 +350,23 @@ impl Container {
             .collect();
         let command = strings(&container["command"]);
         assert!(!command.is_empty(), "container {name} names no command");
+        let memory_limit = container["resources"]["limits"]["memory"]
+            .as_str()
+            .map(|m| {
+                let (number, unit) =
+                    m.split_at(m.find(|c: char| !c.is_ascii_digit()).unwrap_or(m.len()));
+                let unit = match unit {
+                    "Mi" => "m",
+                    "Gi" => "g",
+                    "Ki" => "k",
+                    "" => "b",
+                    other => panic!("{name}: memory limit unit {other}"),
+                };
+                format!("{number}{unit}")
+            });
         Self {
             name: format!("weir-test-{name}-{}", fastrand::u64(..)),
+            image: container["image"].as_str().unwrap_or("weir").to_string(),
             command,
             args: strings(&container["args"]),
             env,
@@ -285,6 +376,8 @@ impl Container {
             cap_add: strings(&security["capabilities"]["add"]),
             cap_drop: strings(&security["capabilities"]["drop"]),
             mounts,
+            memory_limit,
+            hosts: Vec::new(),
             network,
         }
     }
@@ -328,9 +421,10 @@ fn env_values(env: &Value, fields: &BTreeMap<&str, &str>) -> Vec<(String, String
         .collect()
 }
 
-/// A running container; stopped and removed on drop.
+/// A running container; removed on drop.
 pub struct Running {
     child: Child,
+    stop: Command,
     remove: Command,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -349,6 +443,24 @@ impl Running {
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops it as the kubelet does (SIGTERM, then SIGKILL after 10 s) and returns how it
+    /// exited.
+    pub fn stop(&mut self) -> ExitStatus {
+        let _ = self
+            .stop
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the engine") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

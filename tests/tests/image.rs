@@ -70,14 +70,15 @@ impl Drop for Scratch {
 }
 
 #[test]
-fn every_binary_runs_from_the_image_as_its_manifest_says() {
+fn every_binary_runs_from_the_images_as_its_manifest_says() {
     let Some(image) = Image::from_env() else {
         return;
     };
     let scratch = Scratch::new("version");
-    let user = image.user();
-    assert_eq!(user, "65532:65532", "the image's default user");
-
+    for name in [&image.name, &image.sidecar] {
+        assert_eq!(image.user(name), "65532:65532", "{name}'s default user");
+    }
+    let published = format!("ghcr.io/weir-dev/weir:{VERSION}");
     let fields = BTreeMap::from([
         ("metadata.name", "weir-0"),
         ("metadata.namespace", "weir-system"),
@@ -92,12 +93,20 @@ fn every_binary_runs_from_the_image_as_its_manifest_says() {
         let pod = &deployments(&manifest(file))[deployment];
         let mut container =
             Container::from_pod(pod, name, &fields, |_| scratch.0.clone(), Network::Host);
+        assert_eq!(
+            container.image, published,
+            "{deployment}: the image the release publishes"
+        );
         // What every Weir container promises a restricted namespace.
         assert_eq!(container.user, Some((65532, 65532)), "{deployment}");
         assert!(container.read_only, "{deployment}: read-only root");
         assert!(container.no_new_privileges, "{deployment}");
         assert_eq!(container.cap_drop, ["ALL"], "{deployment}");
         assert!(container.cap_add.is_empty(), "{deployment}");
+        assert!(
+            container.memory_limit.is_some(),
+            "{deployment}: a memory limit"
+        );
         assert_eq!(
             container.command,
             [deployment],
@@ -116,11 +125,13 @@ fn every_binary_runs_from_the_image_as_its_manifest_says() {
         );
         ran.push(deployment);
     }
-
-    // The sidecar (run by the injector's patch, below) as the image's default user too.
+    assert_eq!(ran.len(), 3);
+    // The sidecar's own image: weir-sidecar, as the image's default user too (the injected
+    // containers, run in the mesh test below, name theirs).
     let mut sidecar = Container::from_pod(
         &json!({"spec": {"containers": [{
-            "name": "sidecar", "command": ["weir-sidecar"], "args": ["--version"],
+            "name": "sidecar", "image": format!("ghcr.io/weir-dev/weir-sidecar:{VERSION}"),
+            "command": ["weir-sidecar"], "args": ["--version"],
             "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
                                 "capabilities": {"drop": ["ALL"]}}}]}}),
         "sidecar",
@@ -128,7 +139,6 @@ fn every_binary_runs_from_the_image_as_its_manifest_says() {
         |_| scratch.0.clone(),
         Network::Host,
     );
-    sidecar.user = None;
     let out = image.output(&sidecar);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -136,84 +146,111 @@ fn every_binary_runs_from_the_image_as_its_manifest_says() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(ran.len(), 3);
+    // It holds the sidecar alone.
+    sidecar.command = vec!["weir-ingress".into()];
+    assert!(
+        !image.output(&sidecar).status.success(),
+        "weir-ingress in the sidecar's image"
+    );
 }
 
-/// What an attacker who gets code running in a Weir container finds there: no shell or package
-/// manager to work with, no setuid or setgid file to become root by, nothing the runtime users
-/// may change.
+/// What an attacker who gets code running in a Weir container finds there: no shell, package
+/// manager or any program but Weir's and iptables to work with, no setuid or setgid file to
+/// become root by, nothing the runtime users may change, and a package list for scanners.
 #[test]
-fn the_image_has_no_shell_no_setuid_file_and_nothing_writable() {
+fn the_images_hold_weirs_programs_alone_and_nothing_anyone_may_change() {
     let Some(image) = Image::from_env() else {
         return;
     };
-    let listing = image.listing();
-    assert!(listing.len() > 100, "{listing:?}");
-    let path = |line: &str| {
-        line.split_whitespace()
-            .nth(5)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let paths: Vec<String> = listing.iter().map(|l| path(l)).collect();
-    for tool in [
-        "bin/sh",
-        "bin/bash",
-        "bin/dash",
-        "bin/busybox",
-        "bin/apt",
-        "bin/dpkg",
+    for (name, binaries) in [
+        (
+            &image.name,
+            &[
+                "weir-controller",
+                "weir-ingress",
+                "weir-injector",
+                "weir-sidecar",
+            ][..],
+        ),
+        (&image.sidecar, &["weir-sidecar"][..]),
     ] {
-        assert!(
-            !paths.iter().any(|p| p.ends_with(tool)),
-            "{tool} is in the image"
-        );
-    }
-    for bin in [
-        "weir-ingress",
-        "weir-controller",
-        "weir-injector",
-        "weir-sidecar",
-    ] {
-        let line = listing
+        let listing = image.listing(name);
+        assert!(listing.len() > 100, "{name}: {listing:?}");
+        let path = |line: &str| {
+            line.split_whitespace()
+                .nth(5)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut programs = Vec::new();
+        for line in &listing {
+            let (mode, path) = (line.as_bytes(), path(line));
+            assert!(
+                !matches!(mode[3], b's' | b'S') && !matches!(mode[6], b's' | b'S'),
+                "{name}: setuid or setgid: {line}"
+            );
+            // Symbolic links show rwx for all; the sticky /tmp is the one directory everyone
+            // may write (and Kubernetes' read-only root makes even that read-only).
+            let sticky = mode[9] == b't';
+            assert!(
+                mode[8] != b'w' || mode[0] == b'l' || sticky,
+                "{name}: writable by every user: {line}"
+            );
+            assert!(
+                line.split_whitespace().nth(1) == Some("0/0"),
+                "{name}: not owned by root: {line}"
+            );
+            assert!(
+                !matches!(mode[0], b'c' | b'b'),
+                "{name}: a device node: {line}"
+            );
+            // Every executable file: Weir's binaries, xtables-nft-multi, shared libraries.
+            let library = path.contains(".so") || path.contains("/gconv/");
+            if mode[0] == b'-' && mode[3] == b'x' && !library {
+                programs.push(path.clone());
+            }
+            for leaked in [
+                "etc/resolv.conf",
+                "etc/hostname",
+                "var/cache/apt/",
+                "etc/apt/",
+            ] {
+                assert!(!path.ends_with(leaked), "{name}: {leaked} is in the image");
+            }
+        }
+        let mut expected: Vec<String> = binaries
             .iter()
-            .find(|l| path(l) == format!("usr/local/bin/{bin}"))
-            .unwrap_or_else(|| panic!("{bin} is not in /usr/local/bin"));
-        assert!(line.starts_with("-rwxr-xr-x 0/0 "), "{line}");
+            .map(|b| format!("usr/local/bin/{b}"))
+            .collect();
+        expected.push("usr/sbin/xtables-nft-multi".into());
+        programs.sort();
+        expected.sort();
+        assert_eq!(programs, expected, "{name}: the programs in the image");
+        // Scanners read the packages from here.
+        for package in ["libc6", "iptables", "ca-certificates"] {
+            let status = format!("var/lib/dpkg/status.d/{package}");
+            assert!(
+                listing.iter().any(|l| path(l) == status),
+                "{name}: no {status} for scanners"
+            );
+        }
+        let mut shell = Container::from_pod(
+            &json!({"spec": {"containers": [{"name": "x", "image": "weir", "command": ["sh"]}]}}),
+            "x",
+            &BTreeMap::new(),
+            |_| unreachable!(),
+            Network::Host,
+        );
+        shell.image = if name == &image.name {
+            "weir"
+        } else {
+            "weir-sidecar"
+        }
+        .into();
+        shell.args = vec!["-c".into(), "id".into()];
+        let out = image.output(&shell);
+        assert!(!out.status.success(), "{name}: a shell ran: {out:?}");
     }
-    for line in &listing {
-        let mode = line.as_bytes();
-        let (user_x, group_x, other_w) = (mode[3], mode[6], mode[8]);
-        assert!(
-            !matches!(user_x, b's' | b'S') && !matches!(group_x, b's' | b'S'),
-            "setuid or setgid: {line}"
-        );
-        // Symbolic links show rwx for all; the sticky /tmp (and /var/tmp) is the one
-        // directory everyone may write; the device nodes of dev/ are hidden by the runtime's
-        // own /dev.
-        let sticky = mode[9] == b't';
-        let device = matches!(mode[0], b'c' | b'b') && path(line).starts_with("dev/");
-        assert!(
-            other_w != b'w' || mode[0] == b'l' || sticky || device,
-            "writable by every user: {line}"
-        );
-        let owner = line.split_whitespace().nth(1).unwrap_or_default();
-        assert!(
-            owner.starts_with("0/") || mode[0] == b'd' && sticky,
-            "not owned by root: {line}"
-        );
-    }
-    let mut binary = Container::from_pod(
-        &json!({"spec": {"containers": [{"name": "x", "command": ["weir-sidecar"]}]}}),
-        "x",
-        &BTreeMap::new(),
-        |_| unreachable!(),
-        Network::Host,
-    );
-    binary.command = vec!["sh".into()];
-    binary.args = vec!["-c".into(), "id".into()];
-    let out = image.output(&binary);
-    assert!(!out.status.success(), "a shell ran: {out:?}");
 }
 
 /// The local mesh of the quickstart, from the image.
@@ -257,7 +294,7 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         ("metadata.name", "weir-controller-0"),
         ("metadata.namespace", "weir-system"),
     ]);
-    let controller_container = |args: Vec<String>| {
+    let controller_container = || {
         let mut c = Container::from_pod(
             controller_pod,
             "controller",
@@ -265,7 +302,6 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
             |_| unreachable!("the controller mounts nothing"),
             Network::Host,
         );
-        c.args = args;
         c.mounts.push(weir_e2e::image::Mount {
             host: config.clone(),
             path: "/etc/weir/config".into(),
@@ -278,29 +314,46 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         });
         c
     };
+    // Its Deployment's args, but for directory mode in place of --kubernetes and this test's
+    // ports; the name its certificate carries is the manifest's, which the mesh resolves to
+    // the LAN's gateway, as cluster DNS would to the Service.
     let grpc = SocketAddr::from((lan.gateway, free_port()));
     let controller_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let controller = image.spawn(&controller_container(args(&[
-        "run",
-        "--config-dir=/etc/weir/config",
-        "--state-dir=/var/lib/weir",
-        &format!("--grpc={grpc}"),
-        &format!("--grpc-name=localhost,{}", lan.gateway),
-        &format!("--admin={controller_admin}"),
-    ])));
+    let mut run = controller_container();
+    run.args.retain(|a| a != "--kubernetes");
+    assert_eq!(run.args[0], "run");
+    run.set_arg("--config-dir", "/etc/weir/config")
+        .set_arg("--state-dir", "/var/lib/weir")
+        .set_arg("--grpc", &grpc.to_string())
+        .set_arg("--admin", &controller_admin.to_string());
+    let controller_name = "weir-controller.weir-system.svc";
+    assert!(
+        run.args
+            .iter()
+            .any(|a| a.starts_with("--grpc-name=") && a.contains(controller_name)),
+        "{:?}",
+        run.args
+    );
+    let controller = image.spawn(&run);
     let mut running = vec![("controller", controller)];
     ready(controller_admin, "/readyz", &mut running).await;
-    let controller_url = format!("https://{grpc}");
+    let controller_url = format!("https://{controller_name}:{}", grpc.port());
+    let cluster_dns = vec![(
+        controller_name.to_string(),
+        std::net::IpAddr::from(lan.gateway),
+    )];
     let bundle = std::fs::read(state.join("trust-bundle.pem")).expect("the controller's bundle");
     // A pod's two volumes as the cluster mounts them: the token and the trust bundle.
     let volumes = |namespace: &str, account: &str| {
-        let out = image.output(&controller_container(args(&[
+        let mut token = controller_container();
+        token.args = args(&[
             "token",
             "--state-dir=/var/lib/weir",
             &format!("--namespace={namespace}"),
             &format!("--service-account={account}"),
-        ])));
+        ]);
+        let out = image.output(&token);
         assert!(
             out.status.success(),
             "{}",
@@ -331,9 +384,13 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         .into_iter()
         .find(|d| d["kind"] == "ConfigMap")
         .expect("the injector's ConfigMap");
+    // The one change: the controller's port is this test's.
+    let config_text = config_map["data"]["config.yaml"].as_str().unwrap();
+    let manifest_url = format!("https://{controller_name}:15010");
+    assert!(config_text.contains(&manifest_url), "{config_text}");
     write_readable(
         &injector_config.join("config.yaml"),
-        config_map["data"]["config.yaml"].as_str().unwrap(),
+        config_text.replace(&manifest_url, &controller_url),
     );
     let injector_pod = &deployments(&manifest("injector.yaml"))["weir-injector"];
     let mut injector = Container::from_pod(
@@ -360,7 +417,7 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
 
     // Each demo service: its pod as a Deployment would create it, admitted by the injector;
     // then the init container and the sidecar the patch added, in the pod's namespace, as the
-    // patch says; then the app (not from the image: it stands for the user's container).
+    // patch says.
     let mut apps: Vec<App> = Vec::new();
     for (netns, name, call) in [
         (&back, "backend", None),
@@ -386,7 +443,14 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
             other => panic!("the sidecar mounts {other}"),
         };
         let network = Network::Pod(netns.clone());
+        // The app first (it stands for the user's container, not from the image), so that
+        // waiting for its port reaches it and not the sidecar the rules redirect to.
+        apps.push(app(netns, name, call));
         let init = Container::from_pod(&injected, "weir-init", &fields, volume, network.clone());
+        assert_eq!(
+            init.image,
+            format!("ghcr.io/weir-dev/weir-sidecar:{VERSION}")
+        );
         assert_eq!(init.user, Some((0, 0)), "iptables needs root");
         assert_eq!(
             init.cap_add,
@@ -410,11 +474,18 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         assert!(sidecar.read_only && sidecar.no_new_privileges);
         assert_eq!(sidecar.cap_drop, ["ALL"]);
         assert!(sidecar.cap_add.is_empty());
-        // The one change: where the controller is (no cluster DNS here).
-        sidecar.set_arg("--controller", &controller_url);
+        assert!(sidecar.memory_limit.is_some());
+        assert!(
+            sidecar
+                .args
+                .windows(2)
+                .any(|a| a[0] == "--controller" && a[1] == controller_url),
+            "{:?}",
+            sidecar.args
+        );
+        sidecar.hosts.clone_from(&cluster_dns);
         running.push((name, image.spawn(&sidecar)));
         ready(SocketAddr::from((netns.ip, 15020)), "/readyz", &mut running).await;
-        apps.push(app(netns, name, call));
     }
 
     // The ingress, as its Deployment runs it, joined to the mesh as weir-system/weir-ingress.
@@ -438,6 +509,7 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
     );
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ingress_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    ingress.hosts.clone_from(&cluster_dns);
     ingress
         .set_arg("--controller", &controller_url)
         .set_arg("--listen", &listen.to_string())
@@ -465,8 +537,29 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
     let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
     quickstart_calls(listen, &token, || logs(&running)).await;
 
-    // STRICT: plaintext to the backend pod meets its sidecar, which says nothing.
+    // STRICT: plaintext to the backend pod, IPv4 and IPv6, meets its sidecar (the init
+    // container's rules, ip6tables too), which says nothing.
     assert_eq!(plaintext(SocketAddr::from((back.ip, 8080))).await, "");
+    if let Some(ip6) = back.ip6 {
+        assert_eq!(plaintext(SocketAddr::from((ip6, 8080))).await, "");
+    }
+    // The image's CA bundle was found (the ingress says so when it is not).
+    let (_, ingress) = running.iter().find(|(n, _)| *n == "ingress").unwrap();
+    assert!(
+        !ingress.logs().contains("no trusted root certificates"),
+        "{}",
+        ingress.logs()
+    );
+
+    // Stopped as the kubelet stops them, each exits cleanly.
+    for (name, container) in running.iter_mut().rev() {
+        let status = container.stop();
+        assert!(
+            status.success(),
+            "{name} exited {status}:\n{}",
+            container.logs()
+        );
+    }
     drop(apps);
 }
 
