@@ -4,12 +4,12 @@
 //! to the log.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, Body, ClientBodyError};
 
 /// The header that names why Weir (not the backend) produced a response.
-pub const ERROR_HEADER: &str = "x-weir-error";
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-weir-error");
 
 /// Who caused a failure, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -283,13 +283,17 @@ impl Inbound {
         });
         let mut outcome = Outcome::default();
         // The path as the app will read it: what AccessPolicy matches and the log shows.
-        let normalized = normalize_path(parts.uri.path(), self.paths).map(Cow::into_owned);
-        if let (Some(arrival), Ok(path)) = (arrival.as_mut(), &normalized) {
-            path.clone_into(&mut arrival.path);
+        // A copy only when normalising changed it.
+        let normalized = normalize_path(parts.uri.path(), self.paths).map(|path| match path {
+            Cow::Owned(changed) => Some(changed),
+            Cow::Borrowed(_) => None,
+        });
+        if let (Some(arrival), Ok(Some(changed))) = (arrival.as_mut(), &normalized) {
+            arrival.set_path(changed);
         }
         let admitted = normalized
             .map_err(|_| ProxyError::BadRequest)
-            .and_then(|path| self.admit(caller.as_deref(), app, path, &mut parts));
+            .and_then(|changed| self.admit(caller.as_deref(), app, changed, &mut parts));
         let result = match admitted {
             Ok(()) => {
                 self.forward(client, app, &mut parts, body, &mut outcome.sent)
@@ -314,30 +318,38 @@ impl Inbound {
         }
     }
 
-    /// Vouches for the caller and applies AccessPolicy to `path` (the request's, normalised),
-    /// which the request then carries on.
+    /// Vouches for the caller and applies AccessPolicy to the request's path as normalised
+    /// (`changed`, when normalising changed it), which the request then carries on in origin
+    /// form.
     fn admit(
         &self,
         caller: Option<&str>,
         app: SocketAddr,
-        path: String,
+        changed: Option<String>,
         parts: &mut Parts,
     ) -> Result<(), ProxyError> {
         // 1. the caller's identity, as its certificate proved it
         vouch(&mut parts.headers, caller);
         // 2. AccessPolicy on the path as the app will read it
+        let path = changed.as_deref().unwrap_or(parts.uri.path());
         let active = self.store.load();
         let request = access::Request {
             peer: caller,
-            http: Some((parts.method.as_str(), &path)),
+            http: Some((parts.method.as_str(), path)),
             port: app.port(),
             trust_domain: &self.trust_domain,
         };
         if let Err(policy) = decide(&active.role.inbound, &request) {
-            self.denied(caller, policy, parts.method.as_str(), &path);
+            self.denied(caller, policy, parts.method.as_str(), path);
             return Err(ProxyError::AccessDenied);
         }
         drop(active);
+        // The request as it was when it already was a path (and query) alone, as it left
+        // the caller's sidecar: no copy.
+        if changed.is_none() && parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            return Ok(());
+        }
+        let path = changed.unwrap_or_else(|| parts.uri.path().to_string());
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,

@@ -194,7 +194,7 @@ impl Reply {
 
     /// The `x-weir-error` reason, if the gateway answered with an error.
     pub fn error(&self) -> Option<&str> {
-        self.header(weir_http::error::ERROR_HEADER)
+        self.header(weir_http::error::ERROR_HEADER.as_str())
     }
 
     /// The status and the `x-weir-error` reason together, as a failure is checked.

@@ -144,8 +144,7 @@ pub fn handle(
             extra: Vec::new(),
         };
 
-        let logged_path = arrival.as_mut().map(|a| &mut a.path);
-        let result = proxy(&gw, &mut x, logged_path, &host, &mut parts, body).await;
+        let result = proxy(&gw, &mut x, arrival.as_mut(), &host, &mut parts, body).await;
         let (mut response, error) = match result {
             Ok(response) => (response, None),
             Err(e) => {
@@ -198,7 +197,7 @@ pub fn handle(
 async fn proxy(
     gw: &Gateway,
     x: &mut Exchange,
-    logged_path: Option<&mut String>,
+    arrival: Option<&mut Arrival>,
     host: &str,
     parts: &mut Parts,
     body: Body,
@@ -219,10 +218,10 @@ async fn proxy(
             Cow::Owned(changed) => Some(changed),
             Cow::Borrowed(_) => None,
         };
-    let path = normalized.as_deref().unwrap_or(parts.uri.path());
-    if let Some(logged) = logged_path {
-        path.clone_into(logged);
+    if let (Some(arrival), Some(changed)) = (arrival, &normalized) {
+        arrival.set_path(changed);
     }
+    let path = normalized.as_deref().unwrap_or(parts.uri.path());
     // 4. route
     let route = active
         .router

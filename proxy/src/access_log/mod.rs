@@ -33,7 +33,7 @@ mod json;
 mod text;
 mod writer;
 
-pub use text::{Addr, Stamp};
+pub use text::{Addr, Millis, Stamp};
 pub use writer::FLUSH;
 
 /// One request, as logged (written by `json`; serde's derive is the tests' reference).
@@ -64,10 +64,10 @@ pub struct Entry<'a> {
     pub error: Option<&'a str>,
     /// Tries made to the backend.
     pub attempts: u32,
-    /// Until the last response byte, in milliseconds.
-    pub duration_ms: f64,
+    /// Until the last response byte, in milliseconds (to the microsecond).
+    pub duration_ms: Millis,
     /// Waiting on the backend for response headers, in milliseconds.
-    pub upstream_ms: Option<f64>,
+    pub upstream_ms: Option<Millis>,
     /// Request body bytes (as declared by `content-length`).
     pub bytes_in: u64,
     /// Response body bytes sent.
@@ -323,9 +323,9 @@ pub struct Arrival {
     client: SocketAddr,
     protocol: &'static str,
     method: Method,
-    host: String,
-    /// The path, as received until the role normalises it.
-    pub path: String,
+    /// The host, then the path (as received until the role normalises it): one allocation.
+    head: String,
+    host_len: usize,
     bytes_in: u64,
     request_id: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
@@ -341,8 +341,14 @@ impl Arrival {
             client,
             protocol: version_name(parts.version),
             method: parts.method.clone(),
-            host: host.to_string(),
-            path: parts.uri.path().to_string(),
+            head: {
+                let path = parts.uri.path();
+                let mut head = String::with_capacity(host.len() + path.len());
+                head.push_str(host);
+                head.push_str(path);
+                head
+            },
+            host_len: host.len(),
             bytes_in: parts
                 .headers
                 .get(header::CONTENT_LENGTH)
@@ -354,6 +360,22 @@ impl Arrival {
             // Shares the head's bytes: no copy.
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         }
+    }
+}
+
+impl Arrival {
+    /// Logs `path` in place of the path as received (the role normalised it).
+    pub fn set_path(&mut self, path: &str) {
+        self.head.truncate(self.host_len);
+        self.head.push_str(path);
+    }
+
+    fn host(&self) -> &str {
+        &self.head[..self.host_len]
+    }
+
+    fn path(&self) -> &str {
+        &self.head[self.host_len..]
     }
 }
 
@@ -389,7 +411,7 @@ impl AccessLog {
         let error = outcome.error.map(str::to_string).or_else(|| {
             parts
                 .headers
-                .get(ERROR_HEADER)
+                .get(&ERROR_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         });
@@ -404,16 +426,16 @@ impl AccessLog {
                 client: Addr(arrival.client),
                 protocol: arrival.protocol,
                 method: arrival.method.as_str(),
-                host: clip(&arrival.host),
-                path: clip(&arrival.path),
+                host: clip(arrival.host()),
+                path: clip(arrival.path()),
                 status,
                 route: outcome.route.as_deref(),
                 backend: outcome.backend.as_deref(),
                 endpoint: sent.endpoint.map(Addr),
                 error: error.as_deref(),
                 attempts: sent.attempts,
-                duration_ms: arrival.started.elapsed().as_secs_f64() * 1e3,
-                upstream_ms: (sent.attempts > 0).then_some(sent.upstream_wait.as_secs_f64() * 1e3),
+                duration_ms: Millis(arrival.started.elapsed()),
+                upstream_ms: (sent.attempts > 0).then_some(Millis(sent.upstream_wait)),
                 bytes_in: arrival.bytes_in,
                 bytes_out,
                 request_id: text(&arrival.request_id).unwrap_or_default(),

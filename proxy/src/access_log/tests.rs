@@ -335,6 +335,22 @@ fn addresses_are_written_as_rust_writes_them() {
 }
 
 #[test]
+fn a_duration_is_written_as_json_writes_its_milliseconds_to_the_microsecond() {
+    let mut micros: Vec<u64> = (0..20_000).collect();
+    // Up to 31 years: past 15 digits a double no longer holds every microsecond.
+    micros.extend([999_999, 1_000_000, 4_294_967_295_999, 4_294_967_296_000]);
+    micros.extend((0..2_000).map(|_| fastrand::u64(..1_000_000_000_000_000)));
+    for m in micros {
+        let millis = Millis(Duration::from_micros(m));
+        let ours = String::from_utf8(millis.text(&mut [0; 32]).to_vec()).unwrap();
+        assert_eq!(ours, serde_json::to_string(&millis).unwrap(), "{m} µs");
+    }
+    // Below a microsecond is not written.
+    let ns = Millis(Duration::from_nanos(1_999));
+    assert_eq!(ns.text(&mut [0; 32]), b"0.001");
+}
+
+#[test]
 fn the_line_is_the_json_serde_would_write_escapes_included() {
     let now = UNIX_EPOCH + Duration::from_millis(1_796_618_670_123);
     let entries = [
@@ -351,8 +367,8 @@ fn the_line_is_the_json_serde_would_write_escapes_included() {
             endpoint: Some(Addr("[2001:db8::1]:8080".parse().unwrap())),
             error: None,
             attempts: 1,
-            duration_ms: 0.359161,
-            upstream_ms: Some(0.217927),
+            duration_ms: Millis(Duration::from_nanos(359_161)),
+            upstream_ms: Some(Millis(Duration::from_nanos(217_927))),
             bytes_in: 0,
             bytes_out: 1234,
             request_id: "fb00b2baefade18a2bdce7f8785b966f",
@@ -373,7 +389,7 @@ fn the_line_is_the_json_serde_would_write_escapes_included() {
             endpoint: None,
             error: Some("connect-failed"),
             attempts: 0,
-            duration_ms: f64::NAN,
+            duration_ms: Millis(Duration::from_secs(86_400 * 60)),
             upstream_ms: None,
             bytes_in: u64::MAX,
             bytes_out: 0,

@@ -1,12 +1,12 @@
-//! The log's timestamp and addresses, formatted without allocating or going through
-//! `fmt`: each thread keeps the text of the current second and only writes the milliseconds
-//! anew; an IPv4 address and port are written digit by digit.
+//! The log's timestamp, addresses and durations, formatted without allocating or going
+//! through `fmt`: each thread keeps the text of the current second and only writes the
+//! milliseconds anew; an IPv4 address and port, and a duration, are written digit by digit.
 
 use std::{
     cell::Cell,
     io::Write as _,
     net::SocketAddr,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 /// `2026-12-07T04:44:30.123Z`.
@@ -37,6 +37,11 @@ impl Stamp {
         out[22] = b'0' + (ms % 10) as u8;
         out[23] = b'Z';
         Self(out)
+    }
+
+    /// The text, as bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The text.
@@ -96,6 +101,12 @@ pub struct Addr(pub SocketAddr);
 impl Addr {
     /// The address as text, written into `buf`.
     pub fn text<'b>(&self, buf: &'b mut [u8; 64]) -> &'b str {
+        // Only ASCII is ever written.
+        std::str::from_utf8(self.ascii(buf)).unwrap_or_default()
+    }
+
+    /// The same, as bytes.
+    pub fn ascii<'b>(&self, buf: &'b mut [u8; 64]) -> &'b [u8] {
         // "[" + 39 + "%" + 10 (scope id) + "]:" + 5 fits.
         let len = match self.0 {
             SocketAddr::V4(v4) => {
@@ -116,8 +127,7 @@ impl Addr {
                 cursor.position() as usize
             }
         };
-        // Only ASCII is ever written.
-        std::str::from_utf8(&buf[..len]).unwrap_or_default()
+        &buf[..len]
     }
 }
 
@@ -125,6 +135,52 @@ impl Addr {
 impl serde::Serialize for Addr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.text(&mut [0; 64]))
+    }
+}
+
+/// A duration in milliseconds to the microsecond, as JSON writes the number `micros / 1000`:
+/// `1.234`, `0.05`, `12.0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub Duration);
+
+impl Millis {
+    /// The text, written into `buf` (ASCII).
+    pub fn text<'b>(&self, buf: &'b mut [u8; 32]) -> &'b [u8] {
+        let micros = u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX);
+        let (whole, fraction) = (micros / 1000, (micros % 1000) as u32);
+        let mut at = if let Ok(whole) = u32::try_from(whole) {
+            decimal(buf, whole)
+        } else {
+            let text = whole.to_string();
+            buf[..text.len()].copy_from_slice(text.as_bytes());
+            text.len()
+        };
+        buf[at] = b'.';
+        at += 1;
+        if fraction == 0 {
+            buf[at] = b'0';
+            return &buf[..=at];
+        }
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];
+        let used = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
+        for (i, d) in digits[..used].iter().enumerate() {
+            buf[at + i] = b'0' + *d as u8;
+        }
+        &buf[..at + used]
+    }
+}
+
+#[cfg(test)]
+impl serde::Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let micros = u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX);
+        s.serialize_f64(micros as f64 / 1e3)
     }
 }
 
