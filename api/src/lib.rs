@@ -28,6 +28,8 @@ pub mod load;
 pub mod model;
 #[cfg(feature = "compile")]
 pub mod objects;
+#[cfg(feature = "compile")]
+pub mod partial;
 pub mod process;
 pub mod proto;
 #[cfg(feature = "compile")]
@@ -42,6 +44,8 @@ pub use load::load_dir;
 pub use model::Snapshot;
 #[cfg(feature = "compile")]
 pub use objects::{Object, ObjectKey, Objects};
+#[cfg(feature = "compile")]
+pub use partial::{Compiled, Compiler, Rejection};
 
 /// How every Weir binary logs: to stderr at `info`, or as `WEIR_LOG` says (`debug`,
 /// `weir_proxy=trace`, ...).

@@ -11,7 +11,6 @@
 
 pub mod admin;
 pub mod ca;
-pub mod compiler;
 pub mod grpc;
 pub mod identity;
 pub mod kubernetes;
@@ -31,13 +30,11 @@ use serde::Serialize;
 use weir_api::{
     crds::{AccessPolicy, AuthPolicy, MeshTLSPolicy, RateLimitPolicy, TrafficPolicy},
     model::StrictCoverage,
-    ConfigError, Objects,
+    Compiler, ConfigError, Objects, Rejection,
 };
 
 use crate::{
     ca::Authority,
-    compiler::Compiler,
-    compiler::Rejection,
     identity::ServiceAccount,
     metrics::Metrics,
     refusals::{Refusal, Refusals},

@@ -298,8 +298,9 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         installer = installer.mesh(dialer);
     }
     let installer = Arc::new(installer);
+    let compiler = Arc::new(std::sync::Mutex::new(weir_api::Compiler::default()));
     if let Source::Dir(dir) = &source {
-        if let Err(errors) = config_dir::reload(dir, &installer) {
+        if let Err(errors) = config_dir::reload(dir, &compiler, &installer) {
             bail!(
                 "the configuration in {} is invalid:\n{errors}",
                 dir.display()
@@ -359,7 +360,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
-        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, installer)),
+        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, compiler, installer)),
         Source::Controller(settings) => {
             if let Some(dialer) = &dialer {
                 let own = format!("{}/{}", settings.namespace, settings.service_account);

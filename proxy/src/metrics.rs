@@ -42,6 +42,9 @@ pub struct Metrics {
     pub config_version: IntGauge,
     /// Reload attempts by result (`ok`, `rejected`).
     pub config_reloads: IntCounterVec,
+    /// Objects the served configuration was compiled without (`--config-dir`: refused, the
+    /// rest serving).
+    pub config_refused_objects: IntGauge,
     /// Access-log lines dropped because the writer could not keep up.
     pub access_log_dropped: IntCounter,
     /// Retries sent, by cluster.
@@ -189,6 +192,11 @@ impl Metrics {
             )
             .expect("valid metric"),
             config_reloads: config_reloads.expect("valid metric"),
+            config_refused_objects: IntGauge::new(
+                "weir_config_refused_objects",
+                "Objects the served configuration was compiled without (refused; the rest serves)",
+            )
+            .expect("valid metric"),
             access_log_dropped: IntCounter::new(
                 "weir_access_log_dropped_total",
                 "Access-log lines dropped because the writer could not keep up",
@@ -216,6 +224,7 @@ impl Metrics {
             Box::new(self.errors.clone()),
             Box::new(self.config_version.clone()),
             Box::new(self.config_reloads.clone()),
+            Box::new(self.config_refused_objects.clone()),
             Box::new(self.access_log_dropped.clone()),
             Box::new(self.retries.clone()),
             Box::new(self.retry_budget_exhausted.clone()),

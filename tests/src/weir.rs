@@ -230,11 +230,12 @@ impl Weir {
         metric(self.admin, series).await
     }
 
-    /// The errors of the last rejected reload, once there are some (at most 5 s).
-    pub async fn reload_errors(&self) -> Vec<serde_json::Value> {
-        eventually(Duration::from_secs(5), "a rejected reload", || async {
+    /// Why objects are refused (each with file, object and field: the rest of the directory
+    /// serves), once some are (at most 5 s).
+    pub async fn refusals(&self) -> Vec<serde_json::Value> {
+        eventually(Duration::from_secs(5), "a refused object", || async {
             let config = self.admin_get("/config").await.json();
-            config["reload"]["errors"]
+            config["reload"]["refused"]
                 .as_array()
                 .filter(|e| !e.is_empty())
                 .cloned()

@@ -101,22 +101,42 @@ async fn a_slow_client_is_cut_off() {
     assert!(read.is_ok(), "the connection was still open after 5s");
 }
 
+/// `--config-dir`: an invalid object at startup is refused, named with its file, object and
+/// field, and the rest of the directory serves.
 #[tokio::test]
-async fn invalid_config_at_startup_is_refused_with_the_field_named() {
-    let dir = ConfigDir::new().with("gw.yaml", &gateway()).with(
-        "bad.yaml",
-        &http_route("broken", &["b.example.com"], "  - matches: [{path: {type: RegularExpression, value: \"/(unclosed\"}}]\n    backendRefs: [{name: x, port: 80}]\n"),
-    );
-    let mut weir = Weir::spawn(&dir, &[]);
-    let code = weir.wait_exit(Duration::from_secs(20));
-    assert_eq!(code, Some(1));
+async fn an_invalid_object_at_startup_is_refused_with_the_field_named_and_the_rest_serves() {
+    let app = Echo::start("app");
+    let dir = ConfigDir::new()
+        .with("gw.yaml", &gateway())
+        .with("svc.yaml", &service("app", &[&app]))
+        .with(
+            "good.yaml",
+            &http_route("good", &["a.example.com"], "  - backendRefs: [{name: app, port: 80}]\n"),
+        )
+        .with(
+            "bad.yaml",
+            &http_route("broken", &["b.example.com"], "  - matches: [{path: {type: RegularExpression, value: \"/(unclosed\"}}]\n    backendRefs: [{name: app, port: 80}]\n"),
+        );
+    let weir = Weir::start(&dir);
+    assert_eq!(weir.get("a.example.com", "/").await.status, 200);
+    let refused = weir.get("b.example.com", "/").await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(refused.header("x-weir-error"), Some("no-route"));
     let stderr = weir.stderr().join("\n");
-    assert!(stderr.contains("bad.yaml"), "{stderr}");
-    assert!(stderr.contains("HTTPRoute default/broken"), "{stderr}");
-    assert!(
-        stderr.contains("spec.rules[0].matches[0].path.value"),
-        "{stderr}"
-    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("object refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{stderr}"));
+    for part in [
+        "WARN",
+        "bad.yaml",
+        "HTTPRoute default/broken",
+        "spec.rules[0].matches[0].path.value",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    let refusals = weir.refusals().await;
+    assert_eq!(refusals[0]["object"], "HTTPRoute default/broken");
 }
 
 /// The cause of a backend failure reaches the debug log with the endpoint, at most once a

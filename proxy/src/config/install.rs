@@ -97,6 +97,11 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
     pub fn reject(&self, errors: &ConfigErrors) {
         self.store.reject(errors);
     }
+
+    /// Records the objects the active configuration was compiled without.
+    pub fn refused(&self, errors: Vec<weir_api::ConfigError>) {
+        self.store.refused(errors);
+    }
 }
 
 /// The install step fed by the controller: decodes each payload with the role's [`Decode`].

@@ -54,6 +54,9 @@ pub struct ReloadStatus {
     pub last_rejected: Option<u64>,
     /// Why it was rejected: every error, with file, object and field.
     pub errors: Vec<weir_api::ConfigError>,
+    /// The objects the active configuration was compiled without (or with their last good
+    /// version), each error with file, object and field: the rest of their change serves.
+    pub refused: Vec<weir_api::ConfigError>,
     /// Each certificate's outcome at the last accepted change (a refused one keeps serving
     /// its previous content).
     pub certificates: Vec<CertStatus>,
@@ -155,6 +158,16 @@ impl<R> ConfigStore<R> {
         status.errors.clear();
         status.certificates = certificates;
         version
+    }
+
+    /// Records the objects the active configuration was compiled without.
+    pub fn refused(&self, errors: Vec<weir_api::ConfigError>) {
+        let objects: std::collections::BTreeSet<&str> =
+            errors.iter().map(|e| e.object.as_str()).collect();
+        self.metrics
+            .config_refused_objects
+            .set(objects.len() as i64);
+        crate::lock(&self.status).refused = errors;
     }
 
     /// Records a rejected change; the active configuration stays.

@@ -8,7 +8,7 @@ use weir_api::{
 };
 
 use super::{messages, GATEWAY_CONTROLLER, OPTED_OUT};
-use crate::compiler::Rejection;
+use weir_api::Rejection;
 
 /// The status every reported object should have: `(key, current status, desired status)`.
 pub(super) fn desired(

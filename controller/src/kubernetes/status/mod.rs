@@ -26,7 +26,9 @@ use desired::{desired, keep_transition_times};
 use lease::LeaseHolder;
 
 use super::{Kind, WATCHED};
-use crate::{compiler::Rejection, Controller};
+use weir_api::Rejection;
+
+use crate::Controller;
 
 /// `status.parents[].controllerName` and `GatewayClass.spec.controllerName` for Weir.
 pub const GATEWAY_CONTROLLER: &str = "weir.dev/gateway-controller";

@@ -1,4 +1,4 @@
-use weir_api::load::load_str;
+use crate::load::load_str;
 
 use super::*;
 

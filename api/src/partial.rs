@@ -1,14 +1,16 @@
-//! One compile for every node, with a bad object kept out instead of the whole change.
+//! One compile with a bad object kept out instead of the whole change.
 //!
-//! `weir_api::compile` rejects a set of objects as a whole. The controller must do better:
-//! the rest of a change applies, and a bad object's last good version keeps serving. So a
-//! compile that fails is retried with each offending object swapped for its last good
-//! version (or, when it never had one, left out) until the set compiles.
+//! [`crate::compile`] rejects a set of objects as a whole. The controller and `weir-ingress
+//! --config-dir` must do better: the rest of a change applies, and a bad object's last good
+//! version keeps serving. So a compile that fails is retried with each offending object
+//! swapped for its last good version (or, when it never had one, left out) until the set
+//! compiles.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use weir_api::{error::ConfigErrors, ConfigError, ObjectKey, Objects, Snapshot};
+
+use crate::{error::ConfigErrors, ConfigError, ObjectKey, Objects, Snapshot};
 
 /// At most this many retries per compile; each one changes at least one object.
 const MAX_ROUNDS: usize = 16;
@@ -79,7 +81,7 @@ impl Compiler {
             errors.entry(error.object.clone()).or_default().push(error);
         }
         for _ in 0..MAX_ROUNDS {
-            let failed = match weir_api::compile(&objects) {
+            let failed = match crate::compile(&objects) {
                 Ok(snapshot) => {
                     self.last_good = objects;
                     let rejected = errors
