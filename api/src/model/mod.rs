@@ -255,6 +255,14 @@ impl Forward {
             _ => None,
         })
     }
+
+    /// The `CORS` filter among the filters, if any (the first: a second is refused).
+    pub fn cors(&self) -> Option<&Arc<Cors>> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Cors(c) => Some(c),
+            _ => None,
+        })
+    }
 }
 
 /// One HTTPRoute filter that acts on a forwarded request (a `RequestRedirect` is a
@@ -271,6 +279,54 @@ pub enum Filter {
     UrlRewrite(UrlRewrite),
     /// `RequestMirror`: a copy sent and forgotten.
     RequestMirror(Mirror),
+    /// `CORS`: preflight requests answered by the gateway (before authentication: browsers
+    /// send them without credentials), and the `Access-Control-*` headers on every response
+    /// to an allowed origin.
+    Cors(Arc<Cors>),
+}
+
+/// A `CORS` filter (the Gateway API's `HTTPCORSFilter`), validated.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// `allowOrigins` had `*`: every origin.
+    pub any_origin: bool,
+    /// The other origins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<AllowedOrigin>,
+    /// `allowCredentials`.
+    pub credentials: bool,
+    /// `allowMethods` had `*`.
+    pub any_method: bool,
+    /// The methods listed (case as written: methods are case-sensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// `allowHeaders` had `*`.
+    pub any_header: bool,
+    /// The request headers listed (lowercase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// `exposeHeaders` had `*`.
+    pub expose_any: bool,
+    /// The response headers listed (lowercase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// `maxAge`, seconds (5 when unset, as the spec says).
+    pub max_age: u32,
+}
+
+/// One allowed origin: `scheme://host[:port]`, the port made explicit (80 for http, 443 for
+/// https). A host of `*.example.com` matches any host ending in `.example.com` (one label or
+/// more to the left); `*` alone any host of that scheme and port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedOrigin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lowercase; may start with `*`.
+    pub host: String,
+    /// The port.
+    pub port: u16,
 }
 
 /// A backend and its share of traffic.

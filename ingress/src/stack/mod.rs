@@ -11,6 +11,9 @@
 //! 3. normalise:  path → 400 if malformed, or a form the path policy refuses (%2F, %5C,
 //!    `\`, `;` parameters: --escaped-slashes, --path-parameters) (proxy::normalize)
 //! 4. route:      host + path + method/headers/query → 404       (proxy::router)
+//!    4'. CORS:   a preflight answered by the rule's CORS filter (the rule for the method it
+//!    asks about, if the OPTIONS itself matches none with one); every other response of a
+//!    CORS rule, refusals included, gets what the policy grants its origin (proxy::filter::cors)
 //!    4a. auth:   JWT / API key → 401 / 403, claims to headers    (crate::auth)
 //!    4b. limit:  every rate limit of the route → 429 / 503       (crate::ratelimit)
 //! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
@@ -32,7 +35,7 @@ use http::{header, request::Parts, HeaderName, HeaderValue, Request, Response, U
 use hyper::body::Body as _;
 use weir_api::{
     compile::CLIENT_HEADER,
-    model::{Forward, Route, RouteAction},
+    model::{Cors, Forward, Route, RouteAction},
 };
 
 use crate::{metrics::GuardMetrics, security::Guards};
@@ -45,7 +48,7 @@ use weir_http::{
 use weir_proxy::{
     access_log::{AccessLog, Arrival, Outcome},
     config::{Active, ConfigStore},
-    filter,
+    filter::{self, cors},
     forward::{self, Destination},
     headers::{self, FieldPolicy, Stamps, UnderscoreHeaders},
     metrics::Metrics,
@@ -102,6 +105,8 @@ pub(crate) struct Exchange {
     sent: Report,
     /// Headers for the client's response, whatever it is (rate-limit state, challenges).
     extra: Vec<(HeaderName, HeaderValue)>,
+    /// The route's CORS policy and what it grants this request, for whatever response it gets.
+    cors: Option<(Arc<Cors>, cors::Reply)>,
 }
 
 /// Handles one request end to end. (A block, not an `async fn`, which would hold the request
@@ -142,6 +147,7 @@ pub fn handle(
             user: None,
             sent: Report::default(),
             extra: Vec::new(),
+            cors: None,
         };
 
         let result = proxy(&gw, &mut x, arrival.as_mut(), &host, &mut parts, body).await;
@@ -166,6 +172,9 @@ pub fn handle(
         }
         for (name, value) in x.extra.drain(..) {
             response.headers_mut().insert(name, value);
+        }
+        if let Some((policy, reply)) = &x.cors {
+            reply.apply(policy, response.headers_mut());
         }
 
         // Metrics at response headers: what a client waits for.
@@ -223,18 +232,39 @@ async fn proxy(
     }
     let path = normalized.as_deref().unwrap_or(parts.uri.path());
     // 4. route
-    let route = active
-        .router
-        .route(&RequestView {
-            host,
-            path,
-            query: parts.uri.query(),
-            method: &parts.method,
-            headers: &parts.headers,
-        })
-        .cloned()
-        .ok_or(ProxyError::NoRoute)?;
+    let view = |method| RequestView {
+        host,
+        path,
+        query: parts.uri.query(),
+        method,
+        headers: &parts.headers,
+    };
+    let route = active.router.route(&view(&parts.method)).cloned();
+    // 4'. CORS: a preflight is answered here, before authentication (a browser sends it
+    // without credentials); every other response gets what the policy grants its origin. A
+    // preflight asks about another method: when no rule with a CORS filter takes the OPTIONS
+    // itself, the rule for the method asked about answers it (and nothing is forwarded).
+    let policy = |r: &Route| match &r.action {
+        RouteAction::Forward(f) => f.cors().cloned(),
+        RouteAction::Redirect(_) => None,
+    };
+    if let Some(asked) = cors::asked_method(&parts.method, &parts.headers) {
+        let found = route.as_ref().and_then(|r| Some((r.clone(), policy(r)?)));
+        let found = found.or_else(|| {
+            let r = active.router.route(&view(&asked))?;
+            Some((r.clone(), policy(r)?))
+        });
+        if let Some((r, policy)) = found {
+            x.route = Some(r.name.clone());
+            return Ok(cors::preflight(&policy, &parts.headers));
+        }
+    }
+    let route = route.ok_or(ProxyError::NoRoute)?;
     x.route = Some(route.name.clone());
+    if let Some(policy) = policy(&route) {
+        let reply = cors::reply(&policy, &parts.headers);
+        x.cors = Some((policy, reply));
+    }
     // 4a. authenticate, 4b. rate limit
     if route.auth.is_some() || !route.limits.is_empty() {
         let guard = guards.get(&route.name).cloned();

@@ -1,4 +1,4 @@
-//! HTTPRoute filters: header modifiers, URL rewrites, redirects and mirrors.
+//! HTTPRoute filters: header modifiers, URL rewrites, redirects, mirrors and CORS.
 
 use super::{rules::service_ref, *};
 
@@ -165,19 +165,123 @@ pub(super) fn apply_filter(
                 per_million,
             }));
         }
-        FilterType::ExtensionRef | FilterType::Cors => {
-            let name = if filter.r#type == FilterType::Cors {
-                "CORS"
-            } else {
-                "ExtensionRef"
-            };
+        FilterType::Cors => {
+            let c = filter.cors.as_ref().ok_or_else(|| missing("cors"))?;
+            if forward.cors().is_some() {
+                return Err((".type".into(), "a rule takes one CORS filter".into()));
+            }
+            forward.filters.push(Filter::Cors(Arc::new(cors(c)?)));
+        }
+        FilterType::ExtensionRef => {
             return Err((
                 ".type".into(),
-                format!("filter type {name} is not supported by Weir"),
+                "filter type ExtensionRef is not supported by Weir".into(),
             ));
         }
     }
     Ok(())
+}
+
+/// A `CORS` filter, every value checked: origins `scheme://host[:port]` (http or https, a
+/// host that may start with `*`), methods and header names as HTTP has them.
+fn cors(c: &HttpRouteRulesFiltersCors) -> Result<Cors, FilterError> {
+    let mut out = Cors {
+        credentials: c.allow_credentials == Some(true),
+        max_age: match c.max_age {
+            None => 5,
+            Some(n) => u32::try_from(n)
+                .map_err(|_| (".cors.maxAge".to_string(), format!("{n} is negative")))?,
+        },
+        ..Cors::default()
+    };
+    for (i, origin) in c.allow_origins.iter().flatten().enumerate() {
+        let field = || format!(".cors.allowOrigins[{i}]");
+        if origin == "*" {
+            out.any_origin = true;
+        } else {
+            out.origins
+                .push(allowed_origin(origin).map_err(|e| (field(), e))?);
+        }
+    }
+    for (i, method) in c.allow_methods.iter().flatten().enumerate() {
+        if method == "*" {
+            out.any_method = true;
+        } else if http::Method::from_bytes(method.as_bytes()).is_ok() {
+            out.methods.push(method.clone());
+        } else {
+            let field = format!(".cors.allowMethods[{i}]");
+            return Err((field, format!("{method:?} is not an HTTP method")));
+        }
+    }
+    let names = |list: &Option<Vec<String>>, name: &str, any: &mut bool| {
+        let mut names = Vec::new();
+        for (i, header) in list.iter().flatten().enumerate() {
+            if header == "*" {
+                *any = true;
+            } else if http::HeaderName::from_bytes(header.as_bytes()).is_ok() {
+                names.push(header.to_ascii_lowercase());
+            } else {
+                let field = format!(".cors.{name}[{i}]");
+                return Err((field, format!("{header:?} is not a header name")));
+            }
+        }
+        Ok(names)
+    };
+    out.headers = names(&c.allow_headers, "allowHeaders", &mut out.any_header)?;
+    out.expose = names(&c.expose_headers, "exposeHeaders", &mut out.expose_any)?;
+    Ok(out)
+}
+
+fn allowed_origin(origin: &str) -> Result<AllowedOrigin, String> {
+    let bad = |why: &str| format!("{origin:?} is not an origin: {why}");
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| bad("scheme://host[:port] expected"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(bad("the scheme is http or https")),
+    };
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(bad("an origin has no path, query, fragment or user"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            let digits = !port.starts_with('0') && port.bytes().all(|b| b.is_ascii_digit());
+            match port.parse::<u16>() {
+                Ok(port) if digits => (host, port),
+                _ => return Err(bad("the port is 1 to 65535")),
+            }
+        }
+        _ => (rest, default_port),
+    };
+    // A bracketed IPv6 address, kept in its canonical form (as requests' are compared).
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let address: std::net::Ipv6Addr = inner.parse().map_err(|_| bad("not an IPv6 address"))?;
+        return Ok(AllowedOrigin {
+            scheme,
+            host: format!("[{address}]"),
+            port,
+        });
+    }
+    let host = host.to_ascii_lowercase();
+    // `*` is a wildcard only at the left of the host; the rest must be a host name: labels of
+    // letters, digits and `-`.
+    let named = match host.strip_prefix('*') {
+        Some("") => None,
+        Some(rest) => match rest.strip_prefix('.') {
+            Some(rest) => Some(rest),
+            None => return Err(bad("`*` stands for whole labels: *.example.com")),
+        },
+        None => Some(host.as_str()),
+    };
+    let label =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if named.is_some_and(|name| !name.split('.').all(label)) {
+        return Err(bad("the host is not a host name"));
+    }
+    Ok(AllowedOrigin { scheme, host, port })
 }
 
 /// A header a modifier may name. The request's `Host` is not one of them: what the backend is

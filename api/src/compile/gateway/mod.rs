@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use gateway_api::apis::standard::{
     gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From},
     httproutes::{
-        HttpRoute, HttpRouteRules, HttpRouteRulesFilters,
+        HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersCors,
         HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
         HttpRouteRulesFiltersType as FilterType,
         HttpRouteRulesFiltersUrlRewritePathType as RewritePathType, HttpRouteRulesMatches,
@@ -25,9 +25,9 @@ use crate::{
     duration::parse_duration,
     error::Location,
     model::{
-        Filter, Forward, HeaderModifier, HostMatch, Mirror, PathMatch, PathRewrite, Redirect,
-        Route, RouteAction, RouteMatch, RouteOrder, StringMatch, Timeouts, UrlRewrite, ValueMatch,
-        WeightedBackend,
+        AllowedOrigin, Cors, Filter, Forward, HeaderModifier, HostMatch, Mirror, PathMatch,
+        PathRewrite, Redirect, Route, RouteAction, RouteMatch, RouteOrder, StringMatch, Timeouts,
+        UrlRewrite, ValueMatch, WeightedBackend,
     },
     objects::{Object, ObjectKey},
 };

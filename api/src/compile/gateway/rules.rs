@@ -23,6 +23,36 @@ pub(super) fn rule_action(
             }
         }
     }
+    if let Some(cors) = forward.cors() {
+        if cors.origins.is_empty() && !cors.any_origin {
+            cx.warn(
+                key,
+                format!("{field}: the CORS filter names no allowOrigins, so it allows no origin"),
+            );
+        }
+        if cors.credentials && (cors.any_origin || cors.origins.iter().any(|o| o.host == "*")) {
+            cx.warn(key, format!("{field}: the CORS filter allows credentials from any origin: every website may read this route's answers with its users' cookies"));
+        }
+        let owned = |name: &String| name.starts_with("access-control-");
+        let touches = forward.filters.iter().any(|f| match f {
+            Filter::ResponseHeaderModifier(m) => {
+                m.set.iter().chain(&m.add).any(|(n, _)| owned(n)) || m.remove.iter().any(owned)
+            }
+            _ => false,
+        });
+        if touches {
+            cx.warn(key, format!("{field}: the CORS filter decides the Access-Control-* headers; the ResponseHeaderModifier's changes to them are replaced"));
+        }
+    }
+    if redirect.is_some() && forward.cors().is_some() {
+        cx.error(
+            location,
+            key,
+            format!("{field}.filters"),
+            "CORS with RequestRedirect is not supported by Weir: put CORS on the rule the redirect leads to",
+        );
+        ok = false;
+    }
     if redirect.is_some() && forward.rewrite().is_some() {
         cx.error(
             location,
