@@ -173,6 +173,118 @@ async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
     .await;
 }
 
+/// An HTTPRoute's Weir parent status (its `Accepted` and `ResolvedRefs` conditions), once the
+/// status writer has written it with `Accepted` = `accepted`.
+async fn route_conditions(api: &ApiServer, namespace: &str, name: &str, accepted: &str) -> Value {
+    let what = format!("HTTPRoute {namespace}/{name} with Accepted={accepted}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let route = api.get("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, name)?;
+        let parent = route["status"]["parents"]
+            .as_array()?
+            .iter()
+            .find(|p| p["controllerName"] == "weir.dev/gateway-controller")?
+            .clone();
+        (condition(&parent["conditions"], "Accepted")["status"] == accepted)
+            .then_some(parent["conditions"].clone())
+    })
+    .await
+}
+
+/// Route status in the Gateway API's words, as the upstream conformance tests check it:
+/// HTTPRouteInvalidNonExistentBackendRef (BackendNotFound), HTTPRouteInvalidBackendRefUnknownKind
+/// (InvalidKind), HTTPRouteInvalidCrossNamespaceBackendRef (RefNotPermitted),
+/// HTTPRouteInvalidParentRefNotMatchingSectionName (NoMatchingParent),
+/// HTTPRouteInvalidCrossNamespaceParentRef (NotAllowedByListeners), a route whose hostnames
+/// match no listener's (NoMatchingListenerHostname), and a filter Weir does not support
+/// (UnsupportedValue: that route alone is refused, the rest keeps serving).
+#[tokio::test]
+async fn route_status_gives_the_gateway_apis_reasons() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+    // Each on a host of its own, so that one route's fate shows on its host alone.
+    let route_in = |namespace: &str, name: &str, parent: &str, rest: &str| {
+        let hosts = match rest.contains("hostnames") {
+            true => String::new(),
+            false => format!("  hostnames: [{name}.example.com]\n"),
+        };
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRefs: [{parent}]\n{hosts}{rest}")
+    };
+    let backend = |refs: &str| format!("  rules: [{{backendRefs: [{refs}]}}]\n");
+    let to_app = backend("{name: app, port: 80}");
+    api.apply(&route_in(
+        "default",
+        "missing",
+        "{name: gw}",
+        &backend("{name: nothere, port: 80}"),
+    ));
+    api.apply(&route_in(
+        "default",
+        "kind",
+        "{name: gw}",
+        &backend("{group: unknown.example, kind: NotAService, name: app, port: 80}"),
+    ));
+    api.apply(&route_in(
+        "default",
+        "grant",
+        "{name: gw}",
+        &backend("{name: app, namespace: other, port: 80}"),
+    ));
+    api.apply(&route_in(
+        "default",
+        "section",
+        "{name: gw, sectionName: nope}",
+        &to_app,
+    ));
+    api.apply(&route_in(
+        "other",
+        "foreign",
+        "{name: gw, namespace: default}",
+        &to_app,
+    ));
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: named, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, protocol: HTTP, port: 80, hostname: \"*.example.com\"}]\n");
+    api.apply(&route_in(
+        "default",
+        "hostname",
+        "{name: named}",
+        &format!("  hostnames: [x.example.net]\n{to_app}"),
+    ));
+    api.apply(&route_in("default", "extension", "{name: gw}", "  hostnames: [ext.example.com]\n  rules: [{filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Magic, name: m}}], backendRefs: [{name: app, port: 80}]}]\n"));
+
+    for (name, reason) in [
+        ("missing", "BackendNotFound"),
+        ("kind", "InvalidKind"),
+        ("grant", "RefNotPermitted"),
+    ] {
+        let conditions = route_conditions(api, "default", name, "True").await;
+        let resolved = condition(&conditions, "ResolvedRefs");
+        assert_eq!(resolved["status"], "False", "{name}: {conditions}");
+        assert_eq!(resolved["reason"], reason, "{name}: {conditions}");
+    }
+    for (namespace, name, reason) in [
+        ("default", "section", "NoMatchingParent"),
+        ("other", "foreign", "NotAllowedByListeners"),
+        ("default", "hostname", "NoMatchingListenerHostname"),
+        ("default", "extension", "UnsupportedValue"),
+    ] {
+        let conditions = route_conditions(api, namespace, name, "False").await;
+        let accepted = condition(&conditions, "Accepted");
+        assert_eq!(accepted["reason"], reason, "{name}: {conditions}");
+    }
+    let conditions = route_conditions(api, "default", "extension", "False").await;
+    let message = condition(&conditions, "Accepted")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("spec.rules[0].filters[0].type") && message.contains("ExtensionRef"),
+        "{message}"
+    );
+    // The rest serves.
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+    assert_eq!(status_of(&cluster.weir, "ext.example.com").await, 404);
+}
+
 /// Waits for the AuthPolicy `default/shop` to have `Accepted` with this status; returns it.
 async fn policy_accepted(api: &ApiServer, status: &str) -> Value {
     let what = format!("AuthPolicy condition Accepted={status}");

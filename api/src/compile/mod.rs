@@ -9,6 +9,7 @@
 mod backends;
 mod coverage;
 mod gateway;
+pub use gateway::{NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT};
 mod ingress;
 mod mesh;
 mod policy;

@@ -34,6 +34,14 @@ use crate::{
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
+/// Why a route attached to none of its parents, as the Gateway API's `Accepted` reasons name
+/// it (they open the compile's warning, for the controller's status).
+pub const NO_MATCHING_PARENT: &str = "NoMatchingParent";
+/// See [`NO_MATCHING_PARENT`].
+pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
+/// See [`NO_MATCHING_PARENT`].
+pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
+
 pub(super) fn compile_all(cx: &mut Context<'_>) {
     let gateways: Vec<&Gateway> = cx
         .iter()
@@ -76,6 +84,8 @@ fn attached_hosts(
     }
     let mut hosts = Vec::new();
     let mut ours = false;
+    // How far the best listener got, for the reason a route attached nowhere is given.
+    let (mut matched, mut allowed) = (false, false);
     for parent in route.spec.parent_refs.iter().flatten() {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
@@ -96,11 +106,16 @@ fn attached_hosts(
                 .as_deref()
                 .is_some_and(|s| s != listener.name)
                 || parent.port.is_some_and(|p| p != listener.port)
-                || !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
+            {
+                continue;
+            }
+            matched = true;
+            if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
                 || !allows(cx, gateway, listener, &key.namespace)
             {
                 continue;
             }
+            allowed = true;
             let listener_host = match listener.hostname.as_deref().map(host_match) {
                 None => HostMatch::Any,
                 Some(Ok(h)) => h,
@@ -118,7 +133,13 @@ fn attached_hosts(
         }
     }
     if ours && hosts.is_empty() {
-        cx.warn(key, "not attached: no listener of its parent Gateways accepts it (sectionName, port, hostnames or allowedRoutes)");
+        // The Gateway API's reasons, first in the message: the controller's status takes them.
+        let why = match (matched, allowed) {
+            (false, _) => format!("{NO_MATCHING_PARENT}: no listener of its parent Gateways has its sectionName and port"),
+            (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of its parent Gateways allows HTTPRoutes from namespace {}", key.namespace),
+            (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's"),
+        };
+        cx.warn(key, format!("not attached ({why})"));
     }
     hosts.sort();
     hosts.dedup();

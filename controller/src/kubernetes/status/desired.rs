@@ -3,8 +3,12 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
-    compile::serves_ingress, compile::GATEWAY_CLASS, model::StrictCoverage, Object, ObjectKey,
-    Objects,
+    compile::{
+        serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
+        NO_MATCHING_PARENT,
+    },
+    model::StrictCoverage,
+    Object, ObjectKey, Objects,
 };
 
 use super::{messages, GATEWAY_CONTROLLER, OPTED_OUT};
@@ -22,14 +26,36 @@ pub(super) fn desired(
         let name = key.to_string();
         rejected.iter().find(|r| r.object == name).map(messages)
     };
-    let unresolved = |key: &ObjectKey| {
+    let warned = |key: &ObjectKey| {
         let prefix = format!("{key}: ");
-        let found: Vec<&str> = warnings
+        warnings
             .iter()
-            .filter_map(|w| w.strip_prefix(&prefix))
-            .filter(|w| w.contains("not found") || w.contains("no ReferenceGrant"))
+            .filter_map(move |w| w.strip_prefix(&prefix).map(str::to_string))
+            .collect::<Vec<String>>()
+    };
+    // A reference that did not resolve, with the Gateway API's reason for the first one.
+    let unresolved = |key: &ObjectKey| {
+        let found: Vec<(&str, String)> = warned(key)
+            .into_iter()
+            .filter_map(|w| Some((reference_reason(&w)?, w)))
             .collect();
-        (!found.is_empty()).then(|| found.join("; "))
+        let reason = found.first()?.0;
+        let messages: Vec<String> = found.into_iter().map(|(_, w)| w).collect();
+        Some((reason, messages.join("; ")))
+    };
+    // Why a route attached to none of its parents: the reason opens the compile's warning.
+    let detached = |key: &ObjectKey| {
+        warned(key).into_iter().find_map(|w| {
+            let why = w.strip_prefix("not attached (")?.trim_end_matches(')');
+            let reason = [
+                NO_MATCHING_PARENT,
+                NOT_ALLOWED_BY_LISTENERS,
+                NO_MATCHING_LISTENER_HOSTNAME,
+            ]
+            .into_iter()
+            .find(|r| why.starts_with(r))?;
+            Some((reason, why.to_string()))
+        })
     };
     let mut out = Vec::new();
     for (object, _) in objects.iter() {
@@ -53,11 +79,24 @@ pub(super) fn desired(
                 "every reference resolved",
                 generation,
             ),
-            Some(message) => condition(
-                "ResolvedRefs",
-                false,
-                "BackendNotFound",
-                &message,
+            Some((reason, message)) => {
+                condition("ResolvedRefs", false, reason, &message, generation)
+            }
+        };
+        // A route's own reasons: refused for a value Weir does not take (the message names
+        // the field), or attached nowhere (why), else accepted.
+        let route_accepted = || match (refused(&key), detached(&key)) {
+            (Some(message), _) => {
+                condition("Accepted", false, "UnsupportedValue", &message, generation)
+            }
+            (None, Some((reason, message))) => {
+                condition("Accepted", false, reason, &message, generation)
+            }
+            (None, None) => condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "compiled and serving",
                 generation,
             ),
         };
@@ -86,7 +125,7 @@ pub(super) fn desired(
                         json!({
                             "parentRef": serde_json::to_value(p).unwrap_or_default(),
                             "controllerName": GATEWAY_CONTROLLER,
-                            "conditions": [accepted(), resolved()],
+                            "conditions": [route_accepted(), resolved()],
                         })
                     })
                     .collect();
@@ -302,4 +341,19 @@ fn now() -> String {
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// The Gateway API's `ResolvedRefs` reason for a compile warning about a reference, if it is
+/// one: a backend of another kind than Service, one in another namespace without a
+/// ReferenceGrant, one (or its port, or a Secret) that does not exist.
+fn reference_reason(warning: &str) -> Option<&'static str> {
+    if warning.contains("is not a Service") {
+        Some("InvalidKind")
+    } else if warning.starts_with("no ReferenceGrant") {
+        Some("RefNotPermitted")
+    } else if warning.contains("not found") || warning.contains("has no port") {
+        Some("BackendNotFound")
+    } else {
+        None
+    }
 }
