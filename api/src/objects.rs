@@ -7,7 +7,8 @@ use std::{
 };
 
 use gateway_api::apis::standard::{
-    gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
+    referencegrants::ReferenceGrant,
 };
 use k8s_openapi::{
     api::{
@@ -64,6 +65,9 @@ pub enum Object {
     Ingress(Ingress),
     /// `networking.k8s.io/v1 IngressClass`: which class is the cluster default.
     IngressClass(IngressClass),
+    /// `gateway.networking.k8s.io/v1 GatewayClass`: read for its status (Weir serves the
+    /// class named `weir`).
+    GatewayClass(GatewayClass),
     /// `gateway.networking.k8s.io/v1 Gateway`.
     Gateway(Gateway),
     /// `gateway.networking.k8s.io/v1 HTTPRoute`.
@@ -93,6 +97,7 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
@@ -113,6 +118,7 @@ impl Object {
             Object::Secret(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
+            Object::GatewayClass(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
@@ -134,6 +140,7 @@ impl Object {
             Object::Secret(_) => "Secret",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
+            Object::GatewayClass(_) => "GatewayClass",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
@@ -203,6 +210,10 @@ impl Object {
             ("networking.k8s.io/v1", "IngressClass") => {
                 Object::IngressClass(typed(value, location, &label)?)
             }
+            (
+                "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
+                "GatewayClass",
+            ) => Object::GatewayClass(typed(value, location, &label)?),
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
                 Object::Gateway(typed(value, location, &label)?)
             }
@@ -275,7 +286,10 @@ impl Objects {
     /// Adds or replaces an object. A second object with the same kind/namespace/name is an
     /// error naming both places, because which one wins would be a guess.
     pub fn insert(&mut self, mut object: Object, location: Location) -> Result<(), ConfigError> {
-        let cluster_scoped = matches!(object, Object::Namespace(_) | Object::IngressClass(_));
+        let cluster_scoped = matches!(
+            object,
+            Object::Namespace(_) | Object::IngressClass(_) | Object::GatewayClass(_)
+        );
         if !cluster_scoped {
             let meta = object.metadata_mut();
             if meta.namespace.as_deref().unwrap_or_default().is_empty() {

@@ -285,6 +285,79 @@ async fn route_status_gives_the_gateway_apis_reasons() {
     assert_eq!(status_of(&cluster.weir, "ext.example.com").await, 404);
 }
 
+/// The GatewayClass the manifests install is accepted with the features Weir claims; another
+/// class naming Weir's controller, or one with parameters, is not, and says why; a class of
+/// another controller is left alone.
+#[tokio::test]
+async fn the_gatewayclass_is_accepted_with_its_supported_features() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let manifests = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/ingress.yaml"),
+    )
+    .unwrap();
+    let class = manifests
+        .split("\n---\n")
+        .find(|d| d.contains("kind: GatewayClass"))
+        .expect("the manifests' GatewayClass");
+    api.apply(class);
+    let class_yaml = |name: &str, controller: &str, extra: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {name}}}\nspec:\n  controllerName: {controller}\n{extra}")
+    };
+    api.apply(&class_yaml(
+        "weir-second",
+        "weir.dev/gateway-controller",
+        "",
+    ));
+    api.apply(&class_yaml("other", "example.com/another-controller", ""));
+    let status = |name: &str| {
+        let name = name.to_string();
+        async move {
+            eventually(
+                Duration::from_secs(10),
+                &format!("GatewayClass {name}'s status"),
+                || async {
+                    let class =
+                        api.get("gateway.networking.k8s.io/v1", "GatewayClass", "", &name)?;
+                    let accepted = condition(&class["status"]["conditions"], "Accepted").clone();
+                    (accepted != Value::Null).then_some(class["status"].clone())
+                },
+            )
+            .await
+        }
+    };
+    let weir = status("weir").await;
+    let accepted = condition(&weir["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "True", "{weir}");
+    assert_eq!(accepted["reason"], "Accepted");
+    let features: Vec<&str> = weir["supportedFeatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(features, weir_api::compile::SUPPORTED_FEATURES);
+    let mut sorted = features.clone();
+    sorted.sort();
+    assert_eq!(features, sorted, "the spec asks for them sorted");
+    let second = status("weir-second").await;
+    let accepted = condition(&second["conditions"], "Accepted");
+    assert_eq!(
+        (accepted["status"].as_str(), accepted["reason"].as_str()),
+        (Some("False"), Some("Unsupported"))
+    );
+    // Another controller's class gets nothing from Weir.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = api
+        .get("gateway.networking.k8s.io/v1", "GatewayClass", "", "other")
+        .unwrap();
+    assert_eq!(
+        condition(&other["status"]["conditions"], "Accepted"),
+        &Value::Null,
+        "{other}"
+    );
+}
+
 /// Waits for the AuthPolicy `default/shop` to have `Accepted` with this status; returns it.
 async fn policy_accepted(api: &ApiServer, status: &str) -> Value {
     let what = format!("AuthPolicy condition Accepted={status}");

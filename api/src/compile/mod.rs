@@ -40,6 +40,11 @@ pub use tls::{TLS_CERT_KEY, TLS_KEY_KEY};
 /// The GatewayClass name Weir serves.
 pub const GATEWAY_CLASS: &str = "weir";
 
+/// The Gateway API features Weir's GatewayClass claims in `status.supportedFeatures` (sorted,
+/// as the spec asks): those whose upstream conformance tests have tests of Weir's named after
+/// them (docs/conformance.md). A feature joins the list with its tests.
+pub const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "HTTPRouteCORS"];
+
 /// Compiles `objects` into a snapshot, or every reason it could not.
 pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     let mut cx = Context::new(objects);

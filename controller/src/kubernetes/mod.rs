@@ -67,6 +67,12 @@ pub const WATCHED: &[Kind] = &[
     kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
     kind("networking.k8s.io", "v1", "Ingress", "ingresses"),
     kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+    ),
     kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
     kind(

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use weir_api::{
     compile::{
         serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT,
+        NO_MATCHING_PARENT, SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -187,6 +187,27 @@ pub(super) fn desired(
                     "listeners": listeners,
                 })
             }
+            // A GatewayClass naming Weir's controller: accepted when it is the class Weir
+            // serves, with the features it supports; another one, or one with parameters
+            // (Weir takes none), says why not.
+            Object::GatewayClass(class) if class.spec.controller_name == GATEWAY_CONTROLLER => {
+                let accepted = if key.name != GATEWAY_CLASS {
+                    let message =
+                        format!("Weir serves the GatewayClass named {GATEWAY_CLASS} alone");
+                    condition("Accepted", false, "Unsupported", &message, generation)
+                } else if class.spec.parameters_ref.is_some() {
+                    let message = "Weir's GatewayClass takes no parametersRef";
+                    condition("Accepted", false, "InvalidParameters", message, generation)
+                } else {
+                    let message = "Gateways of this class are served by weir-ingress";
+                    condition("Accepted", true, "Accepted", message, generation)
+                };
+                let features: Vec<Value> = SUPPORTED_FEATURES
+                    .iter()
+                    .map(|f| json!({"name": f}))
+                    .collect();
+                json!({"conditions": [accepted], "supportedFeatures": features})
+            }
             Object::Ingress(ingress) if serves_ingress(objects, ingress) => {
                 let ingress_addresses: Vec<Value> = addresses
                     .iter()
@@ -234,6 +255,7 @@ fn current_status(object: &Object) -> Value {
         Object::AccessPolicy(o) => serde_json::to_value(&o.status),
         Object::HttpRoute(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
+        Object::GatewayClass(o) => serde_json::to_value(&o.status),
         Object::Ingress(o) => serde_json::to_value(&o.status),
         _ => Ok(Value::Null),
     };
