@@ -285,6 +285,63 @@ async fn route_status_gives_the_gateway_apis_reasons() {
     assert_eq!(status_of(&cluster.weir, "ext.example.com").await, 404);
 }
 
+/// Listener status in the Gateway API's words: a protocol Weir does not serve
+/// (UnsupportedProtocol, no supported kinds), two listeners on one port and hostname
+/// (HostnameConflict) or protocols (ProtocolConflict), a certificate Secret that does not
+/// exist (InvalidCertificateRef, as upstream's GatewayInvalidTLSConfiguration checks) or is in
+/// another namespace without a ReferenceGrant (RefNotPermitted, as
+/// GatewaySecretMissingReferenceGrant checks); the valid listener beside them is Programmed.
+#[tokio::test]
+async fn listener_status_gives_the_gateway_apis_reasons() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n");
+    let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
+        let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "edge")?;
+        let listeners = gw["status"]["listeners"].as_array()?.clone();
+        (listeners.len() == 8).then_some(listeners)
+    })
+    .await;
+    let of = |name: &str| {
+        listeners
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let reason = |name: &str, kind: &str| {
+        let c = condition(&of(name)["conditions"], kind).clone();
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let is = |(status, reason): (String, String), s: &str, r: &str| {
+        assert_eq!((status.as_str(), reason.as_str()), (s, r));
+    };
+    is(reason("web", "Programmed"), "True", "Programmed");
+    is(reason("web", "Conflicted"), "False", "NoConflicts");
+    is(reason("raw", "Accepted"), "False", "UnsupportedProtocol");
+    assert_eq!(of("raw")["supportedKinds"], serde_json::json!([]));
+    is(reason("a", "Conflicted"), "True", "HostnameConflict");
+    is(reason("b", "Conflicted"), "True", "HostnameConflict");
+    is(reason("plain", "Conflicted"), "True", "ProtocolConflict");
+    is(
+        reason("missing", "ResolvedRefs"),
+        "False",
+        "InvalidCertificateRef",
+    );
+    is(reason("missing", "Programmed"), "False", "Invalid");
+    is(
+        reason("foreign", "ResolvedRefs"),
+        "False",
+        "RefNotPermitted",
+    );
+    // The rest of the cluster serves.
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+}
+
 /// The GatewayClass the manifests install is accepted with the features Weir claims; another
 /// class naming Weir's controller, or one with parameters, is not, and says why; a class of
 /// another controller is left alone.

@@ -1,5 +1,6 @@
 //! What status each reported object should have, from the compile's outcome.
 
+use gateway_api::apis::standard::gateways::GatewayListeners;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
@@ -144,20 +145,23 @@ pub(super) fn desired(
             }
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
                 let ok = refused(&key).is_none();
-                let listeners: Vec<Value> = gateway
-                    .spec
-                    .listeners
+                let all = &gateway.spec.listeners;
+                let listeners: Vec<Value> = all
                     .iter()
                     .map(|l| {
+                        let problem = listener_problem(&key, l, all, &warned(&key), warnings);
+                        let conditions = listener_conditions(ok, problem, generation);
+                        let kinds = match problem {
+                            Some(ListenerProblem::Protocol) => json!([]),
+                            _ => {
+                                json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+                            }
+                        };
                         json!({
                             "name": l.name,
-                            "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+                            "supportedKinds": kinds,
                             "attachedRoutes": attached_routes(objects, rejected, &key, &l.name),
-                            "conditions": [
-                                condition("Accepted", ok, if ok { "Accepted" } else { "Invalid" }, "", generation),
-                                condition("Programmed", ok, if ok { "Programmed" } else { "Invalid" }, "", generation),
-                                resolved(),
-                            ],
+                            "conditions": conditions,
                         })
                     })
                     .collect();
@@ -378,4 +382,134 @@ fn reference_reason(warning: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// What keeps a listener from being served as written, in the order the Gateway API's
+/// conditions report it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListenerProblem {
+    /// Not HTTP or HTTPS (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
+    Protocol,
+    /// Another listener on its port speaks another protocol (`Conflicted`, `ProtocolConflict`).
+    ProtocolConflict,
+    /// Another listener on its port has its hostname (`Conflicted`, `HostnameConflict`).
+    HostnameConflict,
+    /// Its certificate's Secret is in another namespace without a ReferenceGrant
+    /// (`ResolvedRefs` False, `RefNotPermitted`).
+    RefNotPermitted,
+    /// Its certificate's Secret does not exist (`ResolvedRefs` False, `InvalidCertificateRef`).
+    InvalidCertificateRef,
+}
+
+fn listener_problem(
+    gateway: &ObjectKey,
+    l: &GatewayListeners,
+    all: &[GatewayListeners],
+    gateway_warnings: &[String],
+    warnings: &[String],
+) -> Option<ListenerProblem> {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+        return Some(ListenerProblem::Protocol);
+    }
+    let others = all.iter().filter(|o| o.name != l.name && o.port == l.port);
+    for other in others {
+        if other.protocol != l.protocol {
+            return Some(ListenerProblem::ProtocolConflict);
+        }
+        if other.hostname == l.hostname {
+            return Some(ListenerProblem::HostnameConflict);
+        }
+    }
+    let own = format!("listener {}: ", l.name);
+    if gateway_warnings
+        .iter()
+        .any(|w| w.starts_with(&own) && w.contains("no ReferenceGrant"))
+    {
+        return Some(ListenerProblem::RefNotPermitted);
+    }
+    // The compile names a missing certificate's users: "Gateway ns/name listener L".
+    let user = format!("{gateway} listener {}", l.name);
+    let names = |w: &&String| {
+        w.match_indices(&user)
+            .any(|(at, _)| matches!(w.as_bytes().get(at + user.len()), Some(b' ' | b',')))
+    };
+    if warnings
+        .iter()
+        .filter(names)
+        .any(|w| w.contains("not found"))
+    {
+        return Some(ListenerProblem::InvalidCertificateRef);
+    }
+    None
+}
+
+fn listener_conditions(
+    gateway_ok: bool,
+    problem: Option<ListenerProblem>,
+    generation: Option<i64>,
+) -> Vec<Value> {
+    use ListenerProblem as P;
+    let accepted = match (gateway_ok, problem) {
+        (false, _) => condition(
+            "Accepted",
+            false,
+            "Invalid",
+            "the Gateway was refused",
+            generation,
+        ),
+        (true, Some(P::Protocol)) => condition(
+            "Accepted",
+            false,
+            "UnsupportedProtocol",
+            "Weir serves HTTP and HTTPS listeners",
+            generation,
+        ),
+        (true, _) => condition("Accepted", true, "Accepted", "", generation),
+    };
+    let conflicted = match problem {
+        Some(P::ProtocolConflict) => condition(
+            "Conflicted",
+            true,
+            "ProtocolConflict",
+            "another listener on its port speaks another protocol",
+            generation,
+        ),
+        Some(P::HostnameConflict) => condition(
+            "Conflicted",
+            true,
+            "HostnameConflict",
+            "another listener on its port has its hostname",
+            generation,
+        ),
+        _ => condition("Conflicted", false, "NoConflicts", "", generation),
+    };
+    let resolved = match problem {
+        Some(P::RefNotPermitted) => condition(
+            "ResolvedRefs",
+            false,
+            "RefNotPermitted",
+            "its certificate's Secret is in another namespace and no ReferenceGrant allows it",
+            generation,
+        ),
+        Some(P::InvalidCertificateRef) => condition(
+            "ResolvedRefs",
+            false,
+            "InvalidCertificateRef",
+            "its certificate's Secret does not exist",
+            generation,
+        ),
+        _ => condition("ResolvedRefs", true, "ResolvedRefs", "", generation),
+    };
+    let programmed = gateway_ok && problem.is_none();
+    let programmed = match programmed {
+        true => condition("Programmed", true, "Programmed", "", generation),
+        false => condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "see the other conditions",
+            generation,
+        ),
+    };
+    vec![accepted, conflicted, resolved, programmed]
 }
