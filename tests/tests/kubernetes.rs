@@ -271,6 +271,49 @@ async fn route_status_gives_the_gateway_apis_reasons() {
         let accepted = condition(&conditions, "Accepted");
         assert_eq!(accepted["reason"], reason, "{name}: {conditions}");
     }
+    // Each parent gets its own: attached to one listener, not to another.
+    api.apply(&route_in(
+        "default",
+        "two",
+        "{name: gw}, {name: gw, sectionName: nope}",
+        &to_app,
+    ));
+    let parents = eventually(Duration::from_secs(10), "both parents' status", || async {
+        let route = api.get(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "default",
+            "two",
+        )?;
+        let parents = route["status"]["parents"].as_array()?.clone();
+        (parents.len() == 2).then_some(parents)
+    })
+    .await;
+    let accepted = |p: &Value| {
+        let c = condition(&p["conditions"], "Accepted");
+        (
+            c["status"].as_str().map(str::to_string),
+            c["reason"].as_str().map(str::to_string),
+        )
+    };
+    let first = parents
+        .iter()
+        .find(|p| p["parentRef"]["sectionName"].is_null())
+        .unwrap();
+    let second = parents
+        .iter()
+        .find(|p| p["parentRef"]["sectionName"] == "nope")
+        .unwrap();
+    assert_eq!(
+        accepted(first),
+        (Some("True".into()), Some("Accepted".into()))
+    );
+    assert_eq!(
+        accepted(second),
+        (Some("False".into()), Some("NoMatchingParent".into()))
+    );
+    assert_eq!(status_of(&cluster.weir, "two.example.com").await, 200);
+
     let conditions = route_conditions(api, "default", "extension", "False").await;
     let message = condition(&conditions, "Accepted")["message"]
         .as_str()

@@ -83,10 +83,7 @@ fn attached_hosts(
         }
     }
     let mut hosts = Vec::new();
-    let mut ours = false;
-    // How far the best listener got, for the reason a route attached nowhere is given.
-    let (mut matched, mut allowed) = (false, false);
-    for parent in route.spec.parent_refs.iter().flatten() {
+    for (i, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
         if group != GATEWAY_GROUP || kind != "Gateway" {
@@ -99,7 +96,9 @@ fn attached_hosts(
         }) else {
             continue;
         };
-        ours = true;
+        // How far the best listener got, for the reason a parent takes the route nowhere.
+        let (mut matched, mut allowed) = (false, false);
+        let before = hosts.len();
         for listener in &gateway.spec.listeners {
             if parent
                 .section_name
@@ -131,15 +130,15 @@ fn attached_hosts(
                 );
             }
         }
-    }
-    if ours && hosts.is_empty() {
-        // The Gateway API's reasons, first in the message: the controller's status takes them.
-        let why = match (matched, allowed) {
-            (false, _) => format!("{NO_MATCHING_PARENT}: no listener of its parent Gateways has its sectionName and port"),
-            (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of its parent Gateways allows HTTPRoutes from namespace {}", key.namespace),
-            (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's"),
-        };
-        cx.warn(key, format!("not attached ({why})"));
+        if hosts.len() == before {
+            // The Gateway API's reason first: the controller's status takes it, per parent.
+            let why = match (matched, allowed) {
+                (false, _) => format!("{NO_MATCHING_PARENT}: no listener of Gateway {namespace}/{} has its sectionName and port", parent.name),
+                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of Gateway {namespace}/{} allows HTTPRoutes from namespace {}", parent.name, key.namespace),
+                (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's of Gateway {namespace}/{}", parent.name),
+            };
+            cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
+        }
     }
     hosts.sort();
     hosts.dedup();

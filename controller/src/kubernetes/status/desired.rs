@@ -44,10 +44,11 @@ pub(super) fn desired(
         let messages: Vec<String> = found.into_iter().map(|(_, w)| w).collect();
         Some((reason, messages.join("; ")))
     };
-    // Why a route attached to none of its parents: the reason opens the compile's warning.
-    let detached = |key: &ObjectKey| {
+    // Why a route is not attached to its parent `i`: the reason opens the compile's warning.
+    let detached = |key: &ObjectKey, i: usize| {
+        let prefix = format!("not attached to spec.parentRefs[{i}] (");
         warned(key).into_iter().find_map(|w| {
-            let why = w.strip_prefix("not attached (")?.trim_end_matches(')');
+            let why = w.strip_prefix(&prefix)?.trim_end_matches(')');
             let reason = [
                 NO_MATCHING_PARENT,
                 NOT_ALLOWED_BY_LISTENERS,
@@ -84,9 +85,9 @@ pub(super) fn desired(
                 condition("ResolvedRefs", false, reason, &message, generation)
             }
         };
-        // A route's own reasons: refused for a value Weir does not take (the message names
-        // the field), or attached nowhere (why), else accepted.
-        let route_accepted = || match (refused(&key), detached(&key)) {
+        // A route's reasons for its parent `i`: refused for a value Weir does not take (the
+        // message names the field), or not attached to that parent (why), else accepted.
+        let route_accepted = |i: usize| match (refused(&key), detached(&key, i)) {
             (Some(message), _) => {
                 condition("Accepted", false, "UnsupportedValue", &message, generation)
             }
@@ -117,16 +118,17 @@ pub(super) fn desired(
                     .parent_refs
                     .iter()
                     .flatten()
-                    .filter(|p| {
+                    .enumerate()
+                    .filter(|(_, p)| {
                         let namespace = p.namespace.clone().unwrap_or(key.namespace.clone());
                         p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
                             && is_weir_gateway(objects, &namespace, &p.name)
                     })
-                    .map(|p| {
+                    .map(|(i, p)| {
                         json!({
                             "parentRef": serde_json::to_value(p).unwrap_or_default(),
                             "controllerName": GATEWAY_CONTROLLER,
-                            "conditions": [route_accepted(), resolved()],
+                            "conditions": [route_accepted(i), resolved()],
                         })
                     })
                     .collect();
