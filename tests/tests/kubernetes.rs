@@ -333,17 +333,19 @@ async fn route_status_gives_the_gateway_apis_reasons() {
 /// (HostnameConflict) or protocols (ProtocolConflict), a certificate Secret that does not
 /// exist (InvalidCertificateRef, as upstream's GatewayInvalidTLSConfiguration checks) or is in
 /// another namespace without a ReferenceGrant (RefNotPermitted, as
-/// GatewaySecretMissingReferenceGrant checks); the valid listener beside them is Programmed.
+/// GatewaySecretMissingReferenceGrant checks), route kinds Weir does not serve
+/// (InvalidRouteKinds, as GatewayInvalidRouteKind checks); the valid listener beside them is
+/// Programmed.
 #[tokio::test]
 async fn listener_status_gives_the_gateway_apis_reasons() {
     let cluster = cluster(&[]).await;
     let api = &cluster.api;
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
-    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n  - {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}\n  - {name: tcponly, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
     let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
         let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "edge")?;
         let listeners = gw["status"]["listeners"].as_array()?.clone();
-        (listeners.len() == 8).then_some(listeners)
+        (listeners.len() == 10).then_some(listeners)
     })
     .await;
     let of = |name: &str| {
@@ -376,6 +378,22 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
         "InvalidCertificateRef",
     );
     is(reason("missing", "Programmed"), "False", "Invalid");
+    // allowedRoutes.kinds naming a kind Weir does not serve (as upstream's
+    // GatewayInvalidRouteKind checks): InvalidRouteKinds, the served ones kept.
+    is(
+        reason("kinds", "ResolvedRefs"),
+        "False",
+        "InvalidRouteKinds",
+    );
+    let http = serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]);
+    assert_eq!(of("kinds")["supportedKinds"], http);
+    is(
+        reason("tcponly", "ResolvedRefs"),
+        "False",
+        "InvalidRouteKinds",
+    );
+    assert_eq!(of("tcponly")["supportedKinds"], serde_json::json!([]));
+    assert_eq!(of("web")["supportedKinds"], http);
     is(
         reason("foreign", "ResolvedRefs"),
         "False",

@@ -155,9 +155,10 @@ pub(super) fn desired(
                         let conditions = listener_conditions(ok, problem, generation);
                         let kinds = match problem {
                             Some(ListenerProblem::Protocol) => json!([]),
-                            _ => {
-                                json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
-                            }
+                            _ => json!(supported_kinds(l)
+                                .iter()
+                                .map(|k| json!({"group": GATEWAY_GROUP, "kind": k}))
+                                .collect::<Vec<_>>()),
                         };
                         json!({
                             "name": l.name,
@@ -396,6 +397,9 @@ enum ListenerProblem {
     ProtocolConflict,
     /// Another listener on its port has its hostname (`Conflicted`, `HostnameConflict`).
     HostnameConflict,
+    /// `allowedRoutes.kinds` names a kind Weir does not serve (`ResolvedRefs` False,
+    /// `InvalidRouteKinds`; the kinds it does serve are its `supportedKinds`).
+    InvalidRouteKinds,
     /// Its certificate's Secret is in another namespace without a ReferenceGrant
     /// (`ResolvedRefs` False, `RefNotPermitted`).
     RefNotPermitted,
@@ -421,6 +425,10 @@ fn listener_problem(
         if other.hostname == l.hostname {
             return Some(ListenerProblem::HostnameConflict);
         }
+    }
+    let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
+    if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
+        return Some(ListenerProblem::InvalidRouteKinds);
     }
     let own = format!("listener {}: ", l.name);
     if gateway_warnings
@@ -486,6 +494,13 @@ fn listener_conditions(
         _ => condition("Conflicted", false, "NoConflicts", "", generation),
     };
     let resolved = match problem {
+        Some(P::InvalidRouteKinds) => condition(
+            "ResolvedRefs",
+            false,
+            "InvalidRouteKinds",
+            "allowedRoutes.kinds names a kind Weir does not serve (HTTPRoute only)",
+            generation,
+        ),
         Some(P::RefNotPermitted) => condition(
             "ResolvedRefs",
             false,
@@ -514,4 +529,22 @@ fn listener_conditions(
         ),
     };
     vec![accepted, conflicted, resolved, programmed]
+}
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The route kinds a listener takes that Weir serves: HTTPRoute, unless its
+/// `allowedRoutes.kinds` leaves it out.
+fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
+    let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
+    let http = named.is_none_or(|kinds| {
+        kinds.iter().any(|k| {
+            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        })
+    });
+    if http {
+        vec!["HTTPRoute"]
+    } else {
+        Vec::new()
+    }
 }
