@@ -7,7 +7,7 @@ use std::{
 };
 
 use gateway_api::apis::standard::{
-    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
+    gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
     referencegrants::ReferenceGrant,
 };
 use k8s_openapi::{
@@ -72,6 +72,9 @@ pub enum Object {
     Gateway(Gateway),
     /// `gateway.networking.k8s.io/v1 HTTPRoute`.
     HttpRoute(HttpRoute),
+    /// `gateway.networking.k8s.io/v1 GRPCRoute`: compiled as the HTTPRoute it amounts to (a
+    /// method is a path), its backends spoken to over HTTP/2.
+    GrpcRoute(GrpcRoute),
     /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
     ReferenceGrant(ReferenceGrant),
     /// `weir.dev/v1alpha1 TrafficPolicy`: resilience for Services.
@@ -98,6 +101,7 @@ impl Object {
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::GatewayClass(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
@@ -119,6 +123,7 @@ impl Object {
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
             Object::GatewayClass(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
@@ -141,6 +146,7 @@ impl Object {
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
             Object::GatewayClass(_) => "GatewayClass",
+            Object::GrpcRoute(_) => "GRPCRoute",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
@@ -216,6 +222,9 @@ impl Object {
             ) => Object::GatewayClass(typed(value, location, &label)?),
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
                 Object::Gateway(typed(value, location, &label)?)
+            }
+            ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+                Object::GrpcRoute(typed(value, location, &label)?)
             }
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
                 Object::HttpRoute(typed(value, location, &label)?)

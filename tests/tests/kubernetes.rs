@@ -271,6 +271,29 @@ async fn route_status_gives_the_gateway_apis_reasons() {
         let accepted = condition(&conditions, "Accepted");
         assert_eq!(accepted["reason"], reason, "{name}: {conditions}");
     }
+    // A GRPCRoute gets the same.
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: calls, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [calls.example.com]\n  rules: [{matches: [{method: {service: a.B}}], backendRefs: [{name: app, port: 80}]}]\n");
+    let grpc = eventually(
+        Duration::from_secs(10),
+        "the GRPCRoute's status",
+        || async {
+            let route = api.get(
+                "gateway.networking.k8s.io/v1",
+                "GRPCRoute",
+                "default",
+                "calls",
+            )?;
+            let parent = route["status"]["parents"][0].clone();
+            (condition(&parent["conditions"], "Accepted")["status"] == "True").then_some(parent)
+        },
+    )
+    .await;
+    assert_eq!(grpc["controllerName"], "weir.dev/gateway-controller");
+    assert_eq!(
+        condition(&grpc["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
+
     // Each parent gets its own: attached to one listener, not to another.
     api.apply(&route_in(
         "default",
@@ -387,13 +410,17 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
     );
     let http = serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]);
     assert_eq!(of("kinds")["supportedKinds"], http);
+    let both = serde_json::json!([
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+        {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+    ]);
     is(
         reason("tcponly", "ResolvedRefs"),
         "False",
         "InvalidRouteKinds",
     );
     assert_eq!(of("tcponly")["supportedKinds"], serde_json::json!([]));
-    assert_eq!(of("web")["supportedKinds"], http);
+    assert_eq!(of("web")["supportedKinds"], both);
     is(
         reason("foreign", "ResolvedRefs"),
         "False",

@@ -75,6 +75,7 @@ pub const WATCHED: &[Kind] = &[
     ),
     kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+    kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
     kind(
         "gateway.networking.k8s.io",
         "v1beta1",

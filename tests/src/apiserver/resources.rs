@@ -108,6 +108,14 @@ pub static RESOURCES: &[Resource] = &[
     ),
     resource(
         "gateway.networking.k8s.io",
+        "v1",
+        "grpcroutes",
+        "GRPCRoute",
+        true,
+        true,
+    ),
+    resource(
+        "gateway.networking.k8s.io",
         "v1beta1",
         "referencegrants",
         "ReferenceGrant",

@@ -26,8 +26,8 @@ use crate::{
     error::Location,
     model::{
         AllowedOrigin, Cors, Filter, Forward, HeaderModifier, HostMatch, Mirror, PathMatch,
-        PathRewrite, Redirect, Route, RouteAction, RouteMatch, RouteOrder, StringMatch, Timeouts,
-        UrlRewrite, ValueMatch, WeightedBackend,
+        PathRewrite, Protocol, Redirect, Route, RouteAction, RouteMatch, RouteOrder, StringMatch,
+        Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
     },
     objects::{Object, ObjectKey},
 };
@@ -59,11 +59,59 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         .collect();
     for (route, location) in routes {
         let key = Object::HttpRoute(route.clone()).key();
-        let hosts = attached_hosts(cx, &gateways, route, &key, location);
+        let hosts = attached_hosts(cx, &gateways, route, "HTTPRoute", &key, location);
         if hosts.is_empty() {
             continue;
         }
-        compile_route(cx, route, &key, location, hosts);
+        compile_route(cx, route, "httproute", &key, location, hosts);
+    }
+    let grpc: Vec<(Object, Location)> = cx
+        .iter()
+        .filter(|(o, _)| matches!(o, Object::GrpcRoute(_)))
+        .map(|(o, l)| (o.clone(), l.clone()))
+        .collect();
+    for (object, location) in &grpc {
+        let Object::GrpcRoute(route) = object else {
+            continue;
+        };
+        let key = object.key();
+        let route = match grpc::as_http_route(route) {
+            Ok(route) => route,
+            Err((field, message)) => {
+                cx.error(location, &key, field, message);
+                continue;
+            }
+        };
+        let hosts = attached_hosts(cx, &gateways, &route, "GRPCRoute", &key, location);
+        if hosts.is_empty() {
+            continue;
+        }
+        let first = cx.routes.len();
+        compile_route(cx, &route, "grpcroute", &key, location, hosts);
+        // gRPC is HTTP/2: its backends (and mirrors) are spoken to so.
+        let clusters: Vec<String> = cx.routes[first..]
+            .iter()
+            .filter_map(|r| match &r.action {
+                RouteAction::Forward(f) => Some(f),
+                RouteAction::Redirect(_) => None,
+            })
+            .flat_map(|f| {
+                let mirrors = f.filters.iter().filter_map(|filter| match filter {
+                    Filter::RequestMirror(m) => Some(m.cluster.clone()),
+                    _ => None,
+                });
+                f.backends
+                    .iter()
+                    .map(|b| b.cluster.clone())
+                    .chain(mirrors)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for name in clusters {
+            if let Some(cluster) = cx.clusters.get_mut(&name) {
+                cluster.protocol = Protocol::H2c;
+            }
+        }
     }
 }
 
@@ -72,6 +120,7 @@ fn attached_hosts(
     cx: &mut Context<'_>,
     gateways: &[&Gateway],
     route: &HttpRoute,
+    route_kind: &str,
     key: &ObjectKey,
     location: &Location,
 ) -> Vec<HostMatch> {
@@ -110,7 +159,7 @@ fn attached_hosts(
             }
             matched = true;
             if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
-                || !allows(cx, gateway, listener, &key.namespace)
+                || !allows(cx, gateway, listener, route_kind, &key.namespace)
             {
                 continue;
             }
@@ -134,7 +183,7 @@ fn attached_hosts(
             // The Gateway API's reason first: the controller's status takes it, per parent.
             let why = match (matched, allowed) {
                 (false, _) => format!("{NO_MATCHING_PARENT}: no listener of Gateway {namespace}/{} has its sectionName and port", parent.name),
-                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of Gateway {namespace}/{} allows HTTPRoutes from namespace {}", parent.name, key.namespace),
+                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of Gateway {namespace}/{} allows {route_kind}s from namespace {}", parent.name, key.namespace),
                 (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's of Gateway {namespace}/{}", parent.name),
             };
             cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
@@ -150,13 +199,15 @@ fn allows(
     cx: &Context<'_>,
     gateway: &Gateway,
     listener: &GatewayListeners,
+    kind: &str,
     namespace: &str,
 ) -> bool {
     let allowed = listener.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        if !kinds.iter().any(|k| {
-            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-        }) {
+        if !kinds
+            .iter()
+            .any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
+        {
             return false;
         }
     }
@@ -239,6 +290,7 @@ fn intersect(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
 fn compile_route(
     cx: &mut Context<'_>,
     route: &HttpRoute,
+    prefix: &str,
     key: &ObjectKey,
     location: &Location,
     hosts: Vec<HostMatch>,
@@ -271,7 +323,7 @@ fn compile_route(
                 continue;
             }
             cx.routes.push(Arc::new(Route {
-                name: format!("httproute:{}/{}:{r}", key.namespace, key.name).into(),
+                name: format!("{prefix}:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: hosts.clone(),
                 matcher,
                 order: RouteOrder {
@@ -404,6 +456,7 @@ fn string_match(value: &str, is_regex: bool) -> Result<StringMatch, String> {
 }
 
 mod filters;
+mod grpc;
 mod rules;
 
 pub(super) use rules::granted;

@@ -112,21 +112,31 @@ pub(super) fn desired(
             | Object::AuthPolicy(_)
             | Object::RateLimitPolicy(_)
             | Object::AccessPolicy(_) => json!({"conditions": [accepted(), resolved()]}),
-            Object::HttpRoute(route) => {
-                let ours: Vec<Value> = route
-                    .spec
-                    .parent_refs
-                    .iter()
+            // HTTPRoutes and GRPCRoutes alike: an entry per parentRef that is a Weir Gateway.
+            Object::HttpRoute(_) | Object::GrpcRoute(_) => {
+                let value = match object {
+                    Object::HttpRoute(r) => serde_json::to_value(r),
+                    Object::GrpcRoute(r) => serde_json::to_value(r),
+                    _ => Ok(Value::Null),
+                }
+                .unwrap_or_default();
+                let parents = value["spec"]["parentRefs"].as_array().cloned();
+                let ours: Vec<Value> = parents
+                    .into_iter()
                     .flatten()
                     .enumerate()
                     .filter(|(_, p)| {
-                        let namespace = p.namespace.clone().unwrap_or(key.namespace.clone());
-                        p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-                            && is_weir_gateway(objects, &namespace, &p.name)
+                        let namespace = p["namespace"].as_str().unwrap_or(&key.namespace);
+                        p["kind"].as_str().unwrap_or("Gateway") == "Gateway"
+                            && is_weir_gateway(
+                                objects,
+                                namespace,
+                                p["name"].as_str().unwrap_or_default(),
+                            )
                     })
                     .map(|(i, p)| {
                         json!({
-                            "parentRef": serde_json::to_value(p).unwrap_or_default(),
+                            "parentRef": p,
                             "controllerName": GATEWAY_CONTROLLER,
                             "conditions": [route_accepted(i), resolved()],
                         })
@@ -136,8 +146,7 @@ pub(super) fn desired(
                     continue;
                 }
                 // Other controllers' entries stay as they are.
-                let current = serde_json::to_value(&route.status).unwrap_or_default();
-                let others = current["parents"]
+                let others = value["status"]["parents"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -261,6 +270,7 @@ fn current_status(object: &Object) -> Value {
         Object::MeshTLSPolicy(o) => serde_json::to_value(&o.status),
         Object::AccessPolicy(o) => serde_json::to_value(&o.status),
         Object::HttpRoute(o) => serde_json::to_value(&o.status),
+        Object::GrpcRoute(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
         Object::GatewayClass(o) => serde_json::to_value(&o.status),
         Object::Ingress(o) => serde_json::to_value(&o.status),
@@ -287,25 +297,28 @@ fn attached_routes(
 ) -> usize {
     objects
         .iter()
-        .filter_map(|(o, _)| match o {
-            Object::HttpRoute(r) => Some(r),
-            _ => None,
-        })
-        .filter(|r| {
-            let key = format!(
-                "HTTPRoute {}/{}",
-                r.metadata.namespace.as_deref().unwrap_or_default(),
-                r.metadata.name.as_deref().unwrap_or_default()
-            );
+        .filter(|(o, _)| matches!(o, Object::HttpRoute(_) | Object::GrpcRoute(_)))
+        .filter(|(o, _)| {
+            let key = o.key().to_string();
             !rejected.iter().any(|x| x.object == key)
         })
-        .filter(|r| {
-            let route_ns = r.metadata.namespace.clone().unwrap_or_default();
-            r.spec.parent_refs.iter().flatten().any(|p| {
-                p.name == gateway.name
-                    && p.namespace.as_ref().unwrap_or(&route_ns) == &gateway.namespace
-                    && p.section_name.as_deref().is_none_or(|s| s == listener)
-            })
+        .filter(|(o, _)| {
+            let route = match o {
+                Object::HttpRoute(r) => serde_json::to_value(&r.spec),
+                Object::GrpcRoute(r) => serde_json::to_value(&r.spec),
+                _ => Ok(Value::Null),
+            }
+            .unwrap_or_default();
+            let route_ns = o.metadata().namespace.clone().unwrap_or_default();
+            route["parentRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p["name"] == gateway.name.as_str()
+                        && p["namespace"].as_str().unwrap_or(&route_ns) == gateway.namespace
+                        && p["sectionName"].as_str().is_none_or(|s| s == listener)
+                })
         })
         .count()
 }
@@ -498,7 +511,7 @@ fn listener_conditions(
             "ResolvedRefs",
             false,
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names a kind Weir does not serve (HTTPRoute only)",
+            "allowedRoutes.kinds names a kind Weir does not serve (HTTPRoute and GRPCRoute)",
             generation,
         ),
         Some(P::RefNotPermitted) => condition(
@@ -533,18 +546,18 @@ fn listener_conditions(
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// The route kinds a listener takes that Weir serves: HTTPRoute, unless its
-/// `allowedRoutes.kinds` leaves it out.
+/// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute, those of them
+/// its `allowedRoutes.kinds` names when it names any.
 fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
-    let http = named.is_none_or(|kinds| {
-        kinds.iter().any(|k| {
-            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+    ["HTTPRoute", "GRPCRoute"]
+        .into_iter()
+        .filter(|kind| {
+            named.is_none_or(|kinds| {
+                kinds.iter().any(|k| {
+                    k.kind == *kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                })
+            })
         })
-    });
-    if http {
-        vec!["HTTPRoute"]
-    } else {
-        Vec::new()
-    }
+        .collect()
 }
