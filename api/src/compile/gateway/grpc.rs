@@ -71,6 +71,11 @@ fn method_path(method: &Value) -> Result<Option<Value>, String> {
         if part.contains('/') {
             return Err(format!("{part:?}: a service or method name has no `/`"));
         }
+        // Each expression whole on its own, so that one cannot close the group it is put in
+        // and match paths outside its service (`.*)|(.*`).
+        if regex && regex::Regex::new(part).is_err() {
+            return Err(format!("{part:?} is not a regular expression on its own"));
+        }
     }
     let (kind, value) = match (regex, service, name) {
         (_, None, None) => return Err("names neither service nor method".into()),
@@ -129,5 +134,8 @@ mod tests {
         );
         assert!(method_path(&json!({})).is_err());
         assert!(method_path(&json!({"service": "a/b"})).is_err());
+        // An expression cannot break out of its group to match other services' paths.
+        let escape = json!({"type": "RegularExpression", "service": ".*)|(.*", "method": "x"});
+        assert!(method_path(&escape).unwrap_err().contains("on its own"));
     }
 }
