@@ -49,11 +49,37 @@ impl Compiler {
         mut objects: Objects,
         load_errors: Vec<ConfigError>,
     ) -> Result<Compiled, ConfigErrors> {
+        // A directory that could not be read says nothing about its objects: the whole change
+        // is refused (the last good configuration keeps serving; at startup, none starts).
+        if load_errors.iter().any(|e| {
+            e.location
+                .file
+                .as_deref()
+                .is_some_and(|f| std::path::Path::new(f).is_dir())
+        }) {
+            return Err(ConfigErrors(load_errors));
+        }
         let mut errors: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();
         // What serves its last good version instead, by the name errors give it.
         let mut restored: BTreeSet<String> = BTreeSet::new();
+        let keys: HashMap<String, ObjectKey> = objects
+            .iter()
+            .map(|(o, _)| (o.key().to_string(), o.key()))
+            .collect();
+        // An object defined in two files: neither copy serves (its last good version does, if
+        // it had one), so the alphabetically first file cannot take another's object over.
+        for error in load_errors.iter().filter(|e| keys.contains_key(&e.object)) {
+            let key = &keys[&error.object];
+            objects.remove(key);
+            if let Some((object, location)) = self.last_good.get(key) {
+                let _ = objects.insert(object.clone(), location.clone());
+                restored.insert(error.object.clone());
+            }
+        }
+        // Files that did not parse: their objects keep their last good versions.
         let broken_files: BTreeSet<String> = load_errors
             .iter()
+            .filter(|e| !keys.contains_key(&e.object))
             .filter_map(|e| e.location.file.clone())
             .collect();
         let mut restored_files = BTreeSet::new();
@@ -118,6 +144,8 @@ impl Compiler {
                     .push(error.clone());
                 match self.last_good.get(key) {
                     Some((object, location)) if !restored.contains(&error.object) => {
+                        // Replaced, wherever the failing version was defined.
+                        objects.remove(key);
                         let _ = objects.insert(object.clone(), location.clone());
                         restored.insert(error.object.clone());
                         changed = true;

@@ -81,12 +81,49 @@ async fn grpc_exact_method_matching() {
     );
     // No rule: UNIMPLEMENTED, from the gateway.
     assert_eq!(call(&weir, "EchoThree", &[]).await.0, "12");
-    // The backends are spoken to over HTTP/2 although their Services do not say so.
+    // The backends are spoken to over HTTP/2 although their Services do not say so, through
+    // clusters of their own: an HTTPRoute to the same Service port still speaks HTTP/1.1.
     let config = weir.admin_get("/config").await.json();
     let clusters = &config["snapshot"]["clusters"];
-    for name in ["default/grpc-v1:80", "default/grpc-v2:80"] {
+    for name in ["default/grpc-v1:80+h2c", "default/grpc-v2:80+h2c"] {
         assert_eq!(clusters[name]["protocol"], "h2c", "{name}: {clusters}");
     }
+}
+
+/// A GRPCRoute and an HTTPRoute to one Service port: each is spoken to in its own protocol, so
+/// a tenant's GRPCRoute cannot turn another's HTTP/1.1 traffic into HTTP/2.
+#[tokio::test]
+async fn a_grpcroute_leaves_an_httproute_to_the_same_port_on_http1() {
+    let rules = format!(
+        "  - matches: [{{method: {{service: {SERVICE}}}}}]\n    backendRefs: [{{name: grpc-v1, port: 80}}]\n"
+    );
+    let (_backends, dir) = setup(&rules);
+    let dir = dir.with(
+        "http.yaml",
+        &weir_e2e::http_route(
+            "web",
+            &["web.example.com"],
+            "  - backendRefs: [{name: grpc-v1, port: 80}]\n",
+        ),
+    );
+    let weir = Weir::start(&dir);
+    assert_eq!(
+        call(&weir, "Echo", &[]).await,
+        ("0".into(), "grpc-v1".into())
+    );
+    let reply = weir.get("web.example.com", "/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["version"], "HTTP/1.1", "{}", reply.text());
+    let config = weir.admin_get("/config").await.json();
+    let clusters = &config["snapshot"]["clusters"];
+    assert_eq!(
+        clusters["default/grpc-v1:80"]["protocol"], "http1",
+        "{clusters}"
+    );
+    assert_eq!(
+        clusters["default/grpc-v1:80+h2c"]["protocol"], "h2c",
+        "{clusters}"
+    );
 }
 
 /// GRPCRouteHeaderMatching

@@ -337,6 +337,15 @@ async fn route_status_gives_the_gateway_apis_reasons() {
     );
     assert_eq!(status_of(&cluster.weir, "two.example.com").await, 200);
 
+    // The listener counts the routes it took: not the one another namespace may not attach,
+    // nor the one for a section it does not have, nor the refused one.
+    eventually(Duration::from_secs(10), "attachedRoutes", || async {
+        let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "gw")?;
+        // shop, missing, kind, grant, two (its first parent) and the GRPCRoute calls.
+        (gw["status"]["listeners"][0]["attachedRoutes"] == 6).then_some(())
+    })
+    .await;
+
     let conditions = route_conditions(api, "default", "extension", "False").await;
     let message = condition(&conditions, "Accepted")["message"]
         .as_str()
@@ -364,11 +373,12 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
     let cluster = cluster(&[]).await;
     let api = &cluster.api;
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
-    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n  - {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}\n  - {name: tcponly, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n  - {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}\n  - {name: tcponly, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: nokey, protocol: HTTPS, port: 444, hostname: nokey.example.com, tls: {certificateRefs: [{name: opaque}]}}\n  - {name: wrongkind, protocol: HTTPS, port: 445, hostname: wrongkind.example.com, tls: {certificateRefs: [{group: \"\", kind: ConfigMap, name: opaque}]}}\n");
+    api.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: opaque, namespace: default}\ntype: Opaque\nstringData: {password: hunter2}\n");
     let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
         let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "edge")?;
         let listeners = gw["status"]["listeners"].as_array()?.clone();
-        (listeners.len() == 10).then_some(listeners)
+        (listeners.len() == 12).then_some(listeners)
     })
     .await;
     let of = |name: &str| {
@@ -401,6 +411,24 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
         "InvalidCertificateRef",
     );
     is(reason("missing", "Programmed"), "False", "Invalid");
+    // A Secret without a certificate and key, and a certificateRef of another kind (as
+    // upstream's GatewayInvalidTLSConfiguration checks): that listener alone.
+    for name in ["nokey", "wrongkind"] {
+        is(
+            reason(name, "ResolvedRefs"),
+            "False",
+            "InvalidCertificateRef",
+        );
+    }
+    // Some listeners are not valid: the Gateway says so, and is still accepted.
+    let gw = api
+        .get("gateway.networking.k8s.io/v1", "Gateway", "default", "edge")
+        .unwrap();
+    let accepted = condition(&gw["status"]["conditions"], "Accepted");
+    assert_eq!(
+        (accepted["status"].as_str(), accepted["reason"].as_str()),
+        (Some("True"), Some("ListenersNotValid"))
+    );
     // allowedRoutes.kinds naming a kind Weir does not serve (as upstream's
     // GatewayInvalidRouteKind checks): InvalidRouteKinds, the served ones kept.
     is(

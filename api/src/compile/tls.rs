@@ -85,11 +85,14 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                         let kind_ok = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
                             && cert.group.as_deref().unwrap_or("").is_empty();
                         if !kind_ok {
-                            cx.error(
-                                location,
+                            // That listener has no certificate (its status says why); the rest
+                            // of the Gateway serves.
+                            cx.warn(
                                 &key,
-                                format!("{field}.certificateRefs[{r}]"),
-                                "only core Secrets are supported",
+                                format!(
+                                    "listener {}: {field}.certificateRefs[{r}] is not a core Secret; only those are supported",
+                                    listener.name
+                                ),
                             );
                             continue;
                         }

@@ -115,3 +115,66 @@ fn a_file_that_does_not_parse_keeps_its_objects() {
         .message
         .contains("invalid YAML"));
 }
+
+/// An object defined in a second file (a tenant's `00-takeover.yaml` naming another's route):
+/// neither copy serves; the last good version does, and nothing else of either file changes.
+#[test]
+fn an_object_defined_twice_serves_neither_copy_but_its_last_good_version() {
+    let mut compiler = Compiler::default();
+    let files = [
+        ("base.yaml", BASE.to_string()),
+        ("team.yaml", route("a", "PathPrefix")),
+    ];
+    let (objects, errors) = load(&files);
+    compiler.compile(objects, errors).unwrap();
+
+    let takeover = route("a", "Exact").replace("value: /a", "value: /stolen");
+    let files = [
+        (
+            "00-takeover.yaml",
+            format!("{takeover}{}", route("b", "Exact")),
+        ),
+        ("base.yaml", BASE.to_string()),
+        ("team.yaml", route("a", "PathPrefix")),
+    ];
+    let (objects, errors) = load(&files);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let compiled = compiler.compile(objects, errors).unwrap();
+    assert_eq!(
+        paths(&compiled.snapshot),
+        ["httproute:shop/a:0", "httproute:shop/b:0"]
+    );
+    let a = compiled
+        .snapshot
+        .routes
+        .iter()
+        .find(|r| r.name.as_ref() == "httproute:shop/a:0")
+        .unwrap();
+    assert!(
+        format!("{:?}", a.matcher.path).contains("/a"),
+        "the last good version, not the takeover: {:?}",
+        a.matcher.path
+    );
+    assert_eq!(compiled.rejected[0].object, "HTTPRoute shop/a");
+    assert_eq!(compiled.rejected[0].serving, "previous");
+}
+
+/// A directory that cannot be read says nothing about its objects: the change is refused
+/// whole (the last good configuration keeps serving), never compiled as an empty one.
+#[test]
+fn an_unreadable_directory_refuses_the_change_instead_of_emptying_the_configuration() {
+    let mut compiler = Compiler::default();
+    let (objects, errors) = load(&[("a.yaml", format!("{BASE}{}", route("a", "PathPrefix")))]);
+    compiler.compile(objects, errors).unwrap();
+    let dir = std::env::temp_dir();
+    let unreadable = ConfigError::new(
+        &crate::Location {
+            file: Some(dir.display().to_string()),
+            document: None,
+        },
+        "-",
+        "-",
+        "cannot read directory: permission denied",
+    );
+    assert!(compiler.compile(Objects::new(), vec![unreadable]).is_err());
+}

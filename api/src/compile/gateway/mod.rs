@@ -88,31 +88,43 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         }
         let first = cx.routes.len();
         compile_route(cx, &route, "grpcroute", &key, location, hosts);
-        // gRPC is HTTP/2: its backends (and mirrors) are spoken to so.
-        let clusters: Vec<String> = cx.routes[first..]
-            .iter()
-            .filter_map(|r| match &r.action {
-                RouteAction::Forward(f) => Some(f),
-                RouteAction::Redirect(_) => None,
-            })
-            .flat_map(|f| {
-                let mirrors = f.filters.iter().filter_map(|filter| match filter {
-                    Filter::RequestMirror(m) => Some(m.cluster.clone()),
-                    _ => None,
-                });
-                f.backends
-                    .iter()
-                    .map(|b| b.cluster.clone())
-                    .chain(mirrors)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for name in clusters {
-            if let Some(cluster) = cx.clusters.get_mut(&name) {
-                cluster.protocol = Protocol::H2c;
+        // gRPC is HTTP/2: its backends (and mirrors) are spoken to so, through clusters of
+        // their own when their Service port speaks HTTP/1.1 to the HTTPRoutes and Ingresses
+        // that use it too (`ns/svc:port+h2c`), which keep theirs as they are.
+        for i in first..cx.routes.len() {
+            let mut route = (*cx.routes[i]).clone();
+            if let RouteAction::Forward(f) = &mut route.action {
+                let names = f.backends.iter_mut().map(|b| &mut b.cluster).chain(
+                    f.filters.iter_mut().filter_map(|filter| match filter {
+                        Filter::RequestMirror(m) => Some(&mut m.cluster),
+                        _ => None,
+                    }),
+                );
+                for name in names {
+                    *name = h2c_cluster(cx, name);
+                }
             }
+            cx.routes[i] = Arc::new(route);
         }
     }
+}
+
+/// The HTTP/2 twin of cluster `name` (itself when it speaks HTTP/2 already).
+fn h2c_cluster(cx: &mut Context<'_>, name: &str) -> String {
+    let Some(cluster) = cx.clusters.get(name) else {
+        return name.to_string();
+    };
+    if cluster.protocol == Protocol::H2c {
+        return name.to_string();
+    }
+    let twin = format!("{name}+h2c");
+    if !cx.clusters.contains_key(&twin) {
+        let mut h2c = cluster.clone();
+        h2c.name = twin.clone();
+        h2c.protocol = Protocol::H2c;
+        cx.clusters.insert(twin.clone(), h2c);
+    }
+    twin
 }
 
 /// The hosts `route` answers on the listeners it attaches to; empty when it attaches nowhere.

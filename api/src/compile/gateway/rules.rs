@@ -177,11 +177,11 @@ pub(super) fn service_ref(
     if namespace != key.namespace
         && !granted(
             cx,
-            ("HTTPRoute", &key.namespace),
+            (key.kind, &key.namespace),
             ("Service", &namespace, name),
         )
     {
-        cx.warn(key, format!("no ReferenceGrant in {namespace} allows HTTPRoutes from {} to use Service {name}; requests to it get 500", key.namespace));
+        cx.warn(key, format!("no ReferenceGrant in {namespace} allows {}s from {} to use Service {name}; requests to it get 500", key.kind, key.namespace));
         return unresolved(
             cx,
             format!(

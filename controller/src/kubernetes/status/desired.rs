@@ -157,10 +157,14 @@ pub(super) fn desired(
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
                 let ok = refused(&key).is_none();
                 let all = &gateway.spec.listeners;
+                let problems: Vec<Option<ListenerProblem>> = all
+                    .iter()
+                    .map(|l| listener_problem(&key, l, all, &warned(&key), objects))
+                    .collect();
                 let listeners: Vec<Value> = all
                     .iter()
-                    .map(|l| {
-                        let problem = listener_problem(&key, l, all, &warned(&key), warnings);
+                    .zip(&problems)
+                    .map(|(l, &problem)| {
                         let conditions = listener_conditions(ok, problem, generation);
                         let kinds = match problem {
                             Some(ListenerProblem::Protocol) => json!([]),
@@ -172,11 +176,31 @@ pub(super) fn desired(
                         json!({
                             "name": l.name,
                             "supportedKinds": kinds,
-                            "attachedRoutes": attached_routes(objects, rejected, &key, &l.name),
+                            "attachedRoutes": attached_routes(objects, rejected, &key, &l.name, &warned),
                             "conditions": conditions,
                         })
                     })
                     .collect();
+                // Accepted with the reason ListenersNotValid when some listener is not (False
+                // when none is), as the spec words it.
+                let invalid = problems.iter().filter(|p| p.is_some()).count();
+                let gateway_accepted = match (ok, invalid) {
+                    (true, 0) | (false, _) => accepted(),
+                    (true, n) if n == problems.len() => condition(
+                        "Accepted",
+                        false,
+                        "ListenersNotValid",
+                        "no listener is valid: see each listener's conditions",
+                        generation,
+                    ),
+                    (true, _) => condition(
+                        "Accepted",
+                        true,
+                        "ListenersNotValid",
+                        "some listeners are not valid: see their conditions",
+                        generation,
+                    ),
+                };
                 let programmed = if ok {
                     condition(
                         "Programmed",
@@ -199,7 +223,7 @@ pub(super) fn desired(
                         "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
                         "value": a,
                     })).collect::<Vec<_>>(),
-                    "conditions": [accepted(), programmed],
+                    "conditions": [gateway_accepted, programmed],
                     "listeners": listeners,
                 })
             }
@@ -294,6 +318,7 @@ fn attached_routes(
     rejected: &[Rejection],
     gateway: &ObjectKey,
     listener: &str,
+    warned: &dyn Fn(&ObjectKey) -> Vec<String>,
 ) -> usize {
     objects
         .iter()
@@ -310,14 +335,19 @@ fn attached_routes(
             }
             .unwrap_or_default();
             let route_ns = o.metadata().namespace.clone().unwrap_or_default();
+            // A parent the compile found no listener of to take the route does not count.
+            let detached = warned(&o.key());
             route["parentRefs"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|p| {
+                .enumerate()
+                .any(|(i, p)| {
+                    let flagged = format!("not attached to spec.parentRefs[{i}] (");
                     p["name"] == gateway.name.as_str()
                         && p["namespace"].as_str().unwrap_or(&route_ns) == gateway.namespace
                         && p["sectionName"].as_str().is_none_or(|s| s == listener)
+                        && !detached.iter().any(|w| w.starts_with(&flagged))
                 })
         })
         .count()
@@ -416,7 +446,8 @@ enum ListenerProblem {
     /// Its certificate's Secret is in another namespace without a ReferenceGrant
     /// (`ResolvedRefs` False, `RefNotPermitted`).
     RefNotPermitted,
-    /// Its certificate's Secret does not exist (`ResolvedRefs` False, `InvalidCertificateRef`).
+    /// A certificateRef is not a core Secret, or its Secret does not exist or holds no
+    /// certificate and key (`ResolvedRefs` False, `InvalidCertificateRef`).
     InvalidCertificateRef,
 }
 
@@ -425,7 +456,7 @@ fn listener_problem(
     l: &GatewayListeners,
     all: &[GatewayListeners],
     gateway_warnings: &[String],
-    warnings: &[String],
+    objects: &Objects,
 ) -> Option<ListenerProblem> {
     if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
         return Some(ListenerProblem::Protocol);
@@ -443,6 +474,7 @@ fn listener_problem(
     if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
         return Some(ListenerProblem::InvalidRouteKinds);
     }
+    // The Gateway's own warnings about this listener (another object's cannot start so).
     let own = format!("listener {}: ", l.name);
     if gateway_warnings
         .iter()
@@ -450,18 +482,29 @@ fn listener_problem(
     {
         return Some(ListenerProblem::RefNotPermitted);
     }
-    // The compile names a missing certificate's users: "Gateway ns/name listener L".
-    let user = format!("{gateway} listener {}", l.name);
-    let names = |w: &&String| {
-        w.match_indices(&user)
-            .any(|(at, _)| matches!(w.as_bytes().get(at + user.len()), Some(b' ' | b',')))
-    };
-    if warnings
-        .iter()
-        .filter(names)
-        .any(|w| w.contains("not found"))
-    {
-        return Some(ListenerProblem::InvalidCertificateRef);
+    // Each certificate: a core Secret that exists and holds a certificate and key.
+    let refs = l.tls.as_ref().and_then(|t| t.certificate_refs.as_ref());
+    for cert in refs.into_iter().flatten() {
+        let core = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
+            && cert.group.as_deref().unwrap_or("").is_empty();
+        let key = ObjectKey {
+            kind: "Secret",
+            namespace: cert.namespace.clone().unwrap_or(gateway.namespace.clone()),
+            name: cert.name.clone(),
+        };
+        let usable = match objects.get(&key) {
+            Some((Object::Secret(secret), _)) => ["tls.crt", "tls.key"].iter().all(|k| {
+                secret.data.as_ref().is_some_and(|d| d.contains_key(*k))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(*k))
+            }),
+            _ => false,
+        };
+        if !core || !usable {
+            return Some(ListenerProblem::InvalidCertificateRef);
+        }
     }
     None
 }
@@ -525,7 +568,7 @@ fn listener_conditions(
             "ResolvedRefs",
             false,
             "InvalidCertificateRef",
-            "its certificate's Secret does not exist",
+            "a certificateRef is not a core Secret, or its Secret does not exist or holds no tls.crt and tls.key",
             generation,
         ),
         _ => condition("ResolvedRefs", true, "ResolvedRefs", "", generation),
