@@ -86,8 +86,17 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         if hosts.is_empty() {
             continue;
         }
-        let first = cx.routes.len();
+        let (first, errors) = (cx.routes.len(), cx.errors.len());
         compile_route(cx, &route, "grpcroute", &key, location, hosts);
+        // A method match was written as `method`, not as the path it became.
+        for error in &mut cx.errors[errors..] {
+            if error.field.contains("].path") {
+                error.field = error
+                    .field
+                    .replace("].path.value", "].method")
+                    .replace("].path", "].method");
+            }
+        }
         // gRPC is HTTP/2: its backends (and mirrors) are spoken to so, through clusters of
         // their own when their Service port speaks HTTP/1.1 to the HTTPRoutes and Ingresses
         // that use it too (`ns/svc:port+h2c`), which keep theirs as they are.
