@@ -8,7 +8,7 @@ use std::{
 
 use gateway_api::apis::standard::{
     gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
-    referencegrants::ReferenceGrant,
+    referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
 };
 use k8s_openapi::{
     api::{
@@ -75,6 +75,9 @@ pub enum Object {
     /// `gateway.networking.k8s.io/v1 GRPCRoute`: compiled as the HTTPRoute it amounts to (a
     /// method is a path), its backends spoken to over HTTP/2.
     GrpcRoute(GrpcRoute),
+    /// `gateway.networking.k8s.io/v1 TLSRoute`: connections on a `TLS` listener, by SNI,
+    /// carried to a Service as bytes (passed through, or after the gateway's TLS ends).
+    TlsRoute(TlsRoute),
     /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
     ReferenceGrant(ReferenceGrant),
     /// `weir.dev/v1alpha1 TrafficPolicy`: resilience for Services.
@@ -102,6 +105,7 @@ impl Object {
             Object::IngressClass(o) => &o.metadata,
             Object::GatewayClass(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
@@ -124,6 +128,7 @@ impl Object {
             Object::IngressClass(o) => &mut o.metadata,
             Object::GatewayClass(o) => &mut o.metadata,
             Object::GrpcRoute(o) => &mut o.metadata,
+            Object::TlsRoute(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
@@ -147,6 +152,7 @@ impl Object {
             Object::IngressClass(_) => "IngressClass",
             Object::GatewayClass(_) => "GatewayClass",
             Object::GrpcRoute(_) => "GRPCRoute",
+            Object::TlsRoute(_) => "TLSRoute",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
@@ -226,6 +232,13 @@ impl Object {
             ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
                 Object::GrpcRoute(typed(value, location, &label)?)
             }
+            // v1alpha2 and v1alpha3 objects have the same fields (v1 requires hostnames).
+            (
+                "gateway.networking.k8s.io/v1"
+                | "gateway.networking.k8s.io/v1alpha3"
+                | "gateway.networking.k8s.io/v1alpha2",
+                "TLSRoute",
+            ) => Object::TlsRoute(typed(value, location, &label)?),
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
                 Object::HttpRoute(typed(value, location, &label)?)
             }

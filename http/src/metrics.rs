@@ -66,7 +66,7 @@ impl HttpMetrics {
             ),
             tls_handshakes: counter_vec(
                 "weir_tls_handshakes_total",
-                "TLS handshakes on the TLS listener, by result",
+                "TLS handshakes on the TLS listener, by result (ok, error, timeout; passthrough: handed unopened to a TLSRoute's backend)",
                 &["result"],
             ),
         }

@@ -25,6 +25,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Pending
     }
+
+    /// Makes closing the connection a reset (RST) rather than an orderly end (FIN): how a
+    /// refused connection is ended, so the client can tell refusal from an empty answer.
+    fn reset(&self) {}
 }
 
 impl Transport for TcpStream {
@@ -35,6 +39,14 @@ impl Transport for TcpStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
     }
+
+    fn reset(&self) {
+        let _ = self.set_zero_linger();
+    }
 }
 
-impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn reset(&self) {
+        self.get_ref().0.reset();
+    }
+}

@@ -5,9 +5,11 @@
 //!                                              │
 //!  clients ──▶ --listen ──────▶ server ──▶ stack::handle ──▶ backends (pooled h1 / h2c)
 //!          └─▶ --listen-tls ──▶ TLS (SNI → certificate from Secrets) ──┘
+//!                 └─ SNI of a TLSRoute ──▶ passed through, or carried after TLS ──▶ backend
 //! ```
 //!
-//! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes)
+//! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes,
+//! GRPCRoutes, TLSRoutes)
 //! from a directory, serves them, reloads on change without dropping a connection, and on
 //! SIGTERM stops being ready, drains in-flight requests and exits 0.
 
@@ -46,6 +48,7 @@ use weir_proxy::{
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     metrics::Metrics,
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
+    stream::StreamRouting,
     tls::CertStore,
 };
 
@@ -393,8 +396,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         let config = certs
             .server_config()
             .context("building the TLS configuration")?;
+        // TLSRoutes: connections carried as bytes by SNI, before or after the handshake.
+        let streams = StreamRouting::new(store.clone(), args.connect_timeout, metrics.clone());
         let settings = ServerSettings {
             tls: Some(config),
+            streams: Some(Arc::new(streams)),
             ..plain_settings
         };
         listeners.push((tls, settings));

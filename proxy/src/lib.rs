@@ -7,6 +7,8 @@
 //!                        └▶ forward: upgrade, version, replay body, mirrors, balance + hash key,
 //!                           retries/breaker/deadlines (resilience) ─▶ weir_http::upstream ─▶ endpoint
 //!                        headers, metrics, access_log on the way
+//!  weir_http::server (TLS listener) ─▶ stream: a TLSRoute by SNI, passed through or after the
+//!                        handshake ─▶ an endpoint, bytes both ways
 //!  snapshot (controller, or the ingress's --config-dir) ─▶ config::Installer (dialer, pools, health checks,
 //!                        certificates) ─▶ ConfigStore<RoleState> (atomic swap) ─▶ every new request
 //! ```
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod resilience;
 pub mod router;
+pub mod stream;
 pub mod tls;
 
 // Shared with the controller; re-exported so that the engine's modules say `crate::lock`.

@@ -59,6 +59,12 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     /// When each served certificate expires (Unix seconds), by Secret.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// Connections a TLSRoute took, by route and result (`carried`, `no_backend`,
+    /// `connect_error`).
+    pub stream_connections: IntCounterVec,
+    /// Bytes carried for TLSRoutes, by route and direction (`received` from clients, `sent`
+    /// to them).
+    pub stream_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -176,6 +182,20 @@ impl Metrics {
             ),
             &["secret"],
         );
+        let stream_connections = IntCounterVec::new(
+            Opts::new(
+                "weir_stream_connections_total",
+                "Connections a TLSRoute took, by route and result (carried, no_backend, connect_error)",
+            ),
+            &["route", "result"],
+        );
+        let stream_bytes = IntCounterVec::new(
+            Opts::new(
+                "weir_stream_bytes_total",
+                "Bytes carried for TLSRoutes, by route and direction (received from clients, sent to them)",
+            ),
+            &["route", "direction"],
+        );
         // The names and label sets above are constants that Prometheus accepts; a failure here
         // is a programming error caught by every test run, so panicking is the right answer.
         #[allow(clippy::expect_used)]
@@ -208,6 +228,8 @@ impl Metrics {
             endpoint_state: endpoint_state.expect("valid metric"),
             health_checks: health_checks.expect("valid metric"),
             tls_certificate_expiry: tls_certificate_expiry.expect("valid metric"),
+            stream_connections: stream_connections.expect("valid metric"),
+            stream_bytes: stream_bytes.expect("valid metric"),
             registry,
             id: IDS.fetch_add(1, Ordering::Relaxed),
         };
@@ -232,6 +254,8 @@ impl Metrics {
             Box::new(self.endpoint_state.clone()),
             Box::new(self.health_checks.clone()),
             Box::new(self.tls_certificate_expiry.clone()),
+            Box::new(self.stream_connections.clone()),
+            Box::new(self.stream_bytes.clone()),
         ];
         for c in collectors {
             // Distinct names in a fresh registry: registration cannot collide.

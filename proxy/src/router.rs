@@ -39,6 +39,8 @@ pub struct Router {
     wildcard_hosts: Vec<(String, Table)>,
     any_host: Table,
     fallback: Option<Arc<Route>>,
+    /// The TLSRoutes, by SNI name.
+    streams: crate::stream::Index,
 }
 
 /// Routes of one host bucket.
@@ -55,6 +57,7 @@ impl Router {
     pub fn new(snapshot: &Snapshot) -> Self {
         let mut router = Router {
             fallback: snapshot.default_route.clone(),
+            streams: crate::stream::Index::new(&snapshot.streams),
             ..Router::default()
         };
         let mut wildcards: FastMap<String, Table> = FastMap::default();
@@ -82,6 +85,11 @@ impl Router {
             table.sort();
         }
         router
+    }
+
+    /// The TLSRoutes' index.
+    pub fn streams(&self) -> &crate::stream::Index {
+        &self.streams
     }
 
     /// The route for a request, if any.

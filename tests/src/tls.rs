@@ -210,6 +210,34 @@ pub async fn https_request(
 /// An HTTPS app on a free loopback port with `issued` as its certificate: `/healthz` answers
 /// 200, every other path 503. Serves until the test's runtime ends.
 pub async fn https_app(issued: &Issued) -> SocketAddr {
+    https_server(issued, "127.0.0.1:0".parse().unwrap(), |path| {
+        let status = if path == "/healthz" { 200 } else { 503 };
+        (status, String::new())
+    })
+    .await
+}
+
+/// An HTTPS echo on `addr` (port 0: a free one) with `issued` as its certificate: every request
+/// gets 200 and `{"backend": NAME, "path": PATH}`, as weir-echo answers in cleartext. Serves
+/// until the test's runtime ends.
+pub async fn https_echo(name: &str, issued: &Issued, addr: SocketAddr) -> SocketAddr {
+    let name = name.to_string();
+    https_server(issued, addr, move |path| {
+        (
+            200,
+            serde_json::json!({"backend": name, "path": path}).to_string(),
+        )
+    })
+    .await
+}
+
+/// An HTTP/1.1 server over TLS on `addr`; `answer` gives each request's status and body by
+/// its path.
+async fn https_server(
+    issued: &Issued,
+    addr: SocketAddr,
+    answer: impl Fn(&str) -> (u16, String) + Clone + Send + Sync + 'static,
+) -> SocketAddr {
     let chain = CertificateDer::pem_slice_iter(issued.chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("PEM chain");
@@ -219,26 +247,24 @@ pub async fn https_app(issued: &Issued) -> SocketAddr {
         .with_single_cert(chain, key)
         .expect("server configuration");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
-                    let status = if req.uri().path() == "/healthz" {
-                        200
-                    } else {
-                        503
-                    };
-                    let response = http::Response::builder()
-                        .status(status)
-                        .body(Full::new(Bytes::new()));
-                    std::future::ready(response)
-                });
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (status, body) = answer(req.uri().path());
+                        let response = http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body)));
+                        std::future::ready(response)
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;

@@ -9,7 +9,9 @@
 mod backends;
 mod coverage;
 mod gateway;
-pub use gateway::{NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT};
+pub use gateway::{
+    listener_conflict, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+};
 mod ingress;
 mod mesh;
 mod policy;
@@ -62,6 +64,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
 struct Context<'a> {
     objects: &'a Objects,
     routes: Vec<Arc<Route>>,
+    streams: Vec<Arc<crate::model::StreamRoute>>,
     default_routes: Vec<Arc<Route>>,
     clusters: BTreeMap<String, crate::model::Cluster>,
     tls: Vec<crate::model::TlsCertificate>,
@@ -105,6 +108,7 @@ impl<'a> Context<'a> {
             mesh: Default::default(),
             objects,
             routes: Vec::new(),
+            streams: Vec::new(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
             tls: Vec::new(),
@@ -155,6 +159,7 @@ impl<'a> Context<'a> {
             clusters: self.clusters,
             default_route,
             tls: self.tls,
+            streams: self.streams,
             warnings: self.warnings,
             mesh: Arc::new(self.mesh),
         })

@@ -1,5 +1,5 @@
-//! Certificates for the TLS listener: `Ingress.spec.tls` and Gateway `HTTPS` listeners name
-//! `kubernetes.io/tls` Secrets; each Secret becomes one [`TlsCertificate`] with every SNI name
+//! Certificates for the TLS listener: `Ingress.spec.tls`, Gateway `HTTPS` listeners and `TLS`
+//! listeners that terminate (for TLSRoutes) name `kubernetes.io/tls` Secrets; each Secret becomes one [`TlsCertificate`] with every SNI name
 //! it was asked to serve.
 //!
 //! A Secret that does not exist yet is a warning (the listener has no certificate for those
@@ -55,7 +55,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
                 let key = object.key();
                 for (l, listener) in gateway.spec.listeners.iter().enumerate() {
-                    if listener.protocol != "HTTPS" {
+                    let protocol = listener.protocol.as_str();
+                    if protocol != "HTTPS" && protocol != "TLS" {
                         continue;
                     }
                     let field = format!("spec.listeners[{l}].tls");
@@ -64,15 +65,20 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                             location,
                             &key,
                             field,
-                            "an HTTPS listener needs tls.certificateRefs",
+                            format!("an {protocol} listener needs tls (certificateRefs, or mode Passthrough)"),
                         );
                         continue;
                     };
-                    if matches!(tls.mode, Some(TlsMode::Passthrough)) {
+                    let passthrough = matches!(tls.mode, Some(TlsMode::Passthrough));
+                    if passthrough && protocol == "TLS" {
+                        // The backend holds the certificate.
+                        continue;
+                    }
+                    if passthrough {
                         cx.warn(
                             &key,
                             format!(
-                                "listener {}: only tls.mode Terminate is supported; skipped",
+                                "listener {}: an HTTPS listener terminates TLS (tls.mode Passthrough is for TLS listeners); skipped",
                                 listener.name
                             ),
                         );

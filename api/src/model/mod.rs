@@ -40,6 +40,10 @@ pub struct Snapshot {
     /// Certificates for the TLS listener, chosen by SNI; one per Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsCertificate>,
+    /// TLSRoutes: connections on the TLS listener carried to a backend as bytes, chosen by
+    /// SNI, either passed through unopened or after the gateway's own TLS ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<Arc<StreamRoute>>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
     /// What sidecars are sent (each its own [`SidecarView`]); not part of the ingress view.
@@ -92,6 +96,26 @@ pub struct Route {
 /// What a route allows when its object names no upgrades: WebSocket alone.
 pub fn websocket_only() -> Vec<String> {
     vec!["websocket".to_string()]
+}
+
+/// A Gateway API `TLSRoute` attached to a `TLS` listener: connections whose SNI it names are
+/// carried to a backend byte for byte.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRoute {
+    /// `tlsroute:ns/name`, for metrics and logs.
+    pub name: Arc<str>,
+    /// The SNI names it takes (the route's hostnames within its listeners'); never `Any`
+    /// unless a listener without a hostname took a route without hostnames.
+    pub hosts: Vec<HostMatch>,
+    /// `Terminate`: the gateway ends the client's TLS with the listener's certificate and
+    /// carries what is inside; `Passthrough` (false): the client's TLS goes on unopened.
+    pub terminate: bool,
+    /// Which of two routes for the same name wins: the older object, then `namespace/name`.
+    pub order: RouteOrder,
+    /// Backends with weights; a connection for a backend with no endpoint, or for an
+    /// unresolved one, is closed.
+    pub backends: Vec<WeightedBackend>,
 }
 
 /// Ordering key for routes whose matches are equally specific.

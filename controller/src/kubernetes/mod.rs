@@ -76,6 +76,7 @@ pub const WATCHED: &[Kind] = &[
     kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
     kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
+    kind("gateway.networking.k8s.io", "v1", "TLSRoute", "tlsroutes"),
     kind(
         "gateway.networking.k8s.io",
         "v1beta1",
@@ -271,8 +272,27 @@ async fn follow(
     let resource = kind.api_resource();
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut relisted: Option<BTreeMap<Key, Result<Object, ConfigError>>> = None;
+    let mut absent = false;
     while let Some(event) = events.next().await {
         match event {
+            // The API server has no such resource (its CRD is not installed, as a cluster
+            // with an older Gateway API has no TLSRoute v1): then there are none of them, and
+            // the rest of the cluster is served. The watch keeps asking, so a CRD installed
+            // later is picked up.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.is_not_found() && kind.kind != "Secret" =>
+            {
+                if !absent {
+                    tracing::warn!(kind = kind.kind, "the API server does not serve this kind (is its CRD installed?); serving the cluster without any");
+                    absent = true;
+                }
+                let mut cache = lock(&shared.cache);
+                cache.objects.retain(|(k, _, _), _| *k != kind.kind);
+                if cache.synced.insert(sync.clone()) {
+                    drop(cache);
+                    shared.changed.notify_one();
+                }
+            }
             Ok(watcher::Event::Init) => relisted = Some(BTreeMap::new()),
             Ok(watcher::Event::InitApply(object)) => {
                 let (key, typed) = typed(object, &resource, kind.kind);

@@ -42,6 +42,9 @@ pub struct ServerSettings {
     /// Terminate TLS with this configuration (the handshake must finish within
     /// `header_read_timeout`); cleartext when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// On a TLS listener, the connections that are carried as bytes instead of served as
+    /// HTTP (the Gateway API's TLSRoutes), by SNI.
+    pub streams: Option<Arc<dyn Streams>>,
     /// A request body that has been waited on this long without a byte arriving fails: 408
     /// when its response has not started (nginx's `client_body_timeout`). Zero: no limit.
     pub client_body_timeout: Duration,
@@ -69,12 +72,32 @@ impl Default for ServerSettings {
             max_buffer: 256 * 1024,
             drain_timeout: Duration::from_secs(15),
             tls: None,
+            streams: None,
             client_body_timeout: Duration::from_secs(60),
             http2_idle_timeout: Duration::from_secs(180),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
+}
+
+/// A client connection handed over whole, to be carried as bytes.
+pub type Carry = Box<dyn FnOnce(Box<dyn Transport>) -> BoxFuture + Send>;
+
+/// A future a carried connection runs as.
+pub type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Connections on a TLS listener that are carried as bytes rather than served as HTTP, by
+/// the SNI name their ClientHello asks for (`None`: no SNI). Implemented by the proxy, which
+/// knows the routes; asked once per connection, never per request.
+pub trait Streams: Send + Sync + std::fmt::Debug {
+    /// Whether some connection may be passed through unopened: only then is each ClientHello
+    /// read ahead (peeked, not consumed) for its SNI before the handshake.
+    fn passes_through(&self) -> bool;
+    /// Passes the connection through with its TLS unopened: the ClientHello is still unread.
+    fn passthrough(&self, sni: Option<&str>) -> Option<Carry>;
+    /// Carries what is inside the gateway's TLS once the handshake is done, instead of HTTP.
+    fn terminated(&self, sni: Option<&str>) -> Option<Carry>;
 }
 
 /// A shutdown signal: `true` once shutdown has begun.
@@ -99,6 +122,7 @@ pub async fn serve<H, F>(
         .clone()
         .map(|config| Arc::new(Terminator::new(config, &metrics)));
     let handshake_timeout = settings.header_read_timeout;
+    let streams = settings.streams.clone();
     let connections = shutdown.clone();
     accept_loop(
         listener,
@@ -107,6 +131,7 @@ pub async fn serve<H, F>(
         shutdown,
         move |stream, peer| {
             let (handler, http, tls) = (handler.clone(), http.clone(), tls.clone());
+            let streams = streams.clone();
             let shutdown = connections.clone();
             let client = Peer {
                 addr: peer,
@@ -118,7 +143,41 @@ pub async fn serve<H, F>(
                     // only needed until it is done; inline, it would size the future every
                     // idle connection keeps.
                     Some(tls) => {
+                        if let Some(streams) = streams.as_deref().filter(|s| s.passes_through()) {
+                            let sni = tokio::time::timeout(handshake_timeout, hello_sni(&stream));
+                            match sni.await {
+                                Ok(Ok(Hello::Sni(sni))) => {
+                                    if let Some(carry) = streams.passthrough(sni.as_deref()) {
+                                        tls.passed.inc();
+                                        carry(Box::new(stream)).await;
+                                        return;
+                                    }
+                                }
+                                // Not TLS, too large, or silent for the whole timeout.
+                                Ok(Ok(Hello::Invalid)) | Err(_) => {
+                                    tls.error.inc();
+                                    return;
+                                }
+                                Ok(Err(_)) | Ok(Ok(Hello::Closed)) => return,
+                            }
+                        }
                         match Box::pin(tls.accept(stream, handshake_timeout, peer)).await {
+                            Some((stream, _)) if streams.is_some() => {
+                                let sni = stream.get_ref().1.server_name();
+                                match streams.as_deref().and_then(|s| s.terminated(sni)) {
+                                    Some(carry) => {
+                                        carry(Box::new(stream)).await;
+                                        Ok(())
+                                    }
+                                    None => {
+                                        let version = negotiated(&stream);
+                                        Box::pin(
+                                            http.serve(stream, version, handler, client, shutdown),
+                                        )
+                                        .await
+                                    }
+                                }
+                            }
                             // Boxed: a TLS connection's state (rustls's buffers and keys) would
                             // otherwise size the future of every plaintext connection too.
                             Some((stream, version)) => {
@@ -200,12 +259,66 @@ pub async fn accept_loop<C, Fut>(
     }
 }
 
+/// What a ClientHello read ahead said.
+enum Hello {
+    /// Its SNI name, if it has one.
+    Sni(Option<String>),
+    /// Not a TLS ClientHello, or one larger than a record.
+    Invalid,
+    /// The client closed first.
+    Closed,
+}
+
+/// The largest ClientHello read ahead for its SNI: one whole TLS record.
+const MAX_HELLO: usize = 5 + (1 << 14);
+
+/// Reads a connection's ClientHello without consuming it (the handshake, or the backend a
+/// passthrough route carries it to, reads it afresh) and says which SNI name it asks for.
+/// rustls parses it. Callers bound the wait with a timeout.
+async fn hello_sni(stream: &TcpStream) -> std::io::Result<Hello> {
+    let mut buf = vec![0u8; MAX_HELLO];
+    let hello = peek_until(stream, &mut buf, |first| {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut rest = first;
+        while !rest.is_empty() {
+            match acceptor.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return Some(Hello::Invalid),
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => Some(Hello::Sni(
+                accepted
+                    .client_hello()
+                    .server_name()
+                    .map(|n| n.to_ascii_lowercase()),
+            )),
+            // More to come, unless the buffer is full already.
+            Ok(None) => (first.len() == MAX_HELLO).then_some(Hello::Invalid),
+            Err(_) => Some(Hello::Invalid),
+        }
+    })
+    .await?;
+    Ok(hello.unwrap_or(Hello::Closed))
+}
+
+/// The HTTP version ALPN chose on a TLS connection.
+fn negotiated(stream: &tokio_rustls::server::TlsStream<TcpStream>) -> HttpVersion {
+    match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => HttpVersion::Http2,
+        _ => HttpVersion::Http1,
+    }
+}
+
 /// TLS termination for a listener, with its handshake counters resolved once.
 struct Terminator {
     acceptor: tokio_rustls::TlsAcceptor,
     ok: IntCounter,
     error: IntCounter,
     timeout: IntCounter,
+    /// Connections passed through unopened (TLSRoute `Passthrough`).
+    passed: IntCounter,
 }
 
 impl Terminator {
@@ -216,6 +329,7 @@ impl Terminator {
             ok: counter("ok"),
             error: counter("error"),
             timeout: counter("timeout"),
+            passed: counter("passthrough"),
         }
     }
 
@@ -230,10 +344,7 @@ impl Terminator {
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 self.ok.inc();
-                let protocol = match stream.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => HttpVersion::Http2,
-                    _ => HttpVersion::Http1,
-                };
+                let protocol = negotiated(&stream);
                 Some((stream, protocol))
             }
             Ok(Err(e)) => {

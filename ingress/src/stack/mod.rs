@@ -18,7 +18,7 @@
 //!    4b. limit:  every rate limit of the route → 429 / 503       (crate::ratelimit)
 //! 5. body limit: the route's max body → 413                     (proxy::body::Limited)
 //! 6. redirect:   RequestRedirect answers here                   (proxy::filter::redirect)
-//! 7. backend:    weighted backendRef → 500 / cluster            (pick_backend)
+//! 7. backend:    weighted backendRef → 500 / cluster        (proxy::balance::weighted)
 //! 8. fields:     X-Forwarded-*, the `Host` asked for, the path as matched (normalised)
 //! 9. filters:    the rule's filters in the order it lists them — RequestHeaderModifier,
 //!    URLRewrite, RequestMirror (a copy taken here)              (proxy::filter)
@@ -47,6 +47,7 @@ use weir_http::{
 };
 use weir_proxy::{
     access_log::{AccessLog, Arrival, Outcome},
+    balance::weighted,
     config::{Active, ConfigStore},
     filter::{self, cors},
     forward::{self, Destination},
@@ -309,7 +310,7 @@ async fn forward(
         per_try: f.timeouts.backend_request,
     };
     // 7. backend
-    let cluster = pick_backend(f).ok_or(ProxyError::BackendNotFound)?;
+    let cluster = weighted(&f.backends).ok_or(ProxyError::BackendNotFound)?;
     let pool = active.pools.get(cluster);
     if gw.access_log.enabled() {
         x.backend = Some(pool.map_or_else(|| Arc::from(cluster), |p| p.name.clone()));
@@ -367,20 +368,4 @@ async fn forward(
         client: x.client.addr.ip(),
     };
     forward::forward(out, parts, body, &mut x.sent).await
-}
-
-/// Picks a cluster by weight; `None` when no backend has weight (the Gateway API's 500).
-fn pick_backend(f: &Forward) -> Option<&str> {
-    let total: u64 = f.backends.iter().map(|b| u64::from(b.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut n = fastrand::u64(..total);
-    for b in &f.backends {
-        if n < u64::from(b.weight) {
-            return Some(&b.cluster);
-        }
-        n -= u64::from(b.weight);
-    }
-    None
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use prometheus::IntCounter;
-use weir_api::model::{Balancer, Cluster, Protocol};
+use weir_api::model::{Balancer, Cluster, Protocol, WeightedBackend};
 
 use crate::{
     metrics::Metrics,
@@ -46,6 +46,23 @@ pub struct Pool {
     pub budget: Option<Arc<RetryBudget>>,
     /// This cluster's series of the shared metrics.
     pub metrics: ClusterMetrics,
+}
+
+/// Picks a cluster by weight: the Gateway API's weighted backendRefs. `None` when no backend
+/// has weight (an HTTP route answers 500, a TLSRoute closes the connection).
+pub fn weighted(backends: &[WeightedBackend]) -> Option<&str> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for b in backends {
+        if n < u64::from(b.weight) {
+            return Some(&b.cluster);
+        }
+        n -= u64::from(b.weight);
+    }
+    None
 }
 
 /// A cluster's metric handles, resolved once per config version.

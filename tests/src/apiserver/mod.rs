@@ -75,6 +75,8 @@ struct Shared {
     requests: Mutex<Vec<String>>,
     /// How often open watches get a BOOKMARK, in milliseconds.
     bookmark_every: AtomicU64,
+    /// Resources (plurals) served as a cluster without their CRD serves them: 404.
+    uninstalled: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 #[derive(Clone)]
@@ -99,6 +101,7 @@ impl ApiServer {
             tokens: Mutex::default(),
             requests: Mutex::default(),
             bookmark_every: AtomicU64::new(500),
+            uninstalled: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = shared.clone();
@@ -137,6 +140,25 @@ impl ApiServer {
             shared,
             _stop: stop,
         }
+    }
+
+    /// Serves `plural` (one of the known resources) as a cluster without its CRD does: every
+    /// request for it gets 404, until [`ApiServer::install`].
+    pub fn uninstall(&self, plural: &'static str) {
+        self.shared
+            .uninstalled
+            .lock()
+            .expect("uninstalled")
+            .insert(plural);
+    }
+
+    /// Serves `plural` again, as installing its CRD does.
+    pub fn install(&self, plural: &'static str) {
+        self.shared
+            .uninstalled
+            .lock()
+            .expect("uninstalled")
+            .remove(plural);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -321,6 +343,17 @@ async fn serve(
         return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
     let target = Target::parse(request.uri().path())?;
+    let plural = target.resource.plural;
+    if shared
+        .uninstalled
+        .lock()
+        .expect("uninstalled")
+        .contains(plural)
+    {
+        return Err(ApiError::not_found(format!(
+            "the server could not find the requested resource ({plural})"
+        )));
+    }
     let query = Query::parse(request.uri().query().unwrap_or_default())?;
     let method = request.method().clone();
     let content_type = request

@@ -116,6 +116,14 @@ pub static RESOURCES: &[Resource] = &[
     ),
     resource(
         "gateway.networking.k8s.io",
+        "v1",
+        "tlsroutes",
+        "TLSRoute",
+        true,
+        true,
+    ),
+    resource(
+        "gateway.networking.k8s.io",
         "v1beta1",
         "referencegrants",
         "ReferenceGrant",

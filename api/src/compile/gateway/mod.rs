@@ -5,7 +5,10 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use gateway_api::apis::standard::{
-    gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From},
+    gateways::{
+        Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
+        GatewayListenersTlsMode as TlsMode,
+    },
     httproutes::{
         HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersCors,
         HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
@@ -70,6 +73,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         .filter(|(o, _)| matches!(o, Object::GrpcRoute(_)))
         .map(|(o, l)| (o.clone(), l.clone()))
         .collect();
+    tlsroute::compile_all(cx, &gateways);
     for (object, location) in &grpc {
         let Object::GrpcRoute(route) = object else {
             continue;
@@ -145,6 +149,42 @@ fn attached_hosts(
     key: &ObjectKey,
     location: &Location,
 ) -> Vec<HostMatch> {
+    let mut hosts: Vec<HostMatch> = attachments(cx, gateways, route, route_kind, key, location)
+        .into_iter()
+        .map(|(host, _)| host)
+        .collect();
+    hosts.dedup();
+    hosts
+}
+
+/// How a listener takes a route: HTTP (plain or after its TLS), or, for a `TLS` listener, the
+/// connection passed through (`Passthrough`) or carried after the gateway's TLS (`Terminate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Taken {
+    Http,
+    Passthrough,
+    Terminate,
+}
+
+/// The protocols of the listeners a route of `kind` attaches to.
+fn listener_protocols(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "TLSRoute" => &["TLS"],
+        _ => &["HTTP", "HTTPS"],
+    }
+}
+
+/// The hosts `route` answers on the listeners it attaches to, each with how its listener takes
+/// it (sorted, without repeats); empty when it attaches nowhere. The route stands for any kind:
+/// only its hostnames and parentRefs are read, and `route_kind` says which listeners take it.
+fn attachments(
+    cx: &mut Context<'_>,
+    gateways: &[&Gateway],
+    route: &HttpRoute,
+    route_kind: &str,
+    key: &ObjectKey,
+    location: &Location,
+) -> Vec<(HostMatch, Taken)> {
     let mut route_hosts = Vec::new();
     for (i, h) in route.spec.hostnames.iter().flatten().enumerate() {
         match host_match(h) {
@@ -179,24 +219,31 @@ fn attached_hosts(
                 continue;
             }
             matched = true;
-            if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
+            if !listener_protocols(route_kind).contains(&listener.protocol.as_str())
+                || listener_conflict(listener, &gateway.spec.listeners).is_some()
                 || !allows(cx, gateway, listener, route_kind, &key.namespace)
             {
                 continue;
             }
             allowed = true;
+            let taken = match listener.tls.as_ref().and_then(|t| t.mode.as_ref()) {
+                _ if listener.protocol != "TLS" => Taken::Http,
+                Some(TlsMode::Passthrough) => Taken::Passthrough,
+                _ => Taken::Terminate,
+            };
             let listener_host = match listener.hostname.as_deref().map(host_match) {
                 None => HostMatch::Any,
                 Some(Ok(h)) => h,
                 Some(Err(_)) => continue,
             };
             if route_hosts.is_empty() {
-                hosts.push(listener_host);
+                hosts.push((listener_host, taken));
             } else {
                 hosts.extend(
                     route_hosts
                         .iter()
-                        .filter_map(|h| intersect(&listener_host, h)),
+                        .filter_map(|h| intersect(&listener_host, h))
+                        .map(|h| (h, taken)),
                 );
             }
         }
@@ -213,6 +260,31 @@ fn attached_hosts(
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// How a listener conflicts with another on its port, as the Gateway API's `Conflicted`
+/// reasons name it; a conflicted listener takes no routes. HTTPS and TLS listeners share a port
+/// when their hostnames differ (the SNI tells them apart); listeners of one protocol share it
+/// when their hostnames differ; anything else on one port is a `ProtocolConflict`.
+pub fn listener_conflict(
+    listener: &GatewayListeners,
+    all: &[GatewayListeners],
+) -> Option<&'static str> {
+    let tls_based = |p: &str| matches!(p, "HTTPS" | "TLS");
+    let others = all
+        .iter()
+        .filter(|o| o.name != listener.name && o.port == listener.port);
+    for other in others {
+        let same_host = other.hostname == listener.hostname;
+        if other.protocol != listener.protocol {
+            if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
+                return Some("ProtocolConflict");
+            }
+        } else if same_host {
+            return Some("HostnameConflict");
+        }
+    }
+    None
 }
 
 /// Whether `listener` of `gateway` accepts routes from `namespace` (`allowedRoutes`).
@@ -479,6 +551,7 @@ fn string_match(value: &str, is_regex: bool) -> Result<StringMatch, String> {
 mod filters;
 mod grpc;
 mod rules;
+mod tlsroute;
 
 pub(super) use rules::granted;
 use rules::rule_action;

@@ -104,37 +104,18 @@ pub(super) fn rule_action(
             ok = false;
             continue;
         }
-        let weight = backend.weight.unwrap_or(1);
-        let Ok(weight) = u32::try_from(weight) else {
-            cx.error(
-                location,
-                key,
-                format!("{field}.weight"),
-                "must be between 0 and 1000000",
-            );
-            ok = false;
-            continue;
+        let target = BackendTarget {
+            group: backend.group.as_deref(),
+            kind: backend.kind.as_deref(),
+            namespace: backend.namespace.as_deref(),
+            name: &backend.name,
+            port: backend.port,
+            weight: backend.weight,
         };
-        let Some(port) = backend.port else {
-            cx.error(
-                location,
-                key,
-                format!("{field}.port"),
-                "a port is required for a Service backend",
-            );
-            ok = false;
-            continue;
-        };
-        let cluster = service_ref(
-            cx,
-            key,
-            backend.group.as_deref(),
-            backend.kind.as_deref(),
-            backend.namespace.as_deref(),
-            &backend.name,
-            port,
-        );
-        forward.backends.push(WeightedBackend { cluster, weight });
+        match weighted_service(cx, key, location, &field, target) {
+            Some(backend) => forward.backends.push(backend),
+            None => ok = false,
+        }
     }
     if !ok {
         return None;
@@ -151,6 +132,47 @@ pub(super) fn rule_action(
         }
         None => Some(RouteAction::Forward(forward)),
     }
+}
+
+/// A backendRef as every route kind writes it.
+pub(super) struct BackendTarget<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub port: Option<i32>,
+    pub weight: Option<i32>,
+}
+
+/// A backendRef (at `field`) as a weighted cluster; `None` (with the error) when its weight or
+/// port cannot be.
+pub(super) fn weighted_service(
+    cx: &mut Context<'_>,
+    key: &ObjectKey,
+    location: &Location,
+    field: &str,
+    target: BackendTarget<'_>,
+) -> Option<WeightedBackend> {
+    let Ok(weight) = u32::try_from(target.weight.unwrap_or(1)) else {
+        let message = "must be between 0 and 1000000";
+        cx.error(location, key, format!("{field}.weight"), message);
+        return None;
+    };
+    let Some(port) = target.port else {
+        let message = "a port is required for a Service backend";
+        cx.error(location, key, format!("{field}.port"), message);
+        return None;
+    };
+    let cluster = service_ref(
+        cx,
+        key,
+        target.group,
+        target.kind,
+        target.namespace,
+        target.name,
+        port,
+    );
+    Some(WeightedBackend { cluster, weight })
 }
 
 /// A Service reference from an HTTPRoute: other kinds, and other namespaces without a

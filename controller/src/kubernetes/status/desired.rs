@@ -5,8 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
     compile::{
-        serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT, SUPPORTED_FEATURES,
+        listener_conflict, serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS,
+        NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT, SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -112,11 +112,12 @@ pub(super) fn desired(
             | Object::AuthPolicy(_)
             | Object::RateLimitPolicy(_)
             | Object::AccessPolicy(_) => json!({"conditions": [accepted(), resolved()]}),
-            // HTTPRoutes and GRPCRoutes alike: an entry per parentRef that is a Weir Gateway.
-            Object::HttpRoute(_) | Object::GrpcRoute(_) => {
+            // Every route kind alike: an entry per parentRef that is a Weir Gateway.
+            Object::HttpRoute(_) | Object::GrpcRoute(_) | Object::TlsRoute(_) => {
                 let value = match object {
                     Object::HttpRoute(r) => serde_json::to_value(r),
                     Object::GrpcRoute(r) => serde_json::to_value(r),
+                    Object::TlsRoute(r) => serde_json::to_value(r),
                     _ => Ok(Value::Null),
                 }
                 .unwrap_or_default();
@@ -176,7 +177,7 @@ pub(super) fn desired(
                         json!({
                             "name": l.name,
                             "supportedKinds": kinds,
-                            "attachedRoutes": attached_routes(objects, rejected, &key, &l.name, &warned),
+                            "attachedRoutes": attached_routes(objects, rejected, &key, l, &warned),
                             "conditions": conditions,
                         })
                     })
@@ -295,6 +296,7 @@ fn current_status(object: &Object) -> Value {
         Object::AccessPolicy(o) => serde_json::to_value(&o.status),
         Object::HttpRoute(o) => serde_json::to_value(&o.status),
         Object::GrpcRoute(o) => serde_json::to_value(&o.status),
+        Object::TlsRoute(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
         Object::GatewayClass(o) => serde_json::to_value(&o.status),
         Object::Ingress(o) => serde_json::to_value(&o.status),
@@ -312,17 +314,19 @@ fn is_weir_gateway(objects: &Objects, namespace: &str, name: &str) -> bool {
     matches!(objects.get(&key), Some((Object::Gateway(g), _)) if g.spec.gateway_class_name == GATEWAY_CLASS)
 }
 
-/// Accepted HTTPRoutes attached to this listener of this Gateway.
+/// Accepted routes (of the kinds the listener takes) attached to this listener of this
+/// Gateway.
 fn attached_routes(
     objects: &Objects,
     rejected: &[Rejection],
     gateway: &ObjectKey,
-    listener: &str,
+    l: &GatewayListeners,
     warned: &dyn Fn(&ObjectKey) -> Vec<String>,
 ) -> usize {
+    let (listener, kinds) = (&l.name, supported_kinds(l));
     objects
         .iter()
-        .filter(|(o, _)| matches!(o, Object::HttpRoute(_) | Object::GrpcRoute(_)))
+        .filter(|(o, _)| kinds.contains(&o.key().kind))
         .filter(|(o, _)| {
             let key = o.key().to_string();
             !rejected.iter().any(|x| x.object == key)
@@ -331,6 +335,7 @@ fn attached_routes(
             let route = match o {
                 Object::HttpRoute(r) => serde_json::to_value(&r.spec),
                 Object::GrpcRoute(r) => serde_json::to_value(&r.spec),
+                Object::TlsRoute(r) => serde_json::to_value(&r.spec),
                 _ => Ok(Value::Null),
             }
             .unwrap_or_default();
@@ -346,7 +351,9 @@ fn attached_routes(
                     let flagged = format!("not attached to spec.parentRefs[{i}] (");
                     p["name"] == gateway.name.as_str()
                         && p["namespace"].as_str().unwrap_or(&route_ns) == gateway.namespace
-                        && p["sectionName"].as_str().is_none_or(|s| s == listener)
+                        && p["sectionName"]
+                            .as_str()
+                            .is_none_or(|s| s == listener.as_str())
                         && !detached.iter().any(|w| w.starts_with(&flagged))
                 })
         })
@@ -434,9 +441,10 @@ fn reference_reason(warning: &str) -> Option<&'static str> {
 /// conditions report it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ListenerProblem {
-    /// Not HTTP or HTTPS (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
+    /// Not HTTP, HTTPS or TLS (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
     Protocol,
-    /// Another listener on its port speaks another protocol (`Conflicted`, `ProtocolConflict`).
+    /// Another listener on its port speaks another protocol, or HTTPS beside TLS with its
+    /// hostname (`Conflicted`, `ProtocolConflict`; `Accepted` False, `Invalid`).
     ProtocolConflict,
     /// Another listener on its port has its hostname (`Conflicted`, `HostnameConflict`).
     HostnameConflict,
@@ -458,17 +466,13 @@ fn listener_problem(
     gateway_warnings: &[String],
     objects: &Objects,
 ) -> Option<ListenerProblem> {
-    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
         return Some(ListenerProblem::Protocol);
     }
-    let others = all.iter().filter(|o| o.name != l.name && o.port == l.port);
-    for other in others {
-        if other.protocol != l.protocol {
-            return Some(ListenerProblem::ProtocolConflict);
-        }
-        if other.hostname == l.hostname {
-            return Some(ListenerProblem::HostnameConflict);
-        }
+    match listener_conflict(l, all) {
+        Some("ProtocolConflict") => return Some(ListenerProblem::ProtocolConflict),
+        Some(_) => return Some(ListenerProblem::HostnameConflict),
+        None => {}
     }
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
     if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
@@ -527,7 +531,14 @@ fn listener_conditions(
             "Accepted",
             false,
             "UnsupportedProtocol",
-            "Weir serves HTTP and HTTPS listeners",
+            "Weir serves HTTP, HTTPS and TLS listeners",
+            generation,
+        ),
+        (true, Some(P::ProtocolConflict)) => condition(
+            "Accepted",
+            false,
+            "Invalid",
+            "another listener on its port speaks another protocol: neither takes routes",
             generation,
         ),
         (true, _) => condition("Accepted", true, "Accepted", "", generation),
@@ -537,7 +548,7 @@ fn listener_conditions(
             "Conflicted",
             true,
             "ProtocolConflict",
-            "another listener on its port speaks another protocol",
+            "another listener on its port speaks another protocol (HTTPS and TLS may share a port with different hostnames)",
             generation,
         ),
         Some(P::HostnameConflict) => condition(
@@ -554,7 +565,7 @@ fn listener_conditions(
             "ResolvedRefs",
             false,
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names a kind Weir does not serve (HTTPRoute and GRPCRoute)",
+            "allowedRoutes.kinds names a kind Weir does not serve on this listener's protocol (HTTPRoute and GRPCRoute on HTTP and HTTPS, TLSRoute on TLS)",
             generation,
         ),
         Some(P::RefNotPermitted) => condition(
@@ -589,12 +600,18 @@ fn listener_conditions(
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute, those of them
-/// its `allowedRoutes.kinds` names when it names any.
+/// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute on HTTP and
+/// HTTPS listeners, TLSRoute on TLS listeners; those of them its `allowedRoutes.kinds` names
+/// when it names any.
 fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
-    ["HTTPRoute", "GRPCRoute"]
-        .into_iter()
+    let served: &[&'static str] = match l.protocol.as_str() {
+        "TLS" => &["TLSRoute"],
+        _ => &["HTTPRoute", "GRPCRoute"],
+    };
+    served
+        .iter()
+        .copied()
         .filter(|kind| {
             named.is_none_or(|kinds| {
                 kinds.iter().any(|k| {
