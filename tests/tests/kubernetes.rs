@@ -34,7 +34,11 @@ struct Cluster {
 /// A cluster with one backend, the Gateway and a route for shop.example.com; the controller
 /// on it and an ingress connected to the controller.
 async fn cluster(extra: &[&str]) -> Cluster {
-    let api = ApiServer::start();
+    cluster_on(ApiServer::start(), extra).await
+}
+
+/// [`cluster`] on a given API server.
+async fn cluster_on(api: ApiServer, extra: &[&str]) -> Cluster {
     let app = Echo::start("app");
     api.apply(NAMESPACES);
     api.apply(&service("app", &[&app]));
@@ -176,9 +180,20 @@ async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
 /// An HTTPRoute's Weir parent status (its `Accepted` and `ResolvedRefs` conditions), once the
 /// status writer has written it with `Accepted` = `accepted`.
 async fn route_conditions(api: &ApiServer, namespace: &str, name: &str, accepted: &str) -> Value {
-    let what = format!("HTTPRoute {namespace}/{name} with Accepted={accepted}");
+    conditions_of(api, "HTTPRoute", namespace, name, accepted).await
+}
+
+/// [`route_conditions`] for a route of any kind.
+async fn conditions_of(
+    api: &ApiServer,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    accepted: &str,
+) -> Value {
+    let what = format!("{kind} {namespace}/{name} with Accepted={accepted}");
     eventually(Duration::from_secs(10), &what, || async {
-        let route = api.get("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, name)?;
+        let route = api.get("gateway.networking.k8s.io/v1", kind, namespace, name)?;
         let parent = route["status"]["parents"]
             .as_array()?
             .iter()
@@ -882,4 +897,224 @@ async fn the_trust_bundle_and_the_injectors_certificate_are_published() {
             rustls::pki_types::UnixTime::now(),
         )
         .expect("rustls accepts it for the injector's Service name");
+}
+
+/// TLSRoute and TLS listener status in the Gateway API's words, as upstream's TLS tests check
+/// it: TLSRouteInvalidNoMatchingListener (NotAllowedByListeners on an HTTP-only Gateway,
+/// NoMatchingParent for a sectionName no listener has), TLSRouteInvalidNoMatchingListenerHostname,
+/// TLSRouteInvalidBackendRefNonexistent (BackendNotFound) and TLSRouteInvalidReferenceGrant
+/// (RefNotPermitted) with the route still Accepted, TLSRouteListenerPassthroughSupportedKinds
+/// (TCPRoute beside TLSRoute: InvalidRouteKinds), TLSRouteListenerTerminateSupportedKinds, and
+/// GatewayListenerProtocolAndRouteKindConflicts (HTTPS and TLS on one port with one hostname
+/// conflict and take no routes; an HTTPRoute on a TLS listener is not allowed).
+#[tokio::test]
+async fn tls_route_and_listener_status_give_the_gateway_apis_reasons() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n");
+    api.apply(&tls_secret(
+        "cert",
+        &pki.issue(&["tls.example.com"], KeyType::Ecdsa),
+    ));
+    api.apply(&service("app", &[&cluster._app]).replace("namespace: default", "namespace: app"));
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tls-passthrough, protocol: TLS, port: 443, hostname: \"*.example.com\", tls: {mode: Passthrough}}\n  - {name: kinds, protocol: TLS, port: 444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}\n  - {name: conflicted-https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: conflicted-tls, protocol: TLS, port: 8443, tls: {mode: Passthrough}}\n  - {name: tls-terminate, protocol: TLS, port: 8883, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: http-only, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: http, protocol: HTTP, port: 80}\n");
+    let tls_route = |name: &str, parent: &str, host: &str, backend: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{parent}]\n  hostnames: [{host}]\n  rules:\n  - backendRefs: [{backend}]\n")
+    };
+    let app = "{name: app, port: 80}";
+    let ok_parent = "{name: tls, sectionName: tls-passthrough}";
+    api.apply(&tls_route("good", ok_parent, "abc.example.com", app));
+    api.apply(&tls_route(
+        "wrong-protocol",
+        "{name: http-only}",
+        "abc.example.com",
+        app,
+    ));
+    api.apply(&tls_route(
+        "no-section",
+        "{name: tls, sectionName: nonexistent}",
+        "abc.example.com",
+        app,
+    ));
+    api.apply(&tls_route(
+        "hostname-mismatch",
+        ok_parent,
+        "www.nomatch.com",
+        app,
+    ));
+    api.apply(&tls_route(
+        "missing",
+        ok_parent,
+        "x.example.com",
+        "{name: nonexistent, port: 443}",
+    ));
+    api.apply(&tls_route(
+        "not-granted",
+        ok_parent,
+        "y.example.com",
+        "{name: app, namespace: app, port: 80}",
+    ));
+    api.apply(&tls_route(
+        "conflicted",
+        "{name: tls, sectionName: conflicted-tls}",
+        "z.example.com",
+        app,
+    ));
+    api.apply(&tls_route(
+        "terminated",
+        "{name: tls, sectionName: tls-terminate}",
+        "tls.example.com",
+        app,
+    ));
+    api.apply(
+        &http_route(
+            "disallowed-kind",
+            &["abc.example.com"],
+            "  - backendRefs: [{name: app, port: 80}]\n",
+        )
+        .replace(
+            "parentRefs: [{name: gw}]",
+            "parentRefs: [{name: tls, sectionName: tls-passthrough}]",
+        ),
+    );
+
+    let reason = |c: &Value, kind: &str| {
+        let c = condition(c, kind);
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+    let good = conditions_of(api, "TLSRoute", "default", "good", "True").await;
+    assert_eq!(reason(&good, "ResolvedRefs"), pair("True", "ResolvedRefs"));
+    for (name, why) in [
+        ("wrong-protocol", "NotAllowedByListeners"),
+        ("no-section", "NoMatchingParent"),
+        ("hostname-mismatch", "NoMatchingListenerHostname"),
+        ("conflicted", "NotAllowedByListeners"),
+    ] {
+        let c = conditions_of(api, "TLSRoute", "default", name, "False").await;
+        assert_eq!(reason(&c, "Accepted"), pair("False", why), "{name}");
+    }
+    for (name, why) in [
+        ("missing", "BackendNotFound"),
+        ("not-granted", "RefNotPermitted"),
+    ] {
+        let c = conditions_of(api, "TLSRoute", "default", name, "True").await;
+        assert_eq!(reason(&c, "ResolvedRefs"), pair("False", why), "{name}");
+    }
+    let c = route_conditions(api, "default", "disallowed-kind", "False").await;
+    assert_eq!(
+        reason(&c, "Accepted"),
+        pair("False", "NotAllowedByListeners")
+    );
+    // The route's parent status names the parent as the route does.
+    let good = api
+        .get(
+            "gateway.networking.k8s.io/v1",
+            "TLSRoute",
+            "default",
+            "good",
+        )
+        .unwrap();
+    assert_eq!(
+        good["status"]["parents"][0]["parentRef"]["sectionName"],
+        "tls-passthrough"
+    );
+
+    let listeners = eventually(
+        Duration::from_secs(10),
+        "the TLS listeners' status",
+        || async {
+            let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "tls")?;
+            let listeners = gw["status"]["listeners"].as_array()?.clone();
+            let of = |name: &str| listeners.iter().find(|l| l["name"] == name).cloned();
+            // good, missing and not-granted: not the detached one, nor the HTTPRoute.
+            (of("tls-passthrough")?["attachedRoutes"] == 3
+                && of("tls-terminate")?["attachedRoutes"] == 1)
+                .then_some(listeners)
+        },
+    )
+    .await;
+    let of = |name: &str| {
+        listeners
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let tls_kind = serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "TLSRoute"}]);
+    for name in ["tls-passthrough", "kinds", "tls-terminate"] {
+        assert_eq!(of(name)["supportedKinds"], tls_kind, "{name}");
+    }
+    assert_eq!(
+        reason(&of("kinds")["conditions"], "ResolvedRefs"),
+        pair("False", "InvalidRouteKinds")
+    );
+    assert_eq!(
+        reason(&of("tls-terminate")["conditions"], "Accepted"),
+        pair("True", "Accepted")
+    );
+    assert_eq!(
+        reason(&of("tls-terminate")["conditions"], "Programmed"),
+        pair("True", "Programmed")
+    );
+    for name in ["conflicted-https", "conflicted-tls"] {
+        let conditions = &of(name)["conditions"];
+        assert_eq!(
+            reason(conditions, "Accepted"),
+            pair("False", "Invalid"),
+            "{name}"
+        );
+        assert_eq!(
+            reason(conditions, "Conflicted"),
+            pair("True", "ProtocolConflict"),
+            "{name}"
+        );
+        assert_eq!(reason(conditions, "Programmed").0, "False", "{name}");
+        assert_eq!(of(name)["attachedRoutes"], 0, "{name}");
+    }
+    // The rest of the cluster serves.
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+}
+
+/// A cluster whose Gateway API has no TLSRoute (its CRD not installed, as before v1.5): the
+/// controller serves everything else from the start, and picks TLSRoutes up once the CRD is
+/// installed.
+#[tokio::test]
+async fn a_cluster_without_the_tlsroute_crd_is_served_and_tlsroutes_come_with_it() {
+    let api = ApiServer::start();
+    api.uninstall("tlsroutes");
+    let cluster = cluster_on(api, &[]).await;
+    let api = &cluster.api;
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+    api.install("tlsroutes");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tls, protocol: TLS, port: 443, tls: {mode: Passthrough}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: late, namespace: default}\nspec:\n  parentRefs: [{name: tls}]\n  hostnames: [late.example.com]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n");
+    let c = eventually(
+        Duration::from_secs(60),
+        "the TLSRoute's status once its CRD is installed",
+        || async {
+            let route = api.get(
+                "gateway.networking.k8s.io/v1",
+                "TLSRoute",
+                "default",
+                "late",
+            )?;
+            route["status"]["parents"]
+                .as_array()?
+                .first()
+                .map(|p| p["conditions"].clone())
+        },
+    )
+    .await;
+    assert_eq!(condition(&c, "Accepted")["status"], "True");
+    let config = cluster.weir.admin_get("/config").await.json();
+    assert_eq!(
+        config["snapshot"]["streams"][0]["name"],
+        "tlsroute:default/late"
+    );
 }

@@ -45,7 +45,14 @@ pub const GATEWAY_CLASS: &str = "weir";
 /// The Gateway API features Weir's GatewayClass claims in `status.supportedFeatures` (sorted,
 /// as the spec asks): those whose upstream conformance tests have tests of Weir's named after
 /// them (docs/conformance.md). A feature joins the list with its tests.
-pub const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "HTTPRouteCORS"];
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    "HTTPRouteCORS",
+    "TLSRoute",
+    "TLSRouteModeMixed",
+    "TLSRouteModeTerminate",
+];
 
 /// Compiles `objects` into a snapshot, or every reason it could not.
 pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {

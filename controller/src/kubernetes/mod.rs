@@ -278,7 +278,9 @@ async fn follow(
             // The API server has no such resource (its CRD is not installed, as a cluster
             // with an older Gateway API has no TLSRoute v1): then there are none of them, and
             // the rest of the cluster is served. The watch keeps asking, so a CRD installed
-            // later is picked up.
+            // later is picked up. Objects seen before stay until a list succeeds (removing a
+            // CRD deletes its objects, and the watch sees those deletions first): a 404 that
+            // is an API server's passing mistake never takes routes down.
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
                 if status.is_not_found() && kind.kind != "Secret" =>
             {
@@ -287,7 +289,6 @@ async fn follow(
                     absent = true;
                 }
                 let mut cache = lock(&shared.cache);
-                cache.objects.retain(|(k, _, _), _| *k != kind.kind);
                 if cache.synced.insert(sync.clone()) {
                     drop(cache);
                     shared.changed.notify_one();
@@ -299,6 +300,7 @@ async fn follow(
                 relisted.get_or_insert_default().insert(key, typed);
             }
             Ok(watcher::Event::InitDone) => {
+                absent = false;
                 let fresh = relisted.take().unwrap_or_default();
                 let mut cache = lock(&shared.cache);
                 // A relist replaces everything this watch owns (its kind, or its one Secret):
