@@ -81,6 +81,7 @@ pub(crate) async fn peek_until<T>(
     buf: &mut [u8],
     decide: impl Fn(&[u8]) -> Option<T>,
 ) -> std::io::Result<Option<T>> {
+    let mut wait = Duration::from_millis(2);
     loop {
         let peeked = stream.peek(buf).await?;
         if peeked == 0 {
@@ -90,8 +91,10 @@ pub(crate) async fn peek_until<T>(
             return Ok(Some(decided));
         }
         // A prefix of something known (it rarely arrives split): peeking again would return
-        // the same bytes at once, so wait a little for the rest.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // the same bytes at once, so wait a little for the rest, longer each time (2 ms, 4,
+        // ... at most 64), so a client that stalls mid-way costs few wake-ups.
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(64));
     }
 }
 

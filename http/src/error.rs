@@ -40,6 +40,9 @@ pub enum ProxyError {
     BadRequest,
     /// 404: no route matches.
     NoRoute,
+    /// 421: a TLS request for a name that connections are carried for as bytes (a TLSRoute),
+    /// arriving on a connection whose SNI named another: the name is not served as HTTP here.
+    Misdirected,
     /// 408: the client stopped sending its request body (nothing arrived for the client body
     /// timeout).
     ClientTimeout,
@@ -80,6 +83,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -101,6 +105,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => "bad-request",
             ProxyError::NoRoute => "no-route",
+            ProxyError::Misdirected => "misdirected",
             ProxyError::ClientTimeout => "client-timeout",
             ProxyError::BodyTooLarge => "body-too-large",
             ProxyError::HeadersTooLarge => "headers-too-large",
@@ -123,6 +128,7 @@ impl ProxyError {
     pub fn side(self) -> Side {
         match self {
             ProxyError::BadRequest
+            | ProxyError::Misdirected
             | ProxyError::ClientTimeout
             | ProxyError::BodyTooLarge
             | ProxyError::HeadersTooLarge
@@ -147,6 +153,7 @@ impl ProxyError {
         let text = match self {
             ProxyError::BadRequest => "bad request\n",
             ProxyError::NoRoute => "no route for this request\n",
+            ProxyError::Misdirected => "this name is not served as HTTP on this connection\n",
             ProxyError::ClientTimeout => "request body timed out\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::HeadersTooLarge => "request headers too large\n",
@@ -203,6 +210,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest => 3, // INVALID_ARGUMENT
             ProxyError::NoRoute
+            | ProxyError::Misdirected
             | ProxyError::BackendNotFound
             | ProxyError::UnsupportedTransferCoding => 12, // UNIMPLEMENTED
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED

@@ -48,7 +48,7 @@ use weir_proxy::{
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     metrics::Metrics,
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
-    stream::StreamRouting,
+    stream::{StreamRouting, StreamSettings},
     tls::CertStore,
 };
 
@@ -161,6 +161,9 @@ struct Args {
     /// Give up connecting to a backend after this long (502).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// A connection a TLSRoute carries that moves no byte either way for this long is closed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    stream_idle_timeout: Duration,
     /// Redis for `scope: global` rate limits (`redis://host:6379`, `rediss://` for TLS).
     /// Several comma-separated URLs with --redis-cluster name a cluster's seed nodes.
     #[arg(long, env = "WEIR_REDIS", value_delimiter = ',')]
@@ -397,7 +400,16 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
             .server_config()
             .context("building the TLS configuration")?;
         // TLSRoutes: connections carried as bytes by SNI, before or after the handshake.
-        let streams = StreamRouting::new(store.clone(), args.connect_timeout, metrics.clone());
+        let stream_settings = StreamSettings {
+            connect_timeout: args.connect_timeout,
+            idle_timeout: args.stream_idle_timeout,
+        };
+        let streams = StreamRouting::new(
+            store.clone(),
+            stream_settings,
+            metrics.clone(),
+            access_log.clone(),
+        );
         let settings = ServerSettings {
             tls: Some(config),
             streams: Some(Arc::new(streams)),

@@ -11,7 +11,9 @@
 
 use std::{cmp::Ordering, collections::HashMap, sync::Arc};
 
-use weir_api::model::{HostMatch, PathMatch, Route, Snapshot};
+use weir_api::model::{HostMatch, PathMatch, Route, Snapshot, StreamRoute};
+
+use crate::stream::Rank;
 
 /// What the router looks at in a request.
 pub struct RequestView<'a> {
@@ -87,9 +89,50 @@ impl Router {
         router
     }
 
-    /// The TLSRoutes' index.
-    pub fn streams(&self) -> &crate::stream::Index {
-        &self.streams
+    /// Whether some TLSRoute passes connections through (then ClientHellos are read ahead).
+    pub fn passes_through(&self) -> bool {
+        self.streams.passes_through()
+    }
+
+    /// The TLSRoute a TLS connection with this SNI is carried by (`terminate`: after the
+    /// gateway's TLS, else unopened), if any. A TLSRoute takes a name only when it names it
+    /// more specifically than every HTTP route does (HTTP keeps a tie): a tenant's TLSRoute
+    /// cannot take over a name an Ingress or an HTTPS route already serves.
+    pub fn stream(&self, sni: Option<&str>, terminate: bool) -> Option<&Arc<StreamRoute>> {
+        let (route, rank) = self.streams.route(sni, terminate)?;
+        let http = match sni {
+            Some(host) => self.host_rank(host),
+            None => self.any_rank(),
+        };
+        (http < Some(rank)).then_some(route)
+    }
+
+    /// Whether TLS connections naming `host` are carried by a TLSRoute: a request for it over
+    /// TLS came on a connection whose SNI named another host.
+    pub fn carried(&self, host: &str) -> bool {
+        !self.streams.is_empty()
+            && (self.stream(Some(host), false).is_some() || self.stream(Some(host), true).is_some())
+    }
+
+    /// How specifically the HTTP routes name `host` (`None`: no HTTP route takes it).
+    fn host_rank(&self, host: &str) -> Option<Rank> {
+        if self.exact_hosts.contains_key(host) {
+            return Some(Rank::Exact);
+        }
+        let wildcard = self
+            .wildcard_hosts
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()));
+        match wildcard {
+            Some((suffix, _)) => Some(Rank::Wildcard(suffix.len())),
+            None => self.any_rank(),
+        }
+    }
+
+    /// `Any` when some HTTP route (or the default backend) takes every host.
+    fn any_rank(&self) -> Option<Rank> {
+        let any = !self.any_host.is_empty() || self.fallback.is_some();
+        any.then_some(Rank::Any)
     }
 
     /// The route for a request, if any.
@@ -109,6 +152,10 @@ impl Router {
 }
 
 impl Table {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
+    }
+
     fn insert(&mut self, route: Arc<Route>) {
         match &route.matcher.path {
             PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(route),

@@ -4,19 +4,36 @@
 //!
 //! Names are looked up as the HTTP router looks up hosts: the exact name, then the most
 //! specific wildcard, then a route for any name (which alone takes a ClientHello without SNI).
-//! Two routes for one name: the older object serves, then `namespace/name`.
+//! Two routes for one name: the older object serves, then `namespace/name`. A name the gateway
+//! also serves as HTTP stays HTTP's unless the TLSRoute names it more specifically (an exact
+//! name over an HTTP route's wildcard): a TLSRoute cannot take a name from the HTTPS routes
+//! and Ingresses already serving it ([`crate::router::Router::stream`]).
 //!
 //! A route whose backend cannot be had (none with weight, unresolved, no endpoint, every
 //! endpoint refusing) resets the connection, as the Gateway API asks: the client sees it
 //! refused, never another backend.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
 
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use weir_api::model::{HostMatch, StreamRoute};
 use weir_http::server::{Carry, Streams, Transport};
 
 use crate::{
+    access_log::{AccessLog, Addr, Entry, Millis, Stamp},
     balance::{weighted, Pool},
     config::ConfigStore,
     metrics::Metrics,
@@ -74,6 +91,11 @@ impl Index {
         index
     }
 
+    /// Whether it holds no route.
+    pub fn is_empty(&self) -> bool {
+        !self.passes_through() && !self.terminates()
+    }
+
     /// Whether some route passes connections through.
     pub fn passes_through(&self) -> bool {
         let p = &self.passthrough;
@@ -86,54 +108,94 @@ impl Index {
         !t.exact.is_empty() || !t.wildcard.is_empty() || t.any.is_some()
     }
 
-    /// The route for an SNI name (lowercase; `None`: the ClientHello had none).
-    pub fn route(&self, sni: Option<&str>, terminate: bool) -> Option<&Arc<StreamRoute>> {
+    /// The route for an SNI name (lowercase; `None`: the ClientHello had none), with how
+    /// specifically it names it.
+    pub fn route(&self, sni: Option<&str>, terminate: bool) -> Option<(&Arc<StreamRoute>, Rank)> {
         let names = if terminate {
             &self.terminate
         } else {
             &self.passthrough
         };
+        let any = names.any.as_ref().map(|r| (r, Rank::Any));
         let Some(sni) = sni else {
-            return names.any.as_ref();
+            return any;
         };
         if let Some(route) = names.exact.get(sni) {
-            return Some(route);
+            return Some((route, Rank::Exact));
         }
         names
             .wildcard
             .iter()
             .find(|(suffix, _)| sni.len() > suffix.len() && sni.ends_with(suffix.as_str()))
-            .map(|(_, route)| route)
-            .or(names.any.as_ref())
+            .map(|(suffix, route)| (route, Rank::Wildcard(suffix.len())))
+            .or(any)
     }
+}
+
+/// How specifically a host match names a host: an exact name, then a wildcard by the length
+/// of its suffix, then any host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// A route for any host.
+    Any,
+    /// `*.` and the suffix's length.
+    Wildcard(usize),
+    /// The name itself.
+    Exact,
 }
 
 /// The TLS listener's TLSRoutes, from the configuration being served.
 pub struct StreamRouting<R> {
     store: Arc<ConfigStore<R>>,
-    connect_timeout: Duration,
+    settings: StreamSettings,
     metrics: Metrics,
+    log: AccessLog,
+}
+
+/// How carried connections are dialed and kept.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamSettings {
+    /// A backend must accept within this time.
+    pub connect_timeout: Duration,
+    /// A connection that carries no byte either way for this long is closed (Envoy's TCP
+    /// proxy default: an hour).
+    pub idle_timeout: Duration,
 }
 
 impl<R> StreamRouting<R> {
-    /// Routes by `store`'s configuration; a backend must accept within `connect_timeout`.
-    pub fn new(store: Arc<ConfigStore<R>>, connect_timeout: Duration, metrics: Metrics) -> Self {
+    /// Routes by `store`'s configuration, logging each carried connection to `log`.
+    pub fn new(
+        store: Arc<ConfigStore<R>>,
+        settings: StreamSettings,
+        metrics: Metrics,
+        log: AccessLog,
+    ) -> Self {
         Self {
             store,
-            connect_timeout,
+            settings,
             metrics,
+            log,
         }
     }
 }
 
 impl<R: Send + Sync + 'static> StreamRouting<R> {
-    fn carry(&self, sni: Option<&str>, terminate: bool) -> Option<Carry> {
+    fn carry(&self, sni: Option<&str>, terminate: bool, peer: SocketAddr) -> Option<Carry> {
         let active = self.store.load();
-        let route = active.router.streams().route(sni, terminate)?.clone();
-        let pool = weighted(&route.backends).and_then(|c| active.pools.get(c).cloned());
-        let (timeout, metrics) = (self.connect_timeout, self.metrics.clone());
+        let route = active.router.stream(sni, terminate)?.clone();
+        let cluster = weighted(&route.backends);
+        let trip = Trip {
+            started: (SystemTime::now(), Instant::now()),
+            peer,
+            sni: sni.map(str::to_string).unwrap_or_default(),
+            pool: cluster.and_then(|c| active.pools.get(c).cloned()),
+            cluster: cluster.map(Arc::from),
+            route,
+            terminate,
+        };
+        let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
         Some(Box::new(move |client| {
-            Box::pin(carry(route, pool, client, timeout, metrics))
+            Box::pin(carry(trip, client, settings, metrics, log))
         }))
     }
 }
@@ -146,43 +208,141 @@ impl<R> std::fmt::Debug for StreamRouting<R> {
 
 impl<R: Send + Sync + 'static> Streams for StreamRouting<R> {
     fn passes_through(&self) -> bool {
-        self.store.load().router.streams().passes_through()
+        self.store.load().router.passes_through()
     }
 
-    fn passthrough(&self, sni: Option<&str>) -> Option<Carry> {
-        self.carry(sni, false)
+    fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
+        self.carry(sni, false, peer)
     }
 
-    fn terminated(&self, sni: Option<&str>) -> Option<Carry> {
-        if !self.store.load().router.streams().terminates() {
-            return None;
-        }
-        self.carry(sni, true)
+    fn terminated(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
+        self.carry(sni, true, peer)
     }
 }
 
-/// Dials an endpoint of `pool` (a second one when the first refuses) and copies bytes both
-/// ways until both sides are done; closes the client's connection when there is none.
-async fn carry(
+/// One carried connection, as chosen.
+struct Trip {
+    /// When it was accepted (wall clock for the log, monotonic for its duration).
+    started: (SystemTime, Instant),
+    peer: SocketAddr,
+    sni: String,
     route: Arc<StreamRoute>,
+    terminate: bool,
+    cluster: Option<Arc<str>>,
     pool: Option<Arc<Pool>>,
+}
+
+/// Why a carried connection got no backend, as its metric and log line say.
+enum Refused {
+    /// No backend with weight, an unresolved one, or one without a usable endpoint.
+    NoBackend,
+    /// The backend is a meshed workload: its sidecar takes mTLS from meshed peers only, and
+    /// TLSRoutes dial plain TCP.
+    Meshed,
+    /// Every endpoint tried refused or did not answer.
+    ConnectError,
+}
+
+impl Refused {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refused::NoBackend => "no_backend",
+            Refused::Meshed => "meshed_backend",
+            Refused::ConnectError => "connect_error",
+        }
+    }
+}
+
+/// Dials an endpoint of the trip's pool (a second one when the first refuses) and copies bytes
+/// both ways until both sides are done, or nothing moves for the idle timeout; resets the
+/// client's connection when there is no backend. Counts it, and logs a line for it.
+async fn carry(
+    trip: Trip,
     mut client: Box<dyn Transport>,
-    timeout: Duration,
+    settings: StreamSettings,
     metrics: Metrics,
+    log: AccessLog,
 ) {
-    let count = |result: &str| {
-        metrics
-            .stream_connections
-            .with_label_values(&[&route.name, result])
-            .inc();
+    let route = trip.route.name.clone();
+    let outcome = match dial(&trip, settings.connect_timeout).await {
+        Err(refused) => {
+            client.reset();
+            Err(refused)
+        }
+        Ok((mut upstream, endpoint)) => {
+            let moved = Moved::new();
+            let mut counted = Counted {
+                inner: &mut client,
+                moved: &moved,
+            };
+            let idle = idle(&moved, settings.idle_timeout);
+            tokio::select! {
+                result = tokio::io::copy_bidirectional(&mut counted, &mut upstream) => {
+                    if let Err(error) = result {
+                        tracing::debug!(route = %route, %error, "TLSRoute connection ended with an error");
+                    }
+                }
+                () = idle => tracing::debug!(route = %route, "TLSRoute connection idle; closed"),
+            }
+            Ok((endpoint, moved))
+        }
     };
-    let Some(pool) = pool.filter(|p| p.cluster.resolved) else {
-        count("no_backend");
-        client.reset();
-        return;
+    let result = match &outcome {
+        Ok(_) => "carried",
+        Err(refused) => refused.reason(),
+    };
+    metrics
+        .stream_connections
+        .with_label_values(&[&route, result])
+        .inc();
+    let (endpoint, received, sent) = match &outcome {
+        Ok((endpoint, moved)) => {
+            let (received, sent) = moved.totals();
+            for (direction, n) in [("received", received), ("sent", sent)] {
+                metrics
+                    .stream_bytes
+                    .with_label_values(&[&route, direction])
+                    .inc_by(n);
+            }
+            (Some(*endpoint), received, sent)
+        }
+        Err(_) => (None, 0, 0),
+    };
+    log.log(&Entry {
+        time: Stamp::of(trip.started.0),
+        client: Addr(trip.peer),
+        protocol: if trip.terminate {
+            "tls-terminate"
+        } else {
+            "tls-passthrough"
+        },
+        method: "-",
+        host: &trip.sni,
+        path: "",
+        status: 0,
+        route: Some(&route),
+        backend: trip.cluster.as_deref(),
+        endpoint: endpoint.map(Addr),
+        error: outcome.as_ref().err().map(Refused::reason),
+        attempts: u32::from(endpoint.is_some()),
+        duration_ms: Millis(trip.started.1.elapsed()),
+        upstream_ms: None,
+        bytes_in: received,
+        bytes_out: sent,
+        request_id: "",
+        trace_id: "",
+        user_agent: None,
+        user: None,
+    });
+}
+
+/// A connection to an endpoint of the trip's backend: a second endpoint is tried when the
+/// first refuses.
+async fn dial(trip: &Trip, timeout: Duration) -> Result<(TcpStream, SocketAddr), Refused> {
+    let Some(pool) = trip.pool.as_ref().filter(|p| p.cluster.resolved) else {
+        return Err(Refused::NoBackend);
     };
     let mut tried = Vec::new();
-    let mut upstream = None;
     while tried.len() < 2 {
         let Ok(endpoint) = pool.pick(&tried, None) else {
             break;
@@ -190,48 +350,126 @@ async fn carry(
         if tried.contains(&endpoint.addr) {
             break;
         }
+        if pool.cluster.identities.contains_key(&endpoint.addr) {
+            return Err(Refused::Meshed);
+        }
         tried.push(endpoint.addr);
+        let route = &trip.route.name;
         match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
                 pool.record(endpoint, true);
-                upstream = Some(stream);
-                break;
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, endpoint.addr));
             }
             Ok(Err(error)) => {
                 pool.record(endpoint, false);
-                tracing::debug!(route = %route.name, endpoint = %endpoint.addr, %error, "TLSRoute backend refused");
+                tracing::debug!(route = %route, endpoint = %endpoint.addr, %error, "TLSRoute backend refused");
             }
             Err(_) => {
                 pool.record(endpoint, false);
-                tracing::debug!(route = %route.name, endpoint = %endpoint.addr, "TLSRoute backend did not answer in time");
+                tracing::debug!(route = %route, endpoint = %endpoint.addr, "TLSRoute backend did not answer in time");
             }
         }
     }
-    let Some(mut upstream) = upstream else {
-        count(if tried.is_empty() {
-            "no_backend"
-        } else {
-            "connect_error"
-        });
-        client.reset();
-        return;
-    };
-    let _ = upstream.set_nodelay(true);
-    count("carried");
-    let bytes = |direction: &str, n: u64| {
-        metrics
-            .stream_bytes
-            .with_label_values(&[&route.name, direction])
-            .inc_by(n);
-    };
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((received, sent)) => {
-            bytes("received", received);
-            bytes("sent", sent);
+    Err(if tried.is_empty() {
+        Refused::NoBackend
+    } else {
+        Refused::ConnectError
+    })
+}
+
+/// Bytes a carried connection moved each way, and when it last moved any.
+struct Moved {
+    received: AtomicU64,
+    sent: AtomicU64,
+    /// Milliseconds since `since`, at the last byte either way.
+    last: AtomicU64,
+    since: Instant,
+}
+
+impl Moved {
+    fn new() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            since: Instant::now(),
         }
-        Err(error) => {
-            tracing::debug!(route = %route.name, %error, "TLSRoute connection ended with an error")
+    }
+
+    fn moved(&self, counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            let now = self.since.elapsed().as_millis() as u64;
+            self.last.store(now, Ordering::Relaxed);
         }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How long since a byte last moved.
+    fn quiet(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// Resolves once nothing has moved for `timeout`.
+async fn idle(moved: &Moved, timeout: Duration) {
+    loop {
+        let quiet = moved.quiet();
+        if quiet >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - quiet).await;
+    }
+}
+
+/// The client's side of a carried connection, counting what it reads (received) and writes
+/// (sent).
+struct Counted<'a> {
+    inner: &'a mut Box<dyn Transport>,
+    moved: &'a Moved,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut **self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.moved.moved(&self.moved.received, n);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut **self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.moved.moved(&self.moved.sent, n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self.inner).poll_shutdown(cx)
     }
 }
 
@@ -286,8 +524,9 @@ mod tests {
             route("ended", "", &[exact("abc.example.com")], true),
         ];
         let index = Index::new(&routes);
-        let name =
-            |sni: Option<&str>, terminate| index.route(sni, terminate).map(|r| r.name.to_string());
+        let name = |sni: Option<&str>, terminate| {
+            index.route(sni, terminate).map(|(r, _)| r.name.to_string())
+        };
         assert_eq!(
             name(Some("abc.example.com"), false).as_deref(),
             Some("older")

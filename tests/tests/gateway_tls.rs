@@ -119,6 +119,19 @@ async fn passthrough_get(weir: &Weir, pki: &Pki, sni: &str) -> Result<String, St
     Ok(reply.reply.backend())
 }
 
+/// Whether `stream` ends (EOF or an error) within `within`, whatever it reads before.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    let ended = tokio::time::timeout(within, async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    ended.await.is_ok()
+}
+
 fn is_reset(result: &Result<String, String>) -> bool {
     matches!(result, Err(e) if e.contains("reset") || e.contains("os error 104"))
 }
@@ -548,4 +561,176 @@ async fn a_newer_route_in_another_namespace_cannot_take_a_served_name() {
             .unwrap(),
         "attacker"
     );
+}
+
+/// A tenant's TLSRoute for a name the gateway already serves as HTTP (an Ingress or an
+/// HTTPRoute naming it as exactly) does not take it, through a listener without a hostname
+/// that takes routes from every namespace: that name stays HTTPS, with its certificate, and the
+/// route still takes names nobody serves. Over HTTPS, a request whose Host is a name a TLSRoute
+/// carries, on a connection whose SNI named another (domain fronting), gets 421.
+#[tokio::test]
+async fn a_tls_route_cannot_take_a_name_served_as_http_nor_be_fronted() {
+    let pki = Pki::new();
+    let shop = Echo::start("shop");
+    let taken = tls_backend(&pki, "tenant", &["pay.example.com", "db.example.com"]).await;
+    let cert = pki.issue(&["pay.example.com", "www.example.com"], KeyType::Ecdsa);
+    let listener = "  - name: tls\n    protocol: TLS\n    port: 443\n    tls: {mode: Passthrough}\n    allowedRoutes: {namespaces: {from: All}}\n";
+    let dir = ConfigDir::new()
+        .with(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: tenant}\n",
+        )
+        .with(
+            "svc.yaml",
+            &[
+                service("shop", &[&shop]),
+                service_at("tenant", "tenant", taken),
+            ]
+            .join("---\n"),
+        )
+        .with("cert.yaml", &tls_secret("shop-tls", &cert))
+        .with(
+            "shop.yaml",
+            &weir_e2e::ingress_tls("shop", "pay.example.com", "shop", "shop-tls"),
+        )
+        .with(
+            "www.yaml",
+            &weir_e2e::ingress_tls("www", "www.example.com", "shop", "shop-tls"),
+        )
+        .with("gw.yaml", &gateway(listener))
+        .with(
+            "steal.yaml",
+            &tls_route("steal", "tenant", &["pay.example.com"], "tenant"),
+        )
+        .with(
+            "db.yaml",
+            &tls_route("db", "tenant", &["db.example.com"], "tenant"),
+        );
+    let weir = Weir::start(&dir);
+    let client = pki.client(&["http/1.1"], false);
+    for _ in 0..3 {
+        let got = https_get(weir.tls, "pay.example.com", client.clone(), "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(got.reply.backend(), "shop");
+        assert_eq!(
+            got.leaf,
+            cert.leaf_der(),
+            "the gateway's certificate: not passed through"
+        );
+    }
+    assert_eq!(
+        passthrough_get(&weir, &pki, "db.example.com")
+            .await
+            .unwrap(),
+        "tenant"
+    );
+    // SNI www.example.com (served here), Host db.example.com (a TLSRoute's): 421.
+    let tcp = TcpStream::connect(weir.tls).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("www.example.com").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: db.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    assert!(answer.contains("x-weir-error: misdirected"), "{answer}");
+}
+
+/// A carried connection that moves nothing either way for `--stream-idle-timeout` is closed,
+/// and it gets an access-log line (route, backend, endpoint, bytes each way); on SIGTERM the
+/// carried connections close and the gateway exits without waiting out the drain timeout.
+#[tokio::test]
+async fn carried_connections_idle_out_are_logged_and_end_with_the_gateway() {
+    let pki = Pki::new();
+    let backend = tls_backend(&pki, "tls-backend", &["abc.example.com"]).await;
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service_at("tls-backend", "default", backend))
+        .with("gw.yaml", &gateway(PASSTHROUGH))
+        .with(
+            "route.yaml",
+            &tls_route("pass", "default", &["abc.example.com"], "tls-backend"),
+        );
+    let mut weir = Weir::start_with(
+        &dir,
+        &["--stream-idle-timeout", "1s", "--drain-timeout", "30s"],
+    );
+
+    assert_eq!(
+        passthrough_get(&weir, &pki, "abc.example.com")
+            .await
+            .unwrap(),
+        "tls-backend"
+    );
+    // A ClientHello, then silence from the client (the backend answers and waits).
+    let mut idle = TcpStream::connect(weir.tls).await.unwrap();
+    idle.write_all(&client_hello(&pki, "abc.example.com"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "the idle connection was never closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let lines = weir_e2e::eventually(Duration::from_secs(5), "two stream log lines", || async {
+        let lines: Vec<_> = weir
+            .access_log()
+            .into_iter()
+            .filter(|l| l["protocol"] == "tls-passthrough")
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    })
+    .await;
+    let line = &lines[0];
+    assert_eq!(line["host"], "abc.example.com");
+    assert_eq!(line["route"], "tlsroute:default/pass");
+    assert_eq!(line["backend"], "default/tls-backend:80");
+    assert_eq!(line["endpoint"], backend.to_string());
+    assert!(line["bytes_in"].as_u64().unwrap() > 100, "{line}");
+    assert!(line["bytes_out"].as_u64().unwrap() > 100, "{line}");
+
+    // A carried connection open at SIGTERM: closed, and the gateway exits well before the
+    // 30 s drain timeout.
+    let mut open = TcpStream::connect(weir.tls).await.unwrap();
+    open.write_all(&client_hello(&pki, "abc.example.com"))
+        .await
+        .unwrap();
+    let _ = open.read(&mut [0u8; 1024]).await.unwrap();
+    weir.signal("TERM");
+    assert!(
+        closed_within(&mut open, Duration::from_secs(5)).await,
+        "the carried connection outlived the shutdown"
+    );
+    assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// A TLSRoute to a meshed workload (its pod runs a sidecar, which takes mTLS from meshed
+/// peers only) is refused: the connection is reset rather than sent in plaintext.
+#[tokio::test]
+async fn a_tls_route_to_a_meshed_backend_is_refused() {
+    let pki = Pki::new();
+    let dir = ConfigDir::new()
+        .with("mesh.yaml", weir_e2e::MESH)
+        .with("gw.yaml", &gateway(PASSTHROUGH))
+        .with(
+            "route.yaml",
+            &tls_route("meshed", "shop", &["abc.example.com"], "backend"),
+        );
+    let weir = Weir::start(&dir);
+    let refused = passthrough_get(&weir, &pki, "abc.example.com").await;
+    assert!(is_reset(&refused), "{refused:?}");
+    let meshed = weir
+        .metric("weir_stream_connections_total{result=\"meshed_backend\",route=\"tlsroute:shop/meshed\"}")
+        .await;
+    assert_eq!(meshed, Some(1.0));
 }

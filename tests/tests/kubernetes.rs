@@ -39,6 +39,13 @@ async fn cluster(extra: &[&str]) -> Cluster {
 
 /// [`cluster`] on a given API server.
 async fn cluster_on(api: ApiServer, extra: &[&str]) -> Cluster {
+    let cluster = unready_cluster(api, extra);
+    cluster.weir.wait_ready_config().await;
+    cluster
+}
+
+/// [`cluster_on`], not waiting for the ingress to have a configuration.
+fn unready_cluster(api: ApiServer, extra: &[&str]) -> Cluster {
     let app = Echo::start("app");
     api.apply(NAMESPACES);
     api.apply(&service("app", &[&app]));
@@ -58,7 +65,6 @@ async fn cluster_on(api: ApiServer, extra: &[&str]) -> Cluster {
     let token = dir.join("ingress-token");
     std::fs::write(&token, INGRESS_TOKEN).unwrap();
     let weir = Weir::connect(&controller, &token, &[]);
-    weir.wait_ready_config().await;
     Cluster {
         api,
         dir,
@@ -1117,4 +1123,29 @@ async fn a_cluster_without_the_tlsroute_crd_is_served_and_tlsroutes_come_with_it
         config["snapshot"]["streams"][0]["name"],
         "tlsroute:default/late"
     );
+}
+
+/// A kind every cluster has (here AuthPolicy, whose CRD the manifests install) that the API
+/// server answers 404 for: no configuration is published without it — a passing error must not
+/// send the proxies routes without their authentication — and once it is served, everything is.
+#[tokio::test]
+async fn a_required_kind_the_api_server_does_not_serve_holds_the_first_configuration() {
+    let api = ApiServer::start();
+    api.uninstall("authpolicies");
+    let cluster = unready_cluster(api, &[]);
+    let (api, weir) = (&cluster.api, &cluster.weir);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(
+        weir.admin_get("/readyz").await.status,
+        200,
+        "published without AuthPolicies"
+    );
+    api.install("authpolicies");
+    eventually(
+        Duration::from_secs(60),
+        "the configuration once AuthPolicies are served",
+        || async { (weir.admin_get("/readyz").await.status == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(status_of(weir, "shop.example.com").await, 200);
 }

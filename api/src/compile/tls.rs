@@ -65,7 +65,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                             location,
                             &key,
                             field,
-                            format!("an {protocol} listener needs tls (certificateRefs, or mode Passthrough)"),
+                            format!("a listener of protocol {protocol} needs tls (certificateRefs, or mode Passthrough)"),
                         );
                         continue;
                     };

@@ -105,8 +105,9 @@ pub fn websocket_only() -> Vec<String> {
 pub struct StreamRoute {
     /// `tlsroute:ns/name`, for metrics and logs.
     pub name: Arc<str>,
-    /// The SNI names it takes (the route's hostnames within its listeners'); never `Any`
-    /// unless a listener without a hostname took a route without hostnames.
+    /// The SNI names it takes: the route's hostnames within its listeners' (never `Any`: a
+    /// TLSRoute names its hosts). A name the gateway serves as HTTP with a host match as
+    /// specific stays HTTP's.
     pub hosts: Vec<HostMatch>,
     /// `Terminate`: the gateway ends the client's TLS with the listener's certificate and
     /// carries what is inside; `Passthrough` (false): the client's TLS goes on unopened.

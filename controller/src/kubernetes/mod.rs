@@ -36,6 +36,13 @@ use crate::{ca::Root, lock, Controller};
 /// compiled without it (it then counts as missing, with a warning, until it arrives).
 const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
 
+/// Kinds a cluster may lack (their CRDs come with newer Gateway API releases, and clusters
+/// without them are served): when the API server does not serve one, there are none. Every
+/// other kind must be listed before the first compile: a core or `weir.dev` kind the API
+/// server answers 404 for holds the compile, so a passing error never publishes a
+/// configuration without the cluster's policies.
+const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute"];
+
 /// A kind the controller watches.
 #[derive(Clone, Copy)]
 pub struct Kind {
@@ -282,7 +289,7 @@ async fn follow(
             // CRD deletes its objects, and the watch sees those deletions first): a 404 that
             // is an API server's passing mistake never takes routes down.
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                if status.is_not_found() && kind.kind != "Secret" =>
+                if status.is_not_found() && OPTIONAL.contains(&kind.kind) =>
             {
                 if !absent {
                     tracing::warn!(kind = kind.kind, "the API server does not serve this kind (is its CRD installed?); serving the cluster without any");

@@ -94,10 +94,21 @@ pub trait Streams: Send + Sync + std::fmt::Debug {
     /// Whether some connection may be passed through unopened: only then is each ClientHello
     /// read ahead (peeked, not consumed) for its SNI before the handshake.
     fn passes_through(&self) -> bool;
-    /// Passes the connection through with its TLS unopened: the ClientHello is still unread.
-    fn passthrough(&self, sni: Option<&str>) -> Option<Carry>;
+    /// Passes the connection (from `peer`) through with its TLS unopened: the ClientHello is
+    /// still unread.
+    fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry>;
     /// Carries what is inside the gateway's TLS once the handshake is done, instead of HTTP.
-    fn terminated(&self, sni: Option<&str>) -> Option<Carry>;
+    fn terminated(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry>;
+}
+
+/// Runs a carried connection until it ends, or until shutdown begins: then it is closed (both
+/// sides see it end), so a drain waits for requests, not for connections carried as bytes that
+/// may never end.
+async fn carried(carry: BoxFuture, mut shutdown: Shutdown) {
+    tokio::select! {
+        _ = carry => {}
+        _ = stopped(&mut shutdown) => {}
+    }
 }
 
 /// A shutdown signal: `true` once shutdown has begun.
@@ -143,30 +154,38 @@ pub async fn serve<H, F>(
                     // only needed until it is done; inline, it would size the future every
                     // idle connection keeps.
                     Some(tls) => {
+                        // One deadline for the ClientHello read ahead and the handshake.
+                        let deadline = tokio::time::Instant::now() + handshake_timeout;
                         if let Some(streams) = streams.as_deref().filter(|s| s.passes_through()) {
-                            let sni = tokio::time::timeout(handshake_timeout, hello_sni(&stream));
+                            let sni = tokio::time::timeout_at(deadline, hello_sni(&stream));
                             match sni.await {
                                 Ok(Ok(Hello::Sni(sni))) => {
-                                    if let Some(carry) = streams.passthrough(sni.as_deref()) {
+                                    if let Some(carry) = streams.passthrough(sni.as_deref(), peer) {
                                         tls.passed.inc();
-                                        carry(Box::new(stream)).await;
+                                        carried(carry(Box::new(stream)), shutdown).await;
                                         return;
                                     }
                                 }
-                                // Not TLS, too large, or silent for the whole timeout.
-                                Ok(Ok(Hello::Invalid)) | Err(_) => {
+                                // Not TLS, or too large.
+                                Ok(Ok(Hello::Invalid)) => {
                                     tls.error.inc();
+                                    return;
+                                }
+                                // Silent, or stalled half-way, for the whole timeout.
+                                Err(_) => {
+                                    tls.timeout.inc();
                                     return;
                                 }
                                 Ok(Err(_)) | Ok(Ok(Hello::Closed)) => return,
                             }
                         }
-                        match Box::pin(tls.accept(stream, handshake_timeout, peer)).await {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match Box::pin(tls.accept(stream, left, peer)).await {
                             Some((stream, _)) if streams.is_some() => {
                                 let sni = stream.get_ref().1.server_name();
-                                match streams.as_deref().and_then(|s| s.terminated(sni)) {
+                                match streams.as_deref().and_then(|s| s.terminated(sni, peer)) {
                                     Some(carry) => {
-                                        carry(Box::new(stream)).await;
+                                        carried(carry(Box::new(stream)), shutdown).await;
                                         Ok(())
                                     }
                                     None => {
@@ -269,14 +288,31 @@ enum Hello {
     Closed,
 }
 
-/// The largest ClientHello read ahead for its SNI: one whole TLS record.
-const MAX_HELLO: usize = 5 + (1 << 14);
+/// The largest TLS record: a ClientHello read ahead for its SNI must fit in its first.
+const MAX_RECORD: usize = 1 << 14;
 
 /// Reads a connection's ClientHello without consuming it (the handshake, or the backend a
 /// passthrough route carries it to, reads it afresh) and says which SNI name it asks for.
-/// rustls parses it. Callers bound the wait with a timeout.
+/// The record's header comes first and says how much to wait for (nothing larger is held);
+/// rustls parses the rest. Callers bound the wait with a timeout.
 async fn hello_sni(stream: &TcpStream) -> std::io::Result<Hello> {
-    let mut buf = vec![0u8; MAX_HELLO];
+    let mut head = [0u8; 5];
+    let length = peek_until(stream, &mut head, |head| match head {
+        [first, ..] if *first != 0x16 => Some(None),
+        [_, _, _, high, low] => {
+            let length = usize::from(u16::from_be_bytes([*high, *low]));
+            Some((1..=MAX_RECORD).contains(&length).then_some(length))
+        }
+        _ => None,
+    })
+    .await?;
+    let length = match length {
+        None => return Ok(Hello::Closed),
+        Some(None) => return Ok(Hello::Invalid),
+        Some(Some(length)) => length,
+    };
+    let mut buf = vec![0u8; 5 + length];
+    let whole = buf.len();
     let hello = peek_until(stream, &mut buf, |first| {
         let mut acceptor = rustls::server::Acceptor::default();
         let mut rest = first;
@@ -294,8 +330,8 @@ async fn hello_sni(stream: &TcpStream) -> std::io::Result<Hello> {
                     .server_name()
                     .map(|n| n.to_ascii_lowercase()),
             )),
-            // More to come, unless the buffer is full already.
-            Ok(None) => (first.len() == MAX_HELLO).then_some(Hello::Invalid),
+            // More to come, unless the record is whole already.
+            Ok(None) => (first.len() == whole).then_some(Hello::Invalid),
             Err(_) => Some(Hello::Invalid),
         }
     })

@@ -11,6 +11,7 @@
 //! 3. normalise:  path → 400 if malformed, or a form the path policy refuses (%2F, %5C,
 //!    `\`, `;` parameters: --escaped-slashes, --path-parameters) (proxy::normalize)
 //! 4. route:      host + path + method/headers/query → 404       (proxy::router)
+//!    over TLS, a host a TLSRoute carries connections for → 421 (SNI named another)
 //!    4'. CORS:   a preflight answered by the rule's CORS filter (the rule for the method it
 //!    asks about, if the OPTIONS itself matches none with one); every other response of a
 //!    CORS rule, refusals included, gets what the policy grants its origin (proxy::filter::cors)
@@ -240,6 +241,11 @@ async fn proxy(
         method,
         headers: &parts.headers,
     };
+    // A name TLS connections are carried for (a TLSRoute) is not served as HTTP: a request
+    // for it over TLS came on a connection whose SNI named another (domain fronting).
+    if x.client.tls && active.router.carried(host) {
+        return Err(ProxyError::Misdirected);
+    }
     let route = active.router.route(&view(&parts.method)).cloned();
     // 4'. CORS: a preflight is answered here, before authentication (a browser sends it
     // without credentials); every other response gets what the policy grants its origin. A

@@ -32,8 +32,14 @@ pub(super) fn compile_all(cx: &mut Context<'_>, gateways: &[&Gateway]) {
         .collect();
     for (route, location) in routes {
         let key = Object::TlsRoute(route.clone()).key();
-        // An SNI name is a DNS name (RFC 6066 allows no address).
+        // An SNI name is a DNS name (RFC 6066 allows no address), and a TLSRoute names its
+        // own (v1 requires one): a route for every name would take the whole TLS port.
         let mut ok = true;
+        if route.spec.hostnames.is_empty() {
+            let message = "a TLSRoute needs at least one hostname (the SNI names it takes)";
+            cx.error(location, &key, "spec.hostnames", message);
+            continue;
+        }
         for (i, host) in route.spec.hostnames.iter().enumerate() {
             if host.parse::<std::net::IpAddr>().is_ok() {
                 let field = format!("spec.hostnames[{i}]");
