@@ -183,7 +183,7 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
     fn carry(&self, sni: Option<&str>, terminate: bool, peer: SocketAddr) -> Option<Carry> {
         let active = self.store.load();
         let route = active.router.stream(sni, terminate)?.clone();
-        let cluster = weighted(&route.backends);
+        let cluster = weighted(&route.backends).map(|b| b.cluster.as_str());
         let trip = Trip {
             started: (SystemTime::now(), Instant::now()),
             peer,

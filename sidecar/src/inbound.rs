@@ -373,6 +373,7 @@ impl Inbound {
             destination: Destination::Local(app),
             upgrades: &MESH_UPGRADES,
             filters: &[],
+            backend_filters: &[],
             mirrors: Vec::new(),
             client: client.addr.ip(),
         };

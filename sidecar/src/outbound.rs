@@ -260,6 +260,7 @@ impl Outbound {
             },
             upgrades: &MESH_UPGRADES,
             filters: &[],
+            backend_filters: &[],
             mirrors: Vec::new(),
             client: client.addr.ip(),
         };

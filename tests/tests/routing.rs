@@ -332,3 +332,85 @@ async fn normalised_paths_cannot_escape_a_route() {
     assert_eq!(bad.status, 400);
     assert_eq!(bad.header("x-weir-error"), Some("bad-request"));
 }
+
+/// HTTPRouteBackendRequestHeaderModifier: each backendRef's own header modifiers apply to the
+/// requests (and responses) of that backend alone, after the rule's; a filter Weir cannot run
+/// per backend refuses that route, naming the field, and the rest serves.
+#[tokio::test]
+async fn http_route_backend_request_header_modifier() {
+    let (one, two) = (Echo::start("one"), Echo::start("two"));
+    let rules = "  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-rule, value: rule}, {name: x-over, value: rule}]}
+    backendRefs:
+    - name: one
+      port: 80
+      weight: 1
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: x-over, value: one}], add: [{name: x-backend-one, value: \"1\"}], remove: [x-drop]}
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {set: [{name: x-answered-by, value: one}]}
+    - name: two
+      port: 80
+      weight: 1
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {add: [{name: x-backend-two, value: \"2\"}]}
+";
+    let refused = "  - backendRefs:\n    - name: one\n      port: 80\n      filters:\n      - type: URLRewrite\n        urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /x}}\n";
+    let dir = ConfigDir::new()
+        .with(
+            "svc.yaml",
+            &[service("one", &[&one]), service("two", &[&two])].join("---\n"),
+        )
+        .with("gw.yaml", &gateway())
+        .with(
+            "route.yaml",
+            &http_route("request-header-modifier", &["b.example.com"], rules),
+        )
+        .with(
+            "refused.yaml",
+            &http_route("refused", &["r.example.com"], refused),
+        );
+    let weir = Weir::start(&dir);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let reply = weir
+            .send("GET", "b.example.com", "/", &[("x-drop", "1")], "")
+            .await;
+        assert_eq!(reply.status, 200);
+        let echo = reply.json();
+        let headers = &echo["headers"];
+        assert_eq!(headers["x-rule"], "rule");
+        match reply.backend().as_str() {
+            "one" => {
+                assert_eq!(
+                    headers["x-over"], "one",
+                    "the backend's filter runs after the rule's"
+                );
+                assert_eq!(headers["x-backend-one"], "1");
+                assert!(headers.get("x-backend-two").is_none());
+                assert!(headers.get("x-drop").is_none());
+                assert_eq!(reply.header("x-answered-by"), Some("one"));
+            }
+            "two" => {
+                assert_eq!(headers["x-over"], "rule");
+                assert_eq!(headers["x-backend-two"], "2");
+                assert!(headers.get("x-backend-one").is_none());
+                assert_eq!(headers["x-drop"], "1", "only backend one removes it");
+                assert_eq!(reply.header("x-answered-by"), None);
+            }
+            other => panic!("answered by {other}"),
+        }
+        seen.insert(reply.backend());
+    }
+    assert_eq!(seen.len(), 2, "both backends got requests");
+    assert_eq!(weir.get("r.example.com", "/").await.status, 404);
+    let refusals = weir.refusals().await;
+    let text = serde_json::to_string(&refusals).unwrap();
+    assert!(
+        text.contains("spec.rules[0].backendRefs[0].filters[0].type"),
+        "{text}"
+    );
+}

@@ -171,7 +171,11 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
 
 fn forward(cluster: String) -> RouteAction {
     RouteAction::Forward(Forward {
-        backends: vec![WeightedBackend { cluster, weight: 1 }],
+        backends: vec![WeightedBackend {
+            cluster,
+            weight: 1,
+            filters: Vec::new(),
+        }],
         ..Forward::default()
     })
 }

@@ -362,6 +362,11 @@ pub struct WeightedBackend {
     pub cluster: String,
     /// Relative weight.
     pub weight: u32,
+    /// Filters for requests sent to this backend alone (`backendRefs[].filters`: header
+    /// modifiers), run after the rule's. A node that does not know the field cannot decode
+    /// the snapshot only if a filter's variant is new to it; an older one ignores the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
 }
 
 /// Set, add and remove headers (names lowercase).

@@ -22,7 +22,8 @@
 //! 7. backend:    weighted backendRef → 500 / cluster        (proxy::balance::weighted)
 //! 8. fields:     X-Forwarded-*, the `Host` asked for, the path as matched (normalised)
 //! 9. filters:    the rule's filters in the order it lists them — RequestHeaderModifier,
-//!    URLRewrite, RequestMirror (a copy taken here)              (proxy::filter)
+//!    URLRewrite, RequestMirror (a copy taken here) — then the chosen backendRef's own
+//!    (header modifiers)                                         (proxy::filter)
 //! 10. forward:   the forward path every role shares: upgrades the route allows (websocket
 //!     by default; never h2c), version, the body read once for retries and mirrors, the
 //!     cluster's TrafficPolicy (balancer and hash key, pending cap, retries in budget,
@@ -316,7 +317,8 @@ async fn forward(
         per_try: f.timeouts.backend_request,
     };
     // 7. backend
-    let cluster = weighted(&f.backends).ok_or(ProxyError::BackendNotFound)?;
+    let backend = weighted(&f.backends).ok_or(ProxyError::BackendNotFound)?;
+    let cluster = backend.cluster.as_str();
     let pool = active.pools.get(cluster);
     if gw.access_log.enabled() {
         x.backend = Some(pool.map_or_else(|| Arc::from(cluster), |p| p.name.clone()));
@@ -363,6 +365,7 @@ async fn forward(
         mirrors: Vec::new(),
     };
     filter::request(&f.filters, &mut cx, parts)?;
+    filter::request(&backend.filters, &mut cx, parts)?;
 
     // 10. forward
     let out = forward::Forward {
@@ -370,6 +373,7 @@ async fn forward(
         destination: Destination::Cluster { pool, deadlines },
         upgrades: &route.upgrades,
         filters: &f.filters,
+        backend_filters: &backend.filters,
         mirrors: cx.mirrors,
         client: x.client.addr.ip(),
     };

@@ -50,7 +50,7 @@ pub struct Pool {
 
 /// Picks a cluster by weight: the Gateway API's weighted backendRefs. `None` when no backend
 /// has weight (an HTTP route answers 500, a TLSRoute closes the connection).
-pub fn weighted(backends: &[WeightedBackend]) -> Option<&str> {
+pub fn weighted(backends: &[WeightedBackend]) -> Option<&WeightedBackend> {
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
         return None;
@@ -58,7 +58,7 @@ pub fn weighted(backends: &[WeightedBackend]) -> Option<&str> {
     let mut n = fastrand::u64(..total);
     for b in backends {
         if n < u64::from(b.weight) {
-            return Some(&b.cluster);
+            return Some(b);
         }
         n -= u64::from(b.weight);
     }

@@ -65,6 +65,8 @@ pub struct Forward<'a> {
     pub upgrades: &'a [String],
     /// The route's filters (their response halves run here).
     pub filters: &'a [Filter],
+    /// The chosen backend's own filters (their response halves run after the route's).
+    pub backend_filters: &'a [Filter],
     /// Copies the filters took, to send with the body.
     pub mirrors: Vec<Mirrored>,
     /// The client's address, for a cluster that hashes by it.
@@ -95,6 +97,7 @@ pub async fn forward(
         destination,
         upgrades,
         filters,
+        backend_filters,
         mirrors,
         client,
     } = f;
@@ -155,6 +158,7 @@ pub async fn forward(
     let switching = upgrade::switch(downstream, &mut parts)?;
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     filter::response(filters, &mut parts);
+    filter::response(backend_filters, &mut parts);
     Ok(Response::from_parts(parts, body))
 }
 

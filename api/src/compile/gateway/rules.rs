@@ -2,6 +2,7 @@
 
 use super::*;
 use filters::apply_filter;
+use gateway_api::apis::standard::httproutes::HttpRouteRulesBackendRefs;
 
 pub(super) fn rule_action(
     cx: &mut Context<'_>,
@@ -94,16 +95,10 @@ pub(super) fn rule_action(
     }
     for (i, backend) in rule.backend_refs.iter().flatten().enumerate() {
         let field = format!("{field}.backendRefs[{i}]");
-        if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            cx.error(
-                location,
-                key,
-                format!("{field}.filters"),
-                "per-backend filters are not supported; put filters on the rule",
-            );
+        let Some(filters) = backend_filters(cx, backend, key, location, &field) else {
             ok = false;
             continue;
-        }
+        };
         let target = BackendTarget {
             group: backend.group.as_deref(),
             kind: backend.kind.as_deref(),
@@ -113,7 +108,9 @@ pub(super) fn rule_action(
             weight: backend.weight,
         };
         match weighted_service(cx, key, location, &field, target) {
-            Some(backend) => forward.backends.push(backend),
+            Some(backend) => forward
+                .backends
+                .push(WeightedBackend { filters, ..backend }),
             None => ok = false,
         }
     }
@@ -132,6 +129,43 @@ pub(super) fn rule_action(
         }
         None => Some(RouteAction::Forward(forward)),
     }
+}
+
+/// A backendRef's own filters (header modifiers: what Weir can do per backend); `None`, with
+/// the errors, when one is of another type or invalid.
+fn backend_filters(
+    cx: &mut Context<'_>,
+    backend: &HttpRouteRulesBackendRefs,
+    key: &ObjectKey,
+    location: &Location,
+    field: &str,
+) -> Option<Vec<Filter>> {
+    let mut filters = Forward::default();
+    let mut ok = true;
+    for (j, filter) in backend.filters.iter().flatten().enumerate() {
+        let field = format!("{field}.filters[{j}]");
+        // The same filter as a rule's, in a type of its own.
+        let filter: Option<HttpRouteRulesFilters> = serde_json::to_value(filter)
+            .and_then(serde_json::from_value)
+            .ok();
+        let Some(filter) = filter.filter(|f| {
+            matches!(
+                f.r#type,
+                FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier
+            )
+        }) else {
+            let message = "a backendRef takes RequestHeaderModifier and ResponseHeaderModifier filters; put the others on the rule";
+            cx.error(location, key, format!("{field}.type"), message);
+            ok = false;
+            continue;
+        };
+        let mut redirect = None;
+        if let Err((sub, message)) = apply_filter(cx, &filter, key, &mut filters, &mut redirect) {
+            cx.error(location, key, format!("{field}{sub}"), message);
+            ok = false;
+        }
+    }
+    ok.then_some(filters.filters)
 }
 
 /// A backendRef as every route kind writes it.
@@ -172,7 +206,11 @@ pub(super) fn weighted_service(
         target.name,
         port,
     );
-    Some(WeightedBackend { cluster, weight })
+    Some(WeightedBackend {
+        cluster,
+        weight,
+        filters: Vec::new(),
+    })
 }
 
 /// A Service reference from an HTTPRoute: other kinds, and other namespaces without a
