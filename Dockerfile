@@ -1,7 +1,7 @@
 # Weir's images, stripped binaries on a base of glibc, iptables (nft) and the CA certificates
 # (scripts/image-base.sh: no shell, no package manager):
-# - the default target: every binary (weir-ingress, weir-controller, weir-injector and
-#   weir-sidecar), for the Deployments;
+# - the default target: every binary (weir-ingress, weir-controller, weir-injector,
+#   weir-sidecar, and weirctl to ask them), for the Deployments;
 # - `--target sidecar`: weir-sidecar alone, what the injector adds to every meshed pod (the
 #   same layers as the first two of the default target).
 # Build: scripts/image.sh (docker or podman; also where these base images cannot be pulled),
@@ -20,9 +20,9 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p weir-ingress -p weir-controller -p weir-injector -p weir-sidecar --bins \
+    cargo build --release --locked -p weir-ingress -p weir-controller -p weir-injector -p weir-sidecar -p weirctl --bins \
  && mkdir -p /out/bin /out/debug \
- && for b in weir-ingress weir-controller weir-injector weir-sidecar; do \
+ && for b in weir-ingress weir-controller weir-injector weir-sidecar weirctl; do \
       objcopy --only-keep-debug target/release/$b /out/debug/$b.debug \
    && objcopy --strip-all --add-gnu-debuglink=/out/debug/$b.debug target/release/$b /out/bin/$b; \
     done
@@ -54,4 +54,4 @@ USER 65532:65532
 ENTRYPOINT []
 
 FROM sidecar
-COPY --from=binaries /out/bin/weir-ingress /out/bin/weir-controller /out/bin/weir-injector /usr/local/bin/
+COPY --from=binaries /out/bin/weir-ingress /out/bin/weir-controller /out/bin/weir-injector /out/bin/weirctl /usr/local/bin/

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Weir's container images with docker or podman, whichever can run here: `weir:dev`
-# (every binary: weir-ingress, weir-controller, weir-injector, weir-sidecar) and
+# (every binary: weir-ingress, weir-controller, weir-injector, weir-sidecar, weirctl) and
 # `weir-sidecar:dev` (weir-sidecar alone, what the injector adds to pods; the same base and
 # sidecar layers).
 #
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     *) echo "scripts/image.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-bins=(weir-ingress weir-controller weir-injector weir-sidecar)
+bins=(weir-ingress weir-controller weir-injector weir-sidecar weirctl)
 # NAME:VERSION → NAME-sidecar:VERSION
 name=${tag%:*}
 [ "$name" != "$tag" ] && version=${tag##*:} || version=latest
@@ -126,7 +126,7 @@ else
   if [ -z "$binaries" ]; then
     echo "==> cargo build --release"
     (cd "$root" && cargo build --release --locked -p weir-ingress -p weir-controller \
-      -p weir-injector -p weir-sidecar --bins)
+      -p weir-injector -p weir-sidecar -p weirctl --bins)
     binaries=$root/target/release
   fi
   context=$root/target/image/context

@@ -170,6 +170,7 @@ fn the_images_hold_weirs_programs_alone_and_nothing_anyone_may_change() {
                 "weir-ingress",
                 "weir-injector",
                 "weir-sidecar",
+                "weirctl",
             ][..],
         ),
         (&image.sidecar, &["weir-sidecar"][..]),

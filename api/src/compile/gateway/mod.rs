@@ -204,6 +204,19 @@ fn attachments(
             g.metadata.namespace.as_deref() == Some(namespace)
                 && g.metadata.name.as_deref() == Some(&parent.name)
         }) else {
+            // Another class's Gateway is another controller's business; one that does not
+            // exist is a dangling reference worth a word.
+            let exists = cx.iter().any(|(o, _)| {
+                matches!(o, Object::Gateway(g) if g.metadata.namespace.as_deref() == Some(namespace)
+                    && g.metadata.name.as_deref() == Some(&parent.name))
+            });
+            if !exists {
+                let why = format!(
+                    "{NO_MATCHING_PARENT}: Gateway {namespace}/{} not found",
+                    parent.name
+                );
+                cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
+            }
             continue;
         };
         // How far the best listener got, for the reason a parent takes the route nowhere.
