@@ -212,7 +212,7 @@ fn attachments(
             });
             if !exists {
                 let why = format!(
-                    "{NO_MATCHING_PARENT}: Gateway {namespace}/{} not found",
+                    "{NO_MATCHING_PARENT}: Gateway {namespace}/{} not found (or refused: see its status)",
                     parent.name
                 );
                 cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
