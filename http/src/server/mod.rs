@@ -293,50 +293,71 @@ const MAX_RECORD: usize = 1 << 14;
 
 /// Reads a connection's ClientHello without consuming it (the handshake, or the backend a
 /// passthrough route carries it to, reads it afresh) and says which SNI name it asks for.
-/// The record's header comes first and says how much to wait for (nothing larger is held);
-/// rustls parses the rest. Callers bound the wait with a timeout.
+/// The record's header says how much to wait for; a usual ClientHello (under 2 KiB, post-quantum
+/// key shares included) is read in one peek, a larger one (up to a whole record, nothing more is
+/// held) in a second. rustls parses it. Callers bound the wait with a timeout.
 async fn hello_sni(stream: &TcpStream) -> std::io::Result<Hello> {
-    let mut head = [0u8; 5];
-    let length = peek_until(stream, &mut head, |head| match head {
-        [first, ..] if *first != 0x16 => Some(None),
-        [_, _, _, high, low] => {
-            let length = usize::from(u16::from_be_bytes([*high, *low]));
-            Some((1..=MAX_RECORD).contains(&length).then_some(length))
-        }
-        _ => None,
-    })
-    .await?;
-    let length = match length {
+    let mut buf = vec![0u8; USUAL_HELLO];
+    let seen = peek_until(stream, &mut buf, |seen| hello_in(seen, USUAL_HELLO)).await?;
+    let length = match seen {
         None => return Ok(Hello::Closed),
-        Some(None) => return Ok(Hello::Invalid),
-        Some(Some(length)) => length,
+        Some(Peeked::Hello(hello)) => return Ok(hello),
+        Some(Peeked::Longer(length)) => length,
     };
     let mut buf = vec![0u8; 5 + length];
     let whole = buf.len();
-    let hello = peek_until(stream, &mut buf, |first| {
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut rest = first;
-        while !rest.is_empty() {
-            match acceptor.read_tls(&mut rest) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => return Some(Hello::Invalid),
-            }
+    match peek_until(stream, &mut buf, |seen| hello_in(seen, whole)).await? {
+        None => Ok(Hello::Closed),
+        Some(Peeked::Hello(hello)) => Ok(hello),
+        Some(Peeked::Longer(_)) => Ok(Hello::Invalid),
+    }
+}
+
+/// The room a ClientHello usually fits in.
+const USUAL_HELLO: usize = 2048;
+
+/// What the first bytes of a connection say so far.
+enum Peeked {
+    Hello(Hello),
+    /// A record of this length, longer than the room it was peeked into.
+    Longer(usize),
+}
+
+/// Decides from the bytes `seen` so far, peeked into `room` bytes: `None` while more are
+/// needed (and can fit).
+fn hello_in(seen: &[u8], room: usize) -> Option<Peeked> {
+    let invalid = Some(Peeked::Hello(Hello::Invalid));
+    let length = match seen {
+        [first, ..] if *first != 0x16 => return invalid,
+        [_, _, _, high, low, ..] => usize::from(u16::from_be_bytes([*high, *low])),
+        _ => return None,
+    };
+    if !(1..=MAX_RECORD).contains(&length) {
+        return invalid;
+    }
+    if seen.len() < 5 + length {
+        return (5 + length > room).then_some(Peeked::Longer(length));
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = &seen[..5 + length];
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return invalid,
         }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => Some(Hello::Sni(
-                accepted
-                    .client_hello()
-                    .server_name()
-                    .map(|n| n.to_ascii_lowercase()),
-            )),
-            // More to come, unless the record is whole already.
-            Ok(None) => (first.len() == whole).then_some(Hello::Invalid),
-            Err(_) => Some(Hello::Invalid),
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            let sni = accepted
+                .client_hello()
+                .server_name()
+                .map(str::to_ascii_lowercase);
+            Some(Peeked::Hello(Hello::Sni(sni)))
         }
-    })
-    .await?;
-    Ok(hello.unwrap_or(Hello::Closed))
+        // A ClientHello longer than its first record: more than Weir reads ahead.
+        Ok(None) | Err(_) => invalid,
+    }
 }
 
 /// The HTTP version ALPN chose on a TLS connection.
