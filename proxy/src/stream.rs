@@ -264,12 +264,21 @@ async fn carry(
     log: AccessLog,
 ) {
     let route = trip.route.name.clone();
+    // Counted as soon as it is known, so a long connection shows while it lasts.
+    let count = |result: &str| {
+        metrics
+            .stream_connections
+            .with_label_values(&[&route, result])
+            .inc();
+    };
     let outcome = match dial(&trip, settings.connect_timeout).await {
         Err(refused) => {
             client.reset();
+            count(refused.reason());
             Err(refused)
         }
         Ok((mut upstream, endpoint)) => {
+            count("carried");
             let moved = Moved::new();
             let mut counted = Counted {
                 inner: &mut client,
@@ -287,14 +296,6 @@ async fn carry(
             Ok((endpoint, moved))
         }
     };
-    let result = match &outcome {
-        Ok(_) => "carried",
-        Err(refused) => refused.reason(),
-    };
-    metrics
-        .stream_connections
-        .with_label_values(&[&route, result])
-        .inc();
     let (endpoint, received, sent) = match &outcome {
         Ok((endpoint, moved)) => {
             let (received, sent) = moved.totals();

@@ -176,3 +176,188 @@ async fn http_route_query_param_matching() {
     )
     .await;
 }
+
+/// HTTPRouteHeaderMatching
+#[tokio::test]
+async fn http_route_header_matching() {
+    let h = |pairs: &[(&str, &str)]| {
+        let headers: Vec<String> = pairs
+            .iter()
+            .map(|(n, v)| format!("{{name: {n}, value: {v}}}"))
+            .collect();
+        format!("{{headers: [{}]}}", headers.join(", "))
+    };
+    let rules = [
+        (format!("[{}]", h(&[("version", "one")])), 1),
+        (format!("[{}]", h(&[("version", "two")])), 2),
+        (
+            format!("[{}]", h(&[("version", "two"), ("color", "orange")])),
+            1,
+        ),
+        (
+            format!(
+                "[{}, {}]",
+                h(&[("color", "blue")]),
+                h(&[("color", "green")])
+            ),
+            1,
+        ),
+        (
+            format!(
+                "[{}, {}]",
+                h(&[("color", "red")]),
+                h(&[("color", "yellow")])
+            ),
+            2,
+        ),
+    ]
+    .iter()
+    .map(|(matches, n)| format!("  - matches: {matches}\n{}", backend_ref(*n)))
+    .collect::<String>();
+    let (_backends, weir) = setup("matching", &rules);
+    let v = |n: u8| Some(["infra-backend-v1", "infra-backend-v2"][n as usize - 1]);
+    check(
+        &weir,
+        &[
+            ("GET", "/", &[("Version", "one")], v(1)),
+            ("GET", "/", &[("Version", "two")], v(2)),
+            ("GET", "/", &[("Version", "two"), ("Color", "orange")], v(1)),
+            ("GET", "/", &[("Version", "two"), ("Color", "blue")], v(2)),
+            ("GET", "/", &[("Color", "orange")], None),
+            ("GET", "/", &[("Some-Other-Header", "one")], None),
+            ("GET", "/", &[("Color", "blue")], v(1)),
+            ("GET", "/", &[("Color", "green")], v(1)),
+            ("GET", "/", &[("Color", "red")], v(2)),
+            ("GET", "/", &[("Color", "yellow")], v(2)),
+            ("GET", "/", &[("Color", "purple")], None),
+        ],
+    )
+    .await;
+}
+
+/// A request's path and the fields it is sent with, and what its backend must see: fields
+/// present (lowercase name, value) and fields absent.
+type Modified<'a> = (&'a str, Fields<'a>, (Fields<'a>, &'a [&'a str]));
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
+/// HTTPRouteRequestHeaderModifier: set overwrites, add appends (the backend sees both values),
+/// remove removes, several at once, and names match whatever their case.
+#[tokio::test]
+async fn http_route_request_header_modifier() {
+    let rule = |path: &str, modifier: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {modifier}\n{}", backend_ref(1))
+    };
+    let rules = [
+        rule("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"),
+        rule("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"),
+        rule("/remove", "{remove: [X-Header-Remove]}"),
+        rule("/multiple", "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}"),
+        rule("/case-insensitivity", "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}"),
+    ]
+    .concat();
+    let (_backends, weir) = setup("request-header-modifier", &rules);
+    let cases: &[Modified<'_>] = &[
+        (
+            "/set",
+            &[("Some-Other-Header", "val")],
+            (
+                &[
+                    ("some-other-header", "val"),
+                    ("x-header-set", "set-overwrites-values"),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "/set",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "some-other-value"),
+            ],
+            (
+                &[
+                    ("some-other-header", "val"),
+                    ("x-header-set", "set-overwrites-values"),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "/add",
+            &[("Some-Other-Header", "val")],
+            (&[("x-header-add", "add-appends-values")], &[]),
+        ),
+        (
+            "/add",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "some-other-value"),
+            ],
+            (
+                &[("x-header-add", "some-other-value,add-appends-values")],
+                &[],
+            ),
+        ),
+        (
+            "/remove",
+            &[("X-Header-Remove", "val")],
+            (&[], &["x-header-remove"]),
+        ),
+        (
+            "/multiple",
+            &[
+                ("X-Header-Set-2", "set-val-2"),
+                ("X-Header-Add-2", "add-val-2"),
+                ("X-Header-Remove-2", "remove-val-2"),
+                ("Another-Header", "another-header-val"),
+            ],
+            (
+                &[
+                    ("x-header-set-1", "header-set-1"),
+                    ("x-header-set-2", "header-set-2"),
+                    ("x-header-add-1", "header-add-1"),
+                    ("x-header-add-2", "add-val-2,header-add-2"),
+                    ("x-header-add-3", "header-add-3"),
+                    ("another-header", "another-header-val"),
+                ],
+                &["x-header-remove-1", "x-header-remove-2"],
+            ),
+        ),
+        (
+            "/case-insensitivity",
+            &[
+                ("x-header-set", "original-val-set"),
+                ("x-header-add", "original-val-add"),
+                ("x-header-remove", "original-val-remove"),
+                ("Another-Header", "another-header-val"),
+            ],
+            (
+                &[
+                    ("x-header-set", "header-set"),
+                    ("x-header-add", "original-val-add,header-add"),
+                    ("another-header", "another-header-val"),
+                ],
+                &["x-header-remove"],
+            ),
+        ),
+    ];
+    for (path, sent, (present, absent)) in cases {
+        let reply = weir.send("GET", "example.com", path, sent, "").await;
+        assert_eq!(reply.status, 200, "{path}");
+        let echo = reply.json();
+        for (name, value) in *present {
+            assert_eq!(
+                echo["headers"][name], *value,
+                "{path} {name}: {}",
+                echo["headers"]
+            );
+        }
+        for name in *absent {
+            assert!(
+                echo["headers"].get(name).is_none(),
+                "{path} {name}: {}",
+                echo["headers"]
+            );
+        }
+    }
+}

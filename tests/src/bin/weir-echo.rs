@@ -213,14 +213,18 @@ async fn answer(
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    // A field sent more than once is shown once, its values joined by commas in order.
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
+        .keys()
+        .map(|k| {
+            let values: Vec<String> = parts
+                .headers
+                .get_all(k)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            (k.as_str().to_string(), values.join(",").into())
         })
         .collect();
     let echo = serde_json::json!({
