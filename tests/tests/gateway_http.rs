@@ -361,3 +361,142 @@ async fn http_route_request_header_modifier() {
         }
     }
 }
+
+/// HTTPRouteResponseHeaderModifier: upstream's echo server answers with the request's fields;
+/// weir-echo's `?respond=NAME:VALUE` makes it answer with the same ones, and the route's filter
+/// acts on them on the way back.
+#[tokio::test]
+async fn http_route_response_header_modifier() {
+    let rule = |path: &str, modifier: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters:\n    - type: ResponseHeaderModifier\n      responseHeaderModifier: {modifier}\n{}", backend_ref(1))
+    };
+    let rules = [
+        rule("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"),
+        rule("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"),
+        rule("/remove", "{remove: [X-Header-Remove]}"),
+        rule("/multiple", "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}"),
+        rule("/case-insensitivity", "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}"),
+    ]
+    .concat();
+    let (_backends, weir) = setup("response-header-modifier", &rules);
+    let cases: &[Modified<'_>] = &[
+        (
+            "/set",
+            &[("Some-Other-Header", "val")],
+            (
+                &[
+                    ("some-other-header", "val"),
+                    ("x-header-set", "set-overwrites-values"),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "/set",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "some-other-value"),
+            ],
+            (
+                &[
+                    ("some-other-header", "val"),
+                    ("x-header-set", "set-overwrites-values"),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "/add",
+            &[("Some-Other-Header", "val")],
+            (
+                &[
+                    ("some-other-header", "val"),
+                    ("x-header-add", "add-appends-values"),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "/add",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "some-other-value"),
+            ],
+            (
+                &[("x-header-add", "some-other-value,add-appends-values")],
+                &[],
+            ),
+        ),
+        (
+            "/remove",
+            &[("X-Header-Remove", "val")],
+            (&[], &["x-header-remove"]),
+        ),
+        (
+            "/multiple",
+            &[
+                ("X-Header-Set-2", "set-val-2"),
+                ("X-Header-Add-2", "add-val-2"),
+                ("X-Header-Remove-2", "remove-val-2"),
+                ("Another-Header", "another-header-val"),
+            ],
+            (
+                &[
+                    ("x-header-set-1", "header-set-1"),
+                    ("x-header-set-2", "header-set-2"),
+                    ("x-header-add-1", "header-add-1"),
+                    ("x-header-add-2", "add-val-2,header-add-2"),
+                    ("x-header-add-3", "header-add-3"),
+                    ("another-header", "another-header-val"),
+                ],
+                &["x-header-remove-1", "x-header-remove-2"],
+            ),
+        ),
+        (
+            "/case-insensitivity",
+            &[
+                ("x-header-set", "original-val-set"),
+                ("x-header-add", "original-val-add"),
+                ("x-header-remove", "original-val-remove"),
+                ("Another-Header", "another-header-val"),
+            ],
+            (
+                &[
+                    ("x-header-set", "header-set"),
+                    ("x-header-add", "original-val-add,header-add"),
+                    ("another-header", "another-header-val"),
+                ],
+                &["x-header-remove"],
+            ),
+        ),
+    ];
+    for (path, answered, (present, absent)) in cases {
+        let query: Vec<String> = answered
+            .iter()
+            .map(|(n, v)| format!("respond={n}:{v}"))
+            .collect();
+        let reply = weir
+            .get("example.com", &format!("{path}?{}", query.join("&")))
+            .await;
+        assert_eq!(reply.status, 200, "{path}");
+        let field = |name: &str| {
+            let values: Vec<&str> = reply
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            values.join(",")
+        };
+        for (name, value) in *present {
+            assert_eq!(field(name), *value, "{path} {name}: {:?}", reply.headers);
+        }
+        for name in *absent {
+            assert!(
+                reply.headers.get(*name).is_none(),
+                "{path} {name}: {:?}",
+                reply.headers
+            );
+        }
+    }
+}
