@@ -500,3 +500,82 @@ async fn http_route_response_header_modifier() {
         }
     }
 }
+
+/// HTTPRouteRedirectPath: prefix and full-path redirects, alone and with a host or a status;
+/// each answer's Location checked for its host and path, as upstream checks it.
+#[tokio::test]
+async fn http_route_redirect_path() {
+    let rule = |prefix: &str, redirect: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+    };
+    let prefix = "path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}";
+    let full = "path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}";
+    let rules = [
+        rule("/original-prefix", &format!("{{{prefix}}}")),
+        rule(
+            "/full",
+            "{path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}",
+        ),
+        rule(
+            "/path-and-host",
+            &format!("{{hostname: example.org, {prefix}}}"),
+        ),
+        rule(
+            "/path-and-status",
+            &format!("{{{prefix}, statusCode: 301}}"),
+        ),
+        rule(
+            "/full-path-and-host",
+            &format!("{{hostname: example.org, {full}}}"),
+        ),
+        rule(
+            "/full-path-and-status",
+            &format!("{{{full}, statusCode: 301}}"),
+        ),
+    ]
+    .concat();
+    let (_backends, weir) = setup("redirect-path", &rules);
+    for (path, status, host, to) in [
+        (
+            "/original-prefix/lemon",
+            302,
+            "example.com",
+            "/replacement-prefix/lemon",
+        ),
+        (
+            "/full/path/original",
+            302,
+            "example.com",
+            "/full-path-replacement",
+        ),
+        ("/path-and-host", 302, "example.org", "/replacement-prefix"),
+        (
+            "/path-and-status",
+            301,
+            "example.com",
+            "/replacement-prefix",
+        ),
+        (
+            "/full-path-and-host",
+            302,
+            "example.org",
+            "/replacement-full",
+        ),
+        (
+            "/full-path-and-status",
+            301,
+            "example.com",
+            "/replacement-full",
+        ),
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, status, "{path}");
+        let location: http::Uri = reply
+            .header("location")
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        assert_eq!(location.host(), Some(host), "{path}: {location}");
+        assert_eq!(location.path(), to, "{path}: {location}");
+    }
+}
