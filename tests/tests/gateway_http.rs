@@ -579,3 +579,71 @@ async fn http_route_redirect_path() {
         assert_eq!(location.path(), to, "{path}: {location}");
     }
 }
+
+/// HTTPRouteRewritePath: prefix and full-path rewrites, a prefix stripped to `/`, and rewrites
+/// beside header modifiers in one rule.
+#[tokio::test]
+async fn http_route_rewrite_path() {
+    let modifier = "    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites-values}], add: [{name: X-Header-Add, value: header-val-1}, {name: X-Header-Add-Append, value: header-val-2}], remove: [X-Header-Remove]}\n";
+    let rule = |prefix: &str, rewrite: &str, extra: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: URLRewrite\n      urlRewrite: {{path: {rewrite}}}\n{extra}{}", backend_ref(1))
+    };
+    let rules = [
+        rule(
+            "/prefix/one",
+            "{type: ReplacePrefixMatch, replacePrefixMatch: /one}",
+            "",
+        ),
+        rule(
+            "/strip-prefix",
+            "{type: ReplacePrefixMatch, replacePrefixMatch: /}",
+            "",
+        ),
+        rule(
+            "/full/one",
+            "{type: ReplaceFullPath, replaceFullPath: /one}",
+            "",
+        ),
+        rule(
+            "/full/rewrite-path-and-modify-headers",
+            "{type: ReplaceFullPath, replaceFullPath: /test}",
+            modifier,
+        ),
+        rule(
+            "/prefix/rewrite-path-and-modify-headers",
+            "{type: ReplacePrefixMatch, replacePrefixMatch: /prefix}",
+            modifier,
+        ),
+    ]
+    .concat();
+    let (_backends, weir) = setup("rewrite-path", &rules);
+    for (path, to) in [
+        ("/prefix/one/two", "/one/two"),
+        ("/full/one/two", "/one"),
+        ("/strip-prefix/three", "/three"),
+        ("/strip-prefix", "/"),
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.json()["path"], to, "{path}");
+    }
+    let sent = [
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+        ("X-Header-Set", "set-val"),
+    ];
+    for (path, to) in [
+        ("/full/rewrite-path-and-modify-headers/test", "/test"),
+        ("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one"),
+    ] {
+        let reply = weir.send("GET", "example.com", path, &sent, "").await;
+        assert_eq!(reply.status, 200, "{path}");
+        let echo = reply.json();
+        assert_eq!(echo["path"], to, "{path}");
+        let headers = &echo["headers"];
+        assert_eq!(headers["x-header-add"], "header-val-1");
+        assert_eq!(headers["x-header-add-append"], "append-val-1,header-val-2");
+        assert_eq!(headers["x-header-set"], "set-overwrites-values");
+        assert!(headers.get("x-header-remove").is_none(), "{headers}");
+    }
+}
