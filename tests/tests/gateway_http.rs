@@ -647,3 +647,76 @@ async fn http_route_rewrite_path() {
         assert!(headers.get("x-header-remove").is_none(), "{headers}");
     }
 }
+
+/// A redirect's answer: status, and the Location's host and port (`None`: the scheme's own).
+async fn redirected(weir: &Weir, path: &str) -> (u16, String, Option<u16>) {
+    let reply = weir.get("example.com", path).await;
+    let location: http::Uri = reply
+        .header("location")
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
+    let host = location.host().unwrap_or_default().to_string();
+    (reply.status.as_u16(), host, location.port_u16())
+}
+
+/// HTTPRouteRedirectHostAndStatus
+#[tokio::test]
+async fn http_route_redirect_host_and_status() {
+    let rule = |prefix: &str, redirect: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+    };
+    let rules = [
+        rule("/hostname-redirect", "{hostname: example.org}"),
+        rule("/status-code-301", "{statusCode: 301}"),
+        rule(
+            "/host-and-status",
+            "{statusCode: 301, hostname: example.org}",
+        ),
+    ]
+    .concat();
+    let (_backends, weir) = setup("redirect", &rules);
+    assert_eq!(
+        redirected(&weir, "/hostname-redirect").await,
+        (302, "example.org".into(), None)
+    );
+    assert_eq!(
+        redirected(&weir, "/status-code-301").await,
+        (301, "example.com".into(), None)
+    );
+    assert_eq!(
+        redirected(&weir, "/host-and-status").await,
+        (301, "example.org".into(), None)
+    );
+}
+
+/// HTTPRouteRedirectPort
+#[tokio::test]
+async fn http_route_redirect_port() {
+    let rule = |prefix: &str, redirect: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+    };
+    let rules = [
+        rule(
+            "/port-and-host-and-status",
+            "{port: 8083, hostname: example.org, statusCode: 302}",
+        ),
+        rule("/port-and-host", "{port: 8083, hostname: example.org}"),
+        rule("/port-and-status", "{port: 8083, statusCode: 301}"),
+        rule("/port", "{port: 8083}"),
+    ]
+    .concat();
+    let (_backends, weir) = setup("redirect-port", &rules);
+    for (path, expected) in [
+        ("/port", (302, "example.com", Some(8083))),
+        ("/port-and-host", (302, "example.org", Some(8083))),
+        ("/port-and-status", (301, "example.com", Some(8083))),
+        (
+            "/port-and-host-and-status",
+            (302, "example.org", Some(8083)),
+        ),
+    ] {
+        let (status, host, port) = redirected(&weir, path).await;
+        assert_eq!((status, host.as_str(), port), expected, "{path}");
+    }
+}
