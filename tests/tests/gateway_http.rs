@@ -1,12 +1,19 @@
-//! Core HTTPRoute matching, as the upstream conformance tests HTTPExactPathMatching,
-//! HTTPRouteMethodMatching and HTTPRouteQueryParamMatching check it (kubernetes-sigs/gateway-api,
-//! conformance/tests): one route per test with the rules those tests apply, and every request
-//! they send with the backend (or 404) they expect, against the real `weir-ingress`.
+//! Core HTTPRoute matching and filters, as the upstream conformance tests named on each test
+//! here check them (kubernetes-sigs/gateway-api, conformance/tests): one route per test with
+//! the rules those tests apply, and every request they send with what they expect back (the
+//! backend, a 404, the fields the backend sees, a redirect's Location), against the real
+//! `weir-ingress`. Where upstream's manifest for a newer version of a test was not at hand,
+//! the rules are rebuilt from its requests.
 
 use weir_e2e::{gateway, http_route, service, ConfigDir, Echo, Weir};
 
 /// The three infra backends upstream's tests route to, and a Weir serving `rules` for any host.
 fn setup(name: &str, rules: &str) -> (Vec<Echo>, Weir) {
+    setup_for(name, &[], rules)
+}
+
+/// [`setup`], the route for `hosts`.
+fn setup_for(name: &str, hosts: &[&str], rules: &str) -> (Vec<Echo>, Weir) {
     let names = ["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"];
     let backends: Vec<Echo> = names.iter().map(|n| Echo::start(n)).collect();
     let services: Vec<String> = backends
@@ -17,7 +24,7 @@ fn setup(name: &str, rules: &str) -> (Vec<Echo>, Weir) {
     let dir = ConfigDir::new()
         .with("svc.yaml", &services.join("---\n"))
         .with("gw.yaml", &gateway())
-        .with("route.yaml", &http_route(name, &[], rules));
+        .with("route.yaml", &http_route(name, hosts, rules));
     (backends, Weir::start(&dir))
 }
 
@@ -719,4 +726,90 @@ async fn http_route_redirect_port() {
         let (status, host, port) = redirected(&weir, path).await;
         assert_eq!((status, host.as_str(), port), expected, "{path}");
     }
+}
+
+/// HTTPRouteRedirectScheme: to https, alone and with a host or a status; the port becomes
+/// https's own (none in the Location), not the listener's 80.
+#[tokio::test]
+async fn http_route_redirect_scheme() {
+    let rule = |prefix: &str, redirect: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+    };
+    let rules = [
+        rule(
+            "/scheme-and-host-and-status",
+            "{scheme: https, hostname: example.org, statusCode: 302}",
+        ),
+        rule("/scheme-and-host", "{scheme: https, hostname: example.org}"),
+        rule("/scheme-and-status", "{scheme: https, statusCode: 301}"),
+        rule("/scheme", "{scheme: https}"),
+    ]
+    .concat();
+    let (_backends, weir) = setup("redirect-scheme", &rules);
+    for (path, status, host) in [
+        ("/scheme", 302, "example.com"),
+        ("/scheme-and-host", 302, "example.org"),
+        ("/scheme-and-status", 301, "example.com"),
+        ("/scheme-and-host-and-status", 302, "example.org"),
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, status, "{path}");
+        let location: http::Uri = reply
+            .header("location")
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        assert_eq!(location.scheme_str(), Some("https"), "{path}: {location}");
+        assert_eq!(location.host(), Some(host), "{path}: {location}");
+        assert_eq!(location.port_u16(), None, "{path}: {location}");
+    }
+}
+
+/// HTTPRouteRewriteHost: the Host the backend sees, alone and beside header modifiers.
+#[tokio::test]
+async fn http_route_rewrite_host() {
+    let modifier = "    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites-values}], add: [{name: X-Header-Add, value: header-val-1}, {name: X-Header-Add-Append, value: header-val-2}], remove: [X-Header-Remove]}\n";
+    let rule = |prefix: &str, host: &str, extra: &str, backend: u8| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: URLRewrite\n      urlRewrite: {{hostname: {host}}}\n{extra}{}", backend_ref(backend))
+    };
+    let rules = [
+        rule("/one", "one.example.org", "", 1),
+        rule("/two", "example.org", "", 2),
+        rule(
+            "/rewrite-host-and-modify-headers",
+            "test.example.org",
+            modifier,
+            2,
+        ),
+    ]
+    .concat();
+    let (_backends, weir) = setup_for("rewrite-host", &["rewrite.example"], &rules);
+    for (path, host, backend) in [
+        ("/one", "one.example.org", "infra-backend-v1"),
+        ("/two", "example.org", "infra-backend-v2"),
+    ] {
+        let reply = weir.get("rewrite.example", path).await;
+        assert_eq!(reply.backend(), backend, "{path}");
+        assert_eq!(reply.json()["headers"]["host"], host, "{path}");
+    }
+    let sent = [
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+    ];
+    let reply = weir
+        .send(
+            "GET",
+            "rewrite.example",
+            "/rewrite-host-and-modify-headers",
+            &sent,
+            "",
+        )
+        .await;
+    assert_eq!(reply.backend(), "infra-backend-v2");
+    let headers = &reply.json()["headers"];
+    assert_eq!(headers["host"], "test.example.org");
+    assert_eq!(headers["x-header-add"], "header-val-1");
+    assert_eq!(headers["x-header-add-append"], "append-val-1,header-val-2");
+    assert_eq!(headers["x-header-set"], "set-overwrites-values");
+    assert!(headers.get("x-header-remove").is_none(), "{headers}");
 }
