@@ -508,13 +508,16 @@ async fn http_route_response_header_modifier() {
     }
 }
 
+/// A rule for a path prefix whose answer is a redirect.
+fn redirect_rule(prefix: &str, redirect: &str) -> String {
+    format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+}
+
 /// HTTPRouteRedirectPath: prefix and full-path redirects, alone and with a host or a status;
 /// each answer's Location checked for its host and path, as upstream checks it.
 #[tokio::test]
 async fn http_route_redirect_path() {
-    let rule = |prefix: &str, redirect: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
-    };
+    let rule = redirect_rule;
     let prefix = "path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}";
     let full = "path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}";
     let rules = [
@@ -670,9 +673,7 @@ async fn redirected(weir: &Weir, path: &str) -> (u16, String, Option<u16>) {
 /// HTTPRouteRedirectHostAndStatus
 #[tokio::test]
 async fn http_route_redirect_host_and_status() {
-    let rule = |prefix: &str, redirect: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
-    };
+    let rule = redirect_rule;
     let rules = [
         rule("/hostname-redirect", "{hostname: example.org}"),
         rule("/status-code-301", "{statusCode: 301}"),
@@ -700,9 +701,7 @@ async fn http_route_redirect_host_and_status() {
 /// HTTPRouteRedirectPort
 #[tokio::test]
 async fn http_route_redirect_port() {
-    let rule = |prefix: &str, redirect: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
-    };
+    let rule = redirect_rule;
     let rules = [
         rule(
             "/port-and-host-and-status",
@@ -732,9 +731,7 @@ async fn http_route_redirect_port() {
 /// https's own (none in the Location), not the listener's 80.
 #[tokio::test]
 async fn http_route_redirect_scheme() {
-    let rule = |prefix: &str, redirect: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
-    };
+    let rule = redirect_rule;
     let rules = [
         rule(
             "/scheme-and-host-and-status",
