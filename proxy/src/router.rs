@@ -1,10 +1,14 @@
 //! The route table: picks the route for a request in the order the Gateway API defines.
 //!
-//! Hosts first: an exact host, then the most specific wildcard, then routes for any host.
-//! Inside one host, the Gateway API precedence: an `Exact` path, then the longest prefix
-//! (regular expressions rank with prefixes by the length of their pattern, after a prefix of the
-//! same length), then a method match, then more header matches, then more query matches, then
-//! the oldest object, then `namespace/name`, then rule and match order.
+//! A route's hostnames decide which requests it may take: routes are indexed by host (exact,
+//! wildcard suffix, any), and a request is matched in every bucket that takes its host. Among
+//! the matches, the Gateway API precedence: an `Exact` path, then the longest prefix (regular
+//! expressions rank with prefixes by the length of their pattern, after a prefix of the same
+//! length), then a method match, then more header matches, then more query matches; then the
+//! route that names the host more specifically (exact, then the longest wildcard, then none);
+//! then the oldest object, then `namespace/name`, then rule and match order. So a longer path
+//! under `*.example.com` beats `/` under `shop.example.com` (upstream's
+//! HTTPRouteMatchingAcrossRoutes), and of two equal matches the exact host's serves.
 //!
 //! Lookup does a hash probe per path segment boundary rather than scanning routes, so its cost
 //! does not grow with the number of routes (see `benches/route_lookup.rs`).
@@ -135,19 +139,23 @@ impl Router {
         any.then_some(Rank::Any)
     }
 
-    /// The route for a request, if any.
+    /// The route for a request, if any: the best match of each host bucket that takes the
+    /// request's host, then the best of those by match, then by how specifically its route
+    /// names the host, then the older object.
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
-        if let Some(route) = self.exact_hosts.get(req.host).and_then(|t| t.route(req)) {
-            return Some(route);
+        let mut best: Option<(&Arc<Route>, Rank)> = None;
+        if let Some(table) = self.exact_hosts.get(req.host) {
+            keep_better(&mut best, table.route(req), Rank::Exact);
         }
         for (suffix, table) in &self.wildcard_hosts {
             if req.host.len() > suffix.len() && req.host.ends_with(suffix.as_str()) {
-                if let Some(route) = table.route(req) {
-                    return Some(route);
-                }
+                keep_better(&mut best, table.route(req), Rank::Wildcard(suffix.len()));
             }
         }
-        self.any_host.route(req).or(self.fallback.as_ref())
+        if !self.any_host.is_empty() {
+            keep_better(&mut best, self.any_host.route(req), Rank::Any);
+        }
+        best.map(|(route, _)| route).or(self.fallback.as_ref())
     }
 }
 
@@ -251,6 +259,47 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
                 .into_owned()
         })
     })
+}
+
+/// Keeps `found` (from a bucket naming the host as `host` does) when it outranks what `best`
+/// holds: by match, then by host, then the older object.
+fn keep_better<'r>(
+    best: &mut Option<(&'r Arc<Route>, Rank)>,
+    found: Option<&'r Arc<Route>>,
+    host: Rank,
+) {
+    let Some(route) = found else { return };
+    let wins = best.is_none_or(|(held, held_host)| {
+        let ranked = match_rank(route)
+            .cmp(&match_rank(held))
+            .then(host.cmp(&held_host))
+            .then_with(|| held.order.cmp(&route.order));
+        ranked == Ordering::Greater
+    });
+    if wins {
+        *best = Some((route, host));
+    }
+}
+
+/// How specific a route's match is, in the Gateway API's order: an Exact path over any other,
+/// then the longer prefix or regular expression (a prefix first at the same length), then a
+/// method match, more header matches, more query matches. Within one host bucket the table
+/// finds the best by these already; across buckets they are compared with this.
+fn match_rank(route: &Route) -> (u8, usize, bool, bool, usize, usize) {
+    let m = &route.matcher;
+    let (exact, length, prefix) = match &m.path {
+        PathMatch::Exact(p) => (1, p.len(), true),
+        PathMatch::Prefix(p) => (0, p.len(), true),
+        PathMatch::Regex(_) => (0, regex_len(route), false),
+    };
+    (
+        exact,
+        length,
+        prefix,
+        m.method.is_some(),
+        m.headers.len(),
+        m.query.len(),
+    )
 }
 
 /// Gateway API precedence between routes whose paths are equally specific.

@@ -14,6 +14,13 @@ fn setup(name: &str, rules: &str) -> (Vec<Echo>, Weir) {
 
 /// [`setup`], the route for `hosts`.
 fn setup_for(name: &str, hosts: &[&str], rules: &str) -> (Vec<Echo>, Weir) {
+    let (backends, dir) = infra();
+    let dir = dir.with("route.yaml", &http_route(name, hosts, rules));
+    (backends, Weir::start(&dir))
+}
+
+/// The three infra backends and their Services, and the Gateway; add the routes.
+fn infra() -> (Vec<Echo>, ConfigDir) {
     let names = ["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"];
     let backends: Vec<Echo> = names.iter().map(|n| Echo::start(n)).collect();
     let services: Vec<String> = backends
@@ -23,9 +30,8 @@ fn setup_for(name: &str, hosts: &[&str], rules: &str) -> (Vec<Echo>, Weir) {
         .collect();
     let dir = ConfigDir::new()
         .with("svc.yaml", &services.join("---\n"))
-        .with("gw.yaml", &gateway())
-        .with("route.yaml", &http_route(name, hosts, rules));
-    (backends, Weir::start(&dir))
+        .with("gw.yaml", &gateway());
+    (backends, dir)
 }
 
 /// One expected exchange: method, path (with query), headers, and the backend that answers
@@ -809,4 +815,49 @@ async fn http_route_rewrite_host() {
     assert_eq!(headers["x-header-add-append"], "append-val-1,header-val-2");
     assert_eq!(headers["x-header-set"], "set-overwrites-values");
     assert!(headers.get("x-header-remove").is_none(), "{headers}");
+}
+
+/// HTTPRouteMatchingAcrossRoutes: two routes whose hostnames overlap (`example.com` and
+/// `*.com`): a request both may take goes to the rule with the more specific match (a longer
+/// path, a header match), whichever route's hostname is the more specific; hostnames only decide
+/// which routes may take it (`/v2` on example.net is not `*.com`'s).
+#[tokio::test]
+async fn http_route_matching_across_routes() {
+    let (_backends, dir) = infra();
+    let part1 = http_route(
+        "matching-part1",
+        &["example.com", "example.net"],
+        &format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /}}}}, {{headers: [{{name: version, value: one}}]}}]\n{}",
+            backend_ref(1)
+        ),
+    );
+    let part2 = http_route(
+        "matching-part2",
+        &["*.com"],
+        &format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}, {{headers: [{{name: version, value: two}}]}}]\n{}",
+            backend_ref(2)
+        ),
+    );
+    let dir = dir.with("part1.yaml", &part1).with("part2.yaml", &part2);
+    let weir = Weir::start(&dir);
+    let (v1, v2) = (Some("infra-backend-v1"), Some("infra-backend-v2"));
+    for (host, path, headers, expected) in [
+        ("example.com", "/", &[][..], v1),
+        ("example.com", "/example", &[], v1),
+        ("example.net", "/example", &[], v1),
+        ("example.com", "/example", &[("Version", "one")], v1),
+        ("example.com", "/v2", &[], v2),
+        ("example.net", "/v2", &[], v1),
+        ("example.com", "/v2/example", &[], v2),
+        ("example.com", "/", &[("Version", "two")], v2),
+    ] {
+        let reply = weir.send("GET", host, path, headers, "").await;
+        assert_eq!(
+            Some(reply.backend().as_str()),
+            expected,
+            "{host}{path} {headers:?}"
+        );
+    }
 }
