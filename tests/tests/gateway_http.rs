@@ -861,3 +861,46 @@ async fn http_route_matching_across_routes() {
         );
     }
 }
+
+/// HTTPRoutePathMatchOrder: several matches per backend, each request taken by the most
+/// specific one (an Exact path over any prefix, then the longest prefix), whichever rule or
+/// order it is written in.
+#[tokio::test]
+async fn http_route_path_match_order() {
+    let matches = |exact: &str, prefix: &str| {
+        format!("[{{path: {{type: Exact, value: {exact}}}}}, {{path: {{type: PathPrefix, value: {prefix}}}}}]")
+    };
+    let rules = [
+        (matches("/match", "/match/prefix"), 1),
+        (matches("/match/exact", "/match/prefix/one"), 2),
+        (matches("/match/exact/one", "/match"), 3),
+    ]
+    .iter()
+    .map(|(m, n)| format!("  - matches: {m}\n{}", backend_ref(*n)))
+    .collect::<String>();
+    let (_backends, weir) = setup("path-matching-order", &rules);
+    let v =
+        |n: u8| Some(["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"][n as usize - 1]);
+    check(
+        &weir,
+        &[
+            ("GET", "/match/exact/one", &[], v(3)),
+            ("GET", "/match/exact", &[], v(2)),
+            ("GET", "/match", &[], v(1)),
+            ("GET", "/match/prefix/one/any", &[], v(2)),
+            ("GET", "/match/prefix/any", &[], v(1)),
+            ("GET", "/match/any", &[], v(3)),
+        ],
+    )
+    .await;
+}
+
+/// HTTPRouteSimpleSameNamespace
+#[tokio::test]
+async fn http_route_simple_same_namespace() {
+    let (_backends, weir) = setup(
+        "gateway-conformance-infra-test",
+        &backend_ref(1).replacen("   ", "  -", 1),
+    );
+    check(&weir, &[("GET", "/", &[], Some("infra-backend-v1"))]).await;
+}
