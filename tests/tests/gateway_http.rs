@@ -904,3 +904,110 @@ async fn http_route_simple_same_namespace() {
     );
     check(&weir, &[("GET", "/", &[], Some("infra-backend-v1"))]).await;
 }
+
+/// HTTPRouteHostnameIntersection: listeners with an exact and two wildcard hostnames, routes
+/// whose hostnames intersect them in every way (exact in exact, exact in wildcard, wildcard
+/// over exact, wildcard in wildcard) and one that intersects none; each route serves exactly
+/// the intersection.
+#[tokio::test]
+async fn http_route_hostname_intersection() {
+    let (_backends, dir) = infra();
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: listener-1, port: 80, protocol: HTTP, hostname: very.specific.com}\n  - {name: listener-2, port: 80, protocol: HTTP, hostname: \"*.wildcard.io\"}\n  - {name: listener-3, port: 80, protocol: HTTP, hostname: \"*.anotherwildcard.io\"}\n";
+    let route = |name: &str, hosts: &[&str], prefix: &str, n: u8| {
+        let rule = format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n{}",
+            backend_ref(n)
+        );
+        http_route(name, hosts, &rule)
+    };
+    let dir = dir
+        .with("gw.yaml", gateway)
+        .with(
+            "r1.yaml",
+            &route(
+                "specific-host-matches-listener-specific-host",
+                &[
+                    "non.matching.com",
+                    "*.nonmatchingwildcard.io",
+                    "very.specific.com",
+                ],
+                "/s1",
+                1,
+            ),
+        )
+        .with(
+            "r2.yaml",
+            &route(
+                "specific-host-matches-listener-wildcard-host",
+                &[
+                    "non.matching.com",
+                    "wildcard.io",
+                    "foo.wildcard.io",
+                    "bar.wildcard.io",
+                    "foo.bar.wildcard.io",
+                ],
+                "/s2",
+                2,
+            ),
+        )
+        .with(
+            "r3.yaml",
+            &route(
+                "wildcard-host-matches-listener-specific-host",
+                &["non.matching.com", "*.specific.com"],
+                "/s3",
+                3,
+            ),
+        )
+        .with(
+            "r4.yaml",
+            &route(
+                "wildcard-host-matches-listener-wildcard-host",
+                &["*.anotherwildcard.io"],
+                "/s4",
+                1,
+            ),
+        )
+        .with(
+            "r5.yaml",
+            &route(
+                "no-intersecting-hosts",
+                &["specific.but.wrong.com", "wildcard.io"],
+                "/s5",
+                2,
+            ),
+        );
+    let weir = Weir::start(&dir);
+    let (v1, v2, v3) = (
+        Some("infra-backend-v1"),
+        Some("infra-backend-v2"),
+        Some("infra-backend-v3"),
+    );
+    for (host, path, expected) in [
+        ("very.specific.com", "/s1", v1),
+        ("non.matching.com", "/s1", None),
+        ("foo.nonmatchingwildcard.io", "/s1", None),
+        ("foo.wildcard.io", "/s1", None),
+        ("foo.wildcard.io", "/s2", v2),
+        ("bar.wildcard.io", "/s2", v2),
+        ("foo.bar.wildcard.io", "/s2", v2),
+        ("wildcard.io", "/s2", None),
+        ("non.matching.com", "/s2", None),
+        ("very.specific.com", "/s3", v3),
+        ("non.matching.com", "/s3", None),
+        ("foo.specific.com", "/s3", None),
+        ("foo.anotherwildcard.io", "/s4", v1),
+        ("bar.anotherwildcard.io", "/s4", v1),
+        ("foo.bar.anotherwildcard.io", "/s4", v1),
+        ("anotherwildcard.io", "/s4", None),
+        ("foo.wildcard.io", "/s4", None),
+        ("specific.but.wrong.com", "/s5", None),
+        ("wildcard.io", "/s5", None),
+    ] {
+        let reply = weir.get(host, path).await;
+        match expected {
+            Some(backend) => assert_eq!(reply.backend(), backend, "{host}{path}"),
+            None => assert_eq!(reply.status, 404, "{host}{path}"),
+        }
+    }
+}
