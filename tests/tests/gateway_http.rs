@@ -1011,3 +1011,63 @@ async fn http_route_hostname_intersection() {
         }
     }
 }
+
+/// HTTPRouteListenerHostnameMatching: one route per listener (by sectionName), the listeners
+/// naming `bar.com`, `foo.bar.com` and `*.bar.com`; each host reaches the most specific
+/// listener's route.
+#[tokio::test]
+async fn http_route_listener_hostname_matching() {
+    let (_backends, dir) = infra();
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: listener-1, port: 80, protocol: HTTP, hostname: bar.com}\n  - {name: listener-2, port: 80, protocol: HTTP, hostname: foo.bar.com}\n  - {name: listener-3, port: 80, protocol: HTTP, hostname: \"*.bar.com\"}\n";
+    let route = |n: u8| {
+        http_route(
+            &format!("backend-v{n}"),
+            &[],
+            &backend_ref(n).replacen("   ", "  -", 1),
+        )
+        .replace(
+            "parentRefs: [{name: gw}]",
+            &format!("parentRefs: [{{name: gw, sectionName: listener-{n}}}]"),
+        )
+    };
+    let dir = dir
+        .with("gw.yaml", gateway)
+        .with("r1.yaml", &route(1))
+        .with("r2.yaml", &route(2))
+        .with("r3.yaml", &route(3));
+    let weir = Weir::start(&dir);
+    for (host, expected) in [
+        ("bar.com", Some("infra-backend-v1")),
+        ("foo.bar.com", Some("infra-backend-v2")),
+        ("baz.bar.com", Some("infra-backend-v3")),
+        ("boo.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.foo.bar.com", Some("infra-backend-v3")),
+        ("foo.com", None),
+        ("no.matching.host", None),
+    ] {
+        let reply = weir.get(host, "/").await;
+        match expected {
+            Some(backend) => assert_eq!(reply.backend(), backend, "{host}"),
+            None => assert_eq!(reply.status, 404, "{host}"),
+        }
+    }
+}
+
+/// HTTPRouteWeight: backends weighted 70, 30 and 0 share the requests in about those
+/// proportions (500 requests: each share within 15 points), the zero-weight one gets none.
+#[tokio::test]
+async fn http_route_weight() {
+    let rules = "  - backendRefs:\n    - {name: infra-backend-v1, port: 80, weight: 70}\n    - {name: infra-backend-v2, port: 80, weight: 30}\n    - {name: infra-backend-v3, port: 80, weight: 0}\n";
+    let (_backends, weir) = setup("weighted-backends", rules);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..500 {
+        *counts
+            .entry(weir.get("example.com", "/").await.backend())
+            .or_insert(0u32) += 1;
+    }
+    let share = |name: &str| f64::from(counts.get(name).copied().unwrap_or(0)) / 500.0;
+    assert!((share("infra-backend-v1") - 0.7).abs() < 0.15, "{counts:?}");
+    assert!((share("infra-backend-v2") - 0.3).abs() < 0.15, "{counts:?}");
+    assert_eq!(share("infra-backend-v3"), 0.0, "{counts:?}");
+}
