@@ -1071,3 +1071,104 @@ async fn http_route_weight() {
     assert!((share("infra-backend-v2") - 0.3).abs() < 0.15, "{counts:?}");
     assert_eq!(share("infra-backend-v3"), 0.0, "{counts:?}");
 }
+
+/// HTTPRouteMatching: path prefixes by whole segments and header matches in one route.
+#[tokio::test]
+async fn http_route_matching() {
+    let rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /}}}}, {{headers: [{{name: version, value: one}}]}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}, {{headers: [{{name: version, value: two}}]}}]\n{}",
+        backend_ref(1),
+        backend_ref(2)
+    );
+    let (_backends, weir) = setup("matching", &rules);
+    let (v1, v2) = (Some("infra-backend-v1"), Some("infra-backend-v2"));
+    check(
+        &weir,
+        &[
+            ("GET", "/", &[], v1),
+            ("GET", "/example", &[], v1),
+            ("GET", "/", &[("Version", "one")], v1),
+            ("GET", "/v2", &[], v2),
+            ("GET", "/v2/example", &[], v2),
+            ("GET", "/v2/", &[], v2),
+            ("GET", "/v2example", &[], v1),
+            ("GET", "/foo/v2/example", &[], v1),
+            ("GET", "/", &[("Version", "two")], v2),
+        ],
+    )
+    .await;
+}
+
+/// A Service `name` in `namespace` for `echo`.
+fn service_in(namespace: &str, name: &str, echo: &Echo) -> String {
+    service(name, &[echo]).replace("namespace: default", &format!("namespace: {namespace}"))
+}
+
+/// HTTPRouteCrossNamespace, HTTPRouteReferenceGrant and
+/// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: a route in another namespace that the
+/// listener's selector admits reaches its own namespace's backend; a route's backend in another
+/// namespace is reached only with a ReferenceGrant for it there (HTTP 500 otherwise, the rest of
+/// the route serving).
+#[tokio::test]
+async fn http_route_cross_namespace_and_reference_grants() {
+    let (web, app) = (Echo::start("web-backend"), Echo::start("app-backend-v1"));
+    let other = Echo::start("app-backend-v2");
+    let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata: {name: web-backend, labels: {gateway-conformance: backend}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: app-backend}\n";
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-conformance: backend}}}}\n  - {name: same, port: 80, protocol: HTTP, hostname: grants.example.com}\n";
+    let cross = http_route(
+        "cross-namespace",
+        &["cross.example.com"],
+        "  - backendRefs: [{name: web-backend, port: 80}]\n",
+    )
+    .replace("namespace: default}", "namespace: web-backend}")
+    .replace(
+        "parentRefs: [{name: gw}]",
+        "parentRefs: [{name: gw, namespace: default}]",
+    );
+    let grants = http_route(
+        "reference-grant",
+        &["grants.example.com"],
+        "  - matches: [{path: {type: PathPrefix, value: /v1}}]\n    backendRefs: [{name: app-backend-v1, namespace: app-backend, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /v2}}]\n    backendRefs: [{name: app-backend-v2, namespace: app-backend, port: 80}]\n",
+    )
+    .replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw, sectionName: same}]");
+    // Granted for app-backend-v1 alone.
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: reference-grant, namespace: app-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service, name: app-backend-v1}]\n";
+    let dir = ConfigDir::new()
+        .with("ns.yaml", namespaces)
+        .with(
+            "svc.yaml",
+            &[
+                service_in("web-backend", "web-backend", &web),
+                service_in("app-backend", "app-backend-v1", &app),
+                service_in("app-backend", "app-backend-v2", &other),
+            ]
+            .join("---\n"),
+        )
+        .with("gw.yaml", gateway)
+        .with("cross.yaml", &cross)
+        .with("grants.yaml", &grants)
+        .with("grant.yaml", grant);
+    let weir = Weir::start(&dir);
+    assert_eq!(
+        weir.get("cross.example.com", "/").await.backend(),
+        "web-backend"
+    );
+    assert_eq!(
+        weir.get("grants.example.com", "/v1").await.backend(),
+        "app-backend-v1"
+    );
+    let refused = weir.get("grants.example.com", "/v2").await;
+    assert_eq!(refused.status, 500, "not granted: {}", refused.text());
+    assert_eq!(refused.header("x-weir-error"), Some("backend-not-found"));
+    // HTTPRouteInvalidReferenceGrant: a grant that names another kind grants nothing.
+    dir.write(
+        "grant.yaml",
+        &grant.replace("kind: HTTPRoute", "kind: GRPCRoute"),
+    );
+    weir_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the grant withdrawn",
+        || async { (weir.get("grants.example.com", "/v1").await.status == 500).then_some(()) },
+    )
+    .await;
+}
