@@ -1172,3 +1172,27 @@ async fn http_route_cross_namespace_and_reference_grants() {
     )
     .await;
 }
+
+/// HTTPRouteTimeoutRequest and HTTPRouteTimeoutBackendRequest: a request whose backend takes
+/// longer than the rule's `timeouts.request` (or `backendRequest`) gets 504; a quicker one
+/// passes; `0s` turns the timeout off.
+#[tokio::test]
+async fn http_route_timeouts() {
+    let rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /request}}}}]\n    timeouts: {{request: 500ms}}\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /sleep}}}}}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /backend}}}}]\n    timeouts: {{backendRequest: 500ms}}\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /sleep}}}}}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /disabled}}}}]\n    timeouts: {{request: 0s}}\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /sleep}}}}}}]\n{}",
+        backend_ref(1),
+        backend_ref(1),
+        backend_ref(1)
+    );
+    let (_backends, weir) = setup("timeouts", &rules);
+    for (path, status) in [
+        ("/request/1000", 504),
+        ("/request/10", 200),
+        ("/backend/1000", 504),
+        ("/backend/10", 200),
+        ("/disabled/1000", 200),
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+    }
+}
