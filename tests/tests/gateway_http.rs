@@ -1196,3 +1196,80 @@ async fn http_route_timeouts() {
         assert_eq!(reply.status, status, "{path}: {}", reply.text());
     }
 }
+
+/// HTTPRouteRequestMirror, HTTPRouteRequestMultipleMirrors and
+/// HTTPRouteRequestPercentageMirror: the answer comes from the route's backend; a copy goes to
+/// each mirror, to every one of several, and to about the share a `percent` or `fraction` asks.
+#[tokio::test]
+async fn http_route_request_mirrors() {
+    let mirror = |n: u8, share: &str| {
+        format!("    - type: RequestMirror\n      requestMirror: {{backendRef: {{name: infra-backend-v{n}, port: 80}}{share}}}\n")
+    };
+    let rule = |prefix: &str, mirrors: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n{mirrors}{}", backend_ref(1))
+    };
+    let rules = [
+        rule("/mirror", &mirror(2, "")),
+        rule("/multi-mirror", &[mirror(2, ""), mirror(3, "")].concat()),
+        rule("/percent-mirror", &mirror(2, ", percent: 20")),
+        rule(
+            "/fraction-mirror",
+            &mirror(3, ", fraction: {numerator: 1, denominator: 2}"),
+        ),
+    ]
+    .concat();
+    let (backends, weir) = setup("request-mirror", &rules);
+    let served = || async {
+        let mut counts = Vec::new();
+        for b in &backends {
+            counts.push(b.served().await);
+        }
+        counts
+    };
+    let settle = |expected: Vec<u64>| {
+        let served = &served;
+        async move {
+            weir_e2e::eventually(
+                std::time::Duration::from_secs(5),
+                "the mirrors' copies",
+                || async {
+                    let now = served().await;
+                    (now == expected).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        weir.get("example.com", "/mirror").await.backend(),
+        "infra-backend-v1"
+    );
+    settle(vec![1, 1, 0]).await;
+    assert_eq!(
+        weir.get("example.com", "/multi-mirror").await.backend(),
+        "infra-backend-v1"
+    );
+    settle(vec![2, 2, 1]).await;
+    for _ in 0..200 {
+        assert_eq!(weir.get("example.com", "/percent-mirror").await.status, 200);
+        assert_eq!(
+            weir.get("example.com", "/fraction-mirror").await.status,
+            200
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let counts = served().await;
+    assert_eq!(
+        counts[0], 402,
+        "every request answered by the route's backend"
+    );
+    let (percent, fraction) = (counts[1] - 2, counts[2] - 1);
+    assert!(
+        (20..=70).contains(&percent),
+        "20 % of 200 mirrored: {percent}"
+    );
+    assert!(
+        (70..=130).contains(&fraction),
+        "1/2 of 200 mirrored: {fraction}"
+    );
+}
