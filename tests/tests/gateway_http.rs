@@ -1273,3 +1273,44 @@ async fn http_route_request_mirrors() {
         "1/2 of 200 mirrored: {fraction}"
     );
 }
+
+/// HTTPRouteBackendProtocolH2C and HTTPRouteBackendProtocolWebSocket: a Service port with
+/// `appProtocol: kubernetes.io/h2c` is spoken to over HTTP/2 with prior knowledge, whatever
+/// the client spoke; one with `kubernetes.io/ws` carries a WebSocket.
+#[tokio::test]
+async fn http_route_backend_protocols() {
+    let (h2c, ws) = (
+        Echo::start("infra-backend-v1"),
+        Echo::start("infra-backend-v2"),
+    );
+    let services = [
+        weir_e2e::service_with("h2c", &[(h2c.addr, true)], "appProtocol: kubernetes.io/h2c"),
+        weir_e2e::service_with("ws", &[(ws.addr, true)], "appProtocol: kubernetes.io/ws"),
+    ];
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &services.join("---\n"))
+        .with("gw.yaml", &gateway())
+        .with(
+            "h2c.yaml",
+            &http_route(
+                "backend-protocol-h2c",
+                &["h2c.example.com"],
+                "  - backendRefs: [{name: h2c, port: 80}]\n",
+            ),
+        )
+        .with(
+            "ws.yaml",
+            &http_route(
+                "backend-protocol-ws",
+                &["ws.example.com"],
+                "  - backendRefs: [{name: ws, port: 80}]\n",
+            ),
+        );
+    let weir = Weir::start(&dir);
+    let reply = weir.get("h2c.example.com", "/").await;
+    assert_eq!(reply.backend(), "infra-backend-v1");
+    assert_eq!(reply.json()["version"], "HTTP/2.0", "{}", reply.text());
+    let (mut socket, head) = weir_e2e::websocket::open_websocket(weir.addr, "ws.example.com").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    weir_e2e::websocket::assert_frames_echo(&mut socket).await;
+}
