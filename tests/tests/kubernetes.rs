@@ -1149,3 +1149,72 @@ async fn a_required_kind_the_api_server_does_not_serve_holds_the_first_configura
     .await;
     assert_eq!(status_of(weir, "shop.example.com").await, 200);
 }
+
+/// GatewaySecretReferenceGrantAllInNamespace, GatewaySecretReferenceGrantSpecific and
+/// GatewaySecretInvalidReferenceGrant: a listener's certificate Secret in another namespace
+/// resolves with a ReferenceGrant there for every Secret or for that one, and not with a grant
+/// for another Secret (RefNotPermitted).
+#[tokio::test]
+async fn gateway_secret_reference_grants() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: certs-all}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: certs-one}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: certs-wrong}\n");
+    let cert = pki.issue(&["secure.example.com"], KeyType::Ecdsa);
+    for ns in ["certs-all", "certs-one", "certs-wrong"] {
+        api.apply(
+            &tls_secret("certificate", &cert)
+                .replace("namespace: default", &format!("namespace: {ns}")),
+        );
+    }
+    let grant = |ns: &str, to: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: grant, namespace: {ns}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}}]\n  to: [{to}]\n")
+    };
+    api.apply(&grant("certs-all", "{group: \"\", kind: Secret}"));
+    api.apply(&grant(
+        "certs-one",
+        "{group: \"\", kind: Secret, name: certificate}",
+    ));
+    api.apply(&grant(
+        "certs-wrong",
+        "{group: \"\", kind: Secret, name: another}",
+    ));
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: secrets, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: all, protocol: HTTPS, port: 443, hostname: all.example.com, tls: {certificateRefs: [{name: certificate, namespace: certs-all}]}}\n  - {name: one, protocol: HTTPS, port: 443, hostname: one.example.com, tls: {certificateRefs: [{name: certificate, namespace: certs-one}]}}\n  - {name: wrong, protocol: HTTPS, port: 443, hostname: wrong.example.com, tls: {certificateRefs: [{name: certificate, namespace: certs-wrong}]}}\n");
+    let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
+        let gw = api.get(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            "default",
+            "secrets",
+        )?;
+        let listeners = gw["status"]["listeners"].as_array()?.clone();
+        (listeners.len() == 3).then_some(listeners)
+    })
+    .await;
+    let reason = |name: &str, kind: &str| {
+        let listener = listeners.iter().find(|l| l["name"] == name).unwrap();
+        let c = condition(&listener["conditions"], kind);
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+    for name in ["all", "one"] {
+        assert_eq!(
+            reason(name, "ResolvedRefs"),
+            pair("True", "ResolvedRefs"),
+            "{name}"
+        );
+        assert_eq!(
+            reason(name, "Programmed"),
+            pair("True", "Programmed"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        reason("wrong", "ResolvedRefs"),
+        pair("False", "RefNotPermitted")
+    );
+    assert_eq!(reason("wrong", "Programmed").0, "False");
+}
