@@ -61,6 +61,11 @@ async fn check(weir: &Weir, cases: &[Case<'_>]) {
     }
 }
 
+/// Infra backend `n`, as a case expects it to answer.
+fn v(n: u8) -> Option<&'static str> {
+    Some(["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"][n as usize - 1])
+}
+
 fn backend_ref(n: u8) -> String {
     format!("    backendRefs: [{{name: infra-backend-v{n}, port: 80}}]\n")
 }
@@ -105,8 +110,6 @@ async fn http_route_method_matching() {
     .map(|(matches, n)| format!("  - matches: {matches}\n{}", backend_ref(*n)))
     .collect::<String>();
     let (_backends, weir) = setup("method-matching", &rules);
-    let v =
-        |n: u8| Some(["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"][n as usize - 1]);
     check(
         &weir,
         &[
@@ -157,8 +160,6 @@ async fn http_route_query_param_matching() {
     .map(|(matches, n)| format!("  - matches: {matches}\n{}", backend_ref(*n)))
     .collect::<String>();
     let (_backends, weir) = setup("query-param-matching", &rules);
-    let v =
-        |n: u8| Some(["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"][n as usize - 1]);
     check(
         &weir,
         &[
@@ -228,7 +229,6 @@ async fn http_route_header_matching() {
     .map(|(matches, n)| format!("  - matches: {matches}\n{}", backend_ref(*n)))
     .collect::<String>();
     let (_backends, weir) = setup("matching", &rules);
-    let v = |n: u8| Some(["infra-backend-v1", "infra-backend-v2"][n as usize - 1]);
     check(
         &weir,
         &[
@@ -248,113 +248,129 @@ async fn http_route_header_matching() {
     .await;
 }
 
-/// A request's path and the fields it is sent with, and what its backend must see: fields
+/// A request's path and the fields it is sent with, and what must be seen of them: fields
 /// present (lowercase name, value) and fields absent.
 type Modified<'a> = (&'a str, Fields<'a>, (Fields<'a>, &'a [&'a str]));
 type Fields<'a> = &'a [(&'a str, &'a str)];
 
-/// HTTPRouteRequestHeaderModifier: set overwrites, add appends (the backend sees both values),
-/// remove removes, several at once, and names match whatever their case.
-#[tokio::test]
-async fn http_route_request_header_modifier() {
+/// The rules upstream's two header-modifier tests apply, with filter `kind`
+/// (`RequestHeaderModifier` or `ResponseHeaderModifier`).
+fn header_modifier_rules(kind: &str) -> String {
+    let field = format!("{}{}", kind[..1].to_ascii_lowercase(), &kind[1..]);
     let rule = |path: &str, modifier: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {modifier}\n{}", backend_ref(1))
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters:\n    - type: {kind}\n      {field}: {modifier}\n{}", backend_ref(1))
     };
-    let rules = [
+    [
         rule("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"),
         rule("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"),
         rule("/remove", "{remove: [X-Header-Remove]}"),
         rule("/multiple", "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}"),
         rule("/case-insensitivity", "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}"),
     ]
-    .concat();
+    .concat()
+}
+
+/// What upstream's two header-modifier tests send (as the request's fields, or as the fields
+/// the backend answers with) and expect to see after the filter.
+const HEADER_MODIFIER_CASES: &[Modified<'static>] = &[
+    (
+        "/set",
+        &[("Some-Other-Header", "val")],
+        (
+            &[
+                ("some-other-header", "val"),
+                ("x-header-set", "set-overwrites-values"),
+            ],
+            &[],
+        ),
+    ),
+    (
+        "/set",
+        &[
+            ("Some-Other-Header", "val"),
+            ("X-Header-Set", "some-other-value"),
+        ],
+        (
+            &[
+                ("some-other-header", "val"),
+                ("x-header-set", "set-overwrites-values"),
+            ],
+            &[],
+        ),
+    ),
+    (
+        "/add",
+        &[("Some-Other-Header", "val")],
+        (
+            &[
+                ("some-other-header", "val"),
+                ("x-header-add", "add-appends-values"),
+            ],
+            &[],
+        ),
+    ),
+    (
+        "/add",
+        &[
+            ("Some-Other-Header", "val"),
+            ("X-Header-Add", "some-other-value"),
+        ],
+        (
+            &[("x-header-add", "some-other-value,add-appends-values")],
+            &[],
+        ),
+    ),
+    (
+        "/remove",
+        &[("X-Header-Remove", "val")],
+        (&[], &["x-header-remove"]),
+    ),
+    (
+        "/multiple",
+        &[
+            ("X-Header-Set-2", "set-val-2"),
+            ("X-Header-Add-2", "add-val-2"),
+            ("X-Header-Remove-2", "remove-val-2"),
+            ("Another-Header", "another-header-val"),
+        ],
+        (
+            &[
+                ("x-header-set-1", "header-set-1"),
+                ("x-header-set-2", "header-set-2"),
+                ("x-header-add-1", "header-add-1"),
+                ("x-header-add-2", "add-val-2,header-add-2"),
+                ("x-header-add-3", "header-add-3"),
+                ("another-header", "another-header-val"),
+            ],
+            &["x-header-remove-1", "x-header-remove-2"],
+        ),
+    ),
+    (
+        "/case-insensitivity",
+        &[
+            ("x-header-set", "original-val-set"),
+            ("x-header-add", "original-val-add"),
+            ("x-header-remove", "original-val-remove"),
+            ("Another-Header", "another-header-val"),
+        ],
+        (
+            &[
+                ("x-header-set", "header-set"),
+                ("x-header-add", "original-val-add,header-add"),
+                ("another-header", "another-header-val"),
+            ],
+            &["x-header-remove"],
+        ),
+    ),
+];
+
+/// HTTPRouteRequestHeaderModifier: set overwrites, add appends (the backend sees both values),
+/// remove removes, several at once, and names match whatever their case.
+#[tokio::test]
+async fn http_route_request_header_modifier() {
+    let rules = header_modifier_rules("RequestHeaderModifier");
     let (_backends, weir) = setup("request-header-modifier", &rules);
-    let cases: &[Modified<'_>] = &[
-        (
-            "/set",
-            &[("Some-Other-Header", "val")],
-            (
-                &[
-                    ("some-other-header", "val"),
-                    ("x-header-set", "set-overwrites-values"),
-                ],
-                &[],
-            ),
-        ),
-        (
-            "/set",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Set", "some-other-value"),
-            ],
-            (
-                &[
-                    ("some-other-header", "val"),
-                    ("x-header-set", "set-overwrites-values"),
-                ],
-                &[],
-            ),
-        ),
-        (
-            "/add",
-            &[("Some-Other-Header", "val")],
-            (&[("x-header-add", "add-appends-values")], &[]),
-        ),
-        (
-            "/add",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Add", "some-other-value"),
-            ],
-            (
-                &[("x-header-add", "some-other-value,add-appends-values")],
-                &[],
-            ),
-        ),
-        (
-            "/remove",
-            &[("X-Header-Remove", "val")],
-            (&[], &["x-header-remove"]),
-        ),
-        (
-            "/multiple",
-            &[
-                ("X-Header-Set-2", "set-val-2"),
-                ("X-Header-Add-2", "add-val-2"),
-                ("X-Header-Remove-2", "remove-val-2"),
-                ("Another-Header", "another-header-val"),
-            ],
-            (
-                &[
-                    ("x-header-set-1", "header-set-1"),
-                    ("x-header-set-2", "header-set-2"),
-                    ("x-header-add-1", "header-add-1"),
-                    ("x-header-add-2", "add-val-2,header-add-2"),
-                    ("x-header-add-3", "header-add-3"),
-                    ("another-header", "another-header-val"),
-                ],
-                &["x-header-remove-1", "x-header-remove-2"],
-            ),
-        ),
-        (
-            "/case-insensitivity",
-            &[
-                ("x-header-set", "original-val-set"),
-                ("x-header-add", "original-val-add"),
-                ("x-header-remove", "original-val-remove"),
-                ("Another-Header", "another-header-val"),
-            ],
-            (
-                &[
-                    ("x-header-set", "header-set"),
-                    ("x-header-add", "original-val-add,header-add"),
-                    ("another-header", "another-header-val"),
-                ],
-                &["x-header-remove"],
-            ),
-        ),
-    ];
-    for (path, sent, (present, absent)) in cases {
+    for (path, sent, (present, absent)) in HEADER_MODIFIER_CASES {
         let reply = weir.send("GET", "example.com", path, sent, "").await;
         assert_eq!(reply.status, 200, "{path}");
         let echo = reply.json();
@@ -380,110 +396,9 @@ async fn http_route_request_header_modifier() {
 /// acts on them on the way back.
 #[tokio::test]
 async fn http_route_response_header_modifier() {
-    let rule = |path: &str, modifier: &str| {
-        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters:\n    - type: ResponseHeaderModifier\n      responseHeaderModifier: {modifier}\n{}", backend_ref(1))
-    };
-    let rules = [
-        rule("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"),
-        rule("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"),
-        rule("/remove", "{remove: [X-Header-Remove]}"),
-        rule("/multiple", "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}"),
-        rule("/case-insensitivity", "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}"),
-    ]
-    .concat();
+    let rules = header_modifier_rules("ResponseHeaderModifier");
     let (_backends, weir) = setup("response-header-modifier", &rules);
-    let cases: &[Modified<'_>] = &[
-        (
-            "/set",
-            &[("Some-Other-Header", "val")],
-            (
-                &[
-                    ("some-other-header", "val"),
-                    ("x-header-set", "set-overwrites-values"),
-                ],
-                &[],
-            ),
-        ),
-        (
-            "/set",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Set", "some-other-value"),
-            ],
-            (
-                &[
-                    ("some-other-header", "val"),
-                    ("x-header-set", "set-overwrites-values"),
-                ],
-                &[],
-            ),
-        ),
-        (
-            "/add",
-            &[("Some-Other-Header", "val")],
-            (
-                &[
-                    ("some-other-header", "val"),
-                    ("x-header-add", "add-appends-values"),
-                ],
-                &[],
-            ),
-        ),
-        (
-            "/add",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Add", "some-other-value"),
-            ],
-            (
-                &[("x-header-add", "some-other-value,add-appends-values")],
-                &[],
-            ),
-        ),
-        (
-            "/remove",
-            &[("X-Header-Remove", "val")],
-            (&[], &["x-header-remove"]),
-        ),
-        (
-            "/multiple",
-            &[
-                ("X-Header-Set-2", "set-val-2"),
-                ("X-Header-Add-2", "add-val-2"),
-                ("X-Header-Remove-2", "remove-val-2"),
-                ("Another-Header", "another-header-val"),
-            ],
-            (
-                &[
-                    ("x-header-set-1", "header-set-1"),
-                    ("x-header-set-2", "header-set-2"),
-                    ("x-header-add-1", "header-add-1"),
-                    ("x-header-add-2", "add-val-2,header-add-2"),
-                    ("x-header-add-3", "header-add-3"),
-                    ("another-header", "another-header-val"),
-                ],
-                &["x-header-remove-1", "x-header-remove-2"],
-            ),
-        ),
-        (
-            "/case-insensitivity",
-            &[
-                ("x-header-set", "original-val-set"),
-                ("x-header-add", "original-val-add"),
-                ("x-header-remove", "original-val-remove"),
-                ("Another-Header", "another-header-val"),
-            ],
-            (
-                &[
-                    ("x-header-set", "header-set"),
-                    ("x-header-add", "original-val-add,header-add"),
-                    ("another-header", "another-header-val"),
-                ],
-                &["x-header-remove"],
-            ),
-        ),
-    ];
-    for (path, answered, (present, absent)) in cases {
+    for (path, answered, (present, absent)) in HEADER_MODIFIER_CASES {
         let query: Vec<String> = answered
             .iter()
             .map(|(n, v)| format!("respond={n}:{v}"))
@@ -879,8 +794,6 @@ async fn http_route_path_match_order() {
     .map(|(m, n)| format!("  - matches: {m}\n{}", backend_ref(*n)))
     .collect::<String>();
     let (_backends, weir) = setup("path-matching-order", &rules);
-    let v =
-        |n: u8| Some(["infra-backend-v1", "infra-backend-v2", "infra-backend-v3"][n as usize - 1]);
     check(
         &weir,
         &[

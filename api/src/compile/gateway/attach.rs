@@ -1,0 +1,255 @@
+//! Which listeners take a route: its parentRefs (sectionName, port), the listener's protocol
+//! and `allowedRoutes` (kinds, namespaces), conflicts between listeners, and the hostnames the
+//! two have in common; a parent that takes it nowhere says why, in the Gateway API's words.
+
+use super::*;
+
+/// The hosts `route` answers on the listeners it attaches to; empty when it attaches nowhere.
+pub(super) fn attached_hosts(
+    cx: &mut Context<'_>,
+    gateways: &[&Gateway],
+    route: &HttpRoute,
+    route_kind: &str,
+    key: &ObjectKey,
+    location: &Location,
+) -> Vec<HostMatch> {
+    let mut hosts: Vec<HostMatch> = attachments(cx, gateways, route, route_kind, key, location)
+        .into_iter()
+        .map(|(host, _)| host)
+        .collect();
+    hosts.dedup();
+    hosts
+}
+
+/// How a listener takes a route: HTTP (plain or after its TLS), or, for a `TLS` listener, the
+/// connection passed through (`Passthrough`) or carried after the gateway's TLS (`Terminate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Taken {
+    Http,
+    Passthrough,
+    Terminate,
+}
+
+/// The protocols of the listeners a route of `kind` attaches to.
+fn listener_protocols(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "TLSRoute" => &["TLS"],
+        _ => &["HTTP", "HTTPS"],
+    }
+}
+
+/// The hosts `route` answers on the listeners it attaches to, each with how its listener takes
+/// it (sorted, without repeats); empty when it attaches nowhere. The route stands for any kind:
+/// only its hostnames and parentRefs are read, and `route_kind` says which listeners take it.
+pub(super) fn attachments(
+    cx: &mut Context<'_>,
+    gateways: &[&Gateway],
+    route: &HttpRoute,
+    route_kind: &str,
+    key: &ObjectKey,
+    location: &Location,
+) -> Vec<(HostMatch, Taken)> {
+    let mut route_hosts = Vec::new();
+    for (i, h) in route.spec.hostnames.iter().flatten().enumerate() {
+        match host_match(h) {
+            Ok(m) => route_hosts.push(m),
+            Err(e) => cx.error(location, key, format!("spec.hostnames[{i}]"), e),
+        }
+    }
+    let mut hosts = Vec::new();
+    for (i, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
+        let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_GROUP || kind != "Gateway" {
+            continue;
+        }
+        let namespace = parent.namespace.as_deref().unwrap_or(&key.namespace);
+        let Some(gateway) = gateways.iter().find(|g| {
+            g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(&parent.name)
+        }) else {
+            // Another class's Gateway is another controller's business; one that does not
+            // exist is a dangling reference worth a word.
+            let exists = cx.iter().any(|(o, _)| {
+                matches!(o, Object::Gateway(g) if g.metadata.namespace.as_deref() == Some(namespace)
+                    && g.metadata.name.as_deref() == Some(&parent.name))
+            });
+            if !exists {
+                let why = format!(
+                    "{NO_MATCHING_PARENT}: Gateway {namespace}/{} not found (or refused: see its status)",
+                    parent.name
+                );
+                cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
+            }
+            continue;
+        };
+        // How far the best listener got, for the reason a parent takes the route nowhere.
+        let (mut matched, mut allowed) = (false, false);
+        let before = hosts.len();
+        for listener in &gateway.spec.listeners {
+            if parent
+                .section_name
+                .as_deref()
+                .is_some_and(|s| s != listener.name)
+                || parent.port.is_some_and(|p| p != listener.port)
+            {
+                continue;
+            }
+            matched = true;
+            if !listener_protocols(route_kind).contains(&listener.protocol.as_str())
+                || listener_conflict(listener, &gateway.spec.listeners).is_some()
+                || !allows(cx, gateway, listener, route_kind, &key.namespace)
+            {
+                continue;
+            }
+            allowed = true;
+            let taken = match listener.tls.as_ref().and_then(|t| t.mode.as_ref()) {
+                _ if listener.protocol != "TLS" => Taken::Http,
+                Some(TlsMode::Passthrough) => Taken::Passthrough,
+                _ => Taken::Terminate,
+            };
+            let listener_host = match listener.hostname.as_deref().map(host_match) {
+                None => HostMatch::Any,
+                Some(Ok(h)) => h,
+                Some(Err(_)) => continue,
+            };
+            if route_hosts.is_empty() {
+                hosts.push((listener_host, taken));
+            } else {
+                hosts.extend(
+                    route_hosts
+                        .iter()
+                        .filter_map(|h| intersect(&listener_host, h))
+                        .map(|h| (h, taken)),
+                );
+            }
+        }
+        if hosts.len() == before {
+            // The Gateway API's reason first: the controller's status takes it, per parent.
+            let why = match (matched, allowed) {
+                (false, _) => format!("{NO_MATCHING_PARENT}: no listener of Gateway {namespace}/{} has its sectionName and port", parent.name),
+                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of Gateway {namespace}/{} allows {route_kind}s from namespace {}", parent.name, key.namespace),
+                (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's of Gateway {namespace}/{}", parent.name),
+            };
+            cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// How a listener conflicts with another on its port, as the Gateway API's `Conflicted`
+/// reasons name it; a conflicted listener takes no routes. HTTPS and TLS listeners share a port
+/// when their hostnames differ (the SNI tells them apart); listeners of one protocol share it
+/// when their hostnames differ; anything else on one port is a `ProtocolConflict`.
+pub fn listener_conflict(
+    listener: &GatewayListeners,
+    all: &[GatewayListeners],
+) -> Option<&'static str> {
+    let tls_based = |p: &str| matches!(p, "HTTPS" | "TLS");
+    let others = all
+        .iter()
+        .filter(|o| o.name != listener.name && o.port == listener.port);
+    for other in others {
+        let same_host = other.hostname == listener.hostname;
+        if other.protocol != listener.protocol {
+            if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
+                return Some("ProtocolConflict");
+            }
+        } else if same_host {
+            return Some("HostnameConflict");
+        }
+    }
+    None
+}
+
+/// Whether `listener` of `gateway` accepts routes from `namespace` (`allowedRoutes`).
+fn allows(
+    cx: &Context<'_>,
+    gateway: &Gateway,
+    listener: &GatewayListeners,
+    kind: &str,
+    namespace: &str,
+) -> bool {
+    let allowed = listener.allowed_routes.as_ref();
+    if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
+        if !kinds
+            .iter()
+            .any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
+        {
+            return false;
+        }
+    }
+    let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+    match namespaces
+        .and_then(|n| n.from.as_ref())
+        .unwrap_or(&From::Same)
+    {
+        From::All => true,
+        From::Same => gateway.metadata.namespace.as_deref() == Some(namespace),
+        From::Selector => {
+            let Some(selector) = namespaces.and_then(|n| n.selector.as_ref()) else {
+                return false;
+            };
+            let selector: LabelSelector =
+                match serde_json::to_value(selector).and_then(serde_json::from_value) {
+                    Ok(s) => s,
+                    Err(_) => return false,
+                };
+            let labels = cx
+                .iter()
+                .find_map(|(o, _)| match o {
+                    Object::Namespace(n) if n.metadata.name.as_deref() == Some(namespace) => {
+                        n.metadata.labels.clone()
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            selector_matches(&selector, &labels)
+        }
+    }
+}
+
+/// Kubernetes label selector semantics (matchLabels and matchExpressions).
+fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// The hostnames a listener and a route have in common (Gateway API hostname intersection).
+fn intersect(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
+    use HostMatch::*;
+    match (listener, route) {
+        (Any, r) => Some(r.clone()),
+        (l, Any) => Some(l.clone()),
+        (Exact(l), Exact(r)) => (l == r).then(|| listener.clone()),
+        (Wildcard(suffix), Exact(host)) | (Exact(host), Wildcard(suffix)) => {
+            (host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+                .then(|| Exact(host.clone()))
+        }
+        (Wildcard(l), Wildcard(r)) => {
+            if r.ends_with(l.as_str()) {
+                Some(route.clone())
+            } else if l.ends_with(r.as_str()) {
+                Some(listener.clone())
+            } else {
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! TLSRoutes on the TLS listener: a connection whose SNI names a route is carried to one of the
+//! route's backends byte for byte, passed through unopened (`Passthrough`) or after the
+//! gateway's own TLS ends (`Terminate`).
+//!
+//! Names are looked up as the HTTP router looks up hosts: the exact name, then the most
+//! specific wildcard, then a route for any name (which alone takes a ClientHello without SNI).
+//! Two routes for one name: the older object serves, then `namespace/name`. A name the gateway
+//! also serves as HTTP stays HTTP's unless the TLSRoute names it more specifically (an exact
+//! name over an HTTP route's wildcard): a TLSRoute cannot take a name from the HTTPS routes
+//! and Ingresses already serving it ([`crate::router::Router::stream`]).
+//!
+//! A route whose backend cannot be had (none with weight, unresolved, no endpoint, every
+//! endpoint refusing) resets the connection, as the Gateway API asks: the client sees it
+//! refused, never another backend.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use weir_http::server::{Carry, Streams};
+
+use crate::{access_log::AccessLog, balance::weighted, config::ConfigStore, metrics::Metrics};
+
+mod carry;
+mod index;
+
+use carry::{carry, Trip};
+pub use index::{Index, Rank};
+
+/// The TLS listener's TLSRoutes, from the configuration being served.
+pub struct StreamRouting<R> {
+    store: Arc<ConfigStore<R>>,
+    settings: StreamSettings,
+    metrics: Metrics,
+    log: AccessLog,
+}
+
+/// How carried connections are dialed and kept.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamSettings {
+    /// A backend must accept within this time.
+    pub connect_timeout: Duration,
+    /// A connection that carries no byte either way for this long is closed (Envoy's TCP
+    /// proxy default: an hour).
+    pub idle_timeout: Duration,
+}
+
+impl<R> StreamRouting<R> {
+    /// Routes by `store`'s configuration, logging each carried connection to `log`.
+    pub fn new(
+        store: Arc<ConfigStore<R>>,
+        settings: StreamSettings,
+        metrics: Metrics,
+        log: AccessLog,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            metrics,
+            log,
+        }
+    }
+}
+
+impl<R: Send + Sync + 'static> StreamRouting<R> {
+    fn carry(&self, sni: Option<&str>, terminate: bool, peer: SocketAddr) -> Option<Carry> {
+        let active = self.store.load();
+        let route = active.router.stream(sni, terminate)?.clone();
+        let cluster = weighted(&route.backends).map(|b| b.cluster.as_str());
+        let trip = Trip {
+            started: (SystemTime::now(), Instant::now()),
+            peer,
+            sni: sni.map(str::to_string).unwrap_or_default(),
+            pool: cluster.and_then(|c| active.pools.get(c).cloned()),
+            cluster: cluster.map(Arc::from),
+            route,
+            terminate,
+        };
+        let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
+        Some(Box::new(move |client| {
+            Box::pin(carry(trip, client, settings, metrics, log))
+        }))
+    }
+}
+
+impl<R> std::fmt::Debug for StreamRouting<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamRouting")
+    }
+}
+
+impl<R: Send + Sync + 'static> Streams for StreamRouting<R> {
+    fn passes_through(&self) -> bool {
+        self.store.load().router.passes_through()
+    }
+
+    fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
+        self.carry(sni, false, peer)
+    }
+
+    fn terminated(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
+        self.carry(sni, true, peer)
+    }
+}
