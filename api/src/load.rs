@@ -40,12 +40,20 @@ pub fn load_dir_partial(dir: &Path) -> (Objects, Vec<ConfigError>) {
     (objects, errors)
 }
 
+const UNREADABLE_DIR: &str = "cannot read directory: ";
+
 fn unreadable_dir(dir: &Path, e: &std::io::Error) -> ConfigError {
     let location = Location {
         file: Some(dir.display().to_string()),
         document: None,
     };
-    ConfigError::new(&location, "-", "-", format!("cannot read directory: {e}"))
+    ConfigError::new(&location, "-", "-", format!("{UNREADABLE_DIR}{e}"))
+}
+
+/// Whether `error` says the directory itself could not be read (missing, not a directory, no
+/// permission): a load that says nothing about its objects.
+pub fn is_unreadable_dir(error: &ConfigError) -> bool {
+    error.object == "-" && error.field == "-" && error.message.starts_with(UNREADABLE_DIR)
 }
 
 /// Loads a directory again and again, parsing only the files whose size or modification time

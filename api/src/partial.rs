@@ -49,14 +49,10 @@ impl Compiler {
         mut objects: Objects,
         load_errors: Vec<ConfigError>,
     ) -> Result<Compiled, ConfigErrors> {
-        // A directory that could not be read says nothing about its objects: the whole change
-        // is refused (the last good configuration keeps serving; at startup, none starts).
-        if load_errors.iter().any(|e| {
-            e.location
-                .file
-                .as_deref()
-                .is_some_and(|f| std::path::Path::new(f).is_dir())
-        }) {
+        // A directory that could not be read (gone, unreadable) says nothing about its
+        // objects: the whole change is refused (the last good configuration keeps serving; at
+        // startup, none starts).
+        if load_errors.iter().any(crate::load::is_unreadable_dir) {
             return Err(ConfigErrors(load_errors));
         }
         let mut errors: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();

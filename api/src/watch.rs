@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::load::fingerprint;
+use crate::load::{fingerprint, Fingerprint};
 
 /// How a directory is polled.
 #[derive(Clone, Copy, Debug)]
@@ -31,12 +31,13 @@ impl Default for Poll {
 }
 
 /// Whether [`watch_dir`] acts on the directory as it is when it starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// At once (nothing has read it yet).
     Load,
-    /// Only after it changes (the caller has just read it).
-    Wait,
+    /// Only after it changes from this fingerprint, taken before the caller read it: a
+    /// change made while the caller read, or before the watch began, is still acted on.
+    After(Fingerprint),
 }
 
 /// Calls `changed` with `dir` after every change to it (and at once with [`Start::Load`]), on a
@@ -47,7 +48,10 @@ where
     F: Fn(&Path) + Send + Sync + 'static,
 {
     let changed = Arc::new(changed);
-    let mut seen = (start == Start::Wait).then(|| fingerprint(&dir));
+    let mut seen = match start {
+        Start::Load => None,
+        Start::After(read) => Some(read),
+    };
     loop {
         let now = fingerprint(&dir);
         if seen.as_ref() != Some(&now) {
@@ -88,7 +92,7 @@ mod tests {
             (calls, task)
         };
         let (loaded, first) = count(Start::Load);
-        let (waited, second) = count(Start::Wait);
+        let (waited, second) = count(Start::After(fingerprint(&dir)));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(loaded.load(Ordering::SeqCst), 1, "loaded at start");
         assert_eq!(waited.load(Ordering::SeqCst), 0, "nothing changed");
@@ -99,6 +103,34 @@ mod tests {
         assert_eq!(waited.load(Ordering::SeqCst), 1);
         first.abort();
         second.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A change between the caller's read and the watch's first look is not lost.
+    #[tokio::test]
+    async fn a_change_before_the_watch_begins_is_acted_on() {
+        let dir = std::env::temp_dir().join(format!("weir-watch-early-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), "a").unwrap();
+        let read = fingerprint(&dir);
+        std::fs::write(dir.join("a.yaml"), "changed").unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let poll = Poll {
+            interval: Duration::from_millis(10),
+            settle: Duration::from_millis(5),
+        };
+        let task = tokio::spawn(watch_dir(
+            dir.clone(),
+            poll,
+            Start::After(read),
+            move |_: &Path| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        task.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -211,13 +211,15 @@ impl ProxyError {
             ProxyError::BadRequest => 3, // INVALID_ARGUMENT
             ProxyError::NoRoute
             | ProxyError::Misdirected
-            | ProxyError::BackendNotFound
             | ProxyError::UnsupportedTransferCoding => 12, // UNIMPLEMENTED
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => 8, // RESOURCE_EXHAUSTED
             ProxyError::Unauthenticated => 16, // UNAUTHENTICATED
             ProxyError::Forbidden | ProxyError::AccessDenied => 7, // PERMISSION_DENIED
             ProxyError::Timeout | ProxyError::ClientTimeout => 4, // DEADLINE_EXCEEDED
-            ProxyError::NoHealthyEndpoint
+            // A rule with no backend to send to (none resolved, every weight 0): GRPCRoute
+            // asks for UNAVAILABLE.
+            ProxyError::BackendNotFound
+            | ProxyError::NoHealthyEndpoint
             | ProxyError::ConnectFailed
             | ProxyError::BackendReset
             | ProxyError::CircuitOpen

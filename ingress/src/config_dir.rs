@@ -11,7 +11,7 @@ use std::{
 
 use weir_api::{
     error::ConfigErrors,
-    load::load_dir_partial,
+    load::{load_dir_partial, Fingerprint},
     watch::{self, Poll, Start},
     Compiler,
 };
@@ -53,14 +53,21 @@ pub fn reload<R: Default + Send + Sync + 'static>(
     }
 }
 
-/// Reloads `dir` after every change, forever; the caller has loaded it once already.
+/// Reloads `dir` after every change, forever; the caller has loaded it once already, as it
+/// was when `read` was taken (just before).
 pub async fn follow<R: Default + Send + Sync + 'static>(
     dir: PathBuf,
     compiler: Arc<Mutex<Compiler>>,
     installer: Arc<Installer<R>>,
+    read: Fingerprint,
 ) {
-    watch::watch_dir(dir, Poll::default(), Start::Wait, move |dir: &Path| {
-        let _ = reload(dir, &compiler, &installer);
-    })
+    watch::watch_dir(
+        dir,
+        Poll::default(),
+        Start::After(read),
+        move |dir: &Path| {
+            let _ = reload(dir, &compiler, &installer);
+        },
+    )
     .await
 }

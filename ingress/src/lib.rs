@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config_dir;
+pub mod listeners;
 pub mod metrics;
 pub mod ratelimit;
 pub mod security;

@@ -23,6 +23,7 @@ use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_ingress::{
     auth::jwks::HttpsClient,
     config_dir,
+    listeners::{self, serve_all, Binder},
     metrics::GuardMetrics,
     ratelimit::{redis::GlobalStore, LimitSettings},
     security::Registry,
@@ -33,7 +34,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use tokio::net::TcpListener;
 use weir_http::{
-    server::{serve, Peer, ServerSettings, Shutdown},
+    server::ServerSettings,
     upstream::{Upstream, UpstreamSettings},
 };
 use weir_mesh::{
@@ -44,7 +45,7 @@ use weir_mesh::{
 use weir_proxy::{
     access_log::{AccessLog, LogArgs},
     admin::{serve_admin, AdminState},
-    config::{ConfigStore, Follow, Installer},
+    config::{ConfigStore, Follow, Installer, Ports},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     metrics::Metrics,
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
@@ -96,6 +97,19 @@ struct Args {
     /// that Ingress `spec.tls` and Gateway HTTPS listeners name, chosen by SNI.
     #[arg(long)]
     listen_tls: Option<SocketAddr>,
+    /// The Gateway listener port that --listen serves (with Ingresses): what clients reach it
+    /// as. A Gateway listener on a port other than this and --gateway-tls-port gets a socket
+    /// of its own on that port, at --listen's address.
+    #[arg(long, default_value_t = 80)]
+    gateway_http_port: u16,
+    /// The Gateway listener port that --listen-tls serves (HTTPS and TLS listeners).
+    #[arg(long, default_value_t = 443)]
+    gateway_tls_port: u16,
+    /// Serve only these Gateways' listeners and routes (`namespace/name`, repeatable; one
+    /// gateway deployment per Gateway keeps Gateways apart). Default: every Gateway of class
+    /// `weir`. Ingresses are served whatever this says.
+    #[arg(long = "gateway", env = "WEIR_GATEWAYS", value_delimiter = ',')]
+    gateways: Vec<String>,
     /// Address for /healthz, /readyz, /config and /metrics.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
@@ -297,14 +311,24 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let store = Arc::new(ConfigStore::new(metrics.clone()));
     let certs = Arc::new(CertStore::new(metrics.clone()));
+    let ports = Ports {
+        home: vec![args.gateway_http_port, args.gateway_tls_port],
+        gateways: args.gateways.clone(),
+    };
     let mut installer = Installer::new(store.clone())
         .prepare(Box::new(move |snapshot| registry.prepare(snapshot)))
-        .certificates(certs.clone());
+        .certificates(certs.clone())
+        .ports(ports.clone());
     if let Some(dialer) = dialer.clone() {
         installer = installer.mesh(dialer);
     }
     let installer = Arc::new(installer);
     let compiler = Arc::new(std::sync::Mutex::new(weir_api::Compiler::default()));
+    // Taken before the first read, so a change made while it is read is read again.
+    let read = match &source {
+        Source::Dir(dir) => weir_api::load::fingerprint(dir),
+        Source::Controller(_) => Vec::new(),
+    };
     if let Source::Dir(dir) = &source {
         if let Err(errors) = config_dir::reload(dir, &compiler, &installer) {
             bail!(
@@ -366,7 +390,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     };
     let admin_task = tokio::spawn(serve_admin(admin, admin_state, shutdown.clone()));
     let watcher = match source {
-        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, compiler, installer)),
+        Source::Dir(dir) => tokio::spawn(config_dir::follow(dir, compiler, installer, read)),
         Source::Controller(settings) => {
             if let Some(dialer) = &dialer {
                 let own = format!("{}/{}", settings.namespace, settings.service_account);
@@ -394,49 +418,73 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         http2_keepalive_timeout: args.http2_keepalive_timeout,
         ..ServerSettings::default()
     };
-    let mut listeners = vec![(plain, plain_settings.clone())];
-    if let Some(tls) = tls {
-        let config = certs
-            .server_config()
-            .context("building the TLS configuration")?;
-        // TLSRoutes: connections carried as bytes by SNI, before or after the handshake.
-        let stream_settings = StreamSettings {
+    // TLSRoutes: connections carried as bytes by SNI, before or after the handshake.
+    let streams = StreamRouting::new(
+        store.clone(),
+        StreamSettings {
             connect_timeout: args.connect_timeout,
             idle_timeout: args.stream_idle_timeout,
-        };
-        let streams = StreamRouting::new(
-            store.clone(),
-            stream_settings,
-            metrics.clone(),
-            access_log.clone(),
-        );
-        let settings = ServerSettings {
-            tls: Some(config),
-            streams: Some(Arc::new(streams)),
-            ..plain_settings
-        };
-        listeners.push((tls, settings));
+        },
+        metrics.clone(),
+        access_log.clone(),
+    );
+    let tls_config = certs
+        .server_config()
+        .context("building the TLS configuration")?;
+    let base = plain_settings.clone();
+    let tls_settings = move |port| ServerSettings {
+        tls: Some(tls_config.clone()),
+        streams: Some(Arc::new(streams.at(port))),
+        ..base.clone()
+    };
+    let mut home = vec![(plain, plain_settings.clone(), args.gateway_http_port)];
+    if let Some(tls) = tls {
+        home.push((
+            tls,
+            tls_settings(args.gateway_tls_port),
+            args.gateway_tls_port,
+        ));
     }
-    let handler = move |client, req| stack::handle(gateway.clone(), client, req);
+    let failures = prometheus::IntCounter::new(
+        "weir_listener_bind_failures_total",
+        "Gateway listener ports that could not be bound (tried again at the next version)",
+    )?;
+    metrics.registry().register(Box::new(failures.clone()))?;
+    let binder = Binder {
+        ip: args.listen.ip(),
+        ports,
+        plain: plain_settings,
+        tls: Box::new(tls_settings),
+        failures,
+    };
+    let (bound, sockets) = listeners::follow(store.clone(), binder, shutdown.clone());
+    let handler = move |port, client, req| stack::handle(gateway.clone(), port, client, req);
     let mut others = Vec::new();
     for worker in 1..workers {
-        let listeners = listeners
+        let home = home
             .iter()
-            .map(|(l, s)| Ok((l.try_clone()?, s.clone())))
+            .map(|(l, s, p)| Ok((l.try_clone()?, s.clone(), *p)))
             .collect::<std::io::Result<Vec<_>>>()
             .context("sharing the listeners with a worker")?;
         let (handler, metrics, shutdown) = (handler.clone(), metrics.clone(), shutdown.clone());
+        let bound = bound.clone();
         let runtime = worker_runtime().context("starting a worker runtime")?;
         others.push(
             std::thread::Builder::new()
                 .name(format!("weir-worker-{worker}"))
                 .spawn(move || {
-                    runtime.block_on(serve_all(listeners, handler, metrics, shutdown));
+                    runtime.block_on(serve_all(home, bound, handler, metrics.http, shutdown));
                 })
                 .context("starting a worker thread")?,
         );
     }
-    let server = tokio::spawn(serve_all(listeners, handler, metrics, shutdown.clone()));
+    let server = tokio::spawn(serve_all(
+        home,
+        bound,
+        handler,
+        metrics.http.clone(),
+        shutdown.clone(),
+    ));
 
     Signals::install()
         .context("installing the SIGTERM and SIGINT handlers")?
@@ -447,6 +495,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = shutdown_tx.send(true);
     server.await.context("the server task failed")?;
+    let _ = sockets.await;
     tokio::task::spawn_blocking(move || {
         for worker in others {
             let _ = worker.join();
@@ -486,32 +535,4 @@ fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("binding {flag} {addr}"))
-}
-
-/// Serves every listener on this worker's runtime until shutdown has drained them all.
-async fn serve_all<H, F>(
-    listeners: Vec<(std::net::TcpListener, ServerSettings)>,
-    handler: H,
-    metrics: Metrics,
-    shutdown: Shutdown,
-) where
-    H: Fn(Peer, http::Request<weir_http::body::Body>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = http::Response<weir_http::body::Body>> + Send + 'static,
-{
-    let mut servers = tokio::task::JoinSet::new();
-    for (listener, settings) in listeners {
-        match TcpListener::from_std(listener) {
-            Ok(l) => {
-                servers.spawn(serve(
-                    l,
-                    handler.clone(),
-                    settings,
-                    metrics.http.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => tracing::error!(error = %e, "a worker could not listen"),
-        }
-    }
-    while servers.join_next().await.is_some() {}
 }

@@ -26,6 +26,7 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
             routes.push(Arc::new(Route {
                 name: Arc::from(format!("httproute:ns/r{h}:{p}")),
                 hosts: vec![HostMatch::Exact(format!("host{h}.example.com"))],
+                listeners: Vec::new(),
                 matcher: RouteMatch {
                     path: PathMatch::Prefix(format!("/svc{p}/api")),
                     headers,

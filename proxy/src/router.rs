@@ -59,15 +59,32 @@ struct Table {
 }
 
 impl Router {
-    /// Builds the index.
+    /// Builds the index over every route.
     pub fn new(snapshot: &Snapshot) -> Self {
+        Self::serving(snapshot, |_| true, |_| true, true)
+    }
+
+    /// Builds the index over the routes and TLSRoutes `route` and `stream` keep, with the
+    /// default backend when `fallback` (one port's routes, for a gateway).
+    pub fn serving(
+        snapshot: &Snapshot,
+        route: impl Fn(&Route) -> bool,
+        stream: impl Fn(&StreamRoute) -> bool,
+        fallback: bool,
+    ) -> Self {
+        let streams: Vec<Arc<StreamRoute>> = snapshot
+            .streams
+            .iter()
+            .filter(|s| stream(s))
+            .cloned()
+            .collect();
         let mut router = Router {
-            fallback: snapshot.default_route.clone(),
-            streams: crate::stream::Index::new(&snapshot.streams),
+            fallback: snapshot.default_route.clone().filter(|_| fallback),
+            streams: crate::stream::Index::new(&streams),
             ..Router::default()
         };
         let mut wildcards: FastMap<String, Table> = FastMap::default();
-        for route in &snapshot.routes {
+        for route in snapshot.routes.iter().filter(|r| route(r)) {
             let route = route.clone();
             for host in &route.hosts {
                 let table = match host {

@@ -1227,3 +1227,44 @@ async fn http_route_backend_protocols() {
     assert!(head.starts_with("http/1.1 101"), "{head}");
     weir_e2e::websocket::assert_frames_echo(&mut socket).await;
 }
+
+/// HTTPRouteNamedRule: a rule's name changes nothing about what it matches.
+#[tokio::test]
+async fn http_route_named_rule() {
+    let rules = format!(
+        "  - name: named-rule\n    matches: [{{path: {{type: PathPrefix, value: /named}}}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /unnamed}}}}]\n{}",
+        backend_ref(1),
+        backend_ref(2)
+    );
+    let (_backends, weir) = setup("http-named-rules", &rules);
+    check(
+        &weir,
+        &[("GET", "/named", &[], v(1)), ("GET", "/unnamed", &[], v(2))],
+    )
+    .await;
+}
+
+/// HTTPRouteRequestHeaderModifierBackendWeights: two weighted backends, each with a filter of
+/// its own: every request carries exactly the header of the backend it reached.
+#[tokio::test]
+async fn http_route_request_header_modifier_backend_weights() {
+    let filter = |n: u8| {
+        format!("{{name: infra-backend-v{n}, port: 80, weight: 10, filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: infra-backend-v{n}}}]}}}}]}}")
+    };
+    let rules = format!("  - backendRefs: [{}, {}]\n", filter(1), filter(2));
+    let (_backends, weir) = setup("request-header-modifier-backend-weights", &rules);
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let reply = weir.get("example.com", "/").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let backend = reply.backend();
+        assert_eq!(
+            reply.json()["headers"]["backend"],
+            backend.as_str(),
+            "{}",
+            reply.text()
+        );
+        reached.insert(backend);
+    }
+    assert_eq!(reached.len(), 2, "{reached:?}");
+}

@@ -158,7 +158,7 @@ async fn tls_route_simple_same_namespace() {
     let dir = passthrough_beside_https(
         backend,
         &web,
-        ("*.example.com", 8443),
+        ("other.example.com", 443),
         &web_cert,
         "other.example.com",
     )
@@ -345,7 +345,7 @@ async fn tls_route_terminate_and_mixed_on_one_port() {
     let tcp = tcp_backend("tcp-backend").await;
     let passed = tls_backend(&pki, "tls-backend", &["abc.example.com"]).await;
     let cert = pki.issue(&["tls.example.com"], KeyType::Ecdsa);
-    let listeners = "  - name: tls-terminate\n    protocol: TLS\n    port: 8883\n    hostname: tls.example.com\n    tls: {mode: Terminate, certificateRefs: [{name: tls-terminate-checks-certificate}]}\n  - name: tls-passthrough\n    protocol: TLS\n    port: 8883\n    hostname: abc.example.com\n    tls: {mode: Passthrough}\n";
+    let listeners = "  - name: tls-terminate\n    protocol: TLS\n    port: 443\n    hostname: tls.example.com\n    tls: {mode: Terminate, certificateRefs: [{name: tls-terminate-checks-certificate}]}\n  - name: tls-passthrough\n    protocol: TLS\n    port: 443\n    hostname: abc.example.com\n    tls: {mode: Passthrough}\n";
     let dir = ConfigDir::new()
         .with(
             "svc.yaml",

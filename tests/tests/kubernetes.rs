@@ -1218,3 +1218,48 @@ async fn gateway_secret_reference_grants() {
     );
     assert_eq!(reason("wrong", "Programmed").0, "False");
 }
+
+/// GatewayWithAttachedRoutesWithPort8080: a listener on port 8080 beside one on 80, a route
+/// attached to the latter by sectionName: both listeners are accepted and resolved, each
+/// counting the routes attached to it alone.
+#[tokio::test]
+async fn gateway_with_attached_routes_with_port_8080() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gateway-with-two-listeners-and-one-attached-route, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: http-unattached, port: 8080, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}\n  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}\n");
+    api.apply(&service("app", &[&cluster._app]));
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: http-route-4-port8080, namespace: default}\nspec:\n  parentRefs: [{name: gateway-with-two-listeners-and-one-attached-route, sectionName: http}]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n");
+    let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
+        let gw = api.get(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            "default",
+            "gateway-with-two-listeners-and-one-attached-route",
+        )?;
+        let listeners = gw["status"]["listeners"].as_array()?.clone();
+        let attached = |name: &str| {
+            listeners
+                .iter()
+                .find(|l| l["name"] == name)
+                .map(|l| l["attachedRoutes"].clone())
+        };
+        (attached("http")? == 1 && attached("http-unattached")? == 0).then_some(listeners)
+    })
+    .await;
+    assert_eq!(listeners.len(), 2);
+    for listener in &listeners {
+        let name = &listener["name"];
+        assert_eq!(
+            listener["supportedKinds"],
+            serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]),
+            "{name}"
+        );
+        for kind in ["Accepted", "ResolvedRefs", "Programmed"] {
+            assert_eq!(
+                condition(&listener["conditions"], kind)["status"],
+                "True",
+                "{name} {kind}"
+            );
+        }
+    }
+}

@@ -175,3 +175,39 @@ async fn fifty_changes_under_load_fail_no_request_and_drop_no_connection() {
         "{accepted} connections for one client: reloads dropped connections"
     );
 }
+
+/// The directory itself going away (deleted, a volume unmounted) is a change refused whole:
+/// the last good configuration keeps serving, and `/config` says why.
+#[tokio::test]
+async fn a_deleted_config_directory_keeps_the_last_configuration_serving() {
+    let backend = Echo::start("backend");
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("backend", &[&backend]))
+        .with("gw.yaml", &gateway())
+        .with(
+            "route.yaml",
+            &http_route(
+                "web",
+                &["example.com"],
+                "  - backendRefs: [{name: backend, port: 80}]\n",
+            ),
+        );
+    let weir = Weir::start(&dir);
+    assert_eq!(weir.get("example.com", "/").await.status, 200);
+    std::fs::remove_dir_all(&dir.path).unwrap();
+    let errors = weir_e2e::eventually(Duration::from_secs(5), "the change refused", || async {
+        let config = weir.admin_get("/config").await.json();
+        let errors = config["reload"]["errors"].as_array()?.clone();
+        (!errors.is_empty()).then_some(errors)
+    })
+    .await;
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cannot read directory"),
+        "{errors:?}"
+    );
+    assert_eq!(weir.get("example.com", "/").await.status, 200);
+    assert_eq!(weir.version().await, 1);
+}

@@ -94,6 +94,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
             cx.default_routes.push(Arc::new(Route {
                 name: format!("ingress:{}/{}:default", key.namespace, key.name).into(),
                 hosts: vec![HostMatch::Any],
+                listeners: Vec::new(),
                 matcher: RouteMatch::default(),
                 order: order(usize::MAX, 0),
                 action: forward(cluster),
@@ -154,6 +155,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
             cx.routes.push(Arc::new(Route {
                 name: format!("ingress:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: vec![host.clone()],
+                listeners: Vec::new(),
                 matcher: RouteMatch {
                     path: path_match,
                     ..RouteMatch::default()

@@ -46,7 +46,10 @@ pub const GATEWAY_CLASS: &str = "weir";
 /// as the spec asks): those whose upstream conformance tests have tests of Weir's named after
 /// them (docs/conformance.md). A feature joins the list with its tests.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
+    "GatewayPort8080",
     "HTTPRoute",
     "HTTPRouteBackendProtocolH2C",
     "HTTPRouteBackendProtocolWebSocket",
@@ -55,6 +58,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteCORS",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
@@ -87,6 +92,7 @@ struct Context<'a> {
     objects: &'a Objects,
     routes: Vec<Arc<Route>>,
     streams: Vec<Arc<crate::model::StreamRoute>>,
+    listeners: Vec<crate::model::GatewayListener>,
     default_routes: Vec<Arc<Route>>,
     clusters: BTreeMap<String, crate::model::Cluster>,
     tls: Vec<crate::model::TlsCertificate>,
@@ -131,6 +137,7 @@ impl<'a> Context<'a> {
             objects,
             routes: Vec::new(),
             streams: Vec::new(),
+            listeners: Vec::new(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
             tls: Vec::new(),
@@ -182,6 +189,7 @@ impl<'a> Context<'a> {
             default_route,
             tls: self.tls,
             streams: self.streams,
+            listeners: self.listeners,
             warnings: self.warnings,
             mesh: Arc::new(self.mesh),
         })

@@ -44,6 +44,10 @@ pub struct Snapshot {
     /// SNI, either passed through unopened or after the gateway's own TLS ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<Arc<StreamRoute>>,
+    /// The Gateway listeners that take routes (valid, not conflicted): which ports a gateway
+    /// serves, and whether with TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<GatewayListener>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
     /// What sidecars are sent (each its own [`SidecarView`]); not part of the ingress view.
@@ -85,12 +89,70 @@ pub struct Route {
     /// the field reads the default: it can only allow less.
     #[serde(default = "websocket_only")]
     pub upgrades: Vec<String>,
+    /// The Gateway listeners it is attached to: a request takes it only on one of their ports.
+    /// Empty for an Ingress's routes, which every gateway's own ports serve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerRef>,
     /// Who may use the route (an AuthPolicy targeting its HTTPRoute or Ingress).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Arc<Auth>>,
     /// Rate limits, all of which must pass (every RateLimitPolicy targeting its object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<Arc<RateLimit>>,
+}
+
+/// A Gateway listener a route is attached to, as the gateway tells its ports apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerRef {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// The listener's port.
+    pub port: u16,
+}
+
+/// A Gateway listener that takes routes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayListener {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// The listener's name.
+    pub name: String,
+    /// The listener's port.
+    pub port: u16,
+    /// `HTTPS` or `TLS`: connections on its port begin with a TLS handshake.
+    pub tls: bool,
+}
+
+impl Route {
+    /// Whether a request that came to port `port` of the gateway may take this route: one of
+    /// its listeners is there (and `serves` its Gateway), or it has none and `home` says the
+    /// port serves Ingresses.
+    pub fn listens(&self, port: u16, home: bool, serves: impl Fn(&str) -> bool) -> bool {
+        listens(&self.listeners, port, home, serves)
+    }
+}
+
+impl StreamRoute {
+    /// As [`Route::listens`].
+    pub fn listens(&self, port: u16, home: bool, serves: impl Fn(&str) -> bool) -> bool {
+        listens(&self.listeners, port, home, serves)
+    }
+}
+
+fn listens(
+    listeners: &[ListenerRef],
+    port: u16,
+    home: bool,
+    serves: impl Fn(&str) -> bool,
+) -> bool {
+    if listeners.is_empty() {
+        return home;
+    }
+    listeners
+        .iter()
+        .any(|l| l.port == port && serves(&l.gateway))
 }
 
 /// What a route allows when its object names no upgrades: WebSocket alone.
@@ -114,6 +176,9 @@ pub struct StreamRoute {
     pub terminate: bool,
     /// Which of two routes for the same name wins: the older object, then `namespace/name`.
     pub order: RouteOrder,
+    /// The TLS listeners it is attached to (see [`Route::listeners`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerRef>,
     /// Backends with weights; a connection for a backend with no endpoint, or for an
     /// unresolved one, is closed.
     pub backends: Vec<WeightedBackend>,

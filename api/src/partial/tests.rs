@@ -178,3 +178,15 @@ fn an_unreadable_directory_refuses_the_change_instead_of_emptying_the_configurat
     );
     assert!(compiler.compile(Objects::new(), vec![unreadable]).is_err());
 }
+
+/// A directory that is gone (deleted, a volume unmounted) is read as unreadable too: the
+/// change is refused, not compiled as an empty configuration.
+#[test]
+fn a_deleted_directory_refuses_the_change() {
+    let mut compiler = Compiler::default();
+    let (objects, errors) = load(&[("a.yaml", format!("{BASE}{}", route("a", "PathPrefix")))]);
+    compiler.compile(objects, errors).unwrap();
+    let gone = std::env::temp_dir().join(format!("weir-gone-{}", std::process::id()));
+    let (objects, errors) = crate::load::load_dir_partial(&gone);
+    assert!(compiler.compile(objects, errors).is_err());
+}

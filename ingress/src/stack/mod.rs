@@ -95,6 +95,8 @@ pub struct Gateway {
 pub(crate) struct Exchange {
     /// The client (as accepted; X-Forwarded-For adds its address).
     client: Peer,
+    /// The Gateway listener port it came to (which routes it may take).
+    port: u16,
     /// The client's address as text, for X-Forwarded-For (taken when it is set; none when
     /// the gateway sets no X-Forwarded-*).
     forwarded_for: Option<HeaderValue>,
@@ -112,10 +114,12 @@ pub(crate) struct Exchange {
     cors: Option<(Arc<Cors>, cors::Reply)>,
 }
 
-/// Handles one request end to end. (A block, not an `async fn`, which would hold the request
-/// in the future as well as its parts: every request's future is moved whole once.)
+/// Handles one request that came to the gateway's port `port` (as its Gateway listeners name
+/// it) end to end. (A block, not an `async fn`, which would hold the request in the future as
+/// well as its parts: every request's future is moved whole once.)
 pub fn handle(
     gw: Arc<Gateway>,
+    port: u16,
     client: Peer,
     req: Request<Body>,
 ) -> impl Future<Output = Response<Body>> {
@@ -143,6 +147,7 @@ pub fn handle(
             .then(|| Arrival::of(&parts, client.addr, &host, started));
         let mut x = Exchange {
             client,
+            port,
             forwarded_for,
             asked: asked.clone(),
             route: None,
@@ -244,10 +249,11 @@ async fn proxy(
     };
     // A name TLS connections are carried for (a TLSRoute) is not served as HTTP: a request
     // for it over TLS came on a connection whose SNI named another (domain fronting).
-    if x.client.tls && active.router.carried(host) {
+    let router = active.router_at(x.port);
+    if x.client.tls && router.carried(host) {
         return Err(ProxyError::Misdirected);
     }
-    let route = active.router.route(&view(&parts.method)).cloned();
+    let route = router.route(&view(&parts.method)).cloned();
     // 4'. CORS: a preflight is answered here, before authentication (a browser sends it
     // without credentials); every other response gets what the policy grants its origin. A
     // preflight asks about another method: when no rule with a CORS filter takes the OPTIONS
@@ -259,7 +265,7 @@ async fn proxy(
     if let Some(asked) = cors::asked_method(&parts.method, &parts.headers) {
         let found = route.as_ref().and_then(|r| Some((r.clone(), policy(r)?)));
         let found = found.or_else(|| {
-            let r = active.router.route(&view(&asked))?;
+            let r = router.route(&view(&asked))?;
             Some((r.clone(), policy(r)?))
         });
         if let Some((r, policy)) = found {
@@ -293,7 +299,13 @@ async fn proxy(
     };
     match &route.action {
         // 6. redirect
-        RouteAction::Redirect(r) => Ok(filter::redirect(r, &route, host, path, parts)),
+        RouteAction::Redirect(r) => {
+            let listener = (!route.listeners.is_empty()).then_some(x.port);
+            let tls = x.client.tls;
+            Ok(filter::redirect(
+                r, &route, host, path, parts, tls, listener,
+            ))
+        }
         RouteAction::Forward(f) => {
             forward(gw, x, &active, &route, f, host, normalized, parts, body).await
         }

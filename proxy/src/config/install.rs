@@ -15,7 +15,7 @@ use weir_api::{error::ConfigErrors, Snapshot};
 use weir_http::upstream::PeerDialer;
 use weir_mesh::{control::Apply, mtls::Dialer};
 
-use super::ConfigStore;
+use super::{ConfigStore, Ports};
 use crate::{resilience::health, tls::CertStore};
 
 /// Builds a role's state for a snapshot that came without one (key caches, rate limiters).
@@ -31,6 +31,7 @@ pub struct Installer<R> {
     prepare: Option<Prepare<R>>,
     dialer: Option<Arc<Dialer>>,
     certs: Option<Arc<CertStore>>,
+    ports: Option<Ports>,
 }
 
 impl<R: Default + Send + Sync + 'static> Installer<R> {
@@ -41,6 +42,7 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
             prepare: None,
             dialer: None,
             certs: None,
+            ports: None,
         }
     }
 
@@ -61,6 +63,12 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
     /// Gives the TLS listener each version's certificates.
     pub fn certificates(mut self, certs: Arc<CertStore>) -> Self {
         self.certs = Some(certs);
+        self
+    }
+
+    /// Builds each version's route index per port (a gateway's listeners).
+    pub fn ports(mut self, ports: Ports) -> Self {
+        self.ports = Some(ports);
         self
     }
 
@@ -85,7 +93,7 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
             Some(certs) => certs.update(&snapshot.tls),
             None => Vec::new(),
         };
-        let next = self.store.next(snapshot, role);
+        let next = self.store.next(snapshot, role, self.ports.as_ref());
         let dialer = self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>);
         for pool in next.pools.values() {
             health::spawn(pool, dialer.clone());

@@ -36,12 +36,80 @@ pub struct Active<R> {
     pub version: u64,
     /// The compiled snapshot.
     pub snapshot: Arc<Snapshot>,
-    /// The route index over it.
+    /// The route index over it: every route, whatever its listeners.
     pub router: Router,
+    /// A gateway's route index per port it serves (see [`Ports`]); `None` where every port
+    /// serves every route (a sidecar).
+    pub ports: Option<HashMap<u16, Router>>,
     /// Running clusters by name.
     pub pools: HashMap<String, Arc<Pool>>,
     /// The role's own state for this version.
     pub role: R,
+}
+
+impl<R> Active<R> {
+    /// The routes a request that came to the gateway's port `port` may take.
+    pub fn router_at(&self, port: u16) -> &Router {
+        static NONE: std::sync::LazyLock<Router> = std::sync::LazyLock::new(Router::default);
+        match &self.ports {
+            None => &self.router,
+            Some(ports) => ports.get(&port).unwrap_or(&NONE),
+        }
+    }
+}
+
+/// How a gateway tells its ports apart, as the Gateway API does: a route attached to a
+/// listener is served on that listener's port only. The gateway's own sockets stand for its
+/// `home` ports (80 and 443 by default), which also serve Ingresses; a Gateway listener on any
+/// other port gets a socket of its own.
+#[derive(Clone, Debug, Default)]
+pub struct Ports {
+    /// The Gateway listener ports the gateway's own sockets serve, with Ingresses.
+    pub home: Vec<u16>,
+    /// The Gateways served (`namespace/name`); empty: every Gateway of the class.
+    pub gateways: Vec<String>,
+}
+
+impl Ports {
+    /// Whether Gateway `gateway`'s listeners are served.
+    pub fn serves(&self, gateway: &str) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == gateway)
+    }
+
+    /// The ports other than the home ones that `snapshot`'s served listeners are on, each
+    /// with whether connections to it begin with TLS (a port whose listeners disagree is not
+    /// served: the compile refuses such listeners as conflicted).
+    pub fn others(&self, snapshot: &Snapshot) -> std::collections::BTreeMap<u16, bool> {
+        let mut ports = std::collections::BTreeMap::new();
+        for l in &snapshot.listeners {
+            if !self.home.contains(&l.port) && self.serves(&l.gateway) {
+                ports.entry(l.port).or_insert(l.tls);
+            }
+        }
+        ports
+    }
+
+    /// A route index per served port.
+    fn routers(&self, snapshot: &Snapshot) -> HashMap<u16, Router> {
+        let ports = self
+            .home
+            .iter()
+            .copied()
+            .chain(self.others(snapshot).into_keys());
+        ports
+            .map(|port| {
+                let home = self.home.contains(&port);
+                let serves = |g: &str| self.serves(g);
+                let router = Router::serving(
+                    snapshot,
+                    |r| r.listens(port, home, serves),
+                    |s| s.listens(port, home, serves),
+                    home,
+                );
+                (port, router)
+            })
+            .collect()
+    }
 }
 
 /// The last reload's outcome, shown at `/config`.
@@ -85,6 +153,8 @@ pub struct ConfigStore<R> {
     active: ArcSwap<Active<R>>,
     status: Mutex<ReloadStatus>,
     metrics: Metrics,
+    /// The version served, for those that follow changes.
+    served: tokio::sync::watch::Sender<u64>,
 }
 
 impl<R: Default> ConfigStore<R> {
@@ -94,6 +164,7 @@ impl<R: Default> ConfigStore<R> {
             version: 0,
             snapshot: Arc::default(),
             router: Router::default(),
+            ports: None,
             pools: HashMap::new(),
             role: R::default(),
         };
@@ -101,6 +172,7 @@ impl<R: Default> ConfigStore<R> {
             active: ArcSwap::from_pointee(empty),
             status: Mutex::default(),
             metrics,
+            served: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -116,9 +188,14 @@ impl<R> ConfigStore<R> {
         self.active.load().version > 0
     }
 
+    /// The version served, changing with each accepted one.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.served.subscribe()
+    }
+
     /// The next version made of `snapshot`, not yet served. Endpoint state (latency,
     /// in-flight counts) carries over by address.
-    pub(crate) fn next(&self, snapshot: Snapshot, role: R) -> Active<R> {
+    pub(crate) fn next(&self, snapshot: Snapshot, role: R, ports: Option<&Ports>) -> Active<R> {
         let previous = self.active.load();
         let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
             .pools
@@ -141,6 +218,7 @@ impl<R> ConfigStore<R> {
         Active {
             version: previous.version + 1,
             router: Router::new(&snapshot),
+            ports: ports.map(|p| p.routers(&snapshot)),
             snapshot: Arc::new(snapshot),
             pools,
             role,
@@ -151,6 +229,7 @@ impl<R> ConfigStore<R> {
     pub(crate) fn swap(&self, next: Active<R>, certificates: Vec<CertStatus>) -> u64 {
         let version = next.version;
         self.active.store(Arc::new(next));
+        self.served.send_replace(version);
         self.metrics.config_version.set(version as i64);
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         let mut status = crate::lock(&self.status);

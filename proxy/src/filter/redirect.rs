@@ -6,26 +6,34 @@ use weir_api::model::{Redirect, Route};
 use super::rewrite::rewrite_path;
 use weir_http::body::{self, Body};
 
-/// The redirect for a request to `host` and the (normalised) `path`.
+/// The redirect for a request to `host` and the (normalised) `path`, that came over TLS or
+/// not (`tls`) to the Gateway listener port `listener` (`None`: not through a Gateway
+/// listener, as for an Ingress).
 pub fn redirect(
     r: &Redirect,
     route: &Route,
     host: &str,
     path: &str,
     parts: &Parts,
+    tls: bool,
+    listener: Option<u16>,
 ) -> Response<Body> {
-    let request_port = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse::<u16>().ok());
-    let scheme = r.scheme.as_deref().unwrap_or("http");
-    // A scheme change without a port goes to the scheme's well-known port.
-    let port = r.port.or(if r.scheme.is_some() {
-        None
-    } else {
-        request_port
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    // No port given: a scheme change goes to the scheme's well-known port; otherwise the
+    // request's own port, the listener's (as clients reach it) or else the one it named.
+    let port = r.port.or_else(|| match r.scheme {
+        Some(_) => None,
+        None => listener.or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+        }),
     });
     let port = match (scheme, port) {
         ("http", Some(80)) | ("https", Some(443)) | (_, None) => String::new(),

@@ -12,6 +12,7 @@ fn route(name: &str, host: HostMatch, path: PathMatch) -> Route {
     Route {
         name: Arc::from(name),
         hosts: vec![host],
+        listeners: Vec::new(),
         matcher: RouteMatch {
             path,
             ..RouteMatch::default()

@@ -119,6 +119,7 @@ mod tests {
         Arc::new(StreamRoute {
             name: name.into(),
             hosts: hosts.to_vec(),
+            listeners: Vec::new(),
             terminate,
             order: RouteOrder {
                 created: created.into(),

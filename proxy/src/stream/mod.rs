@@ -35,6 +35,8 @@ pub struct StreamRouting<R> {
     settings: StreamSettings,
     metrics: Metrics,
     log: AccessLog,
+    /// The gateway port whose TLSRoutes these are (`None`: every TLSRoute).
+    port: Option<u16>,
 }
 
 /// How carried connections are dialed and kept.
@@ -60,6 +62,18 @@ impl<R> StreamRouting<R> {
             settings,
             metrics,
             log,
+            port: None,
+        }
+    }
+
+    /// The same routing for the gateway's port `port` alone: the TLSRoutes of its listeners.
+    pub fn at(&self, port: u16) -> Self {
+        Self {
+            store: self.store.clone(),
+            settings: self.settings,
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            port: Some(port),
         }
     }
 }
@@ -67,7 +81,11 @@ impl<R> StreamRouting<R> {
 impl<R: Send + Sync + 'static> StreamRouting<R> {
     fn carry(&self, sni: Option<&str>, terminate: bool, peer: SocketAddr) -> Option<Carry> {
         let active = self.store.load();
-        let route = active.router.stream(sni, terminate)?.clone();
+        let router = match self.port {
+            Some(port) => active.router_at(port),
+            None => &active.router,
+        };
+        let route = router.stream(sni, terminate)?.clone();
         let cluster = weighted(&route.backends).map(|b| b.cluster.as_str());
         let trip = Trip {
             started: (SystemTime::now(), Instant::now()),
@@ -93,7 +111,11 @@ impl<R> std::fmt::Debug for StreamRouting<R> {
 
 impl<R: Send + Sync + 'static> Streams for StreamRouting<R> {
     fn passes_through(&self) -> bool {
-        self.store.load().router.passes_through()
+        let active = self.store.load();
+        match self.port {
+            Some(port) => active.router_at(port).passes_through(),
+            None => active.router.passes_through(),
+        }
     }
 
     fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {

@@ -6,7 +6,8 @@
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
 //! - `?respond=NAME:VALUE` (repeatable): that field added to the answer;
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
-//! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers;
+//! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers and
+//!   `grpc-message` its name, the call's metadata as JSON in the `echo-headers` header;
 //! - `/__requests`: how many other requests it has served (tests use it to see mirrors);
 //! - `/healthz`: 200, or 503 in the `unhealthy` and `fail` modes (not counted as served);
 //! - `PUT /__mode/MODE`: from now on every request is answered by MODE: `ok` (the above),
@@ -192,27 +193,6 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    if grpc {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        trailers.insert("grpc-message", HeaderValue::from_static(name));
-        let frames = vec![
-            Ok::<_, Infallible>(Frame::data(bytes)),
-            Ok(Frame::trailers(trailers)),
-        ];
-        let body = StreamBody::new(futures_stream(frames)).boxed_unsync();
-        let mut response = Response::new(body);
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        return Ok(response);
-    }
-    let status = path
-        .strip_prefix("/status/")
-        .and_then(|s| s.parse::<u16>().ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
     // A field sent more than once is shown once, its values joined by commas in order.
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
@@ -227,6 +207,31 @@ async fn answer(
             (k.as_str().to_string(), values.join(",").into())
         })
         .collect();
+    if grpc {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static(name));
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(bytes)),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_stream(frames)).boxed_unsync();
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        // The call's metadata, as the JSON the HTTP echo gives (gRPC tests read it).
+        if let Ok(echo) = HeaderValue::from_str(&serde_json::Value::from(headers).to_string()) {
+            response.headers_mut().insert("echo-headers", echo);
+        }
+        return Ok(response);
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     let echo = serde_json::json!({
         "backend": name,
         "method": parts.method.as_str(),

@@ -4,7 +4,9 @@
 
 use super::*;
 
-/// The hosts `route` answers on the listeners it attaches to; empty when it attaches nowhere.
+/// The hosts `route` answers on the listeners it attaches to, grouped by the hosts: each
+/// group's listeners take the route for the same hosts (usually there is one group). Empty
+/// when it attaches nowhere.
 pub(super) fn attached_hosts(
     cx: &mut Context<'_>,
     gateways: &[&Gateway],
@@ -12,13 +14,28 @@ pub(super) fn attached_hosts(
     route_kind: &str,
     key: &ObjectKey,
     location: &Location,
-) -> Vec<HostMatch> {
-    let mut hosts: Vec<HostMatch> = attachments(cx, gateways, route, route_kind, key, location)
-        .into_iter()
-        .map(|(host, _)| host)
-        .collect();
-    hosts.dedup();
-    hosts
+) -> Vec<(Vec<HostMatch>, Vec<ListenerRef>)> {
+    let attached = attachments(cx, gateways, route, route_kind, key, location);
+    by_listener(attached.iter().map(|(host, _, listener)| (host, listener)))
+}
+
+/// Groups `(host, listener)` pairs into listeners that take the same hosts.
+pub(super) fn by_listener<'a>(
+    pairs: impl Iterator<Item = (&'a HostMatch, &'a ListenerRef)>,
+) -> Vec<(Vec<HostMatch>, Vec<ListenerRef>)> {
+    let mut hosts: BTreeMap<&ListenerRef, Vec<HostMatch>> = BTreeMap::new();
+    for (host, listener) in pairs {
+        let of = hosts.entry(listener).or_default();
+        if !of.contains(host) {
+            of.push(host.clone());
+        }
+    }
+    let mut groups: BTreeMap<Vec<HostMatch>, Vec<ListenerRef>> = BTreeMap::new();
+    for (listener, mut of) in hosts {
+        of.sort();
+        groups.entry(of).or_default().push(listener.clone());
+    }
+    groups.into_iter().collect()
 }
 
 /// How a listener takes a route: HTTP (plain or after its TLS), or, for a `TLS` listener, the
@@ -39,7 +56,7 @@ fn listener_protocols(kind: &str) -> &'static [&'static str] {
 }
 
 /// The hosts `route` answers on the listeners it attaches to, each with how its listener takes
-/// it (sorted, without repeats); empty when it attaches nowhere. The route stands for any kind:
+/// it and which listener it is (sorted, without repeats); empty when it attaches nowhere. The route stands for any kind:
 /// only its hostnames and parentRefs are read, and `route_kind` says which listeners take it.
 pub(super) fn attachments(
     cx: &mut Context<'_>,
@@ -48,7 +65,7 @@ pub(super) fn attachments(
     route_kind: &str,
     key: &ObjectKey,
     location: &Location,
-) -> Vec<(HostMatch, Taken)> {
+) -> Vec<(HostMatch, Taken, ListenerRef)> {
     let mut route_hosts = Vec::new();
     for (i, h) in route.spec.hostnames.iter().flatten().enumerate() {
         match host_match(h) {
@@ -113,14 +130,21 @@ pub(super) fn attachments(
                 Some(Ok(h)) => h,
                 Some(Err(_)) => continue,
             };
+            let Ok(port) = u16::try_from(listener.port) else {
+                continue;
+            };
+            let at = ListenerRef {
+                gateway: format!("{namespace}/{}", parent.name),
+                port,
+            };
             if route_hosts.is_empty() {
-                hosts.push((listener_host, taken));
+                hosts.push((listener_host, taken, at));
             } else {
                 hosts.extend(
                     route_hosts
                         .iter()
                         .filter_map(|h| intersect(&listener_host, h))
-                        .map(|h| (h, taken)),
+                        .map(|h| (h, taken, at.clone())),
                 );
             }
         }

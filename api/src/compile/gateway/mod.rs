@@ -28,9 +28,9 @@ use crate::{
     duration::parse_duration,
     error::Location,
     model::{
-        AllowedOrigin, Cors, Filter, Forward, HeaderModifier, HostMatch, Mirror, PathMatch,
-        PathRewrite, Protocol, Redirect, Route, RouteAction, RouteMatch, RouteOrder, StringMatch,
-        Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+        AllowedOrigin, Cors, Filter, Forward, GatewayListener, HeaderModifier, HostMatch,
+        ListenerRef, Mirror, PathMatch, PathRewrite, Protocol, Redirect, Route, RouteAction,
+        RouteMatch, RouteOrder, StringMatch, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
     },
     objects::{Object, ObjectKey},
 };
@@ -53,6 +53,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             _ => None,
         })
         .collect();
+    cx.listeners = served_listeners(&gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()
         .filter_map(|(o, l)| match o {
@@ -62,11 +63,10 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         .collect();
     for (route, location) in routes {
         let key = Object::HttpRoute(route.clone()).key();
-        let hosts = attached_hosts(cx, &gateways, route, "HTTPRoute", &key, location);
-        if hosts.is_empty() {
-            continue;
+        for (hosts, listeners) in attached_hosts(cx, &gateways, route, "HTTPRoute", &key, location)
+        {
+            compile_route(cx, route, "httproute", &key, location, hosts, listeners);
         }
-        compile_route(cx, route, "httproute", &key, location, hosts);
     }
     let grpc: Vec<(Object, Location)> = cx
         .iter()
@@ -86,12 +86,11 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                 continue;
             }
         };
-        let hosts = attached_hosts(cx, &gateways, &route, "GRPCRoute", &key, location);
-        if hosts.is_empty() {
-            continue;
-        }
         let (first, errors) = (cx.routes.len(), cx.errors.len());
-        compile_route(cx, &route, "grpcroute", &key, location, hosts);
+        for (hosts, listeners) in attached_hosts(cx, &gateways, &route, "GRPCRoute", &key, location)
+        {
+            compile_route(cx, &route, "grpcroute", &key, location, hosts, listeners);
+        }
         // A method match was written as `method`, not as the path it became.
         for error in &mut cx.errors[errors..] {
             if error.field.contains("].path") {
@@ -122,6 +121,39 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     }
 }
 
+/// The listeners of `gateways` that take routes: HTTP, HTTPS and TLS, not conflicted.
+fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
+    let mut served = Vec::new();
+    for gateway in gateways {
+        let name = format!(
+            "{}/{}",
+            gateway.metadata.namespace.as_deref().unwrap_or_default(),
+            gateway.metadata.name.as_deref().unwrap_or_default()
+        );
+        for listener in &gateway.spec.listeners {
+            let tls = match listener.protocol.as_str() {
+                "HTTP" => false,
+                "HTTPS" | "TLS" => true,
+                _ => continue,
+            };
+            let Ok(port) = u16::try_from(listener.port) else {
+                continue;
+            };
+            if port == 0 || listener_conflict(listener, &gateway.spec.listeners).is_some() {
+                continue;
+            }
+            served.push(GatewayListener {
+                gateway: name.clone(),
+                name: listener.name.clone(),
+                port,
+                tls,
+            });
+        }
+    }
+    served.sort();
+    served
+}
+
 /// The HTTP/2 twin of cluster `name` (itself when it speaks HTTP/2 already).
 fn h2c_cluster(cx: &mut Context<'_>, name: &str) -> String {
     let Some(cluster) = cx.clusters.get(name) else {
@@ -147,6 +179,7 @@ fn compile_route(
     key: &ObjectKey,
     location: &Location,
     hosts: Vec<HostMatch>,
+    listeners: Vec<ListenerRef>,
 ) {
     let max_request_body = max_body(cx, &route.metadata, key, location);
     let upgrades = upgrades(cx, &route.metadata, key, location);
@@ -178,6 +211,7 @@ fn compile_route(
             cx.routes.push(Arc::new(Route {
                 name: format!("{prefix}:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: hosts.clone(),
+                listeners: listeners.clone(),
                 matcher,
                 order: RouteOrder {
                     created: created(&route.metadata),
@@ -315,6 +349,6 @@ mod rules;
 mod tlsroute;
 
 pub use attach::listener_conflict;
-use attach::{attached_hosts, attachments, Taken};
+use attach::{attached_hosts, attachments, by_listener, Taken};
 pub(super) use rules::granted;
 use rules::rule_action;

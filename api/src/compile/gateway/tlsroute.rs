@@ -11,7 +11,7 @@
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 
 use super::{
-    attachments,
+    attachments, by_listener,
     rules::{weighted_service, BackendTarget},
     Gateway, HttpRoute, Taken,
 };
@@ -95,26 +95,25 @@ pub(super) fn compile_all(cx: &mut Context<'_>, gateways: &[&Gateway]) {
             } else {
                 Taken::Passthrough
             };
-            let hosts: Vec<_> = attached
+            let of_mode = attached
                 .iter()
-                .filter(|(_, t)| *t == taken)
-                .map(|(h, _)| h.clone())
-                .collect();
-            if hosts.is_empty() {
-                continue;
+                .filter(|(_, t, _)| *t == taken)
+                .map(|(h, _, l)| (h, l));
+            for (hosts, listeners) in by_listener(of_mode) {
+                cx.streams.push(std::sync::Arc::new(StreamRoute {
+                    name: format!("tlsroute:{}/{}", key.namespace, key.name).into(),
+                    hosts,
+                    listeners,
+                    terminate,
+                    order: RouteOrder {
+                        created: created(&route.metadata),
+                        object: format!("{}/{}", key.namespace, key.name),
+                        rule: 0,
+                        matcher: 0,
+                    },
+                    backends: backends.clone(),
+                }));
             }
-            cx.streams.push(std::sync::Arc::new(StreamRoute {
-                name: format!("tlsroute:{}/{}", key.namespace, key.name).into(),
-                hosts,
-                terminate,
-                order: RouteOrder {
-                    created: created(&route.metadata),
-                    object: format!("{}/{}", key.namespace, key.name),
-                    rule: 0,
-                    matcher: 0,
-                },
-                backends: backends.clone(),
-            }));
         }
     }
 }

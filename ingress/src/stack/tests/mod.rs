@@ -192,6 +192,6 @@ impl Call<'_> {
             addr: CLIENT.parse().expect("an address"),
             tls: false,
         };
-        Reply::read(handle(self.gw.clone(), client, request).await).await
+        Reply::read(handle(self.gw.clone(), 80, client, request).await).await
     }
 }

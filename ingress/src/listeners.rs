@@ -1,0 +1,180 @@
+//! The gateway's sockets. Its own (`--listen`, `--listen-tls`) serve Ingresses and the Gateway
+//! listeners on its home ports (80 and 443 unless told otherwise); a Gateway listener on any
+//! other port gets a socket of its own on that port, at `--listen`'s address, bound when the
+//! listener appears and closed (after its requests drain) when it goes.
+//!
+//! ```text
+//!  config versions ──▶ follow ──▶ bind / close ──watch──▶ every worker: serve / stop
+//! ```
+//!
+//! A request is routed among the routes of the port it came to ([`Active::router_at`]).
+//! A port that cannot be bound (in use, privileged) is logged, counted in
+//! `weir_listener_bind_failures_total`, and tried again at the next version.
+//!
+//! [`Active::router_at`]: weir_proxy::config::Active::router_at
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use tokio::{net::TcpListener, sync::watch};
+use weir_http::{
+    body::Body,
+    metrics::HttpMetrics,
+    server::{serve, Peer, ServerSettings, Shutdown},
+};
+use weir_proxy::config::{ConfigStore, Ports};
+
+/// A socket for the Gateway listeners on one port of their own.
+pub struct Bound {
+    id: u64,
+    /// The Gateway listener port (and the socket's).
+    pub port: u16,
+    listener: std::net::TcpListener,
+    settings: ServerSettings,
+    /// Turns true when the socket is closed (its listeners went, or the gateway stops).
+    stop: Shutdown,
+}
+
+/// The sockets bound for listeners on ports of their own, as the workers see them.
+pub type BoundSet = watch::Receiver<Arc<Vec<Arc<Bound>>>>;
+
+/// How [`follow`] makes sockets: at which address, and how each kind is served.
+pub struct Binder {
+    /// The address of `--listen`, whose IP the sockets take.
+    pub ip: IpAddr,
+    /// Which ports are the gateway's own, which Gateways it serves.
+    pub ports: Ports,
+    /// How a plaintext listener's socket is served.
+    pub plain: ServerSettings,
+    /// How a TLS one is served, given its port (its certificates and TLSRoutes).
+    pub tls: Box<dyn Fn(u16) -> ServerSettings + Send + Sync>,
+    /// Counts ports that could not be bound.
+    pub failures: prometheus::IntCounter,
+}
+
+/// Binds and closes sockets as `store`'s versions' listeners come and go, until `shutdown`;
+/// then closes them all. The workers follow the returned set.
+pub fn follow<R: Send + Sync + 'static>(
+    store: Arc<ConfigStore<R>>,
+    binder: Binder,
+    mut shutdown: Shutdown,
+) -> (BoundSet, tokio::task::JoinHandle<()>) {
+    let (set_tx, set) = watch::channel(Arc::new(Vec::new()));
+    let task = tokio::spawn(async move {
+        let mut changes = store.changes();
+        // Open sockets by port: `(bound, its stop switch)`.
+        let mut open: BTreeMap<u16, (Arc<Bound>, watch::Sender<bool>)> = BTreeMap::new();
+        let mut next_id = 0;
+        loop {
+            let wanted = binder.ports.others(&store.load().snapshot);
+            let before: Vec<u64> = open.values().map(|(b, _)| b.id).collect();
+            open.retain(|port, (bound, stop)| {
+                let keep = wanted.get(port) == Some(&bound.settings.tls.is_some());
+                if !keep {
+                    tracing::info!(port, "closing the socket of a Gateway listener port");
+                    let _ = stop.send(true);
+                }
+                keep
+            });
+            for (&port, &tls) in &wanted {
+                if open.contains_key(&port) {
+                    continue;
+                }
+                let addr = SocketAddr::new(binder.ip, port);
+                match bind(addr) {
+                    Ok(listener) => {
+                        tracing::info!(%addr, tls, "serving a Gateway listener port");
+                        let (stop_tx, stop) = watch::channel(false);
+                        let settings = match tls {
+                            true => (binder.tls)(port),
+                            false => binder.plain.clone(),
+                        };
+                        next_id += 1;
+                        let bound = Bound {
+                            id: next_id,
+                            port,
+                            listener,
+                            settings,
+                            stop,
+                        };
+                        open.insert(port, (Arc::new(bound), stop_tx));
+                    }
+                    Err(error) => {
+                        binder.failures.inc();
+                        tracing::error!(%addr, %error, "cannot serve a Gateway listener port: its routes get no traffic until it can be bound");
+                    }
+                }
+            }
+            if open.values().map(|(b, _)| b.id).ne(before) {
+                let set: Vec<Arc<Bound>> = open.values().map(|(b, _)| b.clone()).collect();
+                set_tx.send_replace(Arc::new(set));
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        for (_, (_, stop)) in open {
+            let _ = stop.send(true);
+        }
+    });
+    (set, task)
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the gateway's own sockets (`home`: each with the port its Gateway listeners name)
+/// and every socket in `bound` as it comes, on this worker's runtime, until shutdown has
+/// drained them all.
+pub async fn serve_all<H, F>(
+    home: Vec<(std::net::TcpListener, ServerSettings, u16)>,
+    mut bound: BoundSet,
+    handler: H,
+    metrics: HttpMetrics,
+    mut shutdown: Shutdown,
+) where
+    H: Fn(u16, Peer, http::Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<Body>> + Send + 'static,
+{
+    let mut servers = tokio::task::JoinSet::new();
+    let mut spawn =
+        |listener: std::net::TcpListener, settings, port: u16, stop| match TcpListener::from_std(
+            listener,
+        ) {
+            Ok(l) => {
+                let handler = handler.clone();
+                let handler = move |peer, req| handler(port, peer, req);
+                servers.spawn(serve(l, handler, settings, metrics.clone(), stop));
+            }
+            Err(e) => tracing::error!(error = %e, port, "a worker could not listen"),
+        };
+    for (listener, settings, port) in home {
+        spawn(listener, settings, port, shutdown.clone());
+    }
+    let mut serving: HashSet<u64> = HashSet::new();
+    loop {
+        let set = bound.borrow_and_update().clone();
+        serving.retain(|id| set.iter().any(|b| b.id == *id));
+        for b in set.iter() {
+            if !serving.insert(b.id) {
+                continue;
+            }
+            match b.listener.try_clone() {
+                Ok(listener) => spawn(listener, b.settings.clone(), b.port, b.stop.clone()),
+                Err(e) => tracing::error!(error = %e, port = b.port, "a worker could not listen"),
+            }
+        }
+        tokio::select! {
+            changed = bound.changed() => if changed.is_err() { break },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    while servers.join_next().await.is_some() {}
+}
