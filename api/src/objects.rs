@@ -7,12 +7,13 @@ use std::{
 };
 
 use gateway_api::apis::standard::{
-    gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
-    referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
+    backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
+    grpcroutes::GrpcRoute, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+    tlsroutes::TlsRoute,
 };
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, Pod, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Pod, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -61,6 +62,8 @@ pub enum Object {
     Pod(Box<Pod>),
     /// `v1 Secret`: TLS certificates, API keys, JWKS. Its data is never shown or logged.
     Secret(Secret),
+    /// `v1 ConfigMap`: CA certificates a BackendTLSPolicy trusts.
+    ConfigMap(ConfigMap),
     /// `networking.k8s.io/v1 Ingress`.
     Ingress(Ingress),
     /// `networking.k8s.io/v1 IngressClass`: which class is the cluster default.
@@ -78,6 +81,8 @@ pub enum Object {
     /// `gateway.networking.k8s.io/v1 TLSRoute`: connections on a `TLS` listener, by SNI,
     /// carried to a Service as bytes (passed through, or after the gateway's TLS ends).
     TlsRoute(TlsRoute),
+    /// `gateway.networking.k8s.io/v1 BackendTLSPolicy`: TLS from the gateway to a Service.
+    BackendTlsPolicy(BackendTlsPolicy),
     /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
     ReferenceGrant(ReferenceGrant),
     /// `weir.dev/v1alpha1 TrafficPolicy`: resilience for Services.
@@ -101,6 +106,8 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::GatewayClass(o) => &o.metadata,
@@ -124,6 +131,8 @@ impl Object {
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Pod(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::BackendTlsPolicy(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
             Object::GatewayClass(o) => &mut o.metadata,
@@ -148,6 +157,8 @@ impl Object {
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::Pod(_) => "Pod",
             Object::Secret(_) => "Secret",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::BackendTlsPolicy(_) => "BackendTLSPolicy",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
             Object::GatewayClass(_) => "GatewayClass",
@@ -214,6 +225,11 @@ impl Object {
             ("v1", "Namespace") => Object::Namespace(typed(value, location, &label)?),
             ("v1", "Service") => Object::Service(typed(value, location, &label)?),
             ("v1", "Secret") => Object::Secret(typed(value, location, &label)?),
+            ("v1", "ConfigMap") => Object::ConfigMap(typed(value, location, &label)?),
+            (
+                "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1alpha3",
+                "BackendTLSPolicy",
+            ) => Object::BackendTlsPolicy(typed(value, location, &label)?),
             ("v1", "Pod") => Object::Pod(Box::new(typed(value, location, &label)?)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 Object::EndpointSlice(typed(value, location, &label)?)
@@ -384,6 +400,12 @@ impl Objects {
                     for cert in certs.filter(|c| c.kind.as_deref().unwrap_or("Secret") == "Secret")
                     {
                         add(cert.namespace.as_ref(), &cert.name);
+                    }
+                }
+                Object::BackendTlsPolicy(p) => {
+                    let refs = p.spec.validation.ca_certificate_refs.iter().flatten();
+                    for r in refs.filter(|r| r.group.is_empty() && r.kind == "Secret") {
+                        add(None, &r.name);
                     }
                 }
                 Object::AuthPolicy(p) => {

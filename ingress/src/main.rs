@@ -45,6 +45,7 @@ use weir_mesh::{
 use weir_proxy::{
     access_log::{AccessLog, LogArgs},
     admin::{serve_admin, AdminState},
+    backend_tls::BackendDialer,
     config::{ConfigStore, Follow, Installer, Ports},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     metrics::Metrics,
@@ -319,9 +320,9 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         .prepare(Box::new(move |snapshot| registry.prepare(snapshot)))
         .certificates(certs.clone())
         .ports(ports.clone());
-    if let Some(dialer) = dialer.clone() {
-        installer = installer.mesh(dialer);
-    }
+    // Backends are dialed in plaintext, with a BackendTLSPolicy's TLS, or (meshed) with mTLS.
+    let backends = Arc::new(BackendDialer::new(dialer.clone()));
+    installer = installer.backends(backends.clone());
     let installer = Arc::new(installer);
     let compiler = Arc::new(std::sync::Mutex::new(weir_api::Compiler::default()));
     // Taken before the first read, so a change made while it is read is read again.
@@ -357,10 +358,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()
     };
-    let upstream = match &dialer {
-        Some(dialer) => Upstream::with_mesh(&upstream_settings, &metrics.http, dialer.clone()),
-        None => Upstream::new(&upstream_settings, &metrics.http),
-    };
+    let upstream = Upstream::with_mesh(&upstream_settings, &metrics.http, backends);
     let gateway = Arc::new(stack::Gateway {
         store: store.clone(),
         upstream,

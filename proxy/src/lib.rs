@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod backend_tls;
 pub mod balance;
 pub mod config;
 pub mod filter;

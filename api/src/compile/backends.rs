@@ -117,6 +117,7 @@ impl<'a> Context<'a> {
                 endpoints,
                 identities,
                 resilience,
+                tls: self.backend_tls(namespace, service, &port_name),
             },
         );
         name

@@ -6,6 +6,7 @@
 //! References to things that may appear later (a Service not created yet) are warnings, not
 //! errors, and requests to them get the status the specs ask for.
 
+mod backend_tls;
 mod backends;
 mod coverage;
 mod gateway;
@@ -78,6 +79,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     let mut cx = Context::new(objects);
     policy::compile_all(&mut cx);
+    backend_tls::compile_all(&mut cx);
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
     security::compile_all(&mut cx);
@@ -93,6 +95,8 @@ struct Context<'a> {
     routes: Vec<Arc<Route>>,
     streams: Vec<Arc<crate::model::StreamRoute>>,
     listeners: Vec<crate::model::GatewayListener>,
+    /// BackendTLSPolicies, by the Service they apply to.
+    backend_tls: backend_tls::Applied,
     default_routes: Vec<Arc<Route>>,
     clusters: BTreeMap<String, crate::model::Cluster>,
     tls: Vec<crate::model::TlsCertificate>,
@@ -138,6 +142,7 @@ impl<'a> Context<'a> {
             routes: Vec::new(),
             streams: Vec::new(),
             listeners: Vec::new(),
+            backend_tls: Default::default(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
             tls: Vec::new(),

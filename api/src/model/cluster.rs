@@ -37,6 +37,41 @@ pub struct Cluster {
     pub identities: super::Identities,
     /// Timeouts, retries, breaker and health checks (from a TrafficPolicy).
     pub resilience: Arc<Resilience>,
+    /// TLS to the endpoints (a BackendTLSPolicy targeting the Service); none: plaintext (or
+    /// the mesh's mTLS to meshed endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Arc<BackendTls>>,
+}
+
+/// How the gateway speaks TLS to a Service's endpoints and checks their certificates (a
+/// Gateway API `BackendTLSPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// `namespace/name` of the policy, for logs.
+    pub policy: String,
+    /// The SNI sent, and the name the certificate must carry when `subject_alt_names` is
+    /// empty.
+    pub hostname: String,
+    /// Trusted CA certificates (PEM), from the policy's ConfigMaps or Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_pem: Vec<String>,
+    /// Trust the system's roots (`wellKnownCACertificates: System`).
+    #[serde(default)]
+    pub system_roots: bool,
+    /// Names the certificate may carry instead of `hostname` (any one of them will do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// A name a backend's certificate may prove.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SubjectAltName {
+    /// A DNS name (`*.example.com` matches one label).
+    Hostname(String),
+    /// A URI, such as a SPIFFE ID, compared whole.
+    Uri(String),
 }
 
 /// Load-balancing algorithm (Service annotation `weir.dev/load-balancer`, or a TrafficPolicy).

@@ -14,8 +14,8 @@ mod mesh;
 mod security;
 
 pub use cluster::{
-    Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience, RetryOn,
-    RetryPolicy,
+    BackendTls, Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience,
+    RetryOn, RetryPolicy, SubjectAltName,
 };
 pub use coverage::{OptOut, StrictCoverage, Uncovered};
 pub use mesh::{

@@ -16,7 +16,7 @@ use weir_http::upstream::PeerDialer;
 use weir_mesh::{control::Apply, mtls::Dialer};
 
 use super::{ConfigStore, Ports};
-use crate::{resilience::health, tls::CertStore};
+use crate::{backend_tls::BackendDialer, resilience::health, tls::CertStore};
 
 /// Builds a role's state for a snapshot that came without one (key caches, rate limiters).
 pub type Prepare<R> = Box<dyn Fn(&Snapshot) -> R + Send + Sync>;
@@ -30,6 +30,7 @@ pub struct Installer<R> {
     store: Arc<ConfigStore<R>>,
     prepare: Option<Prepare<R>>,
     dialer: Option<Arc<Dialer>>,
+    backends: Option<Arc<BackendDialer>>,
     certs: Option<Arc<CertStore>>,
     ports: Option<Ports>,
 }
@@ -41,6 +42,7 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
             store,
             prepare: None,
             dialer: None,
+            backends: None,
             certs: None,
             ports: None,
         }
@@ -57,6 +59,13 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
     /// those over mTLS.
     pub fn mesh(mut self, dialer: Arc<Dialer>) -> Self {
         self.dialer = Some(dialer);
+        self
+    }
+
+    /// Makes `backends` learn every version's BackendTLSPolicies (and, for its mesh, the
+    /// meshed endpoints) before it serves; health checks dial through it.
+    pub fn backends(mut self, backends: Arc<BackendDialer>) -> Self {
+        self.backends = Some(backends);
         self
     }
 
@@ -89,12 +98,18 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
         if let Some(dialer) = &self.dialer {
             dialer.update(snapshot.clusters.values());
         }
+        if let Some(backends) = &self.backends {
+            backends.update(snapshot.clusters.values());
+        }
         let certificates = match &self.certs {
             Some(certs) => certs.update(&snapshot.tls),
             None => Vec::new(),
         };
         let next = self.store.next(snapshot, role, self.ports.as_ref());
-        let dialer = self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>);
+        let dialer = match &self.backends {
+            Some(b) => Some(b.clone() as Arc<dyn PeerDialer>),
+            None => self.dialer.clone().map(|d| d as Arc<dyn PeerDialer>),
+        };
         for pool in next.pools.values() {
             health::spawn(pool, dialer.clone());
         }

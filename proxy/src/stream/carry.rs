@@ -46,6 +46,9 @@ enum Refused {
     /// The backend is a meshed workload: its sidecar takes mTLS from meshed peers only, and
     /// TLSRoutes dial plain TCP.
     Meshed,
+    /// The backend's Service has a BackendTLSPolicy, which TLSRoutes do not speak yet: the
+    /// connection is refused rather than carried in plaintext.
+    BackendTls,
     /// Every endpoint tried refused or did not answer.
     ConnectError,
 }
@@ -55,6 +58,7 @@ impl Refused {
         match self {
             Refused::NoBackend => "no_backend",
             Refused::Meshed => "meshed_backend",
+            Refused::BackendTls => "backend_tls_unsupported",
             Refused::ConnectError => "connect_error",
         }
     }
@@ -150,6 +154,9 @@ async fn dial(trip: &Trip, timeout: Duration) -> Result<(TcpStream, SocketAddr),
     let Some(pool) = trip.pool.as_ref().filter(|p| p.cluster.resolved) else {
         return Err(Refused::NoBackend);
     };
+    if pool.cluster.tls.is_some() {
+        return Err(Refused::BackendTls);
+    }
     let mut tried = Vec::new();
     while tried.len() < 2 {
         let Ok(endpoint) = pool.pick(&tried, None) else {
