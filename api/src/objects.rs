@@ -374,6 +374,22 @@ impl Objects {
         self.objects.is_empty()
     }
 
+    /// Every ConfigMap (`namespace`, `name`) these objects refer to, whether it exists or
+    /// not: BackendTLSPolicy CA certificates. The Kubernetes source watches exactly these.
+    pub fn config_map_refs(&self) -> BTreeSet<(String, String)> {
+        let mut refs = BTreeSet::new();
+        for (object, _) in self.iter() {
+            if let Object::BackendTlsPolicy(p) = object {
+                let namespace = p.metadata.namespace.clone().unwrap_or_default();
+                let refs_of = p.spec.validation.ca_certificate_refs.iter().flatten();
+                for r in refs_of.filter(|r| r.group.is_empty() && r.kind == "ConfigMap") {
+                    refs.insert((namespace.clone(), r.name.clone()));
+                }
+            }
+        }
+        refs
+    }
+
     /// Every Secret (`namespace`, `name`) these objects refer to, whether it exists or not:
     /// Ingress TLS, Gateway listener certificates, AuthPolicy JWKS and API keys. The
     /// Kubernetes source watches exactly these, never every Secret in the cluster.

@@ -9,12 +9,13 @@
 //!
 //! A request is routed among the routes of the port it came to ([`Active::router_at`]).
 //! A port that cannot be bound (in use, privileged) is logged, counted in
-//! `weir_listener_bind_failures_total`, and tried again at the next version.
+//! `weir_listener_bind_failures_total`, and tried again every second. A listener naming one
+//! of the gateway's own ports, or beyond `--max-listener-ports`, is not served (and logged).
 //!
 //! [`Active::router_at`]: weir_proxy::config::Active::router_at
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -50,9 +51,13 @@ pub struct Binder {
     /// How a plaintext listener's socket is served.
     pub plain: ServerSettings,
     /// How a TLS one is served, given its port (its certificates and TLSRoutes).
-    pub tls: Box<dyn Fn(u16) -> ServerSettings + Send + Sync>,
-    /// Counts ports that could not be bound.
+    pub tls: Box<dyn Fn(u16) -> anyhow::Result<ServerSettings> + Send + Sync>,
+    /// Counts failed attempts to bind a port.
     pub failures: prometheus::IntCounter,
+    /// The gateway's own ports (`--listen`, `--listen-tls`, `--admin`): never a listener's.
+    pub reserved: Vec<u16>,
+    /// At most this many ports of their own (each costs a socket per worker).
+    pub max: usize,
 }
 
 /// Binds and closes sockets as `store`'s versions' listeners come and go, until `shutdown`;
@@ -68,6 +73,8 @@ pub fn follow<R: Send + Sync + 'static>(
         // Open sockets by port: `(bound, its stop switch)`.
         let mut open: BTreeMap<u16, (Arc<Bound>, watch::Sender<bool>)> = BTreeMap::new();
         let mut next_id = 0;
+        // Ports that could not be had, each said once until it can: retried every second.
+        let mut failing: BTreeSet<u16> = BTreeSet::new();
         loop {
             let wanted = binder.ports.others(&store.load().snapshot);
             let before: Vec<u64> = open.values().map(|(b, _)| b.id).collect();
@@ -79,19 +86,40 @@ pub fn follow<R: Send + Sync + 'static>(
                 }
                 keep
             });
+            let mut retry = false;
             for (&port, &tls) in &wanted {
                 if open.contains_key(&port) {
                     continue;
                 }
                 let addr = SocketAddr::new(binder.ip, port);
+                if binder.reserved.contains(&port) {
+                    if failing.insert(port) {
+                        tracing::error!(%addr, "a Gateway listener names one of the gateway's own ports (--listen, --listen-tls, --admin): not served");
+                    }
+                    continue;
+                }
+                if open.len() >= binder.max {
+                    if failing.insert(port) {
+                        tracing::error!(%addr, max = binder.max, "more Gateway listener ports than --max-listener-ports: not served");
+                    }
+                    continue;
+                }
+                let settings = match tls {
+                    true => (binder.tls)(port),
+                    false => Ok(binder.plain.clone()),
+                };
+                let settings = match settings {
+                    Ok(settings) => settings,
+                    Err(error) => {
+                        tracing::error!(%addr, error = %format!("{error:#}"), "cannot serve a Gateway listener port");
+                        continue;
+                    }
+                };
                 match bind(addr) {
                     Ok(listener) => {
+                        failing.remove(&port);
                         tracing::info!(%addr, tls, "serving a Gateway listener port");
                         let (stop_tx, stop) = watch::channel(false);
-                        let settings = match tls {
-                            true => (binder.tls)(port),
-                            false => binder.plain.clone(),
-                        };
                         next_id += 1;
                         let bound = Bound {
                             id: next_id,
@@ -104,7 +132,10 @@ pub fn follow<R: Send + Sync + 'static>(
                     }
                     Err(error) => {
                         binder.failures.inc();
-                        tracing::error!(%addr, %error, "cannot serve a Gateway listener port: its routes get no traffic until it can be bound");
+                        retry = true;
+                        if failing.insert(port) {
+                            tracing::error!(%addr, %error, "cannot serve a Gateway listener port: its routes get no traffic until it can be bound (tried again every second)");
+                        }
                     }
                 }
             }
@@ -112,9 +143,11 @@ pub fn follow<R: Send + Sync + 'static>(
                 let set: Vec<Arc<Bound>> = open.values().map(|(b, _)| b.clone()).collect();
                 set_tx.send_replace(Arc::new(set));
             }
+            failing.retain(|port| wanted.contains_key(port) && !open.contains_key(port));
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
                 _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep(RETRY), if retry => {}
             }
         }
         for (_, (_, stop)) in open {
@@ -123,6 +156,9 @@ pub fn follow<R: Send + Sync + 'static>(
     });
     (set, task)
 }
+
+/// How soon a port that could not be bound is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
@@ -163,11 +199,15 @@ pub async fn serve_all<H, F>(
         let set = bound.borrow_and_update().clone();
         serving.retain(|id| set.iter().any(|b| b.id == *id));
         for b in set.iter() {
-            if !serving.insert(b.id) {
+            if serving.contains(&b.id) {
                 continue;
             }
             match b.listener.try_clone() {
-                Ok(listener) => spawn(listener, b.settings.clone(), b.port, b.stop.clone()),
+                Ok(listener) => {
+                    spawn(listener, b.settings.clone(), b.port, b.stop.clone());
+                    serving.insert(b.id);
+                }
+                // Tried again at the next change of the set.
                 Err(e) => tracing::error!(error = %e, port = b.port, "a worker could not listen"),
             }
         }

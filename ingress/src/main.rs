@@ -111,6 +111,10 @@ struct Args {
     /// `weir`. Ingresses are served whatever this says.
     #[arg(long = "gateway", env = "WEIR_GATEWAYS", value_delimiter = ',')]
     gateways: Vec<String>,
+    /// At most this many Gateway listener ports of their own (beyond the home ports); each
+    /// costs a socket per worker. Listeners past it are not served (and logged).
+    #[arg(long, default_value_t = 64)]
+    max_listener_ports: usize,
     /// Address for /healthz, /readyz, /config and /metrics.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
@@ -311,11 +315,12 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         Source::Dir(_) => None,
     };
     let store = Arc::new(ConfigStore::new(metrics.clone()));
-    let certs = Arc::new(CertStore::new(metrics.clone()));
     let ports = Ports {
-        home: vec![args.gateway_http_port, args.gateway_tls_port],
+        http: args.gateway_http_port,
+        tls: args.gateway_tls_port,
         gateways: args.gateways.clone(),
     };
+    let certs = Arc::new(CertStore::new(metrics.clone()).at_ports(ports.clone()));
     let mut installer = Installer::new(store.clone())
         .prepare(Box::new(move |snapshot| registry.prepare(snapshot)))
         .certificates(certs.clone())
@@ -352,6 +357,13 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         admin = %admin.local_addr()?,
         "weir-ingress serving"
     );
+    let plain_port = plain.local_addr()?.port();
+    let admin_port = admin.local_addr()?.port();
+    let tls_port = tls
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?
+        .map(|a| a.port());
 
     let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
     let upstream_settings = UpstreamSettings {
@@ -426,34 +438,41 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         metrics.clone(),
         access_log.clone(),
     );
-    let tls_config = certs
-        .server_config()
-        .context("building the TLS configuration")?;
+    // Each TLS port offers the certificates of the listeners served there.
     let base = plain_settings.clone();
-    let tls_settings = move |port| ServerSettings {
-        tls: Some(tls_config.clone()),
-        streams: Some(Arc::new(streams.at(port))),
-        ..base.clone()
+    let tls_settings = move |port| -> anyhow::Result<ServerSettings> {
+        let config = certs
+            .server_config_at(port)
+            .context("building the TLS configuration")?;
+        Ok(ServerSettings {
+            tls: Some(config),
+            streams: Some(Arc::new(streams.at(port))),
+            ..base.clone()
+        })
     };
     let mut home = vec![(plain, plain_settings.clone(), args.gateway_http_port)];
     if let Some(tls) = tls {
         home.push((
             tls,
-            tls_settings(args.gateway_tls_port),
+            tls_settings(args.gateway_tls_port)?,
             args.gateway_tls_port,
         ));
     }
     let failures = prometheus::IntCounter::new(
         "weir_listener_bind_failures_total",
-        "Gateway listener ports that could not be bound (tried again at the next version)",
+        "Failed attempts to bind a Gateway listener port (tried again every second)",
     )?;
     metrics.registry().register(Box::new(failures.clone()))?;
+    let mut reserved = vec![plain_port, admin_port];
+    reserved.extend(tls_port);
     let binder = Binder {
         ip: args.listen.ip(),
         ports,
         plain: plain_settings,
         tls: Box::new(tls_settings),
         failures,
+        reserved,
+        max: args.max_listener_ports,
     };
     let (bound, sockets) = listeners::follow(store.clone(), binder, shutdown.clone());
     let handler = move |port, client, req| stack::handle(gateway.clone(), port, client, req);

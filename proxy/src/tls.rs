@@ -1,6 +1,11 @@
 //! TLS termination: certificates from Secrets, chosen per handshake by SNI (exact name, then
 //! the most specific wildcard, then the default), swapped on reload without a restart.
 //!
+//! A gateway that tells its ports apart ([`Ports`]) offers on each port only the certificates
+//! of the listeners served there (and the Ingresses' on its TLS home port): a Gateway listener
+//! on a port of its own cannot present another Gateway's certificate for its name, and a
+//! certificate no served listener uses is not loaded at all (its key is not held).
+//!
 //! Each Secret is parsed once per change. A Secret whose new content is bad (not PEM, key not
 //! matching the certificate, expired) is refused with an error naming it, and the certificate
 //! it had before keeps serving; the rest of the configuration is applied as usual.
@@ -21,7 +26,7 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use weir_api::model::{HostMatch, SecretBytes, TlsCertificate};
 
-use crate::metrics::Metrics;
+use crate::{config::Ports, metrics::Metrics};
 
 /// Resumable sessions kept per process (stateful resumption for TLS 1.2 clients without
 /// ticket support; tickets need no server state).
@@ -29,10 +34,18 @@ const SESSION_CACHE: usize = 16 * 1024;
 
 /// The certificates being served and the last good one of each Secret.
 pub struct CertStore {
-    serving: ArcSwap<Certs>,
+    serving: ArcSwap<Serving>,
+    ports: Option<Ports>,
     loaded: Mutex<HashMap<String, Loaded>>,
     provider: Arc<CryptoProvider>,
     metrics: Metrics,
+}
+
+/// The SNI indexes: over every certificate, and per port.
+#[derive(Default)]
+struct Serving {
+    all: Certs,
+    by_port: HashMap<u16, Certs>,
 }
 
 /// The SNI index.
@@ -72,11 +85,36 @@ impl CertStore {
     /// An empty store: handshakes fail until a certificate is loaded.
     pub fn new(metrics: Metrics) -> Self {
         Self {
-            serving: ArcSwap::from_pointee(Certs::default()),
+            serving: ArcSwap::default(),
+            ports: None,
             loaded: Mutex::default(),
             provider: Arc::new(aws_lc_rs::default_provider()),
             metrics,
         }
+    }
+
+    /// The same store, offering on each port the certificates of the listeners served there.
+    pub fn at_ports(mut self, ports: Ports) -> Self {
+        self.ports = Some(ports);
+        self
+    }
+
+    /// The ports `cert` is offered on, as this store places certificates (`None`: it does
+    /// not tell ports apart).
+    fn placed(&self, cert: &TlsCertificate) -> Option<Vec<u16>> {
+        let ports = self.ports.as_ref()?;
+        let mut at: Vec<u16> = cert
+            .listeners
+            .iter()
+            .filter(|l| ports.serves(&l.gateway))
+            .map(|l| l.port)
+            .collect();
+        if cert.ingress {
+            at.push(ports.tls);
+        }
+        at.sort_unstable();
+        at.dedup();
+        Some(at)
     }
 
     /// Serves `certs` from now on; returns each one's outcome.
@@ -84,8 +122,14 @@ impl CertStore {
         let mut loaded = crate::lock(&self.loaded);
         let mut next: HashMap<String, Loaded> = HashMap::new();
         let mut statuses = Vec::new();
-        let mut index = Certs::default();
+        let mut index = Serving::default();
+        let mut firsts: HashMap<u16, Arc<CertifiedKey>> = HashMap::new();
         for cert in certs {
+            let placed = self.placed(cert);
+            if placed.as_ref().is_some_and(Vec::is_empty) {
+                // Only Gateways this gateway does not serve use it.
+                continue;
+            }
             let previous = loaded.remove(&cert.secret);
             let unchanged = previous
                 .as_ref()
@@ -117,7 +161,15 @@ impl CertStore {
                     .tls_certificate_expiry
                     .with_label_values(&[&cert.secret])
                     .set(l.not_after);
-                index.add(&cert.hosts, &l.certified);
+                index.all.add(&cert.hosts, &l.certified);
+                for port in placed.into_iter().flatten() {
+                    index
+                        .by_port
+                        .entry(port)
+                        .or_default()
+                        .add(&cert.hosts, &l.certified);
+                    firsts.entry(port).or_insert_with(|| l.certified.clone());
+                }
                 next.insert(cert.secret.clone(), l);
             }
         }
@@ -128,12 +180,17 @@ impl CertStore {
                 .tls_certificate_expiry
                 .remove_label_values(&[gone]);
         }
-        if index.default.is_none() {
-            // Clients without SNI (or with a name nobody serves) get the first certificate.
-            index.default = certs
+        // Clients without SNI (or with a name nobody serves) get the first certificate.
+        if index.all.default.is_none() {
+            index.all.default = certs
                 .iter()
                 .find_map(|c| next.get(&c.secret))
                 .map(|l| l.certified.clone());
+        }
+        for (port, certs) in &mut index.by_port {
+            if certs.default.is_none() {
+                certs.default = firsts.get(port).cloned();
+            }
         }
         *loaded = next;
         self.serving.store(Arc::new(index));
@@ -184,9 +241,13 @@ impl CertStore {
         })
     }
 
-    /// The certificate for an SNI name (`None`: no SNI).
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let certs = self.serving.load();
+    /// The certificate for an SNI name (`None`: no SNI) on `port` (`None`: any).
+    fn pick(&self, sni: Option<&str>, port: Option<u16>) -> Option<Arc<CertifiedKey>> {
+        let serving = self.serving.load();
+        let certs = match port {
+            None => &serving.all,
+            Some(port) => serving.by_port.get(&port)?,
+        };
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
             if let Some(c) = certs.exact.get(&name) {
@@ -207,10 +268,27 @@ impl CertStore {
     /// A server configuration that picks certificates from this store: TLS 1.2 and 1.3, ALPN
     /// h2 and http/1.1, session tickets and a session cache for resumption.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        self.config_with(self.clone())
+    }
+
+    /// [`CertStore::server_config`] for the gateway's port `port`: the certificates of the
+    /// listeners served there.
+    pub fn server_config_at(
+        self: &Arc<Self>,
+        port: u16,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let store = self.clone();
+        self.config_with(Arc::new(AtPort { store, port }))
+    }
+
+    fn config_with(
+        &self,
+        resolver: Arc<dyn ResolvesServerCert>,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = aws_lc_rs::Ticketer::new()?;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
@@ -233,7 +311,20 @@ impl Certs {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(hello.server_name())
+        self.pick(hello.server_name(), None)
+    }
+}
+
+/// Picks from the certificates offered on one port.
+#[derive(Debug)]
+struct AtPort {
+    store: Arc<CertStore>,
+    port: u16,
+}
+
+impl ResolvesServerCert for AtPort {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.store.pick(hello.server_name(), Some(self.port))
     }
 }
 

@@ -407,3 +407,168 @@ async fn each_gateway_process_serves_the_gateways_it_is_given() {
         "infra-backend-v2"
     );
 }
+
+/// An HTTPS listener (with its certificate) on `port` for `hostname`, named `name`.
+fn https_listener(name: &str, port: u16, hostname: &str, secret: &str) -> String {
+    format!("  - {{name: {name}, port: {port}, protocol: HTTPS, hostname: {hostname}, tls: {{certificateRefs: [{{name: {secret}}}]}}}}\n")
+}
+
+/// A port is served as one kind of connection, and a Gateway cannot take another's over: an
+/// HTTP listener of one Gateway and an HTTPS one of another on the same port leave the port
+/// unserved (neither downgrades the other); an HTTPS listener on the plaintext home port is
+/// not served in plaintext; a listener naming another's hostname on a port of its own is not
+/// offered that other Gateway's certificate.
+#[tokio::test]
+async fn a_gateway_cannot_downgrade_or_borrow_another_gateways_port_or_certificate() {
+    let (shared, own) = (free_port(), free_port());
+    let pki = Pki::new();
+    let cert = pki.issue(&["a.example"], KeyType::Ecdsa);
+    let (_backends, dir) = infra();
+    let dir = dir
+        .with("cert.yaml", &tls_secret("victim-cert", &cert))
+        .with(
+            "gw.yaml",
+            &[
+                gateway(
+                    "a-plain",
+                    &format!("  - {{name: http, port: {shared}, protocol: HTTP}}\n"),
+                ),
+                gateway(
+                    "b-secure",
+                    &format!(
+                        "{}{}",
+                        https_listener("https", shared, "secure.example", "victim-cert"),
+                        https_listener("home", 443, "a.example", "victim-cert")
+                    ),
+                ),
+                gateway(
+                    "c-attacker",
+                    &format!(
+                        "{}  - {{name: https80, port: 80, protocol: HTTPS, hostname: a.example, tls: {{certificateRefs: [{{name: victim-cert}}]}}}}\n",
+                        https_listener("https", own, "a.example", "nonexistent")
+                    ),
+                ),
+            ]
+            .join("---\n"),
+        )
+        .with(
+            "routes.yaml",
+            &[
+                route("plain", "[{name: a-plain}]", &to(1)),
+                route("secure", "[{name: b-secure}]", &to(2)),
+                route("attacker", "[{name: c-attacker}]", &to(3)),
+            ]
+            .join("---\n"),
+        );
+    let weir = Weir::start(&dir);
+    let client = pki.client(&["http/1.1"], false);
+    // The victim's own listener serves, with its certificate.
+    let reply = https_get(weir.tls, "a.example", client.clone(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.reply.backend(), "infra-backend-v2");
+    // The attacker's port of its own comes up (its HTTP routes have no certificate there):
+    // the victim's certificate is not offered on it.
+    eventually(
+        Duration::from_secs(5),
+        "the attacker's port open",
+        || async { TcpStream::connect(at(own)).await.ok().map(|_| ()) },
+    )
+    .await;
+    let stolen = https_get(at(own), "a.example", client.clone(), "/", &[]).await;
+    assert!(stolen.is_err(), "{:?}", stolen.map(|r| r.reply.status));
+    // The shared port is nobody's.
+    assert!(TcpStream::connect(at(shared)).await.is_err());
+    assert!(
+        weir.stderr()
+            .iter()
+            .any(|l| l.contains("both with and without TLS")),
+        "{:?}",
+        weir.stderr()
+    );
+    // The HTTPS listener on the plaintext home port is not served in plaintext.
+    let reply = weir.get("a.example", "/").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+}
+
+/// A listener changed from HTTP to HTTPS on the same port is served again, now with TLS (its
+/// old socket may still be closing: the bind is retried).
+#[tokio::test]
+async fn a_listener_changed_from_http_to_https_keeps_its_port() {
+    let port = free_port();
+    let pki = Pki::new();
+    let cert = pki.issue(&["a.example"], KeyType::Ecdsa);
+    let (_backends, dir) = infra();
+    let dir = dir
+        .with("cert.yaml", &tls_secret("cert", &cert))
+        .with(
+            "gw.yaml",
+            &gateway(
+                "gw",
+                &format!("  - {{name: web, port: {port}, protocol: HTTP}}\n"),
+            ),
+        )
+        .with("route.yaml", &route("web", "[{name: gw}]", &to(1)));
+    let _weir = Weir::start(&dir);
+    let reply = get_at(at(port), "a.example", "/").await;
+    assert_eq!(reply.backend(), "infra-backend-v1");
+
+    dir.write(
+        "gw.yaml",
+        &gateway("gw", &https_listener("web", port, "a.example", "cert")),
+    );
+    let client = pki.client(&["http/1.1"], false);
+    let reply = eventually(Duration::from_secs(10), "HTTPS on the port", || async {
+        https_get(at(port), "a.example", client.clone(), "/", &[])
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(reply.reply.backend(), "infra-backend-v1");
+}
+
+/// `--gateway` keeps certificates apart too: a gateway process does not offer (nor load) the
+/// certificates of Gateways it does not serve.
+#[tokio::test]
+async fn a_gateway_process_offers_only_its_gateways_certificates() {
+    let pki = Pki::new();
+    let (_backends, dir) = infra();
+    let dir = dir
+        .with(
+            "cert.yaml",
+            &[
+                tls_secret("a-cert", &pki.issue(&["a.example"], KeyType::Ecdsa)),
+                tls_secret("b-cert", &pki.issue(&["b.example"], KeyType::Ecdsa)),
+            ]
+            .join("---\n"),
+        )
+        .with(
+            "gw.yaml",
+            &[
+                gateway("a", &https_listener("https", 443, "a.example", "a-cert")),
+                gateway("b", &https_listener("https", 443, "b.example", "b-cert")),
+            ]
+            .join("---\n"),
+        )
+        .with(
+            "routes.yaml",
+            &[
+                route("a", "[{name: a}]", &to(1)),
+                route("b", "[{name: b}]", &to(2)),
+            ]
+            .join("---\n"),
+        );
+    let weir = Weir::start_with(&dir, &["--gateway", "default/a"]);
+    let client = pki.client(&["http/1.1"], false);
+    let reply = https_get(weir.tls, "a.example", client.clone(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.reply.backend(), "infra-backend-v1");
+    let other = https_get(weir.tls, "b.example", client, "/", &[]).await;
+    // The handshake gets a's certificate (the port's default), which b.example's client
+    // refuses: b's certificate is not there to give.
+    assert!(other.is_err(), "{:?}", other.map(|r| r.reply.status));
+    let config = weir.admin_get("/config").await.json();
+    let certificates = config["reload"]["certificates"].to_string();
+    assert!(!certificates.contains("default/b-cert"), "{certificates}");
+}

@@ -1263,3 +1263,84 @@ async fn gateway_with_attached_routes_with_port_8080() {
         }
     }
 }
+
+/// A BackendTLSPolicy in the cluster: its CA ConfigMap is watched by name, the gateway speaks
+/// TLS to the Service, and the policy's status names the Gateway as its ancestor, accepted and
+/// resolved; a policy whose ConfigMap does not exist says `InvalidCACertificateRef` (and its
+/// Service is not reached in plaintext).
+#[tokio::test]
+async fn a_backend_tls_policy_in_the_cluster_is_served_and_gets_its_status() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    let secure = weir_e2e::tls::https_echo(
+        "secure",
+        &pki.issue(&["secure.internal"], KeyType::Ecdsa),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    for name in ["secure", "broken"] {
+        api.apply(&weir_e2e::service_with(name, &[(secure, true)], ""));
+        api.apply(&http_route(
+            name,
+            &[&format!("{name}.example.com")],
+            &format!("  - backendRefs: [{{name: {name}, port: 80}}]\n"),
+        ));
+    }
+    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
+    api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: secure-ca, namespace: default}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+    let policy = |name: &str, config_map: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {name}}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {config_map}}}]\n    hostname: secure.internal\n")
+    };
+    api.apply(&policy("secure", "secure-ca"));
+    api.apply(&policy("broken", "nonexistent"));
+    let weir = &cluster.weir;
+    eventually(Duration::from_secs(10), "TLS to the backend", || async {
+        let reply = weir.get("secure.example.com", "/").await;
+        (reply.status == 200 && reply.backend() == "secure").then_some(())
+    })
+    .await;
+    assert!(weir
+        .get("broken.example.com", "/")
+        .await
+        .status
+        .is_server_error());
+    let ancestor = |name: &'static str| async move {
+        let policy = api.get(
+            "gateway.networking.k8s.io/v1",
+            "BackendTLSPolicy",
+            "default",
+            name,
+        )?;
+        let ancestor = policy["status"]["ancestors"].get(0)?.clone();
+        Some(ancestor)
+    };
+    let secure_status = eventually(Duration::from_secs(10), "the policy's status", || {
+        ancestor("secure")
+    })
+    .await;
+    assert_eq!(
+        secure_status["ancestorRef"]["name"], "gw",
+        "{secure_status}"
+    );
+    assert_eq!(
+        secure_status["controllerName"],
+        "weir.dev/gateway-controller"
+    );
+    for kind in ["Accepted", "ResolvedRefs"] {
+        assert_eq!(
+            condition(&secure_status["conditions"], kind)["status"],
+            "True",
+            "{kind}: {secure_status}"
+        );
+    }
+    let broken = eventually(
+        Duration::from_secs(10),
+        "the broken policy's status",
+        || ancestor("broken"),
+    )
+    .await;
+    let resolved = condition(&broken["conditions"], "ResolvedRefs");
+    assert_eq!(resolved["status"], "False", "{broken}");
+    assert_eq!(resolved["reason"], "InvalidCACertificateRef", "{broken}");
+}

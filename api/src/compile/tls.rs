@@ -13,7 +13,7 @@ use gateway_api::apis::standard::gateways::GatewayListenersTlsMode as TlsMode;
 use super::{gateway::granted, ingress::host_match, secrets, Context, GATEWAY_CLASS};
 use crate::{
     error::Location,
-    model::{HostMatch, TlsCertificate},
+    model::{HostMatch, ListenerRef, TlsCertificate},
     objects::{Object, ObjectKey},
 };
 
@@ -23,6 +23,8 @@ pub use crate::model::{TLS_CERT_KEY, TLS_KEY_KEY};
 struct Wanted {
     hosts: Vec<HostMatch>,
     used_by: Vec<String>,
+    listeners: Vec<ListenerRef>,
+    ingress: bool,
 }
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
@@ -50,6 +52,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                         .or_default();
                     w.hosts.extend(hosts);
                     w.used_by.push(key.to_string());
+                    w.ingress = true;
                 }
             }
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
@@ -122,6 +125,12 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                         let w = wanted.entry((namespace, cert.name.clone())).or_default();
                         w.hosts.extend(hosts.iter().cloned());
                         w.used_by.push(format!("{key} listener {}", listener.name));
+                        if let Ok(port) = u16::try_from(listener.port) {
+                            w.listeners.push(ListenerRef {
+                                gateway: format!("{}/{}", key.namespace, key.name),
+                                port,
+                            });
+                        }
                     }
                 }
             }
@@ -138,10 +147,14 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         };
         w.hosts.sort();
         w.hosts.dedup();
+        w.listeners.sort();
+        w.listeners.dedup();
         cx.tls.push(TlsCertificate {
             secret: format!("{namespace}/{name}"),
             hosts: w.hosts,
             used_by: w.used_by,
+            listeners: w.listeners,
+            ingress: w.ingress,
             chain: secrets::value(secret, TLS_CERT_KEY),
             key: secrets::value(secret, TLS_KEY_KEY),
         });

@@ -25,6 +25,12 @@ pub struct TlsCertificate {
     pub hosts: Vec<HostMatch>,
     /// The objects that asked for it (`Ingress ns/name`, `Gateway ns/name listener https`).
     pub used_by: Vec<String>,
+    /// The Gateway listeners that use it: it is offered on their ports only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<super::ListenerRef>,
+    /// An Ingress uses it: it is offered on the gateway's own TLS port.
+    #[serde(default)]
+    pub ingress: bool,
     /// `tls.crt`: the PEM chain, leaf first (empty when the Secret has none).
     pub chain: SecretBytes,
     /// `tls.key`: the PEM private key (empty when the Secret has none).

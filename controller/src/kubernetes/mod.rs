@@ -1,5 +1,5 @@
 //! The Kubernetes source: kube-runtime watchers for every kind Weir compiles, and for only
-//! the Secrets that configuration refers to.
+//! the Secrets and ConfigMaps that configuration refers to.
 //!
 //! Each kind is followed by its own watcher into one cache of typed objects (an object that
 //! does not fit its schema is kept as the error that says why, so it is reported like a bad
@@ -32,7 +32,7 @@ pub use review::TokenReviewer;
 
 use crate::{ca::Root, lock, Controller};
 
-/// How long a newly referenced Secret may take to be listed before the configuration is
+/// How long a newly referenced Secret (or ConfigMap) may take to be listed before the configuration is
 /// compiled without it (it then counts as missing, with a warning, until it arrives).
 const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
 
@@ -41,7 +41,7 @@ const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// other kind must be listed before the first compile: a core or `weir.dev` kind the API
 /// server answers 404 for holds the compile, so a passing error never publishes a
 /// configuration without the cluster's policies.
-const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute"];
+const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute", "BackendTLSPolicy"];
 
 /// A kind the controller watches.
 #[derive(Clone, Copy)]
@@ -86,6 +86,12 @@ pub const WATCHED: &[Kind] = &[
     kind("gateway.networking.k8s.io", "v1", "TLSRoute", "tlsroutes"),
     kind(
         "gateway.networking.k8s.io",
+        "v1",
+        "BackendTLSPolicy",
+        "backendtlspolicies",
+    ),
+    kind(
+        "gateway.networking.k8s.io",
         "v1beta1",
         "ReferenceGrant",
         "referencegrants",
@@ -103,6 +109,7 @@ pub const WATCHED: &[Kind] = &[
 ];
 
 const SECRET: Kind = kind("", "v1", "Secret", "secrets");
+const CONFIG_MAP: Kind = kind("", "v1", "ConfigMap", "configmaps");
 
 impl Kind {
     /// kube's description of the resource.
@@ -145,7 +152,7 @@ type Key = (&'static str, String, String);
 #[derive(Default)]
 struct Cache {
     objects: BTreeMap<Key, Result<Object, ConfigError>>,
-    /// Kinds (and Secrets, by `ns/name`) listed at least once.
+    /// Kinds (and referenced Secrets and ConfigMaps, by `Kind ns/name`) listed at least once.
     synced: BTreeSet<String>,
 }
 
@@ -179,7 +186,8 @@ pub async fn watch(
             ))
         })
         .collect();
-    let mut secrets: HashMap<(String, String), (JoinHandle<()>, Instant)> = HashMap::new();
+    // Secrets and ConfigMaps, watched one by one: `(kind, namespace, name)`.
+    let mut referenced: HashMap<Key, (JoinHandle<()>, Instant)> = HashMap::new();
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(debounce).await;
@@ -190,45 +198,56 @@ pub async fn watch(
             }
             collect(&cache)
         };
-        // Watch exactly the Secrets the configuration refers to.
-        let wanted = objects.secret_refs();
-        secrets.retain(|key, (task, _)| {
+        // Watch exactly the Secrets and ConfigMaps the configuration refers to.
+        let wanted: BTreeSet<Key> = objects
+            .secret_refs()
+            .into_iter()
+            .map(|(ns, name)| (SECRET.kind, ns, name))
+            .chain(
+                objects
+                    .config_map_refs()
+                    .into_iter()
+                    .map(|(ns, name)| (CONFIG_MAP.kind, ns, name)),
+            )
+            .collect();
+        referenced.retain(|key, (task, _)| {
             let keep = wanted.contains(key);
             if !keep {
                 task.abort();
                 let mut cache = lock(&shared.cache);
-                cache
-                    .objects
-                    .remove(&("Secret", key.0.clone(), key.1.clone()));
-                cache.synced.remove(&format!("{}/{}", key.0, key.1));
+                cache.objects.remove(key);
+                cache.synced.remove(&referenced_sync(key));
             }
             keep
         });
-        for (namespace, name) in &wanted {
-            secrets
-                .entry((namespace.clone(), name.clone()))
-                .or_insert_with(|| {
-                    let api = Api::<DynamicObject>::namespaced_with(
-                        client.clone(),
-                        namespace,
-                        &SECRET.api_resource(),
-                    );
-                    let config =
-                        watcher::Config::default().fields(&format!("metadata.name={name}"));
-                    let task = tokio::spawn(follow(
-                        api,
-                        config,
-                        SECRET,
-                        format!("{namespace}/{name}"),
-                        shared.clone(),
-                    ));
-                    (task, Instant::now())
-                });
+        for key in &wanted {
+            referenced.entry(key.clone()).or_insert_with(|| {
+                let (kind, namespace, name) = key;
+                let kind = if *kind == SECRET.kind {
+                    SECRET
+                } else {
+                    CONFIG_MAP
+                };
+                let api = Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &kind.api_resource(),
+                );
+                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let task = tokio::spawn(follow(
+                    api,
+                    config,
+                    kind,
+                    referenced_sync(key),
+                    shared.clone(),
+                ));
+                (task, Instant::now())
+            });
         }
         let waiting = {
             let cache = lock(&shared.cache);
-            secrets.iter().any(|((ns, name), (_, started))| {
-                !cache.synced.contains(&format!("{ns}/{name}"))
+            referenced.iter().any(|(key, (_, started))| {
+                !cache.synced.contains(&referenced_sync(key))
                     && started.elapsed() < SECRET_SYNC_WAIT
             })
         };
@@ -250,6 +269,11 @@ pub async fn watch(
             status.report(seen);
         }
     }
+}
+
+/// How the watch of one referenced Secret or ConfigMap says it has listed.
+fn referenced_sync((kind, namespace, name): &Key) -> String {
+    format!("{kind} {namespace}/{name}")
 }
 
 fn collect(cache: &Cache) -> (Objects, Vec<ConfigError>) {
@@ -313,8 +337,9 @@ async fn follow(
                 // A relist replaces everything this watch owns (its kind, or its one Secret):
                 // what is not in it was deleted while the watch was away.
                 cache.objects.retain(|(k, ns, name), _| {
+                    let one = kind.kind == SECRET.kind || kind.kind == CONFIG_MAP.kind;
                     let owned = *k == kind.kind
-                        && (kind.kind != "Secret" || format!("{ns}/{name}") == sync);
+                        && (!one || referenced_sync(&(*k, ns.clone(), name.clone())) == sync);
                     !owned
                 });
                 cache.objects.extend(fresh);

@@ -11,7 +11,7 @@
 mod install;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -60,14 +60,30 @@ impl<R> Active<R> {
 
 /// How a gateway tells its ports apart, as the Gateway API does: a route attached to a
 /// listener is served on that listener's port only. The gateway's own sockets stand for its
-/// `home` ports (80 and 443 by default), which also serve Ingresses; a Gateway listener on any
-/// other port gets a socket of its own.
+/// home ports, `http` (plaintext, 80 by default) and `tls` (443), which also serve Ingresses;
+/// a Gateway listener on any other port gets a socket of its own.
+///
+/// A port serves one kind of connection: on the plaintext home port only HTTP listeners, on
+/// the TLS one only HTTPS and TLS listeners; another port whose listeners disagree (an HTTP
+/// listener of one Gateway, an HTTPS one of another) is not served at all, so no Gateway can
+/// turn another's HTTPS port into plaintext.
 #[derive(Clone, Debug, Default)]
 pub struct Ports {
-    /// The Gateway listener ports the gateway's own sockets serve, with Ingresses.
-    pub home: Vec<u16>,
+    /// The Gateway listener port the plaintext home socket serves (with Ingresses).
+    pub http: u16,
+    /// The Gateway listener port the TLS home socket serves (with Ingresses).
+    pub tls: u16,
     /// The Gateways served (`namespace/name`); empty: every Gateway of the class.
     pub gateways: Vec<String>,
+}
+
+/// The Gateways whose listeners a port serves, and whether connections to it begin with TLS.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Whether connections begin with TLS.
+    pub tls: bool,
+    /// `namespace/name` of the Gateways with listeners served there.
+    pub gateways: BTreeSet<String>,
 }
 
 impl Ports {
@@ -76,30 +92,87 @@ impl Ports {
         self.gateways.is_empty() || self.gateways.iter().any(|g| g == gateway)
     }
 
-    /// The ports other than the home ones that `snapshot`'s served listeners are on, each
-    /// with whether connections to it begin with TLS (a port whose listeners disagree is not
-    /// served: the compile refuses such listeners as conflicted).
-    pub fn others(&self, snapshot: &Snapshot) -> std::collections::BTreeMap<u16, bool> {
-        let mut ports = std::collections::BTreeMap::new();
-        for l in &snapshot.listeners {
-            if !self.home.contains(&l.port) && self.serves(&l.gateway) {
-                ports.entry(l.port).or_insert(l.tls);
-            }
-        }
-        ports
+    /// Whether `port` is one of the gateway's own.
+    pub fn is_home(&self, port: u16) -> bool {
+        port == self.http || port == self.tls
     }
 
-    /// A route index per served port.
-    fn routers(&self, snapshot: &Snapshot) -> HashMap<u16, Router> {
-        let ports = self
-            .home
+    /// What each port serves: the home ports always, the others where `snapshot`'s served
+    /// listeners are; and why listeners that cannot be served as they ask are not.
+    pub fn plan(&self, snapshot: &Snapshot) -> (BTreeMap<u16, PortPlan>, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut plan = BTreeMap::from([
+            (self.http, PortPlan::default()),
+            (
+                self.tls,
+                PortPlan {
+                    tls: true,
+                    ..PortPlan::default()
+                },
+            ),
+        ]);
+        let mut conflicted = BTreeSet::new();
+        for l in snapshot
+            .listeners
             .iter()
-            .copied()
-            .chain(self.others(snapshot).into_keys());
-        ports
-            .map(|port| {
-                let home = self.home.contains(&port);
-                let serves = |g: &str| self.serves(g);
+            .filter(|l| self.serves(&l.gateway))
+        {
+            if self.is_home(l.port) {
+                let home_tls = l.port == self.tls;
+                if l.tls != home_tls {
+                    let (socket, wanted) = match home_tls {
+                        true => ("TLS", "HTTPS or TLS"),
+                        false => ("plaintext", "HTTP"),
+                    };
+                    problems.push(format!("listener {} of Gateway {} is on port {}, the gateway's {socket} port, which serves {wanted} listeners only: not served", l.name, l.gateway, l.port));
+                    continue;
+                }
+                if let Some(p) = plan.get_mut(&l.port) {
+                    p.gateways.insert(l.gateway.clone());
+                }
+                continue;
+            }
+            let p = plan.entry(l.port).or_insert_with(|| PortPlan {
+                tls: l.tls,
+                ..PortPlan::default()
+            });
+            if p.tls != l.tls {
+                conflicted.insert(l.port);
+            }
+            p.gateways.insert(l.gateway.clone());
+        }
+        for port in conflicted {
+            if let Some(p) = plan.remove(&port) {
+                let gateways: Vec<&str> = p.gateways.iter().map(String::as_str).collect();
+                problems.push(format!("listeners of Gateways {} want port {port} both with and without TLS: it is not served", gateways.join(", ")));
+            }
+        }
+        (plan, problems)
+    }
+
+    /// The ports other than the home ones that are served, each with whether connections to
+    /// it begin with TLS.
+    pub fn others(&self, snapshot: &Snapshot) -> BTreeMap<u16, bool> {
+        self.plan(snapshot)
+            .0
+            .into_iter()
+            .filter(|(port, _)| !self.is_home(*port))
+            .map(|(port, p)| (port, p.tls))
+            .collect()
+    }
+
+    /// A route index per served port: a route attached to listeners takes requests on the
+    /// ports where its Gateway's listeners are served; one attached to none (an Ingress's) on
+    /// the home ports.
+    fn routers(&self, snapshot: &Snapshot) -> HashMap<u16, Router> {
+        let (plan, problems) = self.plan(snapshot);
+        for problem in problems {
+            tracing::error!(%problem, "a Gateway listener is not served");
+        }
+        plan.into_iter()
+            .map(|(port, plan)| {
+                let home = self.is_home(port);
+                let serves = |g: &str| plan.gateways.contains(g);
                 let router = Router::serving(
                     snapshot,
                     |r| r.listens(port, home, serves),
@@ -241,8 +314,7 @@ impl<R> ConfigStore<R> {
 
     /// Records the objects the active configuration was compiled without.
     pub fn refused(&self, errors: Vec<weir_api::ConfigError>) {
-        let objects: std::collections::BTreeSet<&str> =
-            errors.iter().map(|e| e.object.as_str()).collect();
+        let objects: BTreeSet<&str> = errors.iter().map(|e| e.object.as_str()).collect();
         self.metrics
             .config_refused_objects
             .set(objects.len() as i64);

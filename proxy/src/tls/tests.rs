@@ -22,6 +22,8 @@ fn secret(name: &str, hosts: Vec<HostMatch>, (chain, key): &(Vec<u8>, Vec<u8>)) 
         secret: format!("default/{name}"),
         hosts,
         used_by: vec![],
+        listeners: vec![],
+        ingress: true,
         chain: SecretBytes(Arc::from(chain.as_slice())),
         key: SecretBytes(Arc::from(key.as_slice())),
     }
@@ -33,7 +35,7 @@ fn exact(h: &str) -> HostMatch {
 
 /// The leaf DER of the certificate picked for `sni`.
 fn picked(store: &CertStore, sni: Option<&str>) -> Option<Vec<u8>> {
-    store.pick(sni).map(|c| c.cert[0].to_vec())
+    store.pick(sni, None).map(|c| c.cert[0].to_vec())
 }
 
 fn der(pem: &[u8]) -> Vec<u8> {

@@ -124,6 +124,14 @@ pub static RESOURCES: &[Resource] = &[
     ),
     resource(
         "gateway.networking.k8s.io",
+        "v1",
+        "backendtlspolicies",
+        "BackendTLSPolicy",
+        true,
+        true,
+    ),
+    resource(
+        "gateway.networking.k8s.io",
         "v1beta1",
         "referencegrants",
         "ReferenceGrant",

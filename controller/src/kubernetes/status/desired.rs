@@ -64,13 +64,7 @@ pub(super) fn desired(
         let key = object.key();
         let generation = object.metadata().generation;
         let accepted = || match refused(&key) {
-            None => condition(
-                "Accepted",
-                true,
-                "Accepted",
-                "compiled and serving",
-                generation,
-            ),
+            None => accepted_ok(generation),
             Some(message) => condition("Accepted", false, "Invalid", &message, generation),
         };
         let resolved = || match unresolved(&key) {
@@ -94,15 +88,21 @@ pub(super) fn desired(
             (None, Some((reason, message))) => {
                 condition("Accepted", false, reason, &message, generation)
             }
-            (None, None) => condition(
-                "Accepted",
-                true,
-                "Accepted",
-                "compiled and serving",
-                generation,
-            ),
+            (None, None) => accepted_ok(generation),
         };
         let status = match object {
+            Object::BackendTlsPolicy(policy) => {
+                match super::backend_tls::status(
+                    objects,
+                    policy,
+                    &key,
+                    refused(&key),
+                    &warned(&key),
+                ) {
+                    Some(status) => status,
+                    None => continue,
+                }
+            }
             Object::MeshTLSPolicy(_) => {
                 let mut conditions = vec![accepted(), resolved()];
                 conditions.extend(enforced(strict, &key, generation));
@@ -297,6 +297,7 @@ fn current_status(object: &Object) -> Value {
         Object::HttpRoute(o) => serde_json::to_value(&o.status),
         Object::GrpcRoute(o) => serde_json::to_value(&o.status),
         Object::TlsRoute(o) => serde_json::to_value(&o.status),
+        Object::BackendTlsPolicy(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
         Object::GatewayClass(o) => serde_json::to_value(&o.status),
         Object::Ingress(o) => serde_json::to_value(&o.status),
@@ -305,7 +306,7 @@ fn current_status(object: &Object) -> Value {
     value.unwrap_or_default()
 }
 
-fn is_weir_gateway(objects: &Objects, namespace: &str, name: &str) -> bool {
+pub(super) fn is_weir_gateway(objects: &Objects, namespace: &str, name: &str) -> bool {
     let key = ObjectKey {
         kind: "Gateway",
         namespace: namespace.to_string(),
@@ -360,7 +361,24 @@ fn attached_routes(
         .count()
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Value {
+/// `Accepted`: true, compiled and serving.
+pub(super) fn accepted_ok(generation: Option<i64>) -> Value {
+    condition(
+        "Accepted",
+        true,
+        "Accepted",
+        "compiled and serving",
+        generation,
+    )
+}
+
+pub(super) fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Value {
     let mut condition = json!({
         "type": kind,
         "status": if ok { "True" } else { "False" },
@@ -598,7 +616,7 @@ fn listener_conditions(
     vec![accepted, conflicted, resolved, programmed]
 }
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute on HTTP and
 /// HTTPS listeners, TLSRoute on TLS listeners; those of them its `allowedRoutes.kinds` names

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use weir_api::{Object, ObjectKey, Objects};
 
+mod backend_tls;
 mod desired;
 mod lease;
 mod optout;
