@@ -20,13 +20,19 @@ use std::{
     sync::Arc,
 };
 
+use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch};
 use weir_http::{
     body::Body,
     metrics::HttpMetrics,
     server::{serve, Peer, ServerSettings, Shutdown},
 };
-use weir_proxy::config::{ConfigStore, Ports};
+use weir_proxy::{
+    config::{ConfigStore, Ports},
+    metrics::Metrics,
+    stream::StreamRouting,
+    tls::CertStore,
+};
 
 /// A socket for the Gateway listeners on one port of their own.
 pub struct Bound {
@@ -41,6 +47,67 @@ pub struct Bound {
 
 /// The sockets bound for listeners on ports of their own, as the workers see them.
 pub type BoundSet = watch::Receiver<Arc<Vec<Arc<Bound>>>>;
+
+/// One of the gateway's own sockets: how it is served, and the Gateway port it serves.
+pub type HomeSocket = (std::net::TcpListener, ServerSettings, u16);
+
+/// The gateway's own sockets, each with the Gateway listener port it serves, and its limits.
+pub struct Own {
+    /// `--listen`, and the Gateway port it serves (`--gateway-http-port`).
+    pub plain: (std::net::TcpListener, u16),
+    /// `--listen-tls`, and the Gateway port it serves (`--gateway-tls-port`).
+    pub tls: Option<(std::net::TcpListener, u16)>,
+    /// `--admin`'s port (never a listener's).
+    pub admin_port: u16,
+    /// `--max-listener-ports`.
+    pub max: usize,
+}
+
+/// The gateway's own sockets, each with how it is served and its Gateway port, and the
+/// [`Binder`] that makes the others: plaintext ones served with `plain`, TLS ones with the
+/// certificates of their listeners and their TLSRoutes.
+pub fn sockets<R: Send + Sync + 'static>(
+    own: Own,
+    plain: ServerSettings,
+    certs: Arc<CertStore>,
+    streams: StreamRouting<R>,
+    ports: Ports,
+    metrics: &Metrics,
+) -> anyhow::Result<(Vec<HomeSocket>, Binder)> {
+    let base = plain.clone();
+    let tls_settings = move |port| -> anyhow::Result<ServerSettings> {
+        let config = certs
+            .server_config_at(port)
+            .context("building the TLS configuration")?;
+        Ok(ServerSettings {
+            tls: Some(config),
+            streams: Some(Arc::new(streams.at(port))),
+            ..base.clone()
+        })
+    };
+    let ip = own.plain.0.local_addr()?.ip();
+    let mut reserved = vec![own.plain.0.local_addr()?.port(), own.admin_port];
+    let mut home = vec![(own.plain.0, plain.clone(), own.plain.1)];
+    if let Some((tls, port)) = own.tls {
+        reserved.push(tls.local_addr()?.port());
+        home.push((tls, tls_settings(port)?, port));
+    }
+    let failures = prometheus::IntCounter::new(
+        "weir_listener_bind_failures_total",
+        "Failed attempts to bind a Gateway listener port (tried again every second)",
+    )?;
+    metrics.registry().register(Box::new(failures.clone()))?;
+    let binder = Binder {
+        ip,
+        ports,
+        plain,
+        tls: Box::new(tls_settings),
+        failures,
+        reserved,
+        max: own.max,
+    };
+    Ok((home, binder))
+}
 
 /// How [`follow`] makes sockets: at which address, and how each kind is served.
 pub struct Binder {
@@ -170,7 +237,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// and every socket in `bound` as it comes, on this worker's runtime, until shutdown has
 /// drained them all.
 pub async fn serve_all<H, F>(
-    home: Vec<(std::net::TcpListener, ServerSettings, u16)>,
+    home: Vec<HomeSocket>,
     mut bound: BoundSet,
     handler: H,
     metrics: HttpMetrics,

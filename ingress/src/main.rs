@@ -21,9 +21,9 @@ use std::{
 };
 use weir_api::{duration::parse_duration, process::Signals, proto::Role};
 use weir_ingress::{
-    auth::jwks::HttpsClient,
+    auth::jwks,
     config_dir,
-    listeners::{self, serve_all, Binder},
+    listeners::{self, serve_all, Own},
     metrics::GuardMetrics,
     ratelimit::{redis::GlobalStore, LimitSettings},
     security::Registry,
@@ -298,11 +298,12 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let global = (!args.redis.is_empty())
         .then(|| GlobalStore::connect(args.redis.clone(), args.redis_cluster, args.redis_timeout));
     let guard_metrics = GuardMetrics::register(metrics.registry());
-    let registry =
-        Registry::new(guard_metrics.clone(), jwks_client(), global).with_limits(LimitSettings {
+    let registry = Registry::new(guard_metrics.clone(), jwks::https_client(), global).with_limits(
+        LimitSettings {
             local_keys: args.ratelimit_local_keys,
             ipv6_prefix: args.ratelimit_ipv6_prefix,
-        });
+        },
+    );
     let source = config_source(&args)?;
     // Following a controller, the gateway is a mesh workload: it holds an identity and dials
     // meshed backends with mTLS.
@@ -357,13 +358,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         admin = %admin.local_addr()?,
         "weir-ingress serving"
     );
-    let plain_port = plain.local_addr()?.port();
     let admin_port = admin.local_addr()?.port();
-    let tls_port = tls
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?
-        .map(|a| a.port());
 
     let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
     let upstream_settings = UpstreamSettings {
@@ -438,42 +433,13 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         metrics.clone(),
         access_log.clone(),
     );
-    // Each TLS port offers the certificates of the listeners served there.
-    let base = plain_settings.clone();
-    let tls_settings = move |port| -> anyhow::Result<ServerSettings> {
-        let config = certs
-            .server_config_at(port)
-            .context("building the TLS configuration")?;
-        Ok(ServerSettings {
-            tls: Some(config),
-            streams: Some(Arc::new(streams.at(port))),
-            ..base.clone()
-        })
-    };
-    let mut home = vec![(plain, plain_settings.clone(), args.gateway_http_port)];
-    if let Some(tls) = tls {
-        home.push((
-            tls,
-            tls_settings(args.gateway_tls_port)?,
-            args.gateway_tls_port,
-        ));
-    }
-    let failures = prometheus::IntCounter::new(
-        "weir_listener_bind_failures_total",
-        "Failed attempts to bind a Gateway listener port (tried again every second)",
-    )?;
-    metrics.registry().register(Box::new(failures.clone()))?;
-    let mut reserved = vec![plain_port, admin_port];
-    reserved.extend(tls_port);
-    let binder = Binder {
-        ip: args.listen.ip(),
-        ports,
-        plain: plain_settings,
-        tls: Box::new(tls_settings),
-        failures,
-        reserved,
+    let own = Own {
+        plain: (plain, args.gateway_http_port),
+        tls: tls.map(|t| (t, args.gateway_tls_port)),
+        admin_port,
         max: args.max_listener_ports,
     };
+    let (home, binder) = listeners::sockets(own, plain_settings, certs, streams, ports, &metrics)?;
     let (bound, sockets) = listeners::follow(store.clone(), binder, shutdown.clone());
     let handler = move |port, client, req| stack::handle(gateway.clone(), port, client, req);
     let mut others = Vec::new();
@@ -525,27 +491,6 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     access_log.settle();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The HTTPS client for JWKS fetches: the system's trust roots (`SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` override them), HTTPS only.
-fn jwks_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-    {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "no trusted root certificates found: JWKS fetches will fail");
-            let config = rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
-    let connector = builder.https_only().enable_http1().enable_http2().build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector)
 }
 
 fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {

@@ -28,7 +28,9 @@ use weir_api::model::{BackendTls, Cluster, SubjectAltName};
 use weir_http::upstream::{Handshake, PeerDialer};
 use weir_mesh::mtls::Dialer;
 
-/// What a connection to a cluster with a policy must prove: this, then the cluster's name.
+/// What a connection to a cluster with a policy must prove: this, the cluster's name, `#` and
+/// a digest of the policy. Pooled connections are kept by it: a changed policy (another CA, a
+/// tighter name) never reuses a connection checked under the old one.
 const TLS_PREFIX: &str = "tls:";
 
 /// The gateway's dialer: the mesh's mTLS (when the gateway is in a mesh) and the clusters'
@@ -41,7 +43,7 @@ pub struct BackendDialer {
 
 /// One cluster's policy, ready to dial with.
 struct Prepared {
-    /// `tls:` and the cluster's name.
+    /// `tls:`, the cluster's name, `#` and the policy's digest.
     key: Arc<str>,
     policy: Arc<BackendTls>,
     config: Arc<rustls::ClientConfig>,
@@ -100,7 +102,10 @@ impl PeerDialer for BackendDialer {
         expected: &'a Arc<str>,
         alpn: &'static [u8],
     ) -> Handshake<'a> {
-        let Some(cluster) = expected.strip_prefix(TLS_PREFIX) else {
+        let Some((cluster, _)) = expected
+            .strip_prefix(TLS_PREFIX)
+            .and_then(|k| k.rsplit_once('#'))
+        else {
             return match &self.mesh {
                 Some(mesh) => PeerDialer::handshake(&**mesh, tcp, expected, alpn),
                 None => Box::pin(async move {
@@ -112,8 +117,8 @@ impl PeerDialer for BackendDialer {
         };
         let prepared = self.clusters.load().get(cluster).cloned();
         Box::pin(async move {
-            let prepared = prepared.ok_or_else(|| {
-                std::io::Error::other(format!("no BackendTLSPolicy for {cluster} any more"))
+            let prepared = prepared.filter(|p| p.key == *expected).ok_or_else(|| {
+                std::io::Error::other(format!("the BackendTLSPolicy for {cluster} changed"))
             })?;
             let mut config = (*prepared.config).clone();
             config.alpn_protocols = vec![alpn.to_vec()];
@@ -159,8 +164,14 @@ fn prepare(cluster: &str, policy: Arc<BackendTls>) -> Prepared {
     // The hostname is checked as a DNS name by the compile; an IP address could not be.
     let sni = ServerName::try_from(policy.hostname.clone())
         .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("a DNS name"));
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        policy.hash(&mut hasher);
+        hasher.finish()
+    };
     Prepared {
-        key: Arc::from(format!("{TLS_PREFIX}{cluster}")),
+        key: Arc::from(format!("{TLS_PREFIX}{cluster}#{digest:016x}")),
         policy,
         config: Arc::new(config),
         sni,
@@ -202,8 +213,19 @@ impl ServerCertVerifier for Verifier {
         let named = if self.sans.is_empty() {
             dns(&self.hostname)
         } else {
-            let uris = uri_sans(end_entity);
+            let (dns_sans, uris) = sans(end_entity);
             self.sans.iter().any(|san| match san {
+                // `*.example.com`: a name the certificate carries one label under it (or the
+                // same wildcard).
+                SubjectAltName::Hostname(h) if h.starts_with("*.") => {
+                    let suffix = &h[1..];
+                    dns_sans.iter().any(|have| {
+                        have == h
+                            || have.strip_suffix(suffix).is_some_and(|label| {
+                                !label.is_empty() && !label.contains('.') && label != "*"
+                            })
+                    })
+                }
                 SubjectAltName::Hostname(h) => dns(h),
                 SubjectAltName::Uri(u) => uris.iter().any(|have| have == u),
             })
@@ -238,21 +260,22 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// The URI subject alternative names of a certificate.
-fn uri_sans(cert: &CertificateDer<'_>) -> Vec<String> {
+/// The DNS (lowercase) and URI subject alternative names of a certificate.
+fn sans(cert: &CertificateDer<'_>) -> (Vec<String>, Vec<String>) {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (mut dns, mut uris) = (Vec::new(), Vec::new());
     let Ok((_, parsed)) = X509Certificate::from_der(cert) else {
-        return Vec::new();
+        return (dns, uris);
     };
     let Ok(Some(sans)) = parsed.subject_alternative_name() else {
-        return Vec::new();
+        return (dns, uris);
     };
-    sans.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(u.to_string()),
-            _ => None,
-        })
-        .collect()
+    for name in &sans.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+            GeneralName::URI(u) => uris.push(u.to_string()),
+            _ => {}
+        }
+    }
+    (dns, uris)
 }

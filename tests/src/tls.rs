@@ -69,11 +69,17 @@ impl Pki {
         self.ca.pem()
     }
 
-    /// A server certificate for `names`.
+    /// A server certificate for `names` (DNS names and IP addresses; `scheme://…` names are
+    /// URI subject alternative names).
     pub fn issue(&self, names: &[&str], key_type: KeyType) -> Issued {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        let (uris, dns): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.contains("://"));
+        let mut params =
+            CertificateParams::new(dns.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
+        for uri in uris {
+            let uri = rcgen::string::Ia5String::try_from(uri).expect("an ASCII URI");
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
         let key = match key_type {
             KeyType::Ecdsa => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
             KeyType::Rsa => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
@@ -210,7 +216,7 @@ pub async fn https_request(
 /// An HTTPS app on a free loopback port with `issued` as its certificate: `/healthz` answers
 /// 200, every other path 503. Serves until the test's runtime ends.
 pub async fn https_app(issued: &Issued) -> SocketAddr {
-    https_server(issued, "127.0.0.1:0".parse().unwrap(), |path| {
+    https_server(issued, "127.0.0.1:0".parse().unwrap(), |path, _| {
         let status = if path == "/healthz" { 200 } else { 503 };
         (status, String::new())
     })
@@ -218,25 +224,26 @@ pub async fn https_app(issued: &Issued) -> SocketAddr {
 }
 
 /// An HTTPS echo on `addr` (port 0: a free one) with `issued` as its certificate: every request
-/// gets 200 and `{"backend": NAME, "path": PATH}`, as weir-echo answers in cleartext. Serves
+/// gets 200 and `{"backend": NAME, "path": PATH, "sni": SNI}` (the name its connection's
+/// ClientHello sent, or null), as weir-echo answers in cleartext. Serves
 /// until the test's runtime ends.
 pub async fn https_echo(name: &str, issued: &Issued, addr: SocketAddr) -> SocketAddr {
     let name = name.to_string();
-    https_server(issued, addr, move |path| {
+    https_server(issued, addr, move |path, sni| {
         (
             200,
-            serde_json::json!({"backend": name, "path": path}).to_string(),
+            serde_json::json!({"backend": name, "path": path, "sni": sni}).to_string(),
         )
     })
     .await
 }
 
 /// An HTTP/1.1 server over TLS on `addr`; `answer` gives each request's status and body by
-/// its path.
+/// its path and the SNI name its connection sent.
 async fn https_server(
     issued: &Issued,
     addr: SocketAddr,
-    answer: impl Fn(&str) -> (u16, String) + Clone + Send + Sync + 'static,
+    answer: impl Fn(&str, Option<&str>) -> (u16, String) + Clone + Send + Sync + 'static,
 ) -> SocketAddr {
     let chain = CertificateDer::pem_slice_iter(issued.chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -256,9 +263,10 @@ async fn https_server(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let sni = tls.get_ref().1.server_name().map(str::to_string);
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (status, body) = answer(req.uri().path());
+                        let (status, body) = answer(req.uri().path(), sni.as_deref());
                         let response = http::Response::builder()
                             .status(status)
                             .header("content-type", "application/json")

@@ -87,6 +87,11 @@ async fn backend_tls_policy() {
     let reply = weir.get("example.com", "/good").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.backend(), "good");
+    assert_eq!(
+        reply.json()["sni"],
+        "abc.example.com",
+        "the policy's hostname"
+    );
     for refused in ["/wrong-name", "/wrong-ca"] {
         let reply = weir.get("example.com", refused).await;
         assert!(
@@ -103,13 +108,20 @@ async fn backend_tls_policy() {
 #[tokio::test]
 async fn backend_tls_policy_san_validation() {
     let pki = Pki::new();
-    let backend = tls_backend(&pki, "san", &["san.example.com"]).await;
-    let dir = routes(&["san", "no-match"])
+    let backend = tls_backend(
+        &pki,
+        "san",
+        &["san.example.com", "spiffe://abc.example.com/test-identity"],
+    )
+    .await;
+    let dir = routes(&["san", "no-match", "wild", "uri"])
         .with(
             "svc.yaml",
             &[
                 service_with("san", &[(backend, true)], ""),
                 service_with("no-match", &[(backend, true)], ""),
+                service_with("wild", &[(backend, true)], ""),
+                service_with("uri", &[(backend, true)], ""),
             ]
             .join("---\n"),
         )
@@ -123,6 +135,24 @@ async fn backend_tls_policy_san_validation() {
                     "san",
                     &format!(
                         "{}    subjectAltNames: [{{type: Hostname, hostname: other.example.com}}, {{type: Hostname, hostname: san.example.com}}]\n",
+                        trusting("ca", "abc.example.com")
+                    ),
+                ),
+                policy(
+                    "uri",
+                    "default",
+                    "uri",
+                    &format!(
+                        "{}    subjectAltNames: [{{type: URI, uri: \"spiffe://abc.example.com/test-identity\"}}]\n",
+                        trusting("ca", "abc.example.com")
+                    ),
+                ),
+                policy(
+                    "wild",
+                    "default",
+                    "wild",
+                    &format!(
+                        "{}    subjectAltNames: [{{type: Hostname, hostname: \"*.example.com\"}}]\n",
                         trusting("ca", "abc.example.com")
                     ),
                 ),
@@ -142,6 +172,17 @@ async fn backend_tls_policy_san_validation() {
     let reply = weir.get("example.com", "/san").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.backend(), "san");
+    assert_eq!(
+        reply.json()["sni"],
+        "abc.example.com",
+        "the hostname is still the SNI"
+    );
+    // A URI SAN the certificate carries.
+    let reply = weir.get("example.com", "/uri").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // A wildcard SAN takes a name one label under it.
+    let reply = weir.get("example.com", "/wild").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     // The hostname matches the certificate, but the SANs given instead do not.
     let reply = weir.get("example.com", "/no-match").await;
     assert!(reply.status.is_server_error(), "{}", reply.status);
@@ -231,9 +272,70 @@ async fn a_backend_tls_policy_fails_closed_and_stays_in_its_namespace() {
     assert_eq!(reply.backend(), "web");
 }
 
-/// A policy targeting something other than a Service is refused by field; the rest serves.
+/// A policy with a field Weir cannot take is not refused (a refused policy would be compiled
+/// without, which would mean plaintext): it trusts nothing, so its Service gets errors, and a
+/// warning names the field; a target that is not a Service is skipped, the rest served.
 #[tokio::test]
-async fn a_backend_tls_policy_for_another_kind_is_refused_by_field() {
+async fn an_invalid_backend_tls_policy_fails_closed_with_its_field_named() {
+    let pki = Pki::new();
+    let tls = tls_backend(&pki, "tls", &["abc.example.com"]).await;
+    let dir = routes(&["tls", "tls2"])
+        .with(
+            "svc.yaml",
+            &[
+                service_with("tls", &[(tls, true)], ""),
+                service_with("tls2", &[(tls, true)], ""),
+            ]
+            .join("---\n"),
+        )
+        .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
+        .with(
+            "policy.yaml",
+            &[
+                policy(
+                    "bad-host",
+                    "default",
+                    "tls",
+                    &trusting("ca", "\"not a name\""),
+                ),
+                policy(
+                    "mixed",
+                    "default",
+                    "tls2",
+                    &trusting("ca", "abc.example.com"),
+                )
+                .replace(
+                    "targetRefs: [",
+                    "targetRefs: [{group: apps, kind: Deployment, name: tls2}, ",
+                ),
+            ]
+            .join("---\n"),
+        );
+    let weir = Weir::start(&dir);
+    let reply = weir.get("example.com", "/tls").await;
+    assert!(reply.status.is_server_error(), "{}", reply.status);
+    let reply = weir.get("example.com", "/tls2").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["sni"], "abc.example.com");
+    let config = weir.admin_get("/config").await.json();
+    assert_eq!(
+        config["reload"]["refused"],
+        serde_json::json!([]),
+        "{config}"
+    );
+    let warnings = config["snapshot"]["warnings"].to_string();
+    for expected in [
+        "BackendTLSPolicy default/bad-host: Invalid: spec.validation.hostname",
+        "BackendTLSPolicy default/mixed: Invalid: spec.targetRefs[0]",
+    ] {
+        assert!(warnings.contains(expected), "{expected}: {warnings}");
+    }
+}
+
+/// A policy that changes (here its CA, to one that did not sign the backend) applies to the
+/// next request: connections checked under the old policy are not reused.
+#[tokio::test]
+async fn a_tightened_backend_tls_policy_applies_to_the_next_request() {
     let pki = Pki::new();
     let tls = tls_backend(&pki, "tls", &["abc.example.com"]).await;
     let dir = routes(&["tls"])
@@ -241,23 +343,125 @@ async fn a_backend_tls_policy_for_another_kind_is_refused_by_field() {
         .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
         .with(
             "policy.yaml",
+            &policy("tls", "default", "tls", &trusting("ca", "abc.example.com")),
+        );
+    let weir = Weir::start(&dir);
+    for _ in 0..3 {
+        assert_eq!(weir.get("example.com", "/tls").await.status, 200);
+    }
+    let version = weir.version().await;
+    dir.write("ca.yaml", &ca_config_map("ca", &Pki::new().ca_pem()));
+    weir.wait_version(version + 1, Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let reply = weir.get("example.com", "/tls").await;
+        assert!(reply.status.is_server_error(), "{}", reply.status);
+    }
+}
+
+/// BackendTLSPolicyConflictResolution: of two policies for the same Service the older applies
+/// (then `namespace/name`), the other is warned `Conflicted`; a policy naming a port
+/// (`sectionName`) applies to that port before one for the whole Service.
+#[tokio::test]
+async fn backend_tls_policy_conflict_resolution() {
+    let pki = Pki::new();
+    let backend = tls_backend(&pki, "tls", &["abc.example.com", "other.example.com"]).await;
+    let two_ports = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: two-ports, namespace: default}}\nspec:\n  ports:\n  - {{name: https-1, port: 443, targetPort: {p}}}\n  - {{name: https-2, port: 8443, targetPort: {p}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: two-ports, namespace: default, labels: {{kubernetes.io/service-name: two-ports}}}}\naddressType: IPv4\nports: [{{name: https-1, port: {p}}}, {{name: https-2, port: {p}}}]\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions: {{ready: true}}\n", p = backend.port());
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /one}}]\n    backendRefs: [{name: one, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /https-1}}]\n    backendRefs: [{name: two-ports, port: 443}]\n  - matches: [{path: {type: PathPrefix, value: /https-2}}]\n    backendRefs: [{name: two-ports, port: 8443}]\n";
+    let with_section = |name: &str, service: &str, section: Option<&str>, hostname: &str| {
+        let mut p = policy(name, "default", service, &trusting("ca", hostname));
+        if let Some(section) = section {
+            p = p.replace(
+                &format!("name: {service}}}]"),
+                &format!("name: {service}, sectionName: {section}}}]"),
+            );
+        }
+        p
+    };
+    let dir = ConfigDir::new()
+        .with("gw.yaml", &gateway())
+        .with("route.yaml", &http_route("conflicts", &[], rules))
+        .with(
+            "svc.yaml",
+            &[service_with("one", &[(backend, true)], ""), two_ports].join("---\n"),
+        )
+        .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
+        .with(
+            "policy.yaml",
             &[
-                policy("tls", "default", "tls", &trusting("ca", "abc.example.com")),
-                policy("bad", "default", "tls", &trusting("ca", "abc.example.com"))
-                    .replace("kind: Service", "kind: Deployment"),
+                with_section("conflicted-1", "one", None, "other.example.com"),
+                with_section("conflicted-2", "one", None, "abc.example.com"),
+                with_section("port-1", "two-ports", Some("https-1"), "other.example.com"),
+                with_section("whole", "two-ports", None, "abc.example.com"),
             ]
             .join("---\n"),
         );
     let weir = Weir::start(&dir);
-    let reply = weir.get("example.com", "/tls").await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let refused = weir.refusals().await;
-    assert_eq!(
-        refused[0]["object"], "BackendTLSPolicy default/bad",
-        "{refused:?}"
+    for (path, sni) in [
+        ("/one", "other.example.com"),
+        ("/https-1", "other.example.com"),
+        ("/https-2", "abc.example.com"),
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["sni"], sni, "{path}");
+    }
+    let config = weir.admin_get("/config").await.json();
+    let warnings = config["snapshot"]["warnings"].to_string();
+    assert!(
+        warnings.contains("BackendTLSPolicy default/conflicted-2: Conflicted"),
+        "{warnings}"
     );
-    assert_eq!(
-        refused[0]["field"], "spec.targetRefs[0].kind",
-        "{refused:?}"
+}
+
+/// Endpoint state is each cluster's own: another Service naming the same address in
+/// plaintext, whose health check fails there, does not take it out for the Service that
+/// speaks TLS to it (nor could another namespace's Service do that to this one's pods).
+#[tokio::test]
+async fn another_services_health_check_cannot_eject_a_shared_endpoint() {
+    let pki = Pki::new();
+    let tls = tls_backend(&pki, "tls", &["abc.example.com"]).await;
+    let dir = routes(&["secure", "plain"])
+        .with(
+            "svc.yaml",
+            &[
+                service_with("secure", &[(tls, true)], ""),
+                service_with("plain", &[(tls, true)], ""),
+            ]
+            .join("---\n"),
+        )
+        .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
+        .with(
+            "policy.yaml",
+            &[
+                policy("secure", "default", "secure", &trusting("ca", "abc.example.com")),
+                weir_e2e::traffic_policy(
+                    "plain",
+                    "plain",
+                    "  healthCheck: {path: /healthz, interval: 100ms, timeout: 500ms, unhealthyThreshold: 1, healthyThreshold: 1}\n",
+                ),
+            ]
+            .join("---\n"),
+        );
+    let weir = Weir::start(&dir);
+    // The plaintext health check fails against the TLS port: `plain` has no healthy endpoint.
+    eventually(Duration::from_secs(5), "plain ejected", || async {
+        weir.get("example.com", "/plain")
+            .await
+            .status
+            .is_server_error()
+            .then_some(())
+    })
+    .await;
+    // A new version carries endpoint state over: by cluster, not by address.
+    let version = weir.version().await;
+    dir.write(
+        "touch.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: touched}\n",
     );
+    weir.wait_version(version + 1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let reply = weir.get("example.com", "/secure").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
 }

@@ -1266,8 +1266,9 @@ async fn gateway_with_attached_routes_with_port_8080() {
 
 /// A BackendTLSPolicy in the cluster: its CA ConfigMap is watched by name, the gateway speaks
 /// TLS to the Service, and the policy's status names the Gateway as its ancestor, accepted and
-/// resolved; a policy whose ConfigMap does not exist says `InvalidCACertificateRef` (and its
-/// Service is not reached in plaintext).
+/// resolved; a policy whose ConfigMap does not exist says `InvalidCACertificateRef` and
+/// `NoValidCACertificate` (its Service is not reached in plaintext), as upstream's
+/// BackendTLSPolicyInvalidCACertificateRef and BackendTLSPolicyInvalidKind check.
 #[tokio::test]
 async fn a_backend_tls_policy_in_the_cluster_is_served_and_gets_its_status() {
     let cluster = cluster(&[]).await;
@@ -1343,4 +1344,31 @@ async fn a_backend_tls_policy_in_the_cluster_is_served_and_gets_its_status() {
     let resolved = condition(&broken["conditions"], "ResolvedRefs");
     assert_eq!(resolved["status"], "False", "{broken}");
     assert_eq!(resolved["reason"], "InvalidCACertificateRef", "{broken}");
+    let accepted = condition(&broken["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "False", "{broken}");
+    assert_eq!(accepted["reason"], "NoValidCACertificate", "{broken}");
+    // BackendTLSPolicyInvalidKind: a CA reference of a kind Weir does not read.
+    api.apply(&policy("broken", "odd").replace(
+        "{group: \"\", kind: ConfigMap, name: odd}",
+        "{group: invalid.io, kind: InvalidKind, name: odd}",
+    ));
+    let odd = eventually(
+        Duration::from_secs(10),
+        "the InvalidKind status",
+        || async {
+            let a = ancestor("broken").await?;
+            (condition(&a["conditions"], "ResolvedRefs")["reason"] == "InvalidKind").then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&odd["conditions"], "Accepted")["reason"],
+        "NoValidCACertificate",
+        "{odd}"
+    );
+    assert!(weir
+        .get("broken.example.com", "/")
+        .await
+        .status
+        .is_server_error());
 }

@@ -4,9 +4,10 @@
 //! against the hostname or the `subjectAltNames` given instead.
 //!
 //! A policy that asks for TLS never turns into plaintext: one whose CA certificates cannot be
-//! had (a missing ConfigMap, another kind, no certificate in it) still applies, trusting
-//! nothing, so connections to its Service fail (and a warning says why) rather than go out
-//! unchecked. Of two policies for one Service port, the older (then `namespace/name`) applies;
+//! had (a missing ConfigMap, another kind, no certificate in it), or with a field Weir cannot
+//! take (`Invalid`, the field named), still applies, trusting nothing, so connections to its
+//! Service fail (and a warning says why) rather than go out unchecked. A policy is never
+//! refused: a refused object is compiled without, which here would mean plaintext. Of two policies for one Service port, the older (then `namespace/name`) applies;
 //! one naming the port (`sectionName`) goes before one for the whole Service. A policy only
 //! targets Services in its own namespace. The sidecars do not read it: meshed traffic is
 //! the mesh's mTLS.
@@ -19,7 +20,6 @@ use gateway_api::apis::standard::backendtlspolicies::{
 
 use super::{created, secrets, Context};
 use crate::{
-    error::Location,
     model::{BackendTls, SubjectAltName},
     objects::{Object, ObjectKey},
 };
@@ -32,15 +32,15 @@ pub const CA_KEY: &str = "ca.crt";
 pub(super) type Applied = HashMap<(String, String), Vec<(Option<String>, Arc<BackendTls>)>>;
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let mut policies: Vec<(&BackendTlsPolicy, &Location)> = cx
+    let mut policies: Vec<&BackendTlsPolicy> = cx
         .iter()
-        .filter_map(|(o, l)| match o {
-            Object::BackendTlsPolicy(p) => Some((p, l)),
+        .filter_map(|(o, _)| match o {
+            Object::BackendTlsPolicy(p) => Some(p),
             _ => None,
         })
         .collect();
     // The older policy first (then `namespace/name`): it wins a conflict.
-    policies.sort_by_key(|(p, _)| {
+    policies.sort_by_key(|p| {
         (
             created(&p.metadata),
             p.metadata.namespace.clone(),
@@ -48,29 +48,33 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         )
     });
     let mut applied: Applied = HashMap::new();
-    for (policy, location) in policies {
+    for policy in policies {
         let key = Object::BackendTlsPolicy(policy.clone()).key();
-        let Some(tls) = compile(cx, policy, &key, location) else {
-            continue;
-        };
-        let tls = Arc::new(tls);
+        let tls = Arc::new(compile(cx, policy, &key));
         for (i, target) in policy.spec.target_refs.iter().enumerate() {
             if !target.group.is_empty() || target.kind != "Service" {
-                cx.error(
-                    location,
+                let group = if target.group.is_empty() {
+                    "core"
+                } else {
+                    &target.group
+                };
+                cx.warn(
                     &key,
-                    format!("spec.targetRefs[{i}].kind"),
                     format!(
-                        "InvalidKind: a BackendTLSPolicy targets Services (group \"\"), not {} {}",
-                        if target.group.is_empty() {
-                            "core"
-                        } else {
-                            &target.group
-                        },
+                        "Invalid: spec.targetRefs[{i}]: a BackendTLSPolicy targets Services, not {group} {}; that target is skipped",
                         target.kind
                     ),
                 );
                 continue;
+            }
+            if cx.find_service(&key.namespace, &target.name).is_none() {
+                cx.warn(
+                    &key,
+                    format!(
+                        "spec.targetRefs[{i}]: Service {}/{} not found (a policy reaches Services in its own namespace only)",
+                        key.namespace, target.name
+                    ),
+                );
             }
             let section = target.section_name.clone();
             let of = applied
@@ -93,18 +97,21 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     cx.backend_tls = applied;
 }
 
-/// The policy's TLS settings, or `None` (with an error naming the field) when it is invalid.
-fn compile(
-    cx: &mut Context<'_>,
-    policy: &BackendTlsPolicy,
-    key: &ObjectKey,
-    location: &Location,
-) -> Option<BackendTls> {
+/// The policy's TLS settings; one with a field Weir cannot take trusts nothing (a warning
+/// names the field).
+fn compile(cx: &mut Context<'_>, policy: &BackendTlsPolicy, key: &ObjectKey) -> BackendTls {
     let validation = &policy.spec.validation;
     let hostname = validation.hostname.to_ascii_lowercase();
-    if let Err(e) = dns_name(&hostname) {
-        cx.error(location, key, "spec.validation.hostname", e);
-        return None;
+    let invalid = |cx: &mut Context<'_>, field: &str, why: &str| {
+        cx.warn(
+            key,
+            format!("Invalid: {field}: {why}; connections to its Services fail until it is fixed"),
+        );
+    };
+    let mut valid = true;
+    if let Err(e) = server_name(&hostname) {
+        invalid(cx, "spec.validation.hostname", &e);
+        valid = false;
     }
     let refs = validation
         .ca_certificate_refs
@@ -114,42 +121,32 @@ fn compile(
         None => false,
         Some("System") => true,
         Some(other) => {
-            cx.error(
-                location,
-                key,
-                "spec.validation.wellKnownCACertificates",
-                format!("{other:?} is not a set of CA certificates Weir knows (\"System\" is)"),
-            );
-            return None;
+            let why =
+                format!("{other:?} is not a set of CA certificates Weir knows (\"System\" is)");
+            invalid(cx, "spec.validation.wellKnownCACertificates", &why);
+            valid = false;
+            false
         }
     };
     if system != refs.is_empty() {
-        cx.error(
-            location,
-            key,
-            "spec.validation",
-            "name exactly one of caCertificateRefs and wellKnownCACertificates",
-        );
-        return None;
+        let why = "name exactly one of caCertificateRefs and wellKnownCACertificates";
+        invalid(cx, "spec.validation", why);
+        valid = false;
     }
     let mut sans = Vec::new();
     for (i, san) in validation.subject_alt_names.iter().flatten().enumerate() {
         let field = format!("spec.validation.subjectAltNames[{i}]");
         match (&san.r#type, &san.hostname, &san.uri) {
-            (SanType::Hostname, Some(h), _) if dns_name(h.trim_start_matches("*.")).is_ok() => {
+            (SanType::Hostname, Some(h), _) if san_name(h) => {
                 sans.push(SubjectAltName::Hostname(h.to_ascii_lowercase()));
             }
             (SanType::Uri, _, Some(u)) if u.contains(':') => {
                 sans.push(SubjectAltName::Uri(u.clone()));
             }
             _ => {
-                cx.error(
-                    location,
-                    key,
-                    field,
-                    "a Hostname entry needs a DNS name in hostname, a URI entry a URI in uri",
-                );
-                return None;
+                let why = "a Hostname entry needs a DNS name in hostname (its first label may be *), a URI entry a URI in uri";
+                invalid(cx, &field, why);
+                valid = false;
             }
         }
     }
@@ -182,13 +179,24 @@ fn compile(
             ),
         }
     }
-    Some(BackendTls {
+    if !valid {
+        // Trusting nothing: every handshake fails.
+        ca_pem.clear();
+    }
+    let system = system && valid;
+    if ca_pem.is_empty() && !system {
+        cx.warn(
+            key,
+            "NoValidCACertificate: none of its caCertificateRefs gives a CA certificate: connections to its Services fail",
+        );
+    }
+    BackendTls {
         policy: format!("{}/{}", key.namespace, key.name),
         hostname,
         ca_pem,
         system_roots: system,
         subject_alt_names: sans,
-    })
+    }
 }
 
 /// The data of ConfigMap `namespace/name`, if it exists.
@@ -209,10 +217,25 @@ fn find_config_map<'a>(
     })
 }
 
-/// Whether `name` is a DNS name a certificate can be checked against (no IP address, no
-/// wildcard).
-fn dns_name(name: &str) -> Result<(), String> {
-    let labels_ok = !name.is_empty()
+/// Whether `name` can be checked against a certificate and sent as SNI: a DNS name (no
+/// wildcard) or an IP address.
+fn server_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() || dns_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS name (without wildcard) or an IP address"
+        ))
+    }
+}
+
+/// A subject alternative name to look for: a DNS name whose first label may be `*`.
+fn san_name(name: &str) -> bool {
+    dns_name(name.strip_prefix("*.").unwrap_or(name))
+}
+
+fn dns_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
@@ -220,15 +243,7 @@ fn dns_name(name: &str) -> Result<(), String> {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-        });
-    let ip = name.parse::<std::net::IpAddr>().is_ok();
-    if labels_ok && !ip {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a DNS name (no IP address, no wildcard)"
-        ))
-    }
+        })
 }
 
 impl Context<'_> {

@@ -267,22 +267,25 @@ impl<R> ConfigStore<R> {
     }
 
     /// The next version made of `snapshot`, not yet served. Endpoint state (latency,
-    /// in-flight counts) carries over by address.
+    /// in-flight counts, health, ejection) carries over by cluster and address: an address
+    /// that another cluster (another namespace's Service, a plaintext Service in front of a
+    /// TLS port) also names keeps its own state in each, so one cannot take it out for the
+    /// other.
     pub(crate) fn next(&self, snapshot: Snapshot, role: R, ports: Option<&Ports>) -> Active<R> {
         let previous = self.active.load();
-        let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = previous
-            .pools
-            .values()
-            .flat_map(|p| p.endpoints().iter().map(|e| (e.addr, e.clone())))
-            .collect();
         let pools = snapshot
             .clusters
             .iter()
             .map(|(name, cluster)| {
+                let before = previous.pools.get(name);
+                let endpoints: HashMap<SocketAddr, Arc<Endpoint>> = before
+                    .iter()
+                    .flat_map(|p| p.endpoints().iter().map(|e| (e.addr, e.clone())))
+                    .collect();
                 let pool = Pool::new(
                     cluster.clone(),
                     &endpoints,
-                    previous.pools.get(name).map(|p| &**p),
+                    before.map(|p| &**p),
                     &self.metrics,
                 );
                 (name.clone(), Arc::new(pool))

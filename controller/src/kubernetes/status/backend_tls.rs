@@ -1,6 +1,7 @@
 //! A BackendTLSPolicy's status, as the Gateway API words it: an entry per ancestor (each Weir
 //! Gateway with a route to a Service the policy targets), with `Accepted` (False: `Invalid`
-//! for a policy refused, naming the field; `Conflicted` for one an older policy overrides)
+//! for a field Weir cannot take, named (the policy then trusts nothing); `Conflicted` for one an older policy overrides;
+//! `NoValidCACertificate` for one none of whose CA references gives a certificate)
 //! and `ResolvedRefs` (False: `InvalidCACertificateRef` or `InvalidKind` for CA certificates
 //! that cannot be had, in which case connections to its Services fail).
 
@@ -28,9 +29,14 @@ pub(super) fn status(
         return None;
     }
     let found = |reason: &str| warnings.iter().find(|w| w.starts_with(reason)).cloned();
-    let accepted = match (refused, found("Conflicted")) {
+    let not_accepted = ["Conflicted", "Invalid:", "NoValidCACertificate"]
+        .into_iter()
+        .find_map(|reason| Some((reason.trim_end_matches(':'), found(reason)?)));
+    let accepted = match (refused, not_accepted) {
         (Some(message), _) => condition("Accepted", false, "Invalid", &message, generation),
-        (None, Some(message)) => condition("Accepted", false, "Conflicted", &message, generation),
+        (None, Some((reason, message))) => {
+            condition("Accepted", false, reason, &message, generation)
+        }
         (None, None) => accepted_ok(generation),
     };
     let resolved = ["InvalidKind", "InvalidCACertificateRef"]
