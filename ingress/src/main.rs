@@ -365,7 +365,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()
     };
-    let upstream = Upstream::with_mesh(&upstream_settings, &metrics.http, backends);
+    let upstream = Upstream::with_mesh(&upstream_settings, &metrics.http, backends.clone());
     let gateway = Arc::new(stack::Gateway {
         store: store.clone(),
         upstream,
@@ -432,7 +432,8 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         },
         metrics.clone(),
         access_log.clone(),
-    );
+    )
+    .dialing(backends);
     let own = Own {
         plain: (plain, args.gateway_http_port),
         tls: tls.map(|t| (t, args.gateway_tls_port)),

@@ -121,7 +121,11 @@ impl PeerDialer for BackendDialer {
                 std::io::Error::other(format!("the BackendTLSPolicy for {cluster} changed"))
             })?;
             let mut config = (*prepared.config).clone();
-            config.alpn_protocols = vec![alpn.to_vec()];
+            // No ALPN for bytes carried as they are (a TLSRoute).
+            config.alpn_protocols = match alpn {
+                [] => Vec::new(),
+                alpn => vec![alpn.to_vec()],
+            };
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             connector.connect(prepared.sni.clone(), tcp).await
         })

@@ -281,3 +281,26 @@ async fn https_server(
     });
     addr
 }
+
+/// A server-first line echo on `stream` (as upstream's TCP echo): it greets with `greeting`
+/// (a line), then sends every line back until the stream ends.
+pub async fn echo_lines<S>(stream: S, greeting: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = tokio::io::split(stream);
+    if write.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

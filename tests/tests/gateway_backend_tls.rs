@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use weir_e2e::{
     eventually, gateway, http_route, service, service_with,
-    tls::{https_echo, KeyType, Pki},
+    tls::{echo_lines, https_echo, KeyType, Pki},
     ConfigDir, Echo, Weir,
 };
 
@@ -464,4 +464,126 @@ async fn another_services_health_check_cannot_eject_a_shared_endpoint() {
         let reply = weir.get("example.com", "/secure").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+/// BackendTLSPolicyReencrypt: an HTTPS listener's request goes on to the backend in the
+/// policy's TLS (the client's SNI is the listener's name, the backend's the policy's).
+#[tokio::test]
+async fn backend_tls_policy_reencrypt() {
+    let pki = Pki::new();
+    let backend = tls_backend(&pki, "reencrypt", &["abc.example.com"]).await;
+    let front = pki.issue(&["https-listener.org"], KeyType::Ecdsa);
+    let listener = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: front}]}}\n";
+    let dir = ConfigDir::new()
+        .with("gw.yaml", listener)
+        .with("front.yaml", &weir_e2e::tls_secret("front", &front))
+        .with(
+            "route.yaml",
+            &http_route(
+                "backendtlspolicy-reencrypt",
+                &["https-listener.org"],
+                "  - backendRefs: [{name: reencrypt, port: 80}]\n",
+            ),
+        )
+        .with(
+            "svc.yaml",
+            &service_with("reencrypt", &[(backend, true)], ""),
+        )
+        .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
+        .with(
+            "policy.yaml",
+            &policy(
+                "reencrypt",
+                "default",
+                "reencrypt",
+                &trusting("ca", "abc.example.com"),
+            ),
+        );
+    let weir = Weir::start(&dir);
+    let client = pki.client(&["http/1.1"], false);
+    let reply = weir_e2e::tls::https_get(weir.tls, "https-listener.org", client, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.reply.status, 200, "{}", reply.reply.text());
+    assert_eq!(reply.reply.backend(), "reencrypt");
+    assert_eq!(reply.reply.json()["sni"], "abc.example.com");
+}
+
+/// A server-first TCP backend over TLS: it greets with `hello NAME SNI`, then sends every
+/// line back.
+async fn tls_tcp_backend(pki: &Pki, name: &str, names: &[&str]) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let issued = pki.issue(names, KeyType::Ecdsa);
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(issued.chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, name) = (acceptor.clone(), name.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                echo_lines(tls, format!("hello {name} {sni}\n")).await;
+            });
+        }
+    });
+    addr
+}
+
+/// BackendTLSPolicyTLSRouteTerminate: a TLSRoute on a Terminate listener carries what is
+/// inside the client's TLS to the backend in the policy's TLS, with its SNI.
+#[tokio::test]
+async fn backend_tls_policy_tls_route_terminate() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let pki = Pki::new();
+    let backend = tls_tcp_backend(&pki, "btls-terminate-tcp-backend", &["abc.example.com"]).await;
+    let front = pki.issue(&["tls.example.com"], KeyType::Ecdsa);
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tls, protocol: TLS, port: 443, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: front}]}}\n";
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: terminate, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [tls.example.com]\n  rules:\n  - backendRefs: [{name: btls-terminate-tcp-backend, port: 80}]\n";
+    let dir = ConfigDir::new()
+        .with("gw.yaml", gateway)
+        .with("front.yaml", &weir_e2e::tls_secret("front", &front))
+        .with("route.yaml", route)
+        .with(
+            "svc.yaml",
+            &service_with("btls-terminate-tcp-backend", &[(backend, true)], ""),
+        )
+        .with("ca.yaml", &ca_config_map("ca", &pki.ca_pem()))
+        .with(
+            "policy.yaml",
+            &policy(
+                "btls-tlsroute-terminate-test",
+                "default",
+                "btls-terminate-tcp-backend",
+                &trusting("ca", "abc.example.com"),
+            ),
+        );
+    let weir = Weir::start(&dir);
+    let connector = tokio_rustls::TlsConnector::from(pki.client(&[], false));
+    let tcp = tokio::net::TcpStream::connect(weir.tls).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("tls.example.com").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (read, mut write) = tokio::io::split(tls);
+    let mut lines = BufReader::new(read).lines();
+    let greeting = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        greeting.as_deref(),
+        Some("hello btls-terminate-tcp-backend abc.example.com")
+    );
+    write.write_all(b"ping\n").await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ping"));
 }

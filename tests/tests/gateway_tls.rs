@@ -15,7 +15,7 @@ use tokio::{
 };
 use weir_e2e::{
     http_route, service, service_with,
-    tls::{https_echo, https_get, Issued, KeyType, Pki},
+    tls::{echo_lines, https_echo, https_get, Issued, KeyType, Pki},
     tls_secret, ConfigDir, Echo, Weir,
 };
 
@@ -60,24 +60,8 @@ async fn tcp_backend(name: &str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let name = name.to_string();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let greeting = format!("hello {name}\n");
-            tokio::spawn(async move {
-                let (read, mut write) = stream.split();
-                if write.write_all(greeting.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut lines = BufReader::new(read).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if write
-                        .write_all(format!("{line}\n").as_bytes())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(echo_lines(stream, format!("hello {name}\n")));
         }
     });
     addr

@@ -18,7 +18,7 @@ use tokio::{
     net::TcpStream,
 };
 use weir_api::model::StreamRoute;
-use weir_http::server::Transport;
+use weir_http::{server::Transport, upstream::PeerDialer};
 
 use super::StreamSettings;
 use crate::{
@@ -37,7 +37,13 @@ pub(super) struct Trip {
     pub(super) terminate: bool,
     pub(super) cluster: Option<Arc<str>>,
     pub(super) pool: Option<Arc<Pool>>,
+    /// Speaks a BackendTLSPolicy's TLS to the backend (after the gateway's own TLS ends).
+    pub(super) dialer: Option<Arc<dyn PeerDialer>>,
 }
+
+/// The connection to the backend: TCP, or TLS over it for a Service with a BackendTLSPolicy.
+trait Upstream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream for T {}
 
 /// Why a carried connection got no backend, as its metric and log line say.
 enum Refused {
@@ -46,8 +52,9 @@ enum Refused {
     /// The backend is a meshed workload: its sidecar takes mTLS from meshed peers only, and
     /// TLSRoutes dial plain TCP.
     Meshed,
-    /// The backend's Service has a BackendTLSPolicy, which TLSRoutes do not speak yet: the
-    /// connection is refused rather than carried in plaintext.
+    /// The backend's Service has a BackendTLSPolicy, and the route passes the client's TLS
+    /// through (a policy is for what the gateway opened), or its TLS failed: refused rather
+    /// than carried in plaintext.
     BackendTls,
     /// Every endpoint tried refused or did not answer.
     ConnectError,
@@ -58,7 +65,7 @@ impl Refused {
         match self {
             Refused::NoBackend => "no_backend",
             Refused::Meshed => "meshed_backend",
-            Refused::BackendTls => "backend_tls_unsupported",
+            Refused::BackendTls => "backend_tls",
             Refused::ConnectError => "connect_error",
         }
     }
@@ -150,13 +157,41 @@ pub(super) async fn carry(
 
 /// A connection to an endpoint of the trip's backend: a second endpoint is tried when the
 /// first refuses.
-async fn dial(trip: &Trip, timeout: Duration) -> Result<(TcpStream, SocketAddr), Refused> {
+async fn dial(trip: &Trip, timeout: Duration) -> Result<(Box<dyn Upstream>, SocketAddr), Refused> {
     let Some(pool) = trip.pool.as_ref().filter(|p| p.cluster.resolved) else {
         return Err(Refused::NoBackend);
     };
-    if pool.cluster.tls.is_some() {
-        return Err(Refused::BackendTls);
+    // A BackendTLSPolicy's TLS, after the gateway's own TLS ended (re-encrypted); a passed
+    // through connection is the client's TLS, which the gateway never opened.
+    let tls = match (&pool.cluster.tls, &trip.dialer) {
+        (None, _) => None,
+        (Some(_), Some(dialer)) if trip.terminate => Some(dialer),
+        (Some(_), _) => return Err(Refused::BackendTls),
+    };
+    let (tcp, endpoint) = dial_tcp(trip, pool, timeout).await?;
+    let Some(dialer) = tls else {
+        return Ok((Box::new(tcp), endpoint));
+    };
+    let expected = dialer
+        .expected(&pool.cluster.name, endpoint)
+        .ok_or(Refused::BackendTls)?;
+    match tokio::time::timeout(timeout, dialer.handshake(tcp, &expected, b"")).await {
+        Ok(Ok(tls)) => Ok((Box::new(tls), endpoint)),
+        Ok(Err(error)) => {
+            tracing::debug!(route = %trip.route.name, %endpoint, %error, "TLSRoute backend's TLS failed");
+            Err(Refused::BackendTls)
+        }
+        Err(_) => Err(Refused::BackendTls),
     }
+}
+
+/// A TCP connection to an endpoint of `pool`: a second endpoint is tried when the first
+/// refuses.
+async fn dial_tcp(
+    trip: &Trip,
+    pool: &Pool,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), Refused> {
     let mut tried = Vec::new();
     while tried.len() < 2 {
         let Ok(endpoint) = pool.pick(&tried, None) else {

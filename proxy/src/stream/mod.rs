@@ -11,7 +11,9 @@
 //!
 //! A route whose backend cannot be had (none with weight, unresolved, no endpoint, every
 //! endpoint refusing) resets the connection, as the Gateway API asks: the client sees it
-//! refused, never another backend.
+//! refused, never another backend. A terminated connection to a Service with a
+//! BackendTLSPolicy is re-encrypted with the policy's TLS; a passed-through one to such a
+//! Service is refused (the gateway never opened it).
 
 use std::{
     net::SocketAddr,
@@ -19,7 +21,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use weir_http::server::{Carry, Streams};
+use weir_http::{
+    server::{Carry, Streams},
+    upstream::PeerDialer,
+};
 
 use crate::{access_log::AccessLog, balance::weighted, config::ConfigStore, metrics::Metrics};
 
@@ -37,6 +42,8 @@ pub struct StreamRouting<R> {
     log: AccessLog,
     /// The gateway port whose TLSRoutes these are (`None`: every TLSRoute).
     port: Option<u16>,
+    /// Speaks a BackendTLSPolicy's TLS to backends of terminated connections.
+    dialer: Option<Arc<dyn PeerDialer>>,
 }
 
 /// How carried connections are dialed and kept.
@@ -63,7 +70,15 @@ impl<R> StreamRouting<R> {
             metrics,
             log,
             port: None,
+            dialer: None,
         }
+    }
+
+    /// The same routing, re-encrypting terminated connections to Services with a
+    /// BackendTLSPolicy through `dialer`.
+    pub fn dialing(mut self, dialer: Arc<dyn PeerDialer>) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     /// The same routing for the gateway's port `port` alone: the TLSRoutes of its listeners.
@@ -74,6 +89,7 @@ impl<R> StreamRouting<R> {
             metrics: self.metrics.clone(),
             log: self.log.clone(),
             port: Some(port),
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -95,6 +111,7 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
             cluster: cluster.map(Arc::from),
             route,
             terminate,
+            dialer: self.dialer.clone(),
         };
         let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
         Some(Box::new(move |client| {
