@@ -379,12 +379,22 @@ impl Objects {
     pub fn config_map_refs(&self) -> BTreeSet<(String, String)> {
         let mut refs = BTreeSet::new();
         for (object, _) in self.iter() {
-            if let Object::BackendTlsPolicy(p) = object {
-                let namespace = p.metadata.namespace.clone().unwrap_or_default();
-                let refs_of = p.spec.validation.ca_certificate_refs.iter().flatten();
-                for r in refs_of.filter(|r| r.group.is_empty() && r.kind == "ConfigMap") {
-                    refs.insert((namespace.clone(), r.name.clone()));
+            let namespace = object.metadata().namespace.clone().unwrap_or_default();
+            match object {
+                Object::BackendTlsPolicy(p) => {
+                    let refs_of = p.spec.validation.ca_certificate_refs.iter().flatten();
+                    for r in refs_of.filter(|r| r.group.is_empty() && r.kind == "ConfigMap") {
+                        refs.insert((namespace.clone(), r.name.clone()));
+                    }
                 }
+                Object::Gateway(g) => {
+                    for (kind, ns, name) in frontend_ca_refs(g) {
+                        if kind == "ConfigMap" {
+                            refs.insert((ns.unwrap_or(namespace.clone()), name));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         refs
@@ -408,6 +418,11 @@ impl Objects {
                     }
                 }
                 Object::Gateway(g) => {
+                    for (kind, ns, name) in frontend_ca_refs(g) {
+                        if kind == "Secret" {
+                            add(ns.as_ref(), &name);
+                        }
+                    }
                     let certs = g.spec.listeners.iter().flat_map(|l| {
                         l.tls
                             .iter()
@@ -438,6 +453,31 @@ impl Objects {
         }
         refs
     }
+}
+
+/// The client CA references of a Gateway's `spec.tls.frontend` (core kind, namespace, name).
+fn frontend_ca_refs(g: &Gateway) -> Vec<(String, Option<String>, String)> {
+    let Some(frontend) = g.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return Vec::new();
+    };
+    let default = frontend.default.validation.iter().flat_map(|v| {
+        v.ca_certificate_refs
+            .iter()
+            .filter(|r| r.group.is_empty())
+            .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
+    });
+    let per_port = frontend
+        .per_port
+        .iter()
+        .flatten()
+        .flat_map(|p| p.tls.validation.iter())
+        .flat_map(|v| {
+            v.ca_certificate_refs
+                .iter()
+                .filter(|r| r.group.is_empty())
+                .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
+        });
+    default.chain(per_port).collect()
 }
 
 #[cfg(test)]

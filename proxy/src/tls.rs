@@ -17,14 +17,18 @@ use std::{
 
 use arc_swap::ArcSwap;
 use rustls::{
-    crypto::{aws_lc_rs, CryptoProvider},
-    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
+    client::danger::HandshakeSignatureValid,
+    crypto::{aws_lc_rs, CryptoProvider, WebPkiSupportedAlgorithms},
+    server::{
+        danger::{ClientCertVerified, ClientCertVerifier},
+        ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+    },
     sign::CertifiedKey,
-    ServerConfig,
+    DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, UnixTime};
 use serde::Serialize;
-use weir_api::model::{HostMatch, SecretBytes, TlsCertificate};
+use weir_api::model::{FrontendValidation, HostMatch, SecretBytes, TlsCertificate};
 
 use crate::{config::Ports, metrics::Metrics};
 
@@ -35,6 +39,8 @@ const SESSION_CACHE: usize = 16 * 1024;
 /// The certificates being served and the last good one of each Secret.
 pub struct CertStore {
     serving: ArcSwap<Serving>,
+    /// Client certificates asked for, by port (`spec.tls.frontend`).
+    clients: ArcSwap<HashMap<u16, Arc<ClientAuth>>>,
     ports: Option<Ports>,
     loaded: Mutex<HashMap<String, Loaded>>,
     provider: Arc<CryptoProvider>,
@@ -86,6 +92,7 @@ impl CertStore {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             serving: ArcSwap::default(),
+            clients: ArcSwap::default(),
             ports: None,
             loaded: Mutex::default(),
             provider: Arc::new(aws_lc_rs::default_provider()),
@@ -97,6 +104,38 @@ impl CertStore {
     pub fn at_ports(mut self, ports: Ports) -> Self {
         self.ports = Some(ports);
         self
+    }
+
+    /// Asks clients on each port for the certificates its Gateways' `spec.tls.frontend` wants
+    /// (ports where Gateways this gateway serves want different things let no client in).
+    pub fn update_clients(&self, wanted: &[FrontendValidation]) {
+        let mut by_port: HashMap<u16, Vec<&FrontendValidation>> = HashMap::new();
+        for w in wanted {
+            if self.ports.as_ref().is_none_or(|p| p.serves(&w.gateway)) {
+                by_port.entry(w.port).or_default().push(w);
+            }
+        }
+        let previous = self.clients.load();
+        let mut next = HashMap::new();
+        for (port, of) in by_port {
+            let same = of.windows(2).all(|w| {
+                w[0].ca_pem == w[1].ca_pem && w[0].insecure_fallback == w[1].insecure_fallback
+            });
+            let (ca_pem, insecure) = match same {
+                true => (of[0].ca_pem.clone(), of[0].insecure_fallback),
+                false => {
+                    let gateways: Vec<&str> = of.iter().map(|w| w.gateway.as_str()).collect();
+                    tracing::error!(port, gateways = %gateways.join(", "), "Gateways sharing a port want different client certificates: no client is let in on it");
+                    (Vec::new(), false)
+                }
+            };
+            let auth = match previous.get(&port) {
+                Some(a) if a.ca_pem == ca_pem && a.insecure == insecure => a.clone(),
+                _ => Arc::new(ClientAuth::new(ca_pem, insecure, &self.provider)),
+            };
+            next.insert(port, auth);
+        }
+        self.clients.store(Arc::new(next));
     }
 
     /// The ports `cert` is offered on, as this store places certificates (`None`: it does
@@ -268,7 +307,7 @@ impl CertStore {
     /// A server configuration that picks certificates from this store: TLS 1.2 and 1.3, ALPN
     /// h2 and http/1.1, session tickets and a session cache for resumption.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
-        self.config_with(self.clone())
+        self.config_with(self.clone(), None)
     }
 
     /// [`CertStore::server_config`] for the gateway's port `port`: the certificates of the
@@ -277,18 +316,26 @@ impl CertStore {
         self: &Arc<Self>,
         port: u16,
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let store = self.clone();
-        self.config_with(Arc::new(AtPort { store, port }))
+        let at = Arc::new(AtPort {
+            store: self.clone(),
+            port,
+            algorithms: self.provider.signature_verification_algorithms,
+        });
+        self.config_with(at.clone(), Some(at))
     }
 
     fn config_with(
         &self,
         resolver: Arc<dyn ResolvesServerCert>,
+        clients: Option<Arc<AtPort>>,
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = aws_lc_rs::Ticketer::new()?;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
@@ -315,11 +362,111 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Picks from the certificates offered on one port.
+/// Picks from the certificates offered on one port, and checks its clients' certificates.
 #[derive(Debug)]
 struct AtPort {
     store: Arc<CertStore>,
     port: u16,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// What one port asks of clients.
+struct ClientAuth {
+    ca_pem: Vec<String>,
+    /// `AllowInsecureFallback`.
+    insecure: bool,
+    /// Checks a chain against the CA certificates; none when there is none to check against.
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ClientAuth {
+    fn new(ca_pem: Vec<String>, insecure: bool, provider: &Arc<CryptoProvider>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in &ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+                let _ = roots.add(cert);
+            }
+        }
+        let verifier = (!roots.is_empty())
+            .then(|| {
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| tracing::error!(error = %e, "a client CA bundle is not usable"))
+                    .ok()
+            })
+            .flatten();
+        Self {
+            ca_pem,
+            insecure,
+            verifier,
+        }
+    }
+}
+
+impl AtPort {
+    fn clients(&self) -> Option<Arc<ClientAuth>> {
+        self.store.clients.load().get(&self.port).cloned()
+    }
+}
+
+/// A port with `AllowValidOnly` lets in only clients whose certificate chains to its CA
+/// certificates (none usable: nobody); with `AllowInsecureFallback` it asks for one and lets
+/// every client in; without validation it asks for none. Read at every handshake, so a
+/// change applies to the next connection.
+impl ClientCertVerifier for AtPort {
+    fn offer_client_auth(&self) -> bool {
+        self.clients().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.clients().is_some_and(|c| !c.insecure)
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let Some(clients) = self.clients() else {
+            return Ok(ClientCertVerified::assertion());
+        };
+        if clients.insecure {
+            return Ok(ClientCertVerified::assertion());
+        }
+        match &clients.verifier {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 impl ResolvesServerCert for AtPort {

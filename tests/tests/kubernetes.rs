@@ -78,6 +78,16 @@ async fn status_of(weir: &Weir, host: &str) -> u16 {
     weir.get(host, "/").await.status.as_u16()
 }
 
+/// `(status, reason)` of condition `kind` of listener `name`.
+fn listener_reason(listeners: &[Value], name: &str, kind: &str) -> (String, String) {
+    let listener = listeners.iter().find(|l| l["name"] == name).unwrap();
+    let c = condition(&listener["conditions"], kind);
+    (
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
 fn condition<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
     conditions
         .as_array()
@@ -409,13 +419,7 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
             .unwrap()
             .clone()
     };
-    let reason = |name: &str, kind: &str| {
-        let c = condition(&of(name)["conditions"], kind).clone();
-        (
-            c["status"].as_str().unwrap_or_default().to_string(),
-            c["reason"].as_str().unwrap_or_default().to_string(),
-        )
-    };
+    let reason = |name: &str, kind: &str| listener_reason(&listeners, name, kind);
     let is = |(status, reason): (String, String), s: &str, r: &str| {
         assert_eq!((status.as_str(), reason.as_str()), (s, r));
     };
@@ -1371,4 +1375,96 @@ async fn a_backend_tls_policy_in_the_cluster_is_served_and_gets_its_status() {
         .await
         .status
         .is_server_error());
+}
+
+/// GatewayInvalidFrontendClientCertificateValidation: a listener whose port's client CA
+/// certificates cannot be had (a ConfigMap that does not exist, a kind Weir does not read, a
+/// ConfigMap in another namespace without a ReferenceGrant) is not accepted
+/// (`NoValidCACertificate`) and says why in `ResolvedRefs`; the listener with a good one is;
+/// and AllowInsecureFallback puts `InsecureFrontendValidationMode` on the Gateway.
+#[tokio::test]
+async fn gateway_invalid_frontend_client_certificate_validation() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    api.apply(&tls_secret(
+        "server-cert",
+        &pki.issue(&["example.org"], KeyType::Ecdsa),
+    ));
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: web-backend-cm}\n");
+    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
+    for (namespace, name) in [
+        ("default", "tls-validity-checks-ca-certificate"),
+        ("web-backend-cm", "gateway-conformance-web-backend"),
+    ] {
+        api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+    }
+    let listener = |name: &str, port: u16, host: &str| {
+        format!("  - {{name: {name}, port: {port}, protocol: HTTPS, hostname: {host}, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n")
+    };
+    api.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gateway-with-invalid-client-cert-validation, namespace: default}}\nspec:\n  gatewayClassName: weir\n  tls:\n    frontend:\n      default:\n        validation:\n          caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: tls-validity-checks-ca-certificate}}]\n      perPort:\n      - {{port: 7443, tls: {{validation: {{caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: non-exisitng-cm}}]}}}}}}\n      - {{port: 8443, tls: {{validation: {{caCertificateRefs: [{{group: \"\", kind: Service, name: infra-backend-v2}}]}}}}}}\n      - {{port: 6443, tls: {{validation: {{caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: gateway-conformance-web-backend, namespace: web-backend-cm}}]}}}}}}\n  listeners:\n{}{}{}{}",
+        listener("https", 443, "example.org"),
+        listener("https-unresolved", 7443, "first-example.org"),
+        listener("https-invalid-kind", 8443, "second-example.org"),
+        listener("https-grant-missing", 6443, "fourth-example.org"),
+    ));
+    let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
+        let gw = api.get(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            "default",
+            "gateway-with-invalid-client-cert-validation",
+        )?;
+        let listeners = gw["status"]["listeners"].as_array()?.clone();
+        (listeners.len() == 4).then_some(listeners)
+    })
+    .await;
+    let reason = |name: &str, kind: &str| listener_reason(&listeners, name, kind);
+    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+    for kind in ["Accepted", "ResolvedRefs", "Programmed"] {
+        assert_eq!(reason("https", kind).0, "True", "https {kind}");
+    }
+    for (name, why) in [
+        ("https-unresolved", "InvalidCACertificateRef"),
+        ("https-invalid-kind", "InvalidCACertificateKind"),
+        ("https-grant-missing", "RefNotPermitted"),
+    ] {
+        assert_eq!(reason(name, "ResolvedRefs"), pair("False", why), "{name}");
+        assert_eq!(
+            reason(name, "Accepted"),
+            pair("False", "NoValidCACertificate"),
+            "{name}"
+        );
+        assert_eq!(reason(name, "Programmed").0, "False", "{name}");
+    }
+
+    // AllowInsecureFallback: the Gateway says so.
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: client-validation-insecure-fallback, namespace: default}\nspec:\n  gatewayClassName: weir\n  tls:\n    frontend:\n      default:\n        validation:\n          mode: AllowInsecureFallback\n          caCertificateRefs: [{group: \"\", kind: ConfigMap, name: tls-validity-checks-ca-certificate}]\n  listeners:\n  - {name: https, port: 443, protocol: HTTPS, hostname: fallback.example.org, tls: {certificateRefs: [{name: server-cert}]}}\n");
+    let gateway = eventually(
+        Duration::from_secs(10),
+        "the fallback condition",
+        || async {
+            let gw = api.get(
+                "gateway.networking.k8s.io/v1",
+                "Gateway",
+                "default",
+                "client-validation-insecure-fallback",
+            )?;
+            (condition(
+                &gw["status"]["conditions"],
+                "InsecureFrontendValidationMode",
+            )["status"]
+                == "True")
+                .then_some(gw)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(
+            &gateway["status"]["conditions"],
+            "InsecureFrontendValidationMode"
+        )["reason"],
+        "ConfigurationChanged"
+    );
 }

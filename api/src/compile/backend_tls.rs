@@ -153,29 +153,17 @@ fn compile(cx: &mut Context<'_>, policy: &BackendTlsPolicy, key: &ObjectKey) -> 
     let mut ca_pem = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let field = format!("spec.validation.caCertificateRefs[{i}]");
-        let pem = match (r.group.as_str(), r.kind.as_str()) {
-            ("", "ConfigMap") => find_config_map(cx, &key.namespace, &r.name)
-                .map(|data| data.get(CA_KEY).cloned().unwrap_or_default()),
-            ("", "Secret") => cx
-                .find_secret(&key.namespace, &r.name)
-                .map(|s| String::from_utf8_lossy(&secrets::value(s, CA_KEY).0).into_owned()),
-            (group, kind) => {
-                cx.warn(
-                    key,
-                    format!("InvalidKind: {field} names {group}/{kind}, not a ConfigMap or Secret: connections to its Services fail until it does"),
-                );
-                continue;
-            }
+        let at = CaRef {
+            group: &r.group,
+            kind: &r.kind,
+            namespace: &key.namespace,
+            name: &r.name,
         };
-        match pem {
-            Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => ca_pem.push(pem),
-            Some(_) => cx.warn(
+        match read_ca(cx, &at) {
+            Ok(pem) => ca_pem.push(pem),
+            Err((reason, why)) => cx.warn(
                 key,
-                format!("InvalidCACertificateRef: {field} ({} {}) has no PEM certificate under {CA_KEY}: connections to its Services fail until it does", r.kind, r.name),
-            ),
-            None => cx.warn(
-                key,
-                format!("InvalidCACertificateRef: {field} ({} {}/{}) not found: connections to its Services fail until it exists", r.kind, key.namespace, r.name),
+                format!("{reason}: {field} {why}: connections to its Services fail until it does"),
             ),
         }
     }
@@ -196,6 +184,48 @@ fn compile(cx: &mut Context<'_>, policy: &BackendTlsPolicy, key: &ObjectKey) -> 
         ca_pem,
         system_roots: system,
         subject_alt_names: sans,
+    }
+}
+
+/// A reference to CA certificates: a ConfigMap or Secret (key `ca.crt`).
+pub(super) struct CaRef<'r> {
+    pub(super) group: &'r str,
+    pub(super) kind: &'r str,
+    pub(super) namespace: &'r str,
+    pub(super) name: &'r str,
+}
+
+/// The PEM CA certificates `at` names, or the Gateway API's reason and why not
+/// (`InvalidKind`, `InvalidCACertificateRef`).
+pub(super) fn read_ca(cx: &Context<'_>, at: &CaRef<'_>) -> Result<String, (&'static str, String)> {
+    let (namespace, name) = (at.namespace, at.name);
+    let pem = match (at.group, at.kind) {
+        ("", "ConfigMap") => find_config_map(cx, namespace, name)
+            .map(|data| data.get(CA_KEY).cloned().unwrap_or_default()),
+        ("", "Secret") => cx
+            .find_secret(namespace, name)
+            .map(|s| String::from_utf8_lossy(&secrets::value(s, CA_KEY).0).into_owned()),
+        (group, kind) => {
+            let group = if group.is_empty() { "core" } else { group };
+            return Err((
+                "InvalidKind",
+                format!("names {group}/{kind}, not a ConfigMap or Secret"),
+            ));
+        }
+    };
+    match pem {
+        Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Ok(pem),
+        Some(_) => Err((
+            "InvalidCACertificateRef",
+            format!(
+                "({} {namespace}/{name}) has no PEM certificate under {CA_KEY}",
+                at.kind
+            ),
+        )),
+        None => Err((
+            "InvalidCACertificateRef",
+            format!("({} {namespace}/{name}) not found", at.kind),
+        )),
     }
 }
 

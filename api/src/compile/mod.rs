@@ -9,6 +9,7 @@
 mod backend_tls;
 mod backends;
 mod coverage;
+mod frontend;
 mod gateway;
 pub use gateway::{
     listener_conflict, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
@@ -33,6 +34,7 @@ use crate::{
 
 pub use backends::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
 pub use coverage::{annotation_ports, INJECT_ANNOTATION, SKIP_INBOUND_ANNOTATION};
+pub use frontend::FRONTEND_WARNING;
 pub use ingress::{
     is_ours as serves_ingress, INGRESS_CLASS, MAX_BODY_ANNOTATION, UPGRADES_ANNOTATION,
 };
@@ -50,6 +52,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayPort8080",
     "HTTPRoute",
     "HTTPRouteBackendProtocolH2C",
@@ -82,6 +86,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     backend_tls::compile_all(&mut cx);
     ingress::compile_all(&mut cx);
     gateway::compile_all(&mut cx);
+    frontend::compile_all(&mut cx);
     security::compile_all(&mut cx);
     tls::compile_all(&mut cx);
     mesh::compile_all(&mut cx);
@@ -95,6 +100,7 @@ struct Context<'a> {
     routes: Vec<Arc<Route>>,
     streams: Vec<Arc<crate::model::StreamRoute>>,
     listeners: Vec<crate::model::GatewayListener>,
+    frontend: Vec<crate::model::FrontendValidation>,
     /// BackendTLSPolicies, by the Service they apply to.
     backend_tls: backend_tls::Applied,
     default_routes: Vec<Arc<Route>>,
@@ -142,6 +148,7 @@ impl<'a> Context<'a> {
             routes: Vec::new(),
             streams: Vec::new(),
             listeners: Vec::new(),
+            frontend: Vec::new(),
             backend_tls: Default::default(),
             default_routes: Vec::new(),
             clusters: BTreeMap::new(),
@@ -195,6 +202,7 @@ impl<'a> Context<'a> {
             tls: self.tls,
             streams: self.streams,
             listeners: self.listeners,
+            frontend: self.frontend,
             warnings: self.warnings,
             mesh: Arc::new(self.mesh),
         })

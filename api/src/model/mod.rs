@@ -48,6 +48,9 @@ pub struct Snapshot {
     /// serves, and whether with TLS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<GatewayListener>,
+    /// Client certificates the Gateways' TLS ports ask for (`spec.tls.frontend`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frontend: Vec<FrontendValidation>,
     /// Things that are not errors but deserve a look (a backend Service that doesn't exist yet).
     pub warnings: Vec<String>,
     /// What sidecars are sent (each its own [`SidecarView`]); not part of the ingress view.
@@ -109,6 +112,25 @@ pub struct ListenerRef {
     pub gateway: String,
     /// The listener's port.
     pub port: u16,
+}
+
+/// How a Gateway's TLS port checks client certificates (`spec.tls.frontend`, its `perPort`
+/// entry or its `default`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendValidation {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// The port of its HTTPS listeners it applies to.
+    pub port: u16,
+    /// The CA certificates (PEM) a client certificate must chain to; none usable: no client
+    /// is let in (unless `insecure_fallback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_pem: Vec<String>,
+    /// `AllowInsecureFallback`: a certificate is asked for, but a client without one (or with
+    /// one that does not verify) is let in.
+    #[serde(default)]
+    pub insecure_fallback: bool,
 }
 
 /// A Gateway listener that takes routes.

@@ -102,7 +102,10 @@ impl<R: Default + Send + Sync + 'static> Installer<R> {
             backends.update(snapshot.clusters.values());
         }
         let certificates = match &self.certs {
-            Some(certs) => certs.update(&snapshot.tls),
+            Some(certs) => {
+                certs.update_clients(&snapshot.frontend);
+                certs.update(&snapshot.tls)
+            }
             None => Vec::new(),
         };
         let next = self.store.next(snapshot, role, self.ports.as_ref());

@@ -45,14 +45,20 @@ pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
 /// See [`NO_MATCHING_PARENT`].
 pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
 
+impl<'a> Context<'a> {
+    /// The Gateways of class `weir`.
+    pub(super) fn weir_gateways(&self) -> Vec<&'a Gateway> {
+        self.iter()
+            .filter_map(|(o, _)| match o {
+                Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => Some(g),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let gateways: Vec<&Gateway> = cx
-        .iter()
-        .filter_map(|(o, _)| match o {
-            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => Some(g),
-            _ => None,
-        })
-        .collect();
+    let gateways = cx.weir_gateways();
     cx.listeners = served_listeners(&gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()

@@ -5,8 +5,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
     compile::{
-        listener_conflict, serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS,
-        NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT, SUPPORTED_FEATURES,
+        listener_conflict, serves_ingress, FRONTEND_WARNING, GATEWAY_CLASS,
+        NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+        SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -219,12 +220,24 @@ pub(super) fn desired(
                         generation,
                     )
                 };
+                let mut conditions = vec![gateway_accepted, programmed];
+                // Client certificates asked for but not required somewhere: the spec has the
+                // Gateway say so.
+                if insecure_frontend(gateway) {
+                    conditions.push(condition(
+                        "InsecureFrontendValidationMode",
+                        true,
+                        "ConfigurationChanged",
+                        "spec.tls.frontend lets clients in without a valid certificate (AllowInsecureFallback)",
+                        generation,
+                    ));
+                }
                 json!({
                     "addresses": addresses.iter().map(|a| json!({
                         "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
                         "value": a,
                     })).collect::<Vec<_>>(),
-                    "conditions": [gateway_accepted, programmed],
+                    "conditions": conditions,
                     "listeners": listeners,
                 })
             }
@@ -475,6 +488,9 @@ enum ListenerProblem {
     /// A certificateRef is not a core Secret, or its Secret does not exist or holds no
     /// certificate and key (`ResolvedRefs` False, `InvalidCertificateRef`).
     InvalidCertificateRef,
+    /// The client CA certificates its port's `spec.tls.frontend` names cannot be had
+    /// (`Accepted` False, `NoValidCACertificate`; `ResolvedRefs` False with the reason).
+    NoValidCaCertificate(&'static str),
 }
 
 fn listener_problem(
@@ -528,7 +544,40 @@ fn listener_problem(
             return Some(ListenerProblem::InvalidCertificateRef);
         }
     }
+    // Its port's client CA certificates (the compile's warnings name the port).
+    let port = format!("{FRONTEND_WARNING}{}: ", l.port);
+    let about_port: Vec<&str> = gateway_warnings
+        .iter()
+        .filter_map(|w| w.strip_prefix(&port))
+        .collect();
+    if l.protocol == "HTTPS"
+        && about_port
+            .iter()
+            .any(|w| w.starts_with("NoValidCACertificate"))
+    {
+        let reason = [
+            "RefNotPermitted",
+            "InvalidCACertificateKind",
+            "InvalidCACertificateRef",
+        ]
+        .into_iter()
+        .find(|r| about_port.iter().any(|w| w.starts_with(r)))
+        .unwrap_or("InvalidCACertificateRef");
+        return Some(ListenerProblem::NoValidCaCertificate(reason));
+    }
     None
+}
+
+/// Whether `gateway` lets clients in without a valid certificate somewhere
+/// (`AllowInsecureFallback`).
+fn insecure_frontend(gateway: &gateway_api::apis::standard::gateways::Gateway) -> bool {
+    let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return false;
+    };
+    let fallback = serde_json::to_value(frontend)
+        .unwrap_or_default()
+        .to_string();
+    fallback.contains("AllowInsecureFallback")
 }
 
 fn listener_conditions(
@@ -557,6 +606,13 @@ fn listener_conditions(
             false,
             "Invalid",
             "another listener on its port speaks another protocol: neither takes routes",
+            generation,
+        ),
+        (true, Some(P::NoValidCaCertificate(_))) => condition(
+            "Accepted",
+            false,
+            "NoValidCACertificate",
+            "none of the client CA certificates its port's spec.tls.frontend names can be had: no client is let in",
             generation,
         ),
         (true, _) => condition("Accepted", true, "Accepted", "", generation),
@@ -598,6 +654,13 @@ fn listener_conditions(
             false,
             "InvalidCertificateRef",
             "a certificateRef is not a core Secret, or its Secret does not exist or holds no tls.crt and tls.key",
+            generation,
+        ),
+        Some(P::NoValidCaCertificate(reason)) => condition(
+            "ResolvedRefs",
+            false,
+            reason,
+            "a client CA certificate reference of its port's spec.tls.frontend does not resolve",
             generation,
         ),
         _ => condition("ResolvedRefs", true, "ResolvedRefs", "", generation),
