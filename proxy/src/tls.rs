@@ -331,14 +331,32 @@ impl CertStore {
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
         let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-        let builder = match clients {
-            Some(verifier) => builder.with_client_cert_verifier(verifier),
+        let builder = match &clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.ticketer = aws_lc_rs::Ticketer::new()?;
-        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let (ticketer, sessions) = (
+            aws_lc_rs::Ticketer::new()?,
+            ServerSessionMemoryCache::new(SESSION_CACHE),
+        );
+        match clients {
+            Some(at) => {
+                config.ticketer = Arc::new(PortTickets {
+                    inner: ticketer,
+                    at: at.clone(),
+                });
+                config.session_storage = Arc::new(PortSessions {
+                    inner: sessions,
+                    at,
+                });
+            }
+            None => {
+                config.ticketer = ticketer;
+                config.session_storage = sessions;
+            }
+        }
         Ok(Arc::new(config))
     }
 }
@@ -372,6 +390,9 @@ struct AtPort {
 
 /// What one port asks of clients.
 struct ClientAuth {
+    /// Distinct for each set of rules a port has had: a session from under other rules is
+    /// not resumed (rustls does not check client certificates again on resumption).
+    generation: u64,
     ca_pem: Vec<String>,
     /// `AllowInsecureFallback`.
     insecure: bool,
@@ -395,7 +416,9 @@ impl ClientAuth {
                     .ok()
             })
             .flatten();
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ca_pem,
             insecure,
             verifier,
@@ -406,6 +429,81 @@ impl ClientAuth {
 impl AtPort {
     fn clients(&self) -> Option<Arc<ClientAuth>> {
         self.store.clients.load().get(&self.port).cloned()
+    }
+
+    /// The generation of the port's client rules (0: none).
+    fn generation(&self) -> [u8; 8] {
+        let generation = self
+            .store
+            .clients
+            .load()
+            .get(&self.port)
+            .map_or(0, |c| c.generation);
+        generation.to_be_bytes()
+    }
+
+    /// `value` as it was stored under the current rules, or `None` (a full handshake).
+    fn current(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
+        let (generation, value) = stored.split_at_checked(8)?;
+        (generation == self.generation()).then(|| value.to_vec())
+    }
+
+    fn stamped(&self, value: &[u8]) -> Vec<u8> {
+        let mut stamped = self.generation().to_vec();
+        stamped.extend_from_slice(value);
+        stamped
+    }
+}
+
+/// Session tickets of one port, each bound to the client rules it was issued under: a
+/// client that got in under no rules (or AllowInsecureFallback, or another CA) cannot resume
+/// its way past the rules of now.
+#[derive(Debug)]
+struct PortTickets {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    at: Arc<AtPort>,
+}
+
+impl rustls::server::ProducesTickets for PortTickets {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(&self.at.stamped(plain))
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.at.current(self.inner.decrypt(cipher)?)
+    }
+}
+
+/// The session cache of one port, bound to its client rules as [`PortTickets`] is.
+#[derive(Debug)]
+struct PortSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    at: Arc<AtPort>,
+}
+
+impl rustls::server::StoresServerSessions for PortSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, self.at.stamped(&value))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.at.current(self.inner.get(key)?)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.at.current(self.inner.take(key)?)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
     }
 }
 

@@ -37,16 +37,21 @@ impl Weir {
 
     /// Same, with extra flags.
     pub fn start_with(dir: &ConfigDir, extra: &[&str]) -> Self {
-        let mut weir = Self::spawn(dir, extra);
-        weir.wait_ready();
-        weir
+        Self::start_with_env(dir, extra, &[])
     }
 
-    /// Same, with extra flags and environment variables.
+    /// Same, with extra flags and environment variables. A port picked for it that another
+    /// process took in the meantime (tests share the machine) is picked again.
     pub fn start_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut weir = Self::spawn_with_env(dir, extra, env);
-        weir.wait_ready();
-        weir
+        for _ in 0..3 {
+            let mut weir = Self::spawn_with_env(dir, extra, env);
+            match weir.try_wait_listening() {
+                Ok(()) => return weir,
+                Err(stderr) if stderr.contains("Address already in use") => continue,
+                Err(stderr) => panic!("weir-ingress exited:\n{stderr}"),
+            }
+        }
+        panic!("weir-ingress found its ports taken three times");
     }
 
     /// Starts without waiting (for tests of startup failures).
@@ -154,18 +159,24 @@ impl Weir {
     }
 
     fn wait_listening(&mut self) {
+        if let Err(stderr) = self.try_wait_listening() {
+            panic!("weir-ingress exited:\n{stderr}");
+        }
+    }
+
+    /// Waits until it listens; its stderr if it exited first.
+    fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "weir-ingress exited with {status}:\n{}",
-                    self.stderr().join("\n")
-                );
+                // Its last lines may still be on their way.
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(format!("{status}\n{}", self.stderr().join("\n")));
             }
             if std::net::TcpStream::connect(self.admin).is_ok()
                 && std::net::TcpStream::connect(self.addr).is_ok()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

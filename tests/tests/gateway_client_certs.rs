@@ -42,7 +42,7 @@ fn ca_config_map(name: &str, pem: &str) -> String {
 
 struct Setup {
     _backends: Vec<Echo>,
-    _dir: ConfigDir,
+    dir: ConfigDir,
     weir: Weir,
     port: u16,
     server: Pki,
@@ -60,8 +60,7 @@ fn setup(frontend: &str, default_ca_map: &str) -> Setup {
         Echo::start("infra-backend-v2"),
     ];
     let cert = server.issue(&["example.org", "second-example.org"], KeyType::Ecdsa);
-    let frontend = frontend.replace("{PORT}", &port.to_string());
-    let gateway = format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: client-validation, namespace: default}}\nspec:\n  gatewayClassName: weir\n  tls:\n    frontend:\n{frontend}  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n  - {{name: https-with-hostname, port: {port}, protocol: HTTPS, hostname: second-example.org, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n");
+    let gateway = gateway_yaml(frontend, port);
     let routes = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: client-certificate-validation-https-test, namespace: default}\nspec:\n  parentRefs: [{name: client-validation, sectionName: https}]\n  hostnames: [example.org]\n  rules:\n  - backendRefs: [{name: infra-backend-v1, port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: client-certificate-validation-https-test-no-hostname, namespace: default}\nspec:\n  parentRefs: [{name: client-validation, sectionName: https-with-hostname}]\n  rules:\n  - backendRefs: [{name: infra-backend-v2, port: 80}]\n";
     let dir = ConfigDir::new()
         .with(
@@ -89,13 +88,19 @@ fn setup(frontend: &str, default_ca_map: &str) -> Setup {
     let weir = Weir::start(&dir);
     Setup {
         _backends: backends,
-        _dir: dir,
+        dir,
         weir,
         port,
         server,
         default_ca,
         per_port_ca,
     }
+}
+
+/// The Gateway with `frontend` (the body of `spec.tls.frontend`, `{PORT}` the second port).
+fn gateway_yaml(frontend: &str, port: u16) -> String {
+    let frontend = frontend.replace("{PORT}", &port.to_string());
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: client-validation, namespace: default}}\nspec:\n  gatewayClassName: weir\n  tls:\n    frontend:\n{frontend}  listeners:\n  - {{name: https, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n  - {{name: https-with-hostname, port: {port}, protocol: HTTPS, hostname: second-example.org, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n")
 }
 
 const VALIDATION: &str = "      default:\n        validation:\n          caCertificateRefs: [{group: \"\", kind: ConfigMap, name: tls-validity-checks-ca-certificate}]\n          MODE\n      perPort:\n      - port: {PORT}\n        tls:\n          validation:\n            caCertificateRefs: [{group: \"\", kind: ConfigMap, name: tls-validity-checks-per-port-ca-certificate}]\n            MODE\n";
@@ -196,5 +201,45 @@ async fn gateway_frontend_invalid_default_client_certificate_validation() {
         warnings.contains("frontend validation for port 443: InvalidCACertificateRef")
             && warnings.contains("frontend validation for port 443: NoValidCACertificate"),
         "{warnings}"
+    );
+}
+
+/// A client that got in when the port asked for no valid certificate cannot resume its TLS
+/// session past the rules of now: rustls does not check client certificates again on
+/// resumption, so sessions are bound to the rules they were made under.
+#[tokio::test]
+async fn a_session_from_before_validation_does_not_resume_past_it() {
+    let fallback = VALIDATION.replace("MODE", "mode: AllowInsecureFallback");
+    let s = setup(&fallback, "tls-validity-checks-ca-certificate");
+    let anonymous = client(&s.server, None);
+    for _ in 0..2 {
+        let reply = https_get(s.weir.tls, "example.org", anonymous.clone(), "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.reply.backend(), "infra-backend-v1");
+    }
+    let resumed = https_get(s.weir.tls, "example.org", anonymous.clone(), "/", &[])
+        .await
+        .unwrap();
+    assert!(resumed.resumed, "the client resumes while the rules stay");
+
+    let version = s.weir.version().await;
+    let strict = VALIDATION
+        .replace("            MODE\n", "")
+        .replace("          MODE\n", "");
+    s.dir.write("gw.yaml", &gateway_yaml(&strict, s.port));
+    s.weir
+        .wait_version(version + 1, std::time::Duration::from_secs(5))
+        .await;
+    let refused = https_get(s.weir.tls, "example.org", anonymous, "/", &[]).await;
+    assert!(
+        refused.is_err(),
+        "a session from before got in: {:?}",
+        refused.map(|r| (r.resumed, r.reply.status))
+    );
+    let cert = s.default_ca.issue(&["client.example.org"], KeyType::Ecdsa);
+    assert_eq!(
+        get(&s, 443, "example.org", Some(&cert)).await,
+        Ok("infra-backend-v1".into())
     );
 }
