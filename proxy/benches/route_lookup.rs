@@ -27,6 +27,7 @@ fn snapshot(hosts: usize, paths: usize) -> Snapshot {
                 name: Arc::from(format!("httproute:ns/r{h}:{p}")),
                 hosts: vec![HostMatch::Exact(format!("host{h}.example.com"))],
                 listeners: Vec::new(),
+                excluded_hosts: Vec::new(),
                 matcher: RouteMatch {
                     path: PathMatch::Prefix(format!("/svc{p}/api")),
                     headers,

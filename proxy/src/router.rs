@@ -6,7 +6,10 @@
 //! expressions rank with prefixes by the length of their pattern, after a prefix of the same
 //! length), then a method match, then more header matches, then more query matches; then the
 //! route that names the host more specifically (exact, then the longest wildcard, then none);
-//! then the oldest object, then `namespace/name`, then rule and match order. So a longer path
+//! then the oldest object, then `namespace/name`, then rule and match order. A route attached
+//! to a listener does not take the hosts a more specific listener of its Gateway on the same
+//! port names (listener isolation: `abc.foo.example.com` is its own listener's, not that of
+//! `*.foo.example.com`). So a longer path
 //! under `*.example.com` beats `/` under `shop.example.com` (upstream's
 //! HTTPRouteMatchingAcrossRoutes), and of two equal matches the exact host's serves.
 //!
@@ -228,6 +231,15 @@ impl Table {
     }
 }
 
+/// Whether `host` is one that `pattern` names.
+fn takes(pattern: &HostMatch, host: &str) -> bool {
+    match pattern {
+        HostMatch::Exact(h) => h == host,
+        HostMatch::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        HostMatch::Any => true,
+    }
+}
+
 fn regex_len(route: &Route) -> usize {
     match &route.matcher.path {
         PathMatch::Regex(r) => r.as_str().len() - "^(?:)$".len(),
@@ -244,8 +256,12 @@ fn first_match<'r>(bucket: &'r [Arc<Route>], req: &RequestView<'_>) -> Option<&'
     bucket.iter().find(|r| conditions_hold(r, req))
 }
 
-/// Method, header and query conditions (the path was matched by the index).
+/// Method, header and query conditions (the path was matched by the index), and the host
+/// not one a more specific listener of the route's Gateway takes.
 fn conditions_hold(route: &Route, req: &RequestView<'_>) -> bool {
+    if route.excluded_hosts.iter().any(|h| takes(h, req.host)) {
+        return false;
+    }
     let m = &route.matcher;
     if m.method
         .as_deref()

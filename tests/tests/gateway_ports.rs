@@ -572,3 +572,69 @@ async fn a_gateway_process_offers_only_its_gateways_certificates() {
     let certificates = config["reload"]["certificates"].to_string();
     assert!(!certificates.contains("default/b-cert"), "{certificates}");
 }
+
+/// GatewayHTTPListenerIsolation: four HTTP listeners on one port (no hostname,
+/// `*.example.com`, `*.foo.example.com`, `abc.foo.example.com`), a route attached to each by
+/// sectionName with its own path: a request is served by the routes of the most specific
+/// listener that takes its host alone, whatever hostnames the routes name (the second Gateway's
+/// routes name them all). Each Gateway is served by a process of its own, as upstream's have
+/// addresses of their own.
+#[tokio::test]
+async fn gateway_http_listener_isolation() {
+    let listeners = "  - {name: empty-hostname, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: \"*.example.com\", allowedRoutes: {namespaces: {from: All}}}\n  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: \"*.foo.example.com\", allowedRoutes: {namespaces: {from: All}}}\n  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com, allowedRoutes: {namespaces: {from: All}}}\n";
+    let names = [
+        "empty-hostname",
+        "wildcard-example-com",
+        "wildcard-foo-example-com",
+        "abc-foo-example-com",
+    ];
+    let (_backends, dir) = infra();
+    let mut routes = Vec::new();
+    for (gateway, hostnames) in [
+        ("http-listener-isolation", ""),
+        (
+            "http-listener-isolation-with-hostname-intersection",
+            "  hostnames: [bar.com, \"*.example.com\", \"*.foo.example.com\", abc.foo.example.com]\n",
+        ),
+    ] {
+        for name in names {
+            let route = route(
+                &format!("{gateway}-attaches-to-{name}"),
+                &format!("[{{name: {gateway}, sectionName: {name}}}]\n{hostnames}"),
+                &format!("  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]\n    backendRefs: [{{name: infra-backend-v1, port: 80}}]\n"),
+            );
+            routes.push(route);
+        }
+    }
+    let dir = dir
+        .with(
+            "gw.yaml",
+            &[
+                gateway("http-listener-isolation", listeners),
+                gateway(
+                    "http-listener-isolation-with-hostname-intersection",
+                    listeners,
+                ),
+            ]
+            .join("---\n"),
+        )
+        .with("routes.yaml", &routes.join("---\n"));
+    for gateway in [
+        "default/http-listener-isolation",
+        "default/http-listener-isolation-with-hostname-intersection",
+    ] {
+        let weir = Weir::start_with(&dir, &["--gateway", gateway]);
+        for (host, own) in [
+            ("bar.com", "empty-hostname"),
+            ("bar.example.com", "wildcard-example-com"),
+            ("bar.foo.example.com", "wildcard-foo-example-com"),
+            ("abc.foo.example.com", "abc-foo-example-com"),
+        ] {
+            for path in names {
+                let reply = weir.get(host, &format!("/{path}")).await;
+                let expected = if path == own { 200 } else { 404 };
+                assert_eq!(reply.status, expected, "{gateway}: {host}/{path}");
+            }
+        }
+    }
+}

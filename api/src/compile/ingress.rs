@@ -95,6 +95,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 name: format!("ingress:{}/{}:default", key.namespace, key.name).into(),
                 hosts: vec![HostMatch::Any],
                 listeners: Vec::new(),
+                excluded_hosts: Vec::new(),
                 matcher: RouteMatch::default(),
                 order: order(usize::MAX, 0),
                 action: forward(cluster),
@@ -156,6 +157,7 @@ fn compile_one(cx: &mut Context<'_>, ingress: &Ingress, location: &Location) {
                 name: format!("ingress:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: vec![host.clone()],
                 listeners: Vec::new(),
+                excluded_hosts: Vec::new(),
                 matcher: RouteMatch {
                     path: path_match,
                     ..RouteMatch::default()

@@ -129,6 +129,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                             w.listeners.push(ListenerRef {
                                 gateway: format!("{}/{}", key.namespace, key.name),
                                 port,
+                                name: String::new(),
                             });
                         }
                     }

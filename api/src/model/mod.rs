@@ -96,6 +96,10 @@ pub struct Route {
     /// Empty for an Ingress's routes, which every gateway's own ports serve.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerRef>,
+    /// Hosts that a more specific listener of its Gateway on the same port takes: a request
+    /// for one of them is that listener's routes' alone (Gateway API listener isolation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_hosts: Vec<HostMatch>,
     /// Who may use the route (an AuthPolicy targeting its HTTPRoute or Ingress).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Arc<Auth>>,
@@ -112,6 +116,9 @@ pub struct ListenerRef {
     pub gateway: String,
     /// The listener's port.
     pub port: u16,
+    /// The listener's name (empty for certificates' placement, which goes by port).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 /// How a Gateway's TLS port checks client certificates (`spec.tls.frontend`, its `perPort`

@@ -13,6 +13,7 @@ fn route(name: &str, host: HostMatch, path: PathMatch) -> Route {
         name: Arc::from(name),
         hosts: vec![host],
         listeners: Vec::new(),
+        excluded_hosts: Vec::new(),
         matcher: RouteMatch {
             path,
             ..RouteMatch::default()

@@ -4,9 +4,9 @@
 
 use super::*;
 
-/// The hosts `route` answers on the listeners it attaches to, grouped by the hosts: each
-/// group's listeners take the route for the same hosts (usually there is one group). Empty
-/// when it attaches nowhere.
+/// The hosts `route` answers on the listeners it attaches to, grouped: each group's listeners
+/// take the route for the same hosts, less the same hosts more specific listeners take
+/// (usually there is one group). Empty when it attaches nowhere.
 pub(super) fn attached_hosts(
     cx: &mut Context<'_>,
     gateways: &[&Gateway],
@@ -14,28 +14,46 @@ pub(super) fn attached_hosts(
     route_kind: &str,
     key: &ObjectKey,
     location: &Location,
-) -> Vec<(Vec<HostMatch>, Vec<ListenerRef>)> {
+) -> Vec<Attached> {
     let attached = attachments(cx, gateways, route, route_kind, key, location);
-    by_listener(attached.iter().map(|(host, _, listener)| (host, listener)))
+    by_listener(attached.iter().map(|a| (&a.host, &a.listener, &a.excluded)))
 }
 
-/// Groups `(host, listener)` pairs into listeners that take the same hosts.
+/// A group of listeners that take a route alike: `(hosts, excluded hosts, listeners)`.
+pub(super) type Attached = (Vec<HostMatch>, Vec<HostMatch>, Vec<ListenerRef>);
+
+/// Groups `(host, listener, excluded)` into listeners that take the same hosts.
 pub(super) fn by_listener<'a>(
-    pairs: impl Iterator<Item = (&'a HostMatch, &'a ListenerRef)>,
-) -> Vec<(Vec<HostMatch>, Vec<ListenerRef>)> {
-    let mut hosts: BTreeMap<&ListenerRef, Vec<HostMatch>> = BTreeMap::new();
-    for (host, listener) in pairs {
-        let of = hosts.entry(listener).or_default();
+    pairs: impl Iterator<Item = (&'a HostMatch, &'a ListenerRef, &'a Vec<HostMatch>)>,
+) -> Vec<Attached> {
+    let mut hosts: BTreeMap<&ListenerRef, (Vec<HostMatch>, &Vec<HostMatch>)> = BTreeMap::new();
+    for (host, listener, excluded) in pairs {
+        let (of, _) = hosts.entry(listener).or_insert((Vec::new(), excluded));
         if !of.contains(host) {
             of.push(host.clone());
         }
     }
-    let mut groups: BTreeMap<Vec<HostMatch>, Vec<ListenerRef>> = BTreeMap::new();
-    for (listener, mut of) in hosts {
+    let mut groups: BTreeMap<(Vec<HostMatch>, Vec<HostMatch>), Vec<ListenerRef>> = BTreeMap::new();
+    for (listener, (mut of, excluded)) in hosts {
         of.sort();
-        groups.entry(of).or_default().push(listener.clone());
+        groups
+            .entry((of, excluded.clone()))
+            .or_default()
+            .push(listener.clone());
     }
-    groups.into_iter().collect()
+    groups
+        .into_iter()
+        .map(|((hosts, excluded), listeners)| (hosts, excluded, listeners))
+        .collect()
+}
+
+/// One host a route answers on one listener.
+pub(super) struct Attachment {
+    pub(super) host: HostMatch,
+    pub(super) taken: Taken,
+    pub(super) listener: ListenerRef,
+    /// The hostnames of the Gateway's more specific listeners on the same port.
+    pub(super) excluded: Vec<HostMatch>,
 }
 
 /// How a listener takes a route: HTTP (plain or after its TLS), or, for a `TLS` listener, the
@@ -65,7 +83,7 @@ pub(super) fn attachments(
     route_kind: &str,
     key: &ObjectKey,
     location: &Location,
-) -> Vec<(HostMatch, Taken, ListenerRef)> {
+) -> Vec<Attachment> {
     let mut route_hosts = Vec::new();
     for (i, h) in route.spec.hostnames.iter().flatten().enumerate() {
         match host_match(h) {
@@ -136,15 +154,23 @@ pub(super) fn attachments(
             let at = ListenerRef {
                 gateway: format!("{namespace}/{}", parent.name),
                 port,
+                name: listener.name.clone(),
+            };
+            let excluded = more_specific(&listener_host, listener, &gateway.spec.listeners);
+            let attach = |host| Attachment {
+                host,
+                taken,
+                listener: at.clone(),
+                excluded: excluded.clone(),
             };
             if route_hosts.is_empty() {
-                hosts.push((listener_host, taken, at));
+                hosts.push(attach(listener_host));
             } else {
                 hosts.extend(
                     route_hosts
                         .iter()
                         .filter_map(|h| intersect(&listener_host, h))
-                        .map(|h| (h, taken, at.clone())),
+                        .map(attach),
                 );
             }
         }
@@ -158,9 +184,28 @@ pub(super) fn attachments(
             cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
         }
     }
-    hosts.sort();
-    hosts.dedup();
+    hosts.sort_by(|a, b| (&a.host, a.taken, &a.listener).cmp(&(&b.host, b.taken, &b.listener)));
+    hosts.dedup_by(|a, b| (&a.host, a.taken, &a.listener) == (&b.host, b.taken, &b.listener));
     hosts
+}
+
+/// The hostnames of `listener`'s siblings on its port that are more specific than its own
+/// `host` and within it: a request for one of them is theirs (listener isolation).
+fn more_specific(
+    host: &HostMatch,
+    listener: &GatewayListeners,
+    all: &[GatewayListeners],
+) -> Vec<HostMatch> {
+    let mut out: Vec<HostMatch> = all
+        .iter()
+        .filter(|o| o.name != listener.name && o.port == listener.port)
+        .filter(|o| listener_conflict(o, all).is_none())
+        .filter_map(|o| host_match(o.hostname.as_deref()?).ok())
+        .filter(|other| other != host && intersect(host, other).as_ref() == Some(other))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// How a listener conflicts with another on its port, as the Gateway API's `Conflicted`

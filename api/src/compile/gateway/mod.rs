@@ -69,9 +69,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         .collect();
     for (route, location) in routes {
         let key = Object::HttpRoute(route.clone()).key();
-        for (hosts, listeners) in attached_hosts(cx, &gateways, route, "HTTPRoute", &key, location)
-        {
-            compile_route(cx, route, "httproute", &key, location, hosts, listeners);
+        for attached in attached_hosts(cx, &gateways, route, "HTTPRoute", &key, location) {
+            compile_route(cx, route, "httproute", &key, location, attached);
         }
     }
     let grpc: Vec<(Object, Location)> = cx
@@ -93,9 +92,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             }
         };
         let (first, errors) = (cx.routes.len(), cx.errors.len());
-        for (hosts, listeners) in attached_hosts(cx, &gateways, &route, "GRPCRoute", &key, location)
-        {
-            compile_route(cx, &route, "grpcroute", &key, location, hosts, listeners);
+        for attached in attached_hosts(cx, &gateways, &route, "GRPCRoute", &key, location) {
+            compile_route(cx, &route, "grpcroute", &key, location, attached);
         }
         // A method match was written as `method`, not as the path it became.
         for error in &mut cx.errors[errors..] {
@@ -184,8 +182,7 @@ fn compile_route(
     prefix: &str,
     key: &ObjectKey,
     location: &Location,
-    hosts: Vec<HostMatch>,
-    listeners: Vec<ListenerRef>,
+    (hosts, excluded_hosts, listeners): attach::Attached,
 ) {
     let max_request_body = max_body(cx, &route.metadata, key, location);
     let upgrades = upgrades(cx, &route.metadata, key, location);
@@ -218,6 +215,7 @@ fn compile_route(
                 name: format!("{prefix}:{}/{}:{r}", key.namespace, key.name).into(),
                 hosts: hosts.clone(),
                 listeners: listeners.clone(),
+                excluded_hosts: excluded_hosts.clone(),
                 matcher,
                 order: RouteOrder {
                     created: created(&route.metadata),

@@ -10,6 +10,9 @@
 
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 
+/// TLSRoutes take their names on any TLS listener that names them (no listener isolation).
+static NONE: Vec<crate::model::HostMatch> = Vec::new();
+
 use super::{
     attachments, by_listener,
     rules::{weighted_service, BackendTarget},
@@ -97,9 +100,9 @@ pub(super) fn compile_all(cx: &mut Context<'_>, gateways: &[&Gateway]) {
             };
             let of_mode = attached
                 .iter()
-                .filter(|(_, t, _)| *t == taken)
-                .map(|(h, _, l)| (h, l));
-            for (hosts, listeners) in by_listener(of_mode) {
+                .filter(|a| a.taken == taken)
+                .map(|a| (&a.host, &a.listener, &NONE));
+            for (hosts, _, listeners) in by_listener(of_mode) {
                 cx.streams.push(std::sync::Arc::new(StreamRoute {
                     name: format!("tlsroute:{}/{}", key.namespace, key.name).into(),
                     hosts,
