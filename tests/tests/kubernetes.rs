@@ -800,8 +800,19 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
     })
     .await;
     let (_, mut view) = next_sidecar_view(&mut updates).await;
-    // The first view may predate the objects just applied; the controller sends the next.
-    while view.inbound.mode != TlsMode::Strict {
+    // The first views may predate some of the objects just applied (each kind has a watch of
+    // its own: the policy may be seen before the pods); the controller sends the next.
+    let complete = |view: &weir_api::model::SidecarView| {
+        view.inbound.mode == TlsMode::Strict
+            && view.services.iter().any(|s| {
+                s.name == "backend"
+                    && s.ports
+                        .first()
+                        .and_then(|p| view.clusters.get(&p.cluster))
+                        .is_some_and(|c| !c.identities.is_empty())
+            })
+    };
+    while !complete(&view) {
         view = next_sidecar_view(&mut updates).await.1;
     }
     let backend = view.services.iter().find(|s| s.name == "backend").unwrap();
