@@ -236,15 +236,15 @@ fn find_config_map<'a>(
     name: &str,
 ) -> Option<&'a std::collections::BTreeMap<String, String>> {
     static EMPTY: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    cx.iter().find_map(|(o, _)| match o {
-        Object::ConfigMap(c)
-            if c.metadata.namespace.as_deref() == Some(namespace)
-                && c.metadata.name.as_deref() == Some(name) =>
-        {
-            Some(c.data.as_ref().unwrap_or(&EMPTY))
-        }
+    let key = ObjectKey {
+        kind: "ConfigMap",
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    match cx.objects.get(&key)? {
+        (Object::ConfigMap(c), _) => Some(c.data.as_ref().unwrap_or(&EMPTY)),
         _ => None,
-    })
+    }
 }
 
 /// Whether `name` can be checked against a certificate and sent as SNI: a DNS name (no

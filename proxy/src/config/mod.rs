@@ -36,7 +36,8 @@ pub struct Active<R> {
     pub version: u64,
     /// The compiled snapshot.
     pub snapshot: Arc<Snapshot>,
-    /// The route index over it: every route, whatever its listeners.
+    /// The route index over it: every route, whatever its listeners, for a proxy that does not
+    /// tell ports apart (empty when `ports` is set: a gateway's requests use those).
     pub router: Router,
     /// A gateway's route index per port it serves (see [`Ports`]); `None` where every port
     /// serves every route (a sidecar).
@@ -293,7 +294,10 @@ impl<R> ConfigStore<R> {
             .collect();
         Active {
             version: previous.version + 1,
-            router: Router::new(&snapshot),
+            router: match ports {
+                Some(_) => Router::default(),
+                None => Router::new(&snapshot),
+            },
             ports: ports.map(|p| p.routers(&snapshot)),
             snapshot: Arc::new(snapshot),
             pools,

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use weir_api::{Object, ObjectKey, Objects};
 
 use super::{
-    desired::{accepted_ok, condition, is_weir_gateway, GATEWAY_GROUP},
+    desired::{accepted_ok, condition, is_weir_gateway},
+    listeners::GATEWAY_GROUP,
     GATEWAY_CONTROLLER,
 };
 

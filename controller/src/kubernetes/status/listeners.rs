@@ -1,0 +1,303 @@
+//! A Gateway listener's status: what keeps it from being served as written (protocol,
+//! conflicts, route kinds, certificates, client CA certificates), the conditions that say so
+//! in the Gateway API's words, its supported kinds and the routes attached to it.
+
+use gateway_api::apis::standard::gateways::GatewayListeners;
+use serde_json::Value;
+use weir_api::{
+    compile::{listener_conflict, FRONTEND_WARNING},
+    Object, ObjectKey, Objects, Rejection,
+};
+
+use super::desired::condition;
+
+/// What keeps a listener from being served as written, in the order the Gateway API's
+/// conditions report it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListenerProblem {
+    /// Not HTTP, HTTPS or TLS (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
+    Protocol,
+    /// Another listener on its port speaks another protocol, or HTTPS beside TLS with its
+    /// hostname (`Conflicted`, `ProtocolConflict`; `Accepted` False, `Invalid`).
+    ProtocolConflict,
+    /// Another listener on its port has its hostname (`Conflicted`, `HostnameConflict`).
+    HostnameConflict,
+    /// `allowedRoutes.kinds` names a kind Weir does not serve (`ResolvedRefs` False,
+    /// `InvalidRouteKinds`; the kinds it does serve are its `supportedKinds`).
+    InvalidRouteKinds,
+    /// Its certificate's Secret is in another namespace without a ReferenceGrant
+    /// (`ResolvedRefs` False, `RefNotPermitted`).
+    RefNotPermitted,
+    /// A certificateRef is not a core Secret, or its Secret does not exist or holds no
+    /// certificate and key (`ResolvedRefs` False, `InvalidCertificateRef`).
+    InvalidCertificateRef,
+    /// The client CA certificates its port's `spec.tls.frontend` names cannot be had
+    /// (`Accepted` False, `NoValidCACertificate`; `ResolvedRefs` False with the reason).
+    NoValidCaCertificate(&'static str),
+}
+
+pub(super) fn listener_problem(
+    gateway: &ObjectKey,
+    l: &GatewayListeners,
+    all: &[GatewayListeners],
+    gateway_warnings: &[String],
+    objects: &Objects,
+) -> Option<ListenerProblem> {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
+        return Some(ListenerProblem::Protocol);
+    }
+    match listener_conflict(l, all) {
+        Some("ProtocolConflict") => return Some(ListenerProblem::ProtocolConflict),
+        Some(_) => return Some(ListenerProblem::HostnameConflict),
+        None => {}
+    }
+    let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
+    if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
+        return Some(ListenerProblem::InvalidRouteKinds);
+    }
+    // The Gateway's own warnings about this listener (another object's cannot start so).
+    let own = format!("listener {}: ", l.name);
+    if gateway_warnings
+        .iter()
+        .any(|w| w.starts_with(&own) && w.contains("no ReferenceGrant"))
+    {
+        return Some(ListenerProblem::RefNotPermitted);
+    }
+    // Each certificate: a core Secret that exists and holds a certificate and key.
+    let refs = l.tls.as_ref().and_then(|t| t.certificate_refs.as_ref());
+    for cert in refs.into_iter().flatten() {
+        let core = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
+            && cert.group.as_deref().unwrap_or("").is_empty();
+        let key = ObjectKey {
+            kind: "Secret",
+            namespace: cert.namespace.clone().unwrap_or(gateway.namespace.clone()),
+            name: cert.name.clone(),
+        };
+        let usable = match objects.get(&key) {
+            Some((Object::Secret(secret), _)) => ["tls.crt", "tls.key"].iter().all(|k| {
+                secret.data.as_ref().is_some_and(|d| d.contains_key(*k))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(*k))
+            }),
+            _ => false,
+        };
+        if !core || !usable {
+            return Some(ListenerProblem::InvalidCertificateRef);
+        }
+    }
+    // Its port's client CA certificates (the compile's warnings name the port).
+    let port = format!("{FRONTEND_WARNING}{}: ", l.port);
+    let about_port: Vec<&str> = gateway_warnings
+        .iter()
+        .filter_map(|w| w.strip_prefix(&port))
+        .collect();
+    if l.protocol == "HTTPS"
+        && about_port
+            .iter()
+            .any(|w| w.starts_with("NoValidCACertificate"))
+    {
+        let reason = [
+            "RefNotPermitted",
+            "InvalidCACertificateKind",
+            "InvalidCACertificateRef",
+        ]
+        .into_iter()
+        .find(|r| about_port.iter().any(|w| w.starts_with(r)))
+        .unwrap_or("InvalidCACertificateRef");
+        return Some(ListenerProblem::NoValidCaCertificate(reason));
+    }
+    None
+}
+
+/// Whether `gateway` lets clients in without a valid certificate somewhere
+/// (`AllowInsecureFallback`).
+pub(super) fn insecure_frontend(gateway: &gateway_api::apis::standard::gateways::Gateway) -> bool {
+    use gateway_api::apis::standard::gateways::{
+        GatewayTlsFrontendDefaultValidationMode as DefaultMode,
+        GatewayTlsFrontendPerPortTlsValidationMode as PerPort,
+    };
+    let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return false;
+    };
+    let default = frontend
+        .default
+        .validation
+        .as_ref()
+        .and_then(|v| v.mode.as_ref());
+    let per_port = frontend.per_port.iter().flatten();
+    matches!(default, Some(DefaultMode::AllowInsecureFallback))
+        || per_port
+            .filter_map(|p| p.tls.validation.as_ref()?.mode.as_ref())
+            .any(|m| matches!(m, PerPort::AllowInsecureFallback))
+}
+
+pub(super) fn listener_conditions(
+    gateway_ok: bool,
+    problem: Option<ListenerProblem>,
+    generation: Option<i64>,
+) -> Vec<Value> {
+    use ListenerProblem as P;
+    let accepted = match (gateway_ok, problem) {
+        (false, _) => condition(
+            "Accepted",
+            false,
+            "Invalid",
+            "the Gateway was refused",
+            generation,
+        ),
+        (true, Some(P::Protocol)) => condition(
+            "Accepted",
+            false,
+            "UnsupportedProtocol",
+            "Weir serves HTTP, HTTPS and TLS listeners",
+            generation,
+        ),
+        (true, Some(P::ProtocolConflict)) => condition(
+            "Accepted",
+            false,
+            "Invalid",
+            "another listener on its port speaks another protocol: neither takes routes",
+            generation,
+        ),
+        (true, Some(P::NoValidCaCertificate(_))) => condition(
+            "Accepted",
+            false,
+            "NoValidCACertificate",
+            "none of the client CA certificates its port's spec.tls.frontend names can be had: no client is let in",
+            generation,
+        ),
+        (true, _) => condition("Accepted", true, "Accepted", "", generation),
+    };
+    let conflicted = match problem {
+        Some(P::ProtocolConflict) => condition(
+            "Conflicted",
+            true,
+            "ProtocolConflict",
+            "another listener on its port speaks another protocol (HTTPS and TLS may share a port with different hostnames)",
+            generation,
+        ),
+        Some(P::HostnameConflict) => condition(
+            "Conflicted",
+            true,
+            "HostnameConflict",
+            "another listener on its port has its hostname",
+            generation,
+        ),
+        _ => condition("Conflicted", false, "NoConflicts", "", generation),
+    };
+    let resolved = match problem {
+        Some(P::InvalidRouteKinds) => condition(
+            "ResolvedRefs",
+            false,
+            "InvalidRouteKinds",
+            "allowedRoutes.kinds names a kind Weir does not serve on this listener's protocol (HTTPRoute and GRPCRoute on HTTP and HTTPS, TLSRoute on TLS)",
+            generation,
+        ),
+        Some(P::RefNotPermitted) => condition(
+            "ResolvedRefs",
+            false,
+            "RefNotPermitted",
+            "its certificate's Secret is in another namespace and no ReferenceGrant allows it",
+            generation,
+        ),
+        Some(P::InvalidCertificateRef) => condition(
+            "ResolvedRefs",
+            false,
+            "InvalidCertificateRef",
+            "a certificateRef is not a core Secret, or its Secret does not exist or holds no tls.crt and tls.key",
+            generation,
+        ),
+        Some(P::NoValidCaCertificate(reason)) => condition(
+            "ResolvedRefs",
+            false,
+            reason,
+            "a client CA certificate reference of its port's spec.tls.frontend does not resolve",
+            generation,
+        ),
+        _ => condition("ResolvedRefs", true, "ResolvedRefs", "", generation),
+    };
+    let programmed = gateway_ok && problem.is_none();
+    let programmed = match programmed {
+        true => condition("Programmed", true, "Programmed", "", generation),
+        false => condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "see the other conditions",
+            generation,
+        ),
+    };
+    vec![accepted, conflicted, resolved, programmed]
+}
+
+pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute on HTTP and
+/// HTTPS listeners, TLSRoute on TLS listeners; those of them its `allowedRoutes.kinds` names
+/// when it names any.
+pub(super) fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
+    let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
+    let served: &[&'static str] = match l.protocol.as_str() {
+        "TLS" => &["TLSRoute"],
+        _ => &["HTTPRoute", "GRPCRoute"],
+    };
+    served
+        .iter()
+        .copied()
+        .filter(|kind| {
+            named.is_none_or(|kinds| {
+                kinds.iter().any(|k| {
+                    k.kind == *kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                })
+            })
+        })
+        .collect()
+}
+
+/// Accepted routes (of the kinds the listener takes) attached to this listener of this
+/// Gateway.
+pub(super) fn attached_routes(
+    objects: &Objects,
+    rejected: &[Rejection],
+    gateway: &ObjectKey,
+    l: &GatewayListeners,
+    warned: &dyn Fn(&ObjectKey) -> Vec<String>,
+) -> usize {
+    let (listener, kinds) = (&l.name, supported_kinds(l));
+    objects
+        .iter()
+        .filter(|(o, _)| kinds.contains(&o.key().kind))
+        .filter(|(o, _)| {
+            let key = o.key().to_string();
+            !rejected.iter().any(|x| x.object == key)
+        })
+        .filter(|(o, _)| {
+            let route = match o {
+                Object::HttpRoute(r) => serde_json::to_value(&r.spec),
+                Object::GrpcRoute(r) => serde_json::to_value(&r.spec),
+                Object::TlsRoute(r) => serde_json::to_value(&r.spec),
+                _ => Ok(Value::Null),
+            }
+            .unwrap_or_default();
+            let route_ns = o.metadata().namespace.clone().unwrap_or_default();
+            // A parent the compile found no listener of to take the route does not count.
+            let detached = warned(&o.key());
+            route["parentRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .any(|(i, p)| {
+                    let flagged = format!("not attached to spec.parentRefs[{i}] (");
+                    p["name"] == gateway.name.as_str()
+                        && p["namespace"].as_str().unwrap_or(&route_ns) == gateway.namespace
+                        && p["sectionName"]
+                            .as_str()
+                            .is_none_or(|s| s == listener.as_str())
+                        && !detached.iter().any(|w| w.starts_with(&flagged))
+                })
+        })
+        .count()
+}
