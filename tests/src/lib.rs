@@ -56,11 +56,16 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A loopback port that was free a moment ago. Picked below the kernel's ephemeral range
 /// (32768 and up), so the outgoing connections of tests running in parallel cannot take it
-/// between now and the moment a server binds it, as they could a port from `bind(0)`.
+/// between now and the moment a server binds it, as they could a port from `bind(0)`. A port
+/// is handed out once per test process: a test's own listener port and the ports picked for
+/// the proxy it starts never coincide.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let port = fastrand::u16(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
