@@ -1,7 +1,8 @@
 //! The gateway's sockets. Its own (`--listen`, `--listen-tls`) serve Ingresses and the Gateway
 //! listeners on its home ports (80 and 443 unless told otherwise); a Gateway listener on any
 //! other port gets a socket of its own on that port, at `--listen`'s address, bound when the
-//! listener appears and closed (after its requests drain) when it goes.
+//! listener appears and closed (after its requests drain) when it goes. A `TCP` listener's
+//! socket carries every connection to its TCPRoute.
 //!
 //! ```text
 //!  config versions ──▶ follow ──▶ bind / close ──watch──▶ every worker: serve / stop
@@ -28,7 +29,7 @@ use weir_http::{
     server::{serve, Peer, ServerSettings, Shutdown},
 };
 use weir_proxy::{
-    config::{ConfigStore, Ports},
+    config::{ConfigStore, Ports, Speaks},
     metrics::Metrics,
     stream::StreamRouting,
     tls::CertStore,
@@ -40,6 +41,7 @@ pub struct Bound {
     /// The Gateway listener port (and the socket's).
     pub port: u16,
     listener: std::net::TcpListener,
+    speaks: Speaks,
     settings: ServerSettings,
     /// Turns true when the socket is closed (its listeners went, or the gateway stops).
     stop: Shutdown,
@@ -65,7 +67,8 @@ pub struct Own {
 
 /// The gateway's own sockets, each with how it is served and its Gateway port, and the
 /// [`Binder`] that makes the others: plaintext ones served with `plain`, TLS ones with the
-/// certificates of their listeners and their TLSRoutes.
+/// certificates of their listeners and their TLSRoutes, TCP ones carrying every connection to
+/// their TCPRoute.
 pub fn sockets<R: Send + Sync + 'static>(
     own: Own,
     plain: ServerSettings,
@@ -74,6 +77,14 @@ pub fn sockets<R: Send + Sync + 'static>(
     ports: Ports,
     metrics: &Metrics,
 ) -> anyhow::Result<(Vec<HomeSocket>, Binder)> {
+    let streams = Arc::new(streams);
+    let base = plain.clone();
+    let tcp_streams = streams.clone();
+    let tcp = move |port| ServerSettings {
+        tcp: true,
+        streams: Some(Arc::new(tcp_streams.at(port))),
+        ..base.clone()
+    };
     let base = plain.clone();
     let tls_settings = move |port| -> anyhow::Result<ServerSettings> {
         let config = certs
@@ -102,6 +113,7 @@ pub fn sockets<R: Send + Sync + 'static>(
         ports,
         plain,
         tls: Box::new(tls_settings),
+        tcp: Box::new(tcp),
         failures,
         reserved,
         max: own.max,
@@ -119,6 +131,8 @@ pub struct Binder {
     pub plain: ServerSettings,
     /// How a TLS one is served, given its port (its certificates and TLSRoutes).
     pub tls: Box<dyn Fn(u16) -> anyhow::Result<ServerSettings> + Send + Sync>,
+    /// How a TCP one is served, given its port (its TCPRoute).
+    pub tcp: Box<dyn Fn(u16) -> ServerSettings + Send + Sync>,
     /// Counts failed attempts to bind a port.
     pub failures: prometheus::IntCounter,
     /// The gateway's own ports (`--listen`, `--listen-tls`, `--admin`): never a listener's.
@@ -146,7 +160,7 @@ pub fn follow<R: Send + Sync + 'static>(
             let wanted = binder.ports.others(&store.load().snapshot);
             let before: Vec<u64> = open.values().map(|(b, _)| b.id).collect();
             open.retain(|port, (bound, stop)| {
-                let keep = wanted.get(port) == Some(&bound.settings.tls.is_some());
+                let keep = wanted.get(port) == Some(&bound.speaks);
                 if !keep {
                     tracing::info!(port, "closing the socket of a Gateway listener port");
                     let _ = stop.send(true);
@@ -154,7 +168,7 @@ pub fn follow<R: Send + Sync + 'static>(
                 keep
             });
             let mut retry = false;
-            for (&port, &tls) in &wanted {
+            for (&port, &speaks) in &wanted {
                 if open.contains_key(&port) {
                     continue;
                 }
@@ -171,9 +185,10 @@ pub fn follow<R: Send + Sync + 'static>(
                     }
                     continue;
                 }
-                let settings = match tls {
-                    true => (binder.tls)(port),
-                    false => Ok(binder.plain.clone()),
+                let settings = match speaks {
+                    Speaks::Tls => (binder.tls)(port),
+                    Speaks::Tcp => Ok((binder.tcp)(port)),
+                    Speaks::Http => Ok(binder.plain.clone()),
                 };
                 let settings = match settings {
                     Ok(settings) => settings,
@@ -185,13 +200,14 @@ pub fn follow<R: Send + Sync + 'static>(
                 match bind(addr) {
                     Ok(listener) => {
                         failing.remove(&port);
-                        tracing::info!(%addr, tls, "serving a Gateway listener port");
+                        tracing::info!(%addr, ?speaks, "serving a Gateway listener port");
                         let (stop_tx, stop) = watch::channel(false);
                         next_id += 1;
                         let bound = Bound {
                             id: next_id,
                             port,
                             listener,
+                            speaks,
                             settings,
                             stop,
                         };

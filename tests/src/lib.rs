@@ -38,7 +38,7 @@ pub use controller::{certify_request, csr_for, next_sidecar_view, Controller};
 pub use weir::Weir;
 pub use yaml::{
     api_key_policy, gateway, http_route, ingress_tls, mesh_tls, route_policy, routed, service,
-    service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS, MESH,
+    service_at, service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS, MESH,
 };
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).
@@ -60,7 +60,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// is handed out once per test process: a test's own listener port and the ports picked for
 /// the proxy it starts never coincide.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let port = fastrand::u16(20_000..32_000);

@@ -282,6 +282,20 @@ async fn https_server(
     addr
 }
 
+/// A server-first TCP backend (as upstream's TCP echo) on a free loopback port: it greets with
+/// `hello NAME`, then sends every line back. Serves until the test's runtime ends.
+pub async fn tcp_backend(name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(echo_lines(stream, format!("hello {name}\n")));
+        }
+    });
+    addr
+}
+
 /// A server-first line echo on `stream` (as upstream's TCP echo): it greets with `greeting`
 /// (a line), then sends every line back until the stream ends.
 pub async fn echo_lines<S>(stream: S, greeting: String)

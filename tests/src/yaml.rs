@@ -83,6 +83,12 @@ pub fn service_with(name: &str, endpoints: &[(SocketAddr, bool)], port_extra: &s
     )
 }
 
+/// A Service `name` in `namespace` whose one endpoint is `addr` (Service port 80).
+pub fn service_at(name: &str, namespace: &str, addr: SocketAddr) -> String {
+    service_with(name, &[(addr, true)], "")
+        .replace("namespace: default", &format!("namespace: {namespace}"))
+}
+
 /// YAML for a TrafficPolicy `name` in `default` targeting Service `service`, with `spec`
 /// lines (indented by 2) after the targetRefs.
 pub fn traffic_policy(name: &str, service: &str, spec: &str) -> String {

@@ -482,7 +482,7 @@ async fn a_gateway_cannot_downgrade_or_borrow_another_gateways_port_or_certifica
     assert!(
         weir.stderr()
             .iter()
-            .any(|l| l.contains("both with and without TLS")),
+            .any(|l| l.contains("for different protocols")),
         "{:?}",
         weir.stderr()
     );

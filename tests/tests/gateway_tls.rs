@@ -14,8 +14,8 @@ use tokio::{
     net::TcpStream,
 };
 use weir_e2e::{
-    http_route, service, service_with,
-    tls::{echo_lines, https_echo, https_get, Issued, KeyType, Pki},
+    http_route, service, service_at,
+    tls::{https_echo, https_get, tcp_backend, Issued, KeyType, Pki},
     tls_secret, ConfigDir, Echo, Weir,
 };
 
@@ -37,12 +37,6 @@ fn tls_route(name: &str, namespace: &str, hostnames: &[&str], backend: &str) -> 
     format!("apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRefs: [{{name: gw, namespace: default}}]\n  hostnames: {hostnames:?}\n  rules:\n  - backendRefs: [{backend}]\n")
 }
 
-/// A Service `name` in `namespace` whose one endpoint is `addr` (Service port 80).
-fn service_at(name: &str, namespace: &str, addr: SocketAddr) -> String {
-    service_with(name, &[(addr, true)], "")
-        .replace("namespace: default", &format!("namespace: {namespace}"))
-}
-
 /// An HTTPS echo backend `name` with a certificate for `names`, on a free loopback port.
 async fn tls_backend(pki: &Pki, name: &str, names: &[&str]) -> SocketAddr {
     https_echo(
@@ -51,20 +45,6 @@ async fn tls_backend(pki: &Pki, name: &str, names: &[&str]) -> SocketAddr {
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
-}
-
-/// A server-first TCP backend (as upstream's TCP echo): it greets with `hello NAME`, then
-/// sends every line back. Serves until the test's runtime ends.
-async fn tcp_backend(name: &str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let name = name.to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(echo_lines(stream, format!("hello {name}\n")));
-        }
-    });
-    addr
 }
 
 /// The passthrough listener beside an HTTPS listener (`hostname`, `port`) with `cert`, whose

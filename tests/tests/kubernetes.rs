@@ -81,11 +81,20 @@ async fn status_of(weir: &Weir, host: &str) -> u16 {
 /// `(status, reason)` of condition `kind` of listener `name`.
 fn listener_reason(listeners: &[Value], name: &str, kind: &str) -> (String, String) {
     let listener = listeners.iter().find(|l| l["name"] == name).unwrap();
-    let c = condition(&listener["conditions"], kind);
-    (
-        c["status"].as_str().unwrap_or_default().to_string(),
-        c["reason"].as_str().unwrap_or_default().to_string(),
+    reason(&listener["conditions"], kind)
+}
+
+/// `(status, reason)` of condition `kind` among `conditions`.
+fn reason(conditions: &Value, kind: &str) -> (String, String) {
+    let c = condition(conditions, kind);
+    pair(
+        c["status"].as_str().unwrap_or_default(),
+        c["reason"].as_str().unwrap_or_default(),
     )
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.to_string(), reason.to_string())
 }
 
 fn condition<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
@@ -404,7 +413,7 @@ async fn listener_status_gives_the_gateway_apis_reasons() {
     let cluster = cluster(&[]).await;
     let api = &cluster.api;
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
-    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: TCP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n  - {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}\n  - {name: tcponly, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: nokey, protocol: HTTPS, port: 444, hostname: nokey.example.com, tls: {certificateRefs: [{name: opaque}]}}\n  - {name: wrongkind, protocol: HTTPS, port: 445, hostname: wrongkind.example.com, tls: {certificateRefs: [{group: \"\", kind: ConfigMap, name: opaque}]}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: web, protocol: HTTP, port: 80, hostname: web.example.com}\n  - {name: raw, protocol: UDP, port: 9000}\n  - {name: a, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: b, protocol: HTTP, port: 8080, hostname: same.example.com}\n  - {name: plain, protocol: HTTP, port: 8443}\n  - {name: secure, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: missing, protocol: HTTPS, port: 443, hostname: missing.example.com, tls: {certificateRefs: [{name: nothere}]}}\n  - {name: foreign, protocol: HTTPS, port: 443, hostname: foreign.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}\n  - {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}\n  - {name: tcponly, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: nokey, protocol: HTTPS, port: 444, hostname: nokey.example.com, tls: {certificateRefs: [{name: opaque}]}}\n  - {name: wrongkind, protocol: HTTPS, port: 445, hostname: wrongkind.example.com, tls: {certificateRefs: [{group: \"\", kind: ConfigMap, name: opaque}]}}\n");
     api.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: opaque, namespace: default}\ntype: Opaque\nstringData: {password: hunter2}\n");
     let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
         let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "edge")?;
@@ -1001,14 +1010,6 @@ async fn tls_route_and_listener_status_give_the_gateway_apis_reasons() {
         ),
     );
 
-    let reason = |c: &Value, kind: &str| {
-        let c = condition(c, kind);
-        (
-            c["status"].as_str().unwrap_or_default().to_string(),
-            c["reason"].as_str().unwrap_or_default().to_string(),
-        )
-    };
-    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
     let good = conditions_of(api, "TLSRoute", "default", "good", "True").await;
     assert_eq!(reason(&good, "ResolvedRefs"), pair("True", "ResolvedRefs"));
     for (name, why) in [
@@ -1098,6 +1099,120 @@ async fn tls_route_and_listener_status_give_the_gateway_apis_reasons() {
         assert_eq!(reason(conditions, "Programmed").0, "False", "{name}");
         assert_eq!(of(name)["attachedRoutes"], 0, "{name}");
     }
+    // The rest of the cluster serves.
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+}
+
+/// TCPRoute and TCP listener status, as upstream's TCP tests check it:
+/// TCPRouteMultipleRoutesAttachment (two routes on one listener, both Accepted, attachedRoutes
+/// 2, supportedKinds exactly TCPRoute), TCPRouteInvalidBackendRefNonexistent (BackendNotFound)
+/// and TCPRouteInvalidCrossNamespaceBackendRef (RefNotPermitted) with the route still
+/// Accepted, TCPRouteInvalidNonTCPListener (a UDP listener: UnsupportedProtocol, the route
+/// NotAllowedByListeners, no route counted), and a TLS listener that terminates and names
+/// TCPRoute (TCPRouteOnTLSTerminate) beside a passthrough one, which takes none.
+#[tokio::test]
+async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: web-backend}\n");
+    api.apply(&tls_secret(
+        "cert",
+        &pki.issue(&["tls.example.com"], KeyType::Ecdsa),
+    ));
+    api.apply(
+        &service("app", &[&cluster._app]).replace("namespace: default", "namespace: web-backend"),
+    );
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tcp, protocol: TCP, port: 9091, allowedRoutes: {kinds: [{group: gateway.networking.k8s.io, kind: TCPRoute}], namespaces: {from: Same}}}\n  - {name: udp-listener, protocol: UDP, port: 5300, allowedRoutes: {kinds: [{kind: UDPRoute}]}}\n  - {name: tls-terminate, protocol: TLS, port: 8443, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: passthrough, protocol: TLS, port: 8444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
+    let tcp_route = |name: &str, section: &str, backend: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: tcp, sectionName: {section}}}]\n  rules:\n  - backendRefs: [{backend}]\n")
+    };
+    let app = "{name: app, namespace: web-backend, port: 80}";
+    api.apply("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: tcp, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service, name: app}]\n");
+    api.apply(&tcp_route("tcproute-attach-older", "tcp", app));
+    api.apply(&tcp_route("tcproute-attach-newer", "tcp", app));
+    api.apply(&tcp_route(
+        "nonexistent",
+        "tcp",
+        "{name: nonexistent-service, port: 8080}",
+    ));
+    api.apply(&tcp_route("on-udp", "udp-listener", app));
+    api.apply(&tcp_route("terminated", "tls-terminate", app));
+    api.apply(&tcp_route("passed-through", "passthrough", app));
+
+    for name in [
+        "tcproute-attach-older",
+        "tcproute-attach-newer",
+        "terminated",
+    ] {
+        let c = conditions_of(api, "TCPRoute", "default", name, "True").await;
+        assert_eq!(reason(&c, "Accepted"), pair("True", "Accepted"), "{name}");
+        assert_eq!(
+            reason(&c, "ResolvedRefs"),
+            pair("True", "ResolvedRefs"),
+            "{name}"
+        );
+    }
+    let c = conditions_of(api, "TCPRoute", "default", "nonexistent", "True").await;
+    assert_eq!(reason(&c, "ResolvedRefs"), pair("False", "BackendNotFound"));
+    for name in ["on-udp", "passed-through"] {
+        let c = conditions_of(api, "TCPRoute", "default", name, "False").await;
+        assert_eq!(
+            reason(&c, "Accepted"),
+            pair("False", "NotAllowedByListeners"),
+            "{name}"
+        );
+    }
+    // Without its grant, the cross-namespace backend is RefNotPermitted.
+    api.delete(
+        "gateway.networking.k8s.io/v1beta1",
+        "ReferenceGrant",
+        "web-backend",
+        "tcp",
+    );
+    eventually(Duration::from_secs(10), "RefNotPermitted", || async {
+        let c = conditions_of(api, "TCPRoute", "default", "tcproute-attach-older", "True").await;
+        (reason(&c, "ResolvedRefs") == pair("False", "RefNotPermitted")).then_some(())
+    })
+    .await;
+
+    let listeners = eventually(
+        Duration::from_secs(10),
+        "the TCP listeners' status",
+        || async {
+            let gw = api.get("gateway.networking.k8s.io/v1", "Gateway", "default", "tcp")?;
+            let listeners = gw["status"]["listeners"].as_array()?.clone();
+            let of = |name: &str| listeners.iter().find(|l| l["name"] == name).cloned();
+            (of("tcp")?["attachedRoutes"] == 3).then_some(listeners)
+        },
+    )
+    .await;
+    let of = |name: &str| {
+        listeners
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let kind = |k: &str| serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": k}]);
+    assert_eq!(of("tcp")["supportedKinds"], kind("TCPRoute"));
+    assert_eq!(
+        reason(&of("tcp")["conditions"], "Accepted"),
+        pair("True", "Accepted")
+    );
+    assert_eq!(
+        reason(&of("udp-listener")["conditions"], "Accepted"),
+        pair("False", "UnsupportedProtocol")
+    );
+    assert_eq!(of("udp-listener")["attachedRoutes"], 0);
+    assert_eq!(of("tls-terminate")["attachedRoutes"], 1);
+    assert_eq!(of("tls-terminate")["supportedKinds"], kind("TCPRoute"));
+    // A passthrough listener has no plaintext to carry: TCPRoute is not a kind it takes.
+    assert_eq!(
+        reason(&of("passthrough")["conditions"], "ResolvedRefs"),
+        pair("False", "InvalidRouteKinds")
+    );
+    assert_eq!(of("passthrough")["attachedRoutes"], 0);
     // The rest of the cluster serves.
     assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
 }
@@ -1214,7 +1329,6 @@ async fn gateway_secret_reference_grants() {
             c["reason"].as_str().unwrap_or_default().to_string(),
         )
     };
-    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
     for name in ["all", "one"] {
         assert_eq!(
             reason(name, "ResolvedRefs"),
@@ -1432,7 +1546,6 @@ async fn gateway_invalid_frontend_client_certificate_validation() {
     })
     .await;
     let reason = |name: &str, kind: &str| listener_reason(&listeners, name, kind);
-    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
     for kind in ["Accepted", "ResolvedRefs", "Programmed"] {
         assert_eq!(reason("https", kind).0, "True", "https {kind}");
     }

@@ -12,7 +12,8 @@ mod coverage;
 mod frontend;
 mod gateway;
 pub use gateway::{
-    listener_conflict, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+    listener_conflict, served_kinds, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
+    NO_MATCHING_PARENT,
 };
 mod ingress;
 mod mesh;
@@ -75,6 +76,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
+    "TCPRoute",
     "TLSRoute",
     "TLSRouteModeMixed",
     "TLSRouteModeTerminate",

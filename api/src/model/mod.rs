@@ -152,6 +152,9 @@ pub struct GatewayListener {
     pub port: u16,
     /// `HTTPS` or `TLS`: connections on its port begin with a TLS handshake.
     pub tls: bool,
+    /// `TCP`: connections on its port are carried as bytes (TCPRoutes), never read as HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
 }
 
 impl Route {

@@ -6,6 +6,7 @@ use std::{
     fmt,
 };
 
+use gateway_api::apis::experimental::tcproutes::TcpRoute;
 use gateway_api::apis::standard::{
     backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
     grpcroutes::GrpcRoute, httproutes::HttpRoute, referencegrants::ReferenceGrant,
@@ -81,6 +82,9 @@ pub enum Object {
     /// `gateway.networking.k8s.io/v1 TLSRoute`: connections on a `TLS` listener, by SNI,
     /// carried to a Service as bytes (passed through, or after the gateway's TLS ends).
     TlsRoute(TlsRoute),
+    /// `gateway.networking.k8s.io/v1 TCPRoute` (or v1alpha2): connections on a `TCP` listener
+    /// carried to a Service as bytes (on a `TLS` listener, those for its hostname).
+    TcpRoute(TcpRoute),
     /// `gateway.networking.k8s.io/v1 BackendTLSPolicy`: TLS from the gateway to a Service.
     BackendTlsPolicy(BackendTlsPolicy),
     /// `gateway.networking.k8s.io/v1beta1 ReferenceGrant`: allows cross-namespace backends.
@@ -113,6 +117,7 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
@@ -138,6 +143,7 @@ impl Object {
             Object::GatewayClass(o) => &mut o.metadata,
             Object::GrpcRoute(o) => &mut o.metadata,
             Object::TlsRoute(o) => &mut o.metadata,
+            Object::TcpRoute(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
@@ -164,6 +170,7 @@ impl Object {
             Object::GatewayClass(_) => "GatewayClass",
             Object::GrpcRoute(_) => "GRPCRoute",
             Object::TlsRoute(_) => "TLSRoute",
+            Object::TcpRoute(_) => "TCPRoute",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
@@ -255,6 +262,10 @@ impl Object {
                 | "gateway.networking.k8s.io/v1alpha2",
                 "TLSRoute",
             ) => Object::TlsRoute(typed(value, location, &label)?),
+            // v1 allows one rule, v1alpha2 up to sixteen (their backends are pooled alike).
+            ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1alpha2", "TCPRoute") => {
+                Object::TcpRoute(typed(value, location, &label)?)
+            }
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
                 Object::HttpRoute(typed(value, location, &label)?)
             }

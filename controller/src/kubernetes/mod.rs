@@ -41,7 +41,7 @@ const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// other kind must be listed before the first compile: a core or `weir.dev` kind the API
 /// server answers 404 for holds the compile, so a passing error never publishes a
 /// configuration without the cluster's policies.
-const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute", "BackendTLSPolicy"];
+const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute", "TCPRoute", "BackendTLSPolicy"];
 
 /// A kind the controller watches.
 #[derive(Clone, Copy)]
@@ -84,6 +84,7 @@ pub const WATCHED: &[Kind] = &[
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
     kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
     kind("gateway.networking.k8s.io", "v1", "TLSRoute", "tlsroutes"),
+    kind("gateway.networking.k8s.io", "v1", "TCPRoute", "tcproutes"),
     kind(
         "gateway.networking.k8s.io",
         "v1",

@@ -47,6 +47,9 @@ pub struct ServerSettings {
     /// On a TLS listener, the connections that are carried as bytes instead of served as
     /// HTTP (the Gateway API's TLSRoutes), by SNI.
     pub streams: Option<Arc<dyn Streams>>,
+    /// A TCP listener (the Gateway API's TCPRoutes): every connection is carried as bytes by
+    /// `streams` ([`Streams::tcp`]), never read; one it has no route for is closed.
+    pub tcp: bool,
     /// A request body that has been waited on this long without a byte arriving fails: 408
     /// when its response has not started (nginx's `client_body_timeout`). Zero: no limit.
     pub client_body_timeout: Duration,
@@ -75,6 +78,7 @@ impl Default for ServerSettings {
             drain_timeout: Duration::from_secs(15),
             tls: None,
             streams: None,
+            tcp: false,
             client_body_timeout: Duration::from_secs(60),
             http2_idle_timeout: Duration::from_secs(180),
             http2_keepalive_interval: Duration::from_secs(30),
@@ -101,6 +105,8 @@ pub trait Streams: Send + Sync + std::fmt::Debug {
     fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry>;
     /// Carries what is inside the gateway's TLS once the handshake is done, instead of HTTP.
     fn terminated(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry>;
+    /// Carries a connection to a TCP listener as it comes (nothing read from it first).
+    fn tcp(&self, peer: SocketAddr) -> Option<Carry>;
 }
 
 /// Runs a carried connection until it ends, or until shutdown begins: then it is closed (both
@@ -136,6 +142,7 @@ pub async fn serve<H, F>(
         .map(|config| Arc::new(Terminator::new(config, &metrics)));
     let handshake_timeout = settings.header_read_timeout;
     let streams = settings.streams.clone();
+    let tcp = settings.tcp;
     let connections = shutdown.clone();
     accept_loop(
         listener,
@@ -151,6 +158,12 @@ pub async fn serve<H, F>(
                 tls: tls.is_some(),
             };
             async move {
+                if tcp {
+                    if let Some(carry) = streams.as_deref().and_then(|s| s.tcp(peer)) {
+                        carried(carry(Box::new(stream)), shutdown).await;
+                    }
+                    return;
+                }
                 let result = match tls {
                     // Boxed: the handshake's state (rustls's whole connection) is large and
                     // only needed until it is done; inline, it would size the future every

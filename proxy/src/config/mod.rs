@@ -66,8 +66,8 @@ impl<R> Active<R> {
 ///
 /// A port serves one kind of connection: on the plaintext home port only HTTP listeners, on
 /// the TLS one only HTTPS and TLS listeners; another port whose listeners disagree (an HTTP
-/// listener of one Gateway, an HTTPS one of another) is not served at all, so no Gateway can
-/// turn another's HTTPS port into plaintext.
+/// listener of one Gateway, an HTTPS or TCP one of another) is not served at all, so no
+/// Gateway can turn another's HTTPS port into plaintext, nor its HTTP port into a tunnel.
 #[derive(Clone, Debug, Default)]
 pub struct Ports {
     /// The Gateway listener port the plaintext home socket serves (with Ingresses).
@@ -78,13 +78,36 @@ pub struct Ports {
     pub gateways: Vec<String>,
 }
 
-/// The Gateways whose listeners a port serves, and whether connections to it begin with TLS.
+/// The Gateways whose listeners a port serves, and what connections to it speak.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PortPlan {
-    /// Whether connections begin with TLS.
-    pub tls: bool,
+    /// What connections begin with.
+    pub speaks: Speaks,
     /// `namespace/name` of the Gateways with listeners served there.
     pub gateways: BTreeSet<String>,
+}
+
+/// What connections to a port speak, as its listeners' protocol says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Speaks {
+    /// HTTP in cleartext (`HTTP` listeners).
+    #[default]
+    Http,
+    /// TLS first (`HTTPS` and `TLS` listeners).
+    Tls,
+    /// Bytes carried to a TCPRoute's backend as they come (`TCP` listeners).
+    Tcp,
+}
+
+impl Speaks {
+    /// What connections to `listener`'s port speak.
+    pub fn of(listener: &weir_api::model::GatewayListener) -> Self {
+        match (listener.tls, listener.tcp) {
+            (true, _) => Speaks::Tls,
+            (false, true) => Speaks::Tcp,
+            (false, false) => Speaks::Http,
+        }
+    }
 }
 
 impl Ports {
@@ -107,7 +130,7 @@ impl Ports {
             (
                 self.tls,
                 PortPlan {
-                    tls: true,
+                    speaks: Speaks::Tls,
                     ..PortPlan::default()
                 },
             ),
@@ -118,9 +141,11 @@ impl Ports {
             .iter()
             .filter(|l| self.serves(&l.gateway))
         {
+            let speaks = Speaks::of(l);
             if self.is_home(l.port) {
                 let home_tls = l.port == self.tls;
-                if l.tls != home_tls {
+                let home = if home_tls { Speaks::Tls } else { Speaks::Http };
+                if speaks != home {
                     let (socket, wanted) = match home_tls {
                         true => ("TLS", "HTTPS or TLS"),
                         false => ("plaintext", "HTTP"),
@@ -134,10 +159,10 @@ impl Ports {
                 continue;
             }
             let p = plan.entry(l.port).or_insert_with(|| PortPlan {
-                tls: l.tls,
+                speaks,
                 ..PortPlan::default()
             });
-            if p.tls != l.tls {
+            if p.speaks != speaks {
                 conflicted.insert(l.port);
             }
             p.gateways.insert(l.gateway.clone());
@@ -145,20 +170,20 @@ impl Ports {
         for port in conflicted {
             if let Some(p) = plan.remove(&port) {
                 let gateways: Vec<&str> = p.gateways.iter().map(String::as_str).collect();
-                problems.push(format!("listeners of Gateways {} want port {port} both with and without TLS: it is not served", gateways.join(", ")));
+                problems.push(format!("listeners of Gateways {} want port {port} for different protocols (HTTP, TLS, TCP): it is not served", gateways.join(", ")));
             }
         }
         (plan, problems)
     }
 
-    /// The ports other than the home ones that are served, each with whether connections to
-    /// it begin with TLS.
-    pub fn others(&self, snapshot: &Snapshot) -> BTreeMap<u16, bool> {
+    /// The ports other than the home ones that are served, each with what connections to it
+    /// speak.
+    pub fn others(&self, snapshot: &Snapshot) -> BTreeMap<u16, Speaks> {
         self.plan(snapshot)
             .0
             .into_iter()
             .filter(|(port, _)| !self.is_home(*port))
-            .map(|(port, p)| (port, p.tls))
+            .map(|(port, p)| (port, p.speaks))
             .collect()
     }
 

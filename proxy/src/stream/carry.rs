@@ -35,6 +35,8 @@ pub(super) struct Trip {
     pub(super) sni: String,
     pub(super) route: Arc<StreamRoute>,
     pub(super) terminate: bool,
+    /// Came to a TCP listener (no TLS at all).
+    pub(super) tcp: bool,
     pub(super) cluster: Option<Arc<str>>,
     pub(super) pool: Option<Arc<Pool>>,
     /// Speaks a BackendTLSPolicy's TLS to the backend (after the gateway's own TLS ends).
@@ -130,10 +132,10 @@ pub(super) async fn carry(
     log.log(&Entry {
         time: Stamp::of(trip.started.0),
         client: Addr(trip.peer),
-        protocol: if trip.terminate {
-            "tls-terminate"
-        } else {
-            "tls-passthrough"
+        protocol: match (trip.tcp, trip.terminate) {
+            (true, _) => "tcp",
+            (false, true) => "tls-terminate",
+            (false, false) => "tls-passthrough",
         },
         method: "-",
         host: &trip.sni,

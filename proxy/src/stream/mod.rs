@@ -1,6 +1,7 @@
 //! TLSRoutes on the TLS listener: a connection whose SNI names a route is carried to one of the
 //! route's backends byte for byte, passed through unopened (`Passthrough`) or after the
-//! gateway's own TLS ends (`Terminate`).
+//! gateway's own TLS ends (`Terminate`). TCPRoutes alike: on a TCP listener every connection
+//! is its route's (a route for any name), on a TLS one as a TLSRoute's.
 //!
 //! Names are looked up as the HTTP router looks up hosts: the exact name, then the most
 //! specific wildcard, then a route for any name (which alone takes a ClientHello without SNI).
@@ -95,7 +96,12 @@ impl<R> StreamRouting<R> {
 }
 
 impl<R: Send + Sync + 'static> StreamRouting<R> {
-    fn carry(&self, sni: Option<&str>, terminate: bool, peer: SocketAddr) -> Option<Carry> {
+    fn carry(
+        &self,
+        sni: Option<&str>,
+        (terminate, tcp): (bool, bool),
+        peer: SocketAddr,
+    ) -> Option<Carry> {
         let active = self.store.load();
         let router = match self.port {
             Some(port) => active.router_at(port),
@@ -111,6 +117,7 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
             cluster: cluster.map(Arc::from),
             route,
             terminate,
+            tcp,
             dialer: self.dialer.clone(),
         };
         let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
@@ -136,10 +143,14 @@ impl<R: Send + Sync + 'static> Streams for StreamRouting<R> {
     }
 
     fn passthrough(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
-        self.carry(sni, false, peer)
+        self.carry(sni, (false, false), peer)
     }
 
     fn terminated(&self, sni: Option<&str>, peer: SocketAddr) -> Option<Carry> {
-        self.carry(sni, true, peer)
+        self.carry(sni, (true, false), peer)
+    }
+
+    fn tcp(&self, peer: SocketAddr) -> Option<Carry> {
+        self.carry(None, (false, true), peer)
     }
 }

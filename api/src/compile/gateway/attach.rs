@@ -56,20 +56,42 @@ pub(super) struct Attachment {
     pub(super) excluded: Vec<HostMatch>,
 }
 
-/// How a listener takes a route: HTTP (plain or after its TLS), or, for a `TLS` listener, the
-/// connection passed through (`Passthrough`) or carried after the gateway's TLS (`Terminate`).
+/// How a listener takes a route: HTTP (plain or after its TLS), for a `TLS` listener the
+/// connection passed through (`Passthrough`) or carried after the gateway's TLS (`Terminate`),
+/// for a `TCP` listener the connection carried as it comes (`Tcp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Taken {
     Http,
     Passthrough,
     Terminate,
+    Tcp,
 }
 
-/// The protocols of the listeners a route of `kind` attaches to.
-fn listener_protocols(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "TLSRoute" => &["TLS"],
-        _ => &["HTTP", "HTTPS"],
+/// The route kinds Weir serves on `listener`, by its protocol: HTTPRoute and GRPCRoute on
+/// HTTP and HTTPS, TCPRoute on TCP, TLSRoute on TLS; and TCPRoute on a TLS listener that
+/// terminates and names TCPRoute in `allowedRoutes.kinds` (its plaintext carried as TCP). A
+/// passthrough listener has no plaintext to carry, and one that does not name the kind keeps
+/// to TLSRoutes, as the Gateway API's TLS listeners do by default.
+pub fn served_kinds(listener: &GatewayListeners) -> &'static [&'static str] {
+    let names_tcp = || {
+        let kinds = listener
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.kinds.as_ref());
+        kinds.into_iter().flatten().any(|k| {
+            k.kind == "TCPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        })
+    };
+    let terminates = !matches!(
+        listener.tls.as_ref().and_then(|t| t.mode.as_ref()),
+        Some(TlsMode::Passthrough)
+    );
+    match listener.protocol.as_str() {
+        "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+        "TCP" => &["TCPRoute"],
+        "TLS" if terminates && names_tcp() => &["TLSRoute", "TCPRoute"],
+        "TLS" => &["TLSRoute"],
+        _ => &[],
     }
 }
 
@@ -131,7 +153,7 @@ pub(super) fn attachments(
                 continue;
             }
             matched = true;
-            if !listener_protocols(route_kind).contains(&listener.protocol.as_str())
+            if !served_kinds(listener).contains(&route_kind)
                 || listener_conflict(listener, &gateway.spec.listeners).is_some()
                 || !allows(cx, gateway, listener, route_kind, &key.namespace)
             {
@@ -139,6 +161,7 @@ pub(super) fn attachments(
             }
             allowed = true;
             let taken = match listener.tls.as_ref().and_then(|t| t.mode.as_ref()) {
+                _ if listener.protocol == "TCP" => Taken::Tcp,
                 _ if listener.protocol != "TLS" => Taken::Http,
                 Some(TlsMode::Passthrough) => Taken::Passthrough,
                 _ => Taken::Terminate,

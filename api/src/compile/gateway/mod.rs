@@ -79,6 +79,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         .map(|(o, l)| (o.clone(), l.clone()))
         .collect();
     tlsroute::compile_all(cx, &gateways);
+    tcproute::compile_all(cx, &gateways);
     for (object, location) in &grpc {
         let Object::GrpcRoute(route) = object else {
             continue;
@@ -125,7 +126,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     }
 }
 
-/// The listeners of `gateways` that take routes: HTTP, HTTPS and TLS, not conflicted.
+/// The listeners of `gateways` that take routes: HTTP, HTTPS, TLS and TCP, not conflicted.
 fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
     let mut served = Vec::new();
     for gateway in gateways {
@@ -135,9 +136,10 @@ fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
             gateway.metadata.name.as_deref().unwrap_or_default()
         );
         for listener in &gateway.spec.listeners {
-            let tls = match listener.protocol.as_str() {
-                "HTTP" => false,
-                "HTTPS" | "TLS" => true,
+            let (tls, tcp) = match listener.protocol.as_str() {
+                "HTTP" => (false, false),
+                "HTTPS" | "TLS" => (true, false),
+                "TCP" => (false, true),
                 _ => continue,
             };
             let Ok(port) = u16::try_from(listener.port) else {
@@ -151,6 +153,7 @@ fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
                 name: listener.name.clone(),
                 port,
                 tls,
+                tcp,
             });
         }
     }
@@ -350,9 +353,10 @@ mod attach;
 mod filters;
 mod grpc;
 mod rules;
+mod tcproute;
 mod tlsroute;
 
-pub use attach::listener_conflict;
 use attach::{attached_hosts, attachments, by_listener, Taken};
+pub use attach::{listener_conflict, served_kinds};
 pub(super) use rules::granted;
 use rules::rule_action;

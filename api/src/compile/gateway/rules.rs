@@ -99,15 +99,7 @@ pub(super) fn rule_action(
             ok = false;
             continue;
         };
-        let target = BackendTarget {
-            group: backend.group.as_deref(),
-            kind: backend.kind.as_deref(),
-            namespace: backend.namespace.as_deref(),
-            name: &backend.name,
-            port: backend.port,
-            weight: backend.weight,
-        };
-        match weighted_service(cx, key, location, &field, target) {
+        match weighted_service(cx, key, location, &field, target_of!(backend)) {
             Some(backend) => forward
                 .backends
                 .push(WeightedBackend { filters, ..backend }),
@@ -169,6 +161,21 @@ fn backend_filters(
 }
 
 /// A backendRef as every route kind writes it.
+/// The [`BackendTarget`] of a backendRef of any route kind (their types have these fields).
+macro_rules! target_of {
+    ($backend:expr) => {
+        $crate::compile::gateway::rules::BackendTarget {
+            group: $backend.group.as_deref(),
+            kind: $backend.kind.as_deref(),
+            namespace: $backend.namespace.as_deref(),
+            name: &$backend.name,
+            port: $backend.port,
+            weight: $backend.weight,
+        }
+    };
+}
+pub(super) use target_of;
+
 pub(super) struct BackendTarget<'a> {
     pub group: Option<&'a str>,
     pub kind: Option<&'a str>,

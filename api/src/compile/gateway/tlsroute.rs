@@ -10,19 +10,22 @@
 
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 
-/// TLSRoutes take their names on any TLS listener that names them (no listener isolation).
-static NONE: Vec<crate::model::HostMatch> = Vec::new();
+/// Stream routes take their names on any listener that names them (no listener isolation).
+static NONE: Vec<HostMatch> = Vec::new();
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
+    attach::Attachment,
     attachments, by_listener,
-    rules::{weighted_service, BackendTarget},
+    rules::{target_of, weighted_service, BackendTarget},
     Gateway, HttpRoute, Taken,
 };
 use crate::{
     compile::{created, Context},
     error::Location,
-    model::{RouteOrder, StreamRoute},
-    objects::Object,
+    model::{HostMatch, RouteOrder, StreamRoute, WeightedBackend},
+    objects::{Object, ObjectKey},
 };
 
 pub(super) fn compile_all(cx: &mut Context<'_>, gateways: &[&Gateway]) {
@@ -67,56 +70,97 @@ pub(super) fn compile_all(cx: &mut Context<'_>, gateways: &[&Gateway]) {
             );
             continue;
         };
-        let attached = attachments(cx, gateways, &parents, "TLSRoute", &key, location);
-        if attached.is_empty() {
-            continue;
+        let refs = route.spec.rules.iter().enumerate().flat_map(|(r, rule)| {
+            let refs = rule.backend_refs.iter().enumerate();
+            refs.map(move |(i, b)| (r, i, target_of!(b)))
+        });
+        let parents = (&parents, &route.metadata);
+        compile_stream(cx, gateways, "TLSRoute", (&key, location), parents, refs);
+    }
+}
+
+/// A route of `kind` carried as bytes (TLSRoute, TCPRoute), given its parents (as an
+/// HTTPRoute's), its metadata and its `spec.rules[r].backendRefs[i]`: attached to the
+/// listeners that take it, its backends resolved (none when one cannot be had), a
+/// [`StreamRoute`] per way its listeners take it.
+pub(super) fn compile_stream<'b>(
+    cx: &mut Context<'_>,
+    gateways: &[&Gateway],
+    kind: &str,
+    (key, location): (&ObjectKey, &Location),
+    (parents, metadata): (&HttpRoute, &ObjectMeta),
+    refs: impl Iterator<Item = (usize, usize, BackendTarget<'b>)>,
+) {
+    let attached = attachments(cx, gateways, parents, kind, key, location);
+    if attached.is_empty() {
+        return;
+    }
+    let Some(backends) = stream_backends(cx, key, location, refs) else {
+        return;
+    };
+    push_streams(
+        cx,
+        &kind.to_lowercase(),
+        key,
+        metadata,
+        &attached,
+        &backends,
+    );
+}
+
+/// The weighted backends of a stream route's `spec.rules[r].backendRefs[i]`, or `None` when
+/// one cannot be had (its error said).
+fn stream_backends<'b>(
+    cx: &mut Context<'_>,
+    key: &ObjectKey,
+    location: &Location,
+    refs: impl Iterator<Item = (usize, usize, BackendTarget<'b>)>,
+) -> Option<Vec<WeightedBackend>> {
+    let (mut backends, mut ok) = (Vec::new(), true);
+    for (r, i, target) in refs {
+        let field = format!("spec.rules[{r}].backendRefs[{i}]");
+        match weighted_service(cx, key, location, &field, target) {
+            Some(backend) => backends.push(backend),
+            None => ok = false,
         }
-        let mut backends = Vec::new();
-        for (r, rule) in route.spec.rules.iter().enumerate() {
-            for (i, backend) in rule.backend_refs.iter().enumerate() {
-                let field = format!("spec.rules[{r}].backendRefs[{i}]");
-                let target = BackendTarget {
-                    group: backend.group.as_deref(),
-                    kind: backend.kind.as_deref(),
-                    namespace: backend.namespace.as_deref(),
-                    name: &backend.name,
-                    port: backend.port,
-                    weight: backend.weight,
-                };
-                match weighted_service(cx, &key, location, &field, target) {
-                    Some(backend) => backends.push(backend),
-                    None => ok = false,
-                }
-            }
-        }
-        if !ok {
-            continue;
-        }
-        for terminate in [false, true] {
-            let taken = if terminate {
-                Taken::Terminate
-            } else {
-                Taken::Passthrough
+    }
+    ok.then_some(backends)
+}
+
+/// A [`StreamRoute`] (`{kind}:ns/name`) per way the listeners in `attached` take the route:
+/// passed through, after the gateway's TLS, or as a TCP listener's (every connection).
+fn push_streams(
+    cx: &mut Context<'_>,
+    kind: &str,
+    key: &ObjectKey,
+    metadata: &ObjectMeta,
+    attached: &[Attachment],
+    backends: &[WeightedBackend],
+) {
+    for taken in [Taken::Passthrough, Taken::Terminate, Taken::Tcp] {
+        let of_kind = attached
+            .iter()
+            .filter(|a| a.taken == taken)
+            .map(|a| (&a.host, &a.listener, &NONE));
+        for (hosts, _, listeners) in by_listener(of_kind) {
+            // A TCP listener has no names: its route takes every connection.
+            let hosts = match taken {
+                Taken::Tcp => vec![HostMatch::Any],
+                _ => hosts,
             };
-            let of_mode = attached
-                .iter()
-                .filter(|a| a.taken == taken)
-                .map(|a| (&a.host, &a.listener, &NONE));
-            for (hosts, _, listeners) in by_listener(of_mode) {
-                cx.streams.push(std::sync::Arc::new(StreamRoute {
-                    name: format!("tlsroute:{}/{}", key.namespace, key.name).into(),
-                    hosts,
-                    listeners,
-                    terminate,
-                    order: RouteOrder {
-                        created: created(&route.metadata),
-                        object: format!("{}/{}", key.namespace, key.name),
-                        rule: 0,
-                        matcher: 0,
-                    },
-                    backends: backends.clone(),
-                }));
-            }
+            cx.streams.push(std::sync::Arc::new(StreamRoute {
+                name: format!("{kind}:{}/{}", key.namespace, key.name).into(),
+                hosts,
+                listeners,
+                terminate: taken == Taken::Terminate,
+                order: RouteOrder {
+                    created: created(metadata),
+                    object: format!("{}/{}", key.namespace, key.name),
+                    rule: 0,
+                    matcher: 0,
+                },
+                backends: backends.to_vec(),
+            }));
         }
     }
 }

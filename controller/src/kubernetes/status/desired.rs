@@ -118,11 +118,15 @@ pub(super) fn desired(
             | Object::RateLimitPolicy(_)
             | Object::AccessPolicy(_) => json!({"conditions": [accepted(), resolved()]}),
             // Every route kind alike: an entry per parentRef that is a Weir Gateway.
-            Object::HttpRoute(_) | Object::GrpcRoute(_) | Object::TlsRoute(_) => {
+            Object::HttpRoute(_)
+            | Object::GrpcRoute(_)
+            | Object::TlsRoute(_)
+            | Object::TcpRoute(_) => {
                 let value = match object {
                     Object::HttpRoute(r) => serde_json::to_value(r),
                     Object::GrpcRoute(r) => serde_json::to_value(r),
                     Object::TlsRoute(r) => serde_json::to_value(r),
+                    Object::TcpRoute(r) => serde_json::to_value(r),
                     _ => Ok(Value::Null),
                 }
                 .unwrap_or_default();
@@ -314,6 +318,7 @@ fn current_status(object: &Object) -> Value {
         Object::HttpRoute(o) => serde_json::to_value(&o.status),
         Object::GrpcRoute(o) => serde_json::to_value(&o.status),
         Object::TlsRoute(o) => serde_json::to_value(&o.status),
+        Object::TcpRoute(o) => serde_json::to_value(&o.status),
         Object::BackendTlsPolicy(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
         Object::GatewayClass(o) => serde_json::to_value(&o.status),

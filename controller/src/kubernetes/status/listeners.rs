@@ -5,7 +5,7 @@
 use gateway_api::apis::standard::gateways::GatewayListeners;
 use serde_json::Value;
 use weir_api::{
-    compile::{listener_conflict, FRONTEND_WARNING},
+    compile::{listener_conflict, served_kinds, FRONTEND_WARNING},
     Object, ObjectKey, Objects, Rejection,
 };
 
@@ -15,7 +15,7 @@ use super::desired::condition;
 /// conditions report it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum ListenerProblem {
-    /// Not HTTP, HTTPS or TLS (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
+    /// Not HTTP, HTTPS, TLS or TCP (`Accepted` False, `UnsupportedProtocol`; no supported kinds).
     Protocol,
     /// Another listener on its port speaks another protocol, or HTTPS beside TLS with its
     /// hostname (`Conflicted`, `ProtocolConflict`; `Accepted` False, `Invalid`).
@@ -43,7 +43,7 @@ pub(super) fn listener_problem(
     gateway_warnings: &[String],
     objects: &Objects,
 ) -> Option<ListenerProblem> {
-    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS" | "TCP") {
         return Some(ListenerProblem::Protocol);
     }
     match listener_conflict(l, all) {
@@ -151,7 +151,7 @@ pub(super) fn listener_conditions(
             "Accepted",
             false,
             "UnsupportedProtocol",
-            "Weir serves HTTP, HTTPS and TLS listeners",
+            "Weir serves HTTP, HTTPS, TLS and TCP listeners",
             generation,
         ),
         (true, Some(P::ProtocolConflict)) => condition(
@@ -192,7 +192,7 @@ pub(super) fn listener_conditions(
             "ResolvedRefs",
             false,
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names a kind Weir does not serve on this listener's protocol (HTTPRoute and GRPCRoute on HTTP and HTTPS, TLSRoute on TLS)",
+            "allowedRoutes.kinds names a kind Weir does not serve on this listener's protocol (HTTPRoute and GRPCRoute on HTTP and HTTPS, TLSRoute on TLS, TCPRoute on TCP and on TLS listeners that terminate and name it)",
             generation,
         ),
         Some(P::RefNotPermitted) => condition(
@@ -234,16 +234,11 @@ pub(super) fn listener_conditions(
 
 pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// The route kinds a listener takes that Weir serves: HTTPRoute and GRPCRoute on HTTP and
-/// HTTPS listeners, TLSRoute on TLS listeners; those of them its `allowedRoutes.kinds` names
-/// when it names any.
+/// The route kinds a listener takes that Weir serves ([`served_kinds`]); those of them its
+/// `allowedRoutes.kinds` names when it names any.
 pub(super) fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
-    let served: &[&'static str] = match l.protocol.as_str() {
-        "TLS" => &["TLSRoute"],
-        _ => &["HTTPRoute", "GRPCRoute"],
-    };
-    served
+    served_kinds(l)
         .iter()
         .copied()
         .filter(|kind| {
@@ -278,6 +273,7 @@ pub(super) fn attached_routes(
                 Object::HttpRoute(r) => serde_json::to_value(&r.spec),
                 Object::GrpcRoute(r) => serde_json::to_value(&r.spec),
                 Object::TlsRoute(r) => serde_json::to_value(&r.spec),
+                Object::TcpRoute(r) => serde_json::to_value(&r.spec),
                 _ => Ok(Value::Null),
             }
             .unwrap_or_default();
