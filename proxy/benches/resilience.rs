@@ -76,9 +76,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("with policy: admit + budget + pick + breaker", |b| {
         b.iter(|| {
             let pending = guarded.admit().unwrap();
-            if let Some(budget) = &guarded.budget {
-                budget.deposit(std::time::Instant::now());
-            }
+            guarded.budget.deposit(std::time::Instant::now());
             let e = guarded.pick(&[], None).unwrap().clone();
             e.start().success();
             guarded.record(&e, true);

@@ -29,7 +29,7 @@ use weir_proxy::{
     config::{Active, ConfigStore},
     forward::{self, Destination, Forward},
     metrics::Metrics,
-    resilience::retry::{Deadlines, Report},
+    resilience::retry::{Report, Tries},
 };
 
 use crate::{
@@ -256,7 +256,7 @@ impl Outbound {
             upstream: &self.upstream,
             destination: Destination::Cluster {
                 pool,
-                deadlines: Deadlines::default(),
+                tries: Tries::default(),
             },
             upgrades: &MESH_UPGRADES,
             filters: &[],

@@ -11,6 +11,7 @@ use crate::{
     error::Location,
     model::{
         Balancer, BreakerPolicy, HashKey, HealthCheckPolicy, Resilience, RetryOn, RetryPolicy,
+        DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
     },
     objects::{Object, ObjectKey},
 };
@@ -185,7 +186,7 @@ impl Validator<'_, '_, '_> {
             self.error("spec.retry.backoff.max", "must not be less than base");
         }
         let budget = r.budget.clone().unwrap_or_default();
-        let percent = budget.percent.unwrap_or(20.0);
+        let percent = budget.percent.unwrap_or(DEFAULT_BUDGET_RATIO * 100.0);
         if !(0.0..=100.0).contains(&percent) {
             self.error(
                 "spec.retry.budget.percent",
@@ -200,7 +201,9 @@ impl Validator<'_, '_, '_> {
             backoff_base,
             backoff_max,
             budget_ratio: percent / 100.0,
-            budget_min_per_second: budget.min_per_second.unwrap_or(10),
+            budget_min_per_second: budget
+                .min_per_second
+                .unwrap_or(DEFAULT_BUDGET_MIN_PER_SECOND),
         }
     }
 

@@ -123,6 +123,12 @@ pub struct Resilience {
     pub health_check: Option<HealthCheckPolicy>,
 }
 
+/// The retry budget a cluster gets when no TrafficPolicy sets one: retries may add 20 % of
+/// its requests, plus 10 a second (Linkerd's default).
+pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
+/// See [`DEFAULT_BUDGET_RATIO`].
+pub const DEFAULT_BUDGET_MIN_PER_SECOND: u32 = 10;
+
 /// Retry settings, validated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -15,7 +15,7 @@ mod security;
 
 pub use cluster::{
     BackendTls, Balancer, BreakerPolicy, Cluster, HashKey, HealthCheckPolicy, Protocol, Resilience,
-    RetryOn, RetryPolicy, SubjectAltName,
+    RetryOn, RetryPolicy, SubjectAltName, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
 pub use coverage::{OptOut, StrictCoverage, Uncovered};
 pub use mesh::{
@@ -367,6 +367,10 @@ pub struct Forward {
     pub filters: Vec<Filter>,
     /// `timeouts`.
     pub timeouts: Timeouts,
+    /// `retry` (GEP-1731): in place of the backend's TrafficPolicy retry, within its cluster's
+    /// retry budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Forward {

@@ -6,11 +6,10 @@ use std::{
     fmt,
 };
 
-use gateway_api::apis::experimental::tcproutes::TcpRoute;
+use gateway_api::apis::experimental::{httproutes::HttpRoute, tcproutes::TcpRoute};
 use gateway_api::apis::standard::{
     backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
-    grpcroutes::GrpcRoute, httproutes::HttpRoute, referencegrants::ReferenceGrant,
-    tlsroutes::TlsRoute,
+    grpcroutes::GrpcRoute, referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
 };
 use k8s_openapi::{
     api::{

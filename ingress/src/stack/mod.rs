@@ -56,7 +56,7 @@ use weir_proxy::{
     headers::{self, FieldPolicy, Stamps, UnderscoreHeaders},
     metrics::Metrics,
     normalize::{normalize_path, PathPolicy},
-    resilience::retry::{Deadlines, Report},
+    resilience::retry::{Report, Tries},
     router::RequestView,
 };
 
@@ -324,9 +324,10 @@ async fn forward(
     parts: &mut Parts,
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
-    let deadlines = Deadlines {
+    let tries = Tries {
         request: f.timeouts.request.map(|t| tokio::time::Instant::now() + t),
         per_try: f.timeouts.backend_request,
+        retry: f.retry.as_ref(),
     };
     // 7. backend
     let backend = weighted(&f.backends).ok_or(ProxyError::BackendNotFound)?;
@@ -382,7 +383,7 @@ async fn forward(
     // 10. forward
     let out = forward::Forward {
         upstream: &gw.upstream,
-        destination: Destination::Cluster { pool, deadlines },
+        destination: Destination::Cluster { pool, tries },
         upgrades: &route.upgrades,
         filters: &f.filters,
         backend_filters: &backend.filters,

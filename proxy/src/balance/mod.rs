@@ -17,7 +17,10 @@ use std::{
 };
 
 use prometheus::IntCounter;
-use weir_api::model::{Balancer, Cluster, Protocol, WeightedBackend};
+use weir_api::model::{
+    Balancer, Cluster, Protocol, WeightedBackend, DEFAULT_BUDGET_MIN_PER_SECOND,
+    DEFAULT_BUDGET_RATIO,
+};
 
 use crate::{
     metrics::Metrics,
@@ -42,8 +45,9 @@ pub struct Pool {
     ring: Option<Ring>,
     /// Requests in flight to the cluster (for `maxPendingRequests`).
     pending: Arc<AtomicUsize>,
-    /// The retry budget, carried across reloads while its settings stay the same.
-    pub budget: Option<Arc<RetryBudget>>,
+    /// The retry budget (its TrafficPolicy's, else the default one, which routes' retries
+    /// spend), carried across reloads while its settings stay the same.
+    pub budget: Arc<RetryBudget>,
     /// This cluster's series of the shared metrics.
     pub metrics: ClusterMetrics,
 }
@@ -87,14 +91,17 @@ impl Pool {
     ) -> Self {
         let ring = matches!(cluster.balancer, Balancer::ConsistentHash(_))
             .then(|| Ring::new(&cluster.endpoints));
-        let budget = cluster.resilience.retry.as_ref().map(|r| {
-            previous
-                .and_then(|p| p.budget.clone())
-                .filter(|b| b.same_settings(r.budget_ratio, r.budget_min_per_second))
-                .unwrap_or_else(|| {
-                    Arc::new(RetryBudget::new(r.budget_ratio, r.budget_min_per_second))
-                })
-        });
+        let (ratio, min) = cluster
+            .resilience
+            .retry
+            .as_ref()
+            .map_or((DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_MIN_PER_SECOND), |r| {
+                (r.budget_ratio, r.budget_min_per_second)
+            });
+        let budget = previous
+            .map(|p| p.budget.clone())
+            .filter(|b| b.same_settings(ratio, min))
+            .unwrap_or_else(|| Arc::new(RetryBudget::new(ratio, min)));
         let name = cluster.name.as_str();
         let cluster_metrics = ClusterMetrics {
             retries: metrics.retries.with_label_values(&[name]),

@@ -29,7 +29,7 @@ use crate::{
     filter::{self, mirror, Mirrored},
     headers,
     resilience::{
-        retry::{self, Deadlines, Outgoing, Replay, Report},
+        retry::{self, Outgoing, Replay, Report, Tries},
         ring::request_key,
     },
 };
@@ -43,12 +43,12 @@ use weir_http::{
 /// Where a request goes.
 pub enum Destination<'a> {
     /// An endpoint of a cluster, as its TrafficPolicy says (balancer, retries, breaker,
-    /// timeouts), within the route's `deadlines`.
+    /// timeouts), within the route's deadlines, with the route's retries if it has any.
     Cluster {
         /// The cluster.
         pool: &'a Pool,
-        /// The route's timeouts.
-        deadlines: Deadlines,
+        /// The route's timeouts and retries.
+        tries: Tries<'a>,
     },
     /// The workload itself (a sidecar's inbound): this address, in the request's own HTTP
     /// version, once.
@@ -122,7 +122,7 @@ pub async fn forward(
     headers::host_from_authority(parts);
     // 3. body, 4. mirrors
     let retries = match &destination {
-        Destination::Cluster { pool, .. } => pool.retries(),
+        Destination::Cluster { pool, tries } => tries.retries(pool),
         Destination::Local(_) => false,
     };
     let needed = downstream.is_none() && (retries || !mirrors.is_empty());
@@ -132,7 +132,7 @@ pub async fn forward(
     }
     // 5. send
     let response = match destination {
-        Destination::Cluster { pool, deadlines } => {
+        Destination::Cluster { pool, tries } => {
             let key = match &pool.cluster.balancer {
                 Balancer::ConsistentHash(k) => request_key(k, &parts.headers, client),
                 _ => None,
@@ -141,7 +141,7 @@ pub async fn forward(
                 parts: take_parts(parts),
                 body,
             };
-            retry::send(upstream, pool, out, deadlines, key, report).await?
+            retry::send(upstream, pool, out, tries, key, report).await?
         }
         Destination::Local(addr) => {
             let request = local_request(addr, parts, body)?;

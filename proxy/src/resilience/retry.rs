@@ -91,13 +91,26 @@ impl Replay {
     }
 }
 
-/// Deadlines from the route (Gateway API `timeouts`); the cluster's policy may tighten them.
+/// How the route has its request tried: its deadlines (Gateway API `timeouts`), which the
+/// cluster's policy may tighten, and its retries (`retry`), which replace the cluster's.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Deadlines {
+pub struct Tries<'a> {
     /// The whole request (`timeouts.request`).
     pub request: Option<tokio::time::Instant>,
     /// One try (`timeouts.backendRequest`).
     pub per_try: Option<Duration>,
+    /// The route's own retries, if it has any.
+    pub retry: Option<&'a RetryPolicy>,
+}
+
+impl Tries<'_> {
+    /// Whether the request may be sent more than once to `pool` (so its body is kept).
+    pub fn retries(&self, pool: &Pool) -> bool {
+        match self.retry {
+            Some(r) => r.attempts > 1,
+            None => pool.retries(),
+        }
+    }
 }
 
 /// What happened, for the access log and metrics.
@@ -111,7 +124,8 @@ pub struct Report {
     pub upstream_wait: Duration,
 }
 
-/// Sends `out` to an endpoint of `pool`, retrying as the cluster's TrafficPolicy allows.
+/// Sends `out` to an endpoint of `pool`, retrying as the route (`tries`), else the cluster's
+/// TrafficPolicy, allows, within the cluster's retry budget.
 /// `key` is the consistent-hash key, if the cluster hashes. (A block, not an `async fn`, which
 /// would hold each argument twice in the future that every request moves whole once.)
 #[allow(clippy::manual_async_fn)]
@@ -119,22 +133,23 @@ pub fn send<'a>(
     upstream: &'a Upstream,
     pool: &'a Pool,
     mut out: Outgoing,
-    deadlines: Deadlines,
+    tries: Tries<'a>,
     key: Option<u64>,
     report: &'a mut Report,
 ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     async move {
         let resilience = &pool.cluster.resilience;
-        let deadline = match (deadlines.request, resilience.timeout) {
+        let deadline = match (tries.request, resilience.timeout) {
             (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| tokio::time::Instant::now() + t)),
         };
-        let retry = resilience.retry.as_ref();
-        let per_try = retry.and_then(|r| r.per_try_timeout).or(deadlines.per_try);
+        let retry = tries.retry.or(resilience.retry.as_ref());
+        let per_try = retry.and_then(|r| r.per_try_timeout).or(tries.per_try);
         let retry_method = retry.is_some_and(|r| r.non_idempotent || idempotent(&out.parts.method));
         let _pending = pool.admit()?;
-        if let Some(budget) = &pool.budget {
-            budget.deposit(Instant::now());
+        // Only requests that may be retried count towards the budget their retries spend.
+        if retry.is_some() {
+            pool.budget.deposit(Instant::now());
         }
         let protocol = pool.cluster.protocol;
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -166,19 +181,17 @@ pub fn send<'a>(
                 (Ok(response), Some(r)) => r.retry_on.status(response.status().as_u16()),
                 (Err(e), Some(r)) => retryable(*e, r, deadline),
             };
+            // A connection that was never made carried nothing: any method may try again.
+            let never_sent = matches!(outcome, Err(ProxyError::ConnectFailed));
             let more = worth_retrying
-                && retry_method
+                && (retry_method || never_sent)
                 && out.body.replayable()
                 && retry.is_some_and(|r| report.attempts < r.attempts)
                 && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
             if !more {
                 return outcome;
             }
-            if pool
-                .budget
-                .as_ref()
-                .is_some_and(|b| !b.withdraw(Instant::now()))
-            {
+            if !pool.budget.withdraw(Instant::now()) {
                 pool.metrics.budget_exhausted.inc();
                 return outcome;
             }

@@ -4,6 +4,8 @@
 //! - any path: 200 with a JSON echo of the request (`backend`, `method`, `path`, `query`,
 //!   `headers`, `body_bytes`);
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
+//! - `/retry...?uuid=U&succeedAfter=N&responseCode=C&delayRetry=MS` (upstream's retry
+//!   simulation): the first N requests for U fail (status C, else no answer), later ones pass;
 //! - `?respond=NAME:VALUE` (repeatable): that field added to the answer;
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket peer at byte level);
 //! - `content-type: application/grpc`: echoes the body with `grpc-status: 0` trailers and
@@ -177,6 +179,11 @@ async fn answer(
             .insert(http::header::UPGRADE, protocol);
         return Ok(response);
     }
+    if path.starts_with("/retry") {
+        if let Some(failure) = retry_failure(req.uri().query().unwrap_or_default()).await {
+            return failure;
+        }
+    }
     if let Some(ms) = path
         .strip_prefix("/sleep/")
         .and_then(|m| m.parse::<u64>().ok())
@@ -260,6 +267,49 @@ async fn answer(
         }
     }
     Ok(response)
+}
+
+/// Upstream's retry simulation (`/retry...?uuid=U&succeedAfter=N[&responseCode=C]
+/// [&delayRetry=MS]`): the first N requests with uuid U fail, after MS milliseconds, with
+/// status C, or without an answer (the connection closed) when no C is given; later ones are
+/// echoed as usual. `None`: this one succeeds.
+async fn retry_failure(query: &str) -> Option<Result<Response<Body>, std::io::Error>> {
+    static SEEN: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    };
+    let uuid = param("uuid")?.to_string();
+    let succeed_after: u32 = param("succeedAfter")?.parse().ok()?;
+    let attempt = {
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match seen.iter().position(|(u, _)| *u == uuid) {
+            Some(at) => at,
+            None => {
+                seen.push((uuid, 0));
+                seen.len() - 1
+            }
+        };
+        seen[at].1 += 1;
+        seen[at].1
+    };
+    if attempt > succeed_after {
+        return None;
+    }
+    if let Some(ms) = param("delayRetry").and_then(|d| d.trim_end_matches("ms").parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Some(
+        match param("responseCode").and_then(|c| c.parse::<u16>().ok()) {
+            Some(code) => Ok(status(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            )),
+            None => Err(std::io::Error::other(
+                "retry simulation: closing without answer",
+            )),
+        },
+    )
 }
 
 /// Calls `host` through `via` and wraps its answer.

@@ -172,10 +172,11 @@ pub(super) fn apply_filter(
             }
             forward.filters.push(Filter::Cors(Arc::new(cors(c)?)));
         }
-        FilterType::ExtensionRef => {
+        FilterType::ExtensionRef | FilterType::ExternalAuth => {
+            let kind = format!("{:?}", filter.r#type);
             return Err((
                 ".type".into(),
-                "filter type ExtensionRef is not supported by Weir".into(),
+                format!("filter type {kind} is not supported by Weir"),
             ));
         }
     }

@@ -4,18 +4,21 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use gateway_api::apis::standard::{
-    gateways::{
-        Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
-        GatewayListenersTlsMode as TlsMode,
-    },
-    httproutes::{
+use gateway_api::apis::{
+    // HTTPRoute as the experimental channel has it: `retry` is read (GEP-1731), and fields
+    // Weir does not serve (`sessionPersistence`, the ExternalAuth filter) are refused by name
+    // rather than dropped unseen.
+    experimental::httproutes::{
         HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersCors,
         HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
         HttpRouteRulesFiltersType as FilterType,
         HttpRouteRulesFiltersUrlRewritePathType as RewritePathType, HttpRouteRulesMatches,
         HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
         HttpRouteRulesMatchesQueryParamsType as QueryType,
+    },
+    standard::gateways::{
+        Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
+        GatewayListenersTlsMode as TlsMode,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -352,6 +355,7 @@ fn string_match(value: &str, is_regex: bool) -> Result<StringMatch, String> {
 mod attach;
 mod filters;
 mod grpc;
+mod retry;
 mod rules;
 mod tcproute;
 mod tlsroute;

@@ -2,7 +2,8 @@
 
 use super::*;
 use filters::apply_filter;
-use gateway_api::apis::standard::httproutes::HttpRouteRulesBackendRefs;
+use gateway_api::apis::experimental::httproutes::HttpRouteRulesBackendRefs;
+use retry::route_retry;
 
 pub(super) fn rule_action(
     cx: &mut Context<'_>,
@@ -92,6 +93,25 @@ pub(super) fn rule_action(
                 ok = false;
             }
         }
+    }
+    if let Some(retry) = &rule.retry {
+        match route_retry(retry) {
+            Ok(policy) => forward.retry = Some(policy),
+            Err((sub, message)) => {
+                cx.error(location, key, format!("{field}.retry{sub}"), message);
+                ok = false;
+            }
+        }
+    }
+    if rule.session_persistence.is_some() {
+        let message = "sessionPersistence is not supported by Weir (a TrafficPolicy's consistent hashing by cookie or header keeps clients on one endpoint)";
+        cx.error(
+            location,
+            key,
+            format!("{field}.sessionPersistence"),
+            message,
+        );
+        ok = false;
     }
     for (i, backend) in rule.backend_refs.iter().flatten().enumerate() {
         let field = format!("{field}.backendRefs[{i}]");
