@@ -9,7 +9,7 @@
 //! ```
 //!
 //! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes,
-//! GRPCRoutes, TLSRoutes)
+//! GRPCRoutes, TLSRoutes, TCPRoutes)
 //! from a directory, serves them, reloads on change without dropping a connection, and on
 //! SIGTERM stops being ready, drains in-flight requests and exits 0.
 
@@ -180,7 +180,7 @@ struct Args {
     /// Give up connecting to a backend after this long (502).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// A connection a TLSRoute carries that moves no byte either way for this long is closed.
+    /// A connection a TLSRoute or TCPRoute carries that moves no byte either way for this long is closed.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     stream_idle_timeout: Duration,
     /// Redis for `scope: global` rate limits (`redis://host:6379`, `rediss://` for TLS).

@@ -59,10 +59,10 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     /// When each served certificate expires (Unix seconds), by Secret.
     pub tls_certificate_expiry: IntGaugeVec,
-    /// Connections a TLSRoute took, by route and result (`carried`, `no_backend`,
+    /// Connections a TLSRoute or TCPRoute took, by route and result (`carried`, `no_backend`,
     /// `connect_error`).
     pub stream_connections: IntCounterVec,
-    /// Bytes carried for TLSRoutes, by route and direction (`received` from clients, `sent`
+    /// Bytes carried for TLSRoutes and TCPRoutes, by route and direction (`received` from clients, `sent`
     /// to them).
     pub stream_bytes: IntCounterVec,
 }
@@ -185,14 +185,14 @@ impl Metrics {
         let stream_connections = IntCounterVec::new(
             Opts::new(
                 "weir_stream_connections_total",
-                "Connections a TLSRoute took, by route and result (carried, no_backend, connect_error)",
+                "Connections a TLSRoute or TCPRoute took, by route and result (carried, no_backend, connect_error)",
             ),
             &["route", "result"],
         );
         let stream_bytes = IntCounterVec::new(
             Opts::new(
                 "weir_stream_bytes_total",
-                "Bytes carried for TLSRoutes, by route and direction (received from clients, sent to them)",
+                "Bytes carried for TLSRoutes and TCPRoutes, by route and direction (received from clients, sent to them)",
             ),
             &["route", "direction"],
         );

@@ -413,16 +413,16 @@ fn https_listener(name: &str, port: u16, hostname: &str, secret: &str) -> String
     format!("  - {{name: {name}, port: {port}, protocol: HTTPS, hostname: {hostname}, tls: {{certificateRefs: [{{name: {secret}}}]}}}}\n")
 }
 
-/// A port is served as one kind of connection, and a Gateway cannot take another's over: an
-/// HTTP listener of one Gateway and an HTTPS one of another on the same port leave the port
-/// unserved (neither downgrades the other); an HTTPS listener on the plaintext home port is
-/// not served in plaintext; a listener naming another's hostname on a port of its own is not
-/// offered that other Gateway's certificate.
+/// A port is served as one kind of connection, and a Gateway cannot take another's over: of
+/// an HTTPS listener of one Gateway and a younger Gateway's HTTP listener on the same port, the
+/// older keeps the port (never downgraded, never closed by the younger); an HTTPS listener on
+/// the plaintext home port is not served in plaintext; a listener naming another's hostname on
+/// a port of its own is not offered that other Gateway's certificate.
 #[tokio::test]
 async fn a_gateway_cannot_downgrade_or_borrow_another_gateways_port_or_certificate() {
     let (shared, own) = (free_port(), free_port());
     let pki = Pki::new();
-    let cert = pki.issue(&["a.example"], KeyType::Ecdsa);
+    let cert = pki.issue(&["a.example", "secure.example"], KeyType::Ecdsa);
     let (_backends, dir) = infra();
     let dir = dir
         .with("cert.yaml", &tls_secret("victim-cert", &cert))
@@ -432,7 +432,8 @@ async fn a_gateway_cannot_downgrade_or_borrow_another_gateways_port_or_certifica
                 gateway(
                     "a-plain",
                     &format!("  - {{name: http, port: {shared}, protocol: HTTP}}\n"),
-                ),
+                )
+                .replace("namespace: default}", "namespace: default, creationTimestamp: \"2026-02-01T00:00:00Z\"}"),
                 gateway(
                     "b-secure",
                     &format!(
@@ -477,12 +478,20 @@ async fn a_gateway_cannot_downgrade_or_borrow_another_gateways_port_or_certifica
     .await;
     let stolen = https_get(at(own), "a.example", client.clone(), "/", &[]).await;
     assert!(stolen.is_err(), "{:?}", stolen.map(|r| r.reply.status));
-    // The shared port is nobody's.
-    assert!(TcpStream::connect(at(shared)).await.is_err());
+    // The shared port stays the older Gateway's HTTPS port; the younger's HTTP is not served.
+    let kept = eventually(Duration::from_secs(5), "the shared port", || async {
+        https_get(at(shared), "secure.example", client.clone(), "/", &[])
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(kept.reply.backend(), "infra-backend-v2");
+    let plain = TcpStream::connect(at(shared)).await.unwrap();
+    drop(plain);
     assert!(
-        weir.stderr()
-            .iter()
-            .any(|l| l.contains("for different protocols")),
+        weir.stderr().iter().any(|l| l.contains(&format!(
+            "listener http of Gateway default/a-plain wants port {shared} of Gateway default/b-secure"
+        ))),
         "{:?}",
         weir.stderr()
     );

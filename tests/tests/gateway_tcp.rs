@@ -10,12 +10,13 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
 };
 use weir_e2e::{
-    eventually, free_port, service, service_at,
+    eventually, free_port, request, service, service_at,
     tls::{tcp_backend, KeyType, Pki},
     tls_secret, ConfigDir, Echo, Weir,
 };
@@ -467,13 +468,15 @@ async fn a_tcp_listener_carries_bytes_and_closes_when_its_backend_is_down() {
 }
 
 /// A TCP listener cannot turn the gateway's HTTP port into a tunnel, nor another Gateway's
-/// HTTP port: on the home port it is not served (HTTP routes keep working), and a port one
-/// Gateway wants for HTTP and another for TCP is served by neither. A TCPRoute from a
-/// namespace the listener does not allow is not attached.
+/// port: on the home port it is not served (HTTP routes keep working); a port an older
+/// Gateway has for HTTP stays HTTP, and a TCP port an older Gateway has stays its own (a
+/// younger Gateway's TCP listener and its older route do not take it). Two TCP listeners of
+/// one Gateway on one port conflict. A TCPRoute from a namespace the listener does not allow is
+/// not attached.
 #[tokio::test]
 async fn a_tcp_listener_cannot_take_an_http_port_nor_routes_it_does_not_allow() {
     let web = Echo::start("web");
-    let (shared, own) = (free_port(), free_port());
+    let (shared, own, twice) = (free_port(), free_port(), free_port());
     let http_gateway = gateway(
         "http",
         &format!("  - {{name: http, protocol: HTTP, port: 80}}\n  - {{name: shared, protocol: HTTP, port: {shared}}}\n"),
@@ -481,14 +484,31 @@ async fn a_tcp_listener_cannot_take_an_http_port_nor_routes_it_does_not_allow() 
     let tcp_gateway = gateway(
         "tcp",
         &format!(
-            "{}{}{}",
+            "{}{}{}{}{}",
             tcp_listener("home", 80),
             tcp_listener("shared", shared),
-            tcp_listener("own", own)
+            tcp_listener("own", own),
+            tcp_listener("once", twice),
+            tcp_listener("twice", twice),
         ),
     );
+    // A younger Gateway on the same TCP port, with a route older than the one there.
+    let intruder = gateway("intruder", &tcp_listener("taken", own)).replace(
+        "namespace: default}",
+        "namespace: default, creationTimestamp: \"2026-02-01T00:00:00Z\"}",
+    );
+    let intruding = tcp_route(
+        "intruding",
+        "default",
+        "name: intruder",
+        "{name: intruder-backend, port: 80}",
+    )
+    .replace(
+        "namespace: default}",
+        "namespace: default, creationTimestamp: \"2025-01-01T00:00:00Z\"}",
+    );
     let tenant_backend = tcp_backend("tenant-backend").await;
-    let dir = backends(&["tcp-backend"])
+    let dir = backends(&["tcp-backend", "intruder-backend"])
         .await
         .with("web.yaml", &service("web", &[&web]))
         .with(
@@ -496,7 +516,8 @@ async fn a_tcp_listener_cannot_take_an_http_port_nor_routes_it_does_not_allow() 
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: tenant}\n",
         )
         .with("tenant-svc.yaml", &service_at("tenant-backend", "tenant", tenant_backend))
-        .with("gw.yaml", &[http_gateway, tcp_gateway].join("---\n"))
+        .with("gw.yaml", &[http_gateway, tcp_gateway, intruder].join("---\n"))
+        .with("intruding.yaml", &intruding)
         .with(
             "http.yaml",
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: default}\nspec:\n  parentRefs: [{name: http, sectionName: http}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
@@ -521,10 +542,23 @@ async fn a_tcp_listener_cannot_take_an_http_port_nor_routes_it_does_not_allow() 
     }
     // The home port still speaks HTTP.
     assert_eq!(weir.get("any.example", "/").await.backend(), "web");
-    // The shared port is nobody's.
-    assert!(TcpStream::connect(at(shared)).await.is_err());
+    // The shared port stays the older Gateway's HTTP port (no route there: 404).
+    let reply = eventually(Duration::from_secs(5), "the shared port", || async {
+        TcpStream::connect(at(shared)).await.ok()?;
+        Some(request(at(shared), "any.example", "/", &[], Bytes::new(), "GET").await)
+    })
+    .await;
+    assert_eq!(reply.status, 404);
+    // Two TCP listeners of one Gateway on one port: neither is served.
+    assert!(TcpStream::connect(at(twice)).await.is_err());
     let stderr = weir.stderr().join("\n");
-    assert!(stderr.contains("for different protocols"), "{stderr}");
+    for (listener, gateway, port, owner) in [
+        ("shared", "tcp", shared, "http"),
+        ("taken", "intruder", own, "tcp"),
+    ] {
+        let said = format!("listener {listener} of Gateway default/{gateway} wants port {port} of Gateway default/{owner}");
+        assert!(stderr.contains(&said), "{said}: {stderr}");
+    }
     assert!(
         stderr.contains("listener home of Gateway default/tcp is on port 80"),
         "{stderr}"

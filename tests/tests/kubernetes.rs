@@ -1123,7 +1123,7 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
     api.apply(
         &service("app", &[&cluster._app]).replace("namespace: default", "namespace: web-backend"),
     );
-    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tcp, protocol: TCP, port: 9091, allowedRoutes: {kinds: [{group: gateway.networking.k8s.io, kind: TCPRoute}], namespaces: {from: Same}}}\n  - {name: udp-listener, protocol: UDP, port: 5300, allowedRoutes: {kinds: [{kind: UDPRoute}]}}\n  - {name: tls-terminate, protocol: TLS, port: 8443, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: passthrough, protocol: TLS, port: 8444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tcp, protocol: TCP, port: 9091, allowedRoutes: {kinds: [{group: gateway.networking.k8s.io, kind: TCPRoute}], namespaces: {from: Same}}}\n  - {name: udp-listener, protocol: UDP, port: 5300, allowedRoutes: {kinds: [{kind: UDPRoute}]}}\n  - {name: tls-terminate, protocol: TLS, port: 8443, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: passthrough, protocol: TLS, port: 8444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: every-name, protocol: TLS, port: 8445, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
     let tcp_route = |name: &str, section: &str, backend: &str| {
         format!("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: tcp, sectionName: {section}}}]\n  rules:\n  - backendRefs: [{backend}]\n")
     };
@@ -1139,6 +1139,7 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
     api.apply(&tcp_route("on-udp", "udp-listener", app));
     api.apply(&tcp_route("terminated", "tls-terminate", app));
     api.apply(&tcp_route("passed-through", "passthrough", app));
+    api.apply(&tcp_route("every-name", "every-name", app));
 
     for name in [
         "tcproute-attach-older",
@@ -1155,7 +1156,7 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
     }
     let c = conditions_of(api, "TCPRoute", "default", "nonexistent", "True").await;
     assert_eq!(reason(&c, "ResolvedRefs"), pair("False", "BackendNotFound"));
-    for name in ["on-udp", "passed-through"] {
+    for name in ["on-udp", "passed-through", "every-name"] {
         let c = conditions_of(api, "TCPRoute", "default", name, "False").await;
         assert_eq!(
             reason(&c, "Accepted"),
@@ -1207,12 +1208,16 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
     assert_eq!(of("udp-listener")["attachedRoutes"], 0);
     assert_eq!(of("tls-terminate")["attachedRoutes"], 1);
     assert_eq!(of("tls-terminate")["supportedKinds"], kind("TCPRoute"));
-    // A passthrough listener has no plaintext to carry: TCPRoute is not a kind it takes.
-    assert_eq!(
-        reason(&of("passthrough")["conditions"], "ResolvedRefs"),
-        pair("False", "InvalidRouteKinds")
-    );
-    assert_eq!(of("passthrough")["attachedRoutes"], 0);
+    // A passthrough listener has no plaintext to carry, and one without a hostname would carry
+    // every name of its port: TCPRoute is not a kind either takes.
+    for name in ["passthrough", "every-name"] {
+        assert_eq!(
+            reason(&of(name)["conditions"], "ResolvedRefs"),
+            pair("False", "InvalidRouteKinds"),
+            "{name}"
+        );
+        assert_eq!(of(name)["attachedRoutes"], 0, "{name}");
+    }
     // The rest of the cluster serves.
     assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
 }

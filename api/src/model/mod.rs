@@ -144,6 +144,10 @@ pub struct FrontendValidation {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayListener {
+    /// When its Gateway was created (RFC 3339; empty for objects from files): of two Gateways
+    /// that want one port for different things, the older keeps it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub created: String,
     /// `namespace/name` of the Gateway.
     pub gateway: String,
     /// The listener's name.

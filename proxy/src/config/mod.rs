@@ -65,9 +65,10 @@ impl<R> Active<R> {
 /// a Gateway listener on any other port gets a socket of its own.
 ///
 /// A port serves one kind of connection: on the plaintext home port only HTTP listeners, on
-/// the TLS one only HTTPS and TLS listeners; another port whose listeners disagree (an HTTP
-/// listener of one Gateway, an HTTPS or TCP one of another) is not served at all, so no
-/// Gateway can turn another's HTTPS port into plaintext, nor its HTTP port into a tunnel.
+/// the TLS one only HTTPS and TLS listeners. Another port belongs to the oldest Gateway with a
+/// listener there: a younger one may share it for the same protocol (HTTP or TLS, told apart
+/// by hostname and SNI), never for another, nor a TCP port; so no Gateway can turn another's
+/// HTTPS port into plaintext or its HTTP port into a tunnel, take its TCP port, or close it.
 #[derive(Clone, Debug, Default)]
 pub struct Ports {
     /// The Gateway listener port the plaintext home socket serves (with Ingresses).
@@ -135,12 +136,16 @@ impl Ports {
                 },
             ),
         ]);
-        let mut conflicted = BTreeSet::new();
-        for l in snapshot
+        // Oldest Gateway first: of two that want one port for different things, it keeps it.
+        let mut listeners: Vec<_> = snapshot
             .listeners
             .iter()
             .filter(|l| self.serves(&l.gateway))
-        {
+            .collect();
+        listeners.sort_by(|a, b| (&a.created, &a.gateway).cmp(&(&b.created, &b.gateway)));
+        // The Gateway each port other than the home ones was first given to.
+        let mut owners: BTreeMap<u16, &str> = BTreeMap::new();
+        for l in listeners {
             let speaks = Speaks::of(l);
             if self.is_home(l.port) {
                 let home_tls = l.port == self.tls;
@@ -158,20 +163,18 @@ impl Ports {
                 }
                 continue;
             }
+            let owner = *owners.entry(l.port).or_insert(&l.gateway);
             let p = plan.entry(l.port).or_insert_with(|| PortPlan {
                 speaks,
                 ..PortPlan::default()
             });
-            if p.speaks != speaks {
-                conflicted.insert(l.port);
+            // Another Gateway may share the port for the same thing, HTTP or TLS (hostnames and
+            // SNI tell them apart), never a TCP port (its connections have no names).
+            if owner != l.gateway && (p.speaks != speaks || speaks == Speaks::Tcp) {
+                problems.push(format!("listener {} of Gateway {} wants port {} of Gateway {owner} (for another protocol, or TCP, which one Gateway has alone): not served", l.name, l.gateway, l.port));
+                continue;
             }
             p.gateways.insert(l.gateway.clone());
-        }
-        for port in conflicted {
-            if let Some(p) = plan.remove(&port) {
-                let gateways: Vec<&str> = p.gateways.iter().map(String::as_str).collect();
-                problems.push(format!("listeners of Gateways {} want port {port} for different protocols (HTTP, TLS, TCP): it is not served", gateways.join(", ")));
-            }
         }
         (plan, problems)
     }

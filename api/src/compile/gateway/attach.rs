@@ -69,9 +69,9 @@ pub(super) enum Taken {
 
 /// The route kinds Weir serves on `listener`, by its protocol: HTTPRoute and GRPCRoute on
 /// HTTP and HTTPS, TCPRoute on TCP, TLSRoute on TLS; and TCPRoute on a TLS listener that
-/// terminates and names TCPRoute in `allowedRoutes.kinds` (its plaintext carried as TCP). A
-/// passthrough listener has no plaintext to carry, and one that does not name the kind keeps
-/// to TLSRoutes, as the Gateway API's TLS listeners do by default.
+/// terminates, has a hostname and names TCPRoute in `allowedRoutes.kinds` (its plaintext
+/// carried as TCP). A passthrough listener has no plaintext to carry, and one that does not
+/// name the kind keeps to TLSRoutes, as the Gateway API's TLS listeners do by default.
 pub fn served_kinds(listener: &GatewayListeners) -> &'static [&'static str] {
     let names_tcp = || {
         let kinds = listener
@@ -89,7 +89,11 @@ pub fn served_kinds(listener: &GatewayListeners) -> &'static [&'static str] {
     match listener.protocol.as_str() {
         "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
         "TCP" => &["TCPRoute"],
-        "TLS" if terminates && names_tcp() => &["TLSRoute", "TCPRoute"],
+        // Only for its own hostname: a TCPRoute for every name would take each name of the
+        // port that no route serves, decrypted with whichever certificate the SNI chose.
+        "TLS" if terminates && listener.hostname.is_some() && names_tcp() => {
+            &["TLSRoute", "TCPRoute"]
+        }
         "TLS" => &["TLSRoute"],
         _ => &[],
     }
@@ -234,7 +238,8 @@ fn more_specific(
 /// How a listener conflicts with another on its port, as the Gateway API's `Conflicted`
 /// reasons name it; a conflicted listener takes no routes. HTTPS and TLS listeners share a port
 /// when their hostnames differ (the SNI tells them apart); listeners of one protocol share it
-/// when their hostnames differ; anything else on one port is a `ProtocolConflict`.
+/// when their hostnames differ, except TCP and UDP ones, which have no names to tell them
+/// apart (`HostnameConflict`); anything else on one port is a `ProtocolConflict`.
 pub fn listener_conflict(
     listener: &GatewayListeners,
     all: &[GatewayListeners],
@@ -249,7 +254,7 @@ pub fn listener_conflict(
             if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
                 return Some("ProtocolConflict");
             }
-        } else if same_host {
+        } else if same_host || matches!(listener.protocol.as_str(), "TCP" | "UDP") {
             return Some("HostnameConflict");
         }
     }

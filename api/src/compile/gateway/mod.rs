@@ -152,6 +152,7 @@ fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
                 continue;
             }
             served.push(GatewayListener {
+                created: created(&gateway.metadata),
                 gateway: name.clone(),
                 name: listener.name.clone(),
                 port,
