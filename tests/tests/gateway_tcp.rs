@@ -336,7 +336,7 @@ async fn tcp_route_on_tls_terminate() {
 /// TCPRouteInvalidBackendRefNonexistent and TCPRouteInvalidCrossNamespaceBackendRef: a route
 /// whose backend does not exist, or is in another namespace without a ReferenceGrant, carries
 /// nothing (the connection closes at once, never another backend); with the grant
-/// (TCPRouteReferenceGrant), the same route carries its connections.
+/// (TCPRouteReferenceGrant), the same route carries its connections, until the grant goes.
 #[tokio::test]
 async fn tcp_route_backends_it_cannot_have_carry_nothing() {
     let (missing, foreign) = (free_port(), free_port());
@@ -389,6 +389,28 @@ async fn tcp_route_backends_it_cannot_have_carry_nothing() {
         "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: tcp-reference-grant, namespace: web-backend}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service, name: tcp-reference-grant-backend}]\n",
     );
     assert_eq!(backend_at(foreign).await, "tcp-reference-grant-backend");
+
+    // A connection carried under the grant lives through changes that keep it (another
+    // object), and ends when the grant goes: it would not be carried if it came now.
+    let stream = TcpStream::connect(at(foreign)).await.unwrap();
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    let hello = lines.next_line().await.unwrap();
+    assert_eq!(hello.as_deref(), Some("hello tcp-reference-grant-backend"));
+    let version = weir.version().await;
+    dir.write(
+        "other.yaml",
+        &service_at("other", "default", at(free_port())),
+    );
+    weir.wait_version(version + 1, Duration::from_secs(10))
+        .await;
+    write.write_all(b"still\n").await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("still"));
+    std::fs::remove_file(dir.path.join("grant.yaml")).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = lines.next_line().await {}
+    });
+    assert!(ended.await.is_ok(), "the connection outlived its grant");
     let no_backend = weir
         .metric("weir_stream_connections_total{result=\"no_backend\",route=\"tcproute:default/tcp-route-invalid-backend-ref-nonexistent\"}")
         .await;

@@ -74,14 +74,16 @@ impl Refused {
 }
 
 /// Dials an endpoint of the trip's pool (a second one when the first refuses) and copies bytes
-/// both ways until both sides are done, or nothing moves for the idle timeout; resets the
-/// client's connection when there is no backend. Counts it, and logs a line for it.
+/// both ways until both sides are done, nothing moves for the idle timeout, or the
+/// configuration no longer carries it (`revoked`); resets the client's connection when there
+/// is no backend. Counts it, and logs a line for it.
 pub(super) async fn carry(
     trip: Trip,
     mut client: Box<dyn Transport>,
     settings: StreamSettings,
     metrics: Metrics,
     log: AccessLog,
+    revoked: super::Revoked,
 ) {
     let route = trip.route.name.clone();
     // Counted as soon as it is known, so a long connection shows while it lasts.
@@ -108,10 +110,11 @@ pub(super) async fn carry(
             tokio::select! {
                 result = tokio::io::copy_bidirectional(&mut counted, &mut upstream) => {
                     if let Err(error) = result {
-                        tracing::debug!(route = %route, %error, "TLSRoute connection ended with an error");
+                        tracing::debug!(route = %route, %error, "carried connection ended with an error");
                     }
                 }
-                () = idle => tracing::debug!(route = %route, "TLSRoute connection idle; closed"),
+                () = idle => tracing::debug!(route = %route, "carried connection idle; closed"),
+                () = revoked => tracing::info!(route = %route, "the configuration no longer carries this connection (its route or backend changed); closed"),
             }
             Ok((endpoint, moved))
         }

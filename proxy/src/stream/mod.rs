@@ -121,11 +121,47 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
             dialer: self.dialer.clone(),
         };
         let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
+        let still = self.still(sni, terminate, &trip);
         Some(Box::new(move |client| {
-            Box::pin(carry(trip, client, settings, metrics, log))
+            Box::pin(carry(trip, client, settings, metrics, log, still))
         }))
     }
+
+    /// Ends when a new configuration no longer carries this connection as it was chosen: its
+    /// route gone (deleted, detached, its backend's ReferenceGrant revoked) or changed, or its
+    /// backend no longer one of the route's. A connection carries on only while it would be
+    /// carried so if it came now.
+    fn still(&self, sni: Option<&str>, terminate: bool, trip: &Trip) -> Revoked {
+        let (store, port) = (self.store.clone(), self.port);
+        let sni = sni.map(str::to_string);
+        let (name, cluster) = (trip.route.name.clone(), trip.cluster.clone());
+        let mut changes = store.changes();
+        Box::pin(async move {
+            loop {
+                if changes.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let active = store.load();
+                let router = match port {
+                    Some(port) => active.router_at(port),
+                    None => &active.router,
+                };
+                let kept = router.stream(sni.as_deref(), terminate).is_some_and(|r| {
+                    r.name == name
+                        && r.backends
+                            .iter()
+                            .any(|b| b.weight > 0 && cluster.as_deref() == Some(b.cluster.as_str()))
+                });
+                if !kept {
+                    return;
+                }
+            }
+        })
+    }
 }
+
+/// A future that ends when a carried connection's route no longer carries it.
+pub(crate) type Revoked = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl<R> std::fmt::Debug for StreamRouting<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
