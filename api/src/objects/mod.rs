@@ -6,10 +6,12 @@ use std::{
     fmt,
 };
 
-use gateway_api::apis::experimental::{httproutes::HttpRoute, tcproutes::TcpRoute};
+use gateway_api::apis::experimental::{
+    grpcroutes::GrpcRoute, httproutes::HttpRoute, tcproutes::TcpRoute,
+};
 use gateway_api::apis::standard::{
     backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
-    grpcroutes::GrpcRoute, referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
+    referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
 };
 use k8s_openapi::{
     api::{

@@ -49,7 +49,7 @@ use weir_http::{
 };
 use weir_proxy::{
     access_log::{AccessLog, Arrival, Outcome},
-    balance::weighted,
+    balance::{session, weighted},
     config::{Active, ConfigStore},
     filter::{self, cors},
     forward::{self, Destination},
@@ -324,13 +324,27 @@ async fn forward(
     parts: &mut Parts,
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
+    // 7. backend: the one the client's session names, if it still may, else by weight.
+    let now = session::now();
+    let ticket = f
+        .session
+        .as_ref()
+        .and_then(|s| session::asked(s, &parts.headers, now));
+    let sticky = ticket.and_then(|t| {
+        f.backends.iter().find(|b| {
+            let pool = active.pools.get(&b.cluster);
+            b.weight > 0 && pool.is_some_and(|p| p.sticky(t.endpoint).is_some())
+        })
+    });
+    let backend = sticky
+        .or_else(|| weighted(&f.backends))
+        .ok_or(ProxyError::BackendNotFound)?;
     let tries = Tries {
         request: f.timeouts.request.map(|t| tokio::time::Instant::now() + t),
         per_try: f.timeouts.backend_request,
         retry: f.retry.as_ref(),
+        sticky: ticket.map(|t| t.endpoint),
     };
-    // 7. backend
-    let backend = weighted(&f.backends).ok_or(ProxyError::BackendNotFound)?;
     let cluster = backend.cluster.as_str();
     let pool = active.pools.get(cluster);
     if gw.access_log.enabled() {
@@ -390,5 +404,12 @@ async fn forward(
         mirrors: cx.mirrors,
         client: x.client.addr.ip(),
     };
-    forward::forward(out, parts, body, &mut x.sent).await
+    let mut response = forward::forward(out, parts, body, &mut x.sent).await?;
+    if let (Some(s), Some(addr)) = (&f.session, x.sent.endpoint) {
+        if let Some(endpoint) = pool.endpoint(addr) {
+            let headers = response.headers_mut();
+            session::stamp(s, ticket, endpoint.session, x.client.tls, now, headers);
+        }
+    }
+    Ok(response)
 }

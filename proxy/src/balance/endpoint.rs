@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, made once rather than per request.
     pub authority: http::uri::Authority,
+    /// Its name in session tickets ([`super::session::endpoint_id`]).
+    pub session: u64,
     in_flight: AtomicUsize,
     ewma: Mutex<Ewma>,
     breaker: Mutex<Breaker>,
@@ -51,6 +53,7 @@ impl Endpoint {
             addr,
             authority: http::uri::Authority::try_from(addr.to_string().as_str())
                 .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
+            session: super::session::endpoint_id(addr),
             in_flight: AtomicUsize::new(0),
             ewma: Mutex::new(Ewma {
                 nanos: DEFAULT_RTT.as_nanos() as f64,
@@ -96,7 +99,7 @@ impl Endpoint {
 
     /// May a request go here now? Closed and healthy, or half-open with nothing in flight
     /// (a single probe at a time).
-    pub(super) fn usable(&self) -> bool {
+    pub fn usable(&self) -> bool {
         if !self.healthy() {
             return false;
         }

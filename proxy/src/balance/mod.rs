@@ -29,6 +29,7 @@ use crate::{
 use weir_http::error::ProxyError;
 
 mod endpoint;
+pub mod session;
 
 pub use endpoint::{Endpoint, InFlight};
 
@@ -139,6 +140,18 @@ impl Pool {
     /// The endpoints, for carrying their state into the next snapshot.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// The usable endpoint a session ticket names ([`session::endpoint_id`]), if there is one.
+    pub fn sticky(&self, id: u64) -> Option<&Arc<Endpoint>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.session == id && e.usable())
+    }
+
+    /// The endpoint at `addr`, if it is one of this cluster's.
+    pub fn endpoint(&self, addr: SocketAddr) -> Option<&Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| e.addr == addr)
     }
 
     /// Whether its policy may send a request more than once (then the body must be kept).

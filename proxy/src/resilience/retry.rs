@@ -101,6 +101,9 @@ pub struct Tries<'a> {
     pub per_try: Option<Duration>,
     /// The route's own retries, if it has any.
     pub retry: Option<&'a RetryPolicy>,
+    /// The endpoint the client's session names ([`crate::balance::session`]): the first try
+    /// goes there while it is usable.
+    pub sticky: Option<u64>,
 }
 
 impl Tries<'_> {
@@ -155,7 +158,11 @@ pub fn send<'a>(
         let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
             report.attempts += 1;
-            let endpoint = pool.pick(&tried, key)?.clone();
+            let sticky = tries.sticky.filter(|_| tried.is_empty());
+            let endpoint = match sticky.and_then(|id| pool.sticky(id)) {
+                Some(endpoint) => endpoint.clone(),
+                None => pool.pick(&tried, key)?.clone(),
+            };
             report.endpoint = Some(endpoint.addr);
             let last =
                 retry.is_none_or(|r| report.attempts >= r.attempts) || !out.body.replayable();

@@ -14,7 +14,7 @@
 
 use serde_json::{json, Value};
 
-use gateway_api::apis::standard::grpcroutes::GrpcRoute;
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 
 use super::HttpRoute;
 
@@ -34,10 +34,6 @@ pub(super) fn as_http_route(route: &GrpcRoute) -> Result<HttpRoute, (String, Str
                     object.insert("path".into(), path);
                 }
             }
-        }
-        if let Some(object) = rule.as_object_mut() {
-            // HTTPRoute-only fields a GRPCRoute cannot carry stay out; the rest is shared.
-            object.remove("sessionPersistence");
         }
         rules.push(rule);
     }

@@ -358,6 +358,7 @@ mod filters;
 mod grpc;
 mod retry;
 mod rules;
+mod session;
 mod tcproute;
 mod tlsroute;
 

@@ -4,6 +4,7 @@ use super::*;
 use filters::apply_filter;
 use gateway_api::apis::experimental::httproutes::HttpRouteRulesBackendRefs;
 use retry::route_retry;
+use session::route_session;
 
 pub(super) fn rule_action(
     cx: &mut Context<'_>,
@@ -103,15 +104,19 @@ pub(super) fn rule_action(
             }
         }
     }
-    if rule.session_persistence.is_some() {
-        let message = "sessionPersistence is not supported by Weir (a TrafficPolicy's consistent hashing by cookie or header keeps clients on one endpoint)";
-        cx.error(
-            location,
-            key,
-            format!("{field}.sessionPersistence"),
-            message,
-        );
-        ok = false;
+    if let Some(session) = &rule.session_persistence {
+        match route_session(session) {
+            Ok(session) => forward.session = Some(session),
+            Err((sub, message)) => {
+                cx.error(
+                    location,
+                    key,
+                    format!("{field}.sessionPersistence{sub}"),
+                    message,
+                );
+                ok = false;
+            }
+        }
     }
     for (i, backend) in rule.backend_refs.iter().flatten().enumerate() {
         let field = format!("{field}.backendRefs[{i}]");
