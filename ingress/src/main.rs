@@ -183,6 +183,11 @@ struct Args {
     /// A connection a TLSRoute or TCPRoute carries that moves no byte either way for this long is closed.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     stream_idle_timeout: Duration,
+    /// At most this many connections carried at once per gateway port by TLSRoutes and
+    /// TCPRoutes; more are closed as they come, so a flood on one port leaves the others their
+    /// share of file descriptors.
+    #[arg(long, default_value_t = 10_000)]
+    max_stream_connections: usize,
     /// Redis for `scope: global` rate limits (`redis://host:6379`, `rediss://` for TLS).
     /// Several comma-separated URLs with --redis-cluster name a cluster's seed nodes.
     #[arg(long, env = "WEIR_REDIS", value_delimiter = ',')]
@@ -429,6 +434,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         StreamSettings {
             connect_timeout: args.connect_timeout,
             idle_timeout: args.stream_idle_timeout,
+            max_connections: args.max_stream_connections,
         },
         metrics.clone(),
         access_log.clone(),

@@ -60,7 +60,7 @@ pub struct Metrics {
     /// When each served certificate expires (Unix seconds), by Secret.
     pub tls_certificate_expiry: IntGaugeVec,
     /// Connections a TLSRoute or TCPRoute took, by route and result (`carried`, `no_backend`,
-    /// `connect_error`).
+    /// `connect_error`, `over_limit`).
     pub stream_connections: IntCounterVec,
     /// Bytes carried for TLSRoutes and TCPRoutes, by route and direction (`received` from clients, `sent`
     /// to them).
@@ -185,7 +185,7 @@ impl Metrics {
         let stream_connections = IntCounterVec::new(
             Opts::new(
                 "weir_stream_connections_total",
-                "Connections a TLSRoute or TCPRoute took, by route and result (carried, no_backend, connect_error)",
+                "Connections a TLSRoute or TCPRoute took, by route and result (carried, no_backend, connect_error, over_limit)",
             ),
             &["route", "result"],
         );

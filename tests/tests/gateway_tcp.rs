@@ -588,3 +588,41 @@ async fn a_tcp_listener_cannot_take_an_http_port_nor_routes_it_does_not_allow() 
     let warnings = weir.admin_get("/config").await.json()["snapshot"]["warnings"].to_string();
     assert!(warnings.contains("NotAllowedByListeners"), "{warnings}");
 }
+
+/// A port carries at most `--max-stream-connections` at once: more are closed as they come
+/// (counted `over_limit`), and a place freed is taken again.
+#[tokio::test]
+async fn a_port_carries_at_most_its_connection_cap() {
+    let port = free_port();
+    let dir = backends(&["tcp-backend"])
+        .await
+        .with("gw.yaml", &gateway("gw", &tcp_listener("tcp", port)))
+        .with(
+            "route.yaml",
+            &tcp_route("r", "default", "name: gw", "{name: tcp-backend, port: 80}"),
+        );
+    let weir = Weir::start_with(&dir, &["--max-stream-connections", "2"]);
+    backend_at(port).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(at(port)).await.unwrap();
+        let (read, write) = tokio::io::split(stream);
+        let mut lines = BufReader::new(read).lines();
+        assert_eq!(
+            lines.next_line().await.unwrap().as_deref(),
+            Some("hello tcp-backend")
+        );
+        held.push((lines, write));
+    }
+    closes_at_once(port).await;
+    let over = weir
+        .metric("weir_stream_connections_total{result=\"over_limit\",route=\"tcproute:default/r\"}")
+        .await;
+    assert!(over >= Some(1.0), "{over:?}");
+    held.pop();
+    let again = eventually(Duration::from_secs(5), "a freed place", || async {
+        greeting(at(port)).await.ok()
+    })
+    .await;
+    assert_eq!(again, "tcp-backend");
+}

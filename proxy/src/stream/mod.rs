@@ -45,6 +45,8 @@ pub struct StreamRouting<R> {
     port: Option<u16>,
     /// Speaks a BackendTLSPolicy's TLS to backends of terminated connections.
     dialer: Option<Arc<dyn PeerDialer>>,
+    /// The connections this port may carry at once (`max_connections`).
+    open: Arc<tokio::sync::Semaphore>,
 }
 
 /// How carried connections are dialed and kept.
@@ -55,6 +57,9 @@ pub struct StreamSettings {
     /// A connection that carries no byte either way for this long is closed (Envoy's TCP
     /// proxy default: an hour).
     pub idle_timeout: Duration,
+    /// At most this many connections carried at once per port; more are closed as they come
+    /// (counted `over_limit`), so a flood on one port leaves the others their share.
+    pub max_connections: usize,
 }
 
 impl<R> StreamRouting<R> {
@@ -72,6 +77,7 @@ impl<R> StreamRouting<R> {
             log,
             port: None,
             dialer: None,
+            open: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
         }
     }
 
@@ -91,6 +97,7 @@ impl<R> StreamRouting<R> {
             log: self.log.clone(),
             port: Some(port),
             dialer: self.dialer.clone(),
+            open: Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections)),
         }
     }
 }
@@ -108,6 +115,16 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
             None => &active.router,
         };
         let route = router.stream(sni, terminate)?.clone();
+        let Ok(permit) = self.open.clone().try_acquire_owned() else {
+            self.metrics
+                .stream_connections
+                .with_label_values(&[&route.name, "over_limit"])
+                .inc();
+            return Some(Box::new(|client| {
+                client.reset();
+                Box::pin(async {})
+            }));
+        };
         let cluster = weighted(&route.backends).map(|b| b.cluster.as_str());
         let trip = Trip {
             started: (SystemTime::now(), Instant::now()),
@@ -123,7 +140,10 @@ impl<R: Send + Sync + 'static> StreamRouting<R> {
         let (settings, metrics, log) = (self.settings, self.metrics.clone(), self.log.clone());
         let still = self.still(sni, terminate, &trip);
         Some(Box::new(move |client| {
-            Box::pin(carry(trip, client, settings, metrics, log, still))
+            Box::pin(async move {
+                carry(trip, client, settings, metrics, log, still).await;
+                drop(permit);
+            })
         }))
     }
 
