@@ -41,6 +41,7 @@ fn full_policy() -> Resilience {
             non_idempotent: false,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
+            min_backoff: Duration::ZERO,
             budget_ratio: 0.2,
             budget_min_per_second: 10,
         }),

@@ -276,3 +276,17 @@ async fn a_route_with_a_wrong_retry_is_refused_alone() {
         assert!(refused.contains(field), "{field}: {refused}");
     }
 }
+
+/// `backoff` is a minimum (GEP-1731): the retry does not go out sooner.
+#[tokio::test]
+async fn a_retry_waits_at_least_its_backoff() {
+    let backend = Echo::start("app");
+    let rules = [(
+        "/retry",
+        "retry: {codes: [500], attempts: 1, backoff: 300ms}",
+    )];
+    let weir = serve("app", &backend, &rules, &[]);
+    let started = std::time::Instant::now();
+    assert_eq!(probe(&weir, "/retry", 1, Some(500), "").await.status, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+}

@@ -63,13 +63,17 @@ async fn http_route_session_persistence_cookie() {
     let first = get(&weir, &[]).await;
     assert_eq!(first.status, 200);
     let (pair, attributes) = cookie(&first);
-    assert!(pair.starts_with("weir-session="), "{pair}");
+    // A name of the route's own: another rule's session on the same host never overwrites it.
+    assert!(pair.starts_with("weir-session-"), "{pair}");
     let lower = attributes.to_lowercase();
     assert!(
         !lower.contains("expires") && !lower.contains("max-age"),
         "{attributes}"
     );
-    assert!(lower.contains("httponly"), "{attributes}");
+    assert!(
+        lower.contains("httponly") && lower.contains("samesite=lax"),
+        "{attributes}"
+    );
     let pod = first.backend();
     for _ in 0..10 {
         let reply = get(&weir, &[("cookie", &pair)]).await;
@@ -126,11 +130,13 @@ async fn a_forged_stale_or_timed_out_ticket_is_picked_anew() {
     for pod in &pods {
         assert!(!pair.contains(&pod.addr.ip().to_string()), "{pair}");
     }
-    let forged = get(&weir, &[("cookie", "weir-session=00000000000000ff.1.1")]).await;
+    let name = pair.split('=').next().unwrap();
+    let forged = format!("{name}=00000000000000ff.1.1");
+    let forged = get(&weir, &[("cookie", &forged)]).await;
     assert_eq!(forged.status, 200);
-    assert!(cookie(&forged).0.starts_with("weir-session="));
-    let garbage = get(&weir, &[("cookie", "weir-session=../../etc; other=1")]).await;
-    assert_eq!(garbage.status, 200);
+    assert!(cookie(&forged).0.starts_with(&format!("{name}=")));
+    let garbage = format!("{name}=../../etc; other=1");
+    assert_eq!(get(&weir, &[("cookie", &garbage)]).await.status, 200);
 
     // The endpoint it names leaves the Service: another one answers, with a new ticket.
     let gone = PODS.iter().position(|n| *n == first.backend()).unwrap();
@@ -173,6 +179,10 @@ async fn a_route_with_a_wrong_session_is_refused_alone() {
             "{type: Header, cookieConfig: {lifetimeType: Session}}",
             "sessionPersistence.cookieConfig",
         ),
+        (
+            "{type: Header, sessionName: Content-Length}",
+            "sessionPersistence.sessionName",
+        ),
     ];
     for (session, field) in wrong {
         let (_dir, weir) = serve(&pods, session);
@@ -180,4 +190,15 @@ async fn a_route_with_a_wrong_session_is_refused_alone() {
         let refused = weir.admin_get("/config").await.json()["reload"]["refused"].to_string();
         assert!(refused.contains(field), "{field}: {refused}");
     }
+}
+
+/// A session does not begin with an endpoint that failed: a 5xx answer carries no ticket.
+#[tokio::test]
+async fn a_failing_endpoint_gives_no_ticket() {
+    let pods = Echo::group(&PODS[..1]);
+    pods[0].mode("fail").await;
+    let (_dir, weir) = serve(&pods, "{type: Cookie}");
+    let reply = get(&weir, &[]).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.headers.get("set-cookie").is_none());
 }

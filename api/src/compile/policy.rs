@@ -200,6 +200,7 @@ impl Validator<'_, '_, '_> {
             non_idempotent: r.non_idempotent,
             backoff_base,
             backoff_max,
+            min_backoff: Duration::ZERO,
             budget_ratio: percent / 100.0,
             budget_min_per_second: budget
                 .min_per_second

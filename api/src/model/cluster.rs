@@ -145,6 +145,10 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Largest backoff.
     pub backoff_max: Duration,
+    /// No retry goes out sooner than this after the try before (an HTTPRoute's `backoff`,
+    /// which the Gateway API makes a minimum); zero for a TrafficPolicy's full jitter.
+    #[serde(default, skip_serializing_if = "Duration::is_zero")]
+    pub min_backoff: Duration,
     /// Retries allowed as a fraction of recent requests (0.0–1.0).
     pub budget_ratio: f64,
     /// Retries always allowed per second.

@@ -325,11 +325,10 @@ async fn forward(
     body: Body,
 ) -> Result<Response<Body>, ProxyError> {
     // 7. backend: the one the client's session names, if it still may, else by weight.
-    let now = session::now();
     let ticket = f
         .session
         .as_ref()
-        .and_then(|s| session::asked(s, &parts.headers, now));
+        .and_then(|s| session::asked(s, &parts.headers, session::now()));
     let sticky = ticket.and_then(|t| {
         f.backends.iter().find(|b| {
             let pool = active.pools.get(&b.cluster);
@@ -405,10 +404,14 @@ async fn forward(
         client: x.client.addr.ip(),
     };
     let mut response = forward::forward(out, parts, body, &mut x.sent).await?;
+    // A session begins (or goes on) with an endpoint that answered, not one that failed.
     if let (Some(s), Some(addr)) = (&f.session, x.sent.endpoint) {
-        if let Some(endpoint) = pool.endpoint(addr) {
-            let headers = response.headers_mut();
-            session::stamp(s, ticket, endpoint.session, x.client.tls, now, headers);
+        let endpoint = pool
+            .endpoint(addr)
+            .filter(|_| !response.status().is_server_error());
+        if let Some(endpoint) = endpoint {
+            let (id, tls, now) = (endpoint.session, x.client.tls, session::now());
+            session::stamp(s, ticket, id, tls, now, response.headers_mut());
         }
     }
     Ok(response)

@@ -2,15 +2,18 @@
 //! gave it in a cookie (or a header the client sends back), and a later request carrying that
 //! ticket goes to the same endpoint while it is usable and the session has not timed out.
 //!
-//! A ticket is `ENDPOINT.BEGAN.SEEN`: a digest of the endpoint's address (never the address),
-//! and the Unix seconds the session began and was last used, in hexadecimal. A client can only
-//! name endpoints the route already sends to (any other is picked anew), so a forged ticket
-//! buys nothing a fresh one would not.
+//! A ticket is `ENDPOINT.BEGAN.SEEN`: a digest of the endpoint's address, and the Unix seconds
+//! the session began and was last used, in hexadecimal. It is not signed: a client can only
+//! name endpoints the route already sends to (any other is picked anew), as it could with
+//! consistent hashing by a header it sends, and can only stretch its own session.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderValue};
 use weir_api::model::Session;
+
+/// How far ahead another replica's clock may be.
+const CLOCK_SKEW: u64 = 60;
 
 /// A client's session, as its ticket says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +71,10 @@ pub fn asked(session: &Session, headers: &HeaderMap, now: u64) -> Option<Ticket>
     let within = |since: u64, limit: Option<Duration>| {
         limit.is_none_or(|l| now.saturating_sub(since) < l.as_secs().max(1))
     };
-    (ticket.began <= now
-        && ticket.seen <= now
+    // A ticket from a replica whose clock runs a little ahead still holds.
+    let ahead = now + CLOCK_SKEW;
+    (ticket.began <= ahead
+        && ticket.seen <= ahead
         && within(ticket.began, session.absolute)
         && within(ticket.seen, session.idle))
     .then_some(ticket)
@@ -77,7 +82,7 @@ pub fn asked(session: &Session, headers: &HeaderMap, now: u64) -> Option<Ticket>
 
 /// Gives the client its ticket for `endpoint` on the response, unless the one it sent still
 /// says so (with an idle timeout, the last use is renewed each time). `tls`: the cookie is
-/// `Secure`.
+/// `Secure`. A header session replaces any field of its name the backend set.
 pub fn stamp(
     session: &Session,
     asked: Option<Ticket>,
@@ -95,7 +100,7 @@ pub fn stamp(
     let (name, value) = if session.header {
         (session.name.as_str(), ticket)
     } else {
-        let mut cookie = format!("{}={ticket}; Path=/; HttpOnly", session.name);
+        let mut cookie = format!("{}={ticket}; Path=/; HttpOnly; SameSite=Lax", session.name);
         if let Some(max_age) = session.max_age {
             // What is left of the session's absolute lifetime.
             let left = max_age.as_secs().saturating_sub(now.saturating_sub(began));
@@ -110,7 +115,13 @@ pub fn stamp(
         http::HeaderName::from_bytes(name.as_bytes()),
         HeaderValue::from_str(&value),
     ) {
-        headers.append(name, value);
+        match session.header {
+            true => headers.insert(name, value),
+            false => {
+                headers.append(name, value);
+                None
+            }
+        };
     }
 }
 
@@ -139,7 +150,10 @@ mod tests {
         let mut response = HeaderMap::new();
         stamp(&session(false), None, 42, true, 1000, &mut response);
         let set = response[header::SET_COOKIE].to_str().unwrap();
-        assert!(set.ends_with("; Path=/; HttpOnly; Secure"), "{set}");
+        assert!(
+            set.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
+            "{set}"
+        );
         let pair = set.split(';').next().unwrap();
         let asked = asked(&session(false), &cookie(&format!("a=b; {pair}")), 1010);
         let expected = Ticket {
@@ -158,7 +172,10 @@ mod tests {
             Some(42)
         );
         assert_eq!(asked(&s, &cookie("s=2a.3e8.3e8"), 1000 + 60), None);
-        assert_eq!(asked(&s, &cookie("s=2a.3e8.3e8"), 999), None);
+        assert_eq!(
+            asked(&s, &cookie("s=2a.3e8.3e8"), 1000 - CLOCK_SKEW - 1),
+            None
+        );
         assert_eq!(asked(&s, &cookie("s=zz.3e8.3e8"), 1000), None);
         assert_eq!(asked(&s, &cookie("other=2a.3e8.3e8"), 1000), None);
     }

@@ -151,7 +151,7 @@ pub fn send<'a>(
         let retry_method = retry.is_some_and(|r| r.non_idempotent || idempotent(&out.parts.method));
         let _pending = pool.admit()?;
         // Only requests that may be retried count towards the budget their retries spend.
-        if retry.is_some() {
+        if retry.is_some_and(|r| r.attempts > 1) && out.body.replayable() {
             pool.budget.deposit(Instant::now());
         }
         let protocol = pool.cluster.protocol;
@@ -195,7 +195,13 @@ pub fn send<'a>(
                 && out.body.replayable()
                 && retry.is_some_and(|r| report.attempts < r.attempts)
                 && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
-            if !more {
+            // A retry that could not go out before the request's deadline is not made: the
+            // client gets this try's answer rather than a timeout.
+            let pause = retry.map_or(Duration::ZERO, |r| {
+                backoff(r.backoff_base, r.backoff_max, report.attempts).max(r.min_backoff)
+            });
+            let late = deadline.is_some_and(|d| tokio::time::Instant::now() + pause >= d);
+            if !more || late {
                 return outcome;
             }
             if !pool.budget.withdraw(Instant::now()) {
@@ -205,11 +211,7 @@ pub fn send<'a>(
             pool.metrics.retries.inc();
             drop(outcome);
             tried.push(endpoint.addr);
-            if let Some(r) = retry {
-                let pause = backoff(r.backoff_base, r.backoff_max, report.attempts);
-                let wake = tokio::time::Instant::now() + pause;
-                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
-            }
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -6,11 +6,12 @@
 //! | `attempts: N`      | N retries after the first try (0: none, whatever the Service's policy says); unset: 1 |
 //! | `codes`            | the response statuses retried (400–599)                       |
 //! | (always)           | a connection that could not be made; a try that ran out of `timeouts.backendRequest` |
-//! | `backoff: D`       | the first retry waits up to D (jittered), doubling to 10 × D; unset: 25ms |
+//! | `backoff: D`       | a retry waits at least D, and up to D doubling per retry (jittered), at most 10 × D; unset: 25ms |
 //!
 //! Retries come out of the backend cluster's retry budget (its TrafficPolicy's, else 20 % of
-//! its requests plus 10 a second), so a failing backend never sees much more than the offered
-//! load, whatever `attempts` says; `timeouts.request` bounds the tries together. Only
+//! the requests that may be retried plus 10 a second, per gateway replica), so a failing
+//! backend sees about 1.2 times the offered load at most (plus that floor), whatever
+//! `attempts` says; `timeouts.request` bounds the tries together. Only
 //! idempotent requests are tried again on a response (a connection that was never made is
 //! tried again whatever the method), and only bodies up to 64 KiB are kept to be sent again.
 
@@ -26,6 +27,9 @@ use crate::{
 /// More retries than this for one request are refused as a mistake (the budget would cut
 /// them short anyway).
 const MAX_ATTEMPTS: i64 = 100;
+
+/// The longest `backoff` taken.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The rule's retry policy, or the field under `retry` that is wrong and why.
 pub(super) fn route_retry(retry: &HttpRouteRulesRetry) -> Result<RetryPolicy, (String, String)> {
@@ -51,6 +55,10 @@ pub(super) fn route_retry(retry: &HttpRouteRulesRetry) -> Result<RetryPolicy, (S
     };
     let backoff_base = match retry.backoff.as_deref().map(parse_duration) {
         None => Duration::from_millis(25),
+        Some(Ok(d)) if d.is_zero() || d > MAX_BACKOFF => {
+            let why = "must be longer than 0s and at most 1m (a try that waits holds its place among the cluster's pending requests)";
+            return Err((".backoff".into(), why.into()));
+        }
         Some(Ok(d)) => d,
         Some(Err(e)) => return Err((".backoff".into(), e)),
     };
@@ -67,6 +75,7 @@ pub(super) fn route_retry(retry: &HttpRouteRulesRetry) -> Result<RetryPolicy, (S
         non_idempotent: false,
         backoff_base,
         backoff_max: backoff_base.saturating_mul(10),
+        min_backoff: backoff_base,
         budget_ratio: DEFAULT_BUDGET_RATIO,
         budget_min_per_second: DEFAULT_BUDGET_MIN_PER_SECOND,
     })

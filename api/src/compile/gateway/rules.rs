@@ -105,7 +105,7 @@ pub(super) fn rule_action(
         }
     }
     if let Some(session) = &rule.session_persistence {
-        match route_session(session) {
+        match route_session(session, &format!("{key}/{field}")) {
             Ok(session) => forward.session = Some(session),
             Err((sub, message)) => {
                 cx.error(
