@@ -698,3 +698,64 @@ async fn a_tls_route_to_a_meshed_backend_is_refused() {
         .await;
     assert_eq!(meshed, Some(1.0));
 }
+
+/// Gateways sharing the TLS port: a Terminate TLSRoute of one Gateway cannot carry a name that
+/// another Gateway's certificate answers there (it would get that Gateway's clients' traffic,
+/// decrypted with its key), even naming it in its own listener's certificate; the names that
+/// are its own it carries.
+#[tokio::test]
+async fn a_terminated_route_cannot_carry_another_gateways_name() {
+    let pki = Pki::new();
+    let victim = pki.issue(&["victim.example.com"], KeyType::Ecdsa);
+    let tenant = pki.issue(
+        &["victim.example.com", "tenant.example.com"],
+        KeyType::Ecdsa,
+    );
+    let backend = tcp_backend("tenant-backend").await;
+    let gateways = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: victim, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: https, protocol: HTTPS, port: 443, hostname: victim.example.com, tls: {certificateRefs: [{name: victim-cert}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tenant, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tls, protocol: TLS, port: 443, tls: {mode: Terminate, certificateRefs: [{name: tenant-cert}]}}\n";
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: tenant, namespace: default}\nspec:\n  parentRefs: [{name: tenant}]\n  hostnames: [victim.example.com, tenant.example.com]\n  rules:\n  - backendRefs: [{name: tenant-backend, port: 80}]\n";
+    let dir = ConfigDir::new()
+        .with(
+            "svc.yaml",
+            &service_at("tenant-backend", "default", backend),
+        )
+        .with(
+            "certs.yaml",
+            &[
+                tls_secret("victim-cert", &victim),
+                tls_secret("tenant-cert", &tenant),
+            ]
+            .join("---\n"),
+        )
+        .with("gw.yaml", gateways)
+        .with("route.yaml", route);
+    let weir = Weir::start(&dir);
+    // The first line the connection brings within a second, if any (the backend greets first;
+    // HTTPS waits for a request).
+    let first_line = |sni: &'static str| {
+        let client = pki.client(&[], false);
+        async move {
+            let tcp = TcpStream::connect(weir.tls).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(client)
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            let mut lines = BufReader::new(tls).lines();
+            let line = tokio::time::timeout(Duration::from_secs(1), lines.next_line());
+            line.await.ok()?.ok()?
+        }
+    };
+    assert_eq!(
+        first_line("tenant.example.com").await.as_deref(),
+        Some("hello tenant-backend")
+    );
+    assert_eq!(first_line("victim.example.com").await, None);
+    let warnings = weir.admin_get("/config").await.json()["snapshot"]["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "victim.example.com on port 443 is answered by a certificate of Gateway default/victim"
+        ),
+        "{warnings}"
+    );
+}

@@ -95,6 +95,7 @@ pub fn compile(objects: &Objects) -> Result<Snapshot, ConfigErrors> {
     frontend::compile_all(&mut cx);
     security::compile_all(&mut cx);
     tls::compile_all(&mut cx);
+    gateway::own_names_only(&mut cx);
     mesh::compile_all(&mut cx);
     coverage::compile_all(&mut cx);
     cx.finish()

@@ -329,7 +329,7 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
 }
 
 /// The hostnames a listener and a route have in common (Gateway API hostname intersection).
-fn intersect(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
+pub(super) fn intersect(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
     use HostMatch::*;
     match (listener, route) {
         (Any, r) => Some(r.clone()),

@@ -359,6 +359,8 @@ mod grpc;
 mod retry;
 mod rules;
 mod session;
+mod stream_names;
+pub(super) use stream_names::own_names_only;
 mod tcproute;
 mod tlsroute;
 
