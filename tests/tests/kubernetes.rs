@@ -1218,6 +1218,35 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
         );
         assert_eq!(of(name)["attachedRoutes"], 0, "{name}");
     }
+    // A younger Gateway cannot have the older one's TCP port, nor the gateway's HTTP port for
+    // TCP: its listeners say PortUnavailable (the gateway does not serve them).
+    api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: younger, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: taken, protocol: TCP, port: 9091}\n  - {name: home, protocol: TCP, port: 80}\n  - {name: free, protocol: TCP, port: 9092}\n");
+    let younger = eventually(
+        Duration::from_secs(10),
+        "the younger Gateway's status",
+        || async {
+            let gw = api.get(
+                "gateway.networking.k8s.io/v1",
+                "Gateway",
+                "default",
+                "younger",
+            )?;
+            let listeners = gw["status"]["listeners"].as_array()?.clone();
+            (listeners.len() == 3).then_some(listeners)
+        },
+    )
+    .await;
+    for name in ["taken", "home"] {
+        assert_eq!(
+            listener_reason(&younger, name, "Accepted"),
+            pair("False", "PortUnavailable"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        listener_reason(&younger, "free", "Accepted"),
+        pair("True", "Accepted")
+    );
     // The rest of the cluster serves.
     assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
 }

@@ -22,6 +22,10 @@ pub(super) enum ListenerProblem {
     ProtocolConflict,
     /// Another listener on its port has its hostname (`Conflicted`, `HostnameConflict`).
     HostnameConflict,
+    /// Its port is an older Gateway's for another protocol (or a TCP port, which one Gateway
+    /// has alone), or the gateway's own HTTP (80) or HTTPS (443) port while it speaks another
+    /// (`Accepted` False, `PortUnavailable`): the gateway does not serve it.
+    PortUnavailable,
     /// `allowedRoutes.kinds` names a kind Weir does not serve (`ResolvedRefs` False,
     /// `InvalidRouteKinds`; the kinds it does serve are its `supportedKinds`).
     InvalidRouteKinds,
@@ -50,6 +54,9 @@ pub(super) fn listener_problem(
         Some("ProtocolConflict") => return Some(ListenerProblem::ProtocolConflict),
         Some(_) => return Some(ListenerProblem::HostnameConflict),
         None => {}
+    }
+    if port_unavailable(gateway, l, objects) {
+        return Some(ListenerProblem::PortUnavailable);
     }
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
     if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
@@ -111,6 +118,59 @@ pub(super) fn listener_problem(
     None
 }
 
+/// What connections to a listener's port speak: HTTP, TLS or TCP (as the gateway's port plan
+/// tells them apart).
+fn speaks(protocol: &str) -> Option<&'static str> {
+    match protocol {
+        "HTTP" => Some("HTTP"),
+        "HTTPS" | "TLS" => Some("TLS"),
+        "TCP" => Some("TCP"),
+        _ => None,
+    }
+}
+
+/// Whether the gateway leaves listener `l` of `gateway` unserved for its port, as it plans
+/// ports (with the manifests' home ports, 80 and 443): the home port of another protocol, or
+/// a port an older Gateway of the class has for another protocol, or a TCP port.
+fn port_unavailable(gateway: &ObjectKey, l: &GatewayListeners, objects: &Objects) -> bool {
+    let Some(mine) = speaks(&l.protocol) else {
+        return false;
+    };
+    match l.port {
+        80 => return mine != "HTTP",
+        443 => return mine != "TLS",
+        _ => {}
+    }
+    let age = |g: &gateway_api::apis::standard::gateways::Gateway| {
+        let created = serde_json::to_value(&g.metadata.creation_timestamp).unwrap_or_default();
+        let name = format!(
+            "{}/{}",
+            g.metadata.namespace.as_deref().unwrap_or_default(),
+            g.metadata.name.as_deref().unwrap_or_default()
+        );
+        (created.as_str().unwrap_or_default().to_string(), name)
+    };
+    let ours = format!("{}/{}", gateway.namespace, gateway.name);
+    let Some(own_age) = objects.iter().find_map(|(o, _)| match o {
+        Object::Gateway(g) if age(g).1 == ours => Some(age(g)),
+        _ => None,
+    }) else {
+        return false;
+    };
+    objects.iter().any(|(o, _)| {
+        let Object::Gateway(g) = o else {
+            return false;
+        };
+        g.spec.gateway_class_name == weir_api::compile::GATEWAY_CLASS
+            && age(g) < own_age
+            && g.spec.listeners.iter().any(|other| {
+                other.port == l.port
+                    && listener_conflict(other, &g.spec.listeners).is_none()
+                    && speaks(&other.protocol).is_some_and(|s| s != mine || s == "TCP")
+            })
+    })
+}
+
 /// Whether `gateway` lets clients in without a valid certificate somewhere
 /// (`AllowInsecureFallback`).
 pub(super) fn insecure_frontend(gateway: &gateway_api::apis::standard::gateways::Gateway) -> bool {
@@ -159,6 +219,13 @@ pub(super) fn listener_conditions(
             false,
             "Invalid",
             "another listener on its port speaks another protocol: neither takes routes",
+            generation,
+        ),
+        (true, Some(P::PortUnavailable)) => condition(
+            "Accepted",
+            false,
+            "PortUnavailable",
+            "its port is an older Gateway's for another protocol (or a TCP port, which one Gateway has alone), or the gateway's HTTP port 80 or HTTPS port 443 while this listener speaks another protocol: not served",
             generation,
         ),
         (true, Some(P::NoValidCaCertificate(_))) => condition(
