@@ -290,3 +290,22 @@ async fn a_retry_waits_at_least_its_backoff() {
     assert_eq!(probe(&weir, "/retry", 1, Some(500), "").await.status, 200);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }
+
+/// When the breaker ejects the only endpoint after a try, there is nothing to retry on: the
+/// client gets the backend's own answer, not the gateway's `circuit-open`.
+#[tokio::test]
+async fn a_retry_with_no_endpoint_left_returns_the_backends_answer() {
+    let backend = Echo::start("app");
+    backend.mode("fail").await;
+    let policy = traffic_policy(
+        "eject",
+        "app",
+        "  circuitBreaker: {consecutiveFailures: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}\n",
+    );
+    let rules = [("/", "retry: {codes: [503], attempts: 3}")];
+    let weir = serve("app", &backend, &rules, &[("policy.yaml", &policy)]);
+    let reply = weir.get("retry.example", "/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("x-weir-error"), None, "{}", reply.text());
+    assert_eq!(backend.served().await, 1);
+}

@@ -156,12 +156,14 @@ pub fn send<'a>(
         }
         let protocol = pool.cluster.protocol;
         let mut tried: Vec<SocketAddr> = Vec::new();
+        // The endpoint of the next try, chosen before a retry is paid for.
+        let mut next = None;
         loop {
             report.attempts += 1;
             let sticky = tries.sticky.filter(|_| tried.is_empty());
-            let endpoint = match sticky.and_then(|id| pool.sticky(id)) {
-                Some(endpoint) => endpoint.clone(),
-                None => pool.pick(&tried, key)?.clone(),
+            let endpoint = match (next.take(), sticky.and_then(|id| pool.sticky(id))) {
+                (Some(endpoint), _) | (None, Some(endpoint)) => endpoint.clone(),
+                (None, None) => pool.pick(&tried, key)?.clone(),
             };
             report.endpoint = Some(endpoint.addr);
             let last =
@@ -195,22 +197,30 @@ pub fn send<'a>(
                 && out.body.replayable()
                 && retry.is_some_and(|r| report.attempts < r.attempts)
                 && deadline.is_none_or(|d| tokio::time::Instant::now() < d);
+            if !more {
+                return outcome;
+            }
             // A retry that could not go out before the request's deadline is not made: the
-            // client gets this try's answer rather than a timeout.
+            // tries did not fit in `timeouts.request`, which ends the request (504), as the
+            // Gateway API asks, without waiting for the deadline.
             let pause = retry.map_or(Duration::ZERO, |r| {
                 backoff(r.backoff_base, r.backoff_max, report.attempts).max(r.min_backoff)
             });
-            let late = deadline.is_some_and(|d| tokio::time::Instant::now() + pause >= d);
-            if !more || late {
-                return outcome;
+            if deadline.is_some_and(|d| tokio::time::Instant::now() + pause >= d) {
+                return Err(ProxyError::Timeout);
             }
+            // No endpoint left to try (every one ejected by now): the client gets this answer.
+            tried.push(endpoint.addr);
+            let Ok(retry_at) = pool.pick(&tried, key) else {
+                return outcome;
+            };
             if !pool.budget.withdraw(Instant::now()) {
                 pool.metrics.budget_exhausted.inc();
                 return outcome;
             }
+            next = Some(retry_at);
             pool.metrics.retries.inc();
             drop(outcome);
-            tried.push(endpoint.addr);
             tokio::time::sleep(pause).await;
         }
     }
