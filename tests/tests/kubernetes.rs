@@ -1626,3 +1626,51 @@ async fn gateway_invalid_frontend_client_certificate_validation() {
         "ConfigurationChanged"
     );
 }
+
+/// BackendTLSPolicyObservedGenerationBump and BackendTLSPolicyPreserveForeignStatus: the
+/// ancestor conditions Weir writes carry the policy's generation, and follow it when the spec
+/// changes; an ancestor entry another controller wrote is kept beside Weir's.
+#[tokio::test]
+async fn backend_tls_policy_status_follows_its_generation_and_keeps_foreign_entries() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
+    api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-ca, namespace: default}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+    let foreign = "status:\n  ancestors:\n  - ancestorRef: {group: gateway.networking.k8s.io, kind: Gateway, name: their-gateway, namespace: default}\n    controllerName: example.com/another-controller\n    conditions:\n    - {type: Accepted, status: \"True\", reason: Accepted, message: theirs, lastTransitionTime: \"2026-01-01T00:00:00Z\", observedGeneration: 1}\n";
+    let policy = |hostname: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: app, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: app}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: app-ca}}]\n    hostname: {hostname}\n{foreign}")
+    };
+    api.apply(&policy("app.internal"));
+    // Weir's entry, with the generation it saw, once it has written one for `generation`.
+    let ours = |generation: i64| async move {
+        let policy = api.get(
+            "gateway.networking.k8s.io/v1",
+            "BackendTLSPolicy",
+            "default",
+            "app",
+        )?;
+        let ancestors = policy["status"]["ancestors"].as_array()?.clone();
+        let entry = ancestors
+            .iter()
+            .find(|a| a["controllerName"] == "weir.dev/gateway-controller")?
+            .clone();
+        let seen = condition(&entry["conditions"], "Accepted")["observedGeneration"].as_i64();
+        (policy["metadata"]["generation"].as_i64() == Some(generation) && seen == Some(generation))
+            .then_some(ancestors)
+    };
+    let first = eventually(Duration::from_secs(10), "generation 1", || ours(1)).await;
+    api.apply(&policy("other.internal"));
+    let second = eventually(Duration::from_secs(10), "generation 2", || ours(2)).await;
+    for ancestors in [first, second] {
+        let theirs = ancestors
+            .iter()
+            .find(|a| a["controllerName"] == "example.com/another-controller");
+        let theirs = theirs.unwrap_or_else(|| panic!("the foreign entry is gone: {ancestors:?}"));
+        assert_eq!(theirs["ancestorRef"]["name"], "their-gateway");
+        assert_eq!(
+            condition(&theirs["conditions"], "Accepted")["message"],
+            "theirs"
+        );
+    }
+}
