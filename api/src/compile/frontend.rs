@@ -15,7 +15,7 @@ use gateway_api::apis::standard::gateways::{
 
 use super::{
     backend_tls::{read_ca, CaRef},
-    gateway::granted,
+    gateway::{granted, weir_gateways},
     Context,
 };
 use crate::{
@@ -33,7 +33,7 @@ struct Asked<'g> {
 }
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    for gateway in cx.weir_gateways() {
+    for gateway in weir_gateways(cx.objects) {
         let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
             continue;
         };

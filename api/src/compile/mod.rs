@@ -12,8 +12,8 @@ mod coverage;
 mod frontend;
 mod gateway;
 pub use gateway::{
-    listener_conflict, served_kinds, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-    NO_MATCHING_PARENT,
+    gateway_listeners, listener_conflict, served_kinds, NOT_ALLOWED_BY_LISTENERS,
+    NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
 };
 mod ingress;
 mod mesh;

@@ -12,6 +12,7 @@ mod cluster;
 mod coverage;
 pub mod features;
 mod mesh;
+mod ports;
 mod security;
 
 pub use action::{
@@ -27,6 +28,7 @@ pub use mesh::{
     AccessPolicy, AccessRule, AccessRules, Caller, Identities, Inbound, Mesh, MeshPod, MeshPort,
     MeshService, Operation, Requirement, Selector, SidecarView, SidecarViewRef, TlsMode, TlsPolicy,
 };
+pub use ports::{plan_ports, PortPlan, Speaks, Unserved};
 pub use security::{
     ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
     TLS_CERT_KEY, TLS_KEY_KEY,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use weir_api::{error::ConfigErrors, Snapshot};
 
 pub use install::{Decode, Follow, Installer, Prepare};
+pub use weir_api::model::{plan_ports, PortPlan, Speaks, Unserved};
 
 use crate::{
     balance::{Endpoint, Pool},
@@ -59,16 +60,8 @@ impl<R> Active<R> {
     }
 }
 
-/// How a gateway tells its ports apart, as the Gateway API does: a route attached to a
-/// listener is served on that listener's port only. The gateway's own sockets stand for its
-/// home ports, `http` (plaintext, 80 by default) and `tls` (443), which also serve Ingresses;
-/// a Gateway listener on any other port gets a socket of its own.
-///
-/// A port serves one kind of connection: on the plaintext home port only HTTP listeners, on
-/// the TLS one only HTTPS and TLS listeners. Another port belongs to the oldest Gateway with a
-/// listener there: a younger one may share it for the same protocol (HTTP or TLS, told apart
-/// by hostname and SNI), never for another, nor a TCP port; so no Gateway can turn another's
-/// HTTPS port into plaintext or its HTTP port into a tunnel, take its TCP port, or close it.
+/// How a gateway tells its ports apart: its home ports and the Gateways it serves, planned as
+/// [`plan_ports`] says.
 #[derive(Clone, Debug, Default)]
 pub struct Ports {
     /// The Gateway listener port the plaintext home socket serves (with Ingresses).
@@ -77,38 +70,6 @@ pub struct Ports {
     pub tls: u16,
     /// The Gateways served (`namespace/name`); empty: every Gateway of the class.
     pub gateways: Vec<String>,
-}
-
-/// The Gateways whose listeners a port serves, and what connections to it speak.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PortPlan {
-    /// What connections begin with.
-    pub speaks: Speaks,
-    /// `namespace/name` of the Gateways with listeners served there.
-    pub gateways: BTreeSet<String>,
-}
-
-/// What connections to a port speak, as its listeners' protocol says.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Speaks {
-    /// HTTP in cleartext (`HTTP` listeners).
-    #[default]
-    Http,
-    /// TLS first (`HTTPS` and `TLS` listeners).
-    Tls,
-    /// Bytes carried to a TCPRoute's backend as they come (`TCP` listeners).
-    Tcp,
-}
-
-impl Speaks {
-    /// What connections to `listener`'s port speak.
-    pub fn of(listener: &weir_api::model::GatewayListener) -> Self {
-        match (listener.tls, listener.tcp) {
-            (true, _) => Speaks::Tls,
-            (false, true) => Speaks::Tcp,
-            (false, false) => Speaks::Http,
-        }
-    }
 }
 
 impl Ports {
@@ -122,61 +83,11 @@ impl Ports {
         port == self.http || port == self.tls
     }
 
-    /// What each port serves: the home ports always, the others where `snapshot`'s served
-    /// listeners are; and why listeners that cannot be served as they ask are not.
-    pub fn plan(&self, snapshot: &Snapshot) -> (BTreeMap<u16, PortPlan>, Vec<String>) {
-        let mut problems = Vec::new();
-        let mut plan = BTreeMap::from([
-            (self.http, PortPlan::default()),
-            (
-                self.tls,
-                PortPlan {
-                    speaks: Speaks::Tls,
-                    ..PortPlan::default()
-                },
-            ),
-        ]);
-        // Oldest Gateway first: of two that want one port for different things, it keeps it.
-        let mut listeners: Vec<_> = snapshot
-            .listeners
-            .iter()
-            .filter(|l| self.serves(&l.gateway))
-            .collect();
-        listeners.sort_by(|a, b| (&a.created, &a.gateway).cmp(&(&b.created, &b.gateway)));
-        // The Gateway each port other than the home ones was first given to.
-        let mut owners: BTreeMap<u16, &str> = BTreeMap::new();
-        for l in listeners {
-            let speaks = Speaks::of(l);
-            if self.is_home(l.port) {
-                let home_tls = l.port == self.tls;
-                let home = if home_tls { Speaks::Tls } else { Speaks::Http };
-                if speaks != home {
-                    let (socket, wanted) = match home_tls {
-                        true => ("TLS", "HTTPS or TLS"),
-                        false => ("plaintext", "HTTP"),
-                    };
-                    problems.push(format!("listener {} of Gateway {} is on port {}, the gateway's {socket} port, which serves {wanted} listeners only: not served", l.name, l.gateway, l.port));
-                    continue;
-                }
-                if let Some(p) = plan.get_mut(&l.port) {
-                    p.gateways.insert(l.gateway.clone());
-                }
-                continue;
-            }
-            let owner = *owners.entry(l.port).or_insert(&l.gateway);
-            let p = plan.entry(l.port).or_insert_with(|| PortPlan {
-                speaks,
-                ..PortPlan::default()
-            });
-            // Another Gateway may share the port for the same thing, HTTP or TLS (hostnames and
-            // SNI tell them apart), never a TCP port (its connections have no names).
-            if owner != l.gateway && (p.speaks != speaks || speaks == Speaks::Tcp) {
-                problems.push(format!("listener {} of Gateway {} wants port {} of Gateway {owner} (for another protocol, or TCP, which one Gateway has alone): not served", l.name, l.gateway, l.port));
-                continue;
-            }
-            p.gateways.insert(l.gateway.clone());
-        }
-        (plan, problems)
+    /// What each port serves, and the listeners that cannot be served as they ask.
+    pub fn plan(&self, snapshot: &Snapshot) -> (BTreeMap<u16, PortPlan>, Vec<Unserved>) {
+        plan_ports(&snapshot.listeners, (self.http, self.tls), |g| {
+            self.serves(g)
+        })
     }
 
     /// The ports other than the home ones that are served, each with what connections to it
@@ -194,9 +105,9 @@ impl Ports {
     /// ports where its Gateway's listeners are served; one attached to none (an Ingress's) on
     /// the home ports.
     fn routers(&self, snapshot: &Snapshot) -> HashMap<u16, Router> {
-        let (plan, problems) = self.plan(snapshot);
-        for problem in problems {
-            tracing::error!(%problem, "a Gateway listener is not served");
+        let (plan, unserved) = self.plan(snapshot);
+        for u in unserved {
+            tracing::error!(problem = %u.why, "a Gateway listener is not served");
         }
         plan.into_iter()
             .map(|(port, plan)| {

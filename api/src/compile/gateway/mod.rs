@@ -48,20 +48,19 @@ pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
 /// See [`NO_MATCHING_PARENT`].
 pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
 
-impl<'a> Context<'a> {
-    /// The Gateways of class `weir`.
-    pub(super) fn weir_gateways(&self) -> Vec<&'a Gateway> {
-        self.iter()
-            .filter_map(|(o, _)| match o {
-                Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => Some(g),
-                _ => None,
-            })
-            .collect()
-    }
+/// The Gateways of class `weir` among `objects`.
+pub(in crate::compile) fn weir_gateways(objects: &crate::Objects) -> Vec<&Gateway> {
+    objects
+        .iter()
+        .filter_map(|(o, _)| match o {
+            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => Some(g),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let gateways = cx.weir_gateways();
+    let gateways = weir_gateways(cx.objects);
     cx.listeners = served_listeners(&gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()
@@ -127,6 +126,12 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             cx.routes[i] = Arc::new(route);
         }
     }
+}
+
+/// The listeners of `objects`' `weir` Gateways that take routes, as a compile of them lists
+/// them in its snapshot (for the controller, which plans ports as the gateway does).
+pub fn gateway_listeners(objects: &crate::Objects) -> Vec<GatewayListener> {
+    served_listeners(&weir_gateways(objects))
 }
 
 /// The listeners of `gateways` that take routes: HTTP, HTTPS, TLS and TCP, not conflicted.

@@ -14,7 +14,7 @@ use weir_api::{
 use super::{
     listeners::{
         attached_routes, insecure_frontend, listener_conditions, listener_problem, supported_kinds,
-        ListenerProblem, GATEWAY_GROUP,
+        unserved_listeners, ListenerProblem, GATEWAY_GROUP,
     },
     messages, GATEWAY_CONTROLLER, OPTED_OUT,
 };
@@ -39,6 +39,7 @@ pub(super) fn desired(
             .filter_map(move |w| w.strip_prefix(&prefix).map(str::to_string))
             .collect::<Vec<String>>()
     };
+    let unserved = unserved_listeners(objects);
     // A reference that did not resolve, with the Gateway API's reason for the first one.
     let unresolved = |key: &ObjectKey| {
         let found: Vec<(&str, String)> = warned(key)
@@ -169,7 +170,7 @@ pub(super) fn desired(
                 let all = &gateway.spec.listeners;
                 let problems: Vec<Option<ListenerProblem>> = all
                     .iter()
-                    .map(|l| listener_problem(&key, l, all, &warned(&key), objects))
+                    .map(|l| listener_problem(&key, l, all, &warned(&key), objects, &unserved))
                     .collect();
                 let listeners: Vec<Value> = all
                     .iter()

@@ -5,7 +5,8 @@
 use gateway_api::apis::standard::gateways::GatewayListeners;
 use serde_json::Value;
 use weir_api::{
-    compile::{listener_conflict, served_kinds, FRONTEND_WARNING},
+    compile::{gateway_listeners, listener_conflict, served_kinds, FRONTEND_WARNING},
+    model::{plan_ports, Unserved},
     Object, ObjectKey, Objects, Rejection,
 };
 
@@ -46,6 +47,7 @@ pub(super) fn listener_problem(
     all: &[GatewayListeners],
     gateway_warnings: &[String],
     objects: &Objects,
+    unserved: &[Unserved],
 ) -> Option<ListenerProblem> {
     if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS" | "TCP") {
         return Some(ListenerProblem::Protocol);
@@ -55,7 +57,11 @@ pub(super) fn listener_problem(
         Some(_) => return Some(ListenerProblem::HostnameConflict),
         None => {}
     }
-    if port_unavailable(gateway, l, objects) {
+    let name = format!("{}/{}", gateway.namespace, gateway.name);
+    if unserved
+        .iter()
+        .any(|u| u.gateway == name && u.listener == l.name)
+    {
         return Some(ListenerProblem::PortUnavailable);
     }
     let named = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref());
@@ -118,57 +124,11 @@ pub(super) fn listener_problem(
     None
 }
 
-/// What connections to a listener's port speak: HTTP, TLS or TCP (as the gateway's port plan
-/// tells them apart).
-fn speaks(protocol: &str) -> Option<&'static str> {
-    match protocol {
-        "HTTP" => Some("HTTP"),
-        "HTTPS" | "TLS" => Some("TLS"),
-        "TCP" => Some("TCP"),
-        _ => None,
-    }
-}
-
-/// Whether the gateway leaves listener `l` of `gateway` unserved for its port, as it plans
-/// ports (with the manifests' home ports, 80 and 443): the home port of another protocol, or
-/// a port an older Gateway of the class has for another protocol, or a TCP port.
-fn port_unavailable(gateway: &ObjectKey, l: &GatewayListeners, objects: &Objects) -> bool {
-    let Some(mine) = speaks(&l.protocol) else {
-        return false;
-    };
-    match l.port {
-        80 => return mine != "HTTP",
-        443 => return mine != "TLS",
-        _ => {}
-    }
-    let age = |g: &gateway_api::apis::standard::gateways::Gateway| {
-        let created = serde_json::to_value(&g.metadata.creation_timestamp).unwrap_or_default();
-        let name = format!(
-            "{}/{}",
-            g.metadata.namespace.as_deref().unwrap_or_default(),
-            g.metadata.name.as_deref().unwrap_or_default()
-        );
-        (created.as_str().unwrap_or_default().to_string(), name)
-    };
-    let ours = format!("{}/{}", gateway.namespace, gateway.name);
-    let Some(own_age) = objects.iter().find_map(|(o, _)| match o {
-        Object::Gateway(g) if age(g).1 == ours => Some(age(g)),
-        _ => None,
-    }) else {
-        return false;
-    };
-    objects.iter().any(|(o, _)| {
-        let Object::Gateway(g) = o else {
-            return false;
-        };
-        g.spec.gateway_class_name == weir_api::compile::GATEWAY_CLASS
-            && age(g) < own_age
-            && g.spec.listeners.iter().any(|other| {
-                other.port == l.port
-                    && listener_conflict(other, &g.spec.listeners).is_none()
-                    && speaks(&other.protocol).is_some_and(|s| s != mine || s == "TCP")
-            })
-    })
+/// The listeners the gateway leaves unserved for their ports, planned as it plans them
+/// ([`plan_ports`]) with the manifests' home ports (80 and 443) and every Gateway of the class
+/// (one deployment serves them all).
+pub(super) fn unserved_listeners(objects: &Objects) -> Vec<Unserved> {
+    plan_ports(&gateway_listeners(objects), (80, 443), |_| true).1
 }
 
 /// Whether `gateway` lets clients in without a valid certificate somewhere
