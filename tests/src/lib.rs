@@ -37,8 +37,9 @@ mod yaml;
 pub use controller::{certify_request, csr_for, next_sidecar_view, Controller};
 pub use weir::Weir;
 pub use yaml::{
-    api_key_policy, gateway, http_route, ingress_tls, mesh_tls, route_policy, routed, service,
-    service_at, service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS, MESH,
+    api_key_policy, ca_config_map, gateway, http_route, ingress_tls, mesh_tls, route_policy,
+    routed, service, service_at, service_with, tls_secret, traffic_policy, ConfigDir, API_KEYS,
+    MESH,
 };
 
 /// Path of a binary built from this workspace (next to the test executable's `deps/`).

@@ -83,6 +83,12 @@ pub fn service_with(name: &str, endpoints: &[(SocketAddr, bool)], port_extra: &s
     )
 }
 
+/// A ConfigMap `name` in `default` holding the CA certificates `pem` under `ca.crt`.
+pub fn ca_config_map(name: &str, pem: &str) -> String {
+    let indented = pem.trim_end().replace('\n', "\n    ");
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n    {indented}\n")
+}
+
 /// A Service `name` in `namespace` whose one endpoint is `addr` (Service port 80).
 pub fn service_at(name: &str, namespace: &str, addr: SocketAddr) -> String {
     service_with(name, &[(addr, true)], "")

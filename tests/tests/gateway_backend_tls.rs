@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use weir_e2e::{
-    eventually, gateway, http_route, service, service_with,
+    ca_config_map, eventually, gateway, http_route, service, service_with,
     tls::{echo_lines, https_echo, KeyType, Pki},
     ConfigDir, Echo, Weir,
 };
@@ -21,12 +21,6 @@ async fn tls_backend(pki: &Pki, name: &str, names: &[&str]) -> SocketAddr {
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
-}
-
-/// A ConfigMap `name` in `default` with `ca.crt`.
-fn ca_config_map(name: &str, pem: &str) -> String {
-    let indented = pem.trim_end().replace('\n', "\n    ");
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n    {indented}\n")
 }
 
 /// A BackendTLSPolicy `name` in `namespace` for Service `service`, with the `validation:`

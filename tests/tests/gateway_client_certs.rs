@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::{pki_types::pem::PemObject, ClientConfig, RootCertStore};
 use weir_e2e::{
-    free_port, service,
+    ca_config_map, free_port, service,
     tls::{https_get, Issued, KeyType, Pki},
     tls_secret, ConfigDir, Echo, Weir,
 };
@@ -33,11 +33,6 @@ fn client(trust: &Pki, cert: Option<&Issued>) -> Arc<ClientConfig> {
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
-}
-
-fn ca_config_map(name: &str, pem: &str) -> String {
-    let indented = pem.trim_end().replace('\n', "\n    ");
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n    {indented}\n")
 }
 
 struct Setup {

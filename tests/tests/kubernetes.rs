@@ -10,8 +10,8 @@ use weir_api::model::TlsMode;
 use weir_e2e::{
     api_key_policy,
     apiserver::ApiServer,
-    certify_request, csr_for, eventually, gateway, http_route, ingress_tls, mesh_tls,
-    next_sidecar_view, service,
+    ca_config_map, certify_request, csr_for, eventually, gateway, http_route, ingress_tls,
+    mesh_tls, next_sidecar_view, service,
     tls::{https_get, KeyType, Pki},
     tls_secret, Controller, Echo, Weir, API_KEYS, MESH,
 };
@@ -1451,8 +1451,7 @@ async fn a_backend_tls_policy_in_the_cluster_is_served_and_gets_its_status() {
             &format!("  - backendRefs: [{{name: {name}, port: 80}}]\n"),
         ));
     }
-    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
-    api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: secure-ca, namespace: default}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+    api.apply(&ca_config_map("secure-ca", &pki.ca_pem()));
     let policy = |name: &str, config_map: &str| {
         format!("apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {name}}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {config_map}}}]\n    hostname: secure.internal\n")
     };
@@ -1551,12 +1550,12 @@ async fn gateway_invalid_frontend_client_certificate_validation() {
         &pki.issue(&["example.org"], KeyType::Ecdsa),
     ));
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: web-backend-cm}\n");
-    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
     for (namespace, name) in [
         ("default", "tls-validity-checks-ca-certificate"),
         ("web-backend-cm", "gateway-conformance-web-backend"),
     ] {
-        api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+        let map = ca_config_map(name, &pki.ca_pem());
+        api.apply(&map.replace("namespace: default", &format!("namespace: {namespace}")));
     }
     let listener = |name: &str, port: u16, host: &str| {
         format!("  - {{name: {name}, port: {port}, protocol: HTTPS, hostname: {host}, tls: {{certificateRefs: [{{name: server-cert}}]}}}}\n")
@@ -1635,8 +1634,7 @@ async fn backend_tls_policy_status_follows_its_generation_and_keeps_foreign_entr
     let cluster = cluster(&[]).await;
     let api = &cluster.api;
     let pki = Pki::new();
-    let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
-    api.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-ca, namespace: default}}\ndata:\n  ca.crt: |\n    {ca}\n"));
+    api.apply(&ca_config_map("app-ca", &pki.ca_pem()));
     let foreign = "status:\n  ancestors:\n  - ancestorRef: {group: gateway.networking.k8s.io, kind: Gateway, name: their-gateway, namespace: default}\n    controllerName: example.com/another-controller\n    conditions:\n    - {type: Accepted, status: \"True\", reason: Accepted, message: theirs, lastTransitionTime: \"2026-01-01T00:00:00Z\", observedGeneration: 1}\n";
     let policy = |hostname: &str| {
         format!("apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: app, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: app}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: app-ca}}]\n    hostname: {hostname}\n{foreign}")
