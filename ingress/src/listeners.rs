@@ -243,7 +243,8 @@ pub fn follow<R: Send + Sync + 'static>(
 /// How soon a port that could not be bound is tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking socket listening on `addr`, for a runtime to take.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)

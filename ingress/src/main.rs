@@ -8,9 +8,8 @@
 //!                 └─ SNI of a TLSRoute ──▶ passed through, or carried after TLS ──▶ backend
 //! ```
 //!
-//! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways, HTTPRoutes,
-//! GRPCRoutes, TLSRoutes, TCPRoutes)
-//! from a directory, serves them, reloads on change without dropping a connection, and on
+//! It reads Kubernetes objects (Services, EndpointSlices, Ingresses, Gateways and routes) from a
+//! directory or the controller, serves them, reloads without dropping a connection, and on
 //! SIGTERM stops being ready, drains in-flight requests and exits 0.
 
 use std::{
@@ -151,7 +150,7 @@ struct Args {
     #[arg(long, env = "WEIR_UNDERSCORE_HEADERS", default_value = "drop")]
     underscore_headers: UnderscoreHeaders,
     /// Largest request header block accepted; larger gets 431.
-    #[arg(long, default_value = "64Ki", value_parser = parse_size)]
+    #[arg(long, default_value = "64Ki", value_parser = weir_api::duration::parse_bytes)]
     max_header_bytes: u64,
     /// Close a client connection that doesn't send its request headers within this time.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -216,10 +215,6 @@ fn parse_local_keys(s: &str) -> Result<usize, String> {
         Ok(n) if n >= 16 => Ok(n),
         _ => Err(format!("{s:?} is not a number of keys, at least 16")),
     }
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    weir_api::duration::parse_bytes(s)
 }
 
 /// Where the configuration comes from.
@@ -501,7 +496,5 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
 }
 
 fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .with_context(|| format!("binding {flag} {addr}"))
+    listeners::bind(addr).with_context(|| format!("binding {flag} {addr}"))
 }
