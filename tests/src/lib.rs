@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 pub mod apiserver;
+pub mod cluster;
 mod controller;
 pub mod idp;
 pub mod image;

@@ -1268,3 +1268,169 @@ async fn http_route_request_header_modifier_backend_weights() {
     }
     assert_eq!(reached.len(), 2, "{reached:?}");
 }
+
+/// HTTPRouteAllBackendsWeightZero: a rule whose every backend weighs 0 answers 500.
+#[tokio::test]
+async fn http_route_all_backends_weight_zero() {
+    let rules = "  - backendRefs:\n    - {name: infra-backend-v1, port: 80, weight: 0}\n    - {name: infra-backend-v2, port: 80, weight: 0}\n";
+    let (_backends, weir) = setup("all-backends-weight-zero", rules);
+    for _ in 0..5 {
+        assert_eq!(weir.get("example.com", "/").await.status, 500);
+    }
+}
+
+/// A Gateway `name` of class weir in `default` with `listeners` (YAML list items).
+fn gateway_named(name: &str, listeners: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  gatewayClassName: weir\n  listeners:\n{listeners}")
+}
+
+/// An HTTPRoute `name` in `default` with `spec` (indented by 2).
+fn route_named(name: &str, spec: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n{spec}")
+}
+
+/// HTTPRouteMultipleGateways: a route attached to two Gateways serves on both, beside each
+/// Gateway's own route for `/` (each Gateway served by its own gateway process, as the
+/// manifests' one deployment per Gateway would).
+#[tokio::test]
+async fn http_route_multiple_gateways() {
+    let (_backends, dir) = infra();
+    let http = |from: &str| {
+        format!("  - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: {from}}}}}}}\n")
+    };
+    let gateways = [
+        gateway_named("same-namespace", &http("Same")),
+        gateway_named("all-namespaces", &http("All")),
+    ];
+    let route = |name: &str, parents: &str, path: &str, n: u8| {
+        route_named(name, &format!("  parentRefs: {parents}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n{}", backend_ref(n)))
+    };
+    let routes = [
+        route(
+            "multiple-gateways-shared-route",
+            "[{name: same-namespace}, {name: all-namespaces}]",
+            "/shared",
+            1,
+        ),
+        route(
+            "same-namespace-dedicated-route",
+            "[{name: same-namespace}]",
+            "/",
+            2,
+        ),
+        route(
+            "all-namespaces-dedicated-route",
+            "[{name: all-namespaces}]",
+            "/",
+            3,
+        ),
+    ];
+    let dir = dir
+        .with("gw.yaml", &gateways.join("---\n"))
+        .with("route.yaml", &routes.join("---\n"));
+    let same = Weir::start_with(&dir, &["--gateway", "default/same-namespace"]);
+    let all = Weir::start_with(&dir, &["--gateway", "default/all-namespaces"]);
+    for (weir, dedicated) in [(&same, "infra-backend-v2"), (&all, "infra-backend-v3")] {
+        assert_eq!(
+            weir.get("example.com", "/shared").await.backend(),
+            "infra-backend-v1"
+        );
+        assert_eq!(weir.get("example.com", "/").await.backend(), dedicated);
+    }
+}
+
+/// HTTPRouteServiceTypes: backends behind a Service without a selector (EndpointSlices made
+/// by hand, one per address family), a headless Service, and a headless one without a
+/// selector are all reached.
+#[tokio::test]
+async fn http_route_service_types() {
+    let app = Echo::start("infra-backend-v1");
+    let (ip, port) = (app.addr.ip(), app.addr.port());
+    let service = |name: &str, spec: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n{spec}  ports: [{{name: first-port, protocol: TCP, port: 8080, targetPort: 3000}}]\n")
+    };
+    let slice = |name: &str, family: &str, endpoints: &str| {
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: {family}\nports: [{{name: first-port, protocol: TCP, port: {port}}}]\nendpoints: {endpoints}\n", family.to_lowercase())
+    };
+    let ready = format!("[{{addresses: [\"{ip}\"], conditions: {{ready: true, serving: true, terminating: false}}}}]");
+    let mut objects = Vec::new();
+    for (name, spec) in [
+        ("manual-endpointslices", ""),
+        (
+            "headless",
+            "  clusterIP: None\n  selector: {app: infra-backend-v1}\n",
+        ),
+        ("headless-manual-endpointslices", "  clusterIP: None\n"),
+    ] {
+        objects.push(service(name, spec));
+        objects.push(slice(name, "IPv4", &ready));
+        // The IPv6 slice has no endpoints: no IPv6 address here, as upstream's patch skips.
+        objects.push(slice(name, "IPv6", "[]"));
+    }
+    let rules: String = ["manual-endpointslices", "headless", "headless-manual-endpointslices"]
+        .iter()
+        .map(|name| format!("  - matches: [{{path: {{type: Exact, value: /{name}}}}}]\n    backendRefs: [{{name: {name}, port: 8080}}]\n"))
+        .collect();
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &objects.join("---\n"))
+        .with("gw.yaml", &gateway())
+        .with("route.yaml", &http_route("service-types", &[], &rules));
+    let weir = Weir::start(&dir);
+    for path in [
+        "/manual-endpointslices",
+        "/headless",
+        "/headless-manual-endpointslices",
+    ] {
+        let reply = weir.get("example.com", path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.backend(), "infra-backend-v1", "{path}");
+    }
+}
+
+/// HTTPRouteHTTPSListener: two HTTPS listeners on one port, one for any name and one for
+/// `second-example.org`; a route for `example.org` on the first and a route without hostnames
+/// on the second by its sectionName. Each name reaches its route; a name no route takes, 404.
+#[tokio::test]
+async fn http_route_https_listener() {
+    use weir_e2e::{
+        tls::{https_get, KeyType, Pki},
+        tls_secret,
+    };
+    let (_backends, dir) = infra();
+    let pki = Pki::new();
+    let names = ["example.org", "unknown-example.org", "second-example.org"];
+    let cert = pki.issue(&names, KeyType::Ecdsa);
+    let tls = "tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}";
+    let listeners = format!("  - {{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: Same}}}}, {tls}}}\n  - {{name: https-with-hostname, port: 443, protocol: HTTPS, hostname: second-example.org, allowedRoutes: {{namespaces: {{from: Same}}}}, {tls}}}\n");
+    let gateway = "same-namespace-with-https-listener";
+    let routes = [
+        route_named("httproute-https-test", &format!("  parentRefs: [{{name: {gateway}}}]\n  hostnames: [example.org]\n  rules:\n  -{}", &backend_ref(1)[3..])),
+        route_named("httproute-https-test-no-hostname", &format!("  parentRefs: [{{name: {gateway}, sectionName: https-with-hostname}}]\n  rules:\n  -{}", &backend_ref(2)[3..])),
+    ];
+    let dir = dir
+        .with("gw.yaml", &gateway_named(gateway, &listeners))
+        .with(
+            "cert.yaml",
+            &tls_secret("tls-validity-checks-certificate", &cert),
+        )
+        .with("route.yaml", &routes.join("---\n"));
+    let weir = Weir::start(&dir);
+    for (host, expected) in [
+        ("example.org", Some("infra-backend-v1")),
+        ("unknown-example.org", None),
+        ("second-example.org", Some("infra-backend-v2")),
+    ] {
+        let client = pki.client(&["http/1.1"], false);
+        let reply = https_get(weir.tls, host, client, "/", &[])
+            .await
+            .unwrap()
+            .reply;
+        match expected {
+            Some(backend) => {
+                assert_eq!(reply.status, 200, "{host}");
+                assert_eq!(reply.backend(), backend, "{host}");
+            }
+            None => assert_eq!(reply.status, 404, "{host}"),
+        }
+    }
+}

@@ -2,107 +2,20 @@
 //! API server through a kubeconfig, a real `weir-ingress` connected to it with a token the API
 //! server reviews, status written back to the objects.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use rustls::{client::danger::ServerCertVerifier, pki_types::pem::PemObject};
 use serde_json::Value;
 use weir_api::model::TlsMode;
+use weir_e2e::cluster::*;
 use weir_e2e::{
     api_key_policy,
     apiserver::ApiServer,
-    ca_config_map, certify_request, csr_for, eventually, gateway, http_route, ingress_tls,
-    mesh_tls, next_sidecar_view, service,
+    ca_config_map, certify_request, csr_for, eventually, http_route, ingress_tls, mesh_tls,
+    next_sidecar_view, service,
     tls::{https_get, KeyType, Pki},
-    tls_secret, Controller, Echo, Weir, API_KEYS, MESH,
+    tls_secret, API_KEYS, MESH,
 };
-
-const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: weir-system}\n";
-const INGRESS_TOKEN: &str = "projected-token-of-weir-ingress";
-
-fn route(name: &str, host: &str) -> String {
-    http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
-}
-
-struct Cluster {
-    api: ApiServer,
-    dir: PathBuf,
-    _app: Echo,
-    controller: Controller,
-    weir: Weir,
-}
-
-/// A cluster with one backend, the Gateway and a route for shop.example.com; the controller
-/// on it and an ingress connected to the controller.
-async fn cluster(extra: &[&str]) -> Cluster {
-    cluster_on(ApiServer::start(), extra).await
-}
-
-/// [`cluster`] on a given API server.
-async fn cluster_on(api: ApiServer, extra: &[&str]) -> Cluster {
-    let cluster = unready_cluster(api, extra);
-    cluster.weir.wait_ready_config().await;
-    cluster
-}
-
-/// [`cluster_on`], not waiting for the ingress to have a configuration.
-fn unready_cluster(api: ApiServer, extra: &[&str]) -> Cluster {
-    let app = Echo::start("app");
-    api.apply(NAMESPACES);
-    api.apply(&service("app", &[&app]));
-    api.apply(&gateway());
-    api.apply(&route("shop", "shop.example.com"));
-    api.add_token(INGRESS_TOKEN, "weir-system", "weir-ingress", &["weir"]);
-    let dir = std::env::temp_dir().join(format!("weir-k8s-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut args = vec![
-        "--status-address",
-        "203.0.113.7",
-        "--pod-name",
-        "controller-0",
-    ];
-    args.extend(extra);
-    let controller = Controller::start_kubernetes(&api, &dir, &args);
-    let token = dir.join("ingress-token");
-    std::fs::write(&token, INGRESS_TOKEN).unwrap();
-    let weir = Weir::connect(&controller, &token, &[]);
-    Cluster {
-        api,
-        dir,
-        _app: app,
-        controller,
-        weir,
-    }
-}
-
-async fn status_of(weir: &Weir, host: &str) -> u16 {
-    weir.get(host, "/").await.status.as_u16()
-}
-
-/// `(status, reason)` of condition `kind` of listener `name`.
-fn listener_reason(listeners: &[Value], name: &str, kind: &str) -> (String, String) {
-    let listener = listeners.iter().find(|l| l["name"] == name).unwrap();
-    reason(&listener["conditions"], kind)
-}
-
-/// `(status, reason)` of condition `kind` among `conditions`.
-fn reason(conditions: &Value, kind: &str) -> (String, String) {
-    let c = condition(conditions, kind);
-    pair(
-        c["status"].as_str().unwrap_or_default(),
-        c["reason"].as_str().unwrap_or_default(),
-    )
-}
-
-fn pair(status: &str, reason: &str) -> (String, String) {
-    (status.to_string(), reason.to_string())
-}
-
-fn condition<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
-    conditions
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .unwrap_or(&Value::Null)
-}
 
 #[tokio::test]
 async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
@@ -200,34 +113,6 @@ async fn an_httproute_created_in_the_cluster_is_routable_and_gets_its_status() {
         || async { (status_of(weir, "new.example.com").await == 404).then_some(()) },
     )
     .await;
-}
-
-/// An HTTPRoute's Weir parent status (its `Accepted` and `ResolvedRefs` conditions), once the
-/// status writer has written it with `Accepted` = `accepted`.
-async fn route_conditions(api: &ApiServer, namespace: &str, name: &str, accepted: &str) -> Value {
-    conditions_of(api, "HTTPRoute", namespace, name, accepted).await
-}
-
-/// [`route_conditions`] for a route of any kind.
-async fn conditions_of(
-    api: &ApiServer,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-    accepted: &str,
-) -> Value {
-    let what = format!("{kind} {namespace}/{name} with Accepted={accepted}");
-    eventually(Duration::from_secs(10), &what, || async {
-        let route = api.get("gateway.networking.k8s.io/v1", kind, namespace, name)?;
-        let parent = route["status"]["parents"]
-            .as_array()?
-            .iter()
-            .find(|p| p["controllerName"] == "weir.dev/gateway-controller")?
-            .clone();
-        (condition(&parent["conditions"], "Accepted")["status"] == accepted)
-            .then_some(parent["conditions"].clone())
-    })
-    .await
 }
 
 /// Route status in the Gateway API's words, as the upstream conformance tests check it:
@@ -947,7 +832,7 @@ async fn tls_route_and_listener_status_give_the_gateway_apis_reasons() {
         "cert",
         &pki.issue(&["tls.example.com"], KeyType::Ecdsa),
     ));
-    api.apply(&service("app", &[&cluster._app]).replace("namespace: default", "namespace: app"));
+    api.apply(&service("app", &[&cluster.app]).replace("namespace: default", "namespace: app"));
     api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tls, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tls-passthrough, protocol: TLS, port: 443, hostname: \"*.example.com\", tls: {mode: Passthrough}}\n  - {name: kinds, protocol: TLS, port: 444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}\n  - {name: conflicted-https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}\n  - {name: conflicted-tls, protocol: TLS, port: 8443, tls: {mode: Passthrough}}\n  - {name: tls-terminate, protocol: TLS, port: 8883, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}\n");
     api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: http-only, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: http, protocol: HTTP, port: 80}\n");
     let tls_route = |name: &str, parent: &str, host: &str, backend: &str| {
@@ -1121,7 +1006,7 @@ async fn tcp_route_and_listener_status_give_the_gateway_apis_reasons() {
         &pki.issue(&["tls.example.com"], KeyType::Ecdsa),
     ));
     api.apply(
-        &service("app", &[&cluster._app]).replace("namespace: default", "namespace: web-backend"),
+        &service("app", &[&cluster.app]).replace("namespace: default", "namespace: web-backend"),
     );
     api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: tcp, protocol: TCP, port: 9091, allowedRoutes: {kinds: [{group: gateway.networking.k8s.io, kind: TCPRoute}], namespaces: {from: Same}}}\n  - {name: udp-listener, protocol: UDP, port: 5300, allowedRoutes: {kinds: [{kind: UDPRoute}]}}\n  - {name: tls-terminate, protocol: TLS, port: 8443, hostname: tls.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: passthrough, protocol: TLS, port: 8444, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n  - {name: every-name, protocol: TLS, port: 8445, tls: {mode: Terminate, certificateRefs: [{name: cert}]}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n");
     let tcp_route = |name: &str, section: &str, backend: &str| {
@@ -1390,7 +1275,7 @@ async fn gateway_with_attached_routes_with_port_8080() {
     let cluster = cluster(&[]).await;
     let api = &cluster.api;
     api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gateway-with-two-listeners-and-one-attached-route, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: http-unattached, port: 8080, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}\n  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}\n");
-    api.apply(&service("app", &[&cluster._app]));
+    api.apply(&service("app", &[&cluster.app]));
     api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: http-route-4-port8080, namespace: default}\nspec:\n  parentRefs: [{name: gateway-with-two-listeners-and-one-attached-route, sectionName: http}]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n");
     let listeners = eventually(Duration::from_secs(10), "the listeners' status", || async {
         let gw = api.get(

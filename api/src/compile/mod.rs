@@ -12,8 +12,9 @@ mod coverage;
 mod frontend;
 mod gateway;
 pub use gateway::{
-    gateway_listeners, listener_conflict, served_kinds, NOT_ALLOWED_BY_LISTENERS,
-    NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+    gateway_listeners, hostnames_overlap, listener_conflict, served_kinds,
+    NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+    PARAMETERS_REF_FIELD,
 };
 mod ingress;
 mod mesh;

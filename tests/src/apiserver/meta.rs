@@ -25,6 +25,19 @@ pub(super) fn check_type(resource: &Resource, object: &mut Value) -> Result<(), 
             Some(_) => {}
         }
     }
+    // As the real API server does on every write: a Namespace carries its name as the label
+    // `kubernetes.io/metadata.name`, which selectors of namespaces rely on.
+    if resource.kind == "Namespace" {
+        let name = object.pointer("/metadata/name").cloned();
+        if let (Some(name), Some(meta)) = (name, object["metadata"].as_object_mut()) {
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert("kubernetes.io/metadata.name".into(), name);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -48,6 +48,18 @@ pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
 /// See [`NO_MATCHING_PARENT`].
 pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
 
+/// The field a Gateway is refused for when it names parameters (`InvalidParameters`).
+pub const PARAMETERS_REF_FIELD: &str = "spec.infrastructure.parametersRef";
+
+/// Whether two listener hostnames (`foo.example.com`, `*.example.com`) have a name in common:
+/// their TLS configurations then overlap (`OverlappingTLSConfig`). Unparsable ones do not.
+pub fn hostnames_overlap(a: &str, b: &str) -> bool {
+    match (host_match(a), host_match(b)) {
+        (Ok(a), Ok(b)) => intersect(&a, &b).is_some(),
+        _ => false,
+    }
+}
+
 /// The Gateways of class `weir` among `objects`.
 pub(in crate::compile) fn weir_gateways(objects: &crate::Objects) -> Vec<&Gateway> {
     objects
@@ -61,6 +73,31 @@ pub(in crate::compile) fn weir_gateways(objects: &crate::Objects) -> Vec<&Gatewa
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
     let gateways = weir_gateways(cx.objects);
+    // Weir's Gateways take no parameters: one that names some is refused (its status says
+    // `InvalidParameters`), not served as if they were not there.
+    let parameterised: Vec<(ObjectKey, Location)> = cx
+        .iter()
+        .filter_map(|(o, l)| match o {
+            Object::Gateway(g)
+                if g.spec.gateway_class_name == GATEWAY_CLASS
+                    && g.spec
+                        .infrastructure
+                        .as_ref()
+                        .is_some_and(|i| i.parameters_ref.is_some()) =>
+            {
+                Some((o.key(), l.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (key, location) in parameterised {
+        cx.error(
+            &location,
+            &key,
+            PARAMETERS_REF_FIELD,
+            "Weir's Gateways take no parameters",
+        );
+    }
     cx.listeners = served_listeners(&gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()
@@ -369,7 +406,7 @@ pub(super) use stream_names::own_names_only;
 mod tcproute;
 mod tlsroute;
 
-use attach::{attached_hosts, attachments, by_listener, Taken};
+use attach::{attached_hosts, attachments, by_listener, intersect, Taken};
 pub use attach::{listener_conflict, served_kinds};
 pub(super) use rules::granted;
 use rules::rule_action;

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use weir_api::{
     compile::{
         serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT, SUPPORTED_FEATURES,
+        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD, SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -13,8 +13,8 @@ use weir_api::{
 
 use super::{
     listeners::{
-        attached_routes, insecure_frontend, listener_conditions, listener_problem, supported_kinds,
-        unserved_listeners, ListenerProblem, GATEWAY_GROUP,
+        attached_routes, insecure_frontend, listener_conditions, listener_problem, overlapping_tls,
+        supported_kinds, unserved_listeners, ListenerProblem, GATEWAY_GROUP,
     },
     messages, GATEWAY_CONTROLLER, OPTED_OUT,
 };
@@ -176,7 +176,18 @@ pub(super) fn desired(
                     .iter()
                     .zip(&problems)
                     .map(|(l, &problem)| {
-                        let conditions = listener_conditions(ok, problem, generation);
+                        let mut conditions = listener_conditions(ok, problem, generation);
+                        if overlapping_tls(l, all) {
+                            conditions.push(condition(
+                                "OverlappingTLSConfig",
+                                true,
+                                "OverlappingHostnames",
+                                "another HTTPS listener on its port has a hostname in common with this one's: an HTTP/2 client may reuse a connection to one for the other",
+                                generation,
+                            ));
+                        }
+                        let current = listener_status(&gateway.status, &l.name);
+                        let conditions = with_foreign(conditions, &current["conditions"]);
                         let kinds = match problem {
                             Some(ListenerProblem::Protocol) => json!([]),
                             _ => json!(supported_kinds(l)
@@ -195,7 +206,15 @@ pub(super) fn desired(
                 // Accepted with the reason ListenersNotValid when some listener is not (False
                 // when none is), as the spec words it.
                 let invalid = problems.iter().filter(|p| p.is_some()).count();
+                let parameters = refused(&key).filter(|m| m.contains(PARAMETERS_REF_FIELD));
                 let gateway_accepted = match (ok, invalid) {
+                    (false, _) if parameters.is_some() => condition(
+                        "Accepted",
+                        false,
+                        "InvalidParameters",
+                        &parameters.unwrap_or_default(),
+                        generation,
+                    ),
                     (true, 0) | (false, _) => accepted(),
                     (true, n) if n == problems.len() => condition(
                         "Accepted",
@@ -241,6 +260,8 @@ pub(super) fn desired(
                         generation,
                     ));
                 }
+                let current = serde_json::to_value(&gateway.status).unwrap_or_default();
+                let conditions = with_foreign(conditions, &current["conditions"]);
                 json!({
                     "addresses": addresses.iter().map(|a| json!({
                         "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
@@ -287,6 +308,42 @@ pub(super) fn desired(
         out.push((key, current, status));
     }
     out
+}
+
+/// `ours` and, after them, the conditions among `current` of types Weir does not write there:
+/// another controller's, kept as they are.
+fn with_foreign(mut ours: Vec<Value>, current: &Value) -> Vec<Value> {
+    let written: Vec<Value> = ours.iter().map(|c| c["type"].clone()).collect();
+    let foreign = current.as_array().into_iter().flatten().filter(|c| {
+        !written.contains(&c["type"])
+            && !WEIR_CONDITIONS.contains(&c["type"].as_str().unwrap_or(""))
+    });
+    ours.extend(foreign.cloned());
+    ours
+}
+
+/// Condition types Weir writes on a Gateway or a listener, when they apply: absent from a new
+/// status, they are gone, not another controller's.
+const WEIR_CONDITIONS: &[&str] = &[
+    "Accepted",
+    "Programmed",
+    "Conflicted",
+    "ResolvedRefs",
+    "InsecureFrontendValidationMode",
+    "OverlappingTLSConfig",
+];
+
+/// The current status of listener `name` (null when it has none).
+fn listener_status(
+    status: &Option<gateway_api::apis::standard::gateways::GatewayStatus>,
+    name: &str,
+) -> Value {
+    let status = serde_json::to_value(status).unwrap_or_default();
+    let listeners = status["listeners"].as_array().cloned().unwrap_or_default();
+    listeners
+        .into_iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_default()
 }
 
 /// `Enforced` on a STRICT MeshTLSPolicy: False (`PodsOptedOut`, naming them) while pods it

@@ -5,7 +5,9 @@
 use gateway_api::apis::standard::gateways::GatewayListeners;
 use serde_json::Value;
 use weir_api::{
-    compile::{gateway_listeners, listener_conflict, served_kinds, FRONTEND_WARNING},
+    compile::{
+        gateway_listeners, hostnames_overlap, listener_conflict, served_kinds, FRONTEND_WARNING,
+    },
     model::{plan_ports, Unserved},
     Object, ObjectKey, Objects, Rejection,
 };
@@ -129,6 +131,19 @@ pub(super) fn listener_problem(
 /// (one deployment serves them all).
 pub(super) fn unserved_listeners(objects: &Objects) -> Vec<Unserved> {
     plan_ports(&gateway_listeners(objects), (80, 443), |_| true).1
+}
+
+/// Whether an HTTPS listener shares a hostname with another HTTPS listener on its port
+/// (`foo.example.com` and `*.example.com`): both then carry `OverlappingTLSConfig`. Listeners
+/// without a hostname are the port's default and overlap nothing.
+pub(super) fn overlapping_tls(l: &GatewayListeners, all: &[GatewayListeners]) -> bool {
+    let Some(host) = l.hostname.as_deref().filter(|_| l.protocol == "HTTPS") else {
+        return false;
+    };
+    all.iter()
+        .filter(|o| o.name != l.name && o.port == l.port && o.protocol == "HTTPS")
+        .filter_map(|o| o.hostname.as_deref())
+        .any(|other| hostnames_overlap(host, other))
 }
 
 /// Whether `gateway` lets clients in without a valid certificate somewhere
