@@ -605,14 +605,16 @@ async fn a_port_carries_at_most_its_connection_cap() {
     backend_at(port).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let stream = TcpStream::connect(at(port)).await.unwrap();
-        let (read, write) = tokio::io::split(stream);
-        let mut lines = BufReader::new(read).lines();
-        assert_eq!(
-            lines.next_line().await.unwrap().as_deref(),
-            Some("hello tcp-backend")
-        );
-        held.push((lines, write));
+        // The probe's connection above frees its place a moment after it closes.
+        let carried = eventually(Duration::from_secs(5), "a place", || async {
+            let stream = TcpStream::connect(at(port)).await.ok()?;
+            let (read, write) = tokio::io::split(stream);
+            let mut lines = BufReader::new(read).lines();
+            let greeting = lines.next_line().await.ok()??;
+            (greeting == "hello tcp-backend").then_some((lines, write))
+        })
+        .await;
+        held.push(carried);
     }
     closes_at_once(port).await;
     let over = weir

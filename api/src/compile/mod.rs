@@ -11,8 +11,9 @@ mod backends;
 mod coverage;
 mod frontend;
 mod gateway;
+pub use gateway::listener_sets;
 pub use gateway::{
-    gateway_listeners, hostnames_overlap, listener_conflict, served_kinds,
+    gateway_listeners, hostnames_overlap, listener_allows, listener_conflict, served_kinds,
     NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
     PARAMETERS_REF_FIELD,
 };
@@ -80,6 +81,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRetryBackendTimeout",
     "HTTPRouteRetryConnectionError",
     "HTTPRouteSchemeRedirect",
+    "ListenerSet",
     "TCPRoute",
     "TLSRoute",
     "TLSRouteModeMixed",

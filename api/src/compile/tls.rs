@@ -8,9 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use gateway_api::apis::standard::gateways::GatewayListenersTlsMode as TlsMode;
+use gateway_api::apis::standard::gateways::{GatewayListeners, GatewayListenersTlsMode as TlsMode};
 
-use super::{gateway::granted, ingress::host_match, secrets, Context, GATEWAY_CLASS};
+use super::{
+    gateway::granted,
+    gateway::listener_conflict,
+    ingress::host_match,
+    listener_sets::{merged, merged_name, set_listeners, set_parent, SetParent},
+    secrets, Context, GATEWAY_CLASS,
+};
 use crate::{
     error::Location,
     model::{HostMatch, ListenerRef, TlsCertificate},
@@ -56,84 +62,44 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                 }
             }
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
-                let key = object.key();
-                for (l, listener) in gateway.spec.listeners.iter().enumerate() {
-                    let protocol = listener.protocol.as_str();
-                    if protocol != "HTTPS" && protocol != "TLS" {
-                        continue;
-                    }
-                    let field = format!("spec.listeners[{l}].tls");
-                    let Some(tls) = &listener.tls else {
-                        cx.error(
-                            location,
-                            &key,
-                            field,
-                            format!("a listener of protocol {protocol} needs tls (certificateRefs, or mode Passthrough)"),
-                        );
-                        continue;
-                    };
-                    let passthrough = matches!(tls.mode, Some(TlsMode::Passthrough));
-                    if passthrough && protocol == "TLS" {
-                        // The backend holds the certificate.
-                        continue;
-                    }
-                    if passthrough {
-                        cx.warn(
-                            &key,
-                            format!(
-                                "listener {}: an HTTPS listener terminates TLS (tls.mode Passthrough is for TLS listeners); skipped",
-                                listener.name
-                            ),
-                        );
-                        continue;
-                    }
-                    let hosts = hosts(cx, listener.hostname.iter(), &key, location, |_| {
-                        format!("spec.listeners[{l}].hostname")
-                    });
-                    for (r, cert) in tls.certificate_refs.iter().flatten().enumerate() {
-                        let kind_ok = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
-                            && cert.group.as_deref().unwrap_or("").is_empty();
-                        if !kind_ok {
-                            // That listener has no certificate (its status says why); the rest
-                            // of the Gateway serves.
-                            cx.warn(
-                                &key,
-                                format!(
-                                    "listener {}: {field}.certificateRefs[{r}] is not a core Secret; only those are supported",
-                                    listener.name
-                                ),
-                            );
-                            continue;
-                        }
-                        let namespace = cert.namespace.clone().unwrap_or(key.namespace.clone());
-                        if namespace != key.namespace
-                            && !granted(
-                                cx,
-                                ("Gateway", &key.namespace),
-                                ("Secret", &namespace, &cert.name),
-                            )
-                        {
-                            cx.warn(
-                                &key,
-                                format!(
-                                    "listener {}: Secret {namespace}/{} is in another namespace and no ReferenceGrant allows it",
-                                    listener.name, cert.name
-                                ),
-                            );
-                            continue;
-                        }
-                        let w = wanted.entry((namespace, cert.name.clone())).or_default();
-                        w.hosts.extend(hosts.iter().cloned());
-                        w.used_by.push(format!("{key} listener {}", listener.name));
-                        if let Ok(port) = u16::try_from(listener.port) {
-                            w.listeners.push(ListenerRef {
-                                gateway: format!("{}/{}", key.namespace, key.name),
-                                port,
-                                name: String::new(),
-                            });
-                        }
-                    }
-                }
+                let on = Owner {
+                    key: object.key(),
+                    location,
+                    gateway: format!("{}/{}", object.key().namespace, object.key().name),
+                    kind: "Gateway",
+                };
+                listener_certificates(cx, &mut wanted, &on, &gateway.spec.listeners);
+            }
+            // A ListenerSet's listeners, once its Gateway takes them: its certificates are its
+            // own (a Secret in another namespace needs a ReferenceGrant from ListenerSets).
+            Object::ListenerSet(set) => {
+                let SetParent::Taken(parent) = set_parent(cx.objects, set) else {
+                    continue;
+                };
+                let on = Owner {
+                    key: object.key(),
+                    location,
+                    gateway: format!(
+                        "{}/{}",
+                        parent.metadata.namespace.as_deref().unwrap_or_default(),
+                        parent.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    kind: "ListenerSet",
+                };
+                // A listener that yields to another (its Gateway's, or an older set's) gets
+                // no certificate: its name stays the other's.
+                let merged = merged(cx.objects, parent);
+                let served: Vec<GatewayListeners> = set_listeners(set)
+                    .into_iter()
+                    .filter(|l| {
+                        let name = merged_name(set, &l.name);
+                        let all = &merged.spec.listeners;
+                        all.iter()
+                            .find(|m| m.name == name)
+                            .is_some_and(|m| listener_conflict(m, all).is_none())
+                    })
+                    .collect();
+                listener_certificates(cx, &mut wanted, &on, &served);
             }
             _ => {}
         }
@@ -159,6 +125,103 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             chain: secrets::value(secret, TLS_CERT_KEY),
             key: secrets::value(secret, TLS_KEY_KEY),
         });
+    }
+}
+
+/// Who asks for listener certificates: a Gateway, or a ListenerSet its Gateway takes.
+struct Owner<'o> {
+    key: ObjectKey,
+    location: &'o Location,
+    /// The Gateway (`namespace/name`) whose ports the listeners are on.
+    gateway: String,
+    /// `Gateway` or `ListenerSet`: what a ReferenceGrant for a Secret elsewhere names.
+    kind: &'static str,
+}
+
+/// The certificates `listeners` of `on` ask for, added to `wanted`.
+fn listener_certificates(
+    cx: &mut Context<'_>,
+    wanted: &mut BTreeMap<(String, String), Wanted>,
+    on: &Owner<'_>,
+    listeners: &[GatewayListeners],
+) {
+    let (key, location) = (&on.key, on.location);
+    for (l, listener) in listeners.iter().enumerate() {
+        let protocol = listener.protocol.as_str();
+        if protocol != "HTTPS" && protocol != "TLS" {
+            continue;
+        }
+        let field = format!("spec.listeners[{l}].tls");
+        let Some(tls) = &listener.tls else {
+            cx.error(
+                location,
+                key,
+                field,
+                format!("a listener of protocol {protocol} needs tls (certificateRefs, or mode Passthrough)"),
+            );
+            continue;
+        };
+        let passthrough = matches!(tls.mode, Some(TlsMode::Passthrough));
+        if passthrough && protocol == "TLS" {
+            // The backend holds the certificate.
+            continue;
+        }
+        if passthrough {
+            cx.warn(
+                key,
+                format!(
+                    "listener {}: an HTTPS listener terminates TLS (tls.mode Passthrough is for TLS listeners); skipped",
+                    listener.name
+                ),
+            );
+            continue;
+        }
+        let hosts = hosts(cx, listener.hostname.iter(), key, location, |_| {
+            format!("spec.listeners[{l}].hostname")
+        });
+        for (r, cert) in tls.certificate_refs.iter().flatten().enumerate() {
+            let kind_ok = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
+                && cert.group.as_deref().unwrap_or("").is_empty();
+            if !kind_ok {
+                // That listener has no certificate (its status says why); the rest
+                // of the Gateway serves.
+                cx.warn(
+                    key,
+                    format!(
+                        "listener {}: {field}.certificateRefs[{r}] is not a core Secret; only those are supported",
+                        listener.name
+                    ),
+                );
+                continue;
+            }
+            let namespace = cert.namespace.clone().unwrap_or(key.namespace.clone());
+            if namespace != key.namespace
+                && !granted(
+                    cx,
+                    (on.kind, &key.namespace),
+                    ("Secret", &namespace, &cert.name),
+                )
+            {
+                cx.warn(
+                    key,
+                    format!(
+                        "listener {}: Secret {namespace}/{} is in another namespace and no ReferenceGrant allows it",
+                        listener.name, cert.name
+                    ),
+                );
+                continue;
+            }
+            let w = wanted.entry((namespace, cert.name.clone())).or_default();
+            w.hosts.extend(hosts.iter().cloned());
+            w.used_by.push(format!("{key} listener {}", listener.name));
+            if let Ok(port) = u16::try_from(listener.port) {
+                w.listeners.push(ListenerRef {
+                    gateway: on.gateway.clone(),
+                    port,
+                    name: String::new(),
+                });
+            }
+        }
     }
 }
 

@@ -1,17 +1,14 @@
 //! The Kubernetes objects Weir reads, as the maintained Rust types (k8s-openapi, gateway-api),
 //! each with the place it came from.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt,
-};
+use std::{collections::BTreeMap, fmt};
 
 use gateway_api::apis::experimental::{
     grpcroutes::GrpcRoute, httproutes::HttpRoute, tcproutes::TcpRoute,
 };
 use gateway_api::apis::standard::{
     backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
-    referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
+    listenersets::ListenerSet, referencegrants::ReferenceGrant, tlsroutes::TlsRoute,
 };
 use k8s_openapi::{
     api::{
@@ -75,6 +72,9 @@ pub enum Object {
     GatewayClass(GatewayClass),
     /// `gateway.networking.k8s.io/v1 Gateway`.
     Gateway(Gateway),
+    /// `gateway.networking.k8s.io/v1 ListenerSet`: listeners added to a Gateway that allows
+    /// them (`spec.allowedListeners`), from its namespace or others.
+    ListenerSet(ListenerSet),
     /// `gateway.networking.k8s.io/v1 HTTPRoute`.
     HttpRoute(HttpRoute),
     /// `gateway.networking.k8s.io/v1 GRPCRoute`: compiled as the HTTPRoute it amounts to (a
@@ -120,6 +120,7 @@ impl Object {
             Object::TlsRoute(o) => &o.metadata,
             Object::TcpRoute(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::ListenerSet(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::TrafficPolicy(o) => &o.metadata,
@@ -146,6 +147,7 @@ impl Object {
             Object::TlsRoute(o) => &mut o.metadata,
             Object::TcpRoute(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
+            Object::ListenerSet(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
             Object::TrafficPolicy(o) => &mut o.metadata,
@@ -173,6 +175,7 @@ impl Object {
             Object::TlsRoute(_) => "TLSRoute",
             Object::TcpRoute(_) => "TCPRoute",
             Object::Gateway(_) => "Gateway",
+            Object::ListenerSet(_) => "ListenerSet",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::TrafficPolicy(_) => "TrafficPolicy",
@@ -252,6 +255,9 @@ impl Object {
             ) => Object::GatewayClass(typed(value, location, &label)?),
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
                 Object::Gateway(typed(value, location, &label)?)
+            }
+            ("gateway.networking.k8s.io/v1", "ListenerSet") => {
+                Object::ListenerSet(typed(value, location, &label)?)
             }
             ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
                 Object::GrpcRoute(typed(value, location, &label)?)
@@ -385,112 +391,9 @@ impl Objects {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }
-
-    /// Every ConfigMap (`namespace`, `name`) these objects refer to, whether it exists or
-    /// not: BackendTLSPolicy CA certificates. The Kubernetes source watches exactly these.
-    pub fn config_map_refs(&self) -> BTreeSet<(String, String)> {
-        let mut refs = BTreeSet::new();
-        for (object, _) in self.iter() {
-            let namespace = object.metadata().namespace.clone().unwrap_or_default();
-            match object {
-                Object::BackendTlsPolicy(p) => {
-                    let refs_of = p.spec.validation.ca_certificate_refs.iter().flatten();
-                    for r in refs_of.filter(|r| r.group.is_empty() && r.kind == "ConfigMap") {
-                        refs.insert((namespace.clone(), r.name.clone()));
-                    }
-                }
-                Object::Gateway(g) => {
-                    for (kind, ns, name) in frontend_ca_refs(g) {
-                        if kind == "ConfigMap" {
-                            refs.insert((ns.unwrap_or(namespace.clone()), name));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        refs
-    }
-
-    /// Every Secret (`namespace`, `name`) these objects refer to, whether it exists or not:
-    /// Ingress TLS, Gateway listener certificates, AuthPolicy JWKS and API keys. The
-    /// Kubernetes source watches exactly these, never every Secret in the cluster.
-    pub fn secret_refs(&self) -> BTreeSet<(String, String)> {
-        let mut refs = BTreeSet::new();
-        for (object, _) in self.iter() {
-            let namespace = object.metadata().namespace.clone().unwrap_or_default();
-            let mut add = |ns: Option<&String>, name: &str| {
-                refs.insert((ns.unwrap_or(&namespace).clone(), name.to_string()));
-            };
-            match object {
-                Object::Ingress(i) => {
-                    let tls = i.spec.iter().flat_map(|s| s.tls.iter().flatten());
-                    for name in tls.filter_map(|t| t.secret_name.as_deref()) {
-                        add(None, name);
-                    }
-                }
-                Object::Gateway(g) => {
-                    for (kind, ns, name) in frontend_ca_refs(g) {
-                        if kind == "Secret" {
-                            add(ns.as_ref(), &name);
-                        }
-                    }
-                    let certs = g.spec.listeners.iter().flat_map(|l| {
-                        l.tls
-                            .iter()
-                            .flat_map(|t| t.certificate_refs.iter().flatten())
-                    });
-                    for cert in certs.filter(|c| c.kind.as_deref().unwrap_or("Secret") == "Secret")
-                    {
-                        add(cert.namespace.as_ref(), &cert.name);
-                    }
-                }
-                Object::BackendTlsPolicy(p) => {
-                    let refs = p.spec.validation.ca_certificate_refs.iter().flatten();
-                    for r in refs.filter(|r| r.group.is_empty() && r.kind == "Secret") {
-                        add(None, &r.name);
-                    }
-                }
-                Object::AuthPolicy(p) => {
-                    let jwks = p.spec.jwt.iter().flat_map(|j| j.providers.iter());
-                    for secret in jwks.filter_map(|p| p.jwks.secret_ref.as_ref()) {
-                        add(None, &secret.name);
-                    }
-                    if let Some(keys) = &p.spec.api_keys {
-                        add(None, &keys.secret_ref.name);
-                    }
-                }
-                _ => {}
-            }
-        }
-        refs
-    }
 }
 
-/// The client CA references of a Gateway's `spec.tls.frontend` (core kind, namespace, name).
-fn frontend_ca_refs(g: &Gateway) -> Vec<(String, Option<String>, String)> {
-    let Some(frontend) = g.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
-        return Vec::new();
-    };
-    let default = frontend.default.validation.iter().flat_map(|v| {
-        v.ca_certificate_refs
-            .iter()
-            .filter(|r| r.group.is_empty())
-            .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
-    });
-    let per_port = frontend
-        .per_port
-        .iter()
-        .flatten()
-        .flat_map(|p| p.tls.validation.iter())
-        .flat_map(|v| {
-            v.ca_certificate_refs
-                .iter()
-                .filter(|r| r.group.is_empty())
-                .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
-        });
-    default.chain(per_port).collect()
-}
+mod refs;
 
 #[cfg(test)]
 mod tests;

@@ -41,7 +41,13 @@ const SECRET_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// other kind must be listed before the first compile: a core or `weir.dev` kind the API
 /// server answers 404 for holds the compile, so a passing error never publishes a
 /// configuration without the cluster's policies.
-const OPTIONAL: &[&str] = &["GRPCRoute", "TLSRoute", "TCPRoute", "BackendTLSPolicy"];
+const OPTIONAL: &[&str] = &[
+    "GRPCRoute",
+    "TLSRoute",
+    "TCPRoute",
+    "BackendTLSPolicy",
+    "ListenerSet",
+];
 
 /// A kind the controller watches.
 #[derive(Clone, Copy)]
@@ -81,6 +87,12 @@ pub const WATCHED: &[Kind] = &[
         "gatewayclasses",
     ),
     kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "ListenerSet",
+        "listenersets",
+    ),
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
     kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
     kind("gateway.networking.k8s.io", "v1", "TLSRoute", "tlsroutes"),

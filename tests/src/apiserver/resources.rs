@@ -125,6 +125,14 @@ pub static RESOURCES: &[Resource] = &[
     resource(
         "gateway.networking.k8s.io",
         "v1",
+        "listenersets",
+        "ListenerSet",
+        true,
+        true,
+    ),
+    resource(
+        "gateway.networking.k8s.io",
+        "v1",
         "tcproutes",
         "TCPRoute",
         true,

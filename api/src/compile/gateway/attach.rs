@@ -121,13 +121,42 @@ pub(super) fn attachments(
     for (i, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
-        if group != GATEWAY_GROUP || kind != "Gateway" {
+        if group != GATEWAY_GROUP || !matches!(kind, "Gateway" | "ListenerSet") {
             continue;
         }
         let namespace = parent.namespace.as_deref().unwrap_or(&key.namespace);
+        let label = format!("{kind} {namespace}/{}", parent.name);
+        // The Gateway whose listeners take the route, and which of them: its own, or those of
+        // the ListenerSet the parentRef names.
+        let (gateway_namespace, gateway_name, set) = if kind == "ListenerSet" {
+            let set = cx.objects.iter().find_map(|(o, _)| match o {
+                Object::ListenerSet(s)
+                    if s.metadata.namespace.as_deref() == Some(namespace)
+                        && s.metadata.name.as_deref() == Some(&parent.name) =>
+                {
+                    Some(s)
+                }
+                _ => None,
+            });
+            match set.map(|s| set_parent(cx.objects, s)) {
+                Some(SetParent::Taken(g)) => (
+                    g.metadata.namespace.clone().unwrap_or_default(),
+                    g.metadata.name.clone().unwrap_or_default(),
+                    Some(format!("{namespace}/{}", parent.name)),
+                ),
+                Some(SetParent::NotOurs) => continue,
+                Some(SetParent::NotAllowed(_)) | None => {
+                    let why = format!("{NO_MATCHING_PARENT}: {label} not found, or its Gateway does not take it (see its status)");
+                    cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
+                    continue;
+                }
+            }
+        } else {
+            (namespace.to_string(), parent.name.clone(), None)
+        };
         let Some(gateway) = gateways.iter().find(|g| {
-            g.metadata.namespace.as_deref() == Some(namespace)
-                && g.metadata.name.as_deref() == Some(&parent.name)
+            g.metadata.namespace.as_deref() == Some(&gateway_namespace)
+                && g.metadata.name.as_deref() == Some(&gateway_name)
         }) else {
             // Another class's Gateway is another controller's business; one that does not
             // exist is a dangling reference worth a word.
@@ -148,18 +177,23 @@ pub(super) fn attachments(
         let (mut matched, mut allowed) = (false, false);
         let before = hosts.len();
         for listener in &gateway.spec.listeners {
-            if parent
-                .section_name
-                .as_deref()
-                .is_some_and(|s| s != listener.name)
+            let (owner, name) = match set_of(&listener.name) {
+                Some((owner, name)) => (Some(owner), name),
+                None => (None, listener.name.as_str()),
+            };
+            if owner != set.as_deref()
+                || parent.section_name.as_deref().is_some_and(|s| s != name)
                 || parent.port.is_some_and(|p| p != listener.port)
             {
                 continue;
             }
             matched = true;
+            let home = owner
+                .and_then(|o| o.split_once('/'))
+                .map_or(gateway_namespace.as_str(), |(ns, _)| ns);
             if !served_kinds(listener).contains(&route_kind)
                 || listener_conflict(listener, &gateway.spec.listeners).is_some()
-                || !allows(cx, gateway, listener, route_kind, &key.namespace)
+                || !listener_allows(cx.objects, home, listener, route_kind, &key.namespace)
             {
                 continue;
             }
@@ -179,7 +213,7 @@ pub(super) fn attachments(
                 continue;
             };
             let at = ListenerRef {
-                gateway: format!("{namespace}/{}", parent.name),
+                gateway: format!("{gateway_namespace}/{gateway_name}"),
                 port,
                 name: listener.name.clone(),
             };
@@ -204,9 +238,9 @@ pub(super) fn attachments(
         if hosts.len() == before {
             // The Gateway API's reason first: the controller's status takes it, per parent.
             let why = match (matched, allowed) {
-                (false, _) => format!("{NO_MATCHING_PARENT}: no listener of Gateway {namespace}/{} has its sectionName and port", parent.name),
-                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of Gateway {namespace}/{} allows {route_kind}s from namespace {}", parent.name, key.namespace),
-                (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's of Gateway {namespace}/{}", parent.name),
+                (false, _) => format!("{NO_MATCHING_PARENT}: no listener of {label} has its sectionName and port"),
+                (true, false) => format!("{NOT_ALLOWED_BY_LISTENERS}: no listener of {label} allows {route_kind}s from namespace {}", key.namespace),
+                (true, true) => format!("{NO_MATCHING_LISTENER_HOSTNAME}: its hostnames match no listener's of {label}"),
             };
             cx.warn(key, format!("not attached to spec.parentRefs[{i}] ({why})"));
         }
@@ -240,31 +274,64 @@ fn more_specific(
 /// when their hostnames differ (the SNI tells them apart); listeners of one protocol share it
 /// when their hostnames differ, except TCP and UDP ones, which have no names to tell them
 /// apart (`HostnameConflict`); anything else on one port is a `ProtocolConflict`.
+///
+/// A Gateway's own listeners conflict with each other both ways, and never with a
+/// ListenerSet's. A ListenerSet's listener (`all` holds them after the Gateway's, in
+/// precedence order) yields to every listener before it that is served: the Gateway's,
+/// an older set's, or one listed before it in its own set.
 pub fn listener_conflict(
     listener: &GatewayListeners,
     all: &[GatewayListeners],
 ) -> Option<&'static str> {
-    let tls_based = |p: &str| matches!(p, "HTTPS" | "TLS");
-    let others = all
+    let own = |l: &&GatewayListeners| set_of(&l.name).is_none();
+    let mutual = |l: &GatewayListeners| {
+        all.iter()
+            .filter(own)
+            .filter(|o| o.name != l.name)
+            .find_map(|o| clash(l, o))
+    };
+    if own(&listener) {
+        return mutual(listener);
+    }
+    let mut served: Vec<&GatewayListeners> = all
         .iter()
-        .filter(|o| o.name != listener.name && o.port == listener.port);
-    for other in others {
-        let same_host = other.hostname == listener.hostname;
-        if other.protocol != listener.protocol {
-            if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
-                return Some("ProtocolConflict");
-            }
-        } else if same_host || matches!(listener.protocol.as_str(), "TCP" | "UDP") {
-            return Some("HostnameConflict");
+        .filter(own)
+        .filter(|l| mutual(l).is_none())
+        .collect();
+    for l in all.iter().filter(|l| !own(l)) {
+        let found = served.iter().find_map(|s| clash(l, s));
+        if l.name == listener.name {
+            return found;
+        }
+        if found.is_none() {
+            served.push(l);
         }
     }
     None
 }
 
-/// Whether `listener` of `gateway` accepts routes from `namespace` (`allowedRoutes`).
-fn allows(
-    cx: &Context<'_>,
-    gateway: &Gateway,
+/// How two listeners clash, if they do (see [`listener_conflict`]).
+fn clash(listener: &GatewayListeners, other: &GatewayListeners) -> Option<&'static str> {
+    let tls_based = |p: &str| matches!(p, "HTTPS" | "TLS");
+    if other.port != listener.port {
+        return None;
+    }
+    let same_host = other.hostname == listener.hostname;
+    if other.protocol != listener.protocol {
+        if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
+            return Some("ProtocolConflict");
+        }
+    } else if same_host || matches!(listener.protocol.as_str(), "TCP" | "UDP") {
+        return Some("HostnameConflict");
+    }
+    None
+}
+
+/// Whether `listener`, of a Gateway or ListenerSet in namespace `home`, accepts routes from
+/// `namespace` (`allowedRoutes`).
+pub fn listener_allows(
+    objects: &crate::Objects,
+    home: &str,
     listener: &GatewayListeners,
     kind: &str,
     namespace: &str,
@@ -284,28 +351,35 @@ fn allows(
         .unwrap_or(&From::Same)
     {
         From::All => true,
-        From::Same => gateway.metadata.namespace.as_deref() == Some(namespace),
-        From::Selector => {
-            let Some(selector) = namespaces.and_then(|n| n.selector.as_ref()) else {
-                return false;
-            };
-            let selector: LabelSelector =
-                match serde_json::to_value(selector).and_then(serde_json::from_value) {
-                    Ok(s) => s,
-                    Err(_) => return false,
-                };
-            let labels = cx
-                .iter()
-                .find_map(|(o, _)| match o {
-                    Object::Namespace(n) if n.metadata.name.as_deref() == Some(namespace) => {
-                        n.metadata.labels.clone()
-                    }
-                    _ => None,
-                })
-                .unwrap_or_default();
-            selector_matches(&selector, &labels)
-        }
+        From::Same => home == namespace,
+        From::Selector => namespaces
+            .and_then(|n| n.selector.as_ref())
+            .is_some_and(|s| selects(objects, s, namespace)),
     }
+}
+
+/// Whether namespace `namespace` (its labels among `objects`) matches `selector`, a label
+/// selector of any of the Gateway API's types (they all have Kubernetes' fields).
+pub(in crate::compile) fn selects(
+    objects: &crate::Objects,
+    selector: &impl serde::Serialize,
+    namespace: &str,
+) -> bool {
+    let selector: LabelSelector =
+        match serde_json::to_value(selector).and_then(serde_json::from_value) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+    let labels = objects
+        .iter()
+        .find_map(|(o, _)| match o {
+            Object::Namespace(n) if n.metadata.name.as_deref() == Some(namespace) => {
+                n.metadata.labels.clone()
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    selector_matches(&selector, &labels)
 }
 
 /// Kubernetes label selector semantics (matchLabels and matchExpressions).

@@ -60,19 +60,23 @@ pub fn hostnames_overlap(a: &str, b: &str) -> bool {
     }
 }
 
-/// The Gateways of class `weir` among `objects`.
-pub(in crate::compile) fn weir_gateways(objects: &crate::Objects) -> Vec<&Gateway> {
+/// The Gateways of class `weir` among `objects`, each with the listeners of the ListenerSets
+/// it takes after its own ([`listener_sets::merged`]).
+pub(in crate::compile) fn weir_gateways(objects: &crate::Objects) -> Vec<Gateway> {
     objects
         .iter()
         .filter_map(|(o, _)| match o {
-            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => Some(g),
+            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => {
+                Some(listener_sets::merged(objects, g))
+            }
             _ => None,
         })
         .collect()
 }
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let gateways = weir_gateways(cx.objects);
+    let merged = weir_gateways(cx.objects);
+    let gateways: Vec<&Gateway> = merged.iter().collect();
     // Weir's Gateways take no parameters: one that names some is refused (its status says
     // `InvalidParameters`), not served as if they were not there.
     let parameterised: Vec<(ObjectKey, Location)> = cx
@@ -168,7 +172,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
 /// The listeners of `objects`' `weir` Gateways that take routes, as a compile of them lists
 /// them in its snapshot (for the controller, which plans ports as the gateway does).
 pub fn gateway_listeners(objects: &crate::Objects) -> Vec<GatewayListener> {
-    served_listeners(&weir_gateways(objects))
+    let merged = weir_gateways(objects);
+    served_listeners(&merged.iter().collect::<Vec<_>>())
 }
 
 /// The listeners of `gateways` that take routes: HTTP, HTTPS, TLS and TCP, not conflicted.
@@ -406,7 +411,9 @@ pub(super) use stream_names::own_names_only;
 mod tcproute;
 mod tlsroute;
 
-use attach::{attached_hosts, attachments, by_listener, intersect, Taken};
-pub use attach::{listener_conflict, served_kinds};
+use attach::{attached_hosts, attachments, by_listener, intersect, selects, Taken};
+pub mod listener_sets;
+pub use attach::{listener_allows, listener_conflict, served_kinds};
+use listener_sets::{set_of, set_parent, SetParent};
 pub(super) use rules::granted;
 use rules::rule_action;

@@ -4,17 +4,20 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
     compile::{
-        serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD, SUPPORTED_FEATURES,
+        listener_sets as sets, serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS,
+        NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT, PARAMETERS_REF_FIELD,
+        SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
 };
 
 use super::{
+    listener_sets::{self, attached_sets, is_weir_set},
     listeners::{
-        attached_routes, insecure_frontend, listener_conditions, listener_problem, overlapping_tls,
-        supported_kinds, unserved_listeners, ListenerProblem, GATEWAY_GROUP,
+        attached_routes, by_listeners, insecure_frontend, listener_conditions, listener_problem,
+        overlapping_tls, programmed_ok, supported_kinds, unserved_listeners, ListenerProblem,
+        Written, GATEWAY_GROUP,
     },
     messages, GATEWAY_CONTROLLER, OPTED_OUT,
 };
@@ -109,6 +112,12 @@ pub(super) fn desired(
                     None => continue,
                 }
             }
+            Object::ListenerSet(set) => {
+                match listener_sets::status(objects, rejected, set, &warned, &unserved) {
+                    Some((_, status)) => status,
+                    None => continue,
+                }
+            }
             Object::MeshTLSPolicy(_) => {
                 let mut conditions = vec![accepted(), resolved()];
                 conditions.extend(enforced(strict, &key, generation));
@@ -138,12 +147,12 @@ pub(super) fn desired(
                     .enumerate()
                     .filter(|(_, p)| {
                         let namespace = p["namespace"].as_str().unwrap_or(&key.namespace);
-                        p["kind"].as_str().unwrap_or("Gateway") == "Gateway"
-                            && is_weir_gateway(
-                                objects,
-                                namespace,
-                                p["name"].as_str().unwrap_or_default(),
-                            )
+                        let name = p["name"].as_str().unwrap_or_default();
+                        match p["kind"].as_str().unwrap_or("Gateway") {
+                            "Gateway" => is_weir_gateway(objects, namespace, name),
+                            "ListenerSet" => is_weir_set(objects, namespace, name),
+                            _ => false,
+                        }
                     })
                     .map(|(i, p)| {
                         json!({
@@ -168,9 +177,20 @@ pub(super) fn desired(
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
                 let ok = refused(&key).is_none();
                 let all = &gateway.spec.listeners;
+                let merged = sets::merged(objects, gateway);
+                let warnings = warned(&key);
                 let problems: Vec<Option<ListenerProblem>> = all
                     .iter()
-                    .map(|l| listener_problem(&key, l, all, &warned(&key), objects, &unserved))
+                    .map(|l| {
+                        let written = Written {
+                            namespace: &key.namespace,
+                            name: &l.name,
+                            warnings: &warnings,
+                            gateway_warnings: &warnings,
+                        };
+                        let merged = &merged.spec.listeners;
+                        listener_problem(&key, l, merged, &written, objects, &unserved)
+                    })
                     .collect();
                 let listeners: Vec<Value> = all
                     .iter()
@@ -207,38 +227,18 @@ pub(super) fn desired(
                 // when none is), as the spec words it.
                 let invalid = problems.iter().filter(|p| p.is_some()).count();
                 let parameters = refused(&key).filter(|m| m.contains(PARAMETERS_REF_FIELD));
-                let gateway_accepted = match (ok, invalid) {
-                    (false, _) if parameters.is_some() => condition(
-                        "Accepted",
-                        false,
-                        "InvalidParameters",
-                        &parameters.unwrap_or_default(),
-                        generation,
-                    ),
-                    (true, 0) | (false, _) => accepted(),
-                    (true, n) if n == problems.len() => condition(
-                        "Accepted",
-                        false,
-                        "ListenersNotValid",
-                        "no listener is valid: see each listener's conditions",
-                        generation,
-                    ),
-                    (true, _) => condition(
-                        "Accepted",
-                        true,
-                        "ListenersNotValid",
-                        "some listeners are not valid: see their conditions",
-                        generation,
-                    ),
+                let gateway_accepted = match (ok, parameters) {
+                    (false, Some(message)) => {
+                        condition("Accepted", false, "InvalidParameters", &message, generation)
+                    }
+                    (false, None) => accepted(),
+                    (true, _) => {
+                        let valid = problems.len() - invalid;
+                        by_listeners(valid, problems.len(), "compiled and serving", generation)
+                    }
                 };
                 let programmed = if ok {
-                    condition(
-                        "Programmed",
-                        true,
-                        "Programmed",
-                        "served by weir-ingress",
-                        generation,
-                    )
+                    programmed_ok(generation)
                 } else {
                     condition(
                         "Programmed",
@@ -262,7 +262,9 @@ pub(super) fn desired(
                 }
                 let current = serde_json::to_value(&gateway.status).unwrap_or_default();
                 let conditions = with_foreign(conditions, &current["conditions"]);
+                let sets = attached_sets(objects, rejected, &key, &warned, &unserved);
                 json!({
+                    "attachedListenerSets": sets,
                     "addresses": addresses.iter().map(|a| json!({
                         "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
                         "value": a,
@@ -379,6 +381,7 @@ fn current_status(object: &Object) -> Value {
         Object::TcpRoute(o) => serde_json::to_value(&o.status),
         Object::BackendTlsPolicy(o) => serde_json::to_value(&o.status),
         Object::Gateway(o) => serde_json::to_value(&o.status),
+        Object::ListenerSet(o) => serde_json::to_value(&o.status),
         Object::GatewayClass(o) => serde_json::to_value(&o.status),
         Object::Ingress(o) => serde_json::to_value(&o.status),
         _ => Ok(Value::Null),

@@ -6,7 +6,8 @@ use gateway_api::apis::standard::gateways::GatewayListeners;
 use serde_json::Value;
 use weir_api::{
     compile::{
-        gateway_listeners, hostnames_overlap, listener_conflict, served_kinds, FRONTEND_WARNING,
+        gateway_listeners, hostnames_overlap, listener_allows, listener_conflict, served_kinds,
+        FRONTEND_WARNING,
     },
     model::{plan_ports, Unserved},
     Object, ObjectKey, Objects, Rejection,
@@ -43,14 +44,29 @@ pub(super) enum ListenerProblem {
     NoValidCaCertificate(&'static str),
 }
 
+/// Where a listener was written: a Gateway, or a ListenerSet its Gateway takes.
+pub(super) struct Written<'a> {
+    /// The namespace of the object it is in (its certificates' default).
+    pub namespace: &'a str,
+    /// Its name in that object (the compile's warnings about it name it so).
+    pub name: &'a str,
+    /// The compile's warnings about that object.
+    pub warnings: &'a [String],
+    /// The compile's warnings about its Gateway (its ports' client certificates).
+    pub gateway_warnings: &'a [String],
+}
+
+/// What keeps listener `l` of `gateway` from being served; `all` are the Gateway's listeners
+/// with those of the ListenerSets it takes (as the compile merges them).
 pub(super) fn listener_problem(
     gateway: &ObjectKey,
     l: &GatewayListeners,
     all: &[GatewayListeners],
-    gateway_warnings: &[String],
+    written: &Written<'_>,
     objects: &Objects,
     unserved: &[Unserved],
 ) -> Option<ListenerProblem> {
+    let gateway_warnings = written.gateway_warnings;
     if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS" | "TCP") {
         return Some(ListenerProblem::Protocol);
     }
@@ -70,9 +86,10 @@ pub(super) fn listener_problem(
     if named.is_some_and(|kinds| kinds.len() > supported_kinds(l).len()) {
         return Some(ListenerProblem::InvalidRouteKinds);
     }
-    // The Gateway's own warnings about this listener (another object's cannot start so).
-    let own = format!("listener {}: ", l.name);
-    if gateway_warnings
+    // The warnings of its object about this listener (another object's cannot start so).
+    let own = format!("listener {}: ", written.name);
+    if written
+        .warnings
         .iter()
         .any(|w| w.starts_with(&own) && w.contains("no ReferenceGrant"))
     {
@@ -85,7 +102,10 @@ pub(super) fn listener_problem(
             && cert.group.as_deref().unwrap_or("").is_empty();
         let key = ObjectKey {
             kind: "Secret",
-            namespace: cert.namespace.clone().unwrap_or(gateway.namespace.clone()),
+            namespace: cert
+                .namespace
+                .clone()
+                .unwrap_or(written.namespace.to_string()),
             name: cert.name.clone(),
         };
         let usable = match objects.get(&key) {
@@ -274,6 +294,45 @@ pub(super) fn listener_conditions(
     vec![accepted, conflicted, resolved, programmed]
 }
 
+/// `Accepted` of a Gateway or ListenerSet by how many of its `total` listeners are `valid`:
+/// False with `ListenersNotValid` when none is, True with it when some are not, as the spec
+/// words it.
+pub(super) fn by_listeners(
+    valid: usize,
+    total: usize,
+    accepted: &str,
+    generation: Option<i64>,
+) -> Value {
+    match valid {
+        0 if total > 0 => condition(
+            "Accepted",
+            false,
+            "ListenersNotValid",
+            "no listener is valid: see each listener's conditions",
+            generation,
+        ),
+        v if v < total => condition(
+            "Accepted",
+            true,
+            "ListenersNotValid",
+            "some listeners are not valid: see their conditions",
+            generation,
+        ),
+        _ => condition("Accepted", true, "Accepted", accepted, generation),
+    }
+}
+
+/// `Programmed`: served.
+pub(super) fn programmed_ok(generation: Option<i64>) -> Value {
+    condition(
+        "Programmed",
+        true,
+        "Programmed",
+        "served by weir-ingress",
+        generation,
+    )
+}
+
 pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The route kinds a listener takes that Weir serves ([`served_kinds`]); those of them its
@@ -293,16 +352,31 @@ pub(super) fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
         .collect()
 }
 
-/// Accepted routes (of the kinds the listener takes) attached to this listener of this
-/// Gateway.
+/// Accepted routes (of the kinds the listener takes) attached to this listener (by its name
+/// in `parent`) of `parent`, a Gateway or a ListenerSet.
 pub(super) fn attached_routes(
     objects: &Objects,
     rejected: &[Rejection],
-    gateway: &ObjectKey,
+    parent: &ObjectKey,
     l: &GatewayListeners,
     warned: &dyn Fn(&ObjectKey) -> Vec<String>,
 ) -> usize {
     let (listener, kinds) = (&l.name, supported_kinds(l));
+    let gateway = parent;
+    // The listener takes the route: from its namespace, for a hostname of its own.
+    let takes = |kind: &str, namespace: &str, route: &Value| {
+        let hostnames = route["hostnames"].as_array().cloned().unwrap_or_default();
+        let host_ok = match l.hostname.as_deref() {
+            None => true,
+            Some(own) => {
+                hostnames.is_empty()
+                    || hostnames
+                        .iter()
+                        .any(|h| hostnames_overlap(own, h.as_str().unwrap_or_default()))
+            }
+        };
+        host_ok && listener_allows(objects, &parent.namespace, l, kind, namespace)
+    };
     objects
         .iter()
         .filter(|(o, _)| kinds.contains(&o.key().kind))
@@ -320,6 +394,9 @@ pub(super) fn attached_routes(
             }
             .unwrap_or_default();
             let route_ns = o.metadata().namespace.clone().unwrap_or_default();
+            if !takes(o.key().kind, &route_ns, &route) {
+                return false;
+            }
             // A parent the compile found no listener of to take the route does not count.
             let detached = warned(&o.key());
             route["parentRefs"]
@@ -329,7 +406,8 @@ pub(super) fn attached_routes(
                 .enumerate()
                 .any(|(i, p)| {
                     let flagged = format!("not attached to spec.parentRefs[{i}] (");
-                    p["name"] == gateway.name.as_str()
+                    p["kind"].as_str().unwrap_or("Gateway") == gateway.kind
+                        && p["name"] == gateway.name.as_str()
                         && p["namespace"].as_str().unwrap_or(&route_ns) == gateway.namespace
                         && p["sectionName"]
                             .as_str()

@@ -21,6 +21,7 @@ use weir_api::{Object, ObjectKey, Objects};
 mod backend_tls;
 mod desired;
 mod lease;
+mod listener_sets;
 mod listeners;
 mod optout;
 

@@ -1,0 +1,1115 @@
+//! ListenerSet, as the upstream conformance suite's ListenerSet tests check it (each test here
+//! named after one, with its objects in namespace `default` for upstream's infra namespace):
+//! a Gateway takes ListenerSets only from the namespaces its `allowedListeners` lets in; their
+//! listeners serve beside its own, yield to its own and to older sets' on a conflict; routes
+//! reach them by a parentRef of kind ListenerSet alone. Against the real controller on the
+//! test API server and a real gateway connected to it, and in directory mode.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use weir_e2e::{
+    apiserver::ApiServer,
+    cluster::{cluster, condition, conditions_of, pair, reason, Cluster},
+    eventually, service, service_at,
+    tls::{https_get, KeyType, Pki},
+    tls_secret, ConfigDir, Echo, Weir,
+};
+
+const V1: &str = "gateway.networking.k8s.io/v1";
+
+fn namespace(name: &str, labels: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n")
+}
+
+/// A Gateway in `default` whose `allowedListeners` come `from` (`""`: none said).
+fn gateway(name: &str, from: &str, listeners: &str) -> String {
+    let allowed = match from {
+        "" => String::new(),
+        from => format!("  allowedListeners: {{namespaces: {{from: {from}}}}}\n"),
+    };
+    format!("apiVersion: {V1}\nkind: Gateway\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  gatewayClassName: weir\n{allowed}  listeners:\n{listeners}")
+}
+
+/// An HTTP listener on port 80 for `host` (YAML list item), routes from `from`.
+fn http(name: &str, host: &str, from: &str) -> String {
+    format!("  - {{name: {name}, port: 80, protocol: HTTP, hostname: {host}, allowedRoutes: {{namespaces: {{from: {from}}}}}}}\n")
+}
+
+/// A ListenerSet `namespace/name` for Gateway `default/parent`.
+fn set(namespace: &str, name: &str, parent: &str, listeners: &str) -> String {
+    format!("apiVersion: {V1}\nkind: ListenerSet\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRef: {{kind: Gateway, group: gateway.networking.k8s.io, name: {parent}, namespace: default}}\n  listeners:\n{listeners}")
+}
+
+/// An HTTPRoute `namespace/name` with `parents`, sending `path` to `backend` (in `default`).
+fn route(namespace: &str, name: &str, parents: &str, path: &str, backend: &str) -> String {
+    format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRefs: {parents}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{{name: {backend}, namespace: default, port: 80}}]\n")
+}
+
+fn set_ref(namespace: &str, name: &str) -> String {
+    format!("{{kind: ListenerSet, group: gateway.networking.k8s.io, name: {name}, namespace: {namespace}}}")
+}
+
+/// The three infra backends, as Services in `default`.
+fn backends(api: &ApiServer) -> Vec<Echo> {
+    (1..=3)
+        .map(|n| {
+            let name = format!("infra-backend-v{n}");
+            let echo = Echo::start(&name);
+            api.apply(&service(&name, &[&echo]));
+            echo
+        })
+        .collect()
+}
+
+/// A ListenerSet's status once written for its current generation with `Accepted` = `accepted`.
+async fn set_status(api: &ApiServer, namespace: &str, name: &str, accepted: &str) -> Value {
+    let what = format!("ListenerSet {namespace}/{name} with Accepted={accepted}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let set = api.get(V1, "ListenerSet", namespace, name)?;
+        let generation = set["metadata"]["generation"].as_i64();
+        let conditions = set["status"]["conditions"].as_array()?;
+        let latest = conditions
+            .iter()
+            .all(|c| c["observedGeneration"].as_i64() == generation);
+        (latest && condition(&set["status"]["conditions"], "Accepted")["status"] == accepted)
+            .then(|| set["status"].clone())
+    })
+    .await
+}
+
+/// Gateway `name`'s status once it counts `sets` attached ListenerSets.
+async fn gateway_with_sets(api: &ApiServer, name: &str, sets: i64) -> Value {
+    let what = format!("Gateway {name} with {sets} attached ListenerSets");
+    eventually(Duration::from_secs(10), &what, || async {
+        let gateway = api.get(V1, "Gateway", "default", name)?;
+        let status = &gateway["status"];
+        (status["attachedListenerSets"] == sets
+            && condition(&status["conditions"], "Accepted")["status"] == "True")
+            .then(|| status.clone())
+    })
+    .await
+}
+
+fn listener<'a>(status: &'a Value, name: &str) -> &'a Value {
+    let listeners = status["listeners"].as_array();
+    let found = listeners.and_then(|l| l.iter().find(|l| l["name"] == name));
+    found.unwrap_or_else(|| panic!("no listener {name} in {status}"))
+}
+
+/// The listener is accepted, resolved and programmed.
+fn assert_accepted(status: &Value, name: &str) {
+    let l = listener(status, name);
+    for kind in ["Accepted", "ResolvedRefs", "Programmed"] {
+        assert_eq!(
+            condition(&l["conditions"], kind)["status"],
+            "True",
+            "{name} {kind}: {l}"
+        );
+    }
+}
+
+/// The listener yields to another: `Accepted`, `Programmed` False and `Conflicted` True, all
+/// with `reason`.
+fn assert_conflicted(status: &Value, name: &str, why: &str) {
+    let l = listener(status, name);
+    for (kind, state) in [
+        ("Accepted", "False"),
+        ("Programmed", "False"),
+        ("Conflicted", "True"),
+    ] {
+        assert_eq!(
+            reason(&l["conditions"], kind),
+            pair(state, why),
+            "{name} {kind}: {l}"
+        );
+    }
+}
+
+/// Both of the set's conditions False with `why`.
+fn assert_refused(status: &Value, why: &str) {
+    for kind in ["Accepted", "Programmed"] {
+        assert_eq!(
+            reason(&status["conditions"], kind),
+            pair("False", why),
+            "{kind}: {status}"
+        );
+    }
+}
+
+async fn expect(cluster: &Cluster, host: &str, path: &str, backend: Option<&str>) {
+    let what = format!("{host}{path} answered by {backend:?}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let reply = cluster.weir.get(host, path).await;
+        let ok = match backend {
+            Some(b) => reply.status == 200 && reply.backend() == b,
+            None => reply.status == 404,
+        };
+        ok.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn listener_set_default_not_allowed() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-default-does-not-allow-listenerset";
+    api.apply(&gateway(
+        name,
+        "",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    ));
+    let listeners = http(
+        "listenerset-default-not-allowed-listener",
+        "listenerset-default-not-allowed-listener.com",
+        "All",
+    );
+    api.apply(&set(
+        "default",
+        "listenerset-default-not-allowed",
+        name,
+        &listeners,
+    ));
+    gateway_with_sets(api, name, 0).await;
+    let status = set_status(api, "default", "listenerset-default-not-allowed", "False").await;
+    assert_refused(&status, "NotAllowed");
+    // Its listener is not served: its hostname finds no route.
+    assert_eq!(
+        cluster
+            .weir
+            .get("listenerset-default-not-allowed-listener.com", "/")
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn listener_set_allowed_namespace_none() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-does-not-allow-listenerset";
+    api.apply(&gateway(
+        name,
+        "None",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    ));
+    let listeners = http("listener-set-listener", "listener-set-listener.com", "All");
+    api.apply(&set("default", "listenerset-not-allowed", name, &listeners));
+    gateway_with_sets(api, name, 0).await;
+    let status = set_status(api, "default", "listenerset-not-allowed", "False").await;
+    assert_refused(&status, "NotAllowed");
+}
+
+#[tokio::test]
+async fn listener_set_allowed_namespace_same() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-allows-listenerset-in-same-namespace";
+    api.apply(&gateway(
+        name,
+        "Same",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    ));
+    api.apply(&namespace("gateway-api-listenerset-not-allowed-ns", ""));
+    let listener = |n: &str| http(n, &format!("{n}.com"), "All");
+    api.apply(&set(
+        "default",
+        "listenerset-in-same-namespace",
+        name,
+        &listener("listenerset-in-same-namespace-listener"),
+    ));
+    api.apply(&set(
+        "gateway-api-listenerset-not-allowed-ns",
+        "listenerset-in-different-namespace",
+        name,
+        &listener("listenerset-in-different-namespace-listener"),
+    ));
+    gateway_with_sets(api, name, 1).await;
+    let taken = set_status(api, "default", "listenerset-in-same-namespace", "True").await;
+    assert_eq!(
+        reason(&taken["conditions"], "Accepted"),
+        pair("True", "Accepted")
+    );
+    assert_eq!(
+        reason(&taken["conditions"], "Programmed"),
+        pair("True", "Programmed")
+    );
+    assert_accepted(&taken, "listenerset-in-same-namespace-listener");
+    let refused = set_status(
+        api,
+        "gateway-api-listenerset-not-allowed-ns",
+        "listenerset-in-different-namespace",
+        "False",
+    )
+    .await;
+    assert_refused(&refused, "NotAllowed");
+}
+
+#[tokio::test]
+async fn listener_set_allowed_namespace_selector() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-allows-listenerset-in-selected-namespace";
+    let yaml = gateway(
+        name,
+        "Selector",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    )
+    .replace(
+        "from: Selector}",
+        "from: Selector, selector: {matchLabels: {allowed: ns}}}",
+    );
+    api.apply(&yaml);
+    api.apply(&namespace(
+        "gateway-api-listenerset-selector-allowed-ns",
+        "allowed: ns",
+    ));
+    api.apply(&namespace(
+        "gateway-api-listenerset-selector-not-allowed-ns",
+        "",
+    ));
+    let listener = |n: &str| http(n, &format!("{n}.com"), "All");
+    api.apply(&set(
+        "gateway-api-listenerset-selector-allowed-ns",
+        "listenerset-in-selected-namespace",
+        name,
+        &listener("listenerset-in-selected-namespace-listener"),
+    ));
+    api.apply(&set(
+        "gateway-api-listenerset-selector-not-allowed-ns",
+        "listenerset-not-in-selected-namespace",
+        name,
+        &listener("listenerset-not-in-selected-namespace-listener"),
+    ));
+    gateway_with_sets(api, name, 1).await;
+    let taken = set_status(
+        api,
+        "gateway-api-listenerset-selector-allowed-ns",
+        "listenerset-in-selected-namespace",
+        "True",
+    )
+    .await;
+    assert_accepted(&taken, "listenerset-in-selected-namespace-listener");
+    let refused = set_status(
+        api,
+        "gateway-api-listenerset-selector-not-allowed-ns",
+        "listenerset-not-in-selected-namespace",
+        "False",
+    )
+    .await;
+    assert_refused(&refused, "NotAllowed");
+}
+
+#[tokio::test]
+async fn listener_set_allowed_routes_namespaces() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let _backends = backends(api);
+    let name = "gateway-with-listener-sets-test-allowed-routes";
+    api.apply(&gateway(
+        name,
+        "All",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    ));
+    api.apply(&namespace("gateway-api-routes-allowed-ns", "allowed: ns"));
+    api.apply(&namespace("gateway-api-routes-not-allowed-ns", ""));
+    api.apply(&namespace("gateway-api-ls-cross-ns", ""));
+    let set_name = "listenerset-test-allowed-routes-namespaces";
+    let prefix = "listener-set-listener-allowed-routes";
+    let listeners = format!(
+        "{}{}{}",
+        http(
+            &format!("{prefix}-all"),
+            &format!("{prefix}-all.com"),
+            "All"
+        ),
+        http(
+            &format!("{prefix}-same"),
+            &format!("{prefix}-same.com"),
+            "Same"
+        ),
+        http(
+            &format!("{prefix}-selector"),
+            &format!("{prefix}-selector.com"),
+            "Selector"
+        )
+        .replace(
+            "from: Selector}",
+            "from: Selector, selector: {matchLabels: {allowed: ns}}}"
+        ),
+    );
+    api.apply(&set("default", set_name, name, &listeners));
+    let parents = format!("[{}]", set_ref("default", set_name));
+    api.apply(&route(
+        "default",
+        "route-in-same-namespace",
+        &parents,
+        "/route-in-same-namespace",
+        "infra-backend-v1",
+    ));
+    api.apply(&route(
+        "gateway-api-routes-allowed-ns",
+        "route-in-selected-namespace",
+        &parents,
+        "/route-in-selected-namespace",
+        "infra-backend-v2",
+    ));
+    api.apply(&route(
+        "gateway-api-routes-not-allowed-ns",
+        "route-not-in-selected-namespace",
+        &parents,
+        "/route-not-in-selected-namespace",
+        "infra-backend-v3",
+    ));
+    // A set in another namespace: routes from there are "Same", routes from the Gateway's not.
+    let cross = "listenerset-test-allowed-routes-cross-ns";
+    let cross_listener = format!("{prefix}-cross-ns-same");
+    api.apply(&set(
+        "gateway-api-ls-cross-ns",
+        cross,
+        name,
+        &http(&cross_listener, &format!("{cross_listener}.com"), "Same"),
+    ));
+    let cross_parents = format!("[{}]", set_ref("gateway-api-ls-cross-ns", cross));
+    api.apply(&route(
+        "gateway-api-ls-cross-ns",
+        "route-in-listenerset-namespace",
+        &cross_parents,
+        "/route-in-listenerset-namespace",
+        "infra-backend-v1",
+    ));
+    api.apply(&route(
+        "default",
+        "route-in-gateway-namespace",
+        &cross_parents,
+        "/route-in-gateway-namespace",
+        "infra-backend-v2",
+    ));
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: routes-to-infra, namespace: default}\nspec:\n  from:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-api-routes-allowed-ns}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-api-routes-not-allowed-ns}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-api-ls-cross-ns}\n  to: [{group: \"\", kind: Service}]\n";
+    api.apply(grant);
+    gateway_with_sets(api, name, 2).await;
+    for (ns, route) in [
+        ("default", "route-in-same-namespace"),
+        (
+            "gateway-api-routes-allowed-ns",
+            "route-in-selected-namespace",
+        ),
+        (
+            "gateway-api-routes-not-allowed-ns",
+            "route-not-in-selected-namespace",
+        ),
+        ("gateway-api-ls-cross-ns", "route-in-listenerset-namespace"),
+    ] {
+        let conditions = conditions_of(api, "HTTPRoute", ns, route, "True").await;
+        assert_eq!(
+            reason(&conditions, "Accepted"),
+            pair("True", "Accepted"),
+            "{route}"
+        );
+    }
+    let refused = conditions_of(
+        api,
+        "HTTPRoute",
+        "default",
+        "route-in-gateway-namespace",
+        "False",
+    )
+    .await;
+    assert_eq!(
+        reason(&refused, "Accepted"),
+        pair("False", "NotAllowedByListeners")
+    );
+    let status = eventually(
+        Duration::from_secs(10),
+        "three routes on the All listener",
+        || async {
+            let status = set_status(api, "default", set_name, "True").await;
+            (listener(&status, &format!("{prefix}-all"))["attachedRoutes"] == 3).then_some(status)
+        },
+    )
+    .await;
+    for (suffix, attached) in [("all", 3), ("same", 1), ("selector", 1)] {
+        let name = format!("{prefix}-{suffix}");
+        assert_accepted(&status, &name);
+        let l = listener(&status, &name);
+        assert_eq!(l["attachedRoutes"], attached, "{name}: {l}");
+        let kinds: Vec<&Value> = l["supportedKinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| &k["kind"])
+            .collect();
+        assert_eq!(kinds, ["HTTPRoute", "GRPCRoute"], "{name}");
+    }
+    let cross_status = set_status(api, "gateway-api-ls-cross-ns", cross, "True").await;
+    assert_eq!(
+        listener(&cross_status, &cross_listener)["attachedRoutes"],
+        1
+    );
+    let (v1, v2, v3) = (
+        Some("infra-backend-v1"),
+        Some("infra-backend-v2"),
+        Some("infra-backend-v3"),
+    );
+    let all = format!("{prefix}-all.com");
+    let same = format!("{prefix}-same.com");
+    let selector = format!("{prefix}-selector.com");
+    let cross_host = format!("{cross_listener}.com");
+    for (host, path, backend) in [
+        (&all, "/route-in-same-namespace", v1),
+        (&all, "/route-in-selected-namespace", v2),
+        (&all, "/route-not-in-selected-namespace", v3),
+        (&same, "/route-in-same-namespace", v1),
+        (&same, "/route-in-selected-namespace", None),
+        (&same, "/route-not-in-selected-namespace", None),
+        (&selector, "/route-in-selected-namespace", v2),
+        (&selector, "/route-in-same-namespace", None),
+        (&selector, "/route-not-in-selected-namespace", None),
+        (&cross_host, "/route-in-listenerset-namespace", v1),
+        (&cross_host, "/route-in-gateway-namespace", None),
+    ] {
+        expect(&cluster, host, path, backend).await;
+    }
+}
+
+#[tokio::test]
+async fn listener_set_allowed_routes_supported_kinds() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-with-listener-sets-test-supported-route-kinds";
+    api.apply(&gateway(
+        name,
+        "All",
+        &http("gateway-listener", "gateway-listener.com", "All"),
+    ));
+    let listener = "  - {name: listener-set-listener-allowed-routes-tls-only, port: 443, protocol: TLS, hostname: listener-set-listener-allowed-routes-tls-only.com, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}\n";
+    api.apply(&set(
+        "default",
+        "listenerset-test-allowed-routes-supported-kinds",
+        name,
+        listener,
+    ));
+    let status = set_status(
+        api,
+        "default",
+        "listenerset-test-allowed-routes-supported-kinds",
+        "False",
+    )
+    .await;
+    let l = listener_status(&status, "listener-set-listener-allowed-routes-tls-only");
+    assert_eq!(
+        reason(&l["conditions"], "ResolvedRefs"),
+        pair("False", "InvalidRouteKinds")
+    );
+}
+
+fn listener_status<'a>(status: &'a Value, name: &str) -> &'a Value {
+    listener(status, name)
+}
+
+/// The Gateway and four ListenerSets of upstream's conflict tests, with `conflicting` the
+/// listener (YAML item) each conflicting one has for `name` (a hostname or a protocol clash).
+async fn conflicts(
+    cluster: &Cluster,
+    gateway_name: &str,
+    conflicting: &dyn Fn(&str) -> String,
+    why: &str,
+) {
+    let api = &cluster.api;
+    let kind = why.trim_end_matches("Conflict").to_lowercase();
+    let with_gateway = format!("{kind}-conflict-with-gateway-listener");
+    let with_set = format!("{kind}-conflict-with-listener-set-listener");
+    let listeners = format!(
+        "{}{}",
+        http("gateway-listener", "gateway-listener.com", "All"),
+        http(&with_gateway, &format!("{with_gateway}.com"), "All"),
+    );
+    api.apply(&gateway(gateway_name, "Same", &listeners));
+    let plain = |name: &str| http(name, &format!("{name}.com"), "All");
+    let sets = [
+        (
+            format!("listenerset-with-{kind}-conflict-with-gateway-1"),
+            format!(
+                "{}{}{}",
+                plain("listener-set-1-listener"),
+                conflicting(&with_gateway),
+                plain(&with_set)
+            ),
+        ),
+        (
+            format!("listenerset-with-{kind}-conflict-with-gateway-2"),
+            conflicting(&with_gateway),
+        ),
+        (
+            format!("listenerset-with-{kind}-conflict-with-listener-set-1"),
+            format!(
+                "{}{}",
+                plain("listener-set-2-listener"),
+                conflicting(&with_set)
+            ),
+        ),
+        (
+            format!("listenerset-with-{kind}-conflict-with-listener-set-2"),
+            conflicting(&with_set),
+        ),
+    ];
+    // Created one after the other: the older set comes first.
+    for (name, listeners) in &sets {
+        api.apply(&set("default", name, gateway_name, listeners));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let gateway = gateway_with_sets(api, gateway_name, 2).await;
+    assert_accepted(&gateway, "gateway-listener");
+    assert_accepted(&gateway, &with_gateway);
+    let first = set_status(api, "default", &sets[0].0, "True").await;
+    assert_eq!(
+        reason(&first["conditions"], "Programmed"),
+        pair("True", "Programmed")
+    );
+    assert_accepted(&first, "listener-set-1-listener");
+    assert_accepted(&first, &with_set);
+    assert_conflicted(&first, &with_gateway, why);
+    let second = set_status(api, "default", &sets[1].0, "False").await;
+    assert_refused(&second, "ListenersNotValid");
+    assert_conflicted(&second, &with_gateway, why);
+    let third = set_status(api, "default", &sets[2].0, "True").await;
+    assert_accepted(&third, "listener-set-2-listener");
+    assert_conflicted(&third, &with_set, why);
+    let fourth = set_status(api, "default", &sets[3].0, "False").await;
+    assert_refused(&fourth, "ListenersNotValid");
+    assert_conflicted(&fourth, &with_set, why);
+}
+
+#[tokio::test]
+async fn listener_set_hostname_conflict() {
+    let cluster = cluster(&[]).await;
+    let same_host = |name: &str| http(name, &format!("{name}.com"), "All");
+    conflicts(
+        &cluster,
+        "gateway-with-listenerset-hostname-conflict",
+        &same_host,
+        "HostnameConflict",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn listener_set_protocol_conflict() {
+    let cluster = cluster(&[]).await;
+    let tcp = |name: &str| {
+        format!("  - {{name: {name}, port: 80, protocol: TCP, allowedRoutes: {{namespaces: {{from: All}}}}}}\n")
+    };
+    conflicts(
+        &cluster,
+        "gateway-with-listenerset-protocol-conflict",
+        &tcp,
+        "ProtocolConflict",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn listener_set_reference_grant() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let pki = Pki::new();
+    api.apply(&namespace("gateway-conformance-web-backend", ""));
+    api.apply(&namespace(
+        "gateway-api-listener-sets-test-reference-grant-ns",
+        "",
+    ));
+    let cert = pki.issue(
+        &[
+            "gateway-listener.com",
+            "listenerset-with-reference-grant-listener.com",
+            "listenerset-without-reference-grant-listener-1.com",
+        ],
+        KeyType::Ecdsa,
+    );
+    api.apply(&tls_secret("certificate", &cert).replace(
+        "namespace: default",
+        "namespace: gateway-conformance-web-backend",
+    ));
+    let https = |name: &str, host: &str| {
+        format!("  - {{name: {name}, port: 443, protocol: HTTPS, hostname: {host}, tls: {{certificateRefs: [{{kind: Secret, name: certificate, namespace: gateway-conformance-web-backend}}]}}}}\n")
+    };
+    let name = "gateway-with-listener-sets-test-reference-grant";
+    api.apply(&gateway(
+        name,
+        "All",
+        &https("gateway-listener", "gateway-listener.com"),
+    ));
+    let grant = |name: &str, kind: &str, from: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: gateway-conformance-web-backend}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}]\n  to: [{{group: \"\", kind: Secret}}]\n")
+    };
+    api.apply(&grant("reference-grant-for-gateway", "Gateway", "default"));
+    api.apply(&grant(
+        "reference-grant-for-listener-set",
+        "ListenerSet",
+        "default",
+    ));
+    api.apply(&set(
+        "default",
+        "listenerset-with-reference-grant",
+        name,
+        &https(
+            "listenerset-with-reference-grant-listener",
+            "listenerset-with-reference-grant-listener.com",
+        ),
+    ));
+    api.apply(&set(
+        "gateway-api-listener-sets-test-reference-grant-ns",
+        "listenerset-without-reference-grant",
+        name,
+        &https(
+            "listenerset-without-reference-grant-listener",
+            "listenerset-without-reference-grant-listener-1.com",
+        ),
+    ));
+    let granted = set_status(api, "default", "listenerset-with-reference-grant", "True").await;
+    assert_eq!(reason(&granted["conditions"], "Programmed").0, "True");
+    let l = listener(&granted, "listenerset-with-reference-grant-listener");
+    assert_eq!(
+        condition(&l["conditions"], "ResolvedRefs")["status"],
+        "True",
+        "{l}"
+    );
+    let ungranted = set_status(
+        api,
+        "gateway-api-listener-sets-test-reference-grant-ns",
+        "listenerset-without-reference-grant",
+        "False",
+    )
+    .await;
+    assert_refused(&ungranted, "ListenersNotValid");
+    let l = listener(&ungranted, "listenerset-without-reference-grant-listener");
+    assert_eq!(
+        reason(&l["conditions"], "ResolvedRefs"),
+        pair("False", "RefNotPermitted"),
+        "{l}"
+    );
+}
+
+#[tokio::test]
+async fn listener_set_dual_parent_ref_independence() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let _backends = backends(api);
+    let name = "gateway-dual-parentref";
+    api.apply(&gateway(
+        name,
+        "Same",
+        &http("gw-dual-parentref-listener", "gw-dual.com", "Same"),
+    ));
+    api.apply(&set(
+        "default",
+        "ls-dual-parentref",
+        name,
+        &http("ls-dual-parentref-listener", "ls-dual.com", "Same"),
+    ));
+    let both = format!(
+        "[{{name: {name}, namespace: default}}, {}]",
+        set_ref("default", "ls-dual-parentref")
+    );
+    api.apply(&route(
+        "default",
+        "route-dual-parentref-both",
+        &both,
+        "/dualboth",
+        "infra-backend-v1",
+    ));
+    let one = format!("[{{name: {name}, sectionName: ls-dual-parentref-listener}}, {{kind: ListenerSet, name: ls-dual-parentref, sectionName: ls-dual-parentref-listener}}]");
+    api.apply(&route(
+        "default",
+        "route-dual-parentref-one",
+        &one,
+        "/dualone",
+        "infra-backend-v2",
+    ));
+    gateway_with_sets(api, name, 1).await;
+    let status = eventually(
+        Duration::from_secs(10),
+        "two routes on the set's listener",
+        || async {
+            let status = set_status(api, "default", "ls-dual-parentref", "True").await;
+            (listener(&status, "ls-dual-parentref-listener")["attachedRoutes"] == 2)
+                .then_some(status)
+        },
+    )
+    .await;
+    assert_accepted(&status, "ls-dual-parentref-listener");
+    // Both parents take the first route; the Gateway has no listener of the second's section.
+    let parents = |route: &str| {
+        let route = api.get(V1, "HTTPRoute", "default", route).unwrap();
+        route["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let accepted = |parents: &[Value], kind: &str| {
+        let entry = parents
+            .iter()
+            .find(|p| p["parentRef"]["kind"].as_str().unwrap_or("Gateway") == kind);
+        entry.map(|e| reason(&e["conditions"], "Accepted"))
+    };
+    let both = parents("route-dual-parentref-both");
+    assert_eq!(
+        accepted(&both, "Gateway"),
+        Some(pair("True", "Accepted")),
+        "{both:?}"
+    );
+    assert_eq!(
+        accepted(&both, "ListenerSet"),
+        Some(pair("True", "Accepted")),
+        "{both:?}"
+    );
+    let one = parents("route-dual-parentref-one");
+    assert_eq!(
+        accepted(&one, "Gateway"),
+        Some(pair("False", "NoMatchingParent")),
+        "{one:?}"
+    );
+    assert_eq!(
+        accepted(&one, "ListenerSet"),
+        Some(pair("True", "Accepted")),
+        "{one:?}"
+    );
+    expect(
+        &cluster,
+        "gw-dual.com",
+        "/dualboth",
+        Some("infra-backend-v1"),
+    )
+    .await;
+    expect(
+        &cluster,
+        "ls-dual.com",
+        "/dualboth",
+        Some("infra-backend-v1"),
+    )
+    .await;
+    expect(
+        &cluster,
+        "ls-dual.com",
+        "/dualone",
+        Some("infra-backend-v2"),
+    )
+    .await;
+    expect(&cluster, "gw-dual.com", "/dualone", None).await;
+}
+
+#[tokio::test]
+async fn listener_set_http_routing() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let _backends = backends(api);
+    let name = "gateway-with-listener-sets-http-routing";
+    let own = format!(
+        "{}{}",
+        http("gateway-listener-1", "gateway-listener-1.com", "All"),
+        http("gateway-listener-2", "gateway-listener-2.com", "All")
+    );
+    api.apply(&gateway(name, "All", &own));
+    for n in 1..=2 {
+        let set_name = format!("listener-set-http-routing-{n}");
+        let listener = |i: u8| {
+            let l = format!("{set_name}-listener-{i}");
+            http(&l, &format!("{l}.com"), "All")
+        };
+        api.apply(&set(
+            "default",
+            &set_name,
+            name,
+            &format!("{}{}", listener(1), listener(2)),
+        ));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let gw = format!("{{name: {name}}}");
+    let (ls1, ls2) = (
+        set_ref("default", "listener-set-http-routing-1"),
+        set_ref("default", "listener-set-http-routing-2"),
+    );
+    let routes = [
+        (
+            "attaches-to-all-listeners",
+            format!("[{gw}, {ls1}, {ls2}]"),
+            "/route",
+            "infra-backend-v1",
+        ),
+        (
+            "gateway-route",
+            format!("[{gw}]"),
+            "/gateway-route",
+            "infra-backend-v2",
+        ),
+        (
+            "gateway-section-route",
+            format!("[{{name: {name}, sectionName: gateway-listener-1}}]"),
+            "/gateway-section-route",
+            "infra-backend-v3",
+        ),
+        (
+            "listener-set-http-routing-1-route",
+            format!("[{ls1}]"),
+            "/listener-set-http-routing-1-route",
+            "infra-backend-v2",
+        ),
+        (
+            "listener-set-http-routing-1-section-route",
+            format!(
+                "[{}]",
+                ls1.replace(
+                    '}',
+                    ", sectionName: listener-set-http-routing-1-listener-1}"
+                )
+            ),
+            "/listener-set-http-routing-1-section-route",
+            "infra-backend-v3",
+        ),
+        (
+            "listener-set-http-routing-2-route",
+            format!("[{ls2}]"),
+            "/listener-set-http-routing-2-route",
+            "infra-backend-v2",
+        ),
+    ];
+    for (route_name, parents, path, backend) in &routes {
+        api.apply(&route("default", route_name, parents, path, backend));
+    }
+    gateway_with_sets(api, name, 2).await;
+    let ls1_status = eventually(
+        Duration::from_secs(10),
+        "routes counted on the first set",
+        || async {
+            let status = set_status(api, "default", "listener-set-http-routing-1", "True").await;
+            (listener(&status, "listener-set-http-routing-1-listener-1")["attachedRoutes"] == 3)
+                .then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(
+        listener(&ls1_status, "listener-set-http-routing-1-listener-2")["attachedRoutes"],
+        2
+    );
+    let ls2_status = set_status(api, "default", "listener-set-http-routing-2", "True").await;
+    for i in 1..=2 {
+        assert_eq!(
+            listener(
+                &ls2_status,
+                &format!("listener-set-http-routing-2-listener-{i}")
+            )["attachedRoutes"],
+            2
+        );
+    }
+    // Each path on the hosts of its own parents (and section) only.
+    let hosts_of = |route: &str| -> Vec<&str> {
+        match route {
+            "attaches-to-all-listeners" => vec![
+                "gateway-listener-1.com",
+                "gateway-listener-2.com",
+                "listener-set-http-routing-1-listener-1.com",
+                "listener-set-http-routing-1-listener-2.com",
+                "listener-set-http-routing-2-listener-1.com",
+                "listener-set-http-routing-2-listener-2.com",
+            ],
+            "gateway-route" => vec!["gateway-listener-1.com", "gateway-listener-2.com"],
+            "gateway-section-route" => vec!["gateway-listener-1.com"],
+            "listener-set-http-routing-1-route" => vec![
+                "listener-set-http-routing-1-listener-1.com",
+                "listener-set-http-routing-1-listener-2.com",
+            ],
+            "listener-set-http-routing-1-section-route" => {
+                vec!["listener-set-http-routing-1-listener-1.com"]
+            }
+            _ => vec![
+                "listener-set-http-routing-2-listener-1.com",
+                "listener-set-http-routing-2-listener-2.com",
+            ],
+        }
+    };
+    let all_hosts = hosts_of("attaches-to-all-listeners");
+    for (route_name, _, path, backend) in &routes {
+        for host in &all_hosts {
+            let expected = hosts_of(route_name).contains(host).then_some(*backend);
+            expect(&cluster, host, path, expected).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn listener_set_parent_not_accepted() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let name = "gateway-with-listenerset-not-accepted";
+    let yaml = gateway(name, "Same", "  - {name: http, port: 80, protocol: HTTP}\n")
+        + "  infrastructure:\n    parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}\n";
+    api.apply(&yaml);
+    let listener = "  - {name: http, port: 8080, protocol: HTTP}\n";
+    api.apply(
+        &set("default", "listenerset-parent-not-accepted", name, listener)
+            .replace(", namespace: default}\n  listeners", "}\n  listeners"),
+    );
+    let status = set_status(api, "default", "listenerset-parent-not-accepted", "False").await;
+    assert_eq!(
+        reason(&status["conditions"], "Accepted"),
+        pair("False", "ParentNotAccepted")
+    );
+    assert_eq!(
+        condition(&status["conditions"], "Programmed")["status"],
+        "False"
+    );
+    let gateway = api.get(V1, "Gateway", "default", name).unwrap();
+    assert_eq!(
+        condition(&gateway["status"]["conditions"], "Accepted")["status"],
+        "False"
+    );
+    assert_eq!(gateway["status"]["attachedListenerSets"], 0);
+}
+
+#[tokio::test]
+async fn listener_set_update_listener_hostname() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let _backends = backends(api);
+    let name = "gateway-listenerset-update-listener-hostname";
+    api.apply(&gateway(
+        name,
+        "Same",
+        "  - {name: gateway-listener, port: 80, protocol: HTTP}\n",
+    ));
+    let set_name = "listenerset-update-listener-hostname";
+    let with_host = |host: &str| set("default", set_name, name, &http("http", host, "All"));
+    api.apply(&with_host("other.example.com"));
+    let route_yaml = format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: httproute-listenerset-update-listener-hostname, namespace: default}}\nspec:\n  parentRefs: [{}]\n  hostnames: [accepted.example.com]\n  rules:\n  - backendRefs: [{{name: infra-backend-v1, port: 80}}]\n", set_ref("default", set_name));
+    api.apply(&route_yaml);
+    let before = conditions_of(
+        api,
+        "HTTPRoute",
+        "default",
+        "httproute-listenerset-update-listener-hostname",
+        "False",
+    )
+    .await;
+    assert_eq!(
+        reason(&before, "Accepted"),
+        pair("False", "NoMatchingListenerHostname")
+    );
+    api.apply(&with_host("accepted.example.com"));
+    let after = conditions_of(
+        api,
+        "HTTPRoute",
+        "default",
+        "httproute-listenerset-update-listener-hostname",
+        "True",
+    )
+    .await;
+    assert_eq!(reason(&after, "Accepted"), pair("True", "Accepted"));
+    let status = eventually(Duration::from_secs(10), "the route counted", || async {
+        let status = set_status(api, "default", set_name, "True").await;
+        (listener(&status, "http")["attachedRoutes"] == 1).then_some(status)
+    })
+    .await;
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 1);
+    assert_accepted(&status, "http");
+    expect(
+        &cluster,
+        "accepted.example.com",
+        "/",
+        Some("infra-backend-v1"),
+    )
+    .await;
+}
+
+/// A tenant allowed to add listeners cannot take the Gateway's names: a ListenerSet listener
+/// for the Gateway's own hostname, with the tenant's certificate, yields (Conflicted) and
+/// gets no certificate, so clients of that name still get the Gateway's certificate and its
+/// routes. A ListenerSet the Gateway does not take opens no port. In directory mode, as
+/// `weir-ingress --config-dir` serves the objects.
+#[tokio::test]
+async fn a_listener_set_cannot_take_its_gateways_names_or_open_ports_unasked() {
+    let (owner, tenant) = (Echo::start("owner"), Echo::start("tenant"));
+    let pki = Pki::new();
+    let owner_cert = pki.issue(&["shop.example.com"], KeyType::Ecdsa);
+    let tenant_cert = pki.issue(&["shop.example.com", "tenant.example.com"], KeyType::Ecdsa);
+    let https = |name: &str, host: &str, secret: &str| {
+        format!("  - {{name: {name}, port: 443, protocol: HTTPS, hostname: {host}, allowedRoutes: {{namespaces: {{from: Same}}}}, tls: {{certificateRefs: [{{name: {secret}}}]}}}}\n")
+    };
+    let closed_port = weir_e2e::free_port();
+    let mut gw = gateway(
+        "gw",
+        "All",
+        &https("shop", "shop.example.com", "owner-cert"),
+    );
+    gw.push_str(&format!(
+        "---\n{}",
+        gateway("closed", "", &http("closed", "closed.example.com", "All"))
+    ));
+    let tenant_set = set(
+        "tenant",
+        "tenant-listeners",
+        "gw",
+        &https("steal", "shop.example.com", "tenant-cert"),
+    )
+    .trim_end()
+    .to_string()
+        + "\n"
+        + &https("own", "tenant.example.com", "tenant-cert");
+    let unasked = set(
+        "tenant",
+        "unasked",
+        "closed",
+        &format!("  - {{name: extra, port: {closed_port}, protocol: HTTP}}\n"),
+    );
+    let routes = [
+        format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: owner, port: 80}}]\n"),
+        format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: steal, namespace: tenant}}\nspec:\n  parentRefs: [{}]\n  rules:\n  - backendRefs: [{{name: tenant, port: 80}}]\n", set_ref("tenant", "tenant-listeners")),
+    ];
+    let dir = ConfigDir::new()
+        .with("ns.yaml", &namespace("tenant", ""))
+        .with(
+            "svc.yaml",
+            &format!(
+                "{}---\n{}",
+                service("owner", &[&owner]),
+                service_at("tenant", "tenant", tenant.addr)
+            ),
+        )
+        .with(
+            "certs.yaml",
+            &format!(
+                "{}---\n{}",
+                tls_secret("owner-cert", &owner_cert),
+                tls_secret("tenant-cert", &tenant_cert)
+                    .replace("namespace: default", "namespace: tenant")
+            ),
+        )
+        .with("gw.yaml", &gw)
+        .with("sets.yaml", &format!("{tenant_set}---\n{unasked}"))
+        .with("routes.yaml", &routes.join("---\n"));
+    let weir = Weir::start(&dir);
+    let client = pki.client(&["http/1.1"], false);
+    for _ in 0..5 {
+        let reply = https_get(weir.tls, "shop.example.com", client.clone(), "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.leaf,
+            owner_cert.leaf_der(),
+            "shop.example.com answered with the tenant's certificate"
+        );
+        assert_eq!(reply.reply.backend(), "owner");
+    }
+    // The tenant's own name serves the tenant's route.
+    let reply = https_get(weir.tls, "tenant.example.com", client, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.reply.backend(), "tenant");
+    // The Gateway that takes no ListenerSets opened no port for one.
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", closed_port)).await;
+    assert!(
+        refused.is_err(),
+        "port {closed_port} was opened for a ListenerSet its Gateway does not take"
+    );
+}
