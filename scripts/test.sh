@@ -17,6 +17,9 @@ command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 # The transparent-mode test builds network namespaces (ip) and lets `weir-sidecar init`
 # install iptables rules inside them.
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The alerts are checked and unit-tested with promtool, and the observability test scrapes
+# the real processes with a real Prometheus (Debian's package has both).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v iptables >/dev/null || need_apt+=(iptables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 # The image tier builds the container image with podman (runc) on a Debian base bootstrapped
@@ -58,6 +61,9 @@ if [ ! -x target/validate-venv/bin/kubernetes-validate ]; then
   target/validate-venv/bin/pip install -q kubernetes-validate
 fi
 target/validate-venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 target/manifests.yaml
+echo "==> the observability component: it builds on the install, and its rules pass promtool"
+kubectl kustomize examples/observability > target/manifests-observability.yaml
+scripts/check-rules.sh
 echo "==> build (the end-to-end tests start these binaries)"
 # Bins and tests in one build, so the dependencies are compiled once with the features the tests
 # unify in, and the test run below builds nothing again.
