@@ -28,6 +28,7 @@ pub mod idp;
 pub mod image;
 pub mod mesh;
 pub mod netns;
+pub mod prometheus;
 pub mod redis;
 pub mod stub;
 pub mod tls;
