@@ -209,6 +209,13 @@ async fn serve_stream(
     let refusals = controller
         .refusals
         .slot(&controller.metrics.refusing_nodes, &role_name);
+    let account = format!("{}/{}", hello.namespace, hello.service_account);
+    let listed = controller.nodes.connect(
+        (&role_name, &hello.namespace, &hello.pod),
+        &account,
+        &hello.node_version,
+        views.clone(),
+    );
     tracing::info!(%node, version = %hello.node_version, "node connected");
     views.mark_changed();
     let connected_at = std::time::Instant::now();
@@ -240,11 +247,13 @@ async fn serve_stream(
                         controller.metrics.push_seconds.observe(since.elapsed().as_secs_f64());
                     }
                     refusals.applied();
+                    listed.applied(ack.version);
                     tracing::debug!(%node, version = ack.version, "applied");
                 }
                 Ok(Some(WatchRequest { kind: Some(Kind::Nack(nack)) })) => {
                     controller.metrics.acks.with_label_values(&[&role_name, "nack"]).inc();
                     tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
+                    listed.refused(nack.version, &nack.error);
                     refusals.refused(crate::refusals::Refusal {
                         node: node.clone(),
                         node_version: hello.node_version.clone(),
@@ -287,6 +296,9 @@ impl Identity for Services {
         match authority.certify(&request.get_ref().csr_pem, &caller) {
             Ok(issued) => {
                 certificates.with_label_values(&["issued"]).inc();
+                let account = format!("{}/{}", caller.namespace, caller.name);
+                let not_after = u64::try_from(issued.not_after).unwrap_or_default();
+                self.0.nodes.certified(&account, not_after);
                 tracing::info!(spiffe_id = %issued.spiffe_id, "certificate issued");
                 Ok(Response::new(CertifyResponse {
                     certificate_pem: issued.certificate_pem,

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
+pub mod nodes;
 pub mod refusals;
 pub mod source;
 pub mod state;
@@ -78,6 +79,8 @@ pub struct Controller {
     pub streams: StreamLimits,
     /// Nodes refusing their current view.
     pub refusals: Refusals,
+    /// Every connected node and how far it is.
+    pub nodes: nodes::Nodes,
     compiler: Mutex<Compiler>,
     status: Mutex<CompileStatus>,
     closing: tokio::sync::watch::Sender<bool>,
@@ -117,6 +120,7 @@ impl Controller {
             ingress_accounts,
             streams: StreamLimits::new(streams::DEFAULT_PER_ACCOUNT),
             refusals: Refusals::default(),
+            nodes: nodes::Nodes::default(),
             compiler: Mutex::default(),
             status: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),

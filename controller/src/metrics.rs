@@ -22,6 +22,9 @@ pub struct Metrics {
     pub acks: IntCounterVec,
     /// `weir_controller_refusing_nodes{role}`: nodes whose latest reply was a NACK.
     pub refusing_nodes: IntGaugeVec,
+    /// `weir_controller_nodes_behind{role}`: nodes that have not applied their latest view
+    /// within 30 s of its publication (set when scraped).
+    pub nodes_behind: IntGaugeVec,
     /// `weir_controller_push_seconds`: from a view's publication to a node's ACK of it.
     pub push_seconds: Histogram,
     /// `weir_controller_certificates_total{result}`.
@@ -82,6 +85,14 @@ impl Metrics {
                 &["role"],
             )
             .expect("valid metric"),
+            nodes_behind: IntGaugeVec::new(
+                Opts::new(
+                    "weir_controller_nodes_behind",
+                    "Connected nodes that have not applied their latest view within 30s of its publication",
+                ),
+                &["role"],
+            )
+            .expect("valid metric"),
             push_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "weir_controller_push_seconds",
@@ -123,6 +134,7 @@ impl Metrics {
             Box::new(metrics.connected_nodes.clone()),
             Box::new(metrics.acks.clone()),
             Box::new(metrics.refusing_nodes.clone()),
+            Box::new(metrics.nodes_behind.clone()),
             Box::new(metrics.push_seconds.clone()),
             Box::new(metrics.certificates.clone()),
             Box::new(metrics.streams_refused.clone()),

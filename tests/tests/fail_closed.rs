@@ -85,6 +85,21 @@ async fn a_sidecar_nacks_a_view_it_cannot_enforce_and_keeps_its_last_good_policy
         controller.logs()
     );
 
+    // `weirctl status` shows the refusing node with its error, and fails.
+    let admin = format!("http://{}", controller.admin);
+    let out = std::process::Command::new(weir_e2e::binary("weirctl"))
+        .args(["status", "--controller-admin", &admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let line = text.lines().find(|l| l.contains("shop/backend-0"));
+    let line = line.unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("NACK") && line.contains("access.ports"),
+        "{text}"
+    );
+
     // The last good policy keeps being enforced, both ways, and the sidecar stays ready.
     assert_eq!(status("/public/b").await, StatusCode::OK);
     assert_eq!(status("/private/b").await, StatusCode::FORBIDDEN);

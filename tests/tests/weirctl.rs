@@ -116,3 +116,98 @@ fn analyze_a_directory_that_cannot_be_read_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/weir-config"));
 }
+
+/// Runs weirctl with `args`: exit code and stdout (stderr after it).
+fn weirctl(args: &[&str]) -> (i32, String) {
+    let out = Command::new(binary("weirctl"))
+        .args(args)
+        .output()
+        .expect("run weirctl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `weirctl status` lists the ingress connected to the controller, in sync with its view
+/// (exit 0); `weirctl config NAMESPACE/POD` prints the configuration it was sent, with its
+/// routes and its certificate but never its private key; an unknown node and an unreachable
+/// controller are said plainly.
+#[tokio::test]
+async fn status_lists_connected_nodes_and_config_prints_a_nodes_view_with_secrets_redacted() {
+    use weir_e2e::{
+        tls::{KeyType, Pki},
+        tls_secret, Controller, Weir,
+    };
+    let app = Echo::start("app");
+    let cert = Pki::new().issue(&["shop.example.com"], KeyType::Ecdsa);
+    let gateway_yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n  - {name: http, protocol: HTTP, port: 80}\n  - {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: shop-tls}]}}\n";
+    let dir = ConfigDir::new()
+        .with("svc.yaml", &service("app", &[&app]))
+        .with("gw.yaml", gateway_yaml)
+        .with("cert.yaml", &tls_secret("shop-tls", &cert))
+        .with(
+            "route.yaml",
+            &http_route(
+                "shop",
+                &["shop.example.com"],
+                "  - backendRefs: [{name: app, port: 80}]\n",
+            ),
+        );
+    let controller = Controller::start(&dir);
+    let weir = Weir::connect(
+        &controller,
+        &controller.token_file("weir-system", "weir-ingress"),
+        &[],
+    );
+    weir.wait_ready_config().await;
+    let admin = format!("http://{}", controller.admin);
+    let status = weir_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the ingress in sync",
+        || {
+            let admin = admin.clone();
+            async move {
+                let (code, out) = weirctl(&["status", "--controller-admin", &admin]);
+                (code == 0 && out.contains("in sync")).then_some(out)
+            }
+        },
+    )
+    .await;
+    assert!(status.contains("weir-system/ingress-0"), "{status}");
+    assert!(
+        status.lines().any(|l| l.starts_with("ingress ")),
+        "{status}"
+    );
+    let (code, json) = weirctl(&["status", "--controller-admin", &admin, "--output", "json"]);
+    assert_eq!(code, 0, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let node = &listed["nodes"][0];
+    assert_eq!(node["role"], "ingress");
+    assert_eq!(node["applied"], node["latest"], "{node}");
+    assert_eq!(node["behind"], false);
+
+    let (code, config) = weirctl(&[
+        "config",
+        "weir-system/ingress-0",
+        "--controller-admin",
+        &admin,
+    ]);
+    assert_eq!(code, 0, "{config}");
+    assert!(config.contains("shop.example.com"), "{config}");
+    let key_body = cert.key.lines().nth(1).unwrap();
+    assert!(
+        !config.contains(key_body),
+        "the private key left the controller: {config}"
+    );
+
+    let (code, out) = weirctl(&["config", "weir-system/nobody", "--controller-admin", &admin]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no node weir-system/nobody is connected"),
+        "{out}"
+    );
+    let closed = format!("http://127.0.0.1:{}", weir_e2e::free_port());
+    let (code, out) = weirctl(&["status", "--controller-admin", &closed]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot reach the controller"), "{out}");
+}

@@ -1,4 +1,4 @@
-//! weirctl: asks Weir about a configuration.
+//! weirctl: asks Weir about a configuration, and the controller about its nodes.
 //!
 //! `weirctl analyze DIR` compiles a directory of Kubernetes objects the way `weir-ingress
 //! --config-dir` and the controller do, and prints every finding with the file its object came
@@ -13,8 +13,13 @@
 //!
 //! Exit status: 0 when nothing is refused (warnings only, unless `--strict`), 1 when an object
 //! is refused (or, with `--strict`, anything is found), 2 when the directory cannot be read.
+//!
+//! `weirctl status` lists the nodes connected to the controller and how far each is;
+//! `weirctl config NAMESPACE/POD` prints what a node was sent, secrets redacted.
 
 use std::{collections::HashMap, path::PathBuf, process::ExitCode};
+
+mod nodes;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -41,6 +46,27 @@ enum Command {
         /// Exit 1 on warnings too.
         #[arg(long)]
         strict: bool,
+    },
+    /// Lists every node connected to the controller: role, pod, software version, the view
+    /// version it applied and its latest, a refusal (NACK) with its error, certificate expiry,
+    /// last seen. Exit 1 when a node refuses its view or has been behind for 30 s or more.
+    Status {
+        /// The controller's admin address (served on loopback: run inside its pod, or
+        /// through `kubectl port-forward`).
+        #[arg(long, default_value = nodes::DEFAULT_ADMIN)]
+        controller_admin: String,
+        /// `text` (a line per node) or `json` (the controller's `/nodes`).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Prints the configuration a node was sent last (`NAMESPACE/POD`), as JSON, secrets
+    /// redacted.
+    Config {
+        /// `NAMESPACE/POD`.
+        node: String,
+        /// The controller's admin address.
+        #[arg(long, default_value = nodes::DEFAULT_ADMIN)]
+        controller_admin: String,
     },
 }
 
@@ -73,16 +99,30 @@ struct Report {
 }
 
 fn main() -> ExitCode {
-    let Command::Analyze {
-        dir,
-        output,
-        strict,
-    } = Cli::parse().command;
-    if let Err(e) = std::fs::read_dir(&dir) {
+    match Cli::parse().command {
+        Command::Analyze {
+            dir,
+            output,
+            strict,
+        } => analyze_dir(&dir, output, strict),
+        Command::Status {
+            controller_admin,
+            output,
+        } => nodes::status(&controller_admin, matches!(output, Output::Json)),
+        Command::Config {
+            node,
+            controller_admin,
+        } => nodes::config(&controller_admin, &node),
+    }
+}
+
+/// `weirctl analyze DIR`.
+fn analyze_dir(dir: &std::path::Path, output: Output, strict: bool) -> ExitCode {
+    if let Err(e) = std::fs::read_dir(dir) {
         eprintln!("weirctl: cannot read {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    let (objects, load_errors) = load_dir_partial(&dir);
+    let (objects, load_errors) = load_dir_partial(dir);
     if load_errors.iter().any(|e| {
         e.location
             .file
@@ -103,7 +143,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Output::Text => print_text(&report, &dir),
+        Output::Text => print_text(&report, dir),
     }
     let failed = !report.errors.is_empty() || (strict && !report.warnings.is_empty());
     if failed {

@@ -1,0 +1,242 @@
+//! Every node connected to the controller, for `weirctl status` and `weirctl config`: its role,
+//! pod and software version, the version of its view it applied last, the one it refused (with
+//! why), when it was last heard from, and when its workload certificate expires. A node is
+//! **behind** while it has not applied its latest view; `weir_controller_nodes_behind` counts
+//! those behind for longer than [`BEHIND_AFTER`] (a node applying a view is behind for a moment).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::{lock, views::View};
+
+/// How long a node may take to apply its latest view before it counts as behind.
+pub const BEHIND_AFTER: Duration = Duration::from_secs(30);
+
+/// One node as `/nodes` lists it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// `ingress` or `sidecar`.
+    pub role: String,
+    /// Its pod's namespace and name, from its Hello.
+    pub namespace: String,
+    pub pod: String,
+    /// The ServiceAccount its token proved.
+    pub account: String,
+    /// Its software version.
+    pub node_version: String,
+    /// The version of its view it applied last (ACK), if any.
+    pub applied: Option<u64>,
+    /// Its latest view's version.
+    pub latest: Option<u64>,
+    /// It has not applied its latest view.
+    pub behind: bool,
+    /// Seconds since its latest view was published, while it is behind.
+    pub behind_seconds: Option<u64>,
+    /// The version it refused last (NACK) and why, until it applies one.
+    pub refused: Option<Refused>,
+    /// When its stream opened and when it last sent anything (Unix seconds).
+    pub connected_at: u64,
+    pub last_seen: u64,
+    /// When the certificate the controller last issued to its ServiceAccount expires (Unix
+    /// seconds); none when none was issued by this replica.
+    pub certificate_expiry: Option<u64>,
+}
+
+/// A refused version.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refused {
+    pub version: u64,
+    pub error: String,
+}
+
+struct Node {
+    status: NodeStatus,
+    views: watch::Receiver<Option<Arc<View>>>,
+}
+
+/// The connected nodes, by stream.
+#[derive(Default)]
+pub struct Nodes {
+    open: Mutex<BTreeMap<u64, Node>>,
+    next: AtomicU64,
+    /// The expiry of the last certificate issued to each ServiceAccount.
+    certificates: Mutex<HashMap<String, u64>>,
+}
+
+/// One stream's entry in [`Nodes`], removed when it is dropped.
+pub struct NodeSlot<'a> {
+    nodes: &'a Nodes,
+    id: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Nodes {
+    /// Lists a node whose stream just opened; `views` is what it watches.
+    pub fn connect(
+        &self,
+        (role, namespace, pod): (&str, &str, &str),
+        account: &str,
+        node_version: &str,
+        views: watch::Receiver<Option<Arc<View>>>,
+    ) -> NodeSlot<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let status = NodeStatus {
+            role: role.to_string(),
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            account: account.to_string(),
+            node_version: node_version.to_string(),
+            applied: None,
+            latest: None,
+            behind: false,
+            behind_seconds: None,
+            refused: None,
+            connected_at: now(),
+            last_seen: now(),
+            certificate_expiry: None,
+        };
+        lock(&self.open).insert(id, Node { status, views });
+        NodeSlot { nodes: self, id }
+    }
+
+    /// A certificate was issued to `account`, valid until `not_after` (Unix seconds).
+    pub fn certified(&self, account: &str, not_after: u64) {
+        lock(&self.certificates).insert(account.to_string(), not_after);
+    }
+
+    /// Every connected node now, in the order their streams opened.
+    pub fn list(&self) -> Vec<NodeStatus> {
+        let certificates = lock(&self.certificates).clone();
+        lock(&self.open)
+            .values()
+            .map(|node| {
+                let mut status = node.status.clone();
+                let latest = node.views.borrow().clone();
+                status.latest = latest.as_ref().map(|v| v.version);
+                status.behind = latest.is_some() && status.applied != status.latest;
+                status.behind_seconds = latest
+                    .filter(|_| status.behind)
+                    .map(|v| v.published.elapsed().as_secs());
+                status.certificate_expiry = certificates.get(&status.account).copied();
+                status
+            })
+            .collect()
+    }
+
+    /// The role and latest view of the node `namespace/pod` (of `role`, when given).
+    pub fn view_of(
+        &self,
+        namespace: &str,
+        pod: &str,
+        role: Option<&str>,
+    ) -> Option<(String, Arc<View>)> {
+        lock(&self.open).values().find_map(|node| {
+            let s = &node.status;
+            (s.namespace == namespace && s.pod == pod && role.is_none_or(|r| r == s.role))
+                .then(|| Some((s.role.clone(), node.views.borrow().clone()?)))
+                .flatten()
+        })
+    }
+
+    /// How many nodes of each role have been behind for longer than [`BEHIND_AFTER`].
+    pub fn behind_by_role(&self) -> BTreeMap<String, i64> {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for node in self.list() {
+            let late = node
+                .behind_seconds
+                .is_some_and(|s| s >= BEHIND_AFTER.as_secs());
+            *counts.entry(node.role).or_default() += i64::from(late);
+        }
+        counts
+    }
+}
+
+impl NodeSlot<'_> {
+    fn update(&self, change: impl FnOnce(&mut NodeStatus)) {
+        if let Some(node) = lock(&self.nodes.open).get_mut(&self.id) {
+            node.status.last_seen = now();
+            change(&mut node.status);
+        }
+    }
+
+    /// The node applied `version`.
+    pub fn applied(&self, version: u64) {
+        self.update(|s| {
+            s.applied = Some(version);
+            s.refused = None;
+        });
+    }
+
+    /// The node refused `version`, for `error`.
+    pub fn refused(&self, version: u64, error: &str) {
+        let error = error.to_string();
+        self.update(|s| s.refused = Some(Refused { version, error }));
+    }
+}
+
+impl Drop for NodeSlot<'_> {
+    fn drop(&mut self) {
+        lock(&self.nodes.open).remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn view(version: u64, published: Instant) -> Option<Arc<View>> {
+        Some(Arc::new(View {
+            version,
+            encoding: "json",
+            payload: Bytes::new(),
+            published,
+        }))
+    }
+
+    #[test]
+    fn a_node_is_listed_while_connected_and_behind_until_it_applies_its_latest_view() {
+        let nodes = Nodes::default();
+        let (tx, rx) = watch::channel(view(3, Instant::now()));
+        let slot = nodes.connect(
+            ("ingress", "weir-system", "ingress-0"),
+            "weir-system/weir-ingress",
+            "0.1.0",
+            rx,
+        );
+        let listed = &nodes.list()[0];
+        assert_eq!(
+            (listed.applied, listed.latest, listed.behind),
+            (None, Some(3), true)
+        );
+        slot.applied(3);
+        assert!(!nodes.list()[0].behind);
+        slot.refused(4, "cannot enforce access.headers");
+        tx.send_replace(view(4, Instant::now() - Duration::from_secs(60)));
+        let listed = &nodes.list()[0];
+        assert!(listed.behind && listed.refused.is_some(), "{listed:?}");
+        assert_eq!(nodes.behind_by_role()["ingress"], 1);
+        nodes.certified("weir-system/weir-ingress", 1_900_000_000);
+        assert_eq!(nodes.list()[0].certificate_expiry, Some(1_900_000_000));
+        drop(slot);
+        assert!(nodes.list().is_empty());
+    }
+}
