@@ -211,3 +211,65 @@ async fn status_lists_connected_nodes_and_config_prints_a_nodes_view_with_secret
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot reach the controller"), "{out}");
 }
+
+/// `weirctl check --kubeconfig F` against a cluster with Weir installed: the kinds served, the
+/// controller holding its Lease, the webhook's caBundle and the trust bundle valid (exit 0),
+/// a pod of a labelled namespace running without the sidecar named; a missing required CRD is
+/// an error (exit 1), a missing optional one a warning.
+#[tokio::test]
+async fn check_says_whether_the_cluster_is_ready_for_weir_and_weir_is_well() {
+    use weir_e2e::cluster::cluster;
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {weir.dev/inject: enabled}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: old-0, namespace: shop}\nspec: {containers: [{name: app, image: app}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: new-0, namespace: shop, annotations: {weir.dev/injected: \"true\"}}\nspec: {containers: [{name: app, image: app}]}\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: weir-injector}\n\
+         webhooks:\n- name: pod.inject.weir.dev\n  clientConfig: {service: {name: weir-injector, namespace: weir-system, path: /inject}}\n",
+    );
+    let kubeconfig = api.kubeconfig(&cluster.dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let healthy = weir_e2e::eventually(
+        std::time::Duration::from_secs(15),
+        "weirctl check passing",
+        || async {
+            let (code, out) = weirctl(&["check", "--kubeconfig", kubeconfig]);
+            (code == 0).then_some(out)
+        },
+    )
+    .await;
+    for expected in [
+        "ok       kubernetes",
+        "are served",
+        "held by controller-0",
+        "MutatingWebhookConfiguration weir-injector (pod.inject.weir.dev): 1 certificate(s)",
+        "ConfigMap weir-system/weir-ca-root: 1 certificate(s)",
+        "warning  injection",
+        "shop/old-0",
+        "1 pod(s) with the sidecar",
+    ] {
+        assert!(
+            healthy.contains(expected),
+            "{expected:?} missing:\n{healthy}"
+        );
+    }
+    assert!(!healthy.contains("shop/new-0"), "{healthy}");
+    api.uninstall("tlsroutes");
+    api.uninstall("trafficpolicies");
+    let (code, out) = weirctl(&["check", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 1, "{out}");
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("trafficpolicies").starts_with("error"), "{out}");
+    assert!(line("tlsroutes").starts_with("warning"), "{out}");
+    // No API server at all: said, and exit 1.
+    let missing = cluster.dir.join("missing-kubeconfig");
+    let (code, out) = weirctl(&["check", "--kubeconfig", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot read --kubeconfig"), "{out}");
+}

@@ -15,10 +15,12 @@
 //! is refused (or, with `--strict`, anything is found), 2 when the directory cannot be read.
 //!
 //! `weirctl status` lists the nodes connected to the controller and how far each is;
-//! `weirctl config NAMESPACE/POD` prints what a node was sent, secrets redacted.
+//! `weirctl config NAMESPACE/POD` prints what a node was sent, secrets redacted;
+//! `weirctl check` checks a cluster before and after the install.
 
 use std::{collections::HashMap, path::PathBuf, process::ExitCode};
 
+mod check;
 mod nodes;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -58,6 +60,27 @@ enum Command {
         /// `text` (a line per node) or `json` (the controller's `/nodes`).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Checks a cluster before and after installing Weir: the kinds it reads are served, a
+    /// controller holds the status Lease, the injector's webhook has a valid caBundle, the
+    /// trust bundle is published and far from expiry, pods of namespaces labelled for
+    /// injection have the sidecar. Exit 1 on any error.
+    Check {
+        /// The kubeconfig (default: in-cluster, then the usual kubeconfig, as kubectl).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Weir's namespace.
+        #[arg(long, default_value = "weir-system")]
+        namespace: String,
+        /// The controller's status Lease (NAMESPACE/NAME, or NAME in --namespace).
+        #[arg(long, default_value = "weir-controller")]
+        status_lease: String,
+        /// The injector's MutatingWebhookConfiguration.
+        #[arg(long, default_value = "weir-injector")]
+        injector_webhook: String,
+        /// The trust bundle's ConfigMap (NAMESPACE/NAME, or NAME in --namespace).
+        #[arg(long, default_value = "weir-ca-root")]
+        trust_bundle_config_map: String,
     },
     /// Prints the configuration a node was sent last (`NAMESPACE/POD`), as JSON, secrets
     /// redacted.
@@ -113,6 +136,19 @@ fn main() -> ExitCode {
             node,
             controller_admin,
         } => nodes::config(&controller_admin, &node),
+        Command::Check {
+            kubeconfig,
+            namespace,
+            status_lease,
+            injector_webhook,
+            trust_bundle_config_map,
+        } => check::check(&check::Names {
+            kubeconfig,
+            namespace,
+            lease: status_lease,
+            webhook: injector_webhook,
+            trust_bundle: trust_bundle_config_map,
+        }),
     }
 }
 

@@ -121,6 +121,11 @@ pub const WATCHED: &[Kind] = &[
     kind("weir.dev", "v1alpha1", "AccessPolicy", "accesspolicies"),
 ];
 
+/// Whether the cluster may lack `kind` (its CRD comes with a newer Gateway API release).
+pub fn is_optional(kind: &Kind) -> bool {
+    OPTIONAL.contains(&kind.kind)
+}
+
 const SECRET: Kind = kind("", "v1", "Secret", "secrets");
 const CONFIG_MAP: Kind = kind("", "v1", "ConfigMap", "configmaps");
 
