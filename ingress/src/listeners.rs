@@ -157,7 +157,23 @@ pub fn follow<R: Send + Sync + 'static>(
         // Ports that could not be had, each said once until it can: retried every second.
         let mut failing: BTreeSet<u16> = BTreeSet::new();
         loop {
-            let wanted = binder.ports.others(&store.load().snapshot);
+            // The ports to open: in precedence order, as many as --max-listener-ports allows
+            // (a ListenerSet's listeners cannot crowd out their Gateway's own ports).
+            let mut wanted: BTreeMap<u16, Speaks> = BTreeMap::new();
+            for (port, speaks) in binder.ports.others(&store.load().snapshot) {
+                let addr = SocketAddr::new(binder.ip, port);
+                if binder.reserved.contains(&port) {
+                    if failing.insert(port) {
+                        tracing::error!(%addr, "a Gateway listener names one of the gateway's own ports (--listen, --listen-tls, --admin): not served");
+                    }
+                } else if wanted.len() >= binder.max {
+                    if failing.insert(port) {
+                        tracing::error!(%addr, max = binder.max, "more Gateway listener ports than --max-listener-ports: not served");
+                    }
+                } else {
+                    wanted.insert(port, speaks);
+                }
+            }
             let before: Vec<u64> = open.values().map(|(b, _)| b.id).collect();
             open.retain(|port, (bound, stop)| {
                 let keep = wanted.get(port) == Some(&bound.speaks);
@@ -173,18 +189,6 @@ pub fn follow<R: Send + Sync + 'static>(
                     continue;
                 }
                 let addr = SocketAddr::new(binder.ip, port);
-                if binder.reserved.contains(&port) {
-                    if failing.insert(port) {
-                        tracing::error!(%addr, "a Gateway listener names one of the gateway's own ports (--listen, --listen-tls, --admin): not served");
-                    }
-                    continue;
-                }
-                if open.len() >= binder.max {
-                    if failing.insert(port) {
-                        tracing::error!(%addr, max = binder.max, "more Gateway listener ports than --max-listener-ports: not served");
-                    }
-                    continue;
-                }
                 let settings = match speaks {
                     Speaks::Tls => (binder.tls)(port),
                     Speaks::Tcp => Ok((binder.tcp)(port)),

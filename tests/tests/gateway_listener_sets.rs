@@ -12,7 +12,7 @@ use weir_e2e::{
     apiserver::ApiServer,
     cluster::{cluster, condition, conditions_of, pair, reason, Cluster},
     eventually, service, service_at,
-    tls::{https_get, KeyType, Pki},
+    tls::{https_get, Issued, KeyType, Pki},
     tls_secret, ConfigDir, Echo, Weir,
 };
 
@@ -692,6 +692,37 @@ async fn listener_set_reference_grant() {
     );
 }
 
+/// A ListenerSet's passthrough listener has no certificate to use, so its certificateRefs are
+/// not looked up: its status cannot tell a tenant whether another namespace's Secret exists.
+#[tokio::test]
+async fn a_listener_sets_status_does_not_tell_whether_another_namespaces_secret_exists() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply(&namespace("vault", ""));
+    api.apply(&namespace("tenant", ""));
+    let cert = Pki::new().issue(&["db.internal"], KeyType::Ecdsa);
+    api.apply(&tls_secret("db-creds", &cert).replace("namespace: default", "namespace: vault"));
+    api.apply(&gateway(
+        "shared",
+        "All",
+        &http("http", "shared.example.com", "All"),
+    ));
+    let probe = |name: &str, secret: &str| {
+        let listener = format!("  - {{name: probe, port: 443, protocol: TLS, hostname: {name}.example.com, tls: {{mode: Passthrough, certificateRefs: [{{name: {secret}, namespace: vault}}]}}}}
+");
+        set("tenant", name, "shared", &listener)
+    };
+    api.apply(&probe("exists", "db-creds"));
+    api.apply(&probe("missing", "nope"));
+    let mut seen = Vec::new();
+    for name in ["exists", "missing"] {
+        let status = set_status(api, "tenant", name, "True").await;
+        let l = listener(&status, "probe");
+        seen.push(reason(&l["conditions"], "ResolvedRefs"));
+    }
+    assert_eq!(seen[0], seen[1], "the two answers differ: {seen:?}");
+}
+
 #[tokio::test]
 async fn listener_set_dual_parent_ref_independence() {
     let cluster = cluster(&[]).await;
@@ -1022,6 +1053,42 @@ async fn listener_set_update_listener_hostname() {
     .await;
 }
 
+/// A directory with namespace `tenant`, Services `default/owner` and `tenant/tenant`, and
+/// (given the certificates) Secrets `default/owner-cert` and `tenant/tenant-cert`.
+fn tenancy(owner: &Echo, tenant: &Echo, certs: Option<(&Issued, &Issued)>) -> ConfigDir {
+    let dir = ConfigDir::new()
+        .with("ns.yaml", &namespace("tenant", ""))
+        .with("svc.yaml", &service("owner", &[owner]))
+        .with(
+            "tenant-svc.yaml",
+            &service_at("tenant", "tenant", tenant.addr),
+        );
+    match certs {
+        None => dir,
+        Some((owner_cert, tenant_cert)) => dir
+            .with("owner-cert.yaml", &tls_secret("owner-cert", owner_cert))
+            .with(
+                "tenant-cert.yaml",
+                &tls_secret("tenant-cert", tenant_cert)
+                    .replace("namespace: default", "namespace: tenant"),
+            ),
+    }
+}
+
+/// `shop.example.com` over HTTPS answers with the owner's certificate and backend.
+async fn assert_shop_is_the_owners(weir: &Weir, pki: &Pki, owner_cert: &Issued) {
+    let client = pki.client(&["http/1.1"], false);
+    let reply = https_get(weir.tls, "shop.example.com", client, "/", &[])
+        .await
+        .unwrap();
+    let leaf = reply.leaf == owner_cert.leaf_der();
+    assert!(
+        leaf,
+        "shop.example.com answered with the tenant's certificate"
+    );
+    assert_eq!(reply.reply.backend(), "owner");
+}
+
 /// A tenant allowed to add listeners cannot take the Gateway's names: a ListenerSet listener
 /// for the Gateway's own hostname, with the tenant's certificate, yields (Conflicted) and
 /// gets no certificate, so clients of that name still get the Gateway's certificate and its
@@ -1066,42 +1133,16 @@ async fn a_listener_set_cannot_take_its_gateways_names_or_open_ports_unasked() {
         format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: shop, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: owner, port: 80}}]\n"),
         format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: steal, namespace: tenant}}\nspec:\n  parentRefs: [{}]\n  rules:\n  - backendRefs: [{{name: tenant, port: 80}}]\n", set_ref("tenant", "tenant-listeners")),
     ];
-    let dir = ConfigDir::new()
-        .with("ns.yaml", &namespace("tenant", ""))
-        .with(
-            "svc.yaml",
-            &format!(
-                "{}---\n{}",
-                service("owner", &[&owner]),
-                service_at("tenant", "tenant", tenant.addr)
-            ),
-        )
-        .with(
-            "certs.yaml",
-            &format!(
-                "{}---\n{}",
-                tls_secret("owner-cert", &owner_cert),
-                tls_secret("tenant-cert", &tenant_cert)
-                    .replace("namespace: default", "namespace: tenant")
-            ),
-        )
+    let dir = tenancy(&owner, &tenant, Some((&owner_cert, &tenant_cert)))
         .with("gw.yaml", &gw)
         .with("sets.yaml", &format!("{tenant_set}---\n{unasked}"))
         .with("routes.yaml", &routes.join("---\n"));
     let weir = Weir::start(&dir);
-    let client = pki.client(&["http/1.1"], false);
     for _ in 0..5 {
-        let reply = https_get(weir.tls, "shop.example.com", client.clone(), "/", &[])
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.leaf,
-            owner_cert.leaf_der(),
-            "shop.example.com answered with the tenant's certificate"
-        );
-        assert_eq!(reply.reply.backend(), "owner");
+        assert_shop_is_the_owners(&weir, &pki, &owner_cert).await;
     }
     // The tenant's own name serves the tenant's route.
+    let client = pki.client(&["http/1.1"], false);
     let reply = https_get(weir.tls, "tenant.example.com", client, "/", &[])
         .await
         .unwrap();
@@ -1112,4 +1153,230 @@ async fn a_listener_set_cannot_take_its_gateways_names_or_open_ports_unasked() {
         refused.is_err(),
         "port {closed_port} was opened for a ListenerSet its Gateway does not take"
     );
+}
+
+/// A Gateway `name` in `default` created at `created`, taking ListenerSets from everywhere.
+fn gateway_created(name: &str, created: &str, allowed: &str, listeners: &str) -> String {
+    gateway(name, allowed, listeners).replace(
+        &format!("metadata: {{name: {name}, namespace: default}}"),
+        &format!(
+            "metadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}"
+        ),
+    )
+}
+
+fn owner_route(parent: &str, hosts: &str) -> String {
+    format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: owner-{parent}, namespace: default}}\nspec:\n  parentRefs: [{{name: {parent}}}]\n  hostnames: [{hosts}]\n  rules:\n  - backendRefs: [{{name: owner, port: 80}}]\n")
+}
+
+/// A tenant whose namespace an older Gateway lets in cannot, through a ListenerSet of that
+/// Gateway, take a port a younger Gateway has: not by asking for it as TCP (which would carry
+/// the younger Gateway's clients, requests and credentials, to the tenant's backend), nor as
+/// HTTP for a hostname of its own.
+#[tokio::test]
+async fn a_listener_set_cannot_take_another_gateways_port() {
+    let (owner, tenant) = (Echo::start("owner"), Echo::start("tenant"));
+    let port = weir_e2e::free_port();
+    let gateways = [
+        gateway_created(
+            "old",
+            "2020-01-01T00:00:00Z",
+            "All",
+            &http("http", "old.example.com", "All"),
+        ),
+        gateway_created(
+            "infra",
+            "2024-01-01T00:00:00Z",
+            "",
+            &format!("  - {{name: api, port: {port}, protocol: HTTP}}\n"),
+        ),
+    ];
+    let sets = [
+        set("tenant", "grab", "old", &format!("  - {{name: raw, port: {port}, protocol: TCP, allowedRoutes: {{kinds: [{{kind: TCPRoute}}]}}}}\n")),
+        set("tenant", "share", "old", &format!("  - {{name: named, port: {port}, protocol: HTTP, hostname: tenant.example.com}}\n")),
+    ];
+    let routes = [
+        owner_route("infra", "api.example.com"),
+        format!("apiVersion: {V1}\nkind: TCPRoute\nmetadata: {{name: grab, namespace: tenant}}\nspec:\n  parentRefs: [{}]\n  rules:\n  - backendRefs: [{{name: tenant, port: 80}}]\n", set_ref("tenant", "grab")),
+    ];
+    let dir = tenancy(&owner, &tenant, None)
+        .with("gw.yaml", &gateways.join("---\n"))
+        .with("sets.yaml", &sets.join("---\n"))
+        .with("routes.yaml", &routes.join("---\n"));
+    let weir = Weir::start(&dir);
+    let at: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let reply = eventually(
+        Duration::from_secs(10),
+        "the younger Gateway's port served",
+        || async {
+            tokio::net::TcpStream::connect(at).await.ok()?;
+            let reply = weir_e2e::request(
+                at,
+                "api.example.com",
+                "/secret?token=victim",
+                &[],
+                Default::default(),
+                "GET",
+            )
+            .await;
+            (reply.status == 200).then_some(reply)
+        },
+    )
+    .await;
+    assert_eq!(reply.backend(), "owner");
+    // The tenant's own name on that port is not served either: the port is the other's.
+    let named = weir_e2e::request(
+        at,
+        "tenant.example.com",
+        "/",
+        &[],
+        Default::default(),
+        "GET",
+    )
+    .await;
+    assert_eq!(named.status, 404);
+    let stderr = weir.stderr().join("\n");
+    assert!(
+        stderr.contains("a ListenerSet may not take another Gateway's port"),
+        "{stderr}"
+    );
+}
+
+/// A ListenerSet cannot take a name its Gateway's own listeners name, in another case, on
+/// another port (the Gateway's plaintext port, where an ACME HTTP-01 challenge for the name
+/// would be answered), or by giving two of its listeners one name; the set with the
+/// duplicate names is refused alone.
+#[tokio::test]
+async fn a_listener_set_cannot_take_its_gateways_names_by_case_port_or_duplicate_names() {
+    let (owner, tenant) = (Echo::start("owner"), Echo::start("tenant"));
+    let pki = Pki::new();
+    let owner_cert = pki.issue(&["shop.example.com"], KeyType::Ecdsa);
+    let tenant_cert = pki.issue(&["shop.example.com"], KeyType::Ecdsa);
+    let https = |name: &str, host: &str, secret: &str| {
+        format!("  - {{name: {name}, port: 443, protocol: HTTPS, hostname: \"{host}\", tls: {{certificateRefs: [{{name: {secret}}}]}}}}\n")
+    };
+    let own = format!("  - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: Same}}}}}}\n{}", https("shop", "shop.example.com", "owner-cert"));
+    let free = weir_e2e::free_port();
+    let sets = [
+        set(
+            "tenant",
+            "case",
+            "gw",
+            &https("steal", "SHOP.example.com", "tenant-cert"),
+        ),
+        set(
+            "tenant",
+            "acme",
+            "gw",
+            &http("challenge", "shop.example.com", "Same"),
+        ),
+        set(
+            "tenant",
+            "dup",
+            "gw",
+            &format!(
+                "  - {{name: x, port: {free}, protocol: HTTP}}\n{}",
+                https("x", "shop.example.com.", "tenant-cert")
+            ),
+        ),
+    ];
+    let tenant_route = format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: steal, namespace: tenant}}\nspec:\n  parentRefs: [{}, {}, {}]\n  rules:\n  - backendRefs: [{{name: tenant, port: 80}}]\n", set_ref("tenant", "case"), set_ref("tenant", "acme"), set_ref("tenant", "dup"));
+    let dir = tenancy(&owner, &tenant, Some((&owner_cert, &tenant_cert)))
+        .with("gw.yaml", &gateway("gw", "All", &own))
+        .with("sets.yaml", &sets.join("---\n"))
+        .with(
+            "routes.yaml",
+            &format!(
+                "{}---\n{tenant_route}",
+                owner_route("gw", "shop.example.com")
+            ),
+        );
+    let weir = Weir::start(&dir);
+    assert_shop_is_the_owners(&weir, &pki, &owner_cert).await;
+    let challenge = weir
+        .get("shop.example.com", "/.well-known/acme-challenge/token")
+        .await;
+    assert_eq!(
+        challenge.backend(),
+        "owner",
+        "the tenant answers the name's HTTP-01 challenge"
+    );
+    let refused = weir.refusals().await;
+    let text = serde_json::to_string(&refused).unwrap();
+    assert!(
+        text.contains("ListenerSet tenant/dup") && text.contains("names another listener"),
+        "{text}"
+    );
+}
+
+/// The ports a gateway limited by `--max-listener-ports` opens are its Gateways' own first: a
+/// ListenerSet's listeners on lower ports do not crowd out their Gateway's own port.
+#[tokio::test]
+async fn a_listener_sets_ports_do_not_crowd_out_its_gateways_own() {
+    let owner = Echo::start("owner");
+    let mut ports: Vec<u16> = (0..4).map(|_| weir_e2e::free_port()).collect();
+    ports.sort_unstable();
+    let own = format!("  - {{name: api, port: {}, protocol: HTTP}}\n", ports[3]);
+    let theirs: String = ports[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("  - {{name: l{i}, port: {p}, protocol: HTTP}}\n"))
+        .collect();
+    let dir = ConfigDir::new()
+        .with("ns.yaml", &namespace("tenant", ""))
+        .with("svc.yaml", &service("owner", &[&owner]))
+        .with("gw.yaml", &gateway("gw", "All", &own))
+        .with("sets.yaml", &set("tenant", "many", "gw", &theirs))
+        .with("routes.yaml", &owner_route("gw", "api.example.com"));
+    let _weir = Weir::start_with(&dir, &["--max-listener-ports", "3"]);
+    let at: std::net::SocketAddr = format!("127.0.0.1:{}", ports[3]).parse().unwrap();
+    let reply = eventually(
+        Duration::from_secs(10),
+        "the Gateway's own port served",
+        || async {
+            tokio::net::TcpStream::connect(at).await.ok()?;
+            Some(
+                weir_e2e::request(at, "api.example.com", "/", &[], Default::default(), "GET").await,
+            )
+        },
+    )
+    .await;
+    assert_eq!(reply.backend(), "owner");
+}
+
+/// A Gateway takes at most 256 listeners from ListenerSets (older sets first); the compile
+/// stays quick with hundreds of them on one port, and those past the limit are not served.
+#[tokio::test]
+async fn a_gateway_takes_a_bounded_number_of_listener_set_listeners() {
+    let tenant = Echo::start("tenant");
+    let mut sets = Vec::new();
+    let mut routes = Vec::new();
+    for s in 0..5 {
+        let listeners: String = (0..64)
+            .map(|i| format!("  - {{name: l{i}, port: 80, protocol: HTTP, hostname: h{s}-{i}.example.com}}\n"))
+            .collect();
+        let name = format!("set-{s}");
+        sets.push(set("tenant", &name, "gw", &listeners).replace(
+            &format!("metadata: {{name: {name}, namespace: tenant}}"),
+            &format!("metadata: {{name: {name}, namespace: tenant, creationTimestamp: \"2025-01-0{}T00:00:00Z\"}}", s + 1),
+        ));
+        routes.push(format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: r{s}, namespace: tenant}}\nspec:\n  parentRefs: [{}]\n  rules:\n  - backendRefs: [{{name: tenant, port: 80}}]\n", set_ref("tenant", &name)));
+    }
+    let dir = ConfigDir::new()
+        .with("ns.yaml", &namespace("tenant", ""))
+        .with("svc.yaml", &service_at("tenant", "tenant", tenant.addr))
+        .with(
+            "gw.yaml",
+            &gateway("gw", "All", &http("http", "gw.example.com", "All")),
+        )
+        .with("sets.yaml", &sets.join("---\n"))
+        .with("routes.yaml", &routes.join("---\n"));
+    let weir = Weir::start(&dir);
+    // The first four sets' 256 listeners are served, the fifth's are not.
+    for host in ["h0-0.example.com", "h3-63.example.com"] {
+        assert_eq!(weir.get(host, "/").await.backend(), "tenant", "{host}");
+    }
+    for host in ["h4-0.example.com", "h4-63.example.com"] {
+        assert_eq!(weir.get(host, "/").await.status, 404, "{host}");
+    }
 }

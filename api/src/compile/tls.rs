@@ -6,13 +6,14 @@
 //! names until it appears). The certificate itself is parsed and checked by the proxy, which
 //! keeps serving the previous one when a new one is bad.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use gateway_api::apis::standard::gateways::{GatewayListeners, GatewayListenersTlsMode as TlsMode};
+use gateway_api::apis::standard::gateways::{
+    Gateway, GatewayListeners, GatewayListenersTlsMode as TlsMode,
+};
 
 use super::{
     gateway::granted,
-    gateway::listener_conflict,
     ingress::host_match,
     listener_sets::{merged, merged_name, set_listeners, set_parent, SetParent},
     secrets, Context, GATEWAY_CLASS,
@@ -37,6 +38,8 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     // Secret `namespace/name` → who wants it for which names, in object order.
     let mut wanted: BTreeMap<(String, String), Wanted> = BTreeMap::new();
     let objects: Vec<_> = cx.iter().collect();
+    // Each Gateway with the ListenerSets' listeners it serves, worked out once.
+    let mut merged_of: HashMap<String, Gateway> = HashMap::new();
     for (object, location) in objects {
         match object {
             Object::Ingress(ingress) if super::ingress::is_ours(cx.objects, ingress) => {
@@ -68,7 +71,9 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                     gateway: format!("{}/{}", object.key().namespace, object.key().name),
                     kind: "Gateway",
                 };
-                listener_certificates(cx, &mut wanted, &on, &gateway.spec.listeners);
+                let listeners: Vec<_> =
+                    gateway.spec.listeners.iter().cloned().enumerate().collect();
+                listener_certificates(cx, &mut wanted, &on, &listeners);
             }
             // A ListenerSet's listeners, once its Gateway takes them: its certificates are its
             // own (a Secret in another namespace needs a ReferenceGrant from ListenerSets).
@@ -88,15 +93,15 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
                 };
                 // A listener that yields to another (its Gateway's, or an older set's) gets
                 // no certificate: its name stays the other's.
-                let merged = merged(cx.objects, parent);
-                let served: Vec<GatewayListeners> = set_listeners(set)
+                let merged = merged_of
+                    .entry(on.gateway.clone())
+                    .or_insert_with(|| merged(cx.objects, parent));
+                let served: Vec<(usize, GatewayListeners)> = set_listeners(set)
                     .into_iter()
-                    .filter(|l| {
+                    .enumerate()
+                    .filter(|(_, l)| {
                         let name = merged_name(set, &l.name);
-                        let all = &merged.spec.listeners;
-                        all.iter()
-                            .find(|m| m.name == name)
-                            .is_some_and(|m| listener_conflict(m, all).is_none())
+                        merged.spec.listeners.iter().any(|m| m.name == name)
                     })
                     .collect();
                 listener_certificates(cx, &mut wanted, &on, &served);
@@ -143,10 +148,10 @@ fn listener_certificates(
     cx: &mut Context<'_>,
     wanted: &mut BTreeMap<(String, String), Wanted>,
     on: &Owner<'_>,
-    listeners: &[GatewayListeners],
+    listeners: &[(usize, GatewayListeners)],
 ) {
     let (key, location) = (&on.key, on.location);
-    for (l, listener) in listeners.iter().enumerate() {
+    for (l, listener) in listeners {
         let protocol = listener.protocol.as_str();
         if protocol != "HTTPS" && protocol != "TLS" {
             continue;

@@ -166,6 +166,10 @@ pub struct GatewayListener {
     /// `TCP`: connections on its port are carried as bytes (TCPRoutes), never read as HTTP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tcp: bool,
+    /// A ListenerSet's listener taken by the Gateway: it may use a port no other Gateway has,
+    /// never take one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_set: bool,
 }
 
 impl Route {

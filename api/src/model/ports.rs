@@ -9,6 +9,10 @@
 //! by hostname and SNI), never for another, nor a TCP port; so no Gateway can turn another's
 //! HTTPS port into plaintext or its HTTP port into a tunnel, take its TCP port, or close it.
 //!
+//! A ListenerSet's listener comes after every Gateway's own: it may open a port no Gateway has,
+//! or join its own Gateway's port for the same protocol, never another Gateway's port, so
+//! whoever may add listeners to one Gateway cannot take a port from another.
+//!
 //! The gateway plans its sockets with it, and the controller the listeners' status.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +26,9 @@ pub struct PortPlan {
     pub speaks: Speaks,
     /// `namespace/name` of the Gateways with listeners served there.
     pub gateways: BTreeSet<String>,
+    /// The port's place in precedence order (the home ports first, then by the listener that
+    /// claimed it): which ports a gateway limited to some opens first.
+    pub rank: usize,
 }
 
 /// What connections to a port speak, as its listeners' protocol says.
@@ -73,13 +80,17 @@ pub fn plan_ports(
             tls,
             PortPlan {
                 speaks: Speaks::Tls,
+                rank: 1,
                 ..PortPlan::default()
             },
         ),
     ]);
     // Oldest Gateway first: of two that want one port for different things, it keeps it.
+    // ListenerSets' listeners after every Gateway's own (a stable sort keeps their order).
     let mut listeners: Vec<_> = listeners.iter().filter(|l| serves(&l.gateway)).collect();
-    listeners.sort_by(|a, b| (&a.created, &a.gateway).cmp(&(&b.created, &b.gateway)));
+    listeners.sort_by(|a, b| {
+        (a.from_set, &a.created, &a.gateway).cmp(&(b.from_set, &b.created, &b.gateway))
+    });
     // The Gateway each port other than the home ones was first given to.
     let mut owners: BTreeMap<u16, &str> = BTreeMap::new();
     for l in listeners {
@@ -105,14 +116,23 @@ pub fn plan_ports(
             }
             continue;
         }
+        if l.from_set && owners.get(&l.port).is_some_and(|o| *o != l.gateway) {
+            unserved.push(refuse(format!("listener {} of a ListenerSet of Gateway {} wants port {} of Gateway {}: a ListenerSet may not take another Gateway's port; not served", l.name, l.gateway, l.port, owners[&l.port])));
+            continue;
+        }
+        let fresh = !owners.contains_key(&l.port);
         let owner = *owners.entry(l.port).or_insert(&l.gateway);
+        let rank = plan.len();
         let p = plan.entry(l.port).or_insert_with(|| PortPlan {
             speaks,
+            rank,
             ..PortPlan::default()
         });
         // Another Gateway may share the port for the same thing, HTTP or TLS (hostnames and
         // SNI tell them apart), never a TCP port (its connections have no names).
-        if owner != l.gateway && (p.speaks != speaks || speaks == Speaks::Tcp) {
+        if (owner != l.gateway || (l.from_set && !fresh))
+            && (p.speaks != speaks || speaks == Speaks::Tcp)
+        {
             unserved.push(refuse(format!("listener {} of Gateway {} wants port {} of Gateway {owner} (for another protocol, or TCP, which one Gateway has alone): not served", l.name, l.gateway, l.port)));
             continue;
         }

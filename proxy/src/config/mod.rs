@@ -91,13 +91,20 @@ impl Ports {
     }
 
     /// The ports other than the home ones that are served, each with what connections to it
-    /// speak.
-    pub fn others(&self, snapshot: &Snapshot) -> BTreeMap<u16, Speaks> {
-        self.plan(snapshot)
+    /// speak, in precedence order (Gateways' own listeners' ports first, the oldest Gateway's
+    /// first): a gateway that may open only some opens these first.
+    pub fn others(&self, snapshot: &Snapshot) -> Vec<(u16, Speaks)> {
+        let mut others: Vec<(usize, u16, Speaks)> = self
+            .plan(snapshot)
             .0
             .into_iter()
             .filter(|(port, _)| !self.is_home(*port))
-            .map(|(port, p)| (port, p.speaks))
+            .map(|(port, p)| (p.rank, port, p.speaks))
+            .collect();
+        others.sort_unstable_by_key(|(rank, port, _)| (*rank, *port));
+        others
+            .into_iter()
+            .map(|(_, port, speaks)| (port, speaks))
             .collect()
     }
 

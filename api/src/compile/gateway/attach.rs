@@ -276,47 +276,28 @@ fn more_specific(
 /// apart (`HostnameConflict`); anything else on one port is a `ProtocolConflict`.
 ///
 /// A Gateway's own listeners conflict with each other both ways, and never with a
-/// ListenerSet's. A ListenerSet's listener (`all` holds them after the Gateway's, in
-/// precedence order) yields to every listener before it that is served: the Gateway's,
-/// an older set's, or one listed before it in its own set.
+/// ListenerSet's: those in a compile are the ones that yielded to nothing
+/// ([`super::listener_sets::verdicts`]), so they conflict with none.
 pub fn listener_conflict(
     listener: &GatewayListeners,
     all: &[GatewayListeners],
 ) -> Option<&'static str> {
-    let own = |l: &&GatewayListeners| set_of(&l.name).is_none();
-    let mutual = |l: &GatewayListeners| {
-        all.iter()
-            .filter(own)
-            .filter(|o| o.name != l.name)
-            .find_map(|o| clash(l, o))
-    };
-    if own(&listener) {
-        return mutual(listener);
+    if set_of(&listener.name).is_some() {
+        return None;
     }
-    let mut served: Vec<&GatewayListeners> = all
-        .iter()
-        .filter(own)
-        .filter(|l| mutual(l).is_none())
-        .collect();
-    for l in all.iter().filter(|l| !own(l)) {
-        let found = served.iter().find_map(|s| clash(l, s));
-        if l.name == listener.name {
-            return found;
-        }
-        if found.is_none() {
-            served.push(l);
-        }
-    }
-    None
+    all.iter()
+        .filter(|o| set_of(&o.name).is_none() && o.name != listener.name)
+        .find_map(|o| clash(listener, o))
 }
 
 /// How two listeners clash, if they do (see [`listener_conflict`]).
-fn clash(listener: &GatewayListeners, other: &GatewayListeners) -> Option<&'static str> {
+pub(super) fn clash(listener: &GatewayListeners, other: &GatewayListeners) -> Option<&'static str> {
     let tls_based = |p: &str| matches!(p, "HTTPS" | "TLS");
     if other.port != listener.port {
         return None;
     }
-    let same_host = other.hostname == listener.hostname;
+    let host = |l: &GatewayListeners| l.hostname.as_deref().map(normal_host);
+    let same_host = host(other) == host(listener);
     if other.protocol != listener.protocol {
         if !(tls_based(&other.protocol) && tls_based(&listener.protocol)) || same_host {
             return Some("ProtocolConflict");

@@ -2,9 +2,9 @@
 //! `spec.allowedListeners` lets their namespace in (none by default). The Gateway is compiled
 //! with its own listeners first, then those of the ListenerSets it takes, oldest first (then
 //! by namespace and name), each renamed `NAMESPACE/SET/LISTENER`: a name no Gateway listener
-//! can have (listener names are DNS labels). Where two listeners conflict, the one earlier in
-//! that order keeps its port and the later one is `Conflicted` (within one Gateway or one
-//! ListenerSet both are, as before). Routes reach a ListenerSet's listeners by a parentRef of
+//! can have (listener names are DNS labels). Where a set's listener conflicts with one before
+//! it, it yields (`Conflicted`) and is left out of the compile ([`verdicts`], worked out once
+//! per Gateway). Routes reach a ListenerSet's listeners by a parentRef of
 //! kind `ListenerSet` only; a parentRef to the Gateway takes its own listeners alone.
 
 use gateway_api::apis::standard::{
@@ -12,7 +12,9 @@ use gateway_api::apis::standard::{
     listenersets::ListenerSet,
 };
 
-use super::{selects, GATEWAY_CLASS, GATEWAY_GROUP};
+use std::collections::HashMap;
+
+use super::{attach::clash, listener_conflict, selects, GATEWAY_CLASS, GATEWAY_GROUP};
 use crate::objects::{Object, Objects};
 
 /// How a ListenerSet stands with the Gateway it names.
@@ -127,17 +129,72 @@ pub fn set_of(listener: &str) -> Option<(&str, &str)> {
     Some((set, name))
 }
 
-/// `gateway` with the listeners of the ListenerSets it takes after its own.
+/// The most listeners a Gateway takes from ListenerSets; those after them (in precedence
+/// order) are `TooManyListeners`. Bounds what one tenant's objects cost every compile.
+pub const MAX_SET_LISTENERS: usize = 256;
+
+/// Each listener of the ListenerSets `gateway` takes, renamed ([`merged_name`]), in
+/// precedence order, with why it is not served (`HostnameConflict`, `ProtocolConflict`,
+/// `TooManyListeners`) or `None`. A set's listener yields to every listener before it that is
+/// served (its Gateway's own that do not conflict among themselves, an older set's, one before
+/// it in its set), and may not name a hostname any of its Gateway's own listeners names, on
+/// any port: the Gateway's names stay its own (its plaintext port too, where an ACME HTTP-01
+/// challenge for them is answered).
+pub fn verdicts(
+    objects: &Objects,
+    gateway: &Gateway,
+) -> Vec<(GatewayListeners, Option<&'static str>)> {
+    let own = &gateway.spec.listeners;
+    let own_hosts: Vec<String> = own
+        .iter()
+        .filter_map(|l| l.hostname.as_deref().map(normal_host))
+        .collect();
+    // The served listeners by port: the Gateway's own first.
+    let mut served: HashMap<i32, Vec<GatewayListeners>> = HashMap::new();
+    for l in own.iter().filter(|l| listener_conflict(l, own).is_none()) {
+        served.entry(l.port).or_default().push(l.clone());
+    }
+    let mut out = Vec::new();
+    let mut taken = 0;
+    for set in taken_sets(objects, gateway) {
+        for mut l in set_listeners(set) {
+            l.name = merged_name(set, &l.name);
+            let on_port = served.entry(l.port).or_default();
+            let verdict = if taken >= MAX_SET_LISTENERS {
+                Some("TooManyListeners")
+            } else if l
+                .hostname
+                .as_deref()
+                .is_some_and(|h| own_hosts.contains(&normal_host(h)))
+            {
+                Some("HostnameConflict")
+            } else {
+                on_port.iter().find_map(|s| clash(&l, s))
+            };
+            if verdict.is_none() {
+                taken += 1;
+                on_port.push(l.clone());
+            }
+            out.push((l, verdict));
+        }
+    }
+    out
+}
+
+/// A hostname as listeners are compared by: lowercase, without a trailing dot.
+pub fn normal_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `gateway` with the listeners of the ListenerSets it takes after its own: those it serves
+/// ([`verdicts`]); the others are in no compile, only in the ListenerSets' status.
 pub fn merged(objects: &Objects, gateway: &Gateway) -> Gateway {
     let mut merged = gateway.clone();
-    for set in taken_sets(objects, gateway) {
-        merged
-            .spec
-            .listeners
-            .extend(set_listeners(set).into_iter().map(|mut l| {
-                l.name = merged_name(set, &l.name);
-                l
-            }));
-    }
+    merged.spec.listeners.extend(
+        verdicts(objects, gateway)
+            .into_iter()
+            .filter(|(_, verdict)| verdict.is_none())
+            .map(|(l, _)| l),
+    );
     merged
 }

@@ -102,6 +102,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             "Weir's Gateways take no parameters",
         );
     }
+    check_listener_names(cx);
     cx.listeners = served_listeners(&gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()
@@ -169,6 +170,56 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     }
 }
 
+/// Refuses a Gateway or ListenerSet (of a `weir` Gateway) whose listeners' names are not
+/// section names or not unique in it: routes, status and conflicts tell listeners apart by
+/// name (the API server's schema refuses both; a directory has no schema).
+fn check_listener_names(cx: &mut Context<'_>) {
+    let valid = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    };
+    let mut found = Vec::new();
+    for (object, location) in cx.iter() {
+        let names: Vec<String> = match object {
+            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => {
+                g.spec.listeners.iter().map(|l| l.name.clone()).collect()
+            }
+            Object::ListenerSet(set)
+                if !matches!(set_parent(cx.objects, set), SetParent::NotOurs) =>
+            {
+                set.spec.listeners.iter().map(|l| l.name.clone()).collect()
+            }
+            _ => continue,
+        };
+        for (i, name) in names.iter().enumerate() {
+            let message = if !valid(name) {
+                format!("{name:?} is not a section name (lowercase letters, digits, '-' and '.')")
+            } else if names[..i].contains(name) {
+                format!("{name:?} names another listener of this object too")
+            } else {
+                continue;
+            };
+            found.push((location.clone(), object.key(), i, message));
+        }
+    }
+    for (location, key, i, message) in found {
+        cx.error(
+            &location,
+            &key,
+            format!("spec.listeners[{i}].name"),
+            message,
+        );
+    }
+}
+
 /// The listeners of `objects`' `weir` Gateways that take routes, as a compile of them lists
 /// them in its snapshot (for the controller, which plans ports as the gateway does).
 pub fn gateway_listeners(objects: &crate::Objects) -> Vec<GatewayListener> {
@@ -205,6 +256,7 @@ fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
                 port,
                 tls,
                 tcp,
+                from_set: set_of(&listener.name).is_some(),
             });
         }
     }
@@ -414,6 +466,6 @@ mod tlsroute;
 use attach::{attached_hosts, attachments, by_listener, intersect, selects, Taken};
 pub mod listener_sets;
 pub use attach::{listener_allows, listener_conflict, served_kinds};
-use listener_sets::{set_of, set_parent, SetParent};
+use listener_sets::{normal_host, set_of, set_parent, SetParent};
 pub(super) use rules::granted;
 use rules::rule_action;

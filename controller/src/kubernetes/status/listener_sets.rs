@@ -6,7 +6,7 @@
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use serde_json::{json, Value};
 use weir_api::{
-    compile::listener_sets::{merged, merged_name, set_listeners, set_parent, SetParent},
+    compile::listener_sets::{merged_name, set_listeners, set_parent, verdicts, SetParent},
     model::Unserved,
     Object, ObjectKey, Objects, Rejection,
 };
@@ -60,22 +60,34 @@ pub(super) fn status(
     if let Some(message) = refusal(&key) {
         return neither("Invalid", &message);
     }
-    let merged = merged(objects, gateway);
+    // The Gateway's listeners and those of its sets it serves, and each set listener's verdict.
+    let verdicts = verdicts(objects, gateway);
+    let mut all = gateway.spec.listeners.clone();
+    all.extend(
+        verdicts
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(l, _)| l.clone()),
+    );
     let (set_warnings, gateway_warnings) = (warned(&key), warned(&gateway_key));
     let mut valid = 0;
     let listeners: Vec<Value> = set_listeners(set)
         .iter()
         .filter_map(|l| {
             let name = merged_name(set, &l.name);
-            let as_merged = merged.spec.listeners.iter().find(|m| m.name == name)?;
+            let (as_merged, verdict) = verdicts.iter().find(|(m, _)| m.name == name)?;
             let written = Written {
                 namespace: &key.namespace,
                 name: &l.name,
                 warnings: &set_warnings,
                 gateway_warnings: &gateway_warnings,
             };
-            let all = &merged.spec.listeners;
-            let problem = listener_problem(&gateway_key, as_merged, all, &written, objects, unserved);
+            let problem = match *verdict {
+                Some("HostnameConflict") => Some(ListenerProblem::HostnameConflict),
+                Some("ProtocolConflict") => Some(ListenerProblem::ProtocolConflict),
+                Some(_) => Some(ListenerProblem::TooManyListeners),
+                None => listener_problem(&gateway_key, as_merged, &all, &written, objects, unserved),
+            };
             valid += usize::from(problem.is_none());
             let mut conditions = listener_conditions(true, problem, generation);
             let conflict = match problem {

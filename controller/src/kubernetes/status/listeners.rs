@@ -39,6 +39,9 @@ pub(super) enum ListenerProblem {
     /// A certificateRef is not a core Secret, or its Secret does not exist or holds no
     /// certificate and key (`ResolvedRefs` False, `InvalidCertificateRef`).
     InvalidCertificateRef,
+    /// A ListenerSet's listener beyond the most a Gateway takes from ListenerSets
+    /// (`Accepted` False, `TooManyListeners`).
+    TooManyListeners,
     /// The client CA certificates its port's `spec.tls.frontend` names cannot be had
     /// (`Accepted` False, `NoValidCACertificate`; `ResolvedRefs` False with the reason).
     NoValidCaCertificate(&'static str),
@@ -95,8 +98,24 @@ pub(super) fn listener_problem(
     {
         return Some(ListenerProblem::RefNotPermitted);
     }
-    // Each certificate: a core Secret that exists and holds a certificate and key.
-    let refs = l.tls.as_ref().and_then(|t| t.certificate_refs.as_ref());
+    // Each certificate: a core Secret that exists and holds a certificate and key. A
+    // passthrough listener has none to use (the backend holds it): its references are not
+    // looked up, so they cannot tell whether another namespace's Secret exists.
+    let passthrough = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.mode.as_ref())
+        .is_some_and(|m| {
+            matches!(
+                m,
+                gateway_api::apis::standard::gateways::GatewayListenersTlsMode::Passthrough
+            )
+        });
+    let refs = l
+        .tls
+        .as_ref()
+        .filter(|_| !passthrough)
+        .and_then(|t| t.certificate_refs.as_ref());
     for cert in refs.into_iter().flatten() {
         let core = cert.kind.as_deref().unwrap_or("Secret") == "Secret"
             && cert.group.as_deref().unwrap_or("").is_empty();
@@ -214,6 +233,13 @@ pub(super) fn listener_conditions(
             false,
             "Invalid",
             "another listener on its port speaks another protocol: neither takes routes",
+            generation,
+        ),
+        (true, Some(P::TooManyListeners)) => condition(
+            "Accepted",
+            false,
+            "TooManyListeners",
+            "its Gateway takes at most 256 listeners from ListenerSets, and older ones come first",
             generation,
         ),
         (true, Some(P::PortUnavailable)) => condition(
