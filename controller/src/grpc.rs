@@ -254,6 +254,13 @@ async fn serve_stream(
                     controller.metrics.acks.with_label_values(&[&role_name, "nack"]).inc();
                     tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
                     listed.refused(nack.version, &nack.error);
+                    let _ = controller.node_refusals.send(crate::nodes::NodeRefusal {
+                        role: role_name.clone(),
+                        namespace: hello.namespace.clone(),
+                        pod: hello.pod.clone(),
+                        version: nack.version,
+                        error: nack.error.clone(),
+                    });
                     refusals.refused(crate::refusals::Refusal {
                         node: node.clone(),
                         node_version: hello.node_version.clone(),

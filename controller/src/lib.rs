@@ -81,6 +81,9 @@ pub struct Controller {
     pub refusals: Refusals,
     /// Every connected node and how far it is.
     pub nodes: nodes::Nodes,
+    /// Each refusal (NACK) as it comes, for whoever records them (the Kubernetes mode's
+    /// Events); none listening drops them.
+    pub node_refusals: tokio::sync::broadcast::Sender<nodes::NodeRefusal>,
     compiler: Mutex<Compiler>,
     status: Mutex<CompileStatus>,
     closing: tokio::sync::watch::Sender<bool>,
@@ -121,6 +124,7 @@ impl Controller {
             streams: StreamLimits::new(streams::DEFAULT_PER_ACCOUNT),
             refusals: Refusals::default(),
             nodes: nodes::Nodes::default(),
+            node_refusals: tokio::sync::broadcast::Sender::new(64),
             compiler: Mutex::default(),
             status: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),

@@ -52,6 +52,18 @@ pub struct NodeStatus {
     pub certificate_expiry: Option<u64>,
 }
 
+/// A node refused a version of its view: what the Kubernetes mode records as a Warning Event
+/// on the node's Pod.
+#[derive(Clone, Debug)]
+pub struct NodeRefusal {
+    /// `ingress` or `sidecar`.
+    pub role: String,
+    pub namespace: String,
+    pub pod: String,
+    pub version: u64,
+    pub error: String,
+}
+
 /// A refused version.
 #[derive(Clone, Debug, Serialize)]
 pub struct Refused {

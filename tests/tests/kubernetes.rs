@@ -685,7 +685,7 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
     cluster
         .api
         .add_token("backend-token", "shop", "backend", &["weir"]);
-    let (mut updates, _acks) = eventually(Duration::from_secs(10), "a sidecar stream", || async {
+    let (mut updates, acks) = eventually(Duration::from_secs(10), "a sidecar stream", || async {
         cluster
             .controller
             .sidecar_stream("backend-token", "shop", "backend", "backend-a")
@@ -718,12 +718,42 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
     assert_eq!(identities.values().collect::<Vec<_>>(), ["shop/backend"]);
 
     cluster.api.apply(&mesh_tls("DISABLED"));
-    let (_, view) = next_sidecar_view(&mut updates).await;
+    let (version, view) = next_sidecar_view(&mut updates).await;
     assert_eq!(view.inbound.mode, TlsMode::Disabled);
     assert_eq!(
         view.inbound.mode_from.as_deref(),
         Some("MeshTLSPolicy shop/default")
     );
+
+    // A version the sidecar refuses (NACK) becomes a Warning Event on its Pod.
+    use weir_api::proto::{watch_request::Kind, Nack, WatchRequest};
+    let nack = Nack {
+        version,
+        error: "this sidecar cannot enforce access.ports".into(),
+    };
+    let refusal = WatchRequest {
+        kind: Some(Kind::Nack(nack)),
+    };
+    acks.send(refusal).await.unwrap();
+    let event = eventually(
+        Duration::from_secs(10),
+        "the ConfigRefused Event",
+        || async {
+            let events = cluster.api.list("events.k8s.io/v1", "Event");
+            events.into_iter().find(|e| e["reason"] == "ConfigRefused")
+        },
+    )
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["namespace"], "shop");
+    assert_eq!(event["regarding"]["name"], "backend-a");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("refused version {version}")),
+        "{note}"
+    );
+    assert!(note.contains("cannot enforce access.ports"), "{note}");
 }
 
 #[tokio::test]

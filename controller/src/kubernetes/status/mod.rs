@@ -68,6 +68,11 @@ impl Writer {
     /// Starts the Lease and status task.
     pub fn start(client: Client, controller: Arc<Controller>, settings: Settings) -> Self {
         let latest = watch::Sender::new(None);
+        let recorder = Recorder::new(client.clone(), reporter(&settings.identity));
+        tokio::spawn(record_refusals(
+            recorder,
+            controller.node_refusals.subscribe(),
+        ));
         tokio::spawn(run(client, controller, settings, latest.subscribe()));
         Self { latest }
     }
@@ -215,6 +220,50 @@ impl Written {
         }
         self.events
             .retain(|key, _| rejected.iter().any(|r| r.object == key.to_string()));
+    }
+}
+
+/// Records each refusal (NACK) of a node connected to this replica as a Warning Event on the
+/// node's Pod (`ConfigRefused`), where `kubectl describe pod` and `kubectl get events` show
+/// it: the node serves an older configuration than the cluster asks for.
+async fn record_refusals(
+    recorder: Recorder,
+    mut refusals: tokio::sync::broadcast::Receiver<crate::nodes::NodeRefusal>,
+) {
+    loop {
+        let refusal = match refusals.recv().await {
+            Ok(refusal) => refusal,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "refusals came faster than their Events could be recorded"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let note = format!(
+            "the {} refused version {} of its configuration and keeps serving its previous one: {}",
+            refusal.role, refusal.version, refusal.error
+        );
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ConfigRefused".into(),
+            note: Some(truncate(&note, 1000)),
+            action: "Apply".into(),
+            secondary: None,
+        };
+        let pod = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(refusal.namespace.clone()),
+            name: Some(refusal.pod.clone()),
+            ..Default::default()
+        };
+        if let Err(error) = recorder.publish(&event, &pod).await {
+            let pod = format!("{}/{}", refusal.namespace, refusal.pod);
+            tracing::warn!(%pod, %error, "cannot record the Event");
+        }
     }
 }
 
