@@ -24,6 +24,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 pub mod apiserver;
 pub mod cluster;
 mod controller;
+pub mod grpc;
 pub mod idp;
 pub mod image;
 pub mod mesh;
@@ -113,6 +114,28 @@ impl Echo {
     pub fn start_at(name: &str, addr: SocketAddr) -> Self {
         let child = Command::new(binary("weir-echo"))
             .args(["--listen", &addr.to_string(), "--name", name])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start weir-echo");
+        wait_for_port(addr);
+        Self { addr, child }
+    }
+
+    /// Starts a backend that reports `name` over TLS (HTTP/2 or HTTP/1.1 by ALPN) with
+    /// `issued` as its certificate, on a free loopback port.
+    pub fn start_tls(name: &str, issued: &tls::Issued) -> Self {
+        let dir = std::env::temp_dir().join(format!("weir-echo-tls-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("a directory for the certificate");
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, &issued.chain).expect("write the certificate");
+        std::fs::write(&key, &issued.key).expect("write the key");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(binary("weir-echo"))
+            .args(["--listen", &addr.to_string(), "--name", name])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
             .stdout(Stdio::null())
             .spawn()
             .expect("start weir-echo");

@@ -581,3 +581,101 @@ async fn backend_tls_policy_tls_route_terminate() {
     write.write_all(b"ping\n").await.unwrap();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ping"));
 }
+
+/// BackendTLSPolicyGRPCRoute: a GRPCRoute's backends behind a BackendTLSPolicy are spoken to
+/// over TLS (HTTP/2 by ALPN), checked against the policy: a call reaches the backend whose
+/// certificate the policy's CA signed for its hostname, and fails (never plaintext, never
+/// unchecked) for a policy whose hostname the certificate does not name, or whose CA did not
+/// sign it.
+#[tokio::test]
+async fn backend_tls_policy_grpc_route() {
+    use weir_e2e::grpc::{call_at, SERVICE};
+    let (pki, other) = (Pki::new(), Pki::new());
+    let v1 = Echo::start_tls(
+        "grpc-infra-backend-v1",
+        &pki.issue(&["abc.example.com"], KeyType::Ecdsa),
+    );
+    let mismatch = Echo::start_tls(
+        "grpc-infra-backend-v2",
+        &pki.issue(&["abc.example.com"], KeyType::Ecdsa),
+    );
+    let wrong_ca = Echo::start_tls(
+        "grpc-infra-backend-v3",
+        &other.issue(&["abc.example.com"], KeyType::Ecdsa),
+    );
+    let services = [
+        service("grpc-infra-backend-v1", &[&v1]),
+        service("grpc-infra-backend-v2", &[&mismatch]),
+        service("grpc-infra-backend-v3", &[&wrong_ca]),
+    ];
+    let policies = [
+        policy(
+            "grpc-normative-test",
+            "default",
+            "grpc-infra-backend-v1",
+            &trusting("backend-tls-checks-certificate", "abc.example.com"),
+        ),
+        policy(
+            "grpc-host-mismatch",
+            "default",
+            "grpc-infra-backend-v2",
+            &trusting("backend-tls-checks-certificate", "mismatch.example.com"),
+        ),
+        policy(
+            "grpc-cert-mismatch",
+            "default",
+            "grpc-infra-backend-v3",
+            &trusting("backend-tls-checks-certificate", "abc.example.com"),
+        ),
+    ];
+    let method = |m: &str, backend: &str| {
+        format!("  - matches: [{{method: {{service: {SERVICE}, method: {m}}}}}]\n    backendRefs: [{{name: {backend}, port: 80}}]\n")
+    };
+    let grpc_route = |name: &str, host: &str, rules: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{host}]\n  rules:\n{rules}")
+    };
+    let routes = [
+        grpc_route(
+            "backendtlspolicy-grpcroute",
+            "abc.example.com",
+            &(method("Echo", "grpc-infra-backend-v1")
+                + &method("EchoTwo", "grpc-infra-backend-v2")),
+        ),
+        grpc_route(
+            "backendtlspolicy-grpcroute-cert-mismatch",
+            "cert-mismatch.example.com",
+            &method("Echo", "grpc-infra-backend-v3"),
+        ),
+    ];
+    let dir = ConfigDir::new()
+        .with("gw.yaml", &gateway())
+        .with("svc.yaml", &services.join("---\n"))
+        .with(
+            "ca.yaml",
+            &ca_config_map("backend-tls-checks-certificate", &pki.ca_pem()),
+        )
+        .with("policy.yaml", &policies.join("---\n"))
+        .with("route.yaml", &routes.join("---\n"));
+    let weir = Weir::start(&dir);
+    let called = call_at(weir.addr, "abc.example.com", "Echo", &[]).await;
+    assert_eq!(
+        (called.status.as_str(), called.backend.as_str()),
+        ("0", "grpc-infra-backend-v1")
+    );
+    for (authority, m) in [
+        ("abc.example.com", "EchoTwo"),
+        ("cert-mismatch.example.com", "Echo"),
+    ] {
+        let called = call_at(weir.addr, authority, m, &[]).await;
+        assert_ne!(
+            called.status, "0",
+            "{authority} {m} answered by {}",
+            called.backend
+        );
+        assert!(
+            called.backend.is_empty() || !called.backend.starts_with("grpc-infra"),
+            "{authority} {m}: {}",
+            called.backend
+        );
+    }
+}

@@ -4,16 +4,15 @@
 //! backend told by the `grpc-message` trailer the echo backend sends. The backends' Services
 //! name no protocol: a GRPCRoute makes them HTTP/2.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
-use weir_e2e::{eventually, gateway, service, ConfigDir, Echo, Weir};
+use weir_e2e::{
+    eventually, gateway,
+    grpc::{call_at, SERVICE},
+    service, ConfigDir, Echo, Weir,
+};
 
 const ECHO: &str = "Echo";
-
-const SERVICE: &str = "gateway_api_conformance.grpc_echo.grpcecho.GrpcEcho";
 
 fn grpc_route(name: &str, rules: &str) -> String {
     format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rules}")
@@ -37,64 +36,6 @@ fn setup(rules: &str) -> (Vec<Echo>, ConfigDir) {
 async fn call(weir: &Weir, method: &str, headers: &[(&str, &str)]) -> (String, String) {
     let called = call_at(weir.addr, &weir.addr.to_string(), method, headers).await;
     (called.status, called.backend)
-}
-
-/// What a call got: its `grpc-status`, the backend that answered (its `grpc-message`), and
-/// the metadata that backend saw.
-struct Called {
-    status: String,
-    backend: String,
-    seen: serde_json::Value,
-}
-
-/// One unary call to `addr` over h2c, for `:authority` `authority`.
-async fn call_at(
-    addr: std::net::SocketAddr,
-    authority: &str,
-    method: &str,
-    headers: &[(&str, &str)],
-) -> Called {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let mut req = http::Request::post(format!("http://{authority}/{SERVICE}/{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let req = req
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-        .unwrap();
-    let res = sender.send_request(req).await.unwrap();
-    assert_eq!(
-        res.status(),
-        200,
-        "gRPC answers HTTP 200, its status in grpc-status"
-    );
-    let head = res.headers().clone();
-    let collected = res.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let field = |name: &str| {
-        trailers
-            .get(name)
-            .or_else(|| head.get(name))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let seen = head
-        .get("echo-headers")
-        .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())
-        .unwrap_or_default();
-    Called {
-        status: field("grpc-status"),
-        backend: field("grpc-message"),
-        seen,
-    }
 }
 
 /// A rule for calls to `method` of the echo service, to backend `grpc-vN`.

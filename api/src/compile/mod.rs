@@ -52,6 +52,7 @@ pub const GATEWAY_CLASS: &str = "weir";
 /// as the spec asks): those whose upstream conformance tests have tests of Weir's named after
 /// them (docs/conformance.md). A feature joins the list with its tests.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",

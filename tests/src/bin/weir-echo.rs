@@ -1,6 +1,7 @@
 //! weir-echo: a small backend for the quickstart and the end-to-end tests.
 //!
-//! Serves HTTP/1.1 and h2c on `--listen` and answers:
+//! Serves HTTP/1.1 and h2c on `--listen` (or, with `--tls-cert` and `--tls-key`, both over TLS
+//! by ALPN) and answers:
 //! - any path: 200 with a JSON echo of the request (`backend`, `method`, `path`, `query`,
 //!   `headers`, `body_bytes`);
 //! - `/status/NNN`: that status; `/sleep/MS`: answers after MS milliseconds;
@@ -65,6 +66,12 @@ struct Args {
     /// Where `/call/...` requests are sent (the sidecar's outbound port).
     #[arg(long)]
     via: Option<SocketAddr>,
+    /// Serve TLS (ALPN h2 and http/1.1) with this certificate chain (PEM), and `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// `--call` and `--via`.
@@ -86,8 +93,13 @@ async fn main() -> anyhow::Result<()> {
         .call
         .zip(args.via)
         .map(|(host, via)| (&*Box::leak(host.into_boxed_str()), via));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     loop {
         let (stream, _) = listener.accept().await?;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| async move {
                 match (calls, req.uri().path().strip_prefix("/call")) {
@@ -99,11 +111,39 @@ async fn main() -> anyhow::Result<()> {
                     _ => answer(name, req).await,
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                Some(tls) => {
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+            };
         });
     }
+}
+
+/// The TLS side of `--tls-cert` and `--tls-key`: HTTP/2 or HTTP/1.1 by ALPN.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 async fn answer(
