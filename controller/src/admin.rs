@@ -57,6 +57,9 @@ async fn metrics(State(controller): State<Arc<Controller>>) -> impl IntoResponse
     for (role, count) in controller.nodes.behind_by_role() {
         behind.with_label_values(&[&role]).set(count);
     }
+    if let Some(expiry) = controller.authority.roots_expire() {
+        controller.metrics.ca_expiry.set(expiry);
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         controller.metrics.render(),

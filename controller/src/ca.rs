@@ -133,6 +133,20 @@ impl Authority {
         &self.bundle
     }
 
+    /// When the first of the trust bundle's roots expires (Unix seconds); `None` when none
+    /// can be read.
+    pub fn roots_expire(&self) -> Option<i64> {
+        self.bundle
+            .iter()
+            .flat_map(|pem| x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()))
+            .filter_map(|block| {
+                let block = block.ok()?;
+                let cert = block.parse_x509().ok()?;
+                Some(cert.validity().not_after.timestamp())
+            })
+            .min()
+    }
+
     /// The trust domain of the SPIFFE IDs it signs.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain

@@ -25,6 +25,9 @@ pub struct Metrics {
     /// `weir_controller_nodes_behind{role}`: nodes that have not applied their latest view
     /// within 30 s of its publication (set when scraped).
     pub nodes_behind: IntGaugeVec,
+    /// `weir_controller_ca_expiry_timestamp_seconds`: when the first of the trust bundle's
+    /// roots expires (set when scraped).
+    pub ca_expiry: IntGauge,
     /// `weir_controller_push_seconds`: from a view's publication to a node's ACK of it.
     pub push_seconds: Histogram,
     /// `weir_controller_certificates_total{result}`.
@@ -93,6 +96,11 @@ impl Metrics {
                 &["role"],
             )
             .expect("valid metric"),
+            ca_expiry: IntGauge::new(
+                "weir_controller_ca_expiry_timestamp_seconds",
+                "When the first of the trust bundle's CA roots expires (Unix seconds)",
+            )
+            .expect("valid metric"),
             push_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "weir_controller_push_seconds",
@@ -135,6 +143,7 @@ impl Metrics {
             Box::new(metrics.acks.clone()),
             Box::new(metrics.refusing_nodes.clone()),
             Box::new(metrics.nodes_behind.clone()),
+            Box::new(metrics.ca_expiry.clone()),
             Box::new(metrics.push_seconds.clone()),
             Box::new(metrics.certificates.clone()),
             Box::new(metrics.streams_refused.clone()),
