@@ -220,6 +220,8 @@ async fn serve_stream(
     views.mark_changed();
     let connected_at = std::time::Instant::now();
     let mut sent: Option<Arc<crate::views::View>> = None;
+    // The version whose refusal was last logged and reported.
+    let mut reported: Option<u64> = None;
     loop {
         tokio::select! {
             () = controller.closed() => break,
@@ -252,15 +254,21 @@ async fn serve_stream(
                 }
                 Ok(Some(WatchRequest { kind: Some(Kind::Nack(nack)) })) => {
                     controller.metrics.acks.with_label_values(&[&role_name, "nack"]).inc();
-                    tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
                     listed.refused(nack.version, &nack.error);
-                    let _ = controller.node_refusals.send(crate::nodes::NodeRefusal {
-                        role: role_name.clone(),
-                        namespace: hello.namespace.clone(),
-                        pod: hello.pod.clone(),
-                        version: nack.version,
-                        error: nack.error.clone(),
-                    });
+                    // Logged and recorded as an Event once per version the node was sent: a
+                    // node repeating its NACK, or naming versions it never got, floods neither.
+                    let sent_now = sent.as_ref().is_some_and(|v| v.version == nack.version);
+                    if sent_now && reported != Some(nack.version) {
+                        reported = Some(nack.version);
+                        tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
+                        let _ = controller.node_refusals.send(crate::nodes::NodeRefusal {
+                            role: role_name.clone(),
+                            namespace: hello.namespace.clone(),
+                            pod: hello.pod.clone(),
+                            version: nack.version,
+                            error: nack.error.clone(),
+                        });
+                    }
                     refusals.refused(crate::refusals::Refusal {
                         node: node.clone(),
                         node_version: hello.node_version.clone(),

@@ -731,10 +731,17 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
         version,
         error: "this sidecar cannot enforce access.ports".into(),
     };
-    let refusal = WatchRequest {
-        kind: Some(Kind::Nack(nack)),
-    };
-    acks.send(refusal).await.unwrap();
+    // Repeated, and for versions it was never sent: one Event all the same.
+    for version in [version, version, version, version + 100, 0] {
+        let nack = Nack {
+            version,
+            ..nack.clone()
+        };
+        let refusal = WatchRequest {
+            kind: Some(Kind::Nack(nack)),
+        };
+        acks.send(refusal).await.unwrap();
+    }
     let event = eventually(
         Duration::from_secs(10),
         "the ConfigRefused Event",
@@ -744,6 +751,13 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
         },
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = cluster.api.list("events.k8s.io/v1", "Event");
+    let refused = events
+        .iter()
+        .filter(|e| e["reason"] == "ConfigRefused")
+        .count();
+    assert_eq!(refused, 1, "{events:?}");
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["regarding"]["kind"], "Pod");
     assert_eq!(event["regarding"]["namespace"], "shop");
