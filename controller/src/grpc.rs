@@ -258,16 +258,28 @@ async fn serve_stream(
                     // Logged and recorded as an Event once per version the node was sent: a
                     // node repeating its NACK, or naming versions it never got, floods neither.
                     let sent_now = sent.as_ref().is_some_and(|v| v.version == nack.version);
+                    // An Event names the node's Pod: only one known to run as the caller (a
+                    // token not bound to a pod must not put Events on its neighbours).
+                    let own_pod = match role {
+                        Role::Sidecar => controller
+                            .views
+                            .pod_account(&hello.namespace, &hello.pod)
+                            .is_some_and(|a| a == hello.service_account),
+                        _ => !hello.pod.is_empty(),
+                    };
                     if sent_now && reported != Some(nack.version) {
                         reported = Some(nack.version);
                         tracing::warn!(%node, version = nack.version, error = %nack.error, "node refused a version; it keeps serving its previous one");
-                        let _ = controller.node_refusals.send(crate::nodes::NodeRefusal {
+                        let refusal = own_pod.then(|| crate::nodes::NodeRefusal {
                             role: role_name.clone(),
                             namespace: hello.namespace.clone(),
                             pod: hello.pod.clone(),
                             version: nack.version,
                             error: nack.error.clone(),
                         });
+                        if let Some(refusal) = refusal {
+                            let _ = controller.node_refusals.send(refusal);
+                        }
                     }
                     refusals.refused(crate::refusals::Refusal {
                         node: node.clone(),

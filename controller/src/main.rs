@@ -202,7 +202,7 @@ fn split_name(flag: &str, value: &str) -> anyhow::Result<(String, String)> {
 async fn run(args: Run) -> anyhow::Result<()> {
     let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
     let client = match args.kubernetes {
-        true => Some(kubernetes::client(args.kubeconfig.as_deref()).await?),
+        true => Some(kubernetes::client(args.kubeconfig.as_deref(), None).await?),
         false => None,
     };
     let read = |path: &PathBuf| {

@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
@@ -74,6 +74,34 @@ pub struct Refused {
 struct Node {
     status: NodeStatus,
     views: watch::Receiver<Option<Arc<View>>>,
+    /// When its stream opened: a view published before could not reach it earlier.
+    since: Instant,
+}
+
+impl Node {
+    /// Seconds it has been behind its latest view, if it is.
+    fn behind(&self) -> Option<u64> {
+        let latest = self.views.borrow();
+        let latest = latest.as_ref()?;
+        let since = latest.published.max(self.since);
+        (self.status.applied != Some(latest.version)).then(|| since.elapsed().as_secs())
+    }
+}
+
+/// What a node says about itself is kept at most this long (bytes): a NACK's error may be
+/// megabytes, and every listing copies it.
+const MAX_NODE_TEXT: usize = 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary), `…` marking the cut.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The connected nodes, by stream.
@@ -112,7 +140,7 @@ impl Nodes {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             account: account.to_string(),
-            node_version: node_version.to_string(),
+            node_version: bounded(node_version, 64),
             applied: None,
             latest: None,
             behind: false,
@@ -122,7 +150,13 @@ impl Nodes {
             last_seen: now(),
             certificate_expiry: None,
         };
-        lock(&self.open).insert(id, Node { status, views });
+        let since = Instant::now();
+        let node = Node {
+            status,
+            views,
+            since,
+        };
+        lock(&self.open).insert(id, node);
         NodeSlot { nodes: self, id }
     }
 
@@ -138,12 +172,9 @@ impl Nodes {
             .values()
             .map(|node| {
                 let mut status = node.status.clone();
-                let latest = node.views.borrow().clone();
-                status.latest = latest.as_ref().map(|v| v.version);
-                status.behind = latest.is_some() && status.applied != status.latest;
-                status.behind_seconds = latest
-                    .filter(|_| status.behind)
-                    .map(|v| v.published.elapsed().as_secs());
+                status.latest = node.views.borrow().as_ref().map(|v| v.version);
+                status.behind_seconds = node.behind();
+                status.behind = status.behind_seconds.is_some();
                 status.certificate_expiry = certificates.get(&status.account).copied();
                 status
             })
@@ -157,7 +188,8 @@ impl Nodes {
         pod: &str,
         role: Option<&str>,
     ) -> Option<(String, Arc<View>)> {
-        lock(&self.open).values().find_map(|node| {
+        // The newest stream of that pod: an older one is a connection on its way out.
+        lock(&self.open).values().rev().find_map(|node| {
             let s = &node.status;
             (s.namespace == namespace && s.pod == pod && role.is_none_or(|r| r == s.role))
                 .then(|| Some((s.role.clone(), node.views.borrow().clone()?)))
@@ -168,11 +200,9 @@ impl Nodes {
     /// How many nodes of each role have been behind for longer than [`BEHIND_AFTER`].
     pub fn behind_by_role(&self) -> BTreeMap<String, i64> {
         let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-        for node in self.list() {
-            let late = node
-                .behind_seconds
-                .is_some_and(|s| s >= BEHIND_AFTER.as_secs());
-            *counts.entry(node.role).or_default() += i64::from(late);
+        for node in lock(&self.open).values() {
+            let late = node.behind().is_some_and(|s| s >= BEHIND_AFTER.as_secs());
+            *counts.entry(node.status.role.clone()).or_default() += i64::from(late);
         }
         counts
     }
@@ -186,17 +216,17 @@ impl NodeSlot<'_> {
         }
     }
 
-    /// The node applied `version`.
+    /// The node applied `version`: a refusal of that version or an older one is over.
     pub fn applied(&self, version: u64) {
         self.update(|s| {
             s.applied = Some(version);
-            s.refused = None;
+            s.refused = s.refused.take().filter(|r| r.version > version);
         });
     }
 
-    /// The node refused `version`, for `error`.
+    /// The node refused `version`, for `error` (kept to its first kilobyte).
     pub fn refused(&self, version: u64, error: &str) {
-        let error = error.to_string();
+        let error = bounded(error, MAX_NODE_TEXT);
         self.update(|s| s.refused = Some(Refused { version, error }));
     }
 }
@@ -209,8 +239,6 @@ impl Drop for NodeSlot<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use bytes::Bytes;
 
     use super::*;
@@ -245,7 +273,14 @@ mod tests {
         tx.send_replace(view(4, Instant::now() - Duration::from_secs(60)));
         let listed = &nodes.list()[0];
         assert!(listed.behind && listed.refused.is_some(), "{listed:?}");
-        assert_eq!(nodes.behind_by_role()["ingress"], 1);
+        // Published a minute ago, but the node connected just now: not late yet.
+        assert_eq!(nodes.behind_by_role()["ingress"], 0);
+        // A late ACK of an older version leaves the refusal of the newer one.
+        slot.applied(3);
+        assert!(nodes.list()[0].refused.is_some());
+        slot.refused(4, &"x".repeat(10_000));
+        let error = nodes.list()[0].refused.clone().unwrap().error;
+        assert!(error.len() < 1100, "{}", error.len());
         nodes.certified("weir-system/weir-ingress", 1_900_000_000);
         assert_eq!(nodes.list()[0].certificate_expiry, Some(1_900_000_000));
         drop(slot);

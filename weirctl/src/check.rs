@@ -91,7 +91,9 @@ pub fn check(names: &Names) -> ExitCode {
 }
 
 async fn run(names: &Names, report: &mut Report) {
-    let client = match client(names.kubeconfig.as_deref()).await {
+    // Every answer within 10 s: a stalled API server is said, not waited on forever.
+    let timeout = Some(std::time::Duration::from_secs(10));
+    let client = match client(names.kubeconfig.as_deref(), timeout).await {
         Ok(client) => client,
         Err(e) => return report.say(Level::Error, "kubernetes", &format!("{e:#}")),
     };
@@ -139,7 +141,12 @@ async fn kinds(client: &Client, report: &mut Report) {
         "{served} of the {} kinds Weir reads are served",
         WATCHED.len()
     );
-    report.say(Level::Ok, "kinds", &message);
+    let level = if served == WATCHED.len() {
+        Level::Ok
+    } else {
+        Level::Warning
+    };
+    report.say(level, "kinds", &message);
 }
 
 /// `(namespace, name)` of a `NAMESPACE/NAME` flag, the namespace defaulting to Weir's.
@@ -164,7 +171,7 @@ async fn lease(client: &Client, names: &Names, report: &mut Report) {
     let renewed = spec.renew_time.map(|t| t.0.as_second());
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
     match (spec.holder_identity, renewed) {
-        (Some(holder), Some(renewed)) if renewed + duration >= now() => {
+        (Some(holder), Some(renewed)) if !holder.is_empty() && renewed + duration >= now() => {
             let message = format!(
                 "Lease {namespace}/{name} held by {holder}, renewed {}s ago",
                 (now() - renewed).max(0)
@@ -233,7 +240,13 @@ async fn webhook(client: &Client, names: &Names, report: &mut Report) {
         }
         Err(e) => return report.say(Level::Error, "webhook", &e.to_string()),
     };
-    for hook in configuration.webhooks.iter().flatten() {
+    let hooks = configuration.webhooks.unwrap_or_default();
+    if hooks.is_empty() {
+        let message =
+            format!("MutatingWebhookConfiguration {name} has no webhooks: no pod is injected");
+        report.say(Level::Error, "webhook", &message);
+    }
+    for hook in &hooks {
         let subject = format!("MutatingWebhookConfiguration {name} ({})", hook.name);
         match hook
             .client_config
@@ -297,8 +310,13 @@ async fn injection(client: &Client, report: &mut Report) {
     for namespace in &labelled {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
-        let Ok(list) = pods.list(&ListParams::default()).await else {
-            continue;
+        let list = match pods.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(e) => {
+                let message = format!("cannot list the pods of namespace {name}: {e}");
+                report.say(Level::Warning, "injection", &message);
+                continue;
+            }
         };
         let bare: Vec<String> = list
             .items

@@ -66,7 +66,8 @@ enum Command {
     /// trust bundle is published and far from expiry, pods of namespaces labelled for
     /// injection have the sidecar. Exit 1 on any error.
     Check {
-        /// The kubeconfig (default: in-cluster, then the usual kubeconfig, as kubectl).
+        /// The kubeconfig (default: the usual kubeconfig, else the in-cluster configuration,
+        /// as kubectl finds them).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
         /// Weir's namespace.

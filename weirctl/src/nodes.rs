@@ -26,15 +26,21 @@ fn get(admin: &str, path: &str) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, body) = runtime.block_on(async {
+    let exchange = async {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.get(uri))
+        let response = client
+            .get(uri)
             .await
-            .with_context(|| format!("{url}: no answer within 10s"))?
             .with_context(|| format!("cannot reach the controller at {url}"))?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         anyhow::Ok((status, body))
+    };
+    // The whole exchange within 10 s, the body too.
+    let (status, body) = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+            .await
+            .with_context(|| format!("{url}: no answer within 10s"))?
     })?;
     if !status.is_success() {
         bail!("{url}: {status}: {}", String::from_utf8_lossy(&body).trim());
@@ -51,7 +57,10 @@ pub fn status(admin: &str, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let nodes = listed["nodes"].as_array().cloned().unwrap_or_default();
+    let Some(nodes) = listed["nodes"].as_array().cloned() else {
+        eprintln!("weirctl: {admin}/nodes answered without a node list: is it weir-controller's admin address?");
+        return ExitCode::from(2);
+    };
     let unwell = |n: &Value| {
         !n["refused"].is_null() || n["behindSeconds"].as_u64().unwrap_or(0) >= BEHIND_AFTER
     };
@@ -113,6 +122,9 @@ fn print_nodes(listed: &Value, nodes: &[Value]) {
                 seen,
             ]
         })
+        // What nodes say about themselves is printed with control characters escaped: a
+        // hostile node must not write escape sequences or lines into an operator's terminal.
+        .map(|row: [String; 8]| row.map(|cell| printable(&cell)))
         .collect();
     println!(
         "controller: compile version {}, {} node(s) connected",
@@ -152,6 +164,16 @@ fn print_nodes(listed: &Value, nodes: &[Value]) {
     }
 }
 
+/// `text` with its control characters (escapes, newlines) shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().collect(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// `3s`, `5m`, `2h`, `4d`: how long, roughly.
 fn ago(seconds: u64) -> String {
     match seconds {
@@ -176,9 +198,11 @@ pub fn config(admin: &str, node: &str) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        // The controller answered: no such node (1); it did not answer (2), as `status`.
         Err(e) => {
             eprintln!("weirctl: {e:#}");
-            ExitCode::from(1)
+            let not_found = e.to_string().contains(" 404 ");
+            ExitCode::from(if not_found { 1 } else { 2 })
         }
     }
 }

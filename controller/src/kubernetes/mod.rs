@@ -147,9 +147,13 @@ impl Kind {
 }
 
 /// A client from `--kubeconfig`, or the in-cluster configuration (falling back to the
-/// default kubeconfig, as kubectl does).
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+/// default kubeconfig, as kubectl does). `read_timeout` bounds each answer (none for watches,
+/// which wait on purpose).
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    read_timeout: Option<Duration>,
+) -> anyhow::Result<Client> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
@@ -161,6 +165,10 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
             .await
             .context("no in-cluster configuration and no kubeconfig")?,
     };
+    if read_timeout.is_some() {
+        config.read_timeout = read_timeout;
+        config.connect_timeout = read_timeout;
+    }
     Client::try_from(config).context("cannot build the Kubernetes client")
 }
 

@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use weir_api::{Object, ObjectKey, Objects};
 
+use crate::nodes::bounded;
+
 mod backend_tls;
 mod desired;
 mod lease;
@@ -70,6 +72,7 @@ impl Writer {
         let latest = watch::Sender::new(None);
         let recorder = Recorder::new(client.clone(), reporter(&settings.identity));
         tokio::spawn(record_refusals(
+            client.clone(),
             recorder,
             controller.node_refusals.subscribe(),
         ));
@@ -207,7 +210,7 @@ impl Written {
             let event = Event {
                 type_: EventType::Warning,
                 reason: "Invalid".into(),
-                note: Some(truncate(&message, 1000)),
+                note: Some(bounded(&message, 1000)),
                 action: "Compile".into(),
                 secondary: None,
             };
@@ -227,9 +230,13 @@ impl Written {
 /// node's Pod (`ConfigRefused`), where `kubectl describe pod` and `kubectl get events` show
 /// it: the node serves an older configuration than the cluster asks for.
 async fn record_refusals(
+    client: Client,
     recorder: Recorder,
     mut refusals: tokio::sync::broadcast::Receiver<crate::nodes::NodeRefusal>,
 ) {
+    // Each (pod, version) once in ten minutes: a node reconnecting in a loop, refusing the
+    // same version each time, adds no Event after the first.
+    let mut recorded: HashMap<(String, String, u64), std::time::Instant> = HashMap::new();
     loop {
         let refusal = match refusals.recv().await {
             Ok(refusal) => refusal,
@@ -242,6 +249,15 @@ async fn record_refusals(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
+        let key = (
+            refusal.namespace.clone(),
+            refusal.pod.clone(),
+            refusal.version,
+        );
+        recorded.retain(|_, at| at.elapsed() < Duration::from_secs(600));
+        if recorded.insert(key, std::time::Instant::now()).is_some() {
+            continue;
+        }
         let note = format!(
             "the {} refused version {} of its configuration and keeps serving its previous one: {}",
             refusal.role, refusal.version, refusal.error
@@ -249,15 +265,26 @@ async fn record_refusals(
         let event = Event {
             type_: EventType::Warning,
             reason: "ConfigRefused".into(),
-            note: Some(truncate(&note, 1000)),
-            action: "Apply".into(),
+            note: Some(bounded(&note, 1000)),
+            // The version in the action: Events that differ only in their note are counted
+            // as one (the first note kept), and each version's refusal is news.
+            action: format!("ApplyVersion{}", refusal.version),
             secondary: None,
+        };
+        // With the Pod's uid, so `kubectl describe pod` shows it (and a new Pod of the same
+        // name does not).
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(client.clone(), &refusal.namespace);
+        let uid = match pods.get_opt(&refusal.pod).await {
+            Ok(Some(pod)) => pod.metadata.uid,
+            _ => None,
         };
         let pod = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
             namespace: Some(refusal.namespace.clone()),
             name: Some(refusal.pod.clone()),
+            uid,
             ..Default::default()
         };
         if let Err(error) = recorder.publish(&event, &pod).await {
@@ -290,17 +317,6 @@ pub(super) fn messages(rejection: &Rejection) -> String {
         .map(|e| format!("{}: {}", e.field, e.message))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 fn reference(object: &Object) -> ObjectReference {

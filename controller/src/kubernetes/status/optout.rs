@@ -9,7 +9,8 @@ use kube::{
 };
 use weir_api::{model::StrictCoverage, ObjectKey, Objects};
 
-use super::{reference, reporter, truncate, Written, OPTED_OUT};
+use super::{reference, reporter, Written, OPTED_OUT};
+use crate::nodes::bounded;
 
 impl Written {
     /// Records an Event for every STRICT policy whose set of opted-out pods changed to a
@@ -37,7 +38,7 @@ impl Written {
             let event = Event {
                 type_: EventType::Warning,
                 reason: OPTED_OUT.into(),
-                note: Some(truncate(
+                note: Some(bounded(
                     &format!("STRICT does not cover {}", coverage.summary()),
                     1000,
                 )),
