@@ -762,6 +762,9 @@ async fn a_sidecar_follows_its_pods_policy_from_the_cluster() {
     assert_eq!(event["regarding"]["kind"], "Pod");
     assert_eq!(event["regarding"]["namespace"], "shop");
     assert_eq!(event["regarding"]["name"], "backend-a");
+    // With the Pod's uid: `kubectl describe pod` finds its Events by it.
+    let pod = cluster.api.get("v1", "Pod", "shop", "backend-a").unwrap();
+    assert_eq!(event["regarding"]["uid"], pod["metadata"]["uid"]);
     let note = event["note"].as_str().unwrap_or_default();
     assert!(
         note.contains(&format!("refused version {version}")),
