@@ -1380,3 +1380,98 @@ async fn a_gateway_takes_a_bounded_number_of_listener_set_listeners() {
         assert_eq!(weir.get(host, "/").await.status, 404, "{host}");
     }
 }
+
+/// A ListenerSet cannot take a name another listener holds: not one of its Gateway's own
+/// listeners' names through a wildcard or a listener without a hostname on another port (the
+/// owner's HTTP-01 challenge), and not another Gateway's name on a port they share (its
+/// plaintext challenge, its certificate, its `/login`).
+#[tokio::test]
+async fn a_listener_set_cannot_take_names_other_listeners_hold() {
+    let (owner, tenant) = (Echo::start("owner"), Echo::start("tenant"));
+    let pki = Pki::new();
+    let owner_cert = pki.issue(&["shop.example.com", "bank.example.com"], KeyType::Ecdsa);
+    let tenant_cert = pki.issue(&["bank.example.com", "shop.example.com"], KeyType::Ecdsa);
+    let https = |name: &str, host: &str, secret: &str| {
+        format!("  - {{name: {name}, port: 443, protocol: HTTPS, hostname: \"{host}\", allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{{name: {secret}, namespace: default}}]}}}}\n")
+    };
+    // `gw` lets everyone add listeners and names shop.example.com on 443 only; `bank`, another
+    // Gateway, serves bank.example.com on 80 and 443.
+    let gateways = [
+        gateway(
+            "gw",
+            "All",
+            &https("shop", "shop.example.com", "owner-cert"),
+        ),
+        gateway(
+            "bank",
+            "",
+            &format!(
+                "{}{}",
+                http("http", "bank.example.com", "All"),
+                https("https", "bank.example.com", "owner-cert")
+            ),
+        ),
+    ];
+    let sets = [
+        set(
+            "tenant",
+            "wild",
+            "gw",
+            &http("wild", "*.example.com", "All"),
+        ),
+        set(
+            "tenant",
+            "bare",
+            "gw",
+            "  - {name: bare, port: 80, protocol: HTTP}\n",
+        ),
+        set(
+            "tenant",
+            "bank",
+            "gw",
+            &format!(
+                "{}{}",
+                http("plain", "bank.example.com", "All"),
+                https("tls", "bank.example.com", "tenant-cert")
+                    .replace("namespace: default", "namespace: tenant")
+            ),
+        ),
+    ];
+    let parents: Vec<String> = ["wild", "bare", "bank"]
+        .iter()
+        .map(|s| set_ref("tenant", s))
+        .collect();
+    let tenant_route = format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: take, namespace: tenant}}\nspec:\n  parentRefs: [{}]\n  hostnames: [shop.example.com, bank.example.com]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /.well-known/acme-challenge/}}}}, {{path: {{type: PathPrefix, value: /login}}}}]\n    backendRefs: [{{name: tenant, port: 80}}]\n", parents.join(", "));
+    let owner_routes = format!(
+        "{}---\n{}",
+        owner_route("gw", "shop.example.com"),
+        owner_route("bank", "bank.example.com")
+    );
+    let dir = tenancy(&owner, &tenant, Some((&owner_cert, &tenant_cert)))
+        .with("gw.yaml", &gateways.join("---\n"))
+        .with("sets.yaml", &sets.join("---\n"))
+        .with("routes.yaml", &format!("{owner_routes}---\n{tenant_route}"));
+    let weir = Weir::start(&dir);
+    for host in ["shop.example.com", "bank.example.com"] {
+        let challenge = weir.get(host, "/.well-known/acme-challenge/token").await;
+        // The owner's backend, or no route here (404): never the tenant's.
+        let who = match challenge.status.as_u16() {
+            200 => challenge.backend(),
+            status => status.to_string(),
+        };
+        assert_ne!(
+            who, "tenant",
+            "the tenant answers {host}'s HTTP-01 challenge"
+        );
+    }
+    let client = pki.client(&["http/1.1"], false);
+    let login = https_get(weir.tls, "bank.example.com", client, "/login", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        login.leaf,
+        owner_cert.leaf_der(),
+        "bank.example.com answered with the tenant's certificate"
+    );
+    assert_eq!(login.reply.backend(), "owner");
+}

@@ -14,8 +14,14 @@ use gateway_api::apis::standard::{
 
 use std::collections::HashMap;
 
-use super::{attach::clash, listener_conflict, selects, GATEWAY_CLASS, GATEWAY_GROUP};
-use crate::objects::{Object, Objects};
+use super::{
+    attach::{clash, intersect},
+    host_match, listener_conflict, selects, GATEWAY_CLASS, GATEWAY_GROUP,
+};
+use crate::{
+    model::HostMatch,
+    objects::{Object, Objects},
+};
 
 /// How a ListenerSet stands with the Gateway it names.
 pub enum SetParent<'a> {
@@ -137,18 +143,48 @@ pub const MAX_SET_LISTENERS: usize = 256;
 /// precedence order, with why it is not served (`HostnameConflict`, `ProtocolConflict`,
 /// `TooManyListeners`) or `None`. A set's listener yields to every listener before it that is
 /// served (its Gateway's own that do not conflict among themselves, an older set's, one before
-/// it in its set), and may not name a hostname any of its Gateway's own listeners names, on
-/// any port: the Gateway's names stay its own (its plaintext port too, where an ACME HTTP-01
-/// challenge for them is answered).
+/// it in its set). And it may not share a name with a hostname another listener holds: any of
+/// its Gateway's own listeners' hostnames, on any port, or another Gateway's listener's on its
+/// port; sharing means equal, under a wildcard, covering by a wildcard, or no hostname at all
+/// (a listener without one holds no name: it is the port's default). Names stay with the
+/// listeners the Gateway owners wrote, on every port: their plaintext port too, where an ACME
+/// HTTP-01 challenge for them is answered.
 pub fn verdicts(
     objects: &Objects,
     gateway: &Gateway,
 ) -> Vec<(GatewayListeners, Option<&'static str>)> {
     let own = &gateway.spec.listeners;
-    let own_hosts: Vec<String> = own
+    let names = |listeners: &[GatewayListeners]| -> Vec<(i32, HostMatch)> {
+        listeners
+            .iter()
+            .filter_map(|l| Some((l.port, host_match(l.hostname.as_deref()?).ok()?)))
+            .collect()
+    };
+    let own_names = names(own);
+    // Other `weir` Gateways' own listeners' names, by port.
+    let others: Vec<(i32, HostMatch)> = objects
         .iter()
-        .filter_map(|l| l.hostname.as_deref().map(normal_host))
+        .filter_map(|(o, _)| match o {
+            Object::Gateway(g)
+                if g.spec.gateway_class_name == GATEWAY_CLASS && !same_object(g, gateway) =>
+            {
+                Some(names(&g.spec.listeners))
+            }
+            _ => None,
+        })
+        .flatten()
         .collect();
+    let holds = |l: &GatewayListeners| {
+        let held = own_names
+            .iter()
+            .map(|(_, n)| n)
+            .chain(others.iter().filter(|(p, _)| *p == l.port).map(|(_, n)| n));
+        match l.hostname.as_deref().map(host_match) {
+            None => held.count() > 0,
+            Some(Ok(name)) => held.into_iter().any(|n| intersect(n, &name).is_some()),
+            Some(Err(_)) => true,
+        }
+    };
     // The served listeners by port: the Gateway's own first.
     let mut served: HashMap<i32, Vec<GatewayListeners>> = HashMap::new();
     for l in own.iter().filter(|l| listener_conflict(l, own).is_none()) {
@@ -162,14 +198,12 @@ pub fn verdicts(
             let on_port = served.entry(l.port).or_default();
             let verdict = if taken >= MAX_SET_LISTENERS {
                 Some("TooManyListeners")
-            } else if l
-                .hostname
-                .as_deref()
-                .is_some_and(|h| own_hosts.contains(&normal_host(h)))
-            {
+            } else if let Some(clash) = on_port.iter().find_map(|s| clash(&l, s)) {
+                Some(clash)
+            } else if holds(&l) {
                 Some("HostnameConflict")
             } else {
-                on_port.iter().find_map(|s| clash(&l, s))
+                None
             };
             if verdict.is_none() {
                 taken += 1;

@@ -103,7 +103,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         );
     }
     check_listener_names(cx);
-    cx.listeners = served_listeners(&gateways);
+    cx.listeners = served_listeners(cx.objects, &gateways);
     let routes: Vec<(&HttpRoute, &Location)> = cx
         .iter()
         .filter_map(|(o, l)| match o {
@@ -224,11 +224,11 @@ fn check_listener_names(cx: &mut Context<'_>) {
 /// them in its snapshot (for the controller, which plans ports as the gateway does).
 pub fn gateway_listeners(objects: &crate::Objects) -> Vec<GatewayListener> {
     let merged = weir_gateways(objects);
-    served_listeners(&merged.iter().collect::<Vec<_>>())
+    served_listeners(objects, &merged.iter().collect::<Vec<_>>())
 }
 
 /// The listeners of `gateways` that take routes: HTTP, HTTPS, TLS and TCP, not conflicted.
-fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
+fn served_listeners(objects: &crate::Objects, gateways: &[&Gateway]) -> Vec<GatewayListener> {
     let mut served = Vec::new();
     for gateway in gateways {
         let name = format!(
@@ -249,8 +249,22 @@ fn served_listeners(gateways: &[&Gateway]) -> Vec<GatewayListener> {
             if port == 0 || listener_conflict(listener, &gateway.spec.listeners).is_some() {
                 continue;
             }
+            // A ListenerSet's listener is as old as its set: of two sets wanting one new
+            // port, the older set has it, whichever Gateway is older.
+            let set = set_of(&listener.name).and_then(|(set, _)| {
+                let (namespace, name) = set.split_once('/')?;
+                let key = ObjectKey {
+                    kind: "ListenerSet",
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                };
+                match objects.get(&key) {
+                    Some((Object::ListenerSet(set), _)) => Some(created(&set.metadata)),
+                    _ => None,
+                }
+            });
             served.push(GatewayListener {
-                created: created(&gateway.metadata),
+                created: set.unwrap_or_else(|| created(&gateway.metadata)),
                 gateway: name.clone(),
                 name: listener.name.clone(),
                 port,
