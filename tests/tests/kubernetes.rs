@@ -1589,9 +1589,11 @@ async fn backend_tls_policy_status_follows_its_generation_and_keeps_foreign_entr
         (policy["metadata"]["generation"].as_i64() == Some(generation) && seen == Some(generation))
             .then_some(ancestors)
     };
-    let first = eventually(Duration::from_secs(10), "generation 1", || ours(1)).await;
+    // Generous: under a full test run on two cores, the status writer can lag (a busy
+    // machine delays its Lease renewal and the compile it waits for).
+    let first = eventually(Duration::from_secs(30), "generation 1", || ours(1)).await;
     api.apply(&policy("other.internal"));
-    let second = eventually(Duration::from_secs(10), "generation 2", || ours(2)).await;
+    let second = eventually(Duration::from_secs(30), "generation 2", || ours(2)).await;
     for ancestors in [first, second] {
         let theirs = ancestors
             .iter()
