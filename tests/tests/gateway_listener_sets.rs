@@ -1475,3 +1475,76 @@ async fn a_listener_set_cannot_take_names_other_listeners_hold() {
     );
     assert_eq!(login.reply.backend(), "owner");
 }
+
+/// Of two ListenerSets on different Gateways that want one new port, the older set has it,
+/// whichever Gateway is older: a tenant of an older Gateway cannot knock a working port away
+/// from another Gateway's tenant.
+#[tokio::test]
+async fn the_older_listener_set_keeps_a_new_port() {
+    let (first, second) = (Echo::start("first"), Echo::start("second"));
+    let port = weir_e2e::free_port();
+    let gateways = [
+        gateway_created(
+            "old",
+            "2020-01-01T00:00:00Z",
+            "All",
+            &http("http", "old.example.com", "All"),
+        ),
+        gateway_created(
+            "young",
+            "2024-01-01T00:00:00Z",
+            "All",
+            &http("http", "young.example.com", "All"),
+        ),
+    ];
+    let aged = |namespace: &str, name: &str, parent: &str, created: &str| {
+        set(namespace, name, parent, &format!("  - {{name: p, port: {port}, protocol: HTTP, hostname: p.example.com}}\n")).replace(
+            &format!("metadata: {{name: {name}, namespace: {namespace}}}"),
+            &format!("metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: \"{created}\"}}"),
+        )
+    };
+    let sets = [
+        aged("t1", "early", "young", "2024-02-01T00:00:00Z"),
+        aged("t2", "late", "old", "2025-06-01T00:00:00Z"),
+    ];
+    let route = |namespace: &str, set_name: &str, backend: &str| {
+        format!("apiVersion: {V1}\nkind: HTTPRoute\nmetadata: {{name: r, namespace: {namespace}}}\nspec:\n  parentRefs: [{}]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 80}}]\n", set_ref(namespace, set_name))
+    };
+    let dir = ConfigDir::new()
+        .with(
+            "ns.yaml",
+            &format!("{}---\n{}", namespace("t1", ""), namespace("t2", "")),
+        )
+        .with(
+            "svc.yaml",
+            &format!(
+                "{}---\n{}",
+                service_at("first", "t1", first.addr),
+                service_at("second", "t2", second.addr)
+            ),
+        )
+        .with("gw.yaml", &gateways.join("---\n"))
+        .with("sets.yaml", &sets.join("---\n"))
+        .with(
+            "routes.yaml",
+            &format!(
+                "{}---\n{}",
+                route("t1", "early", "first"),
+                route("t2", "late", "second")
+            ),
+        );
+    let _weir = Weir::start(&dir);
+    let at: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let reply = eventually(Duration::from_secs(10), "the port served", || async {
+        tokio::net::TcpStream::connect(at).await.ok()?;
+        let reply =
+            weir_e2e::request(at, "p.example.com", "/", &[], Default::default(), "GET").await;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        reply.backend(),
+        "first",
+        "the younger Gateway's older set lost its port"
+    );
+}
