@@ -50,12 +50,17 @@ async fn ready(State(controller): State<Arc<Controller>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(controller): State<Arc<Controller>>) -> impl IntoResponse {
-    let behind = &controller.metrics.nodes_behind;
+    let (behind, refusing) = (
+        &controller.metrics.nodes_behind,
+        &controller.metrics.refusing_nodes,
+    );
     for role in ["ingress", "sidecar"] {
         behind.with_label_values(&[role]).set(0);
+        refusing.with_label_values(&[role]).set(0);
     }
-    for (role, count) in controller.nodes.behind_by_role() {
-        behind.with_label_values(&[&role]).set(count);
+    for (role, (late, refused)) in controller.nodes.by_role() {
+        behind.with_label_values(&[&role]).set(late);
+        refusing.with_label_values(&[&role]).set(refused);
     }
     if let Some(expiry) = controller.authority.roots_expire() {
         controller.metrics.ca_expiry.set(expiry);

@@ -206,9 +206,6 @@ async fn serve_stream(
         .with_label_values(&[&role_name, &hello.node_version]);
     connected.inc();
     let node = format!("{}/{} ({})", hello.namespace, hello.pod, role_name);
-    let refusals = controller
-        .refusals
-        .slot(&controller.metrics.refusing_nodes, &role_name);
     let account = format!("{}/{}", hello.namespace, hello.service_account);
     let listed = controller.nodes.connect(
         (&role_name, &hello.namespace, &hello.pod),
@@ -248,7 +245,6 @@ async fn serve_stream(
                         let since = view.published.max(connected_at);
                         controller.metrics.push_seconds.observe(since.elapsed().as_secs_f64());
                     }
-                    refusals.applied();
                     listed.applied(ack.version);
                     tracing::debug!(%node, version = ack.version, "applied");
                 }
@@ -281,12 +277,6 @@ async fn serve_stream(
                             let _ = controller.node_refusals.send(refusal);
                         }
                     }
-                    refusals.refused(crate::refusals::Refusal {
-                        node: node.clone(),
-                        node_version: hello.node_version.clone(),
-                        version: nack.version,
-                        error: nack.error,
-                    });
                 }
                 Ok(Some(_)) => {
                     let _ = tx.send(Err(Status::invalid_argument("after the Hello, send only Ack or Nack"))).await;

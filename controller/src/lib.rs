@@ -16,7 +16,6 @@ pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
 pub mod nodes;
-pub mod refusals;
 pub mod source;
 pub mod state;
 pub mod streams;
@@ -35,13 +34,8 @@ use weir_api::{
 };
 
 use crate::{
-    ca::Authority,
-    identity::ServiceAccount,
-    metrics::Metrics,
-    refusals::{Refusal, Refusals},
-    streams::StreamLimits,
-    tokens::Authenticator,
-    views::Views,
+    ca::Authority, identity::ServiceAccount, metrics::Metrics, streams::StreamLimits,
+    tokens::Authenticator, views::Views,
 };
 
 /// Every Weir CRD, as `kubectl apply`-able multi-document YAML.
@@ -77,8 +71,6 @@ pub struct Controller {
     pub ingress_accounts: Vec<ServiceAccount>,
     /// Config streams open per ServiceAccount, and how many each may have.
     pub streams: StreamLimits,
-    /// Nodes refusing their current view.
-    pub refusals: Refusals,
     /// Every connected node and how far it is.
     pub nodes: nodes::Nodes,
     /// Each refusal (NACK) as it comes, for whoever records them (the Kubernetes mode's
@@ -105,7 +97,7 @@ pub struct CompileStatus {
     /// still take plaintext (for the status writer, the metric and this page).
     pub strict_coverage: Vec<StrictCoverage>,
     /// Nodes refusing (NACKing) their current view, and why; they serve an older one.
-    pub refusing: Vec<Refusal>,
+    pub refusing: Vec<nodes::Refusal>,
 }
 
 impl Controller {
@@ -122,7 +114,6 @@ impl Controller {
             authenticator,
             ingress_accounts,
             streams: StreamLimits::new(streams::DEFAULT_PER_ACCOUNT),
-            refusals: Refusals::default(),
             nodes: nodes::Nodes::default(),
             node_refusals: tokio::sync::broadcast::Sender::new(64),
             compiler: Mutex::default(),
@@ -201,7 +192,7 @@ impl Controller {
     /// The last compile's outcome, and the nodes refusing what it made.
     pub fn status(&self) -> CompileStatus {
         CompileStatus {
-            refusing: self.refusals.list(),
+            refusing: self.nodes.refusing(),
             ..lock(&self.status).clone()
         }
     }

@@ -3,6 +3,13 @@
 //! why), when it was last heard from, and when its workload certificate expires. A node is
 //! **behind** while it has not applied its latest view; `weir_controller_nodes_behind` counts
 //! those behind for longer than [`BEHIND_AFTER`] (a node applying a view is behind for a moment).
+//!
+//! A node **refusing** (NACKing) its view serves an older version than the controller means it
+//! to, usually because it predates a restricting feature the view requires (see
+//! `weir_api::model::features`). It stays listed on `/status` and counted in
+//! `weir_controller_refusing_nodes` until it applies that version (or a newer one) or
+//! disconnects, so a rollout that left nodes behind is visible, not only a counter that went up
+//! once.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -61,6 +68,20 @@ pub struct NodeRefusal {
     pub namespace: String,
     pub pod: String,
     pub version: u64,
+    pub error: String,
+}
+
+/// A node refusing its view, as the controller's `/status` lists it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    /// `namespace/pod (role)`.
+    pub node: String,
+    /// Its software version, from its Hello.
+    pub node_version: String,
+    /// The version it refused.
+    pub version: u64,
+    /// Why, in its words.
     pub error: String,
 }
 
@@ -197,12 +218,32 @@ impl Nodes {
         })
     }
 
-    /// How many nodes of each role have been behind for longer than [`BEHIND_AFTER`].
-    pub fn behind_by_role(&self) -> BTreeMap<String, i64> {
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    /// Every node refusing its view now, in the order their streams opened.
+    pub fn refusing(&self) -> Vec<Refusal> {
+        lock(&self.open)
+            .values()
+            .filter_map(|node| {
+                let s = &node.status;
+                let refused = s.refused.as_ref()?;
+                Some(Refusal {
+                    node: format!("{}/{} ({})", s.namespace, s.pod, s.role),
+                    node_version: s.node_version.clone(),
+                    version: refused.version,
+                    error: refused.error.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Per role, how many nodes have been behind for longer than [`BEHIND_AFTER`], and how
+    /// many refuse their view.
+    pub fn by_role(&self) -> BTreeMap<String, (i64, i64)> {
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for node in lock(&self.open).values() {
             let late = node.behind().is_some_and(|s| s >= BEHIND_AFTER.as_secs());
-            *counts.entry(node.status.role.clone()).or_default() += i64::from(late);
+            let (behind, refusing) = counts.entry(node.status.role.clone()).or_default();
+            *behind += i64::from(late);
+            *refusing += i64::from(node.status.refused.is_some());
         }
         counts
     }
@@ -274,7 +315,7 @@ mod tests {
         let listed = &nodes.list()[0];
         assert!(listed.behind && listed.refused.is_some(), "{listed:?}");
         // Published a minute ago, but the node connected just now: not late yet.
-        assert_eq!(nodes.behind_by_role()["ingress"], 0);
+        assert_eq!(nodes.by_role()["ingress"], (0, 1));
         // A late ACK of an older version leaves the refusal of the newer one.
         slot.applied(3);
         assert!(nodes.list()[0].refused.is_some());
@@ -285,5 +326,28 @@ mod tests {
         assert_eq!(nodes.list()[0].certificate_expiry, Some(1_900_000_000));
         drop(slot);
         assert!(nodes.list().is_empty());
+    }
+
+    #[test]
+    fn a_refusal_lasts_until_the_node_applies_a_version_or_leaves() {
+        let nodes = Nodes::default();
+        let connect = |pod| {
+            let (_, rx) = watch::channel(view(3, Instant::now()));
+            nodes.connect(("sidecar", "shop", pod), "shop/backend", "0.1.0", rx)
+        };
+        let (first, second) = (connect("backend-0"), connect("backend-1"));
+        let error = "this sidecar cannot enforce access.headers";
+        first.refused(2, error);
+        first.refused(3, error);
+        second.refused(3, error);
+        assert_eq!(nodes.by_role()["sidecar"].1, 2);
+        let refusing = nodes.refusing();
+        assert_eq!(refusing[0].node, "shop/backend-0 (sidecar)");
+        assert_eq!(refusing[0].version, 3, "the latest refusal");
+        first.applied(3);
+        assert_eq!(nodes.refusing().len(), 1);
+        drop(second);
+        assert!(nodes.refusing().is_empty());
+        assert_eq!(nodes.by_role()["sidecar"].1, 0);
     }
 }

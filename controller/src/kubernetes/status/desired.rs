@@ -4,9 +4,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
     compile::{
-        listener_sets as sets, serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS,
-        NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT, PARAMETERS_REF_FIELD,
-        SUPPORTED_FEATURES,
+        serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
+        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD, SUPPORTED_FEATURES,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -177,7 +176,6 @@ pub(super) fn desired(
             Object::Gateway(gateway) if gateway.spec.gateway_class_name == GATEWAY_CLASS => {
                 let ok = refused(&key).is_none();
                 let all = &gateway.spec.listeners;
-                let merged = sets::merged(objects, gateway);
                 let warnings = warned(&key);
                 let problems: Vec<Option<ListenerProblem>> = all
                     .iter()
@@ -188,8 +186,7 @@ pub(super) fn desired(
                             warnings: &warnings,
                             gateway_warnings: &warnings,
                         };
-                        let merged = &merged.spec.listeners;
-                        listener_problem(&key, l, merged, &written, objects, &unserved)
+                        listener_problem(&key, l, all, &written, objects, &unserved)
                     })
                     .collect();
                 let listeners: Vec<Value> = all

@@ -60,15 +60,9 @@ pub(super) fn status(
     if let Some(message) = refusal(&key) {
         return neither("Invalid", &message);
     }
-    // The Gateway's listeners and those of its sets it serves, and each set listener's verdict.
+    // Each set listener's verdict: whether it yields to another, and by which conflict.
     let verdicts = verdicts(objects, gateway);
-    let mut all = gateway.spec.listeners.clone();
-    all.extend(
-        verdicts
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(l, _)| l.clone()),
-    );
+    let all = &gateway.spec.listeners;
     let (set_warnings, gateway_warnings) = (warned(&key), warned(&gateway_key));
     let mut valid = 0;
     let listeners: Vec<Value> = set_listeners(set)
@@ -86,7 +80,7 @@ pub(super) fn status(
                 Some("HostnameConflict") => Some(ListenerProblem::HostnameConflict),
                 Some("ProtocolConflict") => Some(ListenerProblem::ProtocolConflict),
                 Some(_) => Some(ListenerProblem::TooManyListeners),
-                None => listener_problem(&gateway_key, as_merged, &all, &written, objects, unserved),
+                None => listener_problem(&gateway_key, as_merged, all, &written, objects, unserved),
             };
             valid += usize::from(problem.is_none());
             let mut conditions = listener_conditions(true, problem, generation);

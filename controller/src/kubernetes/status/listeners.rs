@@ -59,8 +59,8 @@ pub(super) struct Written<'a> {
     pub gateway_warnings: &'a [String],
 }
 
-/// What keeps listener `l` of `gateway` from being served; `all` are the Gateway's listeners
-/// with those of the ListenerSets it takes (as the compile merges them).
+/// What keeps listener `l` of `gateway` from being served; `all` are the Gateway's own
+/// listeners (a ListenerSet's listener that conflicts is told by its verdict, not here).
 pub(super) fn listener_problem(
     gateway: &ObjectKey,
     l: &GatewayListeners,
