@@ -443,7 +443,15 @@ async fn listener_set_allowed_routes_namespaces() {
             .collect();
         assert_eq!(kinds, ["HTTPRoute", "GRPCRoute"], "{name}");
     }
-    let cross_status = set_status(api, "gateway-api-ls-cross-ns", cross, "True").await;
+    let cross_status = eventually(
+        Duration::from_secs(10),
+        "the cross-namespace route counted",
+        || async {
+            let status = set_status(api, "gateway-api-ls-cross-ns", cross, "True").await;
+            (listener(&status, &cross_listener)["attachedRoutes"] == 1).then_some(status)
+        },
+    )
+    .await;
     assert_eq!(
         listener(&cross_status, &cross_listener)["attachedRoutes"],
         1
@@ -924,7 +932,20 @@ async fn listener_set_http_routing() {
         listener(&ls1_status, "listener-set-http-routing-1-listener-2")["attachedRoutes"],
         2
     );
-    let ls2_status = set_status(api, "default", "listener-set-http-routing-2", "True").await;
+    // Its status is written as the routes arrive: read it once it counts them.
+    let ls2_status = eventually(
+        Duration::from_secs(10),
+        "routes counted on the second set",
+        || async {
+            let status = set_status(api, "default", "listener-set-http-routing-2", "True").await;
+            let counted = |i: u8| {
+                let name = format!("listener-set-http-routing-2-listener-{i}");
+                listener(&status, &name)["attachedRoutes"] == 2
+            };
+            (counted(1) && counted(2)).then_some(status)
+        },
+    )
+    .await;
     for i in 1..=2 {
         assert_eq!(
             listener(
