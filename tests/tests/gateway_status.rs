@@ -59,11 +59,34 @@ async fn object_at(api: &ApiServer, kind: &str, name: &str, generation: i64) -> 
         "default"
     };
     let what = format!("{kind} {name} with its status at generation {generation}");
-    eventually(Duration::from_secs(10), &what, || async {
+    // Generous: a full test run on two cores can hold the status writer back for seconds.
+    eventually(Duration::from_secs(30), &what, || async {
         let object = api.get(V1, kind, namespace, name)?;
         (object["metadata"]["generation"].as_i64() == Some(generation)
             && at_latest_generation(&object))
         .then_some(object)
+    })
+    .await
+}
+
+/// Gateway `name` at `generation` once its listeners count the routes `attached` says (the
+/// status is written as routes arrive; the suite waits for the counts too).
+async fn gateway_counting(
+    api: &ApiServer,
+    name: &str,
+    generation: i64,
+    attached: &[(&str, i64)],
+) -> Value {
+    let what = format!("Gateway {name} counting {attached:?}");
+    eventually(Duration::from_secs(30), &what, || async {
+        let gateway = gateway_at(api, name, generation).await;
+        let listeners = gateway["status"]["listeners"].as_array()?;
+        let counted = attached.iter().all(|(l, n)| {
+            listeners
+                .iter()
+                .any(|x| x["name"] == *l && x["attachedRoutes"] == *n)
+        });
+        counted.then_some(gateway)
     })
     .await
 }
@@ -182,7 +205,8 @@ async fn gateway_modify_listeners() {
         "gateway-add-listener",
         &format!("{https}{added}"),
     ));
-    let gateway = gateway_at(api, "gateway-add-listener", 2).await;
+    let gateway =
+        gateway_counting(api, "gateway-add-listener", 2, &[("https", 1), ("http", 1)]).await;
     assert_eq!(listener_count(&gateway), 2, "{}", gateway["status"]);
     assert_listener_takes_routes(&gateway, "https", 1);
     assert_listener_takes_routes(&gateway, "http", 1);
@@ -197,7 +221,7 @@ async fn gateway_modify_listeners() {
     let gateway = gateway_at(api, "gateway-remove-listener", 1).await;
     assert_eq!(listener_count(&gateway), 2, "{}", gateway["status"]);
     api.apply(&gateway_yaml("gateway-remove-listener", http));
-    let gateway = gateway_at(api, "gateway-remove-listener", 2).await;
+    let gateway = gateway_counting(api, "gateway-remove-listener", 2, &[("http", 1)]).await;
     assert_eq!(listener_count(&gateway), 1, "{}", gateway["status"]);
     assert_listener_takes_routes(&gateway, "http", 1);
 }
@@ -247,11 +271,12 @@ async fn gateway_with_attached_routes() {
         "does-not-exist",
     ));
     // One valid route attached.
-    let gateway = gateway_at(api, "gateway-with-one-attached-route", 1).await;
+    let gateway = gateway_counting(api, "gateway-with-one-attached-route", 1, &[("http", 1)]).await;
     assert_eq!(listener_count(&gateway), 1);
     assert_listener_takes_routes(&gateway, "http", 1);
     // Two valid routes attached; the third's hostname matches no listener's.
-    let gateway = gateway_at(api, "gateway-with-two-attached-routes", 1).await;
+    let gateway =
+        gateway_counting(api, "gateway-with-two-attached-routes", 1, &[("http", 2)]).await;
     assert_eq!(listener_count(&gateway), 1);
     assert_listener_takes_routes(&gateway, "http", 2);
     let refused = conditions_of(
@@ -267,12 +292,8 @@ async fn gateway_with_attached_routes() {
         pair("False", "NoMatchingListenerHostname")
     );
     // Attached routes are counted even when the Gateway has unresolved references.
-    let gateway = gateway_at(
-        api,
-        "unresolved-gateway-with-one-attached-unresolved-route",
-        1,
-    )
-    .await;
+    let unresolved = "unresolved-gateway-with-one-attached-unresolved-route";
+    let gateway = gateway_counting(api, unresolved, 1, &[("tls", 1)]).await;
     let tls = listener(&gateway, "tls");
     assert_eq!(tls["attachedRoutes"], 1, "{tls}");
     assert_eq!(
@@ -329,7 +350,8 @@ async fn gateway_update_listener_hostname() {
     )
     .await;
     assert_eq!(reason(&after, "Accepted"), pair("True", "Accepted"));
-    let gateway = gateway_at(api, "gateway-update-listener-hostname", 2).await;
+    let gateway =
+        gateway_counting(api, "gateway-update-listener-hostname", 2, &[("http", 1)]).await;
     assert_eq!(listener_count(&gateway), 1);
     assert_listener_takes_routes(&gateway, "http", 1);
     // And the route serves the new name.
