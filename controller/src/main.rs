@@ -99,6 +99,19 @@ struct Run {
     /// status.
     #[arg(long = "status-address", value_delimiter = ',')]
     status_addresses: Vec<String>,
+    /// Give every Gateway of class `weir` a deployment and Service of its own in --namespace,
+    /// made from the --gateway-template Deployment (and Service); the template's own gateway
+    /// then serves Ingresses alone (`weir-ingress --serve=ingresses`).
+    #[arg(long, env = "WEIR_PROVISION_GATEWAYS")]
+    provision_gateways: bool,
+    /// With --provision-gateways: the Deployment in --namespace Gateways' deployments are
+    /// made from (and the Service their Services copy their type and annotations from).
+    #[arg(long, default_value = "weir-ingress")]
+    gateway_template: String,
+    /// With --provision-gateways: at most this many Gateways get a deployment, the oldest
+    /// first; the others are `Programmed: False` (NoResources).
+    #[arg(long, default_value_t = 64)]
+    max_provisioned_gateways: usize,
     /// The SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -274,6 +287,13 @@ async fn run(args: Run) -> anyhow::Result<()> {
                     lease_name,
                     lease_duration: Duration::from_secs(15),
                     addresses: args.status_addresses,
+                    provision: args
+                        .provision_gateways
+                        .then(|| kubernetes::provision::Settings {
+                            namespace: args.namespace.clone(),
+                            template: args.gateway_template,
+                            max: args.max_provisioned_gateways,
+                        }),
                     publish: kubernetes::publish::Settings {
                         namespace: args.namespace,
                         bundle_config_map: args.trust_bundle_config_map,

@@ -37,7 +37,7 @@ use weir_http::{
     upstream::{Upstream, UpstreamSettings},
 };
 use weir_mesh::{
-    control::{self, ControlSettings},
+    control::{self, read_controller_ca, ControlSettings},
     identity::{self, WorkloadIdentity},
     mtls::{self, Dialer},
 };
@@ -45,7 +45,7 @@ use weir_proxy::{
     access_log::{AccessLog, LogArgs},
     admin::{serve_admin, AdminState},
     backend_tls::BackendDialer,
-    config::{ConfigStore, Follow, Installer, Ports},
+    config::{ConfigStore, Follow, Installer, Ports, Serve},
     headers::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext, UnderscoreHeaders},
     metrics::Metrics,
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
@@ -107,9 +107,13 @@ struct Args {
     gateway_tls_port: u16,
     /// Serve only these Gateways' listeners and routes (`namespace/name`, repeatable; one
     /// gateway deployment per Gateway keeps Gateways apart). Default: every Gateway of class
-    /// `weir`. Ingresses are served whatever this says.
+    /// `weir`.
     #[arg(long = "gateway", env = "WEIR_GATEWAYS", value_delimiter = ',')]
     gateways: Vec<String>,
+    /// What to serve: `all` (Ingresses on the home ports, and Gateways), `ingresses` (beside
+    /// the controller's deployment per Gateway) or `gateways` (a Gateway's own deployment).
+    #[arg(long, env = "WEIR_SERVE", default_value = "all")]
+    serve: Serve,
     /// At most this many Gateway listener ports of their own (beyond the home ports); each
     /// costs a socket per worker. Listeners past it are not served (and logged).
     #[arg(long, default_value_t = 64)]
@@ -238,20 +242,10 @@ fn config_source(args: &Args) -> anyhow::Result<Source> {
     }
     let ca_pem = args
         .controller_ca
-        .as_ref()
-        .map(|f| {
-            let pem =
-                std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display()))?;
-            use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-                .filter(|c| c.is_ok())
-                .count();
-            if certs == 0 {
-                bail!("--controller-ca {}: no PEM certificate in it", f.display());
-            }
-            Ok(pem)
-        })
-        .transpose()?;
+        .as_deref()
+        .map(read_controller_ca)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let pod = args.pod_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -320,6 +314,7 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
         http: args.gateway_http_port,
         tls: args.gateway_tls_port,
         gateways: args.gateways.clone(),
+        serve: args.serve,
     };
     let certs = Arc::new(CertStore::new(metrics.clone()).at_ports(ports.clone()));
     let mut installer = Installer::new(store.clone())

@@ -47,6 +47,21 @@ pub struct ControlSettings {
     pub pod: String,
 }
 
+/// Reads `--controller-ca`: a PEM file with at least one certificate (an empty or wrong file
+/// would otherwise surface as a TLS failure at every reconnection).
+pub fn read_controller_ca(file: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let pem =
+        std::fs::read(file).map_err(|e| format!("--controller-ca {}: {e}", file.display()))?;
+    if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+        return Err(format!(
+            "--controller-ca {}: no PEM certificate in it",
+            file.display()
+        ));
+    }
+    Ok(pem)
+}
+
 /// Exponential backoff with full jitter, so a restarted controller is not met by every node
 /// at the same instant.
 #[derive(Clone, Copy, Debug)]

@@ -19,7 +19,7 @@ use weir_http::{
     upstream::{Upstream, UpstreamSettings},
 };
 use weir_mesh::{
-    control::{self, ControlSettings},
+    control::{self, read_controller_ca, ControlSettings},
     identity::{self, WorkloadIdentity},
     mtls::{self, Dialer},
 };
@@ -265,9 +265,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ca_pem = args
         .controller_ca
-        .as_ref()
-        .map(|f| std::fs::read(f).with_context(|| format!("--controller-ca {}", f.display())))
-        .transpose()?;
+        .as_deref()
+        .map(read_controller_ca)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let settings = ControlSettings {
         url: args.controller.clone(),
         ca_pem,

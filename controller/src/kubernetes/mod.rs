@@ -7,6 +7,7 @@
 //! node is never sent a configuration with half the cluster missing. After that every change
 //! wakes the compile loop, which waits `debounce` so a burst compiles once.
 
+pub mod provision;
 pub mod publish;
 mod review;
 pub mod status;

@@ -70,12 +70,46 @@ pub struct Ports {
     pub tls: u16,
     /// The Gateways served (`namespace/name`); empty: every Gateway of the class.
     pub gateways: Vec<String>,
+    /// What kinds of objects are served.
+    pub serve: Serve,
+}
+
+/// What kinds of objects a gateway serves (`weir-ingress --serve`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serve {
+    /// Ingresses on the home ports, and Gateways.
+    #[default]
+    All,
+    /// Ingresses alone: a shared gateway beside one deployment per Gateway.
+    Ingresses,
+    /// Gateways alone: a deployment of one Gateway (with `--gateway`), which must not answer
+    /// for Ingress hosts or offer their certificates.
+    Gateways,
+}
+
+impl std::str::FromStr for Serve {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            "ingresses" => Ok(Self::Ingresses),
+            "gateways" => Ok(Self::Gateways),
+            other => Err(format!("{other:?}: use all, ingresses or gateways")),
+        }
+    }
 }
 
 impl Ports {
     /// Whether Gateway `gateway`'s listeners are served.
     pub fn serves(&self, gateway: &str) -> bool {
-        self.gateways.is_empty() || self.gateways.iter().any(|g| g == gateway)
+        self.serve != Serve::Ingresses
+            && (self.gateways.is_empty() || self.gateways.iter().any(|g| g == gateway))
+    }
+
+    /// Whether Ingresses (routes attached to no listener) are served on the home ports.
+    pub fn serves_ingresses(&self) -> bool {
+        self.serve != Serve::Gateways
     }
 
     /// Whether `port` is one of the gateway's own.
@@ -120,11 +154,13 @@ impl Ports {
             .map(|(port, plan)| {
                 let home = self.is_home(port);
                 let serves = |g: &str| plan.gateways.contains(g);
+                // Routes attached to no listener are Ingresses'.
+                let unattached = home && self.serves_ingresses();
                 let router = Router::serving(
                     snapshot,
-                    |r| r.listens(port, home, serves),
-                    |s| s.listens(port, home, serves),
-                    home,
+                    |r| r.listens(port, unattached, serves),
+                    |s| s.listens(port, unattached, serves),
+                    unattached,
                 );
                 (port, router)
             })

@@ -146,7 +146,7 @@ impl CertStore {
             .filter(|l| ports.serves(&l.gateway))
             .map(|l| l.port)
             .collect();
-        if cert.ingress {
+        if cert.ingress && ports.serves_ingresses() {
             at.push(ports.tls);
         }
         at.sort_unstable();

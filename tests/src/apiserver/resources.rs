@@ -40,6 +40,7 @@ pub static RESOURCES: &[Resource] = &[
     resource("", "v1", "configmaps", "ConfigMap", true, false),
     resource("", "v1", "pods", "Pod", true, true),
     resource("", "v1", "events", "Event", true, false),
+    resource("apps", "v1", "deployments", "Deployment", true, true),
     resource(
         "discovery.k8s.io",
         "v1",

@@ -293,6 +293,9 @@ impl Store {
                 map.remove("status");
             }
         }
+        if resource.kind == "Service" {
+            allocate_cluster_ip(&mut object);
+        }
         let change = self.write(resource, key, Some(object), None);
         Ok((change.object.clone(), vec![change]))
     }
@@ -540,4 +543,19 @@ fn decode_continue(token: &str) -> Result<(u64, (String, String)), ApiError> {
             value["name"].as_str().ok_or_else(bad)?.to_string(),
         ),
     ))
+}
+
+/// A Service created without a cluster IP gets one, as the real API server allocates it
+/// (`None`, headless, stays).
+fn allocate_cluster_ip(service: &mut Value) {
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("clusterIP").and_then(Value::as_str).is_some() {
+        return;
+    }
+    let n: u16 = fastrand::u16(1..u16::MAX);
+    let ip = format!("10.96.{}.{}", n >> 8, n & 0xff);
+    spec.insert("clusterIP".into(), ip.clone().into());
+    spec.insert("clusterIPs".into(), serde_json::json!([ip]));
 }

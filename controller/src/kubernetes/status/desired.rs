@@ -22,12 +22,15 @@ use super::{
 };
 use weir_api::Rejection;
 
+use crate::kubernetes::provision::Infra;
+
 /// The status every reported object should have: `(key, current status, desired status)`.
 pub(super) fn desired(
     objects: &Objects,
     rejected: &[Rejection],
     warnings: &[String],
     strict: &[StrictCoverage],
+    infra: &Infra,
     addresses: &[String],
 ) -> Vec<(ObjectKey, Value, Value)> {
     let refused = |key: &ObjectKey| {
@@ -234,16 +237,18 @@ pub(super) fn desired(
                         by_listeners(valid, problems.len(), "compiled and serving", generation)
                     }
                 };
-                let programmed = if ok {
-                    programmed_ok(generation)
-                } else {
-                    condition(
+                let programmed = match (ok, infra.refused(&key)) {
+                    (true, None) => programmed_ok(generation),
+                    (true, Some((reason, why))) => {
+                        condition("Programmed", false, reason, why, generation)
+                    }
+                    (false, _) => condition(
                         "Programmed",
                         false,
                         "Invalid",
                         "not served: see Accepted",
                         generation,
-                    )
+                    ),
                 };
                 let mut conditions = vec![gateway_accepted, programmed];
                 // Client certificates asked for but not required somewhere: the spec has the
@@ -262,7 +267,7 @@ pub(super) fn desired(
                 let sets = attached_sets(objects, rejected, &key, &warned, &unserved);
                 json!({
                     "attachedListenerSets": sets,
-                    "addresses": addresses.iter().map(|a| json!({
+                    "addresses": infra.addresses(objects, &key, addresses).iter().map(|a| json!({
                         "type": if a.parse::<std::net::IpAddr>().is_ok() { "IPAddress" } else { "Hostname" },
                         "value": a,
                     })).collect::<Vec<_>>(),

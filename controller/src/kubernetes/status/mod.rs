@@ -30,7 +30,7 @@ mod optout;
 use desired::{desired, keep_transition_times};
 use lease::LeaseHolder;
 
-use super::{Kind, WATCHED};
+use super::{provision::Infra, Kind, WATCHED};
 use weir_api::Rejection;
 
 use crate::Controller;
@@ -58,6 +58,8 @@ pub struct Settings {
     pub addresses: Vec<String>,
     /// The trust bundle and injector certificate to publish.
     pub publish: super::publish::Settings,
+    /// Where Gateways' own deployments are made; `None`: the install's gateway serves them.
+    pub provision: Option<super::provision::Settings>,
 }
 
 /// Hands each compiled set of objects to the status task.
@@ -101,6 +103,7 @@ async fn run(
     let mut published = super::publish::Published::default();
     let mut leading = false;
     let mut dirty = false;
+    let mut infra = Infra::default();
     let mut renew = tokio::time::interval(settings.lease_duration / 3);
     loop {
         tokio::select! {
@@ -115,6 +118,16 @@ async fn run(
                     tracing::warn!(lease = %settings.lease_name, "lost the status Lease");
                 }
                 leading = now_leading;
+                // Deployments are not watched: they are checked on every renewal, and the
+                // status written again only if that changed what it says.
+                if let (true, Some(provision)) = (leading, &settings.provision) {
+                    let objects = latest.borrow().clone();
+                    if let Some(objects) = objects {
+                        let now = super::provision::sync(&client, provision, &objects).await;
+                        dirty |= now != infra;
+                        infra = now;
+                    }
+                }
             }
             changed = latest.changed() => {
                 if changed.is_err() {
@@ -133,7 +146,11 @@ async fn run(
         let compiled = controller.status();
         let (rejected, warnings) = (compiled.rejected, compiled.warnings);
         let strict = compiled.strict_coverage;
-        let desired = desired(&objects, &rejected, &warnings, &strict, &settings.addresses);
+        if let Some(provision) = &settings.provision {
+            infra = super::provision::sync(&client, provision, &objects).await;
+        }
+        let addresses = &settings.addresses;
+        let desired = desired(&objects, &rejected, &warnings, &strict, &infra, addresses);
         state
             .write(&client, &recorder, &objects, desired, &rejected)
             .await;
