@@ -12,7 +12,11 @@
 # from this checkout (scripts/image.sh) and loaded into the cluster; the manifests applied with
 # those images; then the suite from the gateway-api repository at that version, with
 # `--gateway-class=weir` (the suite reads the supported features from the GatewayClass's
-# status) and its report written to target/conformance-report.yaml.
+# status) and its report written to target/conformance-report.yaml. Each Gateway gets a
+# deployment and a LoadBalancer Service of its own, and the suite sends its requests to the
+# Service's address: kind's LoadBalancer addresses come from cloud-provider-kind, which the
+# script runs (installed with `go install sigs.k8s.io/cloud-provider-kind@latest` when
+# missing; it needs root or the docker group).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 version=${GATEWAY_API_VERSION:-v1.5.0}
@@ -24,12 +28,19 @@ done
 work=$(mktemp -d)
 cleanup() {
   rm -rf "$work"
+  [ -z "${lb_pid:-}" ] || kill "$lb_pid" 2>/dev/null || true
   [ -n "${KEEP_CLUSTER:-}" ] || kind delete cluster --name "$cluster" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
+mkdir -p "$root/target"
 echo "==> kind cluster $cluster"
 kind create cluster --name "$cluster" --wait 120s
+echo "==> LoadBalancer addresses (cloud-provider-kind)"
+command -v cloud-provider-kind >/dev/null || go install sigs.k8s.io/cloud-provider-kind@latest
+"$(command -v cloud-provider-kind || echo "$(go env GOPATH)/bin/cloud-provider-kind")" \
+  >"$root/target/cloud-provider-kind.log" 2>&1 &
+lb_pid=$!
 echo "==> Gateway API $version CRDs (standard channel)"
 kubectl apply --server-side -f \
   "https://github.com/kubernetes-sigs/gateway-api/releases/download/$version/standard-install.yaml"

@@ -151,6 +151,47 @@ async fn gateway_class_observed_generation_bump() {
     assert!(!condition(&second["status"]["conditions"], "Accepted").is_null());
 }
 
+/// `SupportedVersion`: the Gateway API CRDs installed say their version (the Gateway CRD's
+/// bundle-version annotation); Weir's class says whether Weir supports it, and follows an
+/// upgrade of the CRDs. Past what Weir supports, the class stays Accepted and says why.
+#[tokio::test]
+async fn gateway_class_supported_version_follows_the_installed_crds() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    api.apply(&format!("apiVersion: {V1}\nkind: GatewayClass\nmetadata: {{name: weir}}\nspec:\n  controllerName: weir.dev/gateway-controller\n"));
+    let crd = |version: &str| {
+        format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\n  annotations: {{gateway.networking.k8s.io/bundle-version: {version}, gateway.networking.k8s.io/channel: standard}}\nspec:\n  group: gateway.networking.k8s.io\n  names: {{kind: Gateway, plural: gateways}}\n  scope: Namespaced\n  versions: [{{name: v1, served: true, storage: true}}]\n")
+    };
+    let supported_version = |want: &'static str| async move {
+        eventually(
+            Duration::from_secs(30),
+            &format!("SupportedVersion {want}"),
+            || async {
+                let class = api.get(V1, "GatewayClass", "", "weir")?;
+                let c = condition(&class["status"]["conditions"], "SupportedVersion").clone();
+                (c["status"] == want).then_some((class, c))
+            },
+        )
+        .await
+    };
+    api.apply(&crd("v1.6.0"));
+    let (class, c) = supported_version("True").await;
+    assert_eq!(c["reason"], "SupportedVersion");
+    assert!(c["message"].as_str().unwrap().contains("v1.6.0"), "{c}");
+    assert_eq!(
+        reason(&class["status"]["conditions"], "Accepted"),
+        pair("True", "Accepted")
+    );
+    api.apply(&crd("v1.7.0"));
+    let (class, c) = supported_version("False").await;
+    assert_eq!(c["reason"], "UnsupportedVersion");
+    assert!(c["message"].as_str().unwrap().contains("v1.7.0"), "{c}");
+    assert_eq!(
+        reason(&class["status"]["conditions"], "Accepted"),
+        pair("True", "Accepted")
+    );
+}
+
 #[tokio::test]
 async fn gateway_observed_generation_bump() {
     let cluster = cluster(&[]).await;

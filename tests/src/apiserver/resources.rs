@@ -42,6 +42,14 @@ pub static RESOURCES: &[Resource] = &[
     resource("", "v1", "events", "Event", true, false),
     resource("apps", "v1", "deployments", "Deployment", true, true),
     resource(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        true,
+    ),
+    resource(
         "discovery.k8s.io",
         "v1",
         "endpointslices",

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use weir_api::{
     compile::{
         serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD, SUPPORTED_FEATURES,
+        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -22,7 +22,18 @@ use super::{
 };
 use weir_api::Rejection;
 
+use super::class::class_status;
 use crate::kubernetes::provision::Infra;
+
+/// What status says that the objects do not.
+pub(super) struct Around<'a> {
+    /// What provisioning did for each Gateway.
+    pub infra: &'a Infra,
+    /// `--status-address`.
+    pub addresses: &'a [String],
+    /// The installed Gateway API CRDs' bundle version, when known.
+    pub gateway_api: Option<&'a str>,
+}
 
 /// The status every reported object should have: `(key, current status, desired status)`.
 pub(super) fn desired(
@@ -30,9 +41,9 @@ pub(super) fn desired(
     rejected: &[Rejection],
     warnings: &[String],
     strict: &[StrictCoverage],
-    infra: &Infra,
-    addresses: &[String],
+    around: &Around<'_>,
 ) -> Vec<(ObjectKey, Value, Value)> {
+    let (infra, addresses) = (around.infra, around.addresses);
     let refused = |key: &ObjectKey| {
         let name = key.to_string();
         rejected.iter().find(|r| r.object == name).map(messages)
@@ -275,26 +286,8 @@ pub(super) fn desired(
                     "listeners": listeners,
                 })
             }
-            // A GatewayClass naming Weir's controller: accepted when it is the class Weir
-            // serves, with the features it supports; another one, or one with parameters
-            // (Weir takes none), says why not.
             Object::GatewayClass(class) if class.spec.controller_name == GATEWAY_CONTROLLER => {
-                let accepted = if key.name != GATEWAY_CLASS {
-                    let message =
-                        format!("Weir serves the GatewayClass named {GATEWAY_CLASS} alone");
-                    condition("Accepted", false, "Unsupported", &message, generation)
-                } else if class.spec.parameters_ref.is_some() {
-                    let message = "Weir's GatewayClass takes no parametersRef";
-                    condition("Accepted", false, "InvalidParameters", message, generation)
-                } else {
-                    let message = "Gateways of this class are served by weir-ingress";
-                    condition("Accepted", true, "Accepted", message, generation)
-                };
-                let features: Vec<Value> = SUPPORTED_FEATURES
-                    .iter()
-                    .map(|f| json!({"name": f}))
-                    .collect();
-                json!({"conditions": [accepted], "supportedFeatures": features})
+                class_status(&key.name, class, around.gateway_api, generation)
             }
             Object::Ingress(ingress) if serves_ingress(objects, ingress) => {
                 let ingress_addresses: Vec<Value> = addresses

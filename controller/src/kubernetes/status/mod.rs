@@ -21,13 +21,14 @@ use weir_api::{Object, ObjectKey, Objects};
 use crate::nodes::bounded;
 
 mod backend_tls;
+mod class;
 mod desired;
 mod lease;
 mod listener_sets;
 mod listeners;
 mod optout;
 
-use desired::{desired, keep_transition_times};
+use desired::{desired, keep_transition_times, Around};
 use lease::LeaseHolder;
 
 use super::{provision::Infra, Kind, WATCHED};
@@ -104,6 +105,7 @@ async fn run(
     let mut leading = false;
     let mut dirty = false;
     let mut infra = Infra::default();
+    let mut gateway_api: Option<String> = None;
     let mut renew = tokio::time::interval(settings.lease_duration / 3);
     loop {
         tokio::select! {
@@ -118,8 +120,13 @@ async fn run(
                     tracing::warn!(lease = %settings.lease_name, "lost the status Lease");
                 }
                 leading = now_leading;
-                // Deployments are not watched: they are checked on every renewal, and the
-                // status written again only if that changed what it says.
+                // Deployments and CRDs are not watched: they are checked on every renewal,
+                // and the status written again only if that changed what it says.
+                if leading {
+                    let now = class::installed_version(&client).await;
+                    dirty |= now != gateway_api;
+                    gateway_api = now;
+                }
                 if let (true, Some(provision)) = (leading, &settings.provision) {
                     let objects = latest.borrow().clone();
                     if let Some(objects) = objects {
@@ -149,8 +156,12 @@ async fn run(
         if let Some(provision) = &settings.provision {
             infra = super::provision::sync(&client, provision, &objects).await;
         }
-        let addresses = &settings.addresses;
-        let desired = desired(&objects, &rejected, &warnings, &strict, &infra, addresses);
+        let around = Around {
+            infra: &infra,
+            addresses: &settings.addresses,
+            gateway_api: gateway_api.as_deref(),
+        };
+        let desired = desired(&objects, &rejected, &warnings, &strict, &around);
         state
             .write(&client, &recorder, &objects, desired, &rejected)
             .await;
