@@ -106,12 +106,20 @@ struct Run {
     provision_gateways: bool,
     /// With --provision-gateways: the Deployment in --namespace Gateways' deployments are
     /// made from (and the Service their Services copy their type and annotations from).
-    #[arg(long, default_value = "weir-ingress")]
+    #[arg(long, env = "WEIR_GATEWAY_TEMPLATE", default_value = "weir-ingress")]
     gateway_template: String,
     /// With --provision-gateways: at most this many Gateways get a deployment, the oldest
     /// first; the others are `Programmed: False` (NoResources).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "WEIR_MAX_PROVISIONED_GATEWAYS", default_value_t = 64)]
     max_provisioned_gateways: usize,
+    /// With --provision-gateways: at most this many Gateways of one namespace get a
+    /// deployment, so one namespace cannot take every place.
+    #[arg(
+        long,
+        env = "WEIR_MAX_PROVISIONED_GATEWAYS_PER_NAMESPACE",
+        default_value_t = 8
+    )]
+    max_provisioned_gateways_per_namespace: usize,
     /// The SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -293,6 +301,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
                             namespace: args.namespace.clone(),
                             template: args.gateway_template,
                             max: args.max_provisioned_gateways,
+                            max_per_namespace: args.max_provisioned_gateways_per_namespace,
                         }),
                     publish: kubernetes::publish::Settings {
                         namespace: args.namespace,

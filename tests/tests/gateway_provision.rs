@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use weir_e2e::{
     apiserver::ApiServer,
-    cluster::{reason, INGRESS_TOKEN, NAMESPACES},
+    cluster::{pair, reason, INGRESS_TOKEN, NAMESPACES},
     eventually, service,
     tls::{https_get, KeyType, Pki},
     ConfigDir, Controller, Echo, Weir,
@@ -92,6 +92,15 @@ async fn made_for(api: &ApiServer, kind: &str, gateway: &str) -> Value {
         },
     )
     .await
+}
+
+/// Writes `status` on `object` (as listed: without its kind), as the cluster's controllers
+/// would: a Deployment's ready pods, a load balancer's address.
+fn set_status(api: &ApiServer, version: &str, kind: &str, mut object: Value, status: Value) {
+    object["apiVersion"] = version.into();
+    object["kind"] = kind.into();
+    object["status"] = status;
+    api.apply(&serde_json::to_string(&object).unwrap());
 }
 
 /// The gateway's own container's arguments.
@@ -240,27 +249,53 @@ async fn a_gateways_address_is_its_services_and_what_is_gone_is_deleted() {
     let service = made_for(api, "Service", "default/web").await;
     let name = service["metadata"]["name"].as_str().unwrap().to_string();
     let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
-    let status = gateway_status(api, "web", "the cluster IP as the address", |s| {
-        s["addresses"][0]["value"] == cluster_ip.as_str()
-    })
+    let programmed =
+        |want: &'static str| move |s: &Value| reason(&s["conditions"], "Programmed").1 == want;
+    // No pod is ready yet.
+    let status = gateway_status(
+        api,
+        "web",
+        "Programmed False, Pending",
+        programmed("Pending"),
+    )
     .await;
-    assert_eq!(reason(&status["conditions"], "Programmed").0, "True");
+    assert_eq!(reason(&status["conditions"], "Programmed").0, "False");
+    assert!(status["addresses"].as_array().is_none_or(Vec::is_empty));
+    // A pod ready, but the load balancer has no address: its cluster IP is not one clients
+    // outside reach.
+    let deployment = made_for(api, "Deployment", "default/web").await;
+    set_status(
+        api,
+        "apps/v1",
+        "Deployment",
+        deployment.clone(),
+        json!({"availableReplicas": 1}),
+    );
+    let what = "Programmed False, AddressNotAssigned";
+    let status = gateway_status(api, "web", what, programmed("AddressNotAssigned")).await;
+    assert!(
+        status["addresses"].as_array().is_none_or(Vec::is_empty),
+        "{status}"
+    );
+    assert!(!status.to_string().contains(&cluster_ip));
     // A cloud load balancer gives the Service an address.
-    let mut balanced = service.clone();
-    // Listed items carry no kind, as a real API server lists them.
-    balanced["apiVersion"] = "v1".into();
-    balanced["kind"] = "Service".into();
-    balanced["status"] =
-        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.20"}]}});
-    api.apply(&serde_json::to_string(&balanced).unwrap());
+    let lb = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.20"}]}});
+    set_status(api, "v1", "Service", service.clone(), lb);
     let status = gateway_status(api, "web", "the load balancer's address", |s| {
         s["addresses"][0]["value"] == "198.51.100.20"
     })
     .await;
     assert_eq!(status["addresses"][0]["type"], "IPAddress");
     assert_eq!(status["addresses"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        reason(&status["conditions"], "Programmed"),
+        pair("True", "Programmed")
+    );
 
-    // A listener on a port of its own is on the Service and on the pods.
+    // A listener on a port of its own is on the Service.
+    let before = api
+        .get("apps/v1", "Deployment", "weir-system", &name)
+        .unwrap();
     let listeners = format!("{}{}", http(80, "Same"), http(8080, "Same"));
     api.apply(&gateway("default", "web", &listeners));
     eventually(WAIT, "port 8080 on the Service", || async {
@@ -279,15 +314,13 @@ async fn a_gateways_address_is_its_services_and_what_is_gone_is_deleted() {
         cluster_ip.as_str(),
         "the replacement keeps the cluster IP"
     );
-    let deployment = made_for(api, "Deployment", "default/web").await;
-    let ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
-    assert!(
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["containerPort"] == 8080),
-        "{ports}"
+    // The pods do not change with the listeners: they are not restarted for one.
+    let now = api
+        .get("apps/v1", "Deployment", "weir-system", &name)
+        .unwrap();
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
     );
 
     assert!(api.delete(V1, "Gateway", "default", "web"));
@@ -308,9 +341,10 @@ async fn a_gateways_address_is_its_services_and_what_is_gone_is_deleted() {
 }
 
 /// Abuse: a tenant names a Gateway so that its deployment's name is one a workload already
-/// has. The workload is not replaced; the Gateway says why it has no deployment.
+/// has, or one the controller made for another Gateway. Neither is replaced; the Gateway says
+/// why it has no deployment.
 #[tokio::test]
-async fn an_object_weir_did_not_make_is_never_replaced() {
+async fn an_object_weir_did_not_make_for_this_gateway_is_never_replaced() {
     let install = install(&[]);
     let api = &install.api;
     api.apply(&gateway("default", "web", &http(80, "Same")));
@@ -318,34 +352,145 @@ async fn an_object_weir_did_not_make_is_never_replaced() {
     let name = deployment["metadata"]["name"].as_str().unwrap().to_string();
     assert!(api.delete(V1, "Gateway", "default", "web"));
     eventually(WAIT, "the Deployment deleted", || async {
-        api.get("apps/v1", "Deployment", "weir-system", &name)
-            .is_none()
-            .then_some(())
+        let gone = api
+            .get("apps/v1", "Deployment", "weir-system", &name)
+            .is_none();
+        gone.then_some(())
     })
     .await;
-    let workload = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: weir-system, labels: {{app: payroll}}}}\nspec:\n  selector: {{matchLabels: {{app: payroll}}}}\n  template:\n    metadata: {{labels: {{app: payroll}}}}\n    spec:\n      containers: [{{name: payroll, image: payroll:1}}]\n");
-    api.apply(&workload);
-    api.apply(&gateway("default", "web", &http(80, "Same")));
-    let status = gateway_status(api, "web", "Programmed False", |s| {
-        reason(&s["conditions"], "Programmed").0 == "False"
-    })
-    .await;
-    let programmed = reason(&status["conditions"], "Programmed");
-    assert_eq!(programmed.1, "Invalid");
-    let message =
-        weir_e2e::cluster::condition(&status["conditions"], "Programmed")["message"].to_string();
-    assert!(
-        message.contains(&name) && message.contains("not made by Weir"),
-        "{message}"
-    );
-    let still = api
-        .get("apps/v1", "Deployment", "weir-system", &name)
+    let workload = |labels: &str, annotations: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: weir-system, labels: {{app: payroll{labels}}}, annotations: {{{annotations}}}}}\nspec:\n  selector: {{matchLabels: {{app: payroll}}}}\n  template:\n    metadata: {{labels: {{app: payroll}}}}\n    spec:\n      containers: [{{name: payroll, image: payroll:1}}]\n")
+    };
+    let made_for_another =
+        format!(", app.kubernetes.io/managed-by: weir-controller, weir.dev/gateway: {name}");
+    for (labels, annotations) in [
+        ("", String::new()),
+        (
+            made_for_another.as_str(),
+            "weir.dev/gateway: other/gw".to_string(),
+        ),
+    ] {
+        api.apply(&workload(labels, &annotations));
+        api.apply(&gateway("default", "web", &http(80, "Same")));
+        let status = gateway_status(api, "web", "Programmed False, NoResources", |s| {
+            reason(&s["conditions"], "Programmed").1 == "NoResources"
+        })
+        .await;
+        let message = weir_e2e::cluster::condition(&status["conditions"], "Programmed")["message"]
+            .to_string();
+        assert!(
+            message.contains(&name) && message.contains("not made by Weir for this Gateway"),
+            "{message}"
+        );
+        let still = api
+            .get("apps/v1", "Deployment", "weir-system", &name)
+            .unwrap();
+        assert_eq!(
+            still["spec"]["template"]["spec"]["containers"][0]["image"],
+            "payroll:1"
+        );
+        assert!(api.get("v1", "Service", "weir-system", &name).is_none());
+        assert!(api.delete(V1, "Gateway", "default", "web"));
+        // The Gateway gone, a workload it did not make stays.
+        if labels.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let kept = api.get("apps/v1", "Deployment", "weir-system", &name);
+            assert!(kept.is_some());
+        }
+    }
+}
+
+/// Mistakes that must not take every Gateway down: a template that cannot be used (its
+/// container renamed, its image's entrypoint relied on) deletes nothing, and says so on each
+/// Gateway; a Gateway refused for a bad edit keeps its deployment.
+#[tokio::test]
+async fn a_broken_template_or_a_refused_gateway_deletes_nothing() {
+    let install = install(&[]);
+    let api = &install.api;
+    for name in ["one", "two"] {
+        api.apply(&gateway("default", name, &http(80, "Same")));
+    }
+    let one = made_for(api, "Deployment", "default/one").await;
+    made_for(api, "Deployment", "default/two").await;
+    let mut broken = api
+        .get("apps/v1", "Deployment", "weir-system", "weir-ingress")
         .unwrap();
-    assert_eq!(
-        still["spec"]["template"]["spec"]["containers"][0]["image"],
-        "payroll:1"
+    broken["spec"]["template"]["spec"]["containers"][0]["name"] = "proxy".into();
+    broken["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["/entrypoint"]);
+    api.apply(&serde_json::to_string(&broken).unwrap());
+    for name in ["one", "two"] {
+        let status = gateway_status(api, name, "Programmed False, Pending", |s| {
+            let c = weir_e2e::cluster::condition(&s["conditions"], "Programmed");
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("has no weir-ingress container"))
+        })
+        .await;
+        assert_eq!(
+            reason(&status["conditions"], "Programmed"),
+            pair("False", "Pending")
+        );
+    }
+    let made = |api: &ApiServer| {
+        api.list("apps/v1", "Deployment")
+            .into_iter()
+            .filter(|d| {
+                d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "weir-controller"
+            })
+            .count()
+    };
+    assert_eq!(made(api), 2, "both deployments kept");
+    // The template mended; a Gateway then edited into one the controller refuses (a listener
+    // whose port is not a number) keeps its deployment.
+    api.apply(&template());
+    let bad = gateway(
+        "default",
+        "one",
+        "  - {name: http, port: eighty, protocol: HTTP}\n",
     );
-    assert!(api.get("v1", "Service", "weir-system", &name).is_none());
+    api.apply(&bad);
+    eventually(WAIT, "Gateway default/one refused", || async {
+        let status = install.controller.status().await;
+        let rejected = status["rejected"]
+            .as_array()?
+            .iter()
+            .any(|r| r["object"] == "Gateway default/one");
+        rejected.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let name = one["metadata"]["name"].as_str().unwrap();
+    assert!(
+        api.get("apps/v1", "Deployment", "weir-system", name)
+            .is_some(),
+        "kept"
+    );
+    assert_eq!(made(api), 2);
+}
+
+/// Abuse: one namespace's Gateways take no more than their share of the places.
+#[tokio::test]
+async fn one_namespace_cannot_take_every_place() {
+    let install = install(&["--max-provisioned-gateways-per-namespace", "2"]);
+    let api = &install.api;
+    for name in ["a", "b", "c"] {
+        api.apply(&gateway("team", name, &http(80, "Same")));
+    }
+    made_for(api, "Deployment", "team/a").await;
+    made_for(api, "Deployment", "team/b").await;
+    eventually(WAIT, "team/c NoResources", || async {
+        let gw = api.get(V1, "Gateway", "team", "c")?;
+        (reason(&gw["status"]["conditions"], "Programmed").1 == "NoResources").then_some(())
+    })
+    .await;
+    // Another namespace still gets one.
+    api.apply(&gateway("default", "platform", &http(80, "Same")));
+    made_for(api, "Deployment", "default/platform").await;
+    let for_c = api
+        .list("apps/v1", "Deployment")
+        .into_iter()
+        .any(|d| d["metadata"]["annotations"]["weir.dev/gateway"] == "team/c");
+    assert!(!for_c);
 }
 
 /// Abuse: Gateways without end. Past --max-provisioned-gateways the youngest get none and say

@@ -7,14 +7,18 @@
 //! (see [`template`]), and deletes the ones whose Gateway is gone. The pods run as the
 //! template's ServiceAccount, so they are trusted as the shared gateway is; a tenant who may
 //! create Gateways chooses none of their image, flags or account. The Gateway's
-//! `status.addresses` are its Service's load-balancer addresses (its cluster IP until it has
-//! one); a Gateway that cannot be given a deployment is `Programmed: False` saying why.
+//! `status.addresses` are its Service's load-balancer addresses (its cluster IP for a Service
+//! that is not a load balancer); it is `Programmed` once a pod is ready and it has an address,
+//! and otherwise says why not.
 //!
-//! An object of the same name the controller did not make is never replaced, and at most
-//! `--max-provisioned-gateways` Gateways get a deployment (the oldest first): a tenant
-//! creating Gateways cannot take over a workload or fill the cluster with gateways.
+//! What provisioning never does: replace an object it did not make, or one made for another
+//! Gateway; make more than `--max-provisioned-gateways` deployments (oldest Gateways first),
+//! or more than `--max-provisioned-gateways-per-namespace` for one namespace's Gateways; delete
+//! anything when it could not read the template or the objects it made (an API error, a
+//! template without `weir-ingress`), or a Gateway's deployment while the Gateway still exists
+//! and is only refused (a bad edit keeps its last good version serving).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
@@ -27,9 +31,26 @@ use weir_api::{
     Object, ObjectKey, Objects,
 };
 
+mod infra;
 pub mod template;
 
-use template::{digest_of, instance_name, is_managed, CONTROLLER, MANAGED_BY};
+pub use infra::Infra;
+
+/// The Gateways among refused objects (`Gateway namespace/name`): they exist, and keep their
+/// deployments while their last good version serves.
+pub fn refused_gateways<'a>(refused: impl Iterator<Item = &'a str>) -> BTreeSet<ObjectKey> {
+    refused
+        .filter_map(|object| {
+            let (namespace, name) = object.strip_prefix("Gateway ")?.split_once('/')?;
+            Some(ObjectKey {
+                kind: "Gateway",
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+use template::{digest_of, gateway_of, instance_name, is_managed, CONTROLLER, MANAGED_BY};
 
 /// Where and from what Gateways' deployments are made.
 #[derive(Clone, Debug)]
@@ -40,62 +61,8 @@ pub struct Settings {
     pub template: String,
     /// At most this many Gateways get a deployment.
     pub max: usize,
-}
-
-/// What provisioning did for each Gateway, for its status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Infra {
-    /// Gateways not given a deployment: `Programmed` reason and message.
-    pub refused: BTreeMap<ObjectKey, (&'static str, String)>,
-    /// The namespace the Services are in; `None` when Gateways are not provisioned.
-    pub namespace: Option<String>,
-}
-
-impl Infra {
-    /// Why Gateway `key` has no deployment, if it has none.
-    pub fn refused(&self, key: &ObjectKey) -> Option<&(&'static str, String)> {
-        self.refused.get(key)
-    }
-
-    /// The addresses of Gateway `key`: its Service's load-balancer addresses, else its cluster
-    /// IPs; `fixed` (`--status-address`) when Gateways are not provisioned.
-    pub fn addresses(&self, objects: &Objects, key: &ObjectKey, fixed: &[String]) -> Vec<String> {
-        let Some(namespace) = &self.namespace else {
-            return fixed.to_vec();
-        };
-        let name = instance_name(&key.namespace, &key.name);
-        let service = objects.iter().find_map(|(o, _)| match o {
-            Object::Service(s)
-                if s.metadata.namespace.as_deref() == Some(namespace)
-                    && s.metadata.name.as_deref() == Some(&name) =>
-            {
-                Some(s)
-            }
-            _ => None,
-        });
-        let Some(service) = service else {
-            return Vec::new();
-        };
-        let balanced: Vec<String> = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-            .collect();
-        if !balanced.is_empty() {
-            return balanced;
-        }
-        let spec = service.spec.as_ref();
-        spec.and_then(|s| s.cluster_ips.clone())
-            .or_else(|| spec.and_then(|s| s.cluster_ip.clone()).map(|ip| vec![ip]))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|ip| ip != "None" && !ip.is_empty())
-            .collect()
-    }
+    /// At most this many Gateways of one namespace get a deployment.
+    pub max_per_namespace: usize,
 }
 
 /// The Gateways of class `weir`, oldest first, each with the ports it listens on (its own
@@ -128,129 +95,212 @@ fn gateways(objects: &Objects) -> Vec<(ObjectKey, Vec<u16>)> {
 }
 
 /// Brings every Gateway's Deployment and Service up to date, and deletes those of Gateways
-/// that are gone. API errors are logged and retried at the next call.
-pub async fn sync(client: &Client, settings: &Settings, objects: &Objects) -> Infra {
+/// that are gone; `present` are Gateways that exist but were refused (their deployments stay).
+/// `None` when the API could not be read: nothing was changed, and the caller keeps what it
+/// knew.
+pub async fn sync(
+    client: &Client,
+    settings: &Settings,
+    objects: &Objects,
+    present: &BTreeSet<ObjectKey>,
+) -> Option<Infra> {
     // Deployments are large values: the future lives on the heap.
-    Box::pin(sync_all(client, settings, objects)).await
+    Box::pin(sync_all(client, settings, objects, present)).await
 }
 
-async fn sync_all(client: &Client, settings: &Settings, objects: &Objects) -> Infra {
+async fn sync_all(
+    client: &Client,
+    settings: &Settings,
+    objects: &Objects,
+    present: &BTreeSet<ObjectKey>,
+) -> Option<Infra> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &settings.namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &settings.namespace);
-    let mut infra = Infra {
-        namespace: Some(settings.namespace.clone()),
-        ..Infra::default()
-    };
     let wanted = gateways(objects);
-    let template = match deployments.get_opt(&settings.template).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            let why = format!(
-                "the template Deployment {}/{} does not exist: no gateway deployment can be made",
-                settings.namespace, settings.template
-            );
-            for (key, _) in wanted {
-                infra.refused.insert(key, ("Pending", why.clone()));
-            }
-            return infra;
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the gateway template; will try again");
-            return infra;
-        }
+    let mut infra = Infra::provisioned_in(&settings.namespace);
+    let unread = |what: &str, error: kube::Error| {
+        tracing::warn!(%error, "cannot read {what}; Gateways' deployments left as they are, will try again");
+        None
     };
-    let template_service = services.get_opt(&settings.template).await.ok().flatten();
-    let mut keep = BTreeSet::new();
-    for (i, (key, ports)) in wanted.into_iter().enumerate() {
-        if i >= settings.max {
+    let template = match deployments.get_opt(&settings.template).await {
+        Ok(t) => t,
+        Err(e) => return unread("the gateway template", e),
+    };
+    let template_service = match services.get_opt(&settings.template).await {
+        Ok(s) => s,
+        Err(e) => return unread("the gateway template's Service", e),
+    };
+    // Without a usable template nothing is made, and nothing deleted.
+    let unusable = match &template {
+        None => Some("does not exist"),
+        Some(t) if template::deployment(t, "x", "x/x").is_none() => {
+            Some("has no weir-ingress container")
+        }
+        Some(_) => None,
+    };
+    let (Some(template), None) = (template, unusable) else {
+        let why = format!(
+            "the template Deployment {}/{} {}: no gateway deployment can be made",
+            settings.namespace,
+            settings.template,
+            unusable.unwrap_or_default()
+        );
+        for (key, _) in wanted {
+            infra.refuse(key, "Pending", why.clone());
+        }
+        return Some(infra);
+    };
+    let selector = format!("{MANAGED_BY}={CONTROLLER},{}", template::INSTANCE_LABEL);
+    let listed = ListParams::default().labels(&selector);
+    let made_deployments = match deployments.list(&listed).await {
+        Ok(list) => by_name(list.items),
+        Err(e) => return unread("the gateway Deployments", e),
+    };
+    let made_services = match services.list(&listed).await {
+        Ok(list) => by_name(list.items),
+        Err(e) => return unread("the gateway Services", e),
+    };
+    let reserved = template::reserved_ports(&template);
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut per_namespace: HashMap<String, usize> = HashMap::new();
+    for (key, ports) in wanted {
+        let gateway = format!("{}/{}", key.namespace, key.name);
+        let name = instance_name(&key.namespace, &key.name);
+        let in_namespace = per_namespace.entry(key.namespace.clone()).or_default();
+        if keep.len() >= settings.max || *in_namespace >= settings.max_per_namespace {
             let why = format!(
-                "more Gateways than --max-provisioned-gateways ({}): the oldest have deployments",
-                settings.max
+                "more Gateways than --max-provisioned-gateways ({}) or, in namespace {}, than --max-provisioned-gateways-per-namespace ({}): the oldest have deployments",
+                settings.max, key.namespace, settings.max_per_namespace
             );
-            infra.refused.insert(key, ("NoResources", why));
+            infra.refuse(key, "NoResources", why);
             continue;
         }
-        let gateway = format!("{}/{}", key.namespace, key.name);
-        let made = (
-            template::deployment(&template, &settings.namespace, &gateway, &ports),
-            template::service(
-                template_service.as_ref(),
-                &settings.namespace,
-                &gateway,
-                &ports,
-            ),
+        if !keep.insert(name.clone()) {
+            let why = format!("another Gateway's deployment is named {name}: rename this one");
+            infra.refuse(key, "NoResources", why);
+            continue;
+        }
+        *in_namespace += 1;
+        let ports = template::service_ports(&ports, &reserved);
+        let deployment = template::deployment(&template, &settings.namespace, &gateway);
+        let service = template::service(
+            template_service.as_ref(),
+            &settings.namespace,
+            &gateway,
+            &ports,
         );
-        let (Some(deployment), Some(service)) = made else {
-            let why = format!(
-                "the template Deployment {}/{} has no weir-ingress container",
-                settings.namespace, settings.template
-            );
-            infra.refused.insert(key, ("Invalid", why));
+        let (Some(deployment), Some(service)) = (deployment, service) else {
             continue;
         };
-        let name = instance_name(&key.namespace, &key.name);
-        keep.insert(name.clone());
-        let written = match ensure(&deployments, deployment).await {
+        let outcome = match ensure(
+            &deployments,
+            deployment,
+            made_deployments.get(&name),
+            &gateway,
+        )
+        .await
+        {
             Ok(()) if ports.is_empty() => Ok(()),
-            Ok(()) => ensure(&services, service).await,
+            Ok(()) => ensure(&services, service, made_services.get(&name), &gateway).await,
             Err(e) => Err(e),
         };
-        match written {
-            Ok(()) => {}
+        match outcome {
+            Ok(()) => {
+                let ready = made_deployments
+                    .get(&name)
+                    .and_then(|d| d.status.as_ref())
+                    .and_then(|s| s.available_replicas)
+                    .is_some_and(|n| n > 0);
+                if !ready {
+                    let why = "no pod of the Gateway's deployment is ready yet".to_string();
+                    infra.refuse(key, "Pending", why);
+                }
+            }
             Err(Problem::Taken(what)) => {
-                let why = format!("{what} {}/{name} exists and was not made by Weir: it is not replaced; delete it or rename the Gateway", settings.namespace);
-                infra.refused.insert(key, ("Invalid", why));
+                let why = format!("{what} {}/{name} exists and was not made by Weir for this Gateway: it is not replaced; delete it or rename the Gateway", settings.namespace);
+                infra.refuse(key, "NoResources", why);
             }
             Err(Problem::Api(error)) => {
-                tracing::warn!(gateway = %key, %error, "cannot write the Gateway's deployment; will try again")
+                tracing::warn!(gateway = %key, %error, "cannot write the Gateway's deployment; will try again");
+                infra.refuse(
+                    key,
+                    "Pending",
+                    format!("the Gateway's deployment cannot be written yet: {error}"),
+                );
             }
         }
     }
-    remove_others(&deployments, &keep).await;
-    remove_others(&services, &keep).await;
-    infra
+    // A refused Gateway that still exists keeps its deployment (its last good version serves).
+    for key in present {
+        keep.insert(instance_name(&key.namespace, &key.name));
+    }
+    remove_others(&deployments, made_deployments, &keep).await;
+    remove_others(&services, made_services, &keep).await;
+    Some(infra)
+}
+
+fn by_name<K: Resource>(items: Vec<K>) -> BTreeMap<String, K> {
+    items
+        .into_iter()
+        .filter_map(|o| Some((o.meta().name.clone()?, o)))
+        .collect()
 }
 
 enum Problem {
-    /// An object of that name exists that the controller did not make.
+    /// An object of that name exists that the controller did not make for this Gateway.
     Taken(String),
     Api(kube::Error),
 }
 
-/// Creates `object`, or replaces the one of its name the controller made when it differs.
-async fn ensure<K>(api: &Api<K>, mut object: K) -> Result<(), Problem>
+/// Creates `object`, or replaces `current` (the one the controller made of that name) when it
+/// differs.
+async fn ensure<K>(
+    api: &Api<K>,
+    mut object: K,
+    current: Option<&K>,
+    gateway: &str,
+) -> Result<(), Problem>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug + Keep,
 {
+    let kind = || K::kind(&()).to_string();
     let name = object.meta().name.clone().unwrap_or_default();
-    let current = api.get_opt(&name).await.map_err(Problem::Api)?;
     match current {
-        None => {
-            api.create(&PostParams::default(), &object)
-                .await
-                .map_err(Problem::Api)?;
-        }
-        Some(current) if !is_managed(current.meta()) => {
-            return Err(Problem::Taken(K::kind(&()).to_string()))
-        }
-        Some(current) if digest_of(current.meta()) == digest_of(object.meta()) => {}
+        None => match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            // There, but not among the objects the controller made.
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(Problem::Taken(kind())),
+            Err(e) => Err(Problem::Api(e)),
+        },
+        Some(current) if !is_managed(current.meta()) => Err(Problem::Taken(kind())),
+        Some(current) if gateway_of(current.meta()) != Some(gateway) => Err(Problem::Taken(kind())),
+        Some(current) if digest_of(current.meta()) == digest_of(object.meta()) => Ok(()),
         Some(current) => {
             object.meta_mut().resource_version = current.meta().resource_version.clone();
-            object.keep_allocated(&current);
+            object.keep_allocated(current);
             api.replace(&name, &PostParams::default(), &object)
                 .await
-                .map_err(Problem::Api)?;
+                .map(|_| ())
+                .map_err(Problem::Api)
         }
     }
-    Ok(())
 }
 
-/// What a replacement keeps of the object it replaces: what the API server allocated.
+/// What a replacement keeps of the object it replaces: what the API server allocated, and
+/// what others scale.
 trait Keep {
     fn keep_allocated(&mut self, _current: &Self) {}
 }
 
-impl Keep for Deployment {}
+impl Keep for Deployment {
+    /// The replica count is not the template's to set once the deployment exists: an
+    /// autoscaler of this Gateway's (or an operator) may have changed it.
+    fn keep_allocated(&mut self, current: &Self) {
+        if let (Some(spec), Some(was)) = (self.spec.as_mut(), current.spec.as_ref()) {
+            spec.replicas = was.replicas;
+        }
+    }
+}
 
 impl Keep for Service {
     fn keep_allocated(&mut self, current: &Self) {
@@ -267,24 +317,12 @@ impl Keep for Service {
     }
 }
 
-/// Deletes the objects the controller made whose Gateway is no longer provisioned.
-async fn remove_others<K>(api: &Api<K>, keep: &BTreeSet<String>)
+/// Deletes the objects the controller made that are not to be kept.
+async fn remove_others<K>(api: &Api<K>, made: BTreeMap<String, K>, keep: &BTreeSet<String>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let selector = format!("{MANAGED_BY}={CONTROLLER},{}", template::INSTANCE_LABEL);
-    let list = match api.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => list,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list gateway deployments; will try again");
-            return;
-        }
-    };
-    for object in list {
-        let name = object.meta().name.clone().unwrap_or_default();
-        if keep.contains(&name) {
-            continue;
-        }
+    for name in made.into_keys().filter(|n| !keep.contains(n)) {
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => tracing::info!(%name, "deleted the deployment of a Gateway that is gone"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}

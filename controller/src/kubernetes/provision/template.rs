@@ -3,9 +3,11 @@
 //! what is written can be tested without an API server.
 //!
 //! From the template the pods keep everything the operator set (image, flags such as
-//! `--redis`, resources, security context, probes, volumes); they lose what would mix them up
-//! with the shared gateway: its labels (the shared Service would send them Ingress traffic),
-//! its `--serve`, `--gateway` and listen flags, and its container ports.
+//! `--redis`, resources, security context, probes, volumes, the admin port); they lose what
+//! would mix them up with the shared gateway: its labels (the shared Service would send them
+//! Ingress traffic), its `--serve`, `--gateway` and listen flags, and its `http` and `https`
+//! container ports. The pods do not depend on the Gateway's listeners (the gateway opens the
+//! listeners' ports itself), so a listener added does not restart them; the Service does.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,33 @@ pub const GATEWAY_ANNOTATION: &str = "weir.dev/gateway";
 pub const DIGEST_ANNOTATION: &str = "weir.dev/spec-digest";
 /// `app.kubernetes.io/name` of every Gateway's pods.
 pub const APP_NAME: &str = "weir-gateway";
+/// A Gateway's Service carries at most this many ports: what its gateway opens at most
+/// (`weir-ingress --max-listener-ports`' default, beside the home ports).
+pub const MAX_PORTS: usize = 64;
+/// Annotations of the template Service copied to Gateways' Services: the cloud load
+/// balancers' settings...
+const SERVICE_ANNOTATION_PREFIXES: &[&str] = &[
+    "service.beta.kubernetes.io/",
+    "service.kubernetes.io/",
+    "cloud.google.com/",
+    "networking.gke.io/",
+    "metallb.universe.tf/",
+    "oci.oraclecloud.com/",
+    "load-balancer.hetzner.cloud/",
+];
+/// ...save those that pin an address or share one: each Gateway has its own.
+const SERVICE_ANNOTATION_PINS: &[&str] = &[
+    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
+    "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses",
+    "service.beta.kubernetes.io/aws-load-balancer-ipv6-addresses",
+    "service.beta.kubernetes.io/azure-pip-name",
+    "service.beta.kubernetes.io/azure-load-balancer-ipv4",
+    "service.beta.kubernetes.io/azure-load-balancer-ipv6",
+    "networking.gke.io/load-balancer-ip-addresses",
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.universe.tf/allow-shared-ip",
+    "metallb.universe.tf/ip-allocated-from-pool",
+];
 
 /// Flags of the template the controller sets itself (dropped from the template's arguments,
 /// with their values).
@@ -57,7 +86,7 @@ pub fn instance_name(namespace: &str, name: &str) -> String {
         &aws_lc_rs::digest::SHA256,
         format!("{namespace}/{name}").as_bytes(),
     );
-    let hex: String = digest.as_ref()[..5]
+    let hex: String = digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -114,6 +143,14 @@ pub fn digest_of(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The Gateway (`namespace/name`) an object was made for.
+pub fn gateway_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(GATEWAY_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// Whether the controller made this object (an object it did not make is never replaced).
 pub fn is_managed(meta: &ObjectMeta) -> bool {
     meta.labels
@@ -122,14 +159,9 @@ pub fn is_managed(meta: &ObjectMeta) -> bool {
         .is_some_and(|v| v == CONTROLLER)
 }
 
-/// The deployment of Gateway `gateway` (`namespace/name`) listening on `ports`, made from
-/// `template`; `None` when the template has no container running `weir-ingress`.
-pub fn deployment(
-    template: &Deployment,
-    namespace: &str,
-    gateway: &str,
-    ports: &[u16],
-) -> Option<Deployment> {
+/// The deployment of Gateway `gateway` (`namespace/name`), made from `template`; `None` when
+/// the template has no container running `weir-ingress`.
+pub fn deployment(template: &Deployment, namespace: &str, gateway: &str) -> Option<Deployment> {
     let (gw_namespace, gw_name) = gateway.split_once('/')?;
     let instance = instance_name(gw_namespace, gw_name);
     let mut spec = template.spec.clone()?;
@@ -142,7 +174,7 @@ pub fn deployment(
     pod_meta.labels = Some(labels(&instance));
     let pod = spec.template.spec.as_mut()?;
     let container = pod.containers.iter_mut().find(|c| runs_ingress(c))?;
-    gateway_container(container, gateway, ports);
+    gateway_container(container, gateway);
     // Spread and anti-affinity select the pods of this Gateway, not the template's.
     let own = || {
         Some(LabelSelector {
@@ -182,11 +214,62 @@ pub fn deployment(
         name: UNPRIVILEGED_PORTS.to_string(),
         value: "0".to_string(),
     });
+    // The replica count is the template's when the deployment is made, then whoever scales
+    // it decides: not part of what is compared.
+    let replicas = spec.replicas.take();
+    let metadata = seal(meta(namespace, &instance, gateway), &spec);
+    spec.replicas = replicas;
     Some(Deployment {
-        metadata: seal(meta(namespace, &instance, gateway), &spec),
+        metadata,
         spec: Some(spec),
         status: None,
     })
+}
+
+/// The template gateway's ports other than its traffic ones (its admin port): not for
+/// listeners, and never on a Gateway's Service.
+pub fn reserved_ports(template: &Deployment) -> Vec<u16> {
+    let pod = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref());
+    let container = pod.and_then(|p| p.containers.iter().find(|c| runs_ingress(c)));
+    let mut reserved: Vec<u16> = container
+        .and_then(|c| c.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| !matches!(p.name.as_deref(), Some("http" | "https")))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    // The admin listener, whether or not the template names its port.
+    let admin = container
+        .and_then(|c| flag_value(c, "--admin"))
+        .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+    reserved.extend(admin);
+    reserved
+}
+
+/// The ports of a Gateway's Service: its listeners' ports but the reserved ones, at most
+/// [`MAX_PORTS`] (the lowest).
+pub fn service_ports(listener_ports: &[u16], reserved: &[u16]) -> Vec<u16> {
+    listener_ports
+        .iter()
+        .copied()
+        .filter(|p| !reserved.contains(p))
+        .take(MAX_PORTS)
+        .collect()
+}
+
+/// The value of `--flag=VALUE` or `--flag VALUE` among a container's arguments.
+fn flag_value(c: &Container, flag: &str) -> Option<String> {
+    let args = c.args.as_ref()?;
+    args.iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.split_once('=') {
+            Some((f, v)) if f == flag => Some(v.to_string()),
+            None if a == flag => args.get(i + 1).cloned(),
+            _ => None,
+        })
 }
 
 fn runs_ingress(c: &Container) -> bool {
@@ -198,8 +281,13 @@ fn runs_ingress(c: &Container) -> bool {
         || c.name == "ingress"
 }
 
-/// The template's container, made to serve `gateway` on `ports` (each at its own number).
-fn gateway_container(container: &mut Container, gateway: &str, ports: &[u16]) {
+/// The template's container, made to serve `gateway`, each listener at its own port number.
+fn gateway_container(container: &mut Container, gateway: &str) {
+    // An IPv6 template listens on IPv6 (dual-stack) as well.
+    let any = match flag_value(container, "--listen") {
+        Some(listen) if listen.starts_with('[') => "[::]",
+        _ => "0.0.0.0",
+    };
     let mut args = Vec::new();
     let mut skip_value = false;
     for arg in container.args.take().unwrap_or_default() {
@@ -216,8 +304,8 @@ fn gateway_container(container: &mut Container, gateway: &str, ports: &[u16]) {
     args.extend([
         "--serve=gateways".to_string(),
         format!("--gateway={gateway}"),
-        "--listen=0.0.0.0:80".to_string(),
-        "--listen-tls=0.0.0.0:443".to_string(),
+        format!("--listen={any}:80"),
+        format!("--listen-tls={any}:443"),
         "--gateway-http-port=80".to_string(),
         "--gateway-tls-port=443".to_string(),
     ]);
@@ -226,21 +314,9 @@ fn gateway_container(container: &mut Container, gateway: &str, ports: &[u16]) {
         env.retain(|e| !OWN_ENV.contains(&e.name.as_str()));
     }
     // The template's traffic ports go; the others (admin) stay, under their names.
-    let mut container_ports: Vec<ContainerPort> = container
-        .ports
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| !matches!(p.name.as_deref(), Some("http" | "https")))
-        .filter(|p| !ports.contains(&(p.container_port as u16)))
-        .collect();
-    container_ports.extend(ports.iter().map(|&port| ContainerPort {
-        name: Some(port_name(port)),
-        container_port: i32::from(port),
-        protocol: Some("TCP".to_string()),
-        ..ContainerPort::default()
-    }));
-    container.ports = Some(container_ports);
+    if let Some(ports) = container.ports.as_mut() {
+        ports.retain(|p: &ContainerPort| !matches!(p.name.as_deref(), Some("http" | "https")));
+    }
 }
 
 fn port_name(port: u16) -> String {
@@ -261,8 +337,12 @@ pub fn service(
     let spec = ServiceSpec {
         type_: Some(from.type_.unwrap_or_else(|| "LoadBalancer".to_string())),
         external_traffic_policy: from.external_traffic_policy,
+        internal_traffic_policy: from.internal_traffic_policy,
         load_balancer_class: from.load_balancer_class,
+        load_balancer_source_ranges: from.load_balancer_source_ranges,
+        allocate_load_balancer_node_ports: from.allocate_load_balancer_node_ports,
         ip_family_policy: from.ip_family_policy,
+        ip_families: from.ip_families,
         selector: Some(BTreeMap::from([(
             INSTANCE_LABEL.to_string(),
             instance.clone(),
@@ -282,11 +362,13 @@ pub fn service(
         ..ServiceSpec::default()
     };
     let mut metadata = meta(namespace, &instance, gateway);
-    // Cloud load-balancer settings live in the template Service's annotations.
+    // Cloud load-balancer settings live in the template Service's annotations; names (DNS)
+    // and pinned addresses are the template's own.
     if let Some(extra) = template.and_then(|t| t.metadata.annotations.clone()) {
         let annotations = metadata.annotations.get_or_insert_with(Default::default);
         for (k, v) in extra {
-            if !k.starts_with("weir.dev/") && !k.starts_with("kubectl.kubernetes.io/") {
+            let cloud = SERVICE_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p));
+            if cloud && !SERVICE_ANNOTATION_PINS.contains(&k.as_str()) {
                 annotations.entry(k).or_insert(v);
             }
         }

@@ -55,7 +55,7 @@ pub(super) fn desired(
             .filter_map(move |w| w.strip_prefix(&prefix).map(str::to_string))
             .collect::<Vec<String>>()
     };
-    let unserved = unserved_listeners(objects);
+    let unserved = unserved_listeners(objects, infra.provisioned());
     // A reference that did not resolve, with the Gateway API's reason for the first one.
     let unresolved = |key: &ObjectKey| {
         let found: Vec<(&str, String)> = warned(key)
@@ -248,10 +248,10 @@ pub(super) fn desired(
                         by_listeners(valid, problems.len(), "compiled and serving", generation)
                     }
                 };
-                let programmed = match (ok, infra.refused(&key)) {
+                let programmed = match (ok, infra.not_programmed(objects, &key)) {
                     (true, None) => programmed_ok(generation),
                     (true, Some((reason, why))) => {
-                        condition("Programmed", false, reason, why, generation)
+                        condition("Programmed", false, reason, &why, generation)
                     }
                     (false, _) => condition(
                         "Programmed",

@@ -166,10 +166,20 @@ pub(super) fn listener_problem(
 }
 
 /// The listeners the gateway leaves unserved for their ports, planned as it plans them
-/// ([`plan_ports`]) with the manifests' home ports (80 and 443) and every Gateway of the class
-/// (one deployment serves them all).
-pub(super) fn unserved_listeners(objects: &Objects) -> Vec<Unserved> {
-    plan_ports(&gateway_listeners(objects), (80, 443), |_| true).1
+/// ([`plan_ports`]) with the manifests' home ports (80 and 443): one deployment serving every
+/// Gateway of the class, or (`own_deployments`) each Gateway its own, where other Gateways'
+/// listeners take none of its ports.
+pub(super) fn unserved_listeners(objects: &Objects, own_deployments: bool) -> Vec<Unserved> {
+    let listeners = gateway_listeners(objects);
+    if !own_deployments {
+        return plan_ports(&listeners, (80, 443), |_| true).1;
+    }
+    let gateways: std::collections::BTreeSet<&str> =
+        listeners.iter().map(|l| l.gateway.as_str()).collect();
+    gateways
+        .into_iter()
+        .flat_map(|gateway| plan_ports(&listeners, (80, 443), |g| g == gateway).1)
+        .collect()
 }
 
 /// Whether an HTTPS listener shares a hostname with another HTTPS listener on its port

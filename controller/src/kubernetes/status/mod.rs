@@ -31,7 +31,10 @@ mod optout;
 use desired::{desired, keep_transition_times, Around};
 use lease::LeaseHolder;
 
-use super::{provision::Infra, Kind, WATCHED};
+use super::{
+    provision::{self, Infra},
+    Kind, WATCHED,
+};
 use weir_api::Rejection;
 
 use crate::Controller;
@@ -60,7 +63,7 @@ pub struct Settings {
     /// The trust bundle and injector certificate to publish.
     pub publish: super::publish::Settings,
     /// Where Gateways' own deployments are made; `None`: the install's gateway serves them.
-    pub provision: Option<super::provision::Settings>,
+    pub provision: Option<provision::Settings>,
 }
 
 /// Hands each compiled set of objects to the status task.
@@ -130,9 +133,12 @@ async fn run(
                 if let (true, Some(provision)) = (leading, &settings.provision) {
                     let objects = latest.borrow().clone();
                     if let Some(objects) = objects {
-                        let now = super::provision::sync(&client, provision, &objects).await;
-                        dirty |= now != infra;
-                        infra = now;
+                        let present = refused_gateways(&controller);
+                        let now = provision::sync(&client, provision, &objects, &present).await;
+                        if let Some(now) = now.filter(|now| *now != infra) {
+                            infra = now;
+                            dirty = true;
+                        }
                     }
                 }
             }
@@ -154,7 +160,10 @@ async fn run(
         let (rejected, warnings) = (compiled.rejected, compiled.warnings);
         let strict = compiled.strict_coverage;
         if let Some(provision) = &settings.provision {
-            infra = super::provision::sync(&client, provision, &objects).await;
+            let present = refused_gateways(&controller);
+            if let Some(now) = provision::sync(&client, provision, &objects, &present).await {
+                infra = now;
+            }
         }
         let around = Around {
             infra: &infra,
@@ -175,6 +184,12 @@ async fn run(
             tracing::warn!(%problem, "cannot publish; will try again on the next change");
         }
     }
+}
+
+/// The Gateways the last compile refused: they still exist.
+fn refused_gateways(controller: &Controller) -> std::collections::BTreeSet<ObjectKey> {
+    let rejected = controller.status().rejected;
+    provision::refused_gateways(rejected.iter().map(|r| r.object.as_str()))
 }
 
 /// What was last written, so unchanged status is not written again.
