@@ -464,6 +464,24 @@ async fn gateway_invalid_parameters_ref() {
     assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
 }
 
+/// A Gateway asking for an address (`spec.addresses`) is refused alone, `Accepted: False`
+/// with `UnsupportedAddress`: Weir does not serve it at some other address instead.
+#[tokio::test]
+async fn gateway_asking_for_addresses_is_refused_with_unsupported_address() {
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let yaml = gateway_yaml(
+        "gateway-static-addresses",
+        "  - {name: http, port: 80, protocol: HTTP}\n  addresses: [{type: IPAddress, value: 192.0.2.1}]\n",
+    );
+    api.apply(&yaml);
+    let gateway = gateway_at(api, "gateway-static-addresses", 1).await;
+    let accepted = condition(&gateway["status"]["conditions"], "Accepted");
+    assert_eq!(accepted["reason"], "UnsupportedAddress", "{accepted}");
+    assert!(accepted["message"].as_str().unwrap().contains("spec.addresses"));
+    assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
+}
+
 #[tokio::test]
 async fn gateway_overlapping_tls_config_hostnames() {
     let cluster = cluster(&[]).await;

@@ -14,7 +14,7 @@ mod gateway;
 pub use gateway::listener_sets;
 pub use gateway::{
     gateway_listeners, hostnames_overlap, listener_allows, listener_conflict, served_kinds,
-    NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
+    ADDRESSES_FIELD, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT,
     PARAMETERS_REF_FIELD,
 };
 mod ingress;

@@ -50,6 +50,8 @@ pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";
 
 /// The field a Gateway is refused for when it names parameters (`InvalidParameters`).
 pub const PARAMETERS_REF_FIELD: &str = "spec.infrastructure.parametersRef";
+/// The field of a Gateway asking for addresses, which Weir does not take.
+pub const ADDRESSES_FIELD: &str = "spec.addresses";
 
 /// Whether two listener hostnames (`foo.example.com`, `*.example.com`) have a name in common:
 /// their TLS configurations then overlap (`OverlappingTLSConfig`). Unparsable ones do not.
@@ -79,28 +81,39 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     let gateways: Vec<&Gateway> = merged.iter().collect();
     // Weir's Gateways take no parameters: one that names some is refused (its status says
     // `InvalidParameters`), not served as if they were not there.
-    let parameterised: Vec<(ObjectKey, Location)> = cx
+    // Nor addresses: a Gateway's address is its own Service's (or the install's), and one
+    // asking for another is refused (`UnsupportedAddress`), not served somewhere else.
+    let unsupported: Vec<(ObjectKey, Location, &str, &str)> = cx
         .iter()
         .filter_map(|(o, l)| match o {
-            Object::Gateway(g)
-                if g.spec.gateway_class_name == GATEWAY_CLASS
-                    && g.spec
-                        .infrastructure
-                        .as_ref()
-                        .is_some_and(|i| i.parameters_ref.is_some()) =>
-            {
-                Some((o.key(), l.clone()))
+            Object::Gateway(g) if g.spec.gateway_class_name == GATEWAY_CLASS => {
+                let parameters = g
+                    .spec
+                    .infrastructure
+                    .as_ref()
+                    .is_some_and(|i| i.parameters_ref.is_some());
+                let addresses = g.spec.addresses.as_ref().is_some_and(|a| !a.is_empty());
+                match (parameters, addresses) {
+                    (true, _) => Some((
+                        o.key(),
+                        l.clone(),
+                        PARAMETERS_REF_FIELD,
+                        "Weir's Gateways take no parameters",
+                    )),
+                    (false, true) => Some((
+                        o.key(),
+                        l.clone(),
+                        ADDRESSES_FIELD,
+                        "Weir gives each Gateway its address (its Service's): addresses cannot be asked for",
+                    )),
+                    (false, false) => None,
+                }
             }
             _ => None,
         })
         .collect();
-    for (key, location) in parameterised {
-        cx.error(
-            &location,
-            &key,
-            PARAMETERS_REF_FIELD,
-            "Weir's Gateways take no parameters",
-        );
+    for (key, location, field, why) in unsupported {
+        cx.error(&location, &key, field, why);
     }
     check_listener_names(cx);
     cx.listeners = served_listeners(cx.objects, &gateways);

@@ -4,8 +4,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use weir_api::{
     compile::{
-        serves_ingress, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME,
-        NO_MATCHING_PARENT, PARAMETERS_REF_FIELD,
+        serves_ingress, ADDRESSES_FIELD, GATEWAY_CLASS, NOT_ALLOWED_BY_LISTENERS,
+        NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT, PARAMETERS_REF_FIELD,
     },
     model::StrictCoverage,
     Object, ObjectKey, Objects,
@@ -237,10 +237,14 @@ pub(super) fn desired(
                 // Accepted with the reason ListenersNotValid when some listener is not (False
                 // when none is), as the spec words it.
                 let invalid = problems.iter().filter(|p| p.is_some()).count();
-                let parameters = refused(&key).filter(|m| m.contains(PARAMETERS_REF_FIELD));
-                let gateway_accepted = match (ok, parameters) {
-                    (false, Some(message)) => {
-                        condition("Accepted", false, "InvalidParameters", &message, generation)
+                let unsupported = refused(&key).and_then(|m| match m {
+                    m if m.contains(PARAMETERS_REF_FIELD) => Some(("InvalidParameters", m)),
+                    m if m.contains(ADDRESSES_FIELD) => Some(("UnsupportedAddress", m)),
+                    _ => None,
+                });
+                let gateway_accepted = match (ok, unsupported) {
+                    (false, Some((reason, message))) => {
+                        condition("Accepted", false, reason, &message, generation)
                     }
                     (false, None) => accepted(),
                     (true, _) => {
