@@ -18,7 +18,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
-use weir_api::{duration::parse_duration, process::Signals, proto::Role};
+use weir_api::{duration::parse_duration, process::Signals};
 use weir_ingress::{
     auth::jwks,
     config_dir,
@@ -37,7 +37,7 @@ use weir_http::{
     upstream::{Upstream, UpstreamSettings},
 };
 use weir_mesh::{
-    control::{self, read_controller_ca, ControlSettings},
+    control,
     identity::{self, WorkloadIdentity},
     mtls::{self, Dialer},
 };
@@ -51,6 +51,7 @@ use weir_proxy::{
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
     stream::{StreamRouting, StreamSettings},
     tls::CertStore,
+    trace::{Service, TraceArgs, Tracer},
 };
 
 /// Weir's north-south gateway: serves Kubernetes Ingress and Gateway API routes.
@@ -126,6 +127,8 @@ struct Args {
     workers: usize,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
     /// The `x-request-id` each request carries on, returns and logs: `preserve-or-generate`
     /// (the client's when usable, else a new one), `generate` (always new), or `preserve`
     /// (only the client's; none made).
@@ -221,46 +224,9 @@ fn parse_local_keys(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Where the configuration comes from.
-enum Source {
-    Dir(PathBuf),
-    Controller(ControlSettings),
-}
+mod source;
 
-fn config_source(args: &Args) -> anyhow::Result<Source> {
-    let Some(url) = &args.controller else {
-        let dir = args.config_dir.clone().unwrap_or_default();
-        if !dir.is_dir() {
-            bail!("--config-dir {}: not a directory", dir.display());
-        }
-        return Ok(Source::Dir(dir));
-    };
-    if !url.starts_with("https://") {
-        bail!(
-            "--controller {url:?}: the config stream carries TLS private keys, so it only runs over TLS: use https://HOST:PORT"
-        );
-    }
-    let ca_pem = args
-        .controller_ca
-        .as_deref()
-        .map(read_controller_ca)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let pod = args.pod_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "weir-ingress".to_string())
-    });
-    Ok(Source::Controller(ControlSettings {
-        url: url.clone(),
-        ca_pem,
-        token_file: args.identity_token_file.clone().unwrap_or_default(),
-        role: Role::Ingress,
-        namespace: args.namespace.clone(),
-        service_account: args.service_account.clone(),
-        pod,
-    }))
-}
+use source::{config_source, Source};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -356,6 +322,17 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     let admin_port = admin.local_addr()?.port();
 
     let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
+    let tracer = match &args.trace.otlp_endpoint {
+        Some(endpoint) => {
+            let service = Service {
+                name: "weir-ingress",
+                namespace: Some(args.namespace.clone()).filter(|n| !n.is_empty()),
+                pod: args.pod_name.clone(),
+            };
+            Some(Tracer::new(endpoint, &service, args.trace.trace_sampling)?)
+        }
+        None => None,
+    };
     let upstream_settings = UpstreamSettings {
         connect_timeout: args.connect_timeout,
         ..UpstreamSettings::default()
@@ -372,12 +349,14 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
             request_id: args.request_id,
             trace_context: args.trace_context,
             forwarded: args.forwarded,
+            sampling: args.trace.trace_sampling,
         },
         paths: PathPolicy {
             escaped_slashes: args.escaped_slashes,
             parameters: args.path_parameters,
         },
         underscores: args.underscore_headers,
+        tracer: tracer.clone(),
     });
 
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
@@ -486,6 +465,9 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     watcher.abort();
     admin_task.abort();
     access_log.settle();
+    if let Some(tracer) = tracer {
+        tracer.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

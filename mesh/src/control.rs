@@ -47,9 +47,13 @@ pub struct ControlSettings {
     pub pod: String,
 }
 
-/// Reads `--controller-ca`: a PEM file with at least one certificate (an empty or wrong file
-/// would otherwise surface as a TLS failure at every reconnection).
-pub fn read_controller_ca(file: &std::path::Path) -> Result<Vec<u8>, String> {
+/// Reads `--controller-ca`, when given: a PEM file with at least one certificate (an empty or
+/// wrong file would otherwise surface as a TLS failure at every reconnection).
+pub fn read_controller_ca(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    file.map(read_ca).transpose()
+}
+
+fn read_ca(file: &std::path::Path) -> Result<Vec<u8>, String> {
     use rustls_pki_types::{pem::PemObject, CertificateDer};
     let pem =
         std::fs::read(file).map_err(|e| format!("--controller-ca {}: {e}", file.display()))?;

@@ -29,6 +29,7 @@ pub mod resilience;
 pub mod router;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 
 // Shared with the controller; re-exported so that the engine's modules say `crate::lock`.
 pub use weir_api::process::{lock, unix_now};

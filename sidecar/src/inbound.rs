@@ -33,6 +33,7 @@ use weir_proxy::{
     metrics::Metrics,
     normalize::{normalize_path, PathPolicy},
     resilience::retry::Report,
+    trace::{Hop, Tracer},
 };
 
 use crate::{
@@ -72,6 +73,9 @@ pub struct Inbound {
     pub metrics: Metrics,
     /// One JSON line per request.
     pub access_log: AccessLog,
+    /// Exports sampled requests' spans (`--otlp-endpoint`); none: `traceparent` passes as
+    /// it came.
+    pub tracer: Option<Arc<Tracer>>,
     /// Mesh metrics.
     pub mesh: MeshMetrics,
     /// Inbound handshakes that passed and failed.
@@ -273,13 +277,14 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 0. hop-by-hop, before anything is read
         forward::strip_request(&mut parts);
-        let mut arrival = self.access_log.enabled().then(|| {
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok());
-            let host = host.or_else(|| parts.uri.authority().map(|a| a.as_str()));
-            Arrival::of(&parts, client.addr, host.unwrap_or_default(), started)
+        let mut arrival = self
+            .access_log
+            .enabled()
+            .then(|| Arrival::of(&parts, client.addr, host_of(&parts), started));
+        // Only when spans are exported: the trace continued, and the span if it is sampled.
+        let span = self.tracer.as_ref().and_then(|t| {
+            let (host, path) = (host_of(&parts).to_string(), parts.uri.path().to_string());
+            t.continue_trace(&mut parts.headers, Hop::Server, &parts.method, &host, &path)
         });
         let mut outcome = Outcome::default();
         // The path as the app will read it: what AccessPolicy matches and the log shows.
@@ -312,6 +317,13 @@ impl Inbound {
         let peer = caller.as_deref().unwrap_or("plaintext");
         self.mesh
             .request("inbound", peer, &self.own, response.status(), started);
+        let response = match (&self.tracer, span) {
+            (Some(tracer), Some(mut span)) => {
+                span.attribute("weir.peer", peer.to_string());
+                tracer.finish(span, None, response)
+            }
+            _ => response,
+        };
         match arrival {
             Some(arrival) => self.access_log.on_end(arrival, outcome, response),
             None => response,
@@ -391,6 +403,16 @@ fn vouch(headers: &mut HeaderMap, caller: Option<&str>) {
     if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
         headers.insert(PEER_IDENTITY, id);
     }
+}
+
+/// The host a request names (`Host`, else its authority).
+fn host_of(parts: &Parts) -> &str {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    host.or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use weir_proxy::{
     config::{ConfigStore, Follow, Installer},
     metrics::Metrics,
     normalize::{EscapedSlashes, PathParameters, PathPolicy},
+    trace::{Service, TraceArgs, Tracer},
 };
 use weir_sidecar::{
     health::{https_probes, parse_probes, SidecarPages},
@@ -69,6 +70,8 @@ struct RunArgs {
     /// The access log, in both directions (the same fields as weir-ingress's).
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
     /// The app's port on localhost, for inbound connections that were not redirected
     /// (explicit mode); redirected ones go to the port they were sent to.
     #[arg(long)]
@@ -263,12 +266,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(json) => parse_probes(json).map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
-    let ca_pem = args
-        .controller_ca
-        .as_deref()
-        .map(read_controller_ca)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let ca_pem = read_controller_ca(args.controller_ca.as_deref()).map_err(anyhow::Error::msg)?;
     let settings = ControlSettings {
         url: args.controller.clone(),
         ca_pem,
@@ -292,6 +290,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let store = Arc::new(ConfigStore::new(metrics.clone()));
     let installer = Arc::new(Installer::new(store.clone()).mesh(dialer.clone()));
     let access_log = AccessLog::stdout(&args.log, metrics.access_log_dropped.clone())?;
+    let tracer = match &args.trace.otlp_endpoint {
+        Some(endpoint) => {
+            let service = Service {
+                name: "weir-sidecar",
+                namespace: Some(args.namespace.clone()),
+                pod: Some(args.pod.clone()),
+            };
+            Some(Tracer::new(endpoint, &service, args.trace.trace_sampling)?)
+        }
+        None => None,
+    };
 
     let inbound_listener = listen(args.inbound, "--inbound")
         .await?
@@ -351,6 +360,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         own: own.clone(),
         metrics: metrics.clone(),
         access_log: access_log.clone(),
+        tracer: tracer.clone(),
         mesh: mesh.clone(),
         handshakes: (handshakes("ok"), handshakes("error")),
         paths: PathPolicy {
@@ -368,6 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         metrics: metrics.clone(),
         access_log: access_log.clone(),
+        tracer: tracer.clone(),
         mesh,
     });
 
@@ -433,6 +444,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     certificates.abort();
     admin_task.abort();
     access_log.settle();
+    if let Some(tracer) = tracer {
+        tracer.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

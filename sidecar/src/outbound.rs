@@ -30,6 +30,7 @@ use weir_proxy::{
     forward::{self, Destination, Forward},
     metrics::Metrics,
     resilience::retry::{Report, Tries},
+    trace::{Hop, Tracer},
 };
 
 use crate::{
@@ -62,6 +63,9 @@ pub struct Outbound {
     pub metrics: Metrics,
     /// One JSON line per request.
     pub access_log: AccessLog,
+    /// Exports sampled requests' spans (`--otlp-endpoint`); none: `traceparent` passes as
+    /// it came.
+    pub tracer: Option<Arc<Tracer>>,
     /// Mesh metrics.
     pub mesh: MeshMetrics,
 }
@@ -201,6 +205,14 @@ impl Outbound {
             .access_log
             .enabled()
             .then(|| Arrival::of(&parts, client.addr, host, started));
+        // Only when spans are exported: the trace continued, and the span if it is sampled.
+        let span = match &self.tracer {
+            Some(t) => {
+                let (host, path) = (host.to_string(), parts.uri.path().to_string());
+                t.continue_trace(&mut parts.headers, Hop::Client, &parts.method, &host, &path)
+            }
+            None => None,
+        };
         let mut outcome = Outcome {
             route: target.as_ref().map(|t| t.service.clone()),
             backend: target.as_ref().map(|t| t.cluster.clone()),
@@ -232,6 +244,13 @@ impl Outbound {
         let peer = identity.as_deref().unwrap_or("plaintext");
         self.mesh
             .request("outbound", peer, destination, response.status(), started);
+        let response = match (&self.tracer, span) {
+            (Some(tracer), Some(mut span)) => {
+                span.attribute("weir.peer", peer.to_string());
+                tracer.finish(span, Some(destination), response)
+            }
+            _ => response,
+        };
         match arrival {
             Some(arrival) => self.access_log.on_end(arrival, outcome, response),
             None => response,

@@ -29,6 +29,7 @@ pub mod idp;
 pub mod image;
 pub mod mesh;
 pub mod netns;
+pub mod otlp;
 pub mod prometheus;
 pub mod redis;
 pub mod stub;

@@ -478,7 +478,10 @@ async fn gateway_asking_for_addresses_is_refused_with_unsupported_address() {
     let gateway = gateway_at(api, "gateway-static-addresses", 1).await;
     let accepted = condition(&gateway["status"]["conditions"], "Accepted");
     assert_eq!(accepted["reason"], "UnsupportedAddress", "{accepted}");
-    assert!(accepted["message"].as_str().unwrap().contains("spec.addresses"));
+    assert!(accepted["message"]
+        .as_str()
+        .unwrap()
+        .contains("spec.addresses"));
     assert_eq!(status_of(&cluster.weir, "shop.example.com").await, 200);
 }
 

@@ -58,6 +58,7 @@ use weir_proxy::{
     normalize::{normalize_path, PathPolicy},
     resilience::retry::{Report, Tries},
     router::RequestView,
+    trace::{Hop, SpanStart, Tracer},
 };
 
 mod guard;
@@ -88,6 +89,8 @@ pub struct Gateway {
     pub paths: PathPolicy,
     /// What happens to request header names with `_` (`--underscore-headers`).
     pub underscores: UnderscoreHeaders,
+    /// Exports sampled requests' spans (`--otlp-endpoint`); none: no spans.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// What is known about a request as it moves through the stages, for the log and metrics, and
@@ -135,10 +138,17 @@ pub fn handle(
         let Stamps {
             request_id,
             client: forwarded_for,
+            sampled,
         } = headers::stamp(&mut parts.headers, client.addr.ip(), gw.fields);
         // Looked up once: the route, the Host sent on and X-Forwarded-Host need it.
         let asked = asked_host(&parts);
         let host = request_host(asked.as_ref());
+        // A span only for a sampled request, when spans are exported.
+        let span = sampled.filter(|_| gw.tracer.is_some()).map(|ids| {
+            let mut span = SpanStart::new(ids, Hop::Server, &parts.method, &host, parts.uri.path());
+            span.attribute("client.address", client.addr.ip().to_string());
+            span
+        });
         let grpc = is_grpc(&parts.headers);
         // What only the access log needs is taken only when it is on.
         let mut arrival = gw
@@ -195,6 +205,9 @@ pub fn handle(
                 .as_secs_f64(),
         );
 
+        if let (Some(tracer), Some(span)) = (&gw.tracer, span) {
+            response = tracer.finish(span, x.route.as_deref(), response);
+        }
         match arrival {
             Some(arrival) => {
                 let outcome = Outcome {

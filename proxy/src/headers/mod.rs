@@ -12,8 +12,8 @@ mod stamp;
 mod trusted;
 
 pub(crate) use policy::{choose, named};
-pub use policy::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext};
-pub use stamp::{set_forwarded, stamp, trace_id, Stamps, REQUEST_ID, TRACEPARENT};
+pub use policy::{FieldPolicy, ForwardedMode, RequestIdMode, Sampling, TraceContext};
+pub use stamp::{set_forwarded, stamp, trace_id, Stamps, TraceIds, REQUEST_ID, TRACEPARENT};
 pub use trusted::{drop_lookalikes, UnderscoreHeaders, STAMPED};
 
 /// Gives a request without `Host` (HTTP/2 carries it as `:authority`) one from its URI, for

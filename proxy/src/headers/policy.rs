@@ -9,6 +9,8 @@ pub struct FieldPolicy {
     pub request_id: RequestIdMode,
     /// `traceparent`.
     pub trace_context: TraceContext,
+    /// Which new traces are sampled (the `traceparent`'s sampled flag).
+    pub sampling: Sampling,
     /// `X-Forwarded-For`, `-Proto` and `-Host`.
     pub forwarded: ForwardedMode,
 }
@@ -35,6 +37,59 @@ pub enum TraceContext {
     Continue,
     /// `traceparent` passes as the client sent it, or not at all.
     Off,
+}
+
+/// Which traces a proxy starts as sampled (`--trace-sampling`): a trace it continues keeps its
+/// caller's sampled flag (parent-based). The decision reads the trace id's random low 64 bits,
+/// as OpenTelemetry's TraceIdRatioBased sampler does, so every proxy decides a trace alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampling {
+    /// Sampled when the trace id's low 64 bits are below this (`u64::MAX`: all).
+    below: u64,
+}
+
+impl Sampling {
+    /// One trace in a hundred, the default.
+    pub const DEFAULT_RATIO: f64 = 0.01;
+
+    /// Samples `ratio` of new traces (0 to 1).
+    pub fn ratio(ratio: f64) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!(
+                "{ratio} is not a ratio from 0 to 1: 0.01 samples one new trace in a hundred"
+            ));
+        }
+        // 2^64 × ratio, saturating at every trace for 1.
+        let below = if ratio >= 1.0 {
+            u64::MAX
+        } else {
+            (ratio * 18_446_744_073_709_551_616.0) as u64
+        };
+        Ok(Self { below })
+    }
+
+    /// Whether a new trace of id `trace` is sampled.
+    pub fn samples(self, trace: u128) -> bool {
+        let low = trace as u64;
+        self.below == u64::MAX || low < self.below
+    }
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self::ratio(Self::DEFAULT_RATIO).unwrap_or(Self { below: 0 })
+    }
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ratio: f64 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number from 0 to 1"))?;
+        Self::ratio(ratio)
+    }
 }
 
 /// What the gateway says to backends about where a request came from.

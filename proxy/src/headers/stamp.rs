@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::{header::Entry, HeaderMap, HeaderName, HeaderValue};
 
-use super::policy::{FieldPolicy, ForwardedMode, RequestIdMode, TraceContext};
+use super::policy::{FieldPolicy, ForwardedMode, RequestIdMode, Sampling, TraceContext};
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -37,6 +37,20 @@ pub struct Stamps {
     pub request_id: Option<HeaderValue>,
     /// The client's address as text, for [`set_forwarded`] (none with [`ForwardedMode::Off`]).
     pub client: Option<HeaderValue>,
+    /// The request's span, when its trace is sampled (what the span is exported with).
+    pub sampled: Option<TraceIds>,
+}
+
+/// The ids of a sampled request's span: its trace, its own id (the `traceparent` sent on
+/// names it as the parent of the next hop), and its caller's span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace id.
+    pub trace: u128,
+    /// This proxy's span.
+    pub span: u64,
+    /// The caller's span (none when this proxy started the trace).
+    pub parent: Option<u64>,
 }
 
 /// Lengths in the shared buffer: a request id, a `traceparent`, an address (IPv6 at most).
@@ -61,6 +75,7 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr, policy: FieldPolicy) -> St
         return Stamps {
             request_id: given_id,
             client: None,
+            sampled: None,
         };
     }
     let mut buf = [0u8; ID_LEN + TRACEPARENT_LEN + ADDRESS_LEN];
@@ -75,12 +90,13 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr, policy: FieldPolicy) -> St
     };
     // The caller's traceparent is read and replaced through one entry: one hash of the name.
     let entry = trace.then(|| headers.entry(TRACEPARENT));
+    let mut sampled = None;
     if let Some(entry) = &entry {
         let incoming = match entry {
             Entry::Occupied(given) => Some(given.get()),
             Entry::Vacant(_) => None,
         };
-        write_traceparent(traceparent, incoming);
+        sampled = write_traceparent(traceparent, incoming, policy.sampling);
     }
     let shared = Bytes::from_owner(buf);
     let value = |from: usize, len: usize| {
@@ -107,6 +123,7 @@ pub fn stamp(headers: &mut HeaderMap, client: IpAddr, policy: FieldPolicy) -> St
     Stamps {
         request_id,
         client: forwarded.then(|| value(ID_LEN + TRACEPARENT_LEN, address_len)),
+        sampled,
     }
 }
 
@@ -153,22 +170,46 @@ pub fn set_forwarded(
 }
 
 /// Writes the `traceparent` to send on: the caller's trace id and flags with a new span id,
-/// or a new trace.
-fn write_traceparent(out: &mut [u8], incoming: Option<&HeaderValue>) {
+/// or a new trace, sampled as `sampling` says. Returns the span's ids when it is sampled.
+fn write_traceparent(
+    out: &mut [u8],
+    incoming: Option<&HeaderValue>,
+    sampling: Sampling,
+) -> Option<TraceIds> {
     // 00-<trace id: 32>-<span id: 16>-<flags: 2>
-    out.copy_from_slice(b"00-00000000000000000000000000000000-0000000000000000-01");
+    out.copy_from_slice(b"00-00000000000000000000000000000000-0000000000000000-00");
+    // Not zero, which W3C reserves (over the full range: a bounded one costs a division).
+    let span = fastrand::u64(..).max(1);
+    hex(&mut out[36..52], u128::from(span));
     match incoming
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
     {
-        Some((trace, flags)) => {
+        Some((trace, parent, flags)) => {
             out[3..35].copy_from_slice(trace.as_bytes());
             out[53..55].copy_from_slice(flags.as_bytes());
+            // Parent-based: the caller's sampled flag decides.
+            let sampled = u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1);
+            sampled.then(|| TraceIds {
+                trace: u128::from_str_radix(trace, 16).unwrap_or_default(),
+                span,
+                parent: u64::from_str_radix(parent, 16).ok(),
+            })
         }
-        // Not zero, which W3C reserves (over the full range: a bounded one costs a division).
-        None => hex(&mut out[3..35], fastrand::u128(..).max(1)),
+        None => {
+            let trace = fastrand::u128(..).max(1);
+            hex(&mut out[3..35], trace);
+            let sampled = sampling.samples(trace);
+            if sampled {
+                out[54] = b'1';
+            }
+            sampled.then_some(TraceIds {
+                trace,
+                span,
+                parent: None,
+            })
+        }
     }
-    hex(&mut out[36..52], u128::from(fastrand::u64(..).max(1)));
 }
 
 /// An address as text in `buf`, without the formatting machinery for the common IPv4 case.
@@ -220,8 +261,8 @@ pub fn trace_id(traceparent: &HeaderValue) -> &str {
         .unwrap_or("")
 }
 
-/// `(trace-id, flags)` of a valid version-00 `traceparent`.
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+/// `(trace-id, parent-id, flags)` of a valid version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -235,7 +276,7 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
         && hex(flags, 2)
         && trace != "0".repeat(32)
         && parent != "0".repeat(16);
-    valid.then_some((trace, flags))
+    valid.then_some((trace, parent, flags))
 }
 
 #[cfg(test)]
@@ -276,7 +317,57 @@ mod tests {
         assert_eq!(trace.len(), 32);
         assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(trace, "0".repeat(32));
-        assert!(started.to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn sampling_follows_the_caller_or_the_ratio() {
+        let sampling = |ratio: f64| FieldPolicy {
+            sampling: Sampling::ratio(ratio).unwrap(),
+            ..all()
+        };
+        // The caller sampled it: sampled whatever the ratio, as the caller's child.
+        let mut h = map(&[("traceparent", PARENT)]);
+        let ids = stamp(&mut h, CLIENT, sampling(0.0)).sampled.unwrap();
+        assert_eq!(ids.trace, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(ids.parent, Some(0x00f067aa0ba902b7));
+        let sent = h.get(TRACEPARENT).unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            sent,
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01", ids.span)
+        );
+        // The caller did not: not sampled whatever the ratio, and sent on unsampled.
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let mut h = map(&[("traceparent", unsampled)]);
+        assert!(stamp(&mut h, CLIENT, sampling(1.0)).sampled.is_none());
+        assert!(h
+            .get(TRACEPARENT)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("-00"));
+        // New traces: the ratio decides, and the flag says so.
+        for (ratio, flag) in [(1.0, "-01"), (0.0, "-00")] {
+            let mut h = HeaderMap::new();
+            let ids = stamp(&mut h, CLIENT, sampling(ratio)).sampled;
+            assert_eq!(ids.is_some(), ratio == 1.0);
+            assert!(h
+                .get(TRACEPARENT)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(flag));
+        }
+        // About the ratio of them.
+        let tenth = sampling(0.1);
+        let n = (0..20_000)
+            .filter(|_| {
+                stamp(&mut HeaderMap::new(), CLIENT, tenth)
+                    .sampled
+                    .is_some()
+            })
+            .count();
+        assert!((1_500..2_500).contains(&n), "{n} of 20000 at 0.1");
+        assert!(Sampling::ratio(1.5).is_err() && "x".parse::<Sampling>().is_err());
     }
 
     #[test]
@@ -442,6 +533,7 @@ mod tests {
             request_id: RequestIdMode::Preserve,
             trace_context: TraceContext::Off,
             forwarded: ForwardedMode::Off,
+            sampling: Sampling::default(),
         };
         let mut h = map(&[("user-agent", "curl")]);
         let stamps = stamp(&mut h, CLIENT, none);

@@ -90,6 +90,7 @@ impl Sidecar {
             connect_timeout: settings.connect_timeout,
             metrics: metrics.clone(),
             access_log: access_log.clone(),
+            tracer: None,
             mesh: mesh.clone(),
         };
         let config = mtls::server_config(identity).expect("the inbound mTLS configuration");
@@ -111,6 +112,7 @@ impl Sidecar {
             handshakes: (handshakes("ok"), handshakes("error")),
             metrics,
             access_log,
+            tracer: None,
             mesh,
             paths: PathPolicy::default(),
         };

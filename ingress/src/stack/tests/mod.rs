@@ -97,6 +97,7 @@ impl Pipeline {
             fields: FieldPolicy::default(),
             paths: PathPolicy::default(),
             underscores: UnderscoreHeaders::default(),
+            tracer: None,
         };
         Self { gw: Arc::new(gw) }
     }
