@@ -32,6 +32,11 @@ pub struct Config {
     pub resources: Resources,
     /// Lifetime of the projected ServiceAccount token (audience `weir`).
     pub token_expiration_seconds: i64,
+    /// Traces: the sidecars export a span per sampled request to this OpenTelemetry
+    /// collector (OTLP/HTTP, `weir-sidecar --otlp-endpoint`); empty for none.
+    pub otlp_endpoint: String,
+    /// The share of the traces a sidecar starts that are sampled (`--trace-sampling`).
+    pub trace_sampling: String,
 }
 
 /// The sidecar's ports.
@@ -76,6 +81,8 @@ impl Default for Config {
             ports: Ports::default(),
             resources: Resources::default(),
             token_expiration_seconds: 3600,
+            otlp_endpoint: String::new(),
+            trace_sampling: "0.01".into(),
         }
     }
 }
@@ -131,6 +138,19 @@ impl Config {
             self.controller.starts_with("https://"),
             "controller: {:?} must be an https:// URL",
             self.controller
+        );
+        anyhow::ensure!(
+            self.otlp_endpoint.is_empty()
+                || self.otlp_endpoint.starts_with("http://")
+                || self.otlp_endpoint.starts_with("https://"),
+            "otlpEndpoint: {:?} must be an http:// or https:// URL",
+            self.otlp_endpoint
+        );
+        let ratio = self.trace_sampling.parse::<f64>();
+        anyhow::ensure!(
+            ratio.is_ok_and(|r| (0.0..=1.0).contains(&r)),
+            "traceSampling: {:?} is not a ratio from 0 to 1",
+            self.trace_sampling
         );
         Ok(())
     }

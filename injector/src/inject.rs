@@ -316,6 +316,10 @@ fn sidecar(
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         json!({"name": "TRUST_DOMAIN", "value": config.trust_domain}),
     ];
+    if !config.otlp_endpoint.is_empty() {
+        env.push(json!({"name": "WEIR_OTLP_ENDPOINT", "value": config.otlp_endpoint}));
+        env.push(json!({"name": "WEIR_TRACE_SAMPLING", "value": config.trace_sampling}));
+    }
     if !probes.is_empty() {
         env.push(
             json!({"name": PROBES_ENV, "value": serde_json::to_string(probes).unwrap_or_default()}),

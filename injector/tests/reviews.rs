@@ -269,3 +269,52 @@ fn an_older_cluster_gets_the_sidecar_as_a_regular_container() {
     assert_eq!(names, ["app", "metrics", "weir-sidecar"]);
     assert!(spec.containers[2].restart_policy.is_none());
 }
+
+#[test]
+fn sidecars_export_spans_where_the_config_says() {
+    let config = Config {
+        otlp_endpoint: "http://otel-collector.observability:4318".into(),
+        trace_sampling: "0.05".into(),
+        ..Config::default()
+    };
+    let review = deployment_review();
+    let body = serde_json::to_vec(&review).unwrap();
+    let env_of = |config: &Config| {
+        let answer = review::answer(config, &body, NamespaceDefault::Enabled);
+        let pod: Pod = serde_json::from_value(patched(&review, &answer).unwrap()).unwrap();
+        let spec = pod.spec.unwrap();
+        let sidecar = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == "weir-sidecar")
+            .cloned()
+            .unwrap();
+        sidecar.env.unwrap_or_default()
+    };
+    let env = env_of(&config);
+    let value = |name: &str| env.iter().find(|e| e.name == name)?.value.clone();
+    let endpoint = value("WEIR_OTLP_ENDPOINT");
+    assert_eq!(
+        endpoint.as_deref(),
+        Some("http://otel-collector.observability:4318")
+    );
+    assert_eq!(value("WEIR_TRACE_SAMPLING").as_deref(), Some("0.05"));
+    let none = env_of(&Config::default());
+    assert!(!none.iter().any(|e| e.name.starts_with("WEIR_OTLP")));
+}
+
+#[test]
+fn a_bad_tracing_config_is_refused_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("weir-injector-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (yaml, field) in [
+        ("otlpEndpoint: collector:4318\n", "otlpEndpoint"),
+        ("traceSampling: \"1.5\"\n", "traceSampling"),
+    ] {
+        let file = dir.join("config.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let error = format!("{:#}", Config::load(&file).unwrap_err());
+        assert!(error.contains(field), "{error}");
+    }
+}
