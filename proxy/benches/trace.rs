@@ -61,21 +61,29 @@ fn bench(c: &mut Criterion) {
     };
     let default = FieldPolicy::default();
     let mut group = c.benchmark_group("trace");
-    group.bench_function("stamp, trace context off", |b| {
-        b.iter(|| black_box(stamp(&mut head(), CLIENT, off)))
-    });
-    group.bench_function("stamp, new trace not sampled", |b| {
-        b.iter(|| black_box(stamp(&mut head(), CLIENT, unsampled_new)))
-    });
     let unsampled =
         HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
-    group.bench_function("stamp, caller's trace not sampled", |b| {
-        b.iter(|| {
-            let mut h = head();
-            h.insert("traceparent", unsampled.clone());
-            black_box(stamp(&mut h, CLIENT, default))
-        })
+    // Each pair: the same request with trace context off, and on with it not sampled.
+    let fresh = head;
+    let callers = || {
+        let mut h = head();
+        h.insert("traceparent", unsampled.clone());
+        h
+    };
+    group.bench_function("gateway, no traceparent: trace context off", |b| {
+        b.iter(|| black_box(stamp(&mut fresh(), CLIENT, off)))
     });
+    group.bench_function("gateway, no traceparent: new trace not sampled", |b| {
+        b.iter(|| black_box(stamp(&mut fresh(), CLIENT, unsampled_new)))
+    });
+    group.bench_function(
+        "gateway, caller's unsampled trace: trace context off",
+        |b| b.iter(|| black_box(stamp(&mut callers(), CLIENT, off))),
+    );
+    group.bench_function(
+        "gateway, caller's unsampled trace: continued, not sampled",
+        |b| b.iter(|| black_box(stamp(&mut callers(), CLIENT, default))),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -91,13 +99,29 @@ fn bench(c: &mut Criterion) {
     let tracer = rt
         .block_on(async { Tracer::new(&endpoint, &service, Sampling::ratio(0.0).unwrap()) })
         .unwrap();
-    group.bench_function("sidecar continue_trace, not sampled", |b| {
+    group.bench_function("sidecar, caller's unsampled trace: no tracer", |b| {
+        b.iter(|| black_box(callers()))
+    });
+    group.bench_function("sidecar, caller's unsampled trace: continue_trace", |b| {
         b.iter(|| {
-            let mut h = head();
-            h.insert("traceparent", unsampled.clone());
-            black_box(tracer.continue_trace(&mut h, Hop::Client, &Method::GET, "shop", "/"))
+            let mut h = callers();
+            black_box(tracer.continue_trace(&mut h, Hop::Client, &Method::GET, "shop", "/"));
+            h
         })
     });
+    group.bench_function("sidecar, no traceparent: no tracer", |b| {
+        b.iter(|| black_box(fresh()))
+    });
+    group.bench_function(
+        "sidecar, no traceparent: continue_trace, not sampled",
+        |b| {
+            b.iter(|| {
+                let mut h = fresh();
+                black_box(tracer.continue_trace(&mut h, Hop::Client, &Method::GET, "shop", "/"));
+                h
+            })
+        },
+    );
     let sampled =
         HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     group.bench_function("sampled: stamp, span built and queued", |b| {

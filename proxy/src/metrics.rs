@@ -34,8 +34,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Whole-request latency by route and status class, until the response headers.
     pub request_duration: HistogramVec,
-    /// Time spent in Weir itself: the request latency minus the time waiting on the backend.
-    pub overhead: Histogram,
+    /// Time spent in Weir itself by route: the request latency minus the time waiting on the
+    /// backend.
+    pub overhead: HistogramVec,
     /// Responses Weir produced itself, by `x-weir-error` reason and side at fault.
     pub errors: IntCounterVec,
     /// Version of the configuration being served.
@@ -71,7 +72,13 @@ impl Metrics {
     /// Records a request to `route` (`None`: none matched) answered with `status` after
     /// `elapsed`: its count and latency. A route's series are looked up once per thread and
     /// status class, then kept: by label, each costs two hashes and a lock.
-    pub fn request(&self, route: Option<&Arc<str>>, status: http::StatusCode, elapsed: Duration) {
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        status: http::StatusCode,
+        elapsed: Duration,
+        overhead: Duration,
+    ) {
         let class = status_class(status);
         ROUTE_SERIES.with_borrow_mut(|cache| {
             let slot = &mut cache[series_slot(route, status)];
@@ -85,11 +92,13 @@ impl Metrics {
                         class,
                         requests: self.requests.with_label_values(&[label, class]),
                         duration: self.request_duration.with_label_values(&[label, class]),
+                        overhead: self.overhead.with_label_values(&[label]),
                     })
                 }
             };
             series.requests.inc();
             series.duration.observe(elapsed.as_secs_f64());
+            series.overhead.observe(overhead.as_secs_f64());
         });
     }
 
@@ -129,12 +138,13 @@ impl Metrics {
             .buckets(latency),
             &["route", "status"],
         );
-        let overhead = Histogram::with_opts(
+        let overhead = HistogramVec::new(
             HistogramOpts::new(
                 "weir_overhead_seconds",
-                "Time spent in Weir per request, excluding the backend",
+                "Time spent in Weir per request, excluding the backend, by route",
             )
             .buckets(overhead_buckets),
+            &["route"],
         );
         let errors = IntCounterVec::new(
             Opts::new(
@@ -297,6 +307,7 @@ struct Series {
     class: &'static str,
     requests: IntCounter,
     duration: Histogram,
+    overhead: Histogram,
 }
 
 impl Series {
@@ -362,18 +373,18 @@ mod tests {
         let missing = http::StatusCode::NOT_FOUND;
         let ms = Duration::from_millis(1);
         for _ in 0..3 {
-            one.request(Some(&api), ok, ms);
+            one.request(Some(&api), ok, ms, ms / 10);
         }
-        one.request(Some(&api), missing, ms);
-        one.request(Some(&web), ok, ms);
-        one.request(Some(&api_again), ok, ms);
-        one.request(None, missing, ms);
-        two.request(Some(&api), ok, ms);
+        one.request(Some(&api), missing, ms, ms / 10);
+        one.request(Some(&web), ok, ms, ms / 10);
+        one.request(Some(&api_again), ok, ms, ms / 10);
+        one.request(None, missing, ms, ms / 10);
+        two.request(Some(&api), ok, ms, ms / 10);
         // Many routes: slots are shared, and each still lands in its own series.
         let many: Vec<Arc<str>> = (0..200).map(|i| Arc::from(format!("r{i}"))).collect();
         for _ in 0..2 {
             for r in &many {
-                one.request(Some(r), ok, ms);
+                one.request(Some(r), ok, ms, ms / 10);
             }
         }
 
@@ -385,6 +396,12 @@ mod tests {
         assert_eq!(count(&two, "default/api", "2xx"), 1);
         assert_eq!(count(&two, "default/web", "2xx"), 0);
         assert!((0..200).all(|i| count(&one, &format!("r{i}"), "2xx") == 2));
+        // Weir's own time, by route whatever the status.
+        let overhead =
+            |m: &Metrics, route: &str| m.overhead.with_label_values(&[route]).get_sample_count();
+        assert_eq!(overhead(&one, "default/api"), 5);
+        assert_eq!(overhead(&one, "none"), 1);
+        assert_eq!(overhead(&two, "default/web"), 0);
         assert!(one
             .render()
             .contains("weir_requests_total{route=\"default/api\",status=\"2xx\"} 4"));

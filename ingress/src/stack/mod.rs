@@ -198,12 +198,9 @@ pub fn handle(
         // Metrics at response headers: what a client waits for.
         let status = response.status();
         let to_headers = started.elapsed();
-        gw.metrics.request(x.route.as_ref(), status, to_headers);
-        gw.metrics.overhead.observe(
-            to_headers
-                .saturating_sub(x.sent.upstream_wait)
-                .as_secs_f64(),
-        );
+        let overhead = to_headers.saturating_sub(x.sent.upstream_wait);
+        gw.metrics
+            .request(x.route.as_ref(), status, to_headers, overhead);
 
         if let (Some(tracer), Some(span)) = (&gw.tracer, span) {
             response = tracer.finish(span, x.route.as_deref(), response);

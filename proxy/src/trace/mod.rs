@@ -138,6 +138,18 @@ impl Tracer {
             forwarded: ForwardedMode::Off,
             sampling: self.sampling,
         };
+        // A caller's trace it does not sample passes as it came: no span of this hop is
+        // recorded, so the next hop's parent stays the caller's span.
+        let unsampled = headers
+            .get(crate::headers::TRACEPARENT)
+            .map(|v| v.as_bytes())
+            .filter(|v| v.len() == 55)
+            .is_some_and(|v| {
+                matches!(v[54], b'0' | b'2' | b'4' | b'6' | b'8' | b'a' | b'c' | b'e')
+            });
+        if unsampled {
+            return None;
+        }
         let client = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         let ids = crate::headers::stamp(headers, client, trace_only).sampled?;
         Some(SpanStart::new(ids, hop, method, host, path))
