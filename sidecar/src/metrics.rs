@@ -68,7 +68,9 @@ impl MeshMetrics {
                         destination,
                         class,
                     ]),
-                    duration: self.duration.with_label_values(&[direction, destination]),
+                    duration: self
+                        .duration
+                        .with_label_values(&[direction, peer, destination]),
                 }),
             };
             series.requests.inc();
@@ -91,10 +93,10 @@ impl MeshMetrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "weir_mesh_request_duration_seconds",
-                "Time from request to response headers, by direction and destination",
+                "Time from request to response headers, by direction, peer identity and destination",
             )
             .buckets(latency),
-            &["direction", "destination"],
+            &["direction", "peer", "destination"],
         )
         .expect("valid metric");
         metrics
@@ -212,8 +214,13 @@ mod tests {
         assert_eq!(count(&one, ["outbound", peer, "cart", "5xx"]), 1);
         assert_eq!(count(&two, ["outbound", peer, "cart", "2xx"]), 1);
         assert!((0..100).all(|i| count(&one, ["outbound", peer, &format!("svc-{i}"), "2xx"]) == 2));
-        let timed = one.duration.with_label_values(&["outbound", "cart"]);
-        assert_eq!(timed.get_sample_count(), 6);
-        assert!(timed.get_sample_sum() >= 6.0 * 0.002);
+        // Latency by source too: the caller's identity is a label of its own series.
+        let timed = one.duration.with_label_values(&["outbound", peer, "cart"]);
+        assert_eq!(timed.get_sample_count(), 5);
+        assert!(timed.get_sample_sum() >= 5.0 * 0.002);
+        let plaintext = one
+            .duration
+            .with_label_values(&["outbound", "plaintext", "cart"]);
+        assert_eq!(plaintext.get_sample_count(), 1);
     }
 }

@@ -274,8 +274,8 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
         && hex(trace, 32)
         && hex(parent, 16)
         && hex(flags, 2)
-        && trace != "0".repeat(32)
-        && parent != "0".repeat(16);
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
     valid.then_some((trace, parent, flags))
 }
 
