@@ -89,11 +89,11 @@ impl SpanStart {
             ids,
             start: SystemTime::now(),
             hop,
-            name: method.as_str().to_string(),
+            name: clip(method.as_str()),
             attributes: vec![
-                KeyValue::new("http.request.method", method.as_str().to_string()),
-                KeyValue::new("server.address", host.to_string()),
-                KeyValue::new("url.path", path.to_string()),
+                KeyValue::new("http.request.method", clip(method.as_str())),
+                KeyValue::new("server.address", clip(host)),
+                KeyValue::new("url.path", clip(path)),
             ],
         }
     }
@@ -105,6 +105,18 @@ impl SpanStart {
             opentelemetry::Value::String(value.into().into()),
         ));
     }
+}
+
+/// The most of a client's text a span keeps (a host, a path, a method): a queue full of
+/// spans of 64 KiB paths would otherwise hold a client's choice of 128 MiB.
+const CLIP: usize = 1024;
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(CLIP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 impl Tracer {
@@ -226,5 +238,26 @@ impl Tracer {
         let provider = self.provider.clone();
         let done = tokio::task::spawn_blocking(move || provider.shutdown());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), done).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_client_chose_is_clipped() {
+        let ids = TraceIds {
+            trace: 1,
+            span: 2,
+            parent: None,
+        };
+        let long = format!("/{}é", "a".repeat(5000));
+        let span = SpanStart::new(ids, Hop::Server, &http::Method::GET, &long, &long);
+        for kv in &span.attributes {
+            assert!(kv.value.as_str().len() <= CLIP, "{}", kv.key);
+        }
+        assert_eq!(clip("é"), "é");
+        assert_eq!(clip(&"é".repeat(600)).len(), 1024);
     }
 }
