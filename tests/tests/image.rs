@@ -489,7 +489,9 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         ready(SocketAddr::from((netns.ip, 15020)), "/readyz", &mut running).await;
     }
 
-    // The ingress, as its Deployment runs it, joined to the mesh as weir-system/weir-ingress.
+    // The ingress, as its Deployment runs it, joined to the mesh as weir-system/weir-ingress:
+    // the quickstart's Gateway's own deployment, as the controller makes it from this one
+    // (`--provision-gateways`: `--serve=gateways --gateway=demo/public`).
     let (token, ca) = volumes("weir-system", "weir-ingress");
     let ingress_pod = &deployments(&manifest("ingress.yaml"))["weir-ingress"];
     let fields = BTreeMap::from([
@@ -515,7 +517,9 @@ async fn the_quickstarts_mesh_runs_from_the_image_with_the_injected_containers()
         .set_arg("--controller", &controller_url)
         .set_arg("--listen", &listen.to_string())
         .set_arg("--listen-tls", &format!("127.0.0.1:{}", free_port()))
-        .set_arg("--admin", &ingress_admin.to_string());
+        .set_arg("--admin", &ingress_admin.to_string())
+        .set_arg("--serve", "gateways")
+        .set_arg("--gateway", "demo/public");
     running.push(("ingress", image.spawn(&ingress)));
     ready(ingress_admin, "/readyz", &mut running).await;
 
