@@ -23,11 +23,7 @@ use crate::{
         jwks::{HttpsClient, KeySource},
         Authenticator,
     },
-    ratelimit::{
-        gcra::{LocalBuckets, Params},
-        redis::GlobalStore,
-        LimitSettings, Limiter,
-    },
+    ratelimit::{local::Local, redis::GlobalStore, LimitSettings, Limiter, Rule},
 };
 
 /// What a route enforces before its request is forwarded.
@@ -66,7 +62,7 @@ pub struct Registry {
     client: HttpsClient,
     global: Option<Arc<GlobalStore>>,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
-    buckets: Mutex<HashMap<String, Arc<LocalBuckets>>>,
+    buckets: Mutex<HashMap<String, Arc<dyn Local>>>,
     limits: LimitSettings,
 }
 
@@ -97,7 +93,7 @@ impl Registry {
         let mut old_sources = std::mem::take(&mut *lock(&self.sources));
         let mut old_buckets = std::mem::take(&mut *lock(&self.buckets));
         let mut sources: HashMap<String, Arc<KeySource>> = HashMap::new();
-        let mut buckets: HashMap<String, Arc<LocalBuckets>> = HashMap::new();
+        let mut buckets: HashMap<String, Arc<dyn Local>> = HashMap::new();
         let mut authenticators: HashMap<String, Arc<Authenticator>> = HashMap::new();
         let mut guards = Guards::default();
         let mut warned_global = false;
@@ -131,13 +127,13 @@ impl Registry {
                         warned_global = true;
                         tracing::warn!(limit = %limit.id, "a global rate limit is configured but weir-ingress has no --redis: counting in this process only");
                     }
-                    let p = Params::of(limit);
-                    let id = format!("{} {}/{}", limit.id, p.interval, p.tau);
+                    let rule = Rule::of(limit);
+                    let id = format!("{} {rule:?}", limit.id);
                     let local = buckets
                         .entry(id.clone())
                         .or_insert_with(|| {
                             old_buckets.remove(&id).unwrap_or_else(|| {
-                                Arc::new(LocalBuckets::with_capacity(self.limits.local_keys))
+                                rule.local(self.limits.local_keys)
                             })
                         })
                         .clone();

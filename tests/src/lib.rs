@@ -31,6 +31,7 @@ pub mod mesh;
 pub mod netns;
 pub mod prometheus;
 pub mod redis;
+pub mod shots;
 pub mod stub;
 pub mod tls;
 pub mod websocket;

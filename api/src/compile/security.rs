@@ -3,19 +3,21 @@
 //! the route passes.
 //!
 //! One AuthPolicy applies to a route (the oldest, with a warning naming the others); every
-//! RateLimitPolicy on a route applies, and a request must pass all of their limits.
+//! RateLimitPolicy on a route applies, and a request must pass all of their limits. A limit
+//! counts by sliding window unless `algorithm: gcra` asks for even pacing, which then needs
+//! its `burst`; a `burst` without `gcra` is refused rather than ignored.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use super::{created, secrets, Context};
 use crate::{
     crds::{
-        AuthPolicy, JwtProvider as JwtProviderSpec, LimitKey as LimitKeySpec, RateLimitPolicy,
-        RouteTargetRef,
+        AuthPolicy, JwtProvider as JwtProviderSpec, Limit, LimitKey as LimitKeySpec,
+        RateLimitPolicy, RouteTargetRef,
     },
     duration::parse_duration,
     error::Location,
-    model::{ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit},
+    model::{Algorithm, ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit},
     objects::{Object, ObjectKey},
 };
 
@@ -391,18 +393,46 @@ fn rate_limits(
                 continue;
             }
         };
+        let algorithm = match algorithm(l) {
+            Ok(a) => a,
+            Err((at, message)) => {
+                cx.error(location, key, format!("{field}.{at}"), message);
+                continue;
+            }
+        };
         out.push(RateLimit {
             id: format!("{}/{}/{}", key.namespace, key.name, l.name),
             name: l.name.clone(),
             key: limit_key,
             requests: l.rate.requests,
             per,
-            burst: l.burst.unwrap_or(0),
+            algorithm,
             global,
             fail_open,
         });
     }
     out
+}
+
+/// `algorithm` and `burst` together, or the field in error and why.
+fn algorithm(l: &Limit) -> Result<Algorithm, (&'static str, String)> {
+    match (l.algorithm.as_deref(), l.burst) {
+        (None | Some("slidingWindow"), None) => Ok(Algorithm::SlidingWindow),
+        (None | Some("slidingWindow"), Some(_)) => Err((
+            "burst",
+            "applies to algorithm: gcra only (the default slidingWindow admits rate.requests \
+             at once): remove burst, or set algorithm: gcra for even pacing"
+                .into(),
+        )),
+        (Some("gcra"), Some(burst)) => Ok(Algorithm::Gcra { burst }),
+        (Some("gcra"), None) => Err((
+            "burst",
+            "is required with algorithm: gcra (requests allowed at once above the even rate; \
+             0 admits one at a time)"
+                .into(),
+        )),
+        (Some(other), _) => Err(("algorithm", format!("{other:?}: use slidingWindow or gcra"))),
+    }
 }
 
 fn limit_key(

@@ -18,7 +18,8 @@ use super::{PolicyStatus, RouteTargetRef};
 ///   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop}]
 ///   failureMode: open
 ///   limits:
-///   - {name: per-user, key: {claim: sub}, rate: {requests: 100, per: 1m}, burst: 20, scope: global}
+///   - {name: per-user, key: {claim: sub}, rate: {requests: 100, per: 1m}, scope: global}
+///   - {name: paced, key: {clientIP: {}}, rate: {requests: 10, per: 1s}, algorithm: gcra, burst: 5}
 /// ```
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
@@ -56,7 +57,13 @@ pub struct Limit {
     pub key: LimitKey,
     /// The sustained rate.
     pub rate: Rate,
-    /// Requests allowed at once above the rate (default 0).
+    /// How requests are counted: `slidingWindow` (default) admits `requests` at once and
+    /// about `requests` in any span of `per`; `gcra` paces them evenly, one every
+    /// `per / requests`, with `burst` more at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(slidingWindow|gcra)$"))]
+    pub algorithm: Option<String>,
+    /// `algorithm: gcra` only, and required there: requests allowed at once above the rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// `local` (default): per gateway process; `global`: one count across all, in Redis.

@@ -2,7 +2,10 @@
 //! quickstart (which uses both policies).
 
 use super::{errors, ok, route};
-use weir_api::{compile, model::HostMatch};
+use weir_api::{
+    compile,
+    model::{Algorithm, HostMatch},
+};
 
 const TLS_GATEWAY: &str = "
 apiVersion: gateway.networking.k8s.io/v1
@@ -105,7 +108,7 @@ kind: RateLimitPolicy
 metadata: {name: l, namespace: shop}
 spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
-  limits: [{name: u, key: {claim: sub}, rate: {requests: 10, per: 1m}, burst: 5, scope: global}]
+  limits: [{name: u, key: {claim: sub}, rate: {requests: 10, per: 1m}, algorithm: gcra, burst: 5, scope: global}]
 ";
     let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + policies));
     let r = &snapshot.routes[0];
@@ -116,6 +119,7 @@ spec:
     assert_eq!(r.limits.len(), 1);
     assert_eq!(r.limits[0].id, "shop/l/u");
     assert!(r.limits[0].global && r.limits[0].fail_open);
+    assert_eq!(r.limits[0].algorithm, Algorithm::Gcra { burst: 5 });
 
     let bad = "---
 apiVersion: weir.dev/v1alpha1
@@ -142,6 +146,60 @@ spec:
         "RateLimitPolicy shop/m: spec.failureMode",
         "spec.limits[0].key: exactly one of claim, header, clientIP or route",
         "spec.limits[1].name: \"u\" is also the name of limits[0]",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn limits_count_by_sliding_window_unless_gcra_is_asked_for_with_its_burst() {
+    let policy = |limits: &str| {
+        format!(
+            "---
+apiVersion: weir.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {{name: l, namespace: shop}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
+  limits: {limits}
+"
+        )
+    };
+    let good = policy(
+        "[{name: a, key: {route: {}}, rate: {requests: 5, per: 1m}}, \
+         {name: b, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: slidingWindow}, \
+         {name: c, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: gcra, burst: 0}]",
+    );
+    let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &good));
+    let algorithms: Vec<_> = snapshot.routes[0]
+        .limits
+        .iter()
+        .map(|l| l.algorithm)
+        .collect();
+    assert_eq!(
+        algorithms,
+        [
+            Algorithm::SlidingWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::Gcra { burst: 0 }
+        ]
+    );
+
+    let bad = policy(
+        "[{name: a, key: {route: {}}, rate: {requests: 5, per: 1m}, burst: 2}, \
+         {name: b, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: slidingWindow, burst: 2}, \
+         {name: c, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: gcra}, \
+         {name: d, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: leakyBucket}]",
+    );
+    let errors = errors(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &bad)).join("\n");
+    for expected in [
+        "RateLimitPolicy shop/l: spec.limits[0].burst: applies to algorithm: gcra only",
+        "spec.limits[1].burst: applies to algorithm: gcra only",
+        "spec.limits[2].burst: is required with algorithm: gcra",
+        "spec.limits[3].algorithm: \"leakyBucket\": use slidingWindow or gcra",
     ] {
         assert!(
             errors.contains(expected),
