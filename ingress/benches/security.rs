@@ -74,6 +74,7 @@ fn limit(global: bool) -> Arc<RateLimit> {
         algorithm: weir_api::model::Algorithm::SlidingWindow,
         global,
         fail_open: true,
+        sync_interval: None,
     })
 }
 

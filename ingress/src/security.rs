@@ -11,7 +11,7 @@ use std::{
 };
 
 use weir_api::{
-    model::{Jwks, JwtProvider},
+    model::{Jwks, JwtProvider, RateLimit},
     Snapshot,
 };
 use weir_proxy::lock;
@@ -23,7 +23,7 @@ use crate::{
         jwks::{HttpsClient, KeySource},
         Authenticator,
     },
-    ratelimit::{local::Local, redis::GlobalStore, LimitSettings, Limiter, Rule},
+    ratelimit::{batch::Batched, local::Local, redis::GlobalStore, LimitSettings, Limiter, Rule},
 };
 
 /// What a route enforces before its request is forwarded.
@@ -63,6 +63,7 @@ pub struct Registry {
     global: Option<Arc<GlobalStore>>,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
     buckets: Mutex<HashMap<String, Arc<dyn Local>>>,
+    batches: Mutex<HashMap<String, Arc<Batched>>>,
     limits: LimitSettings,
 }
 
@@ -79,6 +80,7 @@ impl Registry {
             global,
             sources: Mutex::default(),
             buckets: Mutex::default(),
+            batches: Mutex::default(),
             limits: LimitSettings::default(),
         }
     }
@@ -94,6 +96,8 @@ impl Registry {
         let mut old_buckets = std::mem::take(&mut *lock(&self.buckets));
         let mut sources: HashMap<String, Arc<KeySource>> = HashMap::new();
         let mut buckets: HashMap<String, Arc<dyn Local>> = HashMap::new();
+        let mut old_batches = std::mem::take(&mut *lock(&self.batches));
+        let mut batches: HashMap<String, Arc<Batched>> = HashMap::new();
         let mut authenticators: HashMap<String, Arc<Authenticator>> = HashMap::new();
         let mut guards = Guards::default();
         let mut warned_global = false;
@@ -137,8 +141,10 @@ impl Registry {
                             })
                         })
                         .clone();
+                    let batch = self.batch(limit, rule, &mut old_batches, &mut batches);
                     Limiter::new(limit.clone(), local, self.global.clone(), &self.metrics)
                         .with_ipv6_prefix(self.limits.ipv6_prefix)
+                        .with_batch(batch)
                 })
                 .collect();
             guards
@@ -147,7 +153,31 @@ impl Registry {
         }
         *lock(&self.sources) = sources;
         *lock(&self.buckets) = buckets;
+        *lock(&self.batches) = batches;
         guards
+    }
+
+    /// The shares of a global limit with `syncInterval`, kept across snapshots while the limit
+    /// and its parameters stay the same.
+    fn batch(
+        &self,
+        limit: &RateLimit,
+        rule: Rule,
+        old: &mut HashMap<String, Arc<Batched>>,
+        new: &mut HashMap<String, Arc<Batched>>,
+    ) -> Option<Arc<Batched>> {
+        let (Some(store), Some(interval), Rule::Window(p)) =
+            (&self.global, limit.sync_interval, rule)
+        else {
+            return None;
+        };
+        let id = format!("{} {rule:?} {interval:?}", limit.id);
+        let batch = new.entry(id.clone()).or_insert_with(|| {
+            old.remove(&id).unwrap_or_else(|| {
+                Batched::start(p, interval, store.clone(), self.limits.local_keys)
+            })
+        });
+        Some(batch.clone())
     }
 
     fn source(

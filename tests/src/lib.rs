@@ -27,6 +27,7 @@ mod controller;
 pub mod grpc;
 pub mod idp;
 pub mod image;
+pub mod limits;
 pub mod mesh;
 pub mod netns;
 pub mod prometheus;

@@ -8,16 +8,13 @@
 use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    eventually, gateway, http_route,
+    eventually,
+    limits::{connected, open_and_closed, shop_limited_by},
     redis::Redis,
-    request, route_policy, service,
+    request,
     shots::{passed, shot, spans, volley},
-    ConfigDir, Echo, Weir,
+    Echo, Weir,
 };
-
-fn app_route(name: &str, host: &str) -> String {
-    http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
-}
 
 async fn get_as(weir: &Weir, host: &str, user: &str) -> weir_e2e::Reply {
     request(
@@ -29,19 +26,6 @@ async fn get_as(weir: &Weir, host: &str, user: &str) -> weir_e2e::Reply {
         "GET",
     )
     .await
-}
-
-/// Service `app`, a Gateway, HTTPRoute `shop` for shop.example.com, and RateLimitPolicy
-/// `name` on it with `spec`.
-fn shop_limited_by(app: &Echo, name: &str, spec: &str) -> ConfigDir {
-    ConfigDir::new()
-        .with("svc.yaml", &service("app", &[app]))
-        .with("gw.yaml", &gateway())
-        .with("route.yaml", &app_route("shop", "shop.example.com"))
-        .with(
-            "limit.yaml",
-            &route_policy("RateLimitPolicy", name, "shop", spec),
-        )
 }
 
 /// An app behind a gateway whose route `shop` has one RateLimitPolicy, `name`, with `limit`
@@ -233,24 +217,8 @@ async fn gcra_with_burst_0_lets_one_request_through_per_interval() {
 async fn sharing(n: usize, limit: &str) -> (Redis, Echo, Vec<Weir>) {
     let (redis, app) = (Redis::start(), Echo::start("app"));
     let spec = format!("  failureMode: closed\n  limits:\n  - {limit}\n");
-    let gateways = connected(&redis, &shop_limited_by(&app, "global", &spec), n).await;
+    let gateways = connected(&redis, &shop_limited_by(&app, "global", &spec), n, &[]).await;
     (redis, app, gateways)
-}
-
-/// `n` gateways on `dir` counting global limits in `redis`, each connected. A probe request
-/// would spend the budget, so this reads their logs instead.
-async fn connected(redis: &Redis, dir: &ConfigDir, n: usize) -> Vec<Weir> {
-    let url = redis.url();
-    let flags = ["--redis", url.as_str(), "--redis-timeout", "1s"];
-    let gateways: Vec<Weir> = (0..n).map(|_| Weir::start_with(dir, &flags)).collect();
-    for weir in &gateways {
-        eventually(Duration::from_secs(10), "connected to Redis", || async {
-            let s = weir.stderr().join("\n");
-            s.contains("connected to Redis").then_some(())
-        })
-        .await;
-    }
-    gateways
 }
 
 #[tokio::test]
@@ -331,28 +299,9 @@ async fn three_gateways_share_one_global_gcra_limit_in_redis() {
 async fn redis_dying_fails_open_or_closed_as_configured_and_both_recover() {
     let mut redis = Redis::start();
     let app = Echo::start("app");
-    let limit = |mode: &str| {
-        format!("  failureMode: {mode}\n  limits:\n  - {{name: users, key: {{header: X-User}}, rate: {{requests: 1000, per: 1s}}, scope: global}}\n")
-    };
-    let dir = ConfigDir::new()
-        .with("svc.yaml", &service("app", &[&app]))
-        .with("gw.yaml", &gateway())
-        .with(
-            "routes.yaml",
-            &[
-                app_route("open", "open.example.com"),
-                app_route("closed", "closed.example.com"),
-            ]
-            .join("---\n"),
-        )
-        .with(
-            "limits.yaml",
-            &[
-                route_policy("RateLimitPolicy", "open", "open", &limit("open")),
-                route_policy("RateLimitPolicy", "closed", "closed", &limit("closed")),
-            ]
-            .join("---\n"),
-        );
+    let limit =
+        "{name: users, key: {header: X-User}, rate: {requests: 1000, per: 1s}, scope: global}";
+    let dir = open_and_closed(&app, limit);
     let url = redis.url();
     let weir = Weir::start_with(&dir, &["--redis", &url, "--redis-timeout", "100ms"]);
     eventually(

@@ -3,21 +3,20 @@
 //! the route passes.
 //!
 //! One AuthPolicy applies to a route (the oldest, with a warning naming the others); every
-//! RateLimitPolicy on a route applies, and a request must pass all of their limits. A limit
-//! counts by sliding window unless `algorithm: gcra` asks for even pacing, which then needs
-//! its `burst`; a `burst` without `gcra` is refused rather than ignored.
+//! RateLimitPolicy on a route applies, and a request must pass all of their limits (the
+//! fields that choose how a limit counts are checked in `rate_limit.rs`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{created, secrets, Context};
+use super::{created, rate_limit, secrets, Context};
 use crate::{
     crds::{
-        AuthPolicy, JwtProvider as JwtProviderSpec, Limit, LimitKey as LimitKeySpec,
-        RateLimitPolicy, RouteTargetRef,
+        AuthPolicy, JwtProvider as JwtProviderSpec, LimitKey as LimitKeySpec, RateLimitPolicy,
+        RouteTargetRef,
     },
     duration::parse_duration,
     error::Location,
-    model::{Algorithm, ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit},
+    model::{ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit},
     objects::{Object, ObjectKey},
 };
 
@@ -393,8 +392,10 @@ fn rate_limits(
                 continue;
             }
         };
-        let algorithm = match algorithm(l) {
-            Ok(a) => a,
+        let checked = rate_limit::algorithm(l)
+            .and_then(|a| Ok((a, rate_limit::sync_interval(l, per, global, a)?)));
+        let (algorithm, sync_interval) = match checked {
+            Ok(both) => both,
             Err((at, message)) => {
                 cx.error(location, key, format!("{field}.{at}"), message);
                 continue;
@@ -409,30 +410,10 @@ fn rate_limits(
             algorithm,
             global,
             fail_open,
+            sync_interval,
         });
     }
     out
-}
-
-/// `algorithm` and `burst` together, or the field in error and why.
-fn algorithm(l: &Limit) -> Result<Algorithm, (&'static str, String)> {
-    match (l.algorithm.as_deref(), l.burst) {
-        (None | Some("slidingWindow"), None) => Ok(Algorithm::SlidingWindow),
-        (None | Some("slidingWindow"), Some(_)) => Err((
-            "burst",
-            "applies to algorithm: gcra only (the default slidingWindow admits rate.requests \
-             at once): remove burst, or set algorithm: gcra for even pacing"
-                .into(),
-        )),
-        (Some("gcra"), Some(burst)) => Ok(Algorithm::Gcra { burst }),
-        (Some("gcra"), None) => Err((
-            "burst",
-            "is required with algorithm: gcra (requests allowed at once above the even rate; \
-             0 admits one at a time)"
-                .into(),
-        )),
-        (Some(other), _) => Err(("algorithm", format!("{other:?}: use slidingWindow or gcra"))),
-    }
 }
 
 fn limit_key(

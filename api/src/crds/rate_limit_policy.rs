@@ -70,6 +70,12 @@ pub struct Limit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(local|global)$"))]
     pub scope: Option<String>,
+    /// `scope: global` with the sliding window only: each gateway admits from a share leased
+    /// from Redis and reconciles once per this interval per active key (e.g. `100ms`), instead
+    /// of one Redis call per request. Shorter than `rate.per`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub sync_interval: Option<String>,
 }
 
 /// What a limit counts by. Exactly one.

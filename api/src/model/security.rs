@@ -162,6 +162,10 @@ pub struct RateLimit {
     pub global: bool,
     /// When Redis cannot answer: count locally (`true`) or answer 503.
     pub fail_open: bool,
+    /// Global sliding-window limits only: admit from a share leased from Redis and reconcile
+    /// once per this interval per active key, instead of a Redis call per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval: Option<Duration>,
 }
 
 /// How a rate limit counts.

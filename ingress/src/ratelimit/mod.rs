@@ -2,13 +2,15 @@
 //! count in this process; `global` ones in Redis, falling back per the policy's `failureMode`
 //! when Redis cannot answer in time: `open` counts locally instead, `closed` answers 503.
 //! Each limit counts by its algorithm: a sliding-window counter (`window`, the default) or
-//! GCRA (`gcra`), the same arithmetic in process (`local`) and in Redis (`redis`).
+//! GCRA (`gcra`), the same arithmetic in process (`local`) and in Redis (`redis`). A global
+//! limit with `syncInterval` admits from a share leased from Redis (`batch`).
 //!
 //! A `clientIP` key is the connection's address, IPv6 addresses grouped by their prefix
 //! (`--ratelimit-ipv6-prefix`, /64 by default): one host usually holds a whole /64, so
 //! counting single IPv6 addresses would let it rotate through its own prefix. IPv4 addresses
 //! (IPv4-mapped IPv6 ones included) count alone.
 
+pub mod batch;
 pub mod gcra;
 pub mod local;
 pub mod redis;
@@ -26,6 +28,7 @@ use prometheus::IntCounter;
 use weir_api::model::{Algorithm, LimitKey, RateLimit};
 
 use crate::auth::Identity;
+use batch::Batched;
 use local::{Local, LocalBuckets};
 use redis::GlobalStore;
 
@@ -105,6 +108,7 @@ pub struct Limiter {
     rule: Rule,
     local: Arc<dyn Local>,
     global: Option<Arc<GlobalStore>>,
+    batch: Option<Arc<Batched>>,
     /// `weir_rate_limit_decisions_total` for this limit, resolved once, not per request.
     counted: Counters,
 }
@@ -151,6 +155,7 @@ impl Limiter {
             },
             limit,
             local,
+            batch: None,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
@@ -163,18 +168,36 @@ impl Limiter {
         }
     }
 
+    /// Decides in Redis: from the batched share if the limit has one (and room for the key),
+    /// else per request.
+    async fn global_check(
+        &self,
+        store: &GlobalStore,
+        key: &str,
+    ) -> Result<Decision, redis::Unavailable> {
+        let redis_key = redis_key(self.rule, &self.limit.id, key);
+        if let Some(batch) = &self.batch {
+            if let Some(decided) = batch.check(&redis_key).await {
+                return decided;
+            }
+        }
+        store.check(self.rule, &redis_key).await
+    }
+
     /// The value this limit counts a request under.
     pub fn key(&self, identity: &Identity, headers: &HeaderMap, client: IpAddr) -> String {
         key_of(&self.limit, identity, headers, client, self.ipv6_prefix)
     }
 
+    /// Counts `global` limits with a share leased from Redis, reconciled by `batch`.
+    pub fn with_batch(self, batch: Option<Arc<Batched>>) -> Self {
+        Self { batch, ..self }
+    }
+
     /// Counts one request under `key`.
     pub async fn check(&self, key: &str) -> Outcome {
         let decision = match &self.global {
-            Some(store) => match store
-                .check(self.rule, &redis_key(self.rule, &self.limit.id, key))
-                .await
-            {
+            Some(store) => match self.global_check(store, key).await {
                 Ok(d) => d,
                 Err(redis::Unavailable) if self.limit.fail_open => {
                     self.counted.fallback.inc();

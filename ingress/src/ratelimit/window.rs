@@ -104,7 +104,7 @@ fn first_fit(p: Params, prev: u64, cur: u64, need: u64) -> Option<u64> {
 /// Microseconds from `x` into window `w` until `need` more requests fit: later in this
 /// window as the previous one's weight falls, or in the next one, where this window's count
 /// becomes the previous.
-fn until_fit(p: Params, w: Windows, x: u64, need: u64) -> u64 {
+pub fn until_fit(p: Params, w: Windows, x: u64, need: u64) -> u64 {
     match first_fit(p, w.prev, w.cur, need) {
         Some(at) if at < p.per => at.saturating_sub(x),
         _ => (p.per - x) + first_fit(p, w.cur, 0, need).unwrap_or(p.per),
