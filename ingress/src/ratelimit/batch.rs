@@ -149,23 +149,10 @@ impl Batched {
         let mut idle = Vec::new();
         for (key, entry) in &entries {
             let mut share = lock(&entry.share);
-            let want = match (first, share.seen) {
-                (true, _) => self.p.limit,
-                (false, 0) => 0,
-                (false, seen) => (seen + seen / 2).clamp(1, self.p.limit),
-            };
-            let back = share.lease.saturating_sub(want);
-            share.lease -= back;
-            share.seen = 0;
-            if want == 0 {
+            if !first && share.seen == 0 {
                 idle.push(key.clone());
             }
-            asks.push(Ask {
-                key: key.clone(),
-                back,
-                back_start: share.lease_start,
-                want: want - share.lease.min(want),
-            });
+            asks.push(plan(&mut share, key, first, self.p.limit));
         }
         if !idle.is_empty() {
             let mut keys = lock(&self.keys);
@@ -194,6 +181,26 @@ impl Batched {
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What a share asks of Redis at a sync: `first`, a whole share; else it keeps at most 1.5 ×
+/// the requests it saw since the last sync and asks for the rest up to that; having seen
+/// none, it gives everything back (and is forgotten).
+fn plan(share: &mut Share, key: &str, first: bool, limit: u64) -> Ask {
+    let target = match (first, share.seen) {
+        (true, _) => limit,
+        (false, 0) => 0,
+        (false, seen) => (seen + seen / 2).clamp(1, limit),
+    };
+    let back = share.lease.saturating_sub(target);
+    share.lease -= back;
+    share.seen = 0;
+    Ask {
+        key: key.to_string(),
+        back,
+        back_start: share.lease_start,
+        want: target - share.lease.min(target),
     }
 }
 
@@ -228,5 +235,75 @@ async fn sync_every(batched: Weak<Batched>, interval: Duration) {
         if !entries.is_empty() {
             b.sync(entries, false).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_keeps_what_its_demand_needs_and_gives_the_rest_back() {
+        let mut share = Share::default();
+        let first = plan(&mut share, "k", true, 600);
+        assert_eq!(
+            (first.want, first.back),
+            (600, 0),
+            "a new key asks for all it can get"
+        );
+        apply(
+            &mut share,
+            Grant {
+                granted: 200,
+                start: 7,
+                cur: 200,
+                room: 400,
+                ..Grant::default()
+            },
+            1,
+        );
+        assert_eq!((share.lease, share.lease_start), (200, 7));
+        // 40 requests since: keep 60, give 140 back to the window the lease came from.
+        share.lease -= 30;
+        share.seen = 40;
+        let ask = plan(&mut share, "k", false, 600);
+        assert_eq!((ask.back, ask.back_start, ask.want), (110, 7, 0));
+        assert_eq!(share.lease, 60);
+        // 100 requests, 60 passed: top up to 150.
+        share.lease = 0;
+        share.seen = 100;
+        let ask = plan(&mut share, "k", false, 600);
+        assert_eq!((ask.back, ask.want), (0, 150));
+        // None since: everything back, nothing asked.
+        share.lease = 25;
+        let ask = plan(&mut share, "k", false, 600);
+        assert_eq!((ask.back, ask.want, share.lease), (25, 0, 0));
+    }
+
+    #[test]
+    fn redis_counts_become_a_view_on_this_clock() {
+        let mut share = Share {
+            down: true,
+            ..Share::default()
+        };
+        let grant = Grant {
+            granted: 3,
+            start: 1_000,
+            prev: 8,
+            cur: 5,
+            x: 400,
+            room: 2,
+        };
+        apply(&mut share, grant, 10_000);
+        assert!(!share.down);
+        assert_eq!(
+            share.view,
+            Some(Windows {
+                start: 9_600,
+                cur: 5,
+                prev: 8
+            })
+        );
+        assert_eq!((share.lease, share.room, share.synced_at), (3, 2, 10_000));
     }
 }
