@@ -43,8 +43,9 @@ async fn three_gateways_hammered_for_a_window_admit_the_limit_with_few_redis_cal
             s.reply.status
         );
     }
-    // Each gateway calls once per interval per active key (plus its first lease and its last
-    // sync): about 300 calls in 10 s, against thousands of requests.
+    // Each gateway calls once per interval per active key (plus its first lease, its last
+    // sync, and top-ups of a share spent while Redis had room): about 300 calls in 10 s,
+    // against thousands of requests.
     let calls: u64 = ["eval", "evalsha"]
         .iter()
         .map(|c| after.get(*c).unwrap_or(&0) - before.get(*c).unwrap_or(&0))
@@ -54,12 +55,13 @@ async fn three_gateways_hammered_for_a_window_admit_the_limit_with_few_redis_cal
         shots.len()
     );
     assert!(calls > 0, "no lease calls: {after:?}");
+    // A call per interval per gateway, and a few top-ups while the limit still had room.
     assert!(
-        calls <= 3 * (ticks + 3),
+        calls <= 2 * 3 * (ticks + 3),
         "{calls} Redis calls in {ticks} intervals"
     );
     assert!(
-        calls * 3 < shots.len() as u64,
+        calls * 2 < shots.len() as u64,
         "{calls} Redis calls for {} requests",
         shots.len()
     );

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   request ─▶ share of its key ─▶ lease left? pass : 429 (503 if Redis is down, closed)
-//!                  ▲ first request of a key: lease at once (within --redis-timeout)
+//!                  ▲ first request of a key, or a share spent while Redis had room: lease
+//!                    at once (within --redis-timeout)
 //!   every syncInterval: for each key seen since the last sync, give back what exceeds its
 //!   demand (or all of it, and forget the key, if it saw none) and top up to 1.5 × the
 //!   requests seen ─▶ Redis (the LEASE script in `redis.rs`)
@@ -45,6 +46,8 @@ pub struct Batched {
 struct Entry {
     /// Set once the first lease call for the key has been answered (or failed).
     first: OnceCell<()>,
+    /// Held by the one request topping up a spent share between syncs.
+    refill: tokio::sync::Mutex<()>,
     share: Mutex<Share>,
 }
 
@@ -97,6 +100,7 @@ impl Batched {
                 None => {
                     let e = Arc::new(Entry {
                         first: OnceCell::new(),
+                        refill: tokio::sync::Mutex::new(()),
                         share: Mutex::default(),
                     });
                     keys.insert(redis_key.to_string(), e.clone());
@@ -108,9 +112,17 @@ impl Batched {
             .first
             .get_or_init(|| self.sync(vec![(redis_key.to_string(), entry.clone())], true))
             .await;
+        let spent = {
+            let mut share = lock(&entry.share);
+            share.seen += 1;
+            share.lease == 0 && share.room > 0 && !share.down
+        };
+        if spent {
+            // Spent before the next sync while Redis had room: top up now rather than refuse.
+            self.refill(redis_key, &entry).await;
+        }
         let now = now_micros();
         let mut share = lock(&entry.share);
-        share.seen += 1;
         let Some(view) = share.view else {
             // Never reached Redis for this key.
             return Some(Err(Unavailable));
@@ -139,6 +151,32 @@ impl Batched {
             reset: Duration::from_micros(window::until_fit(self.p, view, x, self.p.limit)),
             retry_after: Duration::from_micros(retry_after),
         }))
+    }
+
+    /// Tops up `entry`'s spent share at once, to twice the requests seen since the last sync;
+    /// one request does it while the others for the key wait for its answer.
+    async fn refill(&self, redis_key: &str, entry: &Entry) {
+        let _one = entry.refill.lock().await;
+        let ask = {
+            let share = lock(&entry.share);
+            if share.lease > 0 || share.room == 0 || share.down {
+                return;
+            }
+            Ask {
+                key: redis_key.to_string(),
+                back: 0,
+                back_start: share.lease_start,
+                want: (2 * share.seen).clamp(1, self.p.limit),
+            }
+        };
+        match self.store.lease(self.p, 3 * self.interval, &[ask]).await {
+            Ok(grants) => {
+                if let Some(g) = grants.first() {
+                    apply(&mut lock(&entry.share), *g, now_micros());
+                }
+            }
+            Err(Unavailable) => lock(&entry.share).down = true,
+        }
     }
 
     /// One lease call for `entries`: `first` asks for a whole share for keys just seen, else
