@@ -85,7 +85,7 @@ x-weir-peer-identity each app received shows who called it):
   curl -s -H 'Host: web.example.com' -H "Authorization: Bearer \$TOKEN" http://$listen/call/hello
   curl -si -H 'Host: web.example.com' http://$listen/                  # 401 without a token
   for i in \$(seq 7); do curl -s -o /dev/null -w '%{http_code} ' -H 'Host: web.example.com' \\
-    -H "Authorization: Bearer \$TOKEN" http://$listen/; done; echo     # 10/min, burst 5: 429s
+    -H "Authorization: Bearer \$TOKEN" http://$listen/; done; echo     # 5/min: 429s
   curl -sv http://127.0.0.1:15206/                                     # plaintext into the mesh: refused
   curl -s http://127.0.0.1:15120/metrics | grep weir_mesh_requests_total
 

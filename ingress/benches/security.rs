@@ -20,7 +20,7 @@ use weir_api::model::{Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes}
 use weir_ingress::metrics::GuardMetrics;
 use weir_ingress::{
     auth::{jwks::KeySource, Authenticator, Identity},
-    ratelimit::{gcra::LocalBuckets, redis::GlobalStore, Limiter, Outcome},
+    ratelimit::{local::DEFAULT_KEYS, redis::GlobalStore, Limiter, Outcome, Rule},
 };
 
 fn setup() -> (Arc<Auth>, Arc<KeySource>, String) {
@@ -71,9 +71,10 @@ fn limit(global: bool) -> Arc<RateLimit> {
         key: LimitKey::Claim("sub".into()),
         requests: 1_000_000_000,
         per: Duration::from_secs(1),
-        burst: 1 << 40,
+        algorithm: weir_api::model::Algorithm::SlidingWindow,
         global,
         fail_open: true,
+        sync_interval: None,
     })
 }
 
@@ -95,7 +96,7 @@ fn bench(c: &mut Criterion) {
     rt.block_on(cached.check(&mut headers(&bearer))).unwrap();
     let local = Limiter::new(
         limit(false),
-        Arc::new(LocalBuckets::default()),
+        Rule::of(&limit(false)).local(DEFAULT_KEYS),
         None,
         &metrics,
     );
@@ -176,7 +177,7 @@ fn global_latency(rt: &tokio::runtime::Runtime, metrics: &GuardMetrics) {
         let store = GlobalStore::connect(vec![format!("redis://127.0.0.1:{port}")], false, Duration::from_millis(100));
         let limiter = Limiter::new(
             limit(true),
-            Arc::new(LocalBuckets::default()),
+            Rule::of(&limit(true)).local(DEFAULT_KEYS),
             Some(store),
             metrics,
         );

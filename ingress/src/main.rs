@@ -211,7 +211,7 @@ struct Args {
     ratelimit_ipv6_prefix: u8,
     /// Keys one local rate limit holds at most; past it the keys nearest to full are forgotten
     /// and new keys start as far in debt as they were.
-    #[arg(long, default_value_t = weir_ingress::ratelimit::gcra::DEFAULT_KEYS,
+    #[arg(long, default_value_t = weir_ingress::ratelimit::local::DEFAULT_KEYS,
         value_parser = parse_local_keys)]
     ratelimit_local_keys: usize,
 }

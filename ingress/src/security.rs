@@ -11,7 +11,7 @@ use std::{
 };
 
 use weir_api::{
-    model::{Jwks, JwtProvider},
+    model::{Jwks, JwtProvider, RateLimit},
     Snapshot,
 };
 use weir_proxy::lock;
@@ -23,11 +23,7 @@ use crate::{
         jwks::{HttpsClient, KeySource},
         Authenticator,
     },
-    ratelimit::{
-        gcra::{LocalBuckets, Params},
-        redis::GlobalStore,
-        LimitSettings, Limiter,
-    },
+    ratelimit::{batch::Batched, local::Local, redis::GlobalStore, LimitSettings, Limiter, Rule},
 };
 
 /// What a route enforces before its request is forwarded.
@@ -66,7 +62,8 @@ pub struct Registry {
     client: HttpsClient,
     global: Option<Arc<GlobalStore>>,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
-    buckets: Mutex<HashMap<String, Arc<LocalBuckets>>>,
+    buckets: Mutex<HashMap<String, Arc<dyn Local>>>,
+    batches: Mutex<HashMap<String, Arc<Batched>>>,
     limits: LimitSettings,
 }
 
@@ -83,6 +80,7 @@ impl Registry {
             global,
             sources: Mutex::default(),
             buckets: Mutex::default(),
+            batches: Mutex::default(),
             limits: LimitSettings::default(),
         }
     }
@@ -97,7 +95,9 @@ impl Registry {
         let mut old_sources = std::mem::take(&mut *lock(&self.sources));
         let mut old_buckets = std::mem::take(&mut *lock(&self.buckets));
         let mut sources: HashMap<String, Arc<KeySource>> = HashMap::new();
-        let mut buckets: HashMap<String, Arc<LocalBuckets>> = HashMap::new();
+        let mut buckets: HashMap<String, Arc<dyn Local>> = HashMap::new();
+        let mut old_batches = std::mem::take(&mut *lock(&self.batches));
+        let mut batches: HashMap<String, Arc<Batched>> = HashMap::new();
         let mut authenticators: HashMap<String, Arc<Authenticator>> = HashMap::new();
         let mut guards = Guards::default();
         let mut warned_global = false;
@@ -131,18 +131,20 @@ impl Registry {
                         warned_global = true;
                         tracing::warn!(limit = %limit.id, "a global rate limit is configured but weir-ingress has no --redis: counting in this process only");
                     }
-                    let p = Params::of(limit);
-                    let id = format!("{} {}/{}", limit.id, p.interval, p.tau);
+                    let rule = Rule::of(limit);
+                    let id = format!("{} {rule:?}", limit.id);
                     let local = buckets
                         .entry(id.clone())
                         .or_insert_with(|| {
                             old_buckets.remove(&id).unwrap_or_else(|| {
-                                Arc::new(LocalBuckets::with_capacity(self.limits.local_keys))
+                                rule.local(self.limits.local_keys)
                             })
                         })
                         .clone();
+                    let batch = self.batch(limit, rule, &mut old_batches, &mut batches);
                     Limiter::new(limit.clone(), local, self.global.clone(), &self.metrics)
                         .with_ipv6_prefix(self.limits.ipv6_prefix)
+                        .with_batch(batch)
                 })
                 .collect();
             guards
@@ -151,7 +153,31 @@ impl Registry {
         }
         *lock(&self.sources) = sources;
         *lock(&self.buckets) = buckets;
+        *lock(&self.batches) = batches;
         guards
+    }
+
+    /// The shares of a global limit with `syncInterval`, kept across snapshots while the limit
+    /// and its parameters stay the same.
+    fn batch(
+        &self,
+        limit: &RateLimit,
+        rule: Rule,
+        old: &mut HashMap<String, Arc<Batched>>,
+        new: &mut HashMap<String, Arc<Batched>>,
+    ) -> Option<Arc<Batched>> {
+        let (Some(store), Some(interval), Rule::Window(p)) =
+            (&self.global, limit.sync_interval, rule)
+        else {
+            return None;
+        };
+        let id = format!("{} {rule:?} {interval:?}", limit.id);
+        let batch = new.entry(id.clone()).or_insert_with(|| {
+            old.remove(&id).unwrap_or_else(|| {
+                Batched::start(p, interval, store.clone(), self.limits.local_keys)
+            })
+        });
+        Some(batch.clone())
     }
 
     fn source(

@@ -29,6 +29,22 @@ impl Redis {
         format!("redis://{}", self.addr)
     }
 
+    /// How many times each command ran (`INFO commandstats`, lowercase names).
+    pub fn commands(&self) -> std::collections::BTreeMap<String, u64> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.addr.port().to_string(), "info", "commandstats"])
+            .output()
+            .expect("redis-cli must be installed beside redis-server");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+                Some((name.to_string(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Kills it (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

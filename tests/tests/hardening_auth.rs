@@ -78,7 +78,8 @@ async fn a_jwt_not_valid_yet_or_with_a_critical_extension_is_refused() {
 #[tokio::test]
 async fn a_flood_of_invented_keys_never_lets_a_spent_key_through() {
     let app = Echo::start("app");
-    let spec = "  limits:\n  - {name: per-key, key: {header: X-Key}, rate: {requests: 1, per: 1h}, burst: 1}\n";
+    let spec =
+        "  limits:\n  - {name: per-key, key: {header: X-Key}, rate: {requests: 2, per: 1h}}\n";
     // The smallest table, so the flood overflows it many times over.
     let weir = Weir::start_with(
         &shop_with(&app, "RateLimitPolicy", spec),
@@ -186,7 +187,8 @@ async fn ipv6_clients_of_one_64_share_one_client_ip_limit() {
     let _lo = LoopbackAddresses::add(&[a, b, other, listen]);
 
     let app = Echo::start("app");
-    let spec = "  limits:\n  - {name: per-client, key: {clientIP: {}}, rate: {requests: 1, per: 1h}, burst: 1}\n";
+    let spec =
+        "  limits:\n  - {name: per-client, key: {clientIP: {}}, rate: {requests: 2, per: 1h}}\n";
     let weir = Weir::start_listening_on(
         &shop_with(&app, "RateLimitPolicy", spec),
         IpAddr::V6(listen),

@@ -83,7 +83,7 @@ fn gateway_objects(app: &Echo, failing: &Echo, pki: &Pki) -> String {
             "RateLimitPolicy",
             "per-user",
             "shop",
-            "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, burst: 2}\n",
+            "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}}\n",
         ),
         traffic_policy(
             "eject",

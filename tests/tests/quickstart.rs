@@ -83,7 +83,7 @@ async fn the_quickstart_brings_up_the_local_mesh_and_ctrl_c_stops_it() {
     };
 
     // Through the ingress with the token: frontend, then backend, each called over mTLS;
-    // without a token: 401. Until the rate limit (burst 5) bites: 429.
+    // without a token: 401. Until the rate limit (5 a minute) bites: 429.
     let ingress = SocketAddr::from(([127, 0, 0, 1], listen));
     quickstart_calls(ingress, &token, output).await;
     let bearer = format!("Bearer {token}");

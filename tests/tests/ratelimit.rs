@@ -1,17 +1,20 @@
-//! RateLimitPolicy end to end: local limits per key with the RateLimit headers, a global limit
-//! shared by three gateways through a real redis-server, and Redis dying under load with
-//! `failureMode` open (keeps serving) and closed (503), both recovering by themselves.
+//! RateLimitPolicy end to end: the sliding window (the default) admitting `requests` at once
+//! and holding its documented bound in every span, at window boundaries too; GCRA pacing
+//! evenly; RateLimit headers for both; global limits shared by several gateways through a
+//! real redis-server; and Redis dying under load with `failureMode` open (keeps serving) and
+//! closed (503), both recovering by themselves. No assertion depends on how fast the machine
+//! is: bounds are checked over the spans the client measured (see `weir_e2e::shots`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    eventually, gateway, http_route, redis::Redis, request, route_policy, service, ConfigDir, Echo,
-    Weir,
+    eventually,
+    limits::{connected, open_and_closed, shop_limited_by},
+    redis::Redis,
+    request,
+    shots::{passed, shot, spans, volley},
+    Echo, Weir,
 };
-
-fn app_route(name: &str, host: &str) -> String {
-    http_route(name, &[host], "  - backendRefs: [{name: app, port: 80}]\n")
-}
 
 async fn get_as(weir: &Weir, host: &str, user: &str) -> weir_e2e::Reply {
     request(
@@ -25,23 +28,121 @@ async fn get_as(weir: &Weir, host: &str, user: &str) -> weir_e2e::Reply {
     .await
 }
 
-/// Service `app`, a Gateway, HTTPRoute `shop` for shop.example.com, and RateLimitPolicy
-/// `name` on it with `spec`.
-fn shop_limited_by(app: &Echo, name: &str, spec: &str) -> ConfigDir {
-    ConfigDir::new()
-        .with("svc.yaml", &service("app", &[app]))
-        .with("gw.yaml", &gateway())
-        .with("route.yaml", &app_route("shop", "shop.example.com"))
-        .with(
-            "limit.yaml",
-            &route_policy("RateLimitPolicy", name, "shop", spec),
-        )
+/// An app behind a gateway whose route `shop` has one RateLimitPolicy, `name`, with `limit`
+/// as its only limit.
+fn limited(name: &str, limit: &str) -> (Echo, Weir) {
+    let app = Echo::start("app");
+    let spec = format!("  limits:\n  - {limit}\n");
+    let weir = Weir::start(&shop_limited_by(&app, name, &spec));
+    (app, weir)
 }
 
 #[tokio::test]
-async fn a_local_limit_counts_each_key_and_answers_429_with_retry_after() {
+async fn five_a_minute_admits_five_of_twenty_sent_together() {
+    let limit = "{name: five, key: {header: X-User}, rate: {requests: 5, per: 1m}}";
+    let (_app, weir) = limited("five", limit);
+    let shots = volley(weir.addr, "shop.example.com", &[("x-user", "alice")], 20).await;
+    assert_eq!(passed(&shots), 5, "5 per minute admits 5 at once");
+    let mut remaining: Vec<&str> = shots
+        .iter()
+        .filter(|s| s.passed())
+        .map(|s| s.reply.header("ratelimit-remaining").unwrap())
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, ["0", "1", "2", "3", "4"]);
+    // How far into its first window the volley went, at most.
+    let took = seconds(shots.iter().map(|s| s.answered).max().unwrap() - shots[0].sent);
+    for s in &shots {
+        assert_eq!(s.reply.header("ratelimit-limit"), Some("5"));
+        let header = |name| -> u64 { s.reply.header(name).unwrap().parse().unwrap() };
+        // Wholly available once the n passed so far, weighing from the next window on, weigh
+        // less than 1 there: 60 − 60 / n s into it.
+        let n = 5 - header("ratelimit-remaining");
+        let reset = 120 - 60 / n;
+        assert!(
+            (reset.saturating_sub(took + 1)..=reset + 1).contains(&header("ratelimit-reset")),
+            "{n} passed: reset {}",
+            header("ratelimit-reset")
+        );
+        if !s.passed() {
+            assert_eq!(s.reply.status, 429);
+            assert_eq!(n, 5);
+            // One more fits just after the next window starts (the 5 weigh 4.99…, rounded
+            // down).
+            let retry = header("retry-after");
+            assert!(
+                (59u64.saturating_sub(took)..=61).contains(&retry),
+                "retry after {retry}"
+            );
+        }
+    }
+    // Another key has its own count.
+    assert_eq!(
+        passed(&volley(weir.addr, "shop.example.com", &[("x-user", "bob")], 20).await),
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_sliding_window_holds_its_bound_in_every_span_and_at_window_boundaries() {
+    // 10 per 2 s: in any span of d ≤ 2 s at most ⌊10 × (1 + d / 2 s)⌋ + 1 pass
+    // (docs/security.md).
+    let (_app, weir) = limited(
+        "ten",
+        "{name: ten, key: {route: {}}, rate: {requests: 10, per: 2s}}",
+    );
+    let per = Duration::from_secs(2);
+    let host = "shop.example.com";
+    // The first request starts the windows, somewhere between its sending and its answer.
+    let first = shot(weir.addr, host, &[]).await;
+    assert!(first.passed());
+    let mut shots = vec![first];
+    // A hostile client: 20 at once just before the window ends, 20 just after it, then one
+    // volley after another through the next windows.
+    tokio::time::sleep_until((shots[0].sent + per - Duration::from_millis(150)).into()).await;
+    shots.extend(volley(weir.addr, host, &[], 20).await);
+    tokio::time::sleep_until((shots[0].answered + per + Duration::from_millis(30)).into()).await;
+    shots.extend(volley(weir.addr, host, &[], 20).await);
+    let until = Instant::now() + 2 * per;
+    while Instant::now() < until {
+        shots.extend(volley(weir.addr, host, &[], 4).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut checked = 0;
+    for (d, inside) in spans(&shots).into_iter().filter(|(d, _)| *d <= per) {
+        let bound = 10 + (10 * d.as_micros() / per.as_micros()) as usize + 1;
+        assert!(
+            inside <= bound,
+            "{inside} passed within {d:?}, bound {bound}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0);
+    // Never more than the limit per window over the whole run, give or take one window.
+    let run = shots.iter().map(|s| s.answered).max().unwrap() - shots[0].sent;
+    let most = 10 * (run.as_micros() / per.as_micros() + 1) as usize;
+    assert!(
+        passed(&shots) <= most,
+        "{} passed in {run:?}",
+        passed(&shots)
+    );
+    // Once RateLimit-Reset has passed, the whole limit is there again.
+    let last = shots.iter().max_by_key(|s| s.answered).unwrap();
+    let reset: u64 = last
+        .reply
+        .header("ratelimit-reset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reset <= 4, "reset {reset} s is at most two windows");
+    tokio::time::sleep_until((last.answered + Duration::from_secs(reset)).into()).await;
+    assert_eq!(passed(&volley(weir.addr, host, &[], 20).await), 10);
+}
+
+#[tokio::test]
+async fn gcra_counts_each_key_and_answers_429_with_retry_after() {
     let app = Echo::start("app");
-    let dir = shop_limited_by(&app, "per-user", "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, burst: 2}\n  - {name: route, key: {route: {}}, rate: {requests: 1000, per: 1s}, burst: 100}\n");
+    let dir = shop_limited_by(&app, "per-user", "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, algorithm: gcra, burst: 2}\n  - {name: route, key: {route: {}}, rate: {requests: 1000, per: 1s}}\n");
     let weir = Weir::start(&dir);
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -85,27 +186,81 @@ async fn a_local_limit_counts_each_key_and_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn three_gateways_share_one_global_limit_in_redis() {
-    let redis = Redis::start();
-    let app = Echo::start("app");
-    // 100 at once and a refill too slow to matter during the test: exactly 100 may pass.
-    let dir = shop_limited_by(&app, "global", "  failureMode: closed\n  limits:\n  - {name: all, key: {route: {}}, rate: {requests: 100, per: 1h}, burst: 99, scope: global}\n");
-    let url = redis.url();
-    let flags = ["--redis", url.as_str(), "--redis-timeout", "1s"];
-    let gateways = [
-        Weir::start_with(&dir, &flags),
-        Weir::start_with(&dir, &flags),
-        Weir::start_with(&dir, &flags),
-    ];
-    // Wait until each is connected (a closed limit answers 503 until then); a probe request
-    // would spend the budget, so read the log instead.
-    for weir in &gateways {
-        eventually(Duration::from_secs(10), "connected to Redis", || async {
-            let s = weir.stderr().join("\n");
-            s.contains("connected to Redis").then_some(())
-        })
-        .await;
+async fn gcra_with_burst_0_lets_one_request_through_per_interval() {
+    let limit = "{name: paced, key: {header: X-Paced}, rate: {requests: 10, per: 1s}, algorithm: gcra, burst: 0}";
+    let (_app, weir) = limited("paced", limit);
+    // One request every 100 ms: in any span of d at most 1 + d / 100 ms pass, and a refusal
+    // says when to come back.
+    let paced = [("x-paced", "p")];
+    let mut shots = Vec::new();
+    for _ in 0..1000 {
+        if passed(&shots) >= 6 {
+            break;
+        }
+        let batch = volley(weir.addr, "shop.example.com", &paced, 3).await;
+        for s in batch.iter().filter(|s| !s.passed()) {
+            assert_eq!(s.reply.status, 429);
+            let retry = s.reply.header("retry-after");
+            assert_eq!(retry, Some("1"), "100 ms at most, rounded up");
+        }
+        shots.extend(batch);
     }
+    assert!(passed(&shots) >= 6);
+    for (d, inside) in spans(&shots) {
+        let bound = 1 + (d.as_micros() / 100_000) as usize;
+        assert!(inside <= bound, "{inside} passed within {d:?}");
+    }
+}
+
+/// A redis-server and `n` gateways, each connected to it, in front of an app whose route
+/// `shop` has `limit` (failing closed).
+async fn sharing(n: usize, limit: &str) -> (Redis, Echo, Vec<Weir>) {
+    let (redis, app) = (Redis::start(), Echo::start("app"));
+    let spec = format!("  failureMode: closed\n  limits:\n  - {limit}\n");
+    let gateways = connected(&redis, &shop_limited_by(&app, "global", &spec), n, &[]).await;
+    (redis, app, gateways)
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_sliding_window_in_redis() {
+    let limit = "{name: all, key: {route: {}}, rate: {requests: 20, per: 1m}, scope: global}";
+    let (_redis, _app, gateways) = sharing(2, limit).await;
+    let host = "shop.example.com";
+    let (a, b) = tokio::join!(
+        volley(gateways[0].addr, host, &[], 30),
+        volley(gateways[1].addr, host, &[], 30)
+    );
+    assert_eq!(
+        passed(&a) + passed(&b),
+        20,
+        "20 per minute across both gateways"
+    );
+    let all: Vec<_> = a.iter().chain(&b).collect();
+    let first = all.iter().map(|s| s.sent).min().unwrap();
+    let took = seconds(all.iter().map(|s| s.answered).max().unwrap() - first);
+    for s in all {
+        assert_eq!(s.reply.header("ratelimit-limit"), Some("20"));
+        if !s.passed() {
+            assert_eq!(s.reply.status, 429);
+            let retry: u64 = s.reply.header("retry-after").unwrap().parse().unwrap();
+            assert!(
+                (59u64.saturating_sub(took)..=61).contains(&retry),
+                "retry after {retry}"
+            );
+        }
+    }
+}
+
+/// Whole seconds in `d`, rounded up.
+fn seconds(d: Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+#[tokio::test]
+async fn three_gateways_share_one_global_gcra_limit_in_redis() {
+    // 100 at once and a refill too slow to matter during the test: exactly 100 may pass.
+    let limit = "{name: all, key: {route: {}}, rate: {requests: 100, per: 1h}, algorithm: gcra, burst: 99, scope: global}";
+    let (_redis, _app, gateways) = sharing(3, limit).await;
     let mut tasks = Vec::new();
     for worker in 0..12 {
         let addr = gateways[worker % 3].addr;
@@ -144,28 +299,9 @@ async fn three_gateways_share_one_global_limit_in_redis() {
 async fn redis_dying_fails_open_or_closed_as_configured_and_both_recover() {
     let mut redis = Redis::start();
     let app = Echo::start("app");
-    let limit = |mode: &str| {
-        format!("  failureMode: {mode}\n  limits:\n  - {{name: users, key: {{header: X-User}}, rate: {{requests: 1000, per: 1s}}, burst: 1000, scope: global}}\n")
-    };
-    let dir = ConfigDir::new()
-        .with("svc.yaml", &service("app", &[&app]))
-        .with("gw.yaml", &gateway())
-        .with(
-            "routes.yaml",
-            &[
-                app_route("open", "open.example.com"),
-                app_route("closed", "closed.example.com"),
-            ]
-            .join("---\n"),
-        )
-        .with(
-            "limits.yaml",
-            &[
-                route_policy("RateLimitPolicy", "open", "open", &limit("open")),
-                route_policy("RateLimitPolicy", "closed", "closed", &limit("closed")),
-            ]
-            .join("---\n"),
-        );
+    let limit =
+        "{name: users, key: {header: X-User}, rate: {requests: 1000, per: 1s}, scope: global}";
+    let dir = open_and_closed(&app, limit);
     let url = redis.url();
     let weir = Weir::start_with(&dir, &["--redis", &url, "--redis-timeout", "100ms"]);
     eventually(

@@ -20,6 +20,7 @@ pub use gateway::{
 mod ingress;
 mod mesh;
 mod policy;
+mod rate_limit;
 mod secrets;
 mod security;
 mod tls;

@@ -3,11 +3,12 @@
 //! the route passes.
 //!
 //! One AuthPolicy applies to a route (the oldest, with a warning naming the others); every
-//! RateLimitPolicy on a route applies, and a request must pass all of their limits.
+//! RateLimitPolicy on a route applies, and a request must pass all of their limits (the
+//! fields that choose how a limit counts are checked in `rate_limit.rs`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{created, secrets, Context};
+use super::{created, rate_limit, secrets, Context};
 use crate::{
     crds::{
         AuthPolicy, JwtProvider as JwtProviderSpec, LimitKey as LimitKeySpec, RateLimitPolicy,
@@ -391,15 +392,25 @@ fn rate_limits(
                 continue;
             }
         };
+        let checked = rate_limit::algorithm(l)
+            .and_then(|a| Ok((a, rate_limit::sync_interval(l, per, global, a)?)));
+        let (algorithm, sync_interval) = match checked {
+            Ok(both) => both,
+            Err((at, message)) => {
+                cx.error(location, key, format!("{field}.{at}"), message);
+                continue;
+            }
+        };
         out.push(RateLimit {
             id: format!("{}/{}/{}", key.namespace, key.name, l.name),
             name: l.name.clone(),
             key: limit_key,
             requests: l.rate.requests,
             per,
-            burst: l.burst.unwrap_or(0),
+            algorithm,
             global,
             fail_open,
+            sync_interval,
         });
     }
     out

@@ -18,7 +18,8 @@ use super::{PolicyStatus, RouteTargetRef};
 ///   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop}]
 ///   failureMode: open
 ///   limits:
-///   - {name: per-user, key: {claim: sub}, rate: {requests: 100, per: 1m}, burst: 20, scope: global}
+///   - {name: per-user, key: {claim: sub}, rate: {requests: 100, per: 1m}, scope: global}
+///   - {name: paced, key: {clientIP: {}}, rate: {requests: 10, per: 1s}, algorithm: gcra, burst: 5}
 /// ```
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
@@ -56,13 +57,25 @@ pub struct Limit {
     pub key: LimitKey,
     /// The sustained rate.
     pub rate: Rate,
-    /// Requests allowed at once above the rate (default 0).
+    /// How requests are counted: `slidingWindow` (default) admits `requests` at once and
+    /// about `requests` in any span of `per`; `gcra` paces them evenly, one every
+    /// `per / requests`, with `burst` more at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(slidingWindow|gcra)$"))]
+    pub algorithm: Option<String>,
+    /// `algorithm: gcra` only, and required there: requests allowed at once above the rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// `local` (default): per gateway process; `global`: one count across all, in Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(local|global)$"))]
     pub scope: Option<String>,
+    /// `scope: global` with the sliding window only: each gateway admits from a share leased
+    /// from Redis and reconciles once per this interval per active key (e.g. `100ms`), instead
+    /// of one Redis call per request. Shorter than `rate.per`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub sync_interval: Option<String>,
 }
 
 /// What a limit counts by. Exactly one.

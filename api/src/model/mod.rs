@@ -30,7 +30,7 @@ pub use mesh::{
 };
 pub use ports::{plan_ports, PortPlan, Speaks, Unserved};
 pub use security::{
-    ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
+    Algorithm, ApiKeys, Auth, Jwks, JwtProvider, LimitKey, RateLimit, SecretBytes, TlsCertificate,
     TLS_CERT_KEY, TLS_KEY_KEY,
 };
 /// Everything a gateway needs to serve: the routes and the clusters they point at.

@@ -156,12 +156,30 @@ pub struct RateLimit {
     pub requests: u64,
     /// The period.
     pub per: Duration,
-    /// Requests allowed at once above the rate.
-    pub burst: u64,
+    /// How requests are counted.
+    pub algorithm: Algorithm,
     /// Counted across all gateways in Redis (else per process).
     pub global: bool,
     /// When Redis cannot answer: count locally (`true`) or answer 503.
     pub fail_open: bool,
+    /// Global sliding-window limits only: admit from a share leased from Redis and reconcile
+    /// once per this interval per active key, instead of a Redis call per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval: Option<Duration>,
+}
+
+/// How a rate limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Algorithm {
+    /// A sliding-window counter: `requests` at once, and about `requests` in any span of
+    /// `per` (the previous fixed window's count weighted by how much of it the span covers).
+    SlidingWindow,
+    /// GCRA: one request every `per / requests`, and `burst` more at once.
+    Gcra {
+        /// Requests allowed at once above the rate.
+        burst: u64,
+    },
 }
 
 /// What a rate limit counts by.

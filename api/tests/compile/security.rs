@@ -2,7 +2,12 @@
 //! quickstart (which uses both policies).
 
 use super::{errors, ok, route};
-use weir_api::{compile, model::HostMatch};
+use std::time::Duration;
+
+use weir_api::{
+    compile,
+    model::{Algorithm, HostMatch},
+};
 
 const TLS_GATEWAY: &str = "
 apiVersion: gateway.networking.k8s.io/v1
@@ -105,7 +110,7 @@ kind: RateLimitPolicy
 metadata: {name: l, namespace: shop}
 spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
-  limits: [{name: u, key: {claim: sub}, rate: {requests: 10, per: 1m}, burst: 5, scope: global}]
+  limits: [{name: u, key: {claim: sub}, rate: {requests: 10, per: 1m}, algorithm: gcra, burst: 5, scope: global}]
 ";
     let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + policies));
     let r = &snapshot.routes[0];
@@ -116,6 +121,7 @@ spec:
     assert_eq!(r.limits.len(), 1);
     assert_eq!(r.limits[0].id, "shop/l/u");
     assert!(r.limits[0].global && r.limits[0].fail_open);
+    assert_eq!(r.limits[0].algorithm, Algorithm::Gcra { burst: 5 });
 
     let bad = "---
 apiVersion: weir.dev/v1alpha1
@@ -142,6 +148,73 @@ spec:
         "RateLimitPolicy shop/m: spec.failureMode",
         "spec.limits[0].key: exactly one of claim, header, clientIP or route",
         "spec.limits[1].name: \"u\" is also the name of limits[0]",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn limits_count_by_sliding_window_unless_gcra_is_asked_for_and_batch_only_when_global() {
+    let policy = |limits: &str| {
+        format!(
+            "---
+apiVersion: weir.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {{name: l, namespace: shop}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
+  limits: {limits}
+"
+        )
+    };
+    let good = policy(
+        "[{name: a, key: {route: {}}, rate: {requests: 5, per: 1m}}, \
+         {name: b, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: slidingWindow}, \
+         {name: c, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: gcra, burst: 0}, \
+         {name: d, key: {route: {}}, rate: {requests: 5, per: 1m}, scope: global, syncInterval: 250ms}]",
+    );
+    let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &good));
+    let algorithms: Vec<_> = snapshot.routes[0]
+        .limits
+        .iter()
+        .map(|l| l.algorithm)
+        .collect();
+    assert_eq!(
+        algorithms,
+        [
+            Algorithm::SlidingWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::Gcra { burst: 0 },
+            Algorithm::SlidingWindow
+        ]
+    );
+    let batched = &snapshot.routes[0].limits[3];
+    assert_eq!(batched.sync_interval, Some(Duration::from_millis(250)));
+    assert_eq!(snapshot.routes[0].limits[0].sync_interval, None);
+
+    let bad = policy(
+        "[{name: a, key: {route: {}}, rate: {requests: 5, per: 1m}, burst: 2}, \
+         {name: b, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: slidingWindow, burst: 2}, \
+         {name: c, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: gcra}, \
+         {name: d, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: leakyBucket}, \
+         {name: e, key: {route: {}}, rate: {requests: 5, per: 1m}, syncInterval: 100ms}, \
+         {name: f, key: {route: {}}, rate: {requests: 5, per: 1m}, scope: global, algorithm: gcra, burst: 1, syncInterval: 100ms}, \
+         {name: g, key: {route: {}}, rate: {requests: 5, per: 1s}, scope: global, syncInterval: 1s}, \
+         {name: h, key: {route: {}}, rate: {requests: 5, per: 1s}, scope: global, syncInterval: soon}]",
+    );
+    let errors = errors(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &bad)).join("\n");
+    for expected in [
+        "RateLimitPolicy shop/l: spec.limits[0].burst: applies to algorithm: gcra only",
+        "spec.limits[1].burst: applies to algorithm: gcra only",
+        "spec.limits[2].burst: is required with algorithm: gcra",
+        "spec.limits[3].algorithm: \"leakyBucket\": use slidingWindow or gcra",
+        "spec.limits[4].syncInterval: applies to scope: global only",
+        "spec.limits[5].syncInterval: batching works with the sliding window only",
+        "spec.limits[6].syncInterval: \"1s\" must be longer than 0 and shorter than rate.per (1s)",
+        "spec.limits[7].syncInterval: \"soon\" is not a duration",
     ] {
         assert!(
             errors.contains(expected),

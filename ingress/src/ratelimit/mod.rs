@@ -1,29 +1,82 @@
 //! Rate limiting (stage 4b of the stack): every limit on the route must pass. `local` limits
 //! count in this process; `global` ones in Redis, falling back per the policy's `failureMode`
-//! when Redis cannot answer in time: `open` counts on a local bucket instead, `closed`
-//! answers 503.
+//! when Redis cannot answer in time: `open` counts locally instead, `closed` answers 503.
+//! Each limit counts by its algorithm: a sliding-window counter (`window`, the default) or
+//! GCRA (`gcra`), the same arithmetic in process (`local`) and in Redis (`redis`). A global
+//! limit with `syncInterval` admits from a share leased from Redis (`batch`).
 //!
 //! A `clientIP` key is the connection's address, IPv6 addresses grouped by their prefix
 //! (`--ratelimit-ipv6-prefix`, /64 by default): one host usually holds a whole /64, so
 //! counting single IPv6 addresses would let it rotate through its own prefix. IPv4 addresses
 //! (IPv4-mapped IPv6 ones included) count alone.
 
+pub mod batch;
 pub mod gcra;
+pub mod local;
 pub mod redis;
+pub mod window;
 
 use std::{
     net::{IpAddr, Ipv6Addr},
     sync::Arc,
+    time::Duration,
 };
 
 use crate::metrics::GuardMetrics;
 use http::HeaderMap;
 use prometheus::IntCounter;
-use weir_api::model::{LimitKey, RateLimit};
+use weir_api::model::{Algorithm, LimitKey, RateLimit};
 
 use crate::auth::Identity;
-use gcra::{Decision, LocalBuckets, Params};
+use batch::Batched;
+use local::{Local, LocalBuckets};
 use redis::GlobalStore;
+
+/// The outcome for one request under one limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether it may pass.
+    pub allowed: bool,
+    /// `RateLimit-Limit`.
+    pub limit: u64,
+    /// `RateLimit-Remaining`: requests that could pass right now.
+    pub remaining: u64,
+    /// `RateLimit-Reset`: until the limit is fully available again.
+    pub reset: Duration,
+    /// `Retry-After` when refused: until one more request would pass.
+    pub retry_after: Duration,
+}
+
+/// A limit's algorithm with its parameters in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// The sliding-window counter.
+    Window(window::Params),
+    /// GCRA.
+    Gcra(gcra::Params),
+}
+
+impl Rule {
+    /// From a compiled limit.
+    pub fn of(limit: &RateLimit) -> Self {
+        match limit.algorithm {
+            Algorithm::SlidingWindow => {
+                Self::Window(window::Params::new(limit.requests, limit.per))
+            }
+            Algorithm::Gcra { burst } => {
+                Self::Gcra(gcra::Params::new(limit.requests, limit.per, burst))
+            }
+        }
+    }
+
+    /// Empty local counts by this rule holding at most about `keys` keys.
+    pub fn local(self, keys: usize) -> Arc<dyn Local> {
+        match self {
+            Self::Window(p) => Arc::new(LocalBuckets::new(p, keys)),
+            Self::Gcra(p) => Arc::new(LocalBuckets::new(p, keys)),
+        }
+    }
+}
 
 /// Default length of the prefix IPv6 clients are grouped by.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
@@ -40,7 +93,7 @@ pub struct LimitSettings {
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
-            local_keys: gcra::DEFAULT_KEYS,
+            local_keys: local::DEFAULT_KEYS,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
@@ -52,9 +105,10 @@ pub struct Limiter {
     pub limit: Arc<RateLimit>,
     /// `clientIP` keys of IPv6 clients are their address's prefix of this length.
     pub ipv6_prefix: u8,
-    params: Params,
-    local: Arc<LocalBuckets>,
+    rule: Rule,
+    local: Arc<dyn Local>,
     global: Option<Arc<GlobalStore>>,
+    batch: Option<Arc<Batched>>,
     /// `weir_rate_limit_decisions_total` for this limit, resolved once, not per request.
     counted: Counters,
 }
@@ -81,7 +135,7 @@ impl Limiter {
     /// A limiter counting in `local` (and in `global` when the limit is global).
     pub fn new(
         limit: Arc<RateLimit>,
-        local: Arc<LocalBuckets>,
+        local: Arc<dyn Local>,
         global: Option<Arc<GlobalStore>>,
         metrics: &GuardMetrics,
     ) -> Self {
@@ -91,7 +145,7 @@ impl Limiter {
                 .with_label_values(&[&limit.id, result])
         };
         Self {
-            params: Params::of(&limit),
+            rule: Rule::of(&limit),
             global: global.filter(|_| limit.global),
             counted: Counters {
                 allowed: counter("allowed"),
@@ -101,6 +155,7 @@ impl Limiter {
             },
             limit,
             local,
+            batch: None,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
@@ -113,29 +168,47 @@ impl Limiter {
         }
     }
 
+    /// Decides in Redis: from the batched share if the limit has one (and room for the key),
+    /// else per request.
+    async fn global_check(
+        &self,
+        store: &GlobalStore,
+        key: &str,
+    ) -> Result<Decision, redis::Unavailable> {
+        let redis_key = redis_key(self.rule, &self.limit.id, key);
+        if let Some(batch) = &self.batch {
+            if let Some(decided) = batch.check(&redis_key).await {
+                return decided;
+            }
+        }
+        store.check(self.rule, &redis_key).await
+    }
+
     /// The value this limit counts a request under.
     pub fn key(&self, identity: &Identity, headers: &HeaderMap, client: IpAddr) -> String {
         key_of(&self.limit, identity, headers, client, self.ipv6_prefix)
     }
 
+    /// Counts `global` limits with a share leased from Redis, reconciled by `batch`.
+    pub fn with_batch(self, batch: Option<Arc<Batched>>) -> Self {
+        Self { batch, ..self }
+    }
+
     /// Counts one request under `key`.
     pub async fn check(&self, key: &str) -> Outcome {
         let decision = match &self.global {
-            Some(store) => match store
-                .check(self.params, &redis_key(&self.limit.id, key))
-                .await
-            {
+            Some(store) => match self.global_check(store, key).await {
                 Ok(d) => d,
                 Err(redis::Unavailable) if self.limit.fail_open => {
                     self.counted.fallback.inc();
-                    self.local.check(self.params, key)
+                    self.local.check(key)
                 }
                 Err(redis::Unavailable) => {
                     self.counted.unavailable.inc();
                     return Outcome::Unavailable;
                 }
             },
-            None => self.local.check(self.params, key),
+            None => self.local.check(key),
         };
         if decision.allowed {
             self.counted.allowed.inc();
@@ -180,17 +253,22 @@ pub fn client_key(client: IpAddr, len: u8) -> String {
     }
 }
 
-/// `weir:rl:{<limit>|<value>}`: one hash slot per counter; long or odd values are hashed.
-fn redis_key(limit: &str, value: &str) -> String {
+/// `weir:rl:{<limit>|<value>}` (GCRA) or `weir:sw:{…}` (sliding window, a hash): one hash
+/// slot per counter; long or odd values are hashed.
+pub fn redis_key(rule: Rule, limit: &str, value: &str) -> String {
+    let prefix = match rule {
+        Rule::Window(_) => "weir:sw",
+        Rule::Gcra(_) => "weir:rl",
+    };
     let plain = value.len() <= 64 && !value.contains(['{', '}']);
     if plain {
-        format!("weir:rl:{{{limit}|{value}}}")
+        format!("{prefix}:{{{limit}|{value}}}")
     } else {
         let hex: String = crate::sha256(value.as_bytes())[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("weir:rl:{{{limit}|#{hex}}}")
+        format!("{prefix}:{{{limit}|#{hex}}}")
     }
 }
 

@@ -9,7 +9,7 @@ use weir_http::error::ProxyError;
 use super::{Exchange, Gateway};
 use crate::{
     auth::{Denied, Identity},
-    ratelimit::{gcra::Decision, Outcome},
+    ratelimit::{Decision, Outcome},
     security::RouteGuard,
 };
 

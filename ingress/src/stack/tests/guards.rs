@@ -78,7 +78,7 @@ async fn a_local_limit_answers_429_with_retry_after_once_the_burst_is_spent() {
         "RateLimitPolicy",
         "per-user",
         "HTTPRoute/shop",
-        "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, burst: 2}\n",
+        "  limits:\n  - {name: per-user, key: {header: X-User}, rate: {requests: 3, per: 1m}, algorithm: gcra, burst: 2}\n",
     );
     let (pipe, app) = shop_with(&[&limit]).await;
     let as_alice = || {
