@@ -1,7 +1,9 @@
 //! How a RateLimitPolicy limit counts: `algorithm` with its `burst`, and `syncInterval`.
 //! A limit counts by sliding window unless `algorithm: gcra` asks for even pacing, which then
-//! needs its `burst`; a `burst` without `gcra`, or a `syncInterval` where it cannot apply, is
-//! refused rather than ignored. Each check returns the field in error and why.
+//! needs its `burst`. A `burst` with no `algorithm` is GCRA, as every limit was before the
+//! sliding window, so a policy written then keeps counting as it did; a `burst` with
+//! `slidingWindow`, or a `syncInterval` where it cannot apply, is refused rather than ignored.
+//! Each check returns the field in error and why.
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ pub(super) type Bad = (&'static str, String);
 pub(super) fn algorithm(l: &Limit) -> Result<Algorithm, Bad> {
     match (l.algorithm.as_deref(), l.burst) {
         (None | Some("slidingWindow"), None) => Ok(Algorithm::SlidingWindow),
-        (None | Some("slidingWindow"), Some(_)) => Err((
+        (None, Some(burst)) => Ok(Algorithm::Gcra { burst }),
+        (Some("slidingWindow"), Some(_)) => Err((
             "burst",
             "applies to algorithm: gcra only (the default slidingWindow admits rate.requests \
              at once): remove burst, or set algorithm: gcra for even pacing"

@@ -63,7 +63,9 @@ pub struct Limit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(slidingWindow|gcra)$"))]
     pub algorithm: Option<String>,
-    /// `algorithm: gcra` only, and required there: requests allowed at once above the rate.
+    /// GCRA's requests allowed at once above the rate: required with `algorithm: gcra`; with
+    /// no `algorithm`, it means GCRA (as before the sliding window); refused with
+    /// `slidingWindow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// `local` (default): per gateway process; `global`: one count across all, in Redis.

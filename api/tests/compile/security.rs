@@ -174,7 +174,8 @@ spec:
         "[{name: a, key: {route: {}}, rate: {requests: 5, per: 1m}}, \
          {name: b, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: slidingWindow}, \
          {name: c, key: {route: {}}, rate: {requests: 5, per: 1m}, algorithm: gcra, burst: 0}, \
-         {name: d, key: {route: {}}, rate: {requests: 5, per: 1m}, scope: global, syncInterval: 250ms}]",
+         {name: d, key: {route: {}}, rate: {requests: 5, per: 1m}, scope: global, syncInterval: 250ms}, \
+         {name: e, key: {route: {}}, rate: {requests: 5, per: 1m}, burst: 3}]",
     );
     let snapshot = ok(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &good));
     let algorithms: Vec<_> = snapshot.routes[0]
@@ -188,7 +189,10 @@ spec:
             Algorithm::SlidingWindow,
             Algorithm::SlidingWindow,
             Algorithm::Gcra { burst: 0 },
-            Algorithm::SlidingWindow
+            Algorithm::SlidingWindow,
+            // A burst with no algorithm: GCRA, as a policy written before the sliding window
+            // meant it.
+            Algorithm::Gcra { burst: 3 },
         ]
     );
     let batched = &snapshot.routes[0].limits[3];
@@ -207,8 +211,7 @@ spec:
     );
     let errors = errors(&(route("  - backendRefs: [{name: app, port: 80}]\n") + &bad)).join("\n");
     for expected in [
-        "RateLimitPolicy shop/l: spec.limits[0].burst: applies to algorithm: gcra only",
-        "spec.limits[1].burst: applies to algorithm: gcra only",
+        "RateLimitPolicy shop/l: spec.limits[1].burst: applies to algorithm: gcra only",
         "spec.limits[2].burst: is required with algorithm: gcra",
         "spec.limits[3].algorithm: \"leakyBucket\": use slidingWindow or gcra",
         "spec.limits[4].syncInterval: applies to scope: global only",
