@@ -358,46 +358,55 @@ async fn an_object_weir_did_not_make_for_this_gateway_is_never_replaced() {
         gone.then_some(())
     })
     .await;
-    let workload = |labels: &str, annotations: &str| {
-        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: weir-system, labels: {{app: payroll{labels}}}, annotations: {{{annotations}}}}}\nspec:\n  selector: {{matchLabels: {{app: payroll}}}}\n  template:\n    metadata: {{labels: {{app: payroll}}}}\n    spec:\n      containers: [{{name: payroll, image: payroll:1}}]\n")
+    let workload = |labels: &str, annotations: &str, image: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: weir-system, labels: {{app: payroll{labels}}}, annotations: {{{annotations}}}}}\nspec:\n  selector: {{matchLabels: {{app: payroll}}}}\n  template:\n    metadata: {{labels: {{app: payroll}}}}\n    spec:\n      containers: [{{name: payroll, image: {image}}}]\n")
     };
-    let made_for_another =
-        format!(", app.kubernetes.io/managed-by: weir-controller, weir.dev/gateway: {name}");
-    for (labels, annotations) in [
-        ("", String::new()),
-        (
-            made_for_another.as_str(),
-            "weir.dev/gateway: other/gw".to_string(),
-        ),
-    ] {
-        api.apply(&workload(labels, &annotations));
-        api.apply(&gateway("default", "web", &http(80, "Same")));
-        let status = gateway_status(api, "web", "Programmed False, NoResources", |s| {
-            reason(&s["conditions"], "Programmed").1 == "NoResources"
-        })
-        .await;
-        let message = weir_e2e::cluster::condition(&status["conditions"], "Programmed")["message"]
-            .to_string();
-        assert!(
-            message.contains(&name) && message.contains("not made by Weir for this Gateway"),
-            "{message}"
-        );
-        let still = api
+    let image_of = |api: &ApiServer| {
+        let d = api
             .get("apps/v1", "Deployment", "weir-system", &name)
             .unwrap();
-        assert_eq!(
-            still["spec"]["template"]["spec"]["containers"][0]["image"],
-            "payroll:1"
-        );
-        assert!(api.get("v1", "Service", "weir-system", &name).is_none());
-        assert!(api.delete(V1, "Gateway", "default", "web"));
-        // The Gateway gone, a workload it did not make stays.
-        if labels.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let kept = api.get("apps/v1", "Deployment", "weir-system", &name);
-            assert!(kept.is_some());
-        }
-    }
+        d["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+    };
+    // A workload of that name, made by someone else.
+    api.apply(&workload("", "", "payroll:1"));
+    api.apply(&gateway("default", "web", &http(80, "Same")));
+    let message = no_resources(api, "web").await;
+    assert!(
+        message.contains(&name) && message.contains("not made by Weir for this Gateway"),
+        "{message}"
+    );
+    assert_eq!(image_of(api), "payroll:1");
+    assert!(api.get("v1", "Service", "weir-system", &name).is_none());
+    // One that says the controller made it, for another Gateway (what a name collision would
+    // look like), while this Gateway exists: left as it is through the syncs that follow.
+    let made_for_another =
+        format!(", app.kubernetes.io/managed-by: weir-controller, weir.dev/gateway: {name}");
+    api.apply(&workload(
+        &made_for_another,
+        "weir.dev/gateway: other/gw",
+        "payroll:2",
+    ));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let message = no_resources(api, "web").await;
+    assert!(
+        message.contains("not made by Weir for this Gateway"),
+        "{message}"
+    );
+    assert_eq!(image_of(api), "payroll:2");
+    // The Gateway gone, a workload it did not make stays.
+    api.apply(&workload("", "", "payroll:1"));
+    assert!(api.delete(V1, "Gateway", "default", "web"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(image_of(api), "payroll:1");
+}
+
+/// The message of Gateway default/`name`'s `Programmed: False, NoResources`, once it says so.
+async fn no_resources(api: &ApiServer, name: &str) -> String {
+    let status = gateway_status(api, name, "Programmed False, NoResources", |s| {
+        reason(&s["conditions"], "Programmed").1 == "NoResources"
+    })
+    .await;
+    weir_e2e::cluster::condition(&status["conditions"], "Programmed")["message"].to_string()
 }
 
 /// Mistakes that must not take every Gateway down: a template that cannot be used (its
