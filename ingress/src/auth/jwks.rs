@@ -279,19 +279,7 @@ pub fn parse(jwks: &[u8]) -> Result<Vec<Key>, String> {
 /// The HTTPS client for JWKS fetches: the system's trust roots (`SSL_CERT_FILE` and
 /// `SSL_CERT_DIR` override them), HTTPS only.
 pub fn https_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-    {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "no trusted root certificates found: JWKS fetches will fail");
-            let config = rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
+    let builder = weir_proxy::tls::system_roots("JWKS fetches will fail");
     let connector = builder.https_only().enable_http1().enable_http2().build();
     Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
 }

@@ -399,5 +399,7 @@ impl std::fmt::Debug for CertStore {
 }
 
 mod clients;
+mod system_roots;
+pub use system_roots::system_roots;
 #[cfg(test)]
 mod tests;

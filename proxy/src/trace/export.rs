@@ -100,19 +100,7 @@ impl std::fmt::Debug for Collector {
 
 impl Collector {
     fn new(runtime: tokio::runtime::Handle) -> Self {
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider)
-        {
-            Ok(builder) => builder,
-            Err(e) => {
-                tracing::warn!(error = %e, "no trusted root certificates: an https:// --otlp-endpoint will fail");
-                let config = rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
+        let builder = crate::tls::system_roots("an https:// --otlp-endpoint will fail");
         let connector = builder.https_or_http().enable_http1().build();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Self { client, runtime }

@@ -109,6 +109,7 @@ async fn run(
     let mut dirty = false;
     let mut infra = Infra::default();
     let mut gateway_api: Option<String> = None;
+    let mut recheck = false;
     let mut renew = tokio::time::interval(settings.lease_duration / 3);
     loop {
         tokio::select! {
@@ -123,24 +124,7 @@ async fn run(
                     tracing::warn!(lease = %settings.lease_name, "lost the status Lease");
                 }
                 leading = now_leading;
-                // Deployments and CRDs are not watched: they are checked on every renewal,
-                // and the status written again only if that changed what it says.
-                if leading {
-                    let now = class::installed_version(&client).await;
-                    dirty |= now != gateway_api;
-                    gateway_api = now;
-                }
-                if let (true, Some(provision)) = (leading, &settings.provision) {
-                    let objects = latest.borrow().clone();
-                    if let Some(objects) = objects {
-                        let present = refused_gateways(&controller);
-                        let now = provision::sync(&client, provision, &objects, &present).await;
-                        if let Some(now) = now.filter(|now| *now != infra) {
-                            infra = now;
-                            dirty = true;
-                        }
-                    }
-                }
+                recheck = leading;
             }
             changed = latest.changed() => {
                 if changed.is_err() {
@@ -149,22 +133,36 @@ async fn run(
                 dirty = true;
             }
         }
-        if !(leading && dirty) {
+        if !leading {
             continue;
         }
-        dirty = false;
+        // A compile that landed since the select is this round's too.
+        dirty |= latest.has_changed().unwrap_or(false);
         let Some(objects) = latest.borrow_and_update().clone() else {
             continue;
         };
-        let compiled = controller.status();
-        let (rejected, warnings) = (compiled.rejected, compiled.warnings);
-        let strict = compiled.strict_coverage;
-        if let Some(provision) = &settings.provision {
+        // Deployments and CRDs are not watched: they are checked on every renewal (and the
+        // Gateways' deployments at every change), and the status written again only if that
+        // changed what it says.
+        let renewed = std::mem::take(&mut recheck);
+        if renewed {
+            let now = class::installed_version(&client).await;
+            dirty |= now != gateway_api;
+            gateway_api = now;
+        }
+        if let Some(provision) = settings.provision.as_ref().filter(|_| dirty || renewed) {
             let present = refused_gateways(&controller);
             if let Some(now) = provision::sync(&client, provision, &objects, &present).await {
+                dirty |= now != infra;
                 infra = now;
             }
         }
+        if !std::mem::take(&mut dirty) {
+            continue;
+        }
+        let compiled = controller.status();
+        let (rejected, warnings) = (compiled.rejected, compiled.warnings);
+        let strict = compiled.strict_coverage;
         let around = Around {
             infra: &infra,
             addresses: &settings.addresses,
