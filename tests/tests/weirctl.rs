@@ -273,3 +273,90 @@ async fn check_says_whether_the_cluster_is_ready_for_weir_and_weir_is_well() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot read --kubeconfig"), "{out}");
 }
+
+/// `weirctl status --kubeconfig F` and `config --kubeconfig F` reach the controller's admin
+/// pages (loopback only) through the API server, by port-forward to every ready replica of
+/// its Deployment: the nodes of the replica that answers are listed with it, a replica that
+/// cannot be asked is named (exit 2: the list may be incomplete), one that is not ready is
+/// not asked, and a cluster without the controller's Deployment is said plainly.
+#[tokio::test]
+async fn status_and_config_reach_every_controller_replica_through_the_kubeconfig() {
+    use weir_e2e::cluster::cluster;
+    let cluster = cluster(&[]).await;
+    let api = &cluster.api;
+    let kubeconfig = api.kubeconfig(&cluster.dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let via = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["--kubeconfig", kubeconfig]);
+        weirctl(&args)
+    };
+    let (code, out) = via(&["status"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("no Deployment weir-system/weir-controller"),
+        "{out}"
+    );
+
+    let pod = |name: &str, port: u16, ready: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: weir-system, labels: {{app.kubernetes.io/name: weir-controller}}}}\n\
+             spec: {{containers: [{{name: controller, image: weir, ports: [{{name: grpc, containerPort: 15010}}, {{name: admin, containerPort: {port}}}]}}]}}\n\
+             status: {{phase: Running, podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"{ready}\"}}]}}\n"
+        )
+    };
+    api.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: weir-controller, namespace: weir-system}}\n\
+         spec: {{selector: {{matchLabels: {{app.kubernetes.io/name: weir-controller}}}}, template: {{metadata: {{labels: {{app.kubernetes.io/name: weir-controller}}}}, spec: {{containers: [{{name: controller, image: weir}}]}}}}}}\n---\n{}---\n{}",
+        pod("controller-0", cluster.controller.admin.port(), "True"),
+        // Not ready: never asked (its port answers nothing).
+        pod("controller-2", weir_e2e::free_port(), "False"),
+    ));
+    let status = weir_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the ingress in sync, through the kubeconfig",
+        || async {
+            let (code, out) = via(&["status"]);
+            (code == 0 && out.contains("in sync")).then_some(out)
+        },
+    )
+    .await;
+    assert!(status.contains("weir-system/ingress-0"), "{status}");
+    assert!(!status.contains("controller-2"), "{status}");
+    let (code, json) = via(&["status", "--output", "json"]);
+    assert_eq!(code, 0, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed["nodes"][0]["role"], "ingress", "{listed}");
+    assert_eq!(listed["nodes"][0]["controller"], "weir-system/controller-0");
+    assert_eq!(
+        listed["controllers"],
+        serde_json::json!(["weir-system/controller-0"])
+    );
+
+    let (code, config) = via(&["config", "weir-system/ingress-0"]);
+    assert_eq!(code, 0, "{config}");
+    assert!(config.contains("shop.example.com"), "{config}");
+    let (code, out) = via(&["config", "weir-system/nobody"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no node weir-system/nobody is connected"),
+        "{out}"
+    );
+
+    // A second replica, ready, whose admin port refuses: named, the first one's nodes still
+    // listed, and exit 2.
+    let closed = weir_e2e::free_port();
+    api.apply(&pod("controller-1", closed, "True"));
+    let (code, out) = via(&["status"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("weir-system/ingress-0"), "{out}");
+    assert!(
+        out.contains("controller weir-system/controller-1")
+            && out.contains(&format!("error forwarding port {closed}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("(2 replicas)") || out.contains("1 node(s)"),
+        "{out}"
+    );
+}

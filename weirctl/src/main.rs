@@ -21,6 +21,7 @@
 use std::{collections::HashMap, path::PathBuf, process::ExitCode};
 
 mod check;
+mod forward;
 mod nodes;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,13 +52,12 @@ enum Command {
     },
     /// Lists every node connected to the controller: role, pod, software version, the view
     /// version it applied and its latest, a refusal (NACK) with its error, certificate expiry,
-    /// last seen. Exit 1 when a node refuses its view or has been behind for 30 s or more.
+    /// last seen. Exit 1 when a node refuses its view or has been behind for 30 s or more, 2
+    /// when the controller (or one of its replicas) cannot be asked.
     Status {
-        /// The controller's admin address (served on loopback: run inside its pod, or
-        /// through `kubectl port-forward`).
-        #[arg(long, default_value = nodes::DEFAULT_ADMIN)]
-        controller_admin: String,
-        /// `text` (a line per node) or `json` (the controller's `/nodes`).
+        #[command(flatten)]
+        reach: Reach,
+        /// `text` (a line per node) or `json` (every replica's `/nodes`, merged).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -88,10 +88,54 @@ enum Command {
     Config {
         /// `NAMESPACE/POD`.
         node: String,
-        /// The controller's admin address.
-        #[arg(long, default_value = nodes::DEFAULT_ADMIN)]
-        controller_admin: String,
+        #[command(flatten)]
+        reach: Reach,
     },
+}
+
+/// How `status` and `config` reach the controller's admin pages (served on loopback only):
+/// `--controller-admin URL` asks one listener (inside the controller's pod, or through a
+/// port-forward); otherwise every ready replica is asked through the Kubernetes API by
+/// port-forward, with `--kubeconfig` or the usual kubeconfig; with neither (inside the
+/// controller's pod), the pod's own listener.
+#[derive(clap::Args)]
+struct Reach {
+    /// The controller's admin address.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    controller_admin: Option<String>,
+    /// The kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Weir's namespace.
+    #[arg(long, default_value = "weir-system")]
+    namespace: String,
+    /// The controller's Deployment.
+    #[arg(long, default_value = "weir-controller")]
+    controller: String,
+}
+
+impl Reach {
+    fn source(self) -> nodes::Source {
+        if let Some(admin) = self.controller_admin {
+            return nodes::Source::Admin(admin);
+        }
+        // As kubectl finds a kubeconfig: the files $KUBECONFIG lists, else ~/.kube/config.
+        let usual: Vec<PathBuf> = match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
+            Some(list) => std::env::split_paths(&list).collect(),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".kube/config"))
+                .into_iter()
+                .collect(),
+        };
+        if self.kubeconfig.is_none() && !usual.iter().any(|k| k.exists()) {
+            return nodes::Source::Admin(nodes::DEFAULT_ADMIN.to_string());
+        }
+        nodes::Source::Cluster(forward::Cluster {
+            kubeconfig: self.kubeconfig,
+            namespace: self.namespace,
+            deployment: self.controller,
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,14 +173,10 @@ fn main() -> ExitCode {
             output,
             strict,
         } => analyze_dir(&dir, output, strict),
-        Command::Status {
-            controller_admin,
-            output,
-        } => nodes::status(&controller_admin, matches!(output, Output::Json)),
-        Command::Config {
-            node,
-            controller_admin,
-        } => nodes::config(&controller_admin, &node),
+        Command::Status { reach, output } => {
+            nodes::status(&reach.source(), matches!(output, Output::Json))
+        }
+        Command::Config { node, reach } => nodes::config(&reach.source(), &node),
         Command::Check {
             kubeconfig,
             namespace,

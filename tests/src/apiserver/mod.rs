@@ -16,7 +16,7 @@
 //!   `resourceVersion`), merge patch (RFC 7386) and JSON patch (RFC 6902), delete;
 //! - the status subresource: a write to the object ignores `status`, a write to `/status`
 //!   changes only `status`; `generation` moves when anything but metadata and status changes;
-//! - `TokenReview` with audiences;
+//! - `TokenReview` with audiences; a pod's `portforward` (WebSocket) to its `status.podIP`;
 //! - errors as `Status` objects with reason and code; every request needs the bearer token.
 //!
 //! Tests drive it directly (`apply`, `get`, `delete`, `compact`, `expire_watches`) and read
@@ -24,11 +24,13 @@
 
 mod error;
 mod meta;
+mod portforward;
 mod query;
 mod resources;
 mod review;
 mod selector;
 mod store;
+mod target;
 mod watch;
 
 use std::{
@@ -54,6 +56,7 @@ pub use error::ApiError;
 use query::Query;
 use resources::{Resource, RESOURCES};
 use store::{Change, Store};
+use target::Target;
 
 /// The bearer token the kubeconfig carries (and clients of the server must send).
 pub const ADMIN_TOKEN: &str = "weir-test-admin";
@@ -125,6 +128,7 @@ impl ApiServer {
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .with_upgrades()
                                 .await;
                         });
                     }
@@ -354,6 +358,13 @@ async fn serve(
             "the server could not find the requested resource ({plural})"
         )));
     }
+    if let (Some(namespace), Some(name), Some("portforward")) = (
+        &target.namespace,
+        &target.name,
+        target.subresource.as_deref().filter(|_| plural == "pods"),
+    ) {
+        return portforward::serve(shared, namespace, name, request);
+    }
     let query = Query::parse(request.uri().query().unwrap_or_default())?;
     let method = request.method().clone();
     let content_type = request
@@ -426,67 +437,6 @@ async fn serve(
         let _ = shared.changes.send(change);
     }
     Ok(json_response(status, &value))
-}
-
-/// Where a request points: `/api/v1/...` or `/apis/GROUP/VERSION/...`, then
-/// `[namespaces/NS/]PLURAL[/NAME[/SUBRESOURCE]]`.
-struct Target {
-    resource: &'static Resource,
-    namespace: Option<String>,
-    name: Option<String>,
-    subresource: Option<String>,
-}
-
-impl Target {
-    fn parse(path: &str) -> Result<Self, ApiError> {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, version, rest) = match segments.as_slice() {
-            ["api", version, rest @ ..] => ("", *version, rest),
-            ["apis", group, version, rest @ ..] => (*group, *version, rest),
-            _ => return Err(ApiError::not_found(format!("no such path {path}"))),
-        };
-        let find = |plural: &str| {
-            RESOURCES
-                .iter()
-                .find(|r| r.group == group && r.version == version && r.plural == plural)
-        };
-        let (namespace, rest) = match rest {
-            ["namespaces", namespace, plural, rest @ ..] if find(plural).is_some() => {
-                (Some(namespace.to_string()), [&[*plural][..], rest].concat())
-            }
-            _ => (None, rest.to_vec()),
-        };
-        let (plural, name, subresource) = match rest.as_slice() {
-            [plural] => (*plural, None, None),
-            [plural, name] => (*plural, Some(name.to_string()), None),
-            [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
-            _ => return Err(ApiError::not_found(format!("no such path {path}"))),
-        };
-        let resource = find(plural).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "the server could not find the requested resource {group}/{version} {plural}"
-            ))
-        })?;
-        if resource.namespaced && namespace.is_none() && name.is_some() {
-            return Err(ApiError::not_found(format!(
-                "{} is namespaced: use /namespaces/NAMESPACE/{plural}/{}",
-                resource.kind,
-                name.unwrap_or_default()
-            )));
-        }
-        if !resource.namespaced && namespace.is_some() {
-            return Err(ApiError::not_found(format!(
-                "{} is cluster-scoped",
-                resource.kind
-            )));
-        }
-        Ok(Self {
-            resource,
-            namespace,
-            name,
-            subresource,
-        })
-    }
 }
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {

@@ -70,7 +70,7 @@ impl Query {
     }
 }
 
-fn decode(value: &str) -> String {
+pub(super) fn decode(value: &str) -> String {
     let value = value.replace('+', " ");
     percent_encoding::percent_decode_str(&value)
         .decode_utf8_lossy()
