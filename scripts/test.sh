@@ -9,8 +9,10 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
-# The rate-limit tests start a real redis-server on loopback.
+# The rate-limit tests start a real redis-server on loopback, and a Redis Cluster of six built
+# with redis-cli (Debian's redis-server package pulls in redis-tools, which has redis-cli).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 # The manifests are built with kubectl's kustomize and checked against the Kubernetes schemas
 # with kubernetes-validate (PyPI).
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)

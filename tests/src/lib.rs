@@ -33,6 +33,7 @@ pub mod netns;
 pub mod otlp;
 pub mod prometheus;
 pub mod redis;
+pub mod redis_cluster;
 pub mod shots;
 pub mod stub;
 pub mod tls;

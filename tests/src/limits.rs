@@ -50,10 +50,17 @@ pub fn open_and_closed(app: &Echo, limit: &str) -> ConfigDir {
 pub async fn connected(redis: &Redis, dir: &ConfigDir, n: usize, extra: &[&str]) -> Vec<Weir> {
     let url = redis.url();
     let mut flags = vec!["--redis", url.as_str()];
-    if !extra.contains(&"--redis-timeout") {
+    flags.extend(extra);
+    connected_with(dir, n, &flags).await
+}
+
+/// `n` gateways on `dir` started with `flags` (which name Redis; a Redis timeout of 1 s unless
+/// they name one), each connected to Redis.
+pub async fn connected_with(dir: &ConfigDir, n: usize, flags: &[&str]) -> Vec<Weir> {
+    let mut flags = flags.to_vec();
+    if !flags.contains(&"--redis-timeout") {
         flags.extend(["--redis-timeout", "1s"]);
     }
-    flags.extend(extra);
     let gateways: Vec<Weir> = (0..n).map(|_| Weir::start_with(dir, &flags)).collect();
     for weir in &gateways {
         eventually(Duration::from_secs(10), "connected to Redis", || async {

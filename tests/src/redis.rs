@@ -35,14 +35,7 @@ impl Redis {
             .args(["-p", &self.addr.port().to_string(), "info", "commandstats"])
             .output()
             .expect("redis-cli must be installed beside redis-server");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = stats.strip_prefix("calls=")?.split(',').next()?;
-                Some((name.to_string(), calls.parse().ok()?))
-            })
-            .collect()
+        parse_commandstats(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Kills it (as a crash would).
@@ -84,4 +77,16 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Calls per command in `INFO commandstats` output (lowercase names).
+pub fn parse_commandstats(stats: &str) -> std::collections::BTreeMap<String, u64> {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
 }

@@ -12,6 +12,10 @@
 
 use std::{
     net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -123,4 +127,68 @@ pub fn spans(shots: &[Shot]) -> Vec<(Duration, usize)> {
         }
     }
     out
+}
+
+/// Clients sending one request after another until stopped, for load that must outlast
+/// something the test does meanwhile (a node killed, a failover).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Shot>>>,
+}
+
+impl Load {
+    /// `workers` clients per address, each sending GET `/` as `host` with `headers`.
+    pub fn start(
+        addrs: &[SocketAddr],
+        host: &str,
+        headers: &[(&str, &str)],
+        workers: usize,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let owned: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut tasks = Vec::new();
+        for addr in addrs.iter().copied() {
+            for _ in 0..workers {
+                let (host, owned, stop) = (host.to_string(), owned.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    let headers: Vec<(&str, &str)> = owned
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let mut shots = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        shots.push(shot(addr, &host, &headers).await);
+                    }
+                    shots
+                }));
+            }
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stops every client after its request in flight; all requests, by when they were sent.
+    pub async fn stop(self) -> Vec<Shot> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut shots = Vec::new();
+        for t in self.tasks {
+            shots.extend(t.await.expect("request task"));
+        }
+        shots.sort_by_key(|s| s.sent);
+        shots
+    }
+}
+
+/// Each request's latency as the client saw it: the median, the 99th percentile and the
+/// slowest.
+pub fn latencies(shots: &[Shot]) -> [Duration; 3] {
+    let mut all: Vec<Duration> = shots.iter().map(|s| s.answered - s.sent).collect();
+    all.sort_unstable();
+    let at = |q: f64| {
+        let i = ((all.len() as f64 - 1.0) * q).round() as usize;
+        all.get(i).copied().unwrap_or_default()
+    };
+    [at(0.5), at(0.99), at(1.0)]
 }
